@@ -1,0 +1,86 @@
+// copy_into / copy_to (see tensor_copy.h). Threaded over rows of the destination for large CPU copies.
+#include "engine/tensor_copy.h"
+
+#include <cstring>
+#include <type_traits>
+
+#include "engine/strided.h"
+
+namespace ssmtune {
+
+namespace {
+
+template <class To, class From>
+To convert(From v) {
+    if constexpr (std::is_same<To, bool>::value) return static_cast<float>(v) != 0.0f;
+    else if constexpr (std::is_same<From, half_t>::value || std::is_same<From, bf16_t>::value) return To(float(v));
+    else if constexpr (std::is_same<To, half_t>::value || std::is_same<To, bf16_t>::value) return To(float(v));
+    else return static_cast<To>(v);
+}
+
+template <class To, class From>
+void copy_typed(Tensor& dst, const Tensor& src) {
+    const From* s = static_cast<const From*>(src.storage()->data());
+    To* d = static_cast<To*>(dst.storage()->data());
+    const bool both_contiguous = dst.is_contiguous() && src.is_contiguous();
+    const int64_t n = dst.numel();
+    if (both_contiguous) {
+        s += src.offset();
+        d += dst.offset();
+        if constexpr (std::is_same<To, From>::value) {
+            std::memcpy(d, s, size_t(n) * sizeof(To));
+        } else {
+#pragma omp parallel for schedule(static) if (n > 65536)
+            for (int64_t i = 0; i < n; ++i) d[i] = convert<To>(s[i]);
+        }
+        return;
+    }
+    if (dst.is_contiguous()) {
+        d += dst.offset();
+        for_each_offset(src.shape(), src.strides(), src.offset(),
+                        [&](int64_t i, int64_t off) { d[i] = convert<To>(s[off]); });
+        return;
+    }
+    for_each_offset(dst.shape(), dst.strides(), dst.offset(), [&](int64_t i, int64_t off) {
+        d[off] = convert<To>(s[strided_offset(src.shape(), src.strides(), src.offset(), i)]);
+    });
+}
+
+}  // namespace
+
+void copy_into(Tensor& dst, const Tensor& src) {
+    SSMTUNE_CHECK(dst.shape() == src.shape(), "copy: destination ", dst.describe(), " and source ", src.describe(),
+                  " differ in shape");
+    if (dst.numel() == 0) return;
+    if (dst.device().is_cpu() && src.device().is_cpu()) {
+        dispatch_any_dtype(dst.dtype(), [&](auto to_tag) {
+            dispatch_any_dtype(src.dtype(), [&](auto from_tag) {
+                copy_typed<typename decltype(to_tag)::type, typename decltype(from_tag)::type>(dst, src);
+            });
+        });
+        return;
+    }
+    // A device is involved: move contiguous bytes of the same dtype, converting on the CPU side.
+    SSMTUNE_CHECK(dst.is_contiguous() && src.is_contiguous() && dst.dtype() == src.dtype(),
+                  "copy between devices needs contiguous tensors of one dtype, got ", src.describe(), " -> ",
+                  dst.describe());
+    const DeviceType gpu = dst.device().is_cpu() ? src.device().type : dst.device().type;
+    const int kind = src.device().is_cpu() ? 0 : (dst.device().is_cpu() ? 1 : 2);
+    const int index = dst.device().is_cpu() ? src.device().index : dst.device().index;
+    device_backend(gpu).copy(dst.raw_data(), src.raw_data(), size_t(dst.numel()) * dtype_size(dst.dtype()), kind,
+                             index);
+}
+
+Tensor copy_to(const Tensor& src, DType dtype, Device device) {
+    Tensor out = Tensor::empty(src.shape(), dtype, device);
+    if ((src.device().is_cpu() && device.is_cpu()) || (src.dtype() == dtype && src.is_contiguous())) {
+        copy_into(out, src);
+        return out;
+    }
+    // A GPU is involved and the bytes need converting or gathering: do that on the host, then send.
+    Tensor host = src.device().is_cpu() ? src : copy_to(src, src.dtype(), Device::cpu());
+    Tensor converted = copy_to(host, dtype, Device::cpu());
+    return device.is_cpu() ? converted : copy_to(converted, dtype, device);
+}
+
+}  // namespace ssmtune

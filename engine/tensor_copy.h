@@ -1,0 +1,17 @@
+// Raw (non-recording) copies between strided views, with dtype conversion and device transfer.
+//
+// copy_into(dst, src): same shape, any dtypes; the one place elements are converted between types.
+// The differentiable contiguous()/clone()/to() in ops/ are thin autograd wrappers around these.
+#pragma once
+
+#include "engine/tensor.h"
+
+namespace ssmtune {
+
+// Copies src into dst element by element (shapes must match; dtypes may differ; both CPU, or a contiguous
+// same-dtype transfer between CPU and a registered GPU backend).
+void copy_into(Tensor& dst, const Tensor& src);
+// New contiguous tensor with src's values in `dtype` on `device` (no autograd).
+Tensor copy_to(const Tensor& src, DType dtype, Device device);
+
+}  // namespace ssmtune
