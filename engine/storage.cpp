@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cuda/runtime.h"
 #include "engine/error.h"
 
 namespace ssmtune {
@@ -25,9 +26,13 @@ void register_device_backend(DeviceType type, const DeviceBackend& backend) {
 bool has_device_backend(DeviceType type) { return type == DeviceType::CPU || g_has_cuda_backend; }
 
 const DeviceBackend& device_backend(DeviceType type) {
+    if (type == DeviceType::CUDA && !g_has_cuda_backend) cuda::available();  // registers it when a GPU exists
     SSMTUNE_CHECK(type == DeviceType::CUDA && g_has_cuda_backend,
-                  "no CUDA backend in this build of ssmtune; fix: configure with -DSSMTUNE_CUDA=ON on a machine "
-                  "with the CUDA Toolkit, or keep tensors on Device::cpu()");
+                  cuda::built_with_cuda() ? "no usable CUDA GPU (no driver or no device visible); fix: run on a machine "
+                                            "with an NVIDIA GPU, or keep tensors on Device::cpu()"
+                                          : "no CUDA backend in this build of ssmtune; fix: configure with "
+                                            "-DSSMTUNE_CUDA=ON on a machine with the CUDA Toolkit, or keep tensors on "
+                                            "Device::cpu()");
     return g_cuda_backend;
 }
 

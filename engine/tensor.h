@@ -95,7 +95,7 @@ public:
     Tensor to(Device device) const;
     Tensor detach() const;  // same storage, no autograd history
 
-    // ---- views (differentiable; implemented in ops/shape_ops.cpp) ----
+    // ---- views (differentiable; implemented in ops/views.cpp) ----
     Tensor reshape(const Shape& shape) const;  // view when strides allow, else a copy; one dim may be -1
     Tensor view(const Shape& shape) const;     // like reshape, but an Error when a copy would be needed
     Tensor flatten(int64_t start_dim = 0, int64_t end_dim = -1) const;

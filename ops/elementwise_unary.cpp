@@ -128,17 +128,19 @@ Tensor softplus(const Tensor& x, double beta, double threshold) {
 }
 
 Tensor gelu(const Tensor& x) {
-    // gelu(x) = x Φ(x), Φ(x) = ½(1 + erf(x/√2)); d/dx = Φ(x) + x φ(x)
-    return unary_op("gelu", x, [](double v) { return 0.5 * v * (1.0 + std::erf(v * M_SQRT1_2)); },
+    // gelu(x) = x Φ(x), Φ(x) = ½(1 + erf(x/√2)) = ½ erfc(−x/√2); d/dx = Φ(x) + x φ(x).
+    // The erfc form avoids the cancellation of 1 + erf(·) for negative x (same values as PyTorch elsewhere).
+    return unary_op("gelu", x, [](double v) { return 0.5 * v * std::erfc(-v * M_SQRT1_2); },
                     [](double v, double) {
-                        const double cdf = 0.5 * (1.0 + std::erf(v * M_SQRT1_2));
+                        const double cdf = 0.5 * std::erfc(-v * M_SQRT1_2);
                         const double pdf = std::exp(-0.5 * v * v) * 0.3989422804014327;
                         return cdf + v * pdf;
                     });
 }
 
 Tensor relu(const Tensor& x) {
-    return unary_op("relu", x, [](double v) { return v > 0 ? v : 0.0; },
+    // NaN propagates (as in PyTorch), so a NaN is not silently turned into 0.
+    return unary_op("relu", x, [](double v) { return v > 0 || std::isnan(v) ? v : 0.0; },
                     [](double v, double) { return v > 0 ? 1.0 : 0.0; });
 }
 

@@ -19,7 +19,7 @@ Tensor reference_2d(const Tensor& a, const Tensor& b, int64_t rows, int64_t cols
 }
 }  // namespace
 
-TEST_CASE("binary ops forward match plain loops, with broadcasting") {
+TEST_CASE("binary ops forward match plain loops with broadcasting") {
     Tensor a = Tensor::randn({4, 5}, 1, DType::F64);
     Tensor col = Tensor::randn({4, 1}, 2, DType::F64);
     Tensor row = Tensor::uniform({1, 5}, 3, 0.5, 2.0, DType::F64);
@@ -57,7 +57,7 @@ TEST_CASE("binary ops reject mixed dtypes with a clear error") {
     CHECK_THROWS_AS(ops::add(a, b), Error);
 }
 
-TEST_CASE("binary ops gradients (float64 gradcheck, broadcasting both ways)") {
+TEST_CASE("binary ops gradients in float64 with broadcasting both ways") {
     Tensor a = rand_input({3, 4}, 10), col = rand_input({3, 1}, 11), row = rand_input({4}, 12);
     Tensor pos = Tensor::uniform({3, 4}, 13, 0.5, 1.5, DType::F64).set_requires_grad(true);
     expect_gradcheck([](const auto& x) { return ops::add(x[0], x[1]); }, {a, col});

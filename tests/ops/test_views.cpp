@@ -43,7 +43,7 @@ TEST_CASE("view gradients (float64 gradcheck)") {
     expect_gradcheck([](const auto& in) { return in[0].unsqueeze(0).squeeze(2); }, {col});
 }
 
-TEST_CASE("contiguous, clone and to(dtype) are differentiable copies") {
+TEST_CASE("contiguous clone and to dtype are differentiable copies") {
     Tensor x = rand_input({3, 2}, 6);
     expect_gradcheck([](const auto& in) { return in[0].transpose(0, 1).contiguous(); }, {x});
     expect_gradcheck([](const auto& in) { return in[0].clone() * in[0]; }, {x});

@@ -1,0 +1,39 @@
+// The fused SSM ops: Mamba's selective scan, S4D's Vandermonde kernel and causal long convolution, and
+// Longhorn's online-regression scan. Forward and hand-written backward for each, F32 and F64, CPU.
+//
+// Files: ops/selective_scan.cpp, ops/s4d_kernel.cpp, ops/long_conv.cpp, ops/longhorn_scan.cpp; the associative
+// scan operator shared with CUDA is ops/scan_combine.h. Math and shapes: reference/ssm-models.md §0–§3 and
+// DESIGN.md's glossary (B batch, E inner width, N state size, L length, H S4D channels).
+// Not here: the CUDA kernels (cuda/, checked against these), model wiring (models/).
+#pragma once
+
+#include <cstdint>
+
+#include "engine/tensor.h"
+
+namespace ssmtune::ops {
+
+// ---- selective_scan.cpp ----
+// h_t = exp(Δ_t A) ⊙ h_{t−1} + Δ_t B_t u_t;  y_t = C_t·(h_t + h′) + D u_t + y′;  out = y ⊙ SiLU(z).
+// Δ = softplus(delta + delta_bias) when delta_softplus (threshold 20, as mamba_ssm), else delta + delta_bias.
+// Same semantics as mamba_ssm's selective_scan_ref when the extras are absent. Optional tensors may be undefined.
+struct SelectiveScanOptions {
+    Tensor D;             // [E]
+    Tensor z;             // [B, E, L] gate
+    Tensor delta_bias;    // [E]
+    bool delta_softplus = false;
+    Tensor h0;            // [E, N] or [B, E, N] initial state (initial-state tuning)
+    Tensor state_offset;  // [E, N] h′ (state-offset tuning, variant h)
+    Tensor output_offset; // [E] y′ (state-offset tuning, variant y), added before the gate
+    bool return_last_state = false;
+    int64_t checkpoint_every = 64;  // backward recomputes states from checkpoints every this many steps
+};
+struct SelectiveScanResult {
+    Tensor out;         // [B, E, L]
+    Tensor last_state;  // [B, E, N] h_L when return_last_state (differentiable), else undefined
+};
+// u[B, E, L], delta[B, E, L], A[E, N], B[B, N, L], C[B, N, L].
+SelectiveScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+                                   const Tensor& C, const SelectiveScanOptions& options = {});
+
+}  // namespace ssmtune::ops
