@@ -35,5 +35,9 @@ struct SelectiveScanResult {
 // u[B, E, L], delta[B, E, L], A[E, N], B[B, N, L], C[B, N, L].
 SelectiveScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                                    const Tensor& C, const SelectiveScanOptions& options = {});
+// The specification: the same computation as plain sequential loops, forward only, no graph (tests and the
+// CUDA checks compare against it).
+SelectiveScanResult selective_scan_reference(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+                                             const Tensor& C, const SelectiveScanOptions& options = {});
 
 }  // namespace ssmtune::ops
