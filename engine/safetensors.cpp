@@ -1,5 +1,12 @@
-// safetensors reader/writer and the atomic file write (see safetensors.h for the contract).
-// Assumes a little-endian host (checked at compile time), as the format stores little-endian data.
+// safetensors reader/writer and the atomic file write (contract in safetensors.h; format notes in
+// reference/style-and-ecosystem.md B.1, rules copied from huggingface/safetensors `validate()`).
+//
+// Reading: the file is mapped (or, where mapping fails, read once into a buffer), the header is validated in
+// full before any tensor is allocated, then each tensor is copied once into its own 64-byte-aligned storage.
+// Writing: tensors sorted as the reference writer sorts them, header space-padded to a multiple of 8, bytes
+// streamed from each tensor's storage into a temporary file that is fsynced and renamed over the target.
+// The format stores little-endian data and this file copies bytes as they are, so the host must be
+// little-endian (checked at compile time). Not here: lazy loading, big-endian hosts, dtypes ssmtune lacks.
 #include "engine/safetensors.h"
 
 #include <algorithm>
@@ -8,9 +15,11 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <set>
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,213 +33,373 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "ssmtune's safetensors 
 
 namespace {
 
-constexpr uint64_t kMaxHeader = 100000000;
+constexpr uint64_t kMaxHeader = 100000000;     // the reference reader's header-too-large guard
+constexpr uint64_t kMaxElements = uint64_t(1) << 62;
 
-// Names of dtypes the format has but ssmtune does not load (to say so clearly).
-bool is_known_foreign_dtype(const std::string& s) {
+// Position of a dtype in the format's Dtype enum (ordered by increasing alignment). The reference writer
+// sorts by this, descending, then by name; copying it makes our files byte-identical to Python's.
+int format_rank(DType t) {
+    switch (t) {
+        case DType::BOOL: return 0;
+        case DType::U8: return 1;
+        case DType::I8: return 2;
+        case DType::I16: return 3;
+        case DType::F16: return 4;
+        case DType::BF16: return 5;
+        case DType::I32: return 6;
+        case DType::F32: return 7;
+        case DType::F64: return 8;
+        case DType::I64: default: return 9;
+    }
+}
+
+// Names of dtypes the format has but ssmtune does not load (to say so clearly rather than "unknown").
+bool is_foreign_dtype(const std::string& s) {
     static const std::set<std::string> foreign = {"F4", "F6_E2M3", "F6_E3M2", "F8_E5M2", "F8_E4M3", "F8_E8M0",
                                                   "F8_E4M3FNUZ", "F8_E5M2FNUZ", "U16", "U32", "U64", "C64"};
     return foreign.count(s) > 0;
 }
 
-// Header JSON object with duplicate top-level keys rejected (nlohmann would silently keep one).
-nlohmann::json parse_header(const char* text, size_t n, const std::string& source) {
-    std::set<std::string> seen;
+struct Header {
+    std::map<std::string, TensorInfo> table;
+    Metadata metadata;
+};
+
+// ---- reading ----
+
+// Header length N from the first 8 bytes, checked against the 100 MB guard and the total size.
+uint64_t header_length(const uint8_t* first8, uint64_t total_size, const std::string& source) {
+    SSMTUNE_CHECK(total_size >= 8, source, ": too short to be a safetensors file (", total_size,
+                  " bytes; the 8-byte header length alone needs 8)");
+    uint64_t n = 0;
+    std::memcpy(&n, first8, 8);  // little-endian on disk and on the host
+    SSMTUNE_CHECK(n <= kMaxHeader, source, ": safetensors header length ", n,
+                  " exceeds the 100,000,000-byte limit (corrupt or not a safetensors file)");
+    SSMTUNE_CHECK(8 + n <= total_size, source, ": safetensors header length ", n, " runs past the end of the file (",
+                  total_size, " bytes; truncated download?)");
+    return n;
+}
+
+// JSON of the header, with duplicate keys in any object rejected (nlohmann would silently keep the last).
+nlohmann::json parse_json(const char* text, uint64_t n, const std::string& source) {
+    SSMTUNE_CHECK(n > 0 && text[0] == '{', source, ": safetensors header does not start with '{' (not a "
+                  "safetensors file, or a corrupt one)");
+    std::vector<std::set<std::string>> open_objects;
     std::string duplicate;
-    const auto callback = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-        if (depth == 1 && event == nlohmann::json::parse_event_t::key) {
-            const std::string key = parsed.get<std::string>();
-            if (!seen.insert(key).second && duplicate.empty()) duplicate = key;
+    size_t duplicate_depth = 0;
+    const auto callback = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+        using E = nlohmann::json::parse_event_t;
+        if (event == E::object_start) open_objects.emplace_back();
+        else if (event == E::object_end && !open_objects.empty()) open_objects.pop_back();
+        else if (event == E::key && !open_objects.empty() && duplicate.empty()) {
+            std::string key = parsed.get<std::string>();
+            if (!open_objects.back().insert(key).second) { duplicate = key; duplicate_depth = open_objects.size(); }
         }
         return true;
     };
     nlohmann::json j;
     try {
         j = nlohmann::json::parse(text, text + n, callback);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
         SSMTUNE_FAIL(source, ": safetensors header is not valid JSON (", e.what(), ")");
     }
-    SSMTUNE_CHECK(duplicate.empty(), source, ": safetensors header names tensor \"", duplicate, "\" twice");
+    SSMTUNE_CHECK(duplicate.empty() || duplicate_depth > 1, source, ": safetensors header names tensor \"",
+                  duplicate, "\" twice (duplicate names are not allowed)");
+    SSMTUNE_CHECK(duplicate.empty(), source, ": safetensors header repeats the key \"", duplicate,
+                  "\" inside one object (duplicate keys are not allowed)");
     SSMTUNE_CHECK(j.is_object(), source, ": safetensors header is not a JSON object");
     return j;
 }
 
-// Validated tensor table from the header bytes; data_size is the size of the data buffer.
-std::map<std::string, TensorInfo> read_table(const nlohmann::json& j, uint64_t data_size, const std::string& source,
-                                             Metadata* metadata) {
-    std::map<std::string, TensorInfo> table;
-    for (auto& [name, entry] : j.items()) {
+// One tensor entry: {"dtype": str, "shape": [uint...], "data_offsets": [begin, end]}, checked on its own.
+TensorInfo read_entry(const std::string& name, const nlohmann::json& entry, const std::string& source) {
+    const std::string where = source + ": tensor \"" + name + "\"";
+    SSMTUNE_CHECK(entry.is_object(), where, " is not a JSON object of dtype, shape and data_offsets");
+    for (const char* field : {"dtype", "shape", "data_offsets"})
+        SSMTUNE_CHECK(entry.contains(field), where, " is missing \"", field, "\"");
+    const auto& dt = entry.at("dtype");
+    SSMTUNE_CHECK(dt.is_string(), where, " has a dtype that is not a string: ", dt.dump());
+    const std::string dtype = dt.get<std::string>();
+    SSMTUNE_CHECK(!is_foreign_dtype(dtype), where, " has dtype ", dtype,
+                  ", which ssmtune does not support; fix: convert the file to F32, F16 or BF16");
+    TensorInfo info;
+    try {
+        info.dtype = dtype_from_name(dtype);
+    } catch (const Error&) {
+        SSMTUNE_FAIL(where, " has unknown dtype \"", dtype, "\"; known: F32 F64 I64 I32 F16 BF16 I16 I8 U8 BOOL");
+    }
+
+    const auto& shape = entry.at("shape");
+    SSMTUNE_CHECK(shape.is_array(), where, " has a shape that is not a list: ", shape.dump());
+    uint64_t numel = 1;  // product of the nonzero dims, kept below 2^62 so every later product fits
+    bool empty = false;
+    for (const auto& d : shape) {
+        // nlohmann stores non-negative integers as unsigned; negative ones as signed; 2.0 as float.
+        SSMTUNE_CHECK(d.is_number_unsigned(), where, " has dimension ", d.dump(),
+                      " in its shape; dimensions must be non-negative integers");
+        const uint64_t v = d.get<uint64_t>();
+        if (v == 0) { empty = true; info.shape.push_back(0); continue; }
+        SSMTUNE_CHECK(v <= kMaxElements && numel <= kMaxElements / v, where, " has an impossibly large shape ",
+                      shape.dump());
+        numel *= v;
+        info.shape.push_back(int64_t(v));
+    }
+    if (empty) numel = 0;
+
+    const auto& off = entry.at("data_offsets");
+    SSMTUNE_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(),
+                  where, " needs data_offsets [begin, end] of two non-negative integers, got ", off.dump());
+    info.begin = off[0].get<uint64_t>();
+    info.end = off[1].get<uint64_t>();
+    SSMTUNE_CHECK(info.end >= info.begin, where, " has data_offsets [", info.begin, ", ", info.end,
+                  "] with end before begin");
+    SSMTUNE_CHECK(numel <= kMaxElements / dtype_size(info.dtype), where, " has an impossibly large shape ",
+                  shape.dump());
+    const uint64_t need = numel * dtype_size(info.dtype);  // < 2^62 after the check above
+    SSMTUNE_CHECK(info.end - info.begin == need, where, " is ", dtype, shape_str(info.shape), ", which needs ", need,
+                  " bytes, but its data_offsets [", info.begin, ", ", info.end, "] span ", info.end - info.begin,
+                  " (size does not match shape x dtype size)");
+    return info;
+}
+
+// Parses and validates the whole header: every entry, `__metadata__`, and that the tensors, sorted by offset,
+// tile the data buffer of `data_size` bytes exactly (no overlap, no hole, nothing past the end, no tail).
+Header decode_header(const char* text, uint64_t n, uint64_t data_size, const std::string& source) {
+    const nlohmann::json j = parse_json(text, n, source);
+    Header h;
+    for (const auto& [name, entry] : j.items()) {
         if (name == "__metadata__") {
-            SSMTUNE_CHECK(entry.is_object(), source, ": __metadata__ must be an object of strings");
-            for (auto& [k, v] : entry.items()) {
-                SSMTUNE_CHECK(v.is_string(), source, ": __metadata__ value of \"", k, "\" is not a string");
-                if (metadata) (*metadata)[k] = v.get<std::string>();
+            SSMTUNE_CHECK(entry.is_object(), source, ": __metadata__ must be a map of strings to strings, got ",
+                          entry.dump());
+            for (const auto& [k, v] : entry.items()) {
+                SSMTUNE_CHECK(v.is_string(), source, ": __metadata__ value of \"", k, "\" is not a string: ", v.dump(),
+                              " (metadata is a map of strings to strings)");
+                h.metadata[k] = v.get<std::string>();
             }
             continue;
         }
-        SSMTUNE_CHECK(entry.is_object() && entry.contains("dtype") && entry.contains("shape") &&
-                          entry.contains("data_offsets"),
-                      source, ": tensor \"", name, "\" needs dtype, shape and data_offsets");
-        const auto& dt = entry["dtype"];
-        SSMTUNE_CHECK(dt.is_string(), source, ": tensor \"", name, "\" has a non-string dtype");
-        const std::string dtype = dt.get<std::string>();
-        SSMTUNE_CHECK(!is_known_foreign_dtype(dtype), source, ": tensor \"", name, "\" has dtype ", dtype,
-                      ", which ssmtune does not support; fix: convert the file to F32, F16 or BF16");
-        TensorInfo info;
-        try {
-            info.dtype = dtype_from_name(dtype);
-        } catch (const Error&) {
-            SSMTUNE_FAIL(source, ": tensor \"", name, "\" has unknown dtype \"", dtype, "\"");
-        }
-        SSMTUNE_CHECK(entry["shape"].is_array(), source, ": tensor \"", name, "\" has a shape that is not a list");
-        uint64_t numel = 1;
-        for (const auto& d : entry["shape"]) {
-            SSMTUNE_CHECK(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0), source,
-                          ": tensor \"", name, "\" has an invalid dimension ", d.dump());
-            const uint64_t v = d.get<uint64_t>();
-            SSMTUNE_CHECK(v < (uint64_t(1) << 48) && (v == 0 || numel <= (uint64_t(1) << 62) / v), source,
-                          ": tensor \"", name, "\" is impossibly large");
-            numel *= v;
-            info.shape.push_back(int64_t(v));
-        }
-        const auto& off = entry["data_offsets"];
-        SSMTUNE_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(),
-                      source, ": tensor \"", name, "\" needs data_offsets [begin, end] of two unsigned integers");
-        info.begin = off[0].get<uint64_t>();
-        info.end = off[1].get<uint64_t>();
-        SSMTUNE_CHECK(info.end >= info.begin, source, ": tensor \"", name, "\" has data_offsets end before begin");
-        SSMTUNE_CHECK(info.end - info.begin == numel * dtype_size(info.dtype), source, ": tensor \"", name, "\" ",
-                      dtype, shape_str(info.shape), " needs ", numel * dtype_size(info.dtype), " bytes but its offsets span ",
-                      info.end - info.begin);
-        SSMTUNE_CHECK(info.end <= data_size, source, ": tensor \"", name, "\" runs past the end of the file (ends at ",
-                      info.end, ", data is ", data_size, " bytes)");
-        table[name] = info;
+        h.table[name] = read_entry(name, entry, source);
     }
-    // The tensors, sorted by offset, must tile the data buffer exactly.
-    std::vector<std::pair<uint64_t, std::string>> order;
-    for (auto& [name, info] : table) order.emplace_back(info.begin, name);
-    std::sort(order.begin(), order.end(), [&](const auto& a, const auto& b) {
-        return a.first != b.first ? a.first < b.first : table[a.second].end < table[b.second].end;
+
+    std::vector<const std::pair<const std::string, TensorInfo>*> order;
+    for (const auto& kv : h.table) order.push_back(&kv);
+    std::sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
+        return std::make_pair(a->second.begin, a->second.end) < std::make_pair(b->second.begin, b->second.end);
     });
     uint64_t expected = 0;
-    for (auto& [begin, name] : order) {
-        SSMTUNE_CHECK(begin >= expected, source, ": tensor \"", name, "\" overlaps the previous tensor (starts at ",
-                      begin, ", previous ends at ", expected, ")");
-        SSMTUNE_CHECK(begin == expected, source, ": hole in the data buffer before tensor \"", name, "\" (bytes ",
-                      expected, "..", begin, " belong to no tensor)");
-        expected = table[name].end;
+    std::string previous;
+    for (const auto* kv : order) {
+        const std::string& name = kv->first;
+        const TensorInfo& info = kv->second;
+        SSMTUNE_CHECK(info.begin >= expected, source, ": tensors \"", previous, "\" and \"", name,
+                      "\" overlap (\"", name, "\" starts at byte ", info.begin, ", \"", previous, "\" ends at ",
+                      expected, ")");
+        SSMTUNE_CHECK(info.begin == expected, source, ": hole in the data buffer: bytes ", expected, "..", info.begin,
+                      " before tensor \"", name, "\" belong to no tensor");
+        SSMTUNE_CHECK(info.end <= data_size, source, ": tensor \"", name, "\" runs past the end of the file (its data "
+                      "ends at byte ", info.end, " of a ", data_size, "-byte data buffer; truncated file?)");
+        expected = info.end;
+        previous = name;
     }
     SSMTUNE_CHECK(expected == data_size, source, ": ", data_size - expected,
-                  " trailing bytes after the last tensor (file has more data than its header describes)");
-    return table;
+                  " trailing bytes after the last tensor (the data buffer is ", data_size,
+                  " bytes, the header describes ", expected, ")");
+    return h;
 }
 
-// Splits the raw bytes into header length + header + data, validating the sizes.
-nlohmann::json split_file(const uint8_t* data, size_t size, const std::string& source, uint64_t& header_len) {
-    SSMTUNE_CHECK(size >= 8, source, ": too short to be a safetensors file (", size, " bytes)");
-    std::memcpy(&header_len, data, 8);
-    SSMTUNE_CHECK(header_len <= kMaxHeader, source, ": safetensors header length ", header_len,
-                  " exceeds the 100 MB limit (corrupt or not a safetensors file)");
-    SSMTUNE_CHECK(8 + header_len <= size, source, ": safetensors header length ", header_len,
-                  " runs past the end of the file (", size, " bytes)");
-    SSMTUNE_CHECK(header_len > 0 && data[8] == '{', source, ": safetensors header does not start with '{'");
-    return parse_header(reinterpret_cast<const char*>(data + 8), size_t(header_len), source);
+// An open file descriptor, closed on scope exit.
+struct Fd {
+    int fd = -1;
+    explicit Fd(int f) : fd(f) {}
+    ~Fd() { if (fd >= 0) ::close(fd); }
+    Fd(const Fd&) = delete;
+    Fd& operator=(const Fd&) = delete;
+};
+
+// Opens `path` for reading and returns its size; rejects directories.
+uint64_t open_for_read(const std::string& path, Fd& fd) {
+    fd.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    SSMTUNE_CHECK(fd.fd >= 0, "cannot open ", path, ": ", std::strerror(errno));
+    struct stat st {};
+    SSMTUNE_CHECK(::fstat(fd.fd, &st) == 0, "cannot stat ", path, ": ", std::strerror(errno));
+    SSMTUNE_CHECK(!S_ISDIR(st.st_mode), "cannot read ", path, ": it is a directory, not a safetensors file");
+    return uint64_t(st.st_size);
 }
 
-std::vector<uint8_t> read_whole_file(const std::string& path) {
-    FILE* f = std::fopen(path.c_str(), "rb");
-    SSMTUNE_CHECK(f, "cannot open ", path, ": ", std::strerror(errno));
-    std::vector<uint8_t> bytes;
-    std::fseek(f, 0, SEEK_END);
-    const long size = std::ftell(f);
-    std::fseek(f, 0, SEEK_SET);
-    if (size > 0) {
-        bytes.resize(size_t(size));
-        const size_t got = std::fread(bytes.data(), 1, bytes.size(), f);
-        std::fclose(f);
-        SSMTUNE_CHECK(got == bytes.size(), "reading ", path, " failed after ", got, " of ", size, " bytes");
-    } else {
-        std::fclose(f);
+// Reads exactly n bytes at `offset` (pread loops over short reads and EINTR).
+void read_exact(int fd, void* dst, uint64_t n, uint64_t offset, const std::string& path) {
+    auto* p = static_cast<uint8_t*>(dst);
+    while (n > 0) {
+        const ssize_t got = ::pread(fd, p, size_t(std::min<uint64_t>(n, uint64_t(1) << 30)), off_t(offset));
+        if (got < 0 && errno == EINTR) continue;
+        SSMTUNE_CHECK(got >= 0, "reading ", path, " failed: ", std::strerror(errno));
+        SSMTUNE_CHECK(got > 0, "reading ", path, " failed: the file ended early (changed while being read?)");
+        p += got;
+        offset += uint64_t(got);
+        n -= uint64_t(got);
     }
-    return bytes;
 }
+
+// The whole file's bytes: a read-only mapping, or one read into a heap buffer where mapping is refused.
+class FileBytes {
+public:
+    explicit FileBytes(const std::string& path) {
+        Fd fd(-1);
+        size_ = open_for_read(path, fd);
+        if (size_ == 0) return;
+        void* m = ::mmap(nullptr, size_t(size_), PROT_READ, MAP_PRIVATE, fd.fd, 0);
+        if (m != MAP_FAILED) {
+            map_ = m;
+            ::madvise(m, size_t(size_), MADV_SEQUENTIAL);
+            data_ = static_cast<const uint8_t*>(m);
+            return;
+        }
+        buffer_.reset(new uint8_t[size_t(size_)]);
+        read_exact(fd.fd, buffer_.get(), size_, 0, path);
+        data_ = buffer_.get();
+    }
+    ~FileBytes() { if (map_) ::munmap(map_, size_t(size_)); }
+    FileBytes(const FileBytes&) = delete;
+    FileBytes& operator=(const FileBytes&) = delete;
+    const uint8_t* data() const { return data_; }
+    uint64_t size() const { return size_; }
+
+private:
+    void* map_ = nullptr;
+    std::unique_ptr<uint8_t[]> buffer_;
+    const uint8_t* data_ = nullptr;
+    uint64_t size_ = 0;
+};
+
+// ---- writing ----
+
+// Tensors in the reference writer's order and the padded header that describes them.
+struct Prepared {
+    std::string header;                                  // JSON, space-padded to a multiple of 8
+    std::vector<std::pair<std::string, Tensor>> order;   // data order
+    uint64_t data_bytes = 0;
+};
+
+uint64_t tensor_bytes(const Tensor& t) { return uint64_t(t.numel()) * dtype_size(t.dtype()); }
+
+Prepared prepare(const TensorMap& tensors, const Metadata& metadata) {
+    Prepared p;
+    for (const auto& [name, t] : tensors) {
+        SSMTUNE_CHECK(!name.empty(), "safetensors: a tensor has an empty name; fix: give every tensor a name");
+        SSMTUNE_CHECK(name != "__metadata__", "safetensors: \"__metadata__\" is reserved and cannot name a tensor");
+        SSMTUNE_CHECK(t.defined(), "safetensors: tensor \"", name, "\" is undefined");
+        p.order.emplace_back(name, t);
+    }
+    std::sort(p.order.begin(), p.order.end(), [](const auto& a, const auto& b) {
+        const int ra = format_rank(a.second.dtype()), rb = format_rank(b.second.dtype());
+        return ra != rb ? ra > rb : a.first < b.first;
+    });
+    nlohmann::ordered_json header = nlohmann::ordered_json::object();
+    nlohmann::ordered_json meta = nlohmann::ordered_json::object();
+    if (!metadata.count("format")) meta["format"] = "pt";
+    for (const auto& [k, v] : metadata) meta[k] = v;
+    header["__metadata__"] = std::move(meta);
+    for (const auto& [name, t] : p.order) {
+        const uint64_t n = tensor_bytes(t);
+        nlohmann::ordered_json entry = nlohmann::ordered_json::object();
+        entry["dtype"] = dtype_name(t.dtype());
+        entry["shape"] = t.shape();
+        entry["data_offsets"] = {p.data_bytes, p.data_bytes + n};
+        header[name] = std::move(entry);
+        p.data_bytes += n;
+    }
+    try {
+        p.header = header.dump();
+    } catch (const nlohmann::json::exception& e) {
+        SSMTUNE_FAIL("safetensors: a tensor name or metadata string is not valid UTF-8 (", e.what(), ")");
+    }
+    p.header.append((8 - p.header.size() % 8) % 8, ' ');
+    return p;
+}
+
+// The tensor as contiguous host memory (itself when it already is).
+Tensor host_contiguous(const Tensor& t) {
+    if (t.device().is_cpu() && t.is_contiguous()) return t;
+    return copy_to(t, t.dtype(), Device::cpu());
+}
+
+// fwrite that throws, naming the file and errno, when fewer bytes were written (disk full, I/O error).
+void put(FILE* f, const void* data, size_t n, const std::string& tmp) {
+    if (n == 0) return;
+    errno = 0;
+    const size_t wrote = std::fwrite(data, 1, n, f);
+    SSMTUNE_CHECK(wrote == n, "writing ", tmp, " failed after ", wrote, " of ", n, " bytes: ",
+                  errno ? std::strerror(errno) : "short write", " (disk full?)");
+}
+
+struct FileCloser {
+    void operator()(FILE* f) const { if (f) std::fclose(f); }
+};
 
 }  // namespace
 
 std::map<std::string, TensorInfo> read_safetensors_header(const std::string& path, Metadata* metadata) {
-    const std::vector<uint8_t> bytes = read_whole_file(path);
-    uint64_t header_len = 0;
-    const nlohmann::json j = split_file(bytes.data(), bytes.size(), path, header_len);
-    return read_table(j, bytes.size() - 8 - header_len, path, metadata);
+    Fd fd(-1);
+    const uint64_t size = open_for_read(path, fd);
+    uint8_t first8[8] = {};
+    if (size >= 8) read_exact(fd.fd, first8, 8, 0, path);
+    const uint64_t n = header_length(first8, size, path);
+    std::string text(size_t(n), '\0');
+    read_exact(fd.fd, text.data(), n, 8, path);
+    Header h = decode_header(text.data(), n, size - 8 - n, path);
+    if (metadata) *metadata = std::move(h.metadata);
+    return std::move(h.table);
 }
 
 TensorMap parse_safetensors(const uint8_t* data, size_t size, const std::string& source, Metadata* metadata) {
-    uint64_t header_len = 0;
-    const nlohmann::json j = split_file(data, size, source, header_len);
-    const auto table = read_table(j, size - 8 - header_len, source, metadata);
-    const uint8_t* buffer = data + 8 + header_len;
+    const uint64_t n = header_length(data, size, source);
+    Header h = decode_header(reinterpret_cast<const char*>(data + 8), n, size - 8 - n, source);
+    const uint8_t* buffer = data + 8 + n;
     TensorMap out;
-    for (const auto& [name, info] : table) {
+    for (const auto& [name, info] : h.table) {
         Tensor t = Tensor::empty(info.shape, info.dtype);
         if (info.end > info.begin) std::memcpy(t.raw_data(), buffer + info.begin, size_t(info.end - info.begin));
-        out[name] = t;
+        out.emplace(name, std::move(t));
     }
+    if (metadata) *metadata = std::move(h.metadata);
     return out;
 }
 
 TensorMap load_safetensors(const std::string& path, Metadata* metadata) {
-    const std::vector<uint8_t> bytes = read_whole_file(path);
-    return parse_safetensors(bytes.data(), bytes.size(), path, metadata);
+    const FileBytes bytes(path);
+    return parse_safetensors(bytes.data(), size_t(bytes.size()), path, metadata);
 }
 
 std::vector<uint8_t> safetensors_bytes(const TensorMap& tensors, const Metadata& metadata) {
-    // Reference writer order: larger element size first, then by name.
-    std::vector<std::pair<std::string, Tensor>> order;
-    for (const auto& [name, t] : tensors) {
-        SSMTUNE_CHECK(!name.empty() && name != "__metadata__", "safetensors: invalid tensor name \"", name, "\"");
-        SSMTUNE_CHECK(t.defined(), "safetensors: tensor \"", name, "\" is undefined");
-        order.emplace_back(name, copy_to(t, t.dtype(), Device::cpu()));  // contiguous host copy
-    }
-    std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
-        const size_t sa = dtype_size(a.second.dtype()), sb = dtype_size(b.second.dtype());
-        return sa != sb ? sa > sb : a.first < b.first;
-    });
-    nlohmann::ordered_json header;
-    Metadata meta = metadata;
-    if (!meta.count("format")) meta["format"] = "pt";
-    header["__metadata__"] = nlohmann::ordered_json::object();
-    for (const auto& [k, v] : meta) header["__metadata__"][k] = v;
-    uint64_t offset = 0;
-    for (const auto& [name, t] : order) {
-        const uint64_t n = uint64_t(t.numel()) * dtype_size(t.dtype());
-        header[name] = {{"dtype", dtype_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + n}}};
-        offset += n;
-    }
-    std::string text = header.dump();
-    text.append((8 - text.size() % 8) % 8, ' ');
-    std::vector<uint8_t> bytes(8 + text.size() + offset);
-    const uint64_t n = text.size();
+    const Prepared p = prepare(tensors, metadata);
+    std::vector<uint8_t> bytes(8 + p.header.size() + p.data_bytes);
+    const uint64_t n = p.header.size();
     std::memcpy(bytes.data(), &n, 8);
-    std::memcpy(bytes.data() + 8, text.data(), text.size());
-    uint8_t* data = bytes.data() + 8 + text.size();
-    for (const auto& [name, t] : order) {
-        const size_t nb = size_t(t.numel()) * dtype_size(t.dtype());
-        if (nb) std::memcpy(data, t.raw_data(), nb);
-        data += nb;
+    std::memcpy(bytes.data() + 8, p.header.data(), p.header.size());
+    uint8_t* dst = bytes.data() + 8 + p.header.size();
+    for (const auto& [name, t] : p.order) {
+        const uint64_t nb = tensor_bytes(t);
+        if (nb) std::memcpy(dst, host_contiguous(t).raw_data(), size_t(nb));
+        dst += nb;
     }
     return bytes;
 }
 
 void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata) {
-    const std::vector<uint8_t> bytes = safetensors_bytes(tensors, metadata);
+    const Prepared p = prepare(tensors, metadata);
     write_file_atomically(path, [&](const std::string& tmp) {
-        FILE* f = std::fopen(tmp.c_str(), "wb");
+        std::unique_ptr<FILE, FileCloser> f(std::fopen(tmp.c_str(), "wb"));
         SSMTUNE_CHECK(f, "cannot create ", tmp, ": ", std::strerror(errno));
-        const size_t wrote = bytes.empty() ? 0 : std::fwrite(bytes.data(), 1, bytes.size(), f);
-        const int flush_rc = std::fflush(f);
-        const int close_rc = std::fclose(f);
-        SSMTUNE_CHECK(wrote == bytes.size() && flush_rc == 0 && close_rc == 0, "writing ", path, " failed after ",
-                      wrote, " of ", bytes.size(), " bytes: ", std::strerror(errno), " (disk full?)");
+        const uint64_t n = p.header.size();
+        put(f.get(), &n, 8, tmp);
+        put(f.get(), p.header.data(), p.header.size(), tmp);
+        for (const auto& [name, t] : p.order) put(f.get(), host_contiguous(t).raw_data(), size_t(tensor_bytes(t)), tmp);
+        errno = 0;
+        const bool flushed = std::fflush(f.get()) == 0;
+        const int flush_errno = errno;
+        const bool closed = std::fclose(f.release()) == 0;
+        SSMTUNE_CHECK(flushed && closed, "writing ", tmp, " failed at close: ",
+                      std::strerror(flush_errno ? flush_errno : errno), " (disk full?)");
     });
 }
 
@@ -239,20 +408,24 @@ void write_file_atomically(const std::string& path, const std::function<void(con
     const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
     try {
         write(tmp);
-        const int fd = ::open(tmp.c_str(), O_RDONLY);
-        SSMTUNE_CHECK(fd >= 0, "cannot reopen ", tmp, " to flush it: ", std::strerror(errno));
-        const int sync_rc = ::fsync(fd);
-        ::close(fd);
-        SSMTUNE_CHECK(sync_rc == 0, "fsync of ", tmp, " failed: ", std::strerror(errno));
-        SSMTUNE_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot move ", tmp, " to ", path, ": ",
+        {
+            Fd fd(::open(tmp.c_str(), O_RDONLY | O_CLOEXEC));
+            SSMTUNE_CHECK(fd.fd >= 0, "cannot reopen ", tmp, " to flush it: ", std::strerror(errno));
+            SSMTUNE_CHECK(::fsync(fd.fd) == 0, "fsync of ", tmp, " failed: ", std::strerror(errno));
+        }
+        SSMTUNE_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename ", tmp, " to ", path, ": ",
                       std::strerror(errno));
-    } catch (const Error&) {
-        std::remove(tmp.c_str());
-        throw;
     } catch (const std::exception& e) {
         std::remove(tmp.c_str());
-        SSMTUNE_FAIL("writing ", path, " failed: ", e.what());
+        throw Error("cannot write " + path + ": " + e.what());
+    } catch (...) {
+        std::remove(tmp.c_str());
+        throw;
     }
+    // Make the rename itself durable (best effort: some filesystems refuse fsync on a directory).
+    std::string dir = std::filesystem::path(path).parent_path().string();
+    Fd dfd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dfd.fd >= 0) ::fsync(dfd.fd);
 }
 
 }  // namespace ssmtune

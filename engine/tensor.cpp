@@ -112,6 +112,7 @@ int64_t Tensor::size(int64_t d) const {
 }
 
 bool Tensor::is_contiguous() const {
+    if (numel() == 0) return true;  // no element to misplace (the stride walk below would fail on a 0 dim)
     int64_t expected = 1;
     for (int64_t d = dim() - 1; d >= 0; --d) {
         const int64_t s = shape()[size_t(d)];
@@ -226,7 +227,10 @@ std::string Tensor::to_string(int64_t max_per_dim) const {
         os << "[";
         const int64_t n = c.shape()[size_t(d)];
         for (int64_t i = 0; i < n; ++i) {
-            if (n > max_per_dim && i == max_per_dim / 2) { os << "..., "; i = n - max_per_dim / 2; }
+            if (n > max_per_dim && i == max_per_dim / 2) {
+                os << (d + 1 == c.dim() ? "..., " : "...,\n ");
+                i = n - max_per_dim / 2;
+            }
             index[size_t(d)] = i;
             self(self, d + 1);
             if (i + 1 < n) os << (d + 1 == c.dim() ? ", " : ",\n ");
