@@ -14,15 +14,16 @@
 #include <algorithm>
 #include <cmath>
 
-#include "ops/op_util.h"
 #include "ops/ops.h"
+#include "ops/scan_common.h"
 #include "ops/ssm.h"
 
 namespace ssmtune::ops {
 
 namespace {
 
-constexpr int64_t kLaneBlock = 64;  // channels per backward work item
+using scan_detail::kLaneBlock;
+using scan_detail::sigmoid;
 
 // Validated, contiguous arguments; B and C transposed to [B, L, N] so each time step reads N contiguous values.
 struct ScanArgs {
@@ -30,10 +31,6 @@ struct ScanArgs {
     bool softplus = false, h0_batched = false;
     int64_t B = 0, E = 0, N = 0, L = 0, ck = 1, nck = 0;
 };
-
-void expect_shape(const Tensor& t, const Shape& shape, const char* name) {
-    SSMTUNE_CHECK(t.shape() == shape, "selective_scan: ", name, " must be ", shape_str(shape), ", got ", t.describe());
-}
 
 ScanArgs prepare(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
                  const SelectiveScanOptions& o) {
@@ -46,11 +43,7 @@ ScanArgs prepare(const Tensor& u, const Tensor& delta, const Tensor& A, const Te
     a.ck = o.checkpoint_every;
     a.nck = (a.L + a.ck - 1) / a.ck;
     const auto take = [&](const Tensor& t, const Shape& shape, const char* name) {
-        if (!t.defined()) return Tensor();
-        check_float_input(t, "selective_scan", name);
-        check_same_kind(u, t, "selective_scan");
-        expect_shape(t, shape, name);
-        return t.detach().contiguous();
+        return scan_detail::take_arg(t, u, shape, "selective_scan", name);
     };
     a.u = u.detach().contiguous();
     a.delta = take(delta, {a.B, a.E, a.L}, "delta");
@@ -74,8 +67,6 @@ ScanArgs prepare(const Tensor& u, const Tensor& delta, const Tensor& A, const Te
 
 template <class T>
 inline T softplus_scalar(T x) { return x <= T(20) ? T(std::log1p(std::exp(x))) : x; }
-template <class T>
-inline T sigmoid_scalar(T x) { return T(1) / (T(1) + std::exp(-x)); }
 
 // Δ for lane (b, e) at time t.
 template <class T>
@@ -115,7 +106,7 @@ void scan_forward(const ScanArgs& a, T* out, T* last, T* ckpt) {
             if (yoff) y += yoff[e];
             if (z) {
                 const T zz = z[lane * L + t];
-                y *= zz * sigmoid_scalar(zz);
+                y *= zz * sigmoid(zz);
             }
             out[lane * L + t] = y;
         }
@@ -189,7 +180,7 @@ ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& g
                         T y = D ? D[e] * uu : T(0);
                         if (yoff) y += yoff[e];
                         for (int64_t n = 0; n < N; ++n) y += Cn[n] * (hoff ? h_t[n] + hoff[e * N + n] : h_t[n]);
-                        const T zz = z[lane * L + t], s = sigmoid_scalar(zz);
+                        const T zz = z[lane * L + t], s = sigmoid(zz);
                         dz[lane * L + t] = gy * y * s * (T(1) + zz * (T(1) - s));
                         gy *= zz * s;
                     }
@@ -208,7 +199,7 @@ ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& g
                         gu += ghn * dt * Bn[n];
                         gh[size_t(n)] = ghn * decay;       // ∂L/∂h_{t−1} through this step
                     }
-                    const T gdt_raw = a.softplus ? (raw > T(20) ? gdt : gdt * sigmoid_scalar(raw)) : gdt;
+                    const T gdt_raw = a.softplus ? (raw > T(20) ? gdt : gdt * sigmoid(raw)) : gdt;
                     dd[lane * L + t] = gdt_raw;
                     if (bias) pbias[lane] += gdt_raw;
                     du[lane * L + t] = gu;
@@ -229,14 +220,8 @@ ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& g
                     gB[(b * N + n) * L + t] += pB[((b * nblocks + blk) * L + t) * N + n];
                     gC[(b * N + n) * L + t] += pC[((b * nblocks + blk) * L + t) * N + n];
                 }
-    const auto sum_over_batch = [&](const Tensor& part, const Shape& shape) {
-        Tensor out = Tensor::zeros(shape, dt_type);
-        T* po = out.data<T>();
-        const T* pp = part.data<T>();
-        const int64_t per = shape_numel(shape);
-        for (int64_t b = 0; b < Bsz; ++b)
-            for (int64_t i = 0; i < per; ++i) po[i] += pp[b * per + i];
-        return out;
+    const auto sum_over_batch = [](const Tensor& part, const Shape& shape) {
+        return scan_detail::sum_leading<T>(part, shape);
     };
     g.dA = sum_over_batch(dA_part, {E, N});
     if (D) g.dD = sum_over_batch(dD_part, {E});

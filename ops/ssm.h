@@ -40,4 +40,25 @@ SelectiveScanResult selective_scan(const Tensor& u, const Tensor& delta, const T
 SelectiveScanResult selective_scan_reference(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                                              const Tensor& C, const SelectiveScanOptions& options = {});
 
+// ---- longhorn_scan.cpp ----
+// Longhorn's closed-form online-regression recurrence (Liu et al. 2024; reference/ssm-models.md §3.1):
+//   β = σ(dt + dt_bias);  ε = β / (1 + β Σ_n k_n²);  h_t = (1 − ε k²) ⊙ h_{t−1} + ε k x_t;
+//   y_t = q_t·(h_t + h′) + D x_t + y′;  out = y ⊙ SiLU(z).
+struct LonghornScanOptions {
+    Tensor D;              // [E]
+    Tensor z;              // [B, E, L] gate
+    Tensor dt_bias;        // [E]
+    Tensor h0;             // [E, N] or [B, E, N]
+    Tensor state_offset;   // [E, N] h′
+    Tensor output_offset;  // [E] y′
+    bool return_last_state = false;
+    int64_t checkpoint_every = 64;
+};
+using LonghornScanResult = SelectiveScanResult;
+// x[B, E, L], dt[B, E, L] (β logits), k[B, N, L], q[B, N, L].
+LonghornScanResult longhorn_scan(const Tensor& x, const Tensor& dt, const Tensor& k, const Tensor& q,
+                                 const LonghornScanOptions& options = {});
+LonghornScanResult longhorn_scan_reference(const Tensor& x, const Tensor& dt, const Tensor& k, const Tensor& q,
+                                           const LonghornScanOptions& options = {});
+
 }  // namespace ssmtune::ops
