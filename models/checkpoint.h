@@ -1,0 +1,40 @@
+// Model directories: config.json + model.safetensors (or a sharded model.safetensors.index.json), read and
+// written for every model type. The type comes from config.json's "model_type": "mamba" and "longhorn"
+// (HF MambaForCausalLM layout; original state-spaces names such as backbone.embedding.weight are accepted)
+// and "s4d" (our config around example.py's S4Model names).
+// Loading is strict: missing, unexpected or wrongly shaped tensors give one Error listing all of them, and a
+// config that disagrees with the weights names the config field. Writes are atomic (temp file + rename).
+// Not here: pytorch_model.bin (pickle) files — convert them to safetensors first.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "models/s4d_model.h"
+#include "models/ssm_lm.h"
+
+namespace ssmtune::models {
+
+// A model of any supported type. Exactly one of lm / s4d is set.
+struct AnyModel {
+    std::string model_type;
+    std::shared_ptr<LanguageModel> lm;
+    std::shared_ptr<S4DClassifier> s4d;
+    Module& module() const;
+    bool is_language_model() const { return lm != nullptr; }
+};
+
+nlohmann::json read_json_file(const std::string& path);
+void write_json_file(const std::string& path, const nlohmann::json& j);
+
+// Every tensor of a model directory (single file or shards), names as in the files.
+TensorMap read_model_tensors(const std::string& dir);
+
+AnyModel load_model(const std::string& dir);
+// A fresh model from a config.json object (seeded init), e.g. to train from scratch.
+AnyModel create_model(const nlohmann::json& config, uint64_t seed, const std::string& source = "config");
+void save_model(const std::string& dir, const AnyModel& model);
+
+}  // namespace ssmtune::models

@@ -1,0 +1,69 @@
+// Linear, Embedding, RMSNorm, LayerNorm (see layers.h).
+#include "models/layers.h"
+
+#include <cmath>
+
+#include "ops/ops.h"
+
+namespace ssmtune::models {
+
+Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator& gen)
+    : in_(in_features), out_(out_features), has_bias_(bias) {
+    SSMTUNE_CHECK(in_features > 0 && out_features > 0, "Linear: sizes must be positive, got in ", in_features,
+                  " out ", out_features);
+    const double bound = 1.0 / std::sqrt(double(in_features));
+    register_parameter("weight", Tensor::uniform({out_features, in_features}, gen, -bound, bound));
+    if (bias) register_parameter("bias", Tensor::uniform({out_features}, gen, -bound, bound));
+}
+
+Tensor Linear::forward(const Tensor& x) {
+    Tensor out = ops::linear(x, weight(), has_bias_ ? params_[1].second : Tensor());
+    if (delta_) out = ops::add(out, delta_->forward(x));
+    return out;
+}
+
+void Linear::attach_delta(const std::string& adapter_name, std::shared_ptr<LinearDelta> delta) {
+    SSMTUNE_CHECK(!delta_, "this Linear already has an adapter attached; fix: detach it first");
+    delta_ = delta;
+    register_module(adapter_name, delta);
+}
+
+void Linear::detach_delta() {
+    if (!delta_) return;
+    for (auto it = children_.begin(); it != children_.end(); ++it) {
+        if (it->second.get() == delta_.get()) { children_.erase(it); break; }
+    }
+    delta_.reset();
+}
+
+Embedding::Embedding(int64_t num_embeddings, int64_t dim, Generator& gen, double std) {
+    SSMTUNE_CHECK(num_embeddings > 0 && dim > 0, "Embedding: sizes must be positive");
+    register_parameter("weight", Tensor::randn({num_embeddings, dim}, gen, DType::F32, 0.0, std));
+}
+
+Tensor Embedding::forward(const Tensor& ids) { return ops::embedding(weight(), ids); }
+
+RMSNorm::RMSNorm(int64_t dim, double eps) : eps_(eps) { register_parameter("weight", Tensor::ones({dim})); }
+
+Tensor RMSNorm::forward(const Tensor& x) { return ops::rmsnorm(x, weight(), eps_); }
+
+DepthwiseConv1d::DepthwiseConv1d(int64_t channels, int64_t kernel, bool bias, Generator& gen)
+    : kernel_(kernel), has_bias_(bias) {
+    SSMTUNE_CHECK(channels > 0 && kernel > 0, "Conv1d: channels and kernel must be positive");
+    const double bound = 1.0 / std::sqrt(double(kernel));
+    register_parameter("weight", Tensor::uniform({channels, 1, kernel}, gen, -bound, bound));
+    if (bias) register_parameter("bias", Tensor::uniform({channels}, gen, -bound, bound));
+}
+
+Tensor DepthwiseConv1d::forward(const Tensor& x) {
+    return ops::causal_conv1d(x, weight(), has_bias_ ? params_[1].second : Tensor());
+}
+
+LayerNorm::LayerNorm(int64_t dim, double eps) : eps_(eps) {
+    register_parameter("weight", Tensor::ones({dim}));
+    register_parameter("bias", Tensor::zeros({dim}));
+}
+
+Tensor LayerNorm::forward(const Tensor& x) { return ops::layernorm(x, params_[0].second, params_[1].second, eps_); }
+
+}  // namespace ssmtune::models

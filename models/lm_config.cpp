@@ -1,0 +1,132 @@
+// LMConfig <-> config.json (see lm_config.h).
+#include "models/lm_config.h"
+
+#include "engine/error.h"
+
+namespace ssmtune::models {
+
+namespace {
+
+template <class T>
+void read_field(const nlohmann::json& j, const char* key, T& out, const std::string& source) {
+    if (!j.contains(key) || j.at(key).is_null()) return;
+    try {
+        out = j.at(key).get<T>();
+    } catch (const nlohmann::json::exception&) {
+        SSMTUNE_FAIL(source, ": field \"", key, "\" has the wrong type (", j.at(key).type_name(), ")");
+    }
+}
+
+}  // namespace
+
+LMConfig LMConfig::from_json(const nlohmann::json& j, const std::string& source) {
+    SSMTUNE_CHECK(j.is_object(), source, ": expected a JSON object");
+    LMConfig c;
+    read_field(j, "model_type", c.model_type, source);
+    if (c.model_type == "mamba_ssm") c.model_type = "mamba";
+    SSMTUNE_CHECK(c.model_type == "mamba" || c.model_type == "longhorn", source, ": model_type \"", c.model_type,
+                  "\" is not a language model this loader knows (mamba, longhorn)");
+    // Original state-spaces names first, HF names override.
+    read_field(j, "d_model", c.hidden_size, source);
+    read_field(j, "n_layer", c.num_hidden_layers, source);
+    if (j.contains("ssm_cfg") && j.at("ssm_cfg").is_object()) {
+        const auto& s = j.at("ssm_cfg");
+        read_field(s, "d_state", c.state_size, source);
+        read_field(s, "d_conv", c.conv_kernel, source);
+        read_field(s, "expand", c.expand, source);
+    }
+    read_field(j, "hidden_size", c.hidden_size, source);
+    read_field(j, "num_hidden_layers", c.num_hidden_layers, source);
+    read_field(j, "state_size", c.state_size, source);
+    read_field(j, "expand", c.expand, source);
+    read_field(j, "conv_kernel", c.conv_kernel, source);
+    read_field(j, "vocab_size", c.vocab_size, source);
+    read_field(j, "layer_norm_epsilon", c.layer_norm_epsilon, source);
+    read_field(j, "norm_epsilon", c.layer_norm_epsilon, source);
+    read_field(j, "use_bias", c.use_bias, source);
+    read_field(j, "use_conv_bias", c.use_conv_bias, source);
+    read_field(j, "tie_word_embeddings", c.tie_word_embeddings, source);
+    read_field(j, "tie_embeddings", c.tie_word_embeddings, source);
+    read_field(j, "residual_in_fp32", c.residual_in_fp32, source);
+    read_field(j, "time_step_min", c.time_step_min, source);
+    read_field(j, "time_step_max", c.time_step_max, source);
+    read_field(j, "time_step_floor", c.time_step_floor, source);
+    read_field(j, "time_step_scale", c.time_step_scale, source);
+    read_field(j, "time_step_init_scheme", c.time_step_init_scheme, source);
+    read_field(j, "rescale_prenorm_residual", c.rescale_prenorm_residual, source);
+    c.intermediate_size = c.expand * c.hidden_size;
+    for (const char* key : {"d_inner", "intermediate_size"}) {
+        read_field(j, key, c.intermediate_size, source);
+    }
+    // Original configs give the unpadded vocabulary and a multiple to pad to.
+    if (j.contains("pad_vocab_size_multiple") && !j.contains("hidden_size")) {
+        int64_t multiple = 1;
+        read_field(j, "pad_vocab_size_multiple", multiple, source);
+        if (multiple > 1 && c.vocab_size % multiple) c.vocab_size += multiple - c.vocab_size % multiple;
+    }
+    c.time_step_rank = (c.hidden_size + 15) / 16;
+    const char* rank_keys[] = {"time_step_rank", "dt_rank"};
+    for (const char* key : rank_keys) {
+        const nlohmann::json* src = j.contains(key) ? &j.at(key)
+                                    : (j.contains("ssm_cfg") && j.at("ssm_cfg").is_object() && j.at("ssm_cfg").contains(key))
+                                        ? &j.at("ssm_cfg").at(key) : nullptr;
+        if (!src || src->is_null()) continue;
+        if (src->is_string()) {
+            SSMTUNE_CHECK(src->get<std::string>() == "auto", source, ": field \"", key,
+                          "\" must be an integer or \"auto\", got \"", src->get<std::string>(), "\"");
+        } else {
+            SSMTUNE_CHECK(src->is_number_integer(), source, ": field \"", key, "\" must be an integer or \"auto\"");
+            c.time_step_rank = src->get<int64_t>();
+        }
+    }
+    c.validate(source);
+    return c;
+}
+
+nlohmann::json LMConfig::to_json() const {
+    nlohmann::json j;
+    j["model_type"] = model_type;
+    j["architectures"] = {model_type == "mamba" ? "MambaForCausalLM" : "LonghornForCausalLM"};
+    j["vocab_size"] = vocab_size;
+    j["hidden_size"] = hidden_size;
+    j["num_hidden_layers"] = num_hidden_layers;
+    j["state_size"] = state_size;
+    j["expand"] = expand;
+    j["intermediate_size"] = intermediate_size;
+    j["conv_kernel"] = conv_kernel;
+    j["time_step_rank"] = time_step_rank;
+    j["layer_norm_epsilon"] = layer_norm_epsilon;
+    j["use_bias"] = use_bias;
+    j["use_conv_bias"] = use_conv_bias;
+    j["tie_word_embeddings"] = tie_word_embeddings;
+    j["residual_in_fp32"] = residual_in_fp32;
+    j["time_step_min"] = time_step_min;
+    j["time_step_max"] = time_step_max;
+    j["time_step_floor"] = time_step_floor;
+    j["time_step_scale"] = time_step_scale;
+    j["time_step_init_scheme"] = time_step_init_scheme;
+    j["rescale_prenorm_residual"] = rescale_prenorm_residual;
+    j["hidden_act"] = "silu";
+    j["torch_dtype"] = "float32";
+    return j;
+}
+
+void LMConfig::validate(const std::string& source) const {
+    const auto positive = [&](int64_t v, const char* name) {
+        SSMTUNE_CHECK(v > 0, source, ": field \"", name, "\" must be positive, got ", v);
+    };
+    positive(vocab_size, "vocab_size");
+    positive(hidden_size, "hidden_size");
+    positive(num_hidden_layers, "num_hidden_layers");
+    positive(state_size, "state_size");
+    positive(intermediate_size, "intermediate_size");
+    positive(conv_kernel, "conv_kernel");
+    positive(time_step_rank, "time_step_rank");
+    SSMTUNE_CHECK(layer_norm_epsilon > 0, source, ": field \"layer_norm_epsilon\" must be positive");
+    SSMTUNE_CHECK(time_step_min > 0 && time_step_max >= time_step_min, source,
+                  ": time_step_min/time_step_max must satisfy 0 < min <= max");
+    SSMTUNE_CHECK(time_step_init_scheme == "random" || time_step_init_scheme == "constant", source,
+                  ": field \"time_step_init_scheme\" must be \"random\" or \"constant\"");
+}
+
+}  // namespace ssmtune::models

@@ -1,0 +1,43 @@
+// Configuration of the Mamba and Longhorn language models, read from and written to HF-style config.json.
+//
+// Field names are HuggingFace MambaConfig's (hidden_size, num_hidden_layers, state_size, expand or
+// intermediate_size, conv_kernel, time_step_rank ("auto" = ceil(D/16)), layer_norm_epsilon, use_bias,
+// use_conv_bias, vocab_size, tie_word_embeddings, time_step_*), and the original state-spaces names (d_model,
+// n_layer, d_inner, ssm_cfg.d_state/d_conv/expand/dt_rank, pad_vocab_size_multiple) are accepted on read.
+// Unknown keys are ignored (configs carry many); wrong types or impossible values are Errors naming the field.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace ssmtune::models {
+
+struct LMConfig {
+    std::string model_type = "mamba";  // "mamba" or "longhorn"
+    int64_t vocab_size = 256;
+    int64_t hidden_size = 256;          // D
+    int64_t num_hidden_layers = 4;
+    int64_t state_size = 16;            // N
+    int64_t expand = 2;
+    int64_t intermediate_size = 512;    // E = expand · D
+    int64_t conv_kernel = 4;            // K
+    int64_t time_step_rank = 16;        // R
+    double layer_norm_epsilon = 1e-5;
+    bool use_bias = false;              // in_proj / out_proj bias (mamba_ssm: false; read the flag, never assume)
+    bool use_conv_bias = true;
+    bool tie_word_embeddings = true;
+    bool residual_in_fp32 = true;
+    double time_step_min = 1e-3, time_step_max = 1e-1, time_step_floor = 1e-4, time_step_scale = 1.0;
+    std::string time_step_init_scheme = "random";  // or "constant"
+    bool rescale_prenorm_residual = true;          // mamba_ssm's out_proj rescale at init
+    double embedding_init_std = 0.02;
+
+    // Parses config.json content; `source` names the file in errors.
+    static LMConfig from_json(const nlohmann::json& j, const std::string& source = "config.json");
+    nlohmann::json to_json() const;
+    // Checks the sizes are positive and consistent; Error naming the field otherwise.
+    void validate(const std::string& source = "config") const;
+};
+
+}  // namespace ssmtune::models

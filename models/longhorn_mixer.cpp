@@ -1,0 +1,77 @@
+// Longhorn mixer: init, parallel forward through the fused Longhorn scan, one-token step (see longhorn_mixer.h).
+#include "models/longhorn_mixer.h"
+
+#include <cmath>
+
+#include "ops/ops.h"
+#include "ops/ssm.h"
+
+namespace ssmtune::models {
+
+LonghornMixer::LonghornMixer(const LMConfig& c, Generator& gen)
+    : E_(c.intermediate_size), N_(c.state_size), R_(c.time_step_rank) {
+    const int64_t D = c.hidden_size;
+    register_parameter("D", Tensor::ones({E_}));
+    in_proj = register_module("in_proj", std::make_shared<Linear>(D, 2 * E_, c.use_bias, gen));
+    conv1d = register_module("conv1d", std::make_shared<DepthwiseConv1d>(E_, c.conv_kernel, c.use_conv_bias, gen));
+    x_proj = register_module("x_proj", std::make_shared<Linear>(E_, R_ + 2 * N_, false, gen));
+    dt_proj = register_module("dt_proj", std::make_shared<Linear>(R_, E_, true, gen));
+    out_proj = register_module("out_proj", std::make_shared<Linear>(E_, D, c.use_bias, gen));
+    *dt_proj->bias() = Tensor::zeros({E_}).set_requires_grad(true);
+    if (c.use_bias) {
+        *in_proj->bias() = Tensor::zeros({2 * E_}).set_requires_grad(true);
+        *out_proj->bias() = Tensor::zeros({D}).set_requires_grad(true);
+    }
+    if (c.rescale_prenorm_residual) {
+        const double bound = 1.0 / std::sqrt(double(E_)) / std::sqrt(double(c.num_hidden_layers));
+        out_proj->weight() = Tensor::uniform({D, E_}, gen, -bound, bound).set_requires_grad(true);
+    }
+}
+
+Tensor LonghornMixer::forward(const Tensor& hidden) {
+    Tensor xz = in_proj->forward(hidden);                           // [B, L, 2E]
+    Tensor x = xz.narrow(2, 0, E_).transpose(1, 2).contiguous();    // [B, E, L]
+    Tensor z = xz.narrow(2, E_, E_).transpose(1, 2).contiguous();   // [B, E, L]
+    Tensor u = ops::silu(conv1d->forward(x));                       // [B, E, L]
+    Tensor x_dbl = x_proj->forward(u.transpose(1, 2));              // [B, L, R + 2N]
+    Tensor k = x_dbl.narrow(2, R_, N_).transpose(1, 2).contiguous();       // [B, N, L]
+    Tensor q = x_dbl.narrow(2, R_ + N_, N_).transpose(1, 2).contiguous();  // [B, N, L]
+    Tensor dt = dt_proj->forward(x_dbl.narrow(2, 0, R_)).transpose(1, 2).contiguous();  // [B, E, L] β-logits
+    ops::LonghornScanOptions opt;
+    opt.D = D();
+    opt.z = z;
+    opt.h0 = hook_initial_state;
+    Tensor y = ops::longhorn_scan(u, dt, k, q, opt).out;            // [B, E, L]
+    return out_proj->forward(y.transpose(1, 2));
+}
+
+MixerState LonghornMixer::initial_state(int64_t batch, DType dtype) {
+    MixerState s;
+    s.conv_state = Tensor::zeros({batch, E_, conv1d->kernel()}, dtype);
+    s.ssm_state = hook_initial_state.defined()
+                      ? hook_initial_state.detach().to(dtype).unsqueeze(0).expand({batch, E_, N_}).contiguous()
+                      : Tensor::zeros({batch, E_, N_}, dtype);
+    return s;
+}
+
+Tensor LonghornMixer::step(const Tensor& hidden, MixerState& state) {
+    const int64_t K = conv1d->kernel();
+    Tensor xz = in_proj->forward(hidden);  // [B, 2E]
+    Tensor x = xz.narrow(1, 0, E_), z = xz.narrow(1, E_, E_);
+    state.conv_state = ops::concat({state.conv_state.narrow(2, 1, K - 1), x.unsqueeze(2)}, 2);
+    Tensor xc = ops::sum(ops::mul(state.conv_state, conv1d->weight().reshape({E_, K})), {2});
+    if (conv1d->bias()) xc = ops::add(xc, *conv1d->bias());
+    Tensor u = ops::silu(xc);                             // [B, E]
+    Tensor x_dbl = x_proj->forward(u);                    // [B, R + 2N]
+    Tensor k = x_dbl.narrow(1, R_, N_), q = x_dbl.narrow(1, R_ + N_, N_);  // [B, N]
+    Tensor beta = ops::sigmoid(dt_proj->forward(x_dbl.narrow(1, 0, R_)));  // [B, E]
+    Tensor k2 = ops::mul(k, k);                                           // [B, N]
+    Tensor eps = ops::div(beta, ops::add_scalar(ops::mul(beta, ops::sum(k2, {1}, true)), 1.0));  // [B, E]
+    Tensor forget = ops::sub(Tensor::scalar(1.0, eps.dtype()), ops::mul(eps.unsqueeze(2), k2.unsqueeze(1)));
+    Tensor write = ops::mul(ops::mul(eps, u).unsqueeze(2), k.unsqueeze(1));  // [B, E, N]
+    state.ssm_state = ops::add(ops::mul(forget, state.ssm_state), write);
+    Tensor y = ops::add(ops::sum(ops::mul(state.ssm_state, q.unsqueeze(1)), {2}), ops::mul(D(), u));
+    return out_proj->forward(ops::mul(y, ops::silu(z)));
+}
+
+}  // namespace ssmtune::models

@@ -1,0 +1,31 @@
+// The Longhorn mixer (Liu et al. 2024, "Longhorn: State Space Models are Amortized Online Learners"):
+// Mamba's block with the scan replaced by the closed-form online-regression update (ssm-models.md §3):
+//   [x; z] = in_proj(h);  u = SiLU(conv1d(x));  [dt; k; q] = x_proj(u);  β = σ(dt_proj(dt));
+//   ε = β / (1 + β‖k‖²);  h_t = (1 − ε k²) ⊙ h_{t−1} + ε k u;  y = q·h + D u;  out = out_proj(y ⊙ SiLU(z)).
+// Our layout, in Mamba's naming style (backbone.layers.{i}.mixer.): in_proj.weight [2E, D], conv1d.weight
+// [E, 1, K], conv1d.bias [E], x_proj.weight [R+2N, E] (rows: dt, k, q), dt_proj.weight [E, R], dt_proj.bias [E]
+// (zero init: β ≈ 0.5 at start, as the official code's _init_weights leaves it), D [E]. No A_log.
+// Not here: the state-offset hooks (h′, y′) of the scan; initial state h0 is supported.
+#pragma once
+
+#include "models/ssm_lm.h"
+
+namespace ssmtune::models {
+
+class LonghornMixer : public Mixer {
+public:
+    LonghornMixer(const LMConfig& config, Generator& gen);
+    Tensor forward(const Tensor& hidden) override;
+    Tensor step(const Tensor& hidden, MixerState& state) override;
+    MixerState initial_state(int64_t batch, DType dtype) override;
+    std::string type_name() const override { return "LonghornMixer"; }
+
+    std::shared_ptr<Linear> in_proj, x_proj, dt_proj, out_proj;
+    std::shared_ptr<DepthwiseConv1d> conv1d;
+    Tensor& D() { return params_[0].second; }  // [E]
+
+private:
+    int64_t E_, N_, R_;
+};
+
+}  // namespace ssmtune::models

@@ -1,0 +1,137 @@
+// Module tree walking, counting and strict loading (see module.h).
+#include "models/module.h"
+
+#include "engine/tensor_copy.h"
+
+namespace ssmtune::models {
+
+namespace {
+std::string join(const std::string& prefix, const std::string& name) { return prefix.empty() ? name : prefix + "." + name; }
+}  // namespace
+
+Tensor& Module::register_parameter(const std::string& name, Tensor value, bool requires_grad) {
+    for (const auto& [n, t] : params_) SSMTUNE_CHECK(n != name, "parameter '", name, "' registered twice");
+    if (requires_grad) value.set_requires_grad(true);
+    params_.emplace_back(name, value);
+    return params_.back().second;
+}
+
+void Module::replace_parameter(const std::string& name, Tensor value) {
+    for (auto& [n, t] : params_) {
+        if (n == name) { t = value; return; }
+    }
+    SSMTUNE_FAIL("no parameter '", name, "' in ", type_name());
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_parameters(const std::string& prefix) const {
+    std::vector<std::pair<std::string, Tensor>> out;
+    for (const auto& [n, t] : params_) out.emplace_back(join(prefix, n), t);
+    for (const auto& [n, child] : children_) {
+        auto sub = child->named_parameters(join(prefix, n));
+        out.insert(out.end(), sub.begin(), sub.end());
+    }
+    return out;
+}
+
+std::vector<Tensor> Module::parameters() const {
+    std::vector<Tensor> out;
+    for (auto& [n, t] : named_parameters()) out.push_back(t);
+    return out;
+}
+
+std::vector<std::pair<std::string, Module*>> Module::named_modules(const std::string& prefix) {
+    std::vector<std::pair<std::string, Module*>> out = {{prefix, this}};
+    for (auto& [n, child] : children_) {
+        auto sub = child->named_modules(join(prefix, n));
+        out.insert(out.end(), sub.begin(), sub.end());
+    }
+    return out;
+}
+
+Tensor* Module::find_parameter(const std::string& name) {
+    for (auto& [n, t] : params_)
+        if (n == name) return &t;
+    for (auto& [n, child] : children_) {
+        if (name.size() > n.size() && name.compare(0, n.size(), n) == 0 && name[n.size()] == '.') {
+            if (Tensor* t = child->find_parameter(name.substr(n.size() + 1))) return t;
+        }
+    }
+    return nullptr;
+}
+
+Module* Module::find_module(const std::string& name) {
+    if (name.empty()) return this;
+    for (auto& [n, child] : children_) {
+        if (name == n) return child.get();
+        if (name.size() > n.size() && name.compare(0, n.size(), n) == 0 && name[n.size()] == '.')
+            if (Module* m = child->find_module(name.substr(n.size() + 1))) return m;
+    }
+    return nullptr;
+}
+
+int64_t Module::num_parameters(bool trainable_only) const {
+    int64_t n = 0;
+    for (const auto& [name, t] : named_parameters())
+        if (!trainable_only || t.requires_grad()) n += t.numel();
+    return n;
+}
+
+void Module::set_requires_grad(bool on) {
+    for (auto& [name, t] : named_parameters()) t.set_requires_grad(on);
+}
+
+void Module::train(bool on) {
+    training_ = on;
+    for (auto& [n, child] : children_) child->train(on);
+}
+
+TensorMap Module::state_dict() const {
+    TensorMap out;
+    for (const auto& [n, t] : named_parameters()) out[n] = t;
+    return out;
+}
+
+void Module::load_state_dict(const TensorMap& tensors, bool strict, const std::string& source) {
+    std::vector<std::string> missing, mismatched, unexpected;
+    const auto params = named_parameters();
+    for (const auto& [name, t] : params) {
+        auto it = tensors.find(name);
+        if (it == tensors.end()) { missing.push_back(name); continue; }
+        if (it->second.shape() != t.shape())
+            mismatched.push_back(name + " (file " + shape_str(it->second.shape()) + ", model " + shape_str(t.shape()) + ")");
+    }
+    for (const auto& [name, t] : tensors) {
+        bool known = false;
+        for (const auto& [pn, pt] : params) known = known || pn == name;
+        if (!known) unexpected.push_back(name);
+    }
+    std::string problems;
+    const auto list = [&](const char* what, const std::vector<std::string>& names) {
+        if (names.empty()) return;
+        problems += std::string(problems.empty() ? "" : "; ") + what + ":";
+        for (const auto& n : names) problems += " " + n;
+    };
+    list("missing", missing);
+    list("wrong shape", mismatched);
+    if (strict) list("unexpected", unexpected);
+    SSMTUNE_CHECK(problems.empty() || (!strict && mismatched.empty()), "cannot load ", source, " into ", type_name(),
+                  ": ", problems);
+    for (auto& [name, t] : params) {
+        auto it = tensors.find(name);
+        if (it == tensors.end()) continue;
+        Tensor dst = t.detach();
+        copy_into(dst, it->second);
+    }
+}
+
+void Module::to(DType dtype) {
+    for (auto& [n, t] : params_) {
+        if (t.dtype() == dtype) continue;
+        const bool requires_grad = t.requires_grad();
+        t = t.detach().to(dtype);
+        if (requires_grad) t.set_requires_grad(true);
+    }
+    for (auto& [n, child] : children_) child->to(dtype);
+}
+
+}  // namespace ssmtune::models

@@ -1,0 +1,82 @@
+// Module: the base of every model part — named parameters with HF-style dotted names, child modules,
+// train/eval mode, parameter counts, and strict state-dict loading.
+//
+// Parameters are Tensor handles owned by the module that registered them; `named_parameters()` walks the tree
+// in registration order and yields "child.grandchild.param" names, exactly the keys of the checkpoint files.
+// Loading copies values into the existing tensors (so handles held by optimizers and adapters stay valid)
+// and reports every missing name, unexpected name and shape mismatch in one Error.
+// Not here: hooks (PEFT attaches through the explicit hook points of Linear and the mixers), devices.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/safetensors.h"
+#include "engine/tensor.h"
+
+namespace ssmtune::models {
+
+class Module {
+public:
+    virtual ~Module() = default;
+    Module() = default;
+    Module(const Module&) = delete;
+    Module& operator=(const Module&) = delete;
+
+    // Every parameter below this module, "a.b.c" names, registration order.
+    std::vector<std::pair<std::string, Tensor>> named_parameters(const std::string& prefix = "") const;
+    std::vector<Tensor> parameters() const;
+    // Every module below (and including) this one, with its dotted name ("" for this one).
+    std::vector<std::pair<std::string, Module*>> named_modules(const std::string& prefix = "");
+    // The parameter or module with this dotted name; nullptr when absent.
+    Tensor* find_parameter(const std::string& name);
+    Module* find_module(const std::string& name);
+
+    // Number of parameter elements (all, or only those with requires_grad).
+    int64_t num_parameters(bool trainable_only = false) const;
+    void set_requires_grad(bool on);  // on every parameter
+
+    void train(bool on = true);
+    void eval() { train(false); }
+    bool is_training() const { return training_; }
+
+    // name -> tensor of every parameter.
+    TensorMap state_dict() const;
+    // Copies `tensors` into the parameters (dtype converted). With strict, any missing or unexpected name or
+    // any shape mismatch is an Error listing all of them; `source` names the file in the message.
+    void load_state_dict(const TensorMap& tensors, bool strict = true, const std::string& source = "state dict");
+    // Converts every parameter to `dtype` in place of the old tensors (F32 <-> F64 for gradient checks).
+    void to(DType dtype);
+
+    virtual std::string type_name() const { return "Module"; }
+
+protected:
+    Tensor& register_parameter(const std::string& name, Tensor value, bool requires_grad = true);
+    template <class M>
+    std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> module) {
+        children_.emplace_back(name, module);
+        return module;
+    }
+    // Re-points a registered parameter at a new tensor (used by to(dtype) and by PEFT merge).
+    void replace_parameter(const std::string& name, Tensor value);
+
+    std::vector<std::pair<std::string, Tensor>> params_;
+    std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+    bool training_ = true;
+};
+
+// A module that only groups children under a name ("backbone", "layers", "layers.0", ...).
+class ModuleGroup : public Module {
+public:
+    explicit ModuleGroup(std::string name) : name_(std::move(name)) {}
+    template <class M>
+    std::shared_ptr<M> add(const std::string& child, std::shared_ptr<M> m) { return register_module(child, m); }
+    std::string type_name() const override { return name_; }
+
+private:
+    std::string name_;
+};
+
+}  // namespace ssmtune::models

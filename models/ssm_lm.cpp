@@ -1,0 +1,133 @@
+// LanguageModel: the Mamba/Longhorn LM wrapper, its loss, recurrent step and generation (see ssm_lm.h).
+#include "models/ssm_lm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "autograd/node.h"
+#include "models/longhorn_mixer.h"
+#include "models/mamba_mixer.h"
+#include "ops/ops.h"
+
+namespace ssmtune::models {
+
+LanguageModel::LanguageModel(const LMConfig& config, uint64_t seed) : config_(config) {
+    config_.validate();
+    Generator gen(seed);
+    auto backbone = register_module("backbone", std::make_shared<ModuleGroup>("MambaModel"));
+    embeddings_ = backbone->add("embeddings", std::make_shared<Embedding>(config.vocab_size, config.hidden_size, gen,
+                                                                         config.embedding_init_std));
+    auto layers = backbone->add("layers", std::make_shared<ModuleGroup>("ModuleList"));
+    for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+        auto block = layers->add(std::to_string(i), std::make_shared<ModuleGroup>("Block"));
+        norms_.push_back(block->add("norm", std::make_shared<RMSNorm>(config.hidden_size, config.layer_norm_epsilon)));
+        std::shared_ptr<Mixer> mixer;
+        if (config.model_type == "mamba") mixer = std::make_shared<MambaMixer>(config, gen);
+        else mixer = std::make_shared<LonghornMixer>(config, gen);
+        mixers_.push_back(block->add("mixer", mixer));
+    }
+    norm_f_ = backbone->add("norm_f", std::make_shared<RMSNorm>(config.hidden_size, config.layer_norm_epsilon));
+    if (!config.tie_word_embeddings) {
+        auto head = register_module("lm_head", std::make_shared<Linear>(config.hidden_size, config.vocab_size, false, gen));
+        head->weight() = Tensor::randn({config.vocab_size, config.hidden_size}, gen, DType::F32, 0.0,
+                                       config.embedding_init_std).set_requires_grad(true);
+    }
+}
+
+Tensor LanguageModel::lm_head_weight() {
+    if (config_.tie_word_embeddings) return embeddings_->weight();
+    return *find_parameter("lm_head.weight");
+}
+
+Tensor LanguageModel::hidden_states(const Tensor& ids) {
+    SSMTUNE_CHECK(ids.dim() == 2, "language model input must be token ids [B, L], got ", ids.describe());
+    Tensor h = embeddings_->forward(ids);  // [B, L, D]
+    const int64_t B = ids.size(0), L = ids.size(1), P = prompt_embeddings.defined() ? prompt_embeddings.size(0) : 0;
+    if (P > 0) {
+        Tensor prompt = prompt_embeddings.unsqueeze(0).expand({B, P, config_.hidden_size});
+        h = ops::concat({prompt, h}, 1);  // [B, P + L, D]
+    }
+    for (size_t i = 0; i < mixers_.size(); ++i) h = ops::add(h, mixers_[i]->forward(norms_[i]->forward(h)));
+    h = norm_f_->forward(h);
+    return P > 0 ? h.narrow(1, P, L) : h;
+}
+
+Tensor LanguageModel::forward(const Tensor& ids) { return ops::linear(hidden_states(ids), lm_head_weight()); }
+
+Tensor LanguageModel::next_token_loss(const Tensor& logits, const Tensor& ids) {
+    const int64_t B = ids.size(0), L = ids.size(1), V = logits.size(-1);
+    SSMTUNE_CHECK(L >= 2, "next-token loss needs sequences of at least 2 tokens, got ", ids.describe());
+    Tensor shifted_logits = logits.narrow(1, 0, L - 1).reshape({B * (L - 1), V});
+    Tensor targets = ids.narrow(1, 1, L - 1).reshape({B * (L - 1)});
+    return ops::cross_entropy(shifted_logits, targets);
+}
+
+Tensor LanguageModel::loss(const Tensor& ids) { return next_token_loss(forward(ids), ids); }
+
+std::vector<MixerState> LanguageModel::initial_states(int64_t batch) {
+    std::vector<MixerState> states;
+    const DType dtype = embeddings_->weight().dtype();
+    for (auto& m : mixers_) states.push_back(m->initial_state(batch, dtype));
+    return states;
+}
+
+namespace {
+// One recurrent step from an embedded token h [B, D] through every layer; returns logits [B, V].
+Tensor step_embedded(Tensor h, std::vector<MixerState>& states, std::vector<std::shared_ptr<RMSNorm>>& norms,
+                     std::vector<std::shared_ptr<Mixer>>& mixers, RMSNorm& norm_f, const Tensor& head) {
+    SSMTUNE_CHECK(states.size() == mixers.size(), "step: ", states.size(), " layer states for ", mixers.size(),
+                  " layers; fix: start from initial_states()");
+    for (size_t i = 0; i < mixers.size(); ++i) h = ops::add(h, mixers[i]->step(norms[i]->forward(h), states[i]));
+    return ops::linear(norm_f.forward(h), head);
+}
+}  // namespace
+
+Tensor LanguageModel::step(const Tensor& ids, std::vector<MixerState>& states) {
+    SSMTUNE_CHECK(ids.dim() == 1, "step takes one token per sequence, ids [B], got ", ids.describe());
+    return step_embedded(embeddings_->forward(ids), states, norms_, mixers_, *norm_f_, lm_head_weight());
+}
+
+std::vector<int64_t> LanguageModel::generate(const std::vector<int64_t>& prompt, const GenerationOptions& options) {
+    SSMTUNE_CHECK(!prompt.empty(), "generate needs a prompt of at least one token");
+    SSMTUNE_CHECK(options.temperature >= 0, "generate: temperature must be >= 0, got ", options.temperature);
+    autograd::NoGradGuard no_grad;
+    std::vector<MixerState> states = initial_states(1);
+    Tensor logits;
+    if (prompt_embeddings.defined()) {  // virtual tokens first
+        for (int64_t p = 0; p < prompt_embeddings.size(0); ++p)
+            step_embedded(prompt_embeddings.select(0, p).unsqueeze(0), states, norms_, mixers_, *norm_f_, lm_head_weight());
+    }
+    for (int64_t tok : prompt) logits = step(Tensor::from_vector<int64_t>({tok}, {1}), states);
+    std::vector<int64_t> out = prompt;
+    Generator gen(options.seed);
+    const int64_t V = config_.vocab_size;
+    for (int64_t i = 0; i < options.max_new_tokens; ++i) {
+        std::vector<double> l = logits.to_vector<double>();
+        int64_t next = 0;
+        if (options.temperature == 0) {
+            next = int64_t(std::max_element(l.begin(), l.end()) - l.begin());
+        } else {
+            std::vector<int64_t> order(static_cast<size_t>(V));
+            std::iota(order.begin(), order.end(), 0);
+            const int64_t k = options.top_k > 0 ? std::min(options.top_k, V) : V;
+            std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                              [&](int64_t a, int64_t b) { return l[size_t(a)] > l[size_t(b)]; });
+            const double top = l[size_t(order[0])];
+            std::vector<double> p(static_cast<size_t>(k));
+            double total = 0;
+            for (int64_t j = 0; j < k; ++j) total += p[size_t(j)] = std::exp((l[size_t(order[size_t(j)])] - top) / options.temperature);
+            double r = philox_uniform(gen.seed(), gen.advance(1)) * total;
+            next = order[size_t(k - 1)];
+            for (int64_t j = 0; j < k; ++j) {
+                r -= p[size_t(j)];
+                if (r < 0) { next = order[size_t(j)]; break; }
+            }
+        }
+        out.push_back(next);
+        if (i + 1 < options.max_new_tokens) logits = step(Tensor::from_vector<int64_t>({next}, {1}), states);
+    }
+    return out;
+}
+
+}  // namespace ssmtune::models

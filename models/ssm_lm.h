@@ -1,0 +1,81 @@
+// The language-model wrapper shared by Mamba and Longhorn, and the Mixer interface their layers implement.
+//
+// embedding → n × (RMSNorm → mixer → + residual) → RMSNorm → LM head (tied to the embedding unless the
+// config unties it), as mamba_ssm's MixerModel/MambaLMHeadModel and HF's MambaForCausalLM. Parameter names are
+// HF's: backbone.embeddings.weight, backbone.layers.{i}.norm.weight, backbone.layers.{i}.mixer.*,
+// backbone.norm_f.weight, lm_head.weight (only when untied). Two modes that agree: `forward` (parallel, for
+// training) and `step` (one token with a per-layer state cache, O(1) work per token, for generation).
+// PEFT hook points: Linear deltas inside the mixers, the mixers' scan hooks (initial state h0, state offset h′,
+// output offset y′), and `prompt_embeddings` prepended to the input.
+// Not here: the residual kept in a wider type than the compute type (we compute in F32 or F64 throughout).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "models/layers.h"
+#include "models/lm_config.h"
+
+namespace ssmtune::models {
+
+// Recurrent state of one layer: the last K pre-conv inputs and the SSM state.
+struct MixerState {
+    Tensor conv_state;  // [B, E, K]
+    Tensor ssm_state;   // [B, E, N]
+};
+
+class Mixer : public Module {
+public:
+    virtual Tensor forward(const Tensor& hidden) = 0;                 // [B, L, D] -> [B, L, D]
+    virtual Tensor step(const Tensor& hidden, MixerState& state) = 0;  // [B, D] -> [B, D]
+    virtual MixerState initial_state(int64_t batch, DType dtype) = 0;
+    // Scan hooks set by peft/ (undefined = off). Registered as parameters by the PEFT method when attached.
+    Tensor hook_initial_state;  // h0 [E, N]
+    Tensor hook_state_offset;   // h′ [E, N]
+    Tensor hook_output_offset;  // y′ [E]
+};
+
+// Options for LanguageModel::generate.
+struct GenerationOptions {
+    int64_t max_new_tokens = 32;
+    double temperature = 1.0;  // 0 = greedy
+    int64_t top_k = 0;         // 0 = no top-k filter
+    uint64_t seed = 0;
+};
+
+class LanguageModel : public Module {
+public:
+    // A fresh model with mamba_ssm's init (Mamba) or Longhorn's, seeded.
+    LanguageModel(const LMConfig& config, uint64_t seed);
+    const LMConfig& config() const { return config_; }
+
+    Tensor forward(const Tensor& ids);  // ids [B, L] (I64/I32) -> logits [B, L, V]
+    // Mean next-token cross-entropy over the B·(L−1) shifted positions (HF's loss with labels = ids).
+    Tensor loss(const Tensor& ids);
+    static Tensor next_token_loss(const Tensor& logits, const Tensor& ids);
+
+    std::vector<MixerState> initial_states(int64_t batch);
+    Tensor step(const Tensor& ids, std::vector<MixerState>& states);  // ids [B] -> logits [B, V]
+    // Continues each prompt token by token with the recurrent mode; returns prompt + new tokens.
+    std::vector<int64_t> generate(const std::vector<int64_t>& prompt, const GenerationOptions& options);
+
+    Embedding& embeddings() { return *embeddings_; }
+    Mixer& mixer(int64_t layer) { return *mixers_.at(size_t(layer)); }
+    int64_t num_layers() const { return int64_t(mixers_.size()); }
+    Tensor lm_head_weight();  // the embedding when tied
+    // PEFT prompt hook: [P, D] virtual token embeddings prepended to every sequence; their positions are
+    // dropped from the logits so outputs stay aligned with `ids`.
+    Tensor prompt_embeddings;
+
+    std::string type_name() const override { return config_.model_type == "mamba" ? "MambaForCausalLM" : "LonghornForCausalLM"; }
+
+private:
+    Tensor hidden_states(const Tensor& ids);  // [B, L, D] after norm_f
+    LMConfig config_;
+    std::shared_ptr<Embedding> embeddings_;
+    std::vector<std::shared_ptr<RMSNorm>> norms_;
+    std::vector<std::shared_ptr<Mixer>> mixers_;
+    std::shared_ptr<RMSNorm> norm_f_;
+};
+
+}  // namespace ssmtune::models
