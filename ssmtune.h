@@ -25,4 +25,4 @@
 #include "engine/safetensors.h"
 #include "engine/tensor.h"
 #include "ops/ops.h"
-#include "version.h"
+#include "engine/version.h"

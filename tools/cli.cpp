@@ -1,1 +1,61 @@
-int main() { return 0; }
+// The `ssmtune` program. Commands so far: `demo` (a tiny end-to-end training run), `grads`, `--version`.
+// Every error is printed as one `error: <message>` line with exit status 1 (2 for usage errors).
+// Later issues add train, finetune, eval, generate, grads, merge, inspect, gradcheck and bench here.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "engine/error.h"
+#include "engine/version.h"
+#include "tools/commands.h"
+
+namespace {
+
+void print_usage(FILE* out) {
+    std::fprintf(out,
+                 "ssmtune %s — a from-scratch C++ training stack for state space models\n\n"
+                 "usage: ssmtune <command> [options]\n\n"
+                 "commands:\n"
+                 "  demo        train a small MLP on a built-in synthetic task (end-to-end check of the engine)\n"
+                 "  grads       loss, logits and every parameter gradient of a model on a batch (safetensors)\n"
+                 "  bench       speed figures: selective scan forward/backward, Mamba training step\n"
+                 "  --version   print the version and how this binary was built\n"
+                 "  --help      this text; `ssmtune <command> --help` for a command's options\n",
+                 ssmtune::version());
+}
+
+}  // namespace
+
+namespace ssmtune::tools {
+
+int run_cli(int argc, char** argv) {
+    if (argc < 2) {
+        print_usage(stdout);
+        return 0;
+    }
+    const std::string command = argv[1];
+    try {
+        if (command == "--version" || command == "version") {
+            std::printf("ssmtune %s\n%s\n", ssmtune::version(), ssmtune::build_info().c_str());
+            return 0;
+        }
+        if (command == "--help" || command == "-h" || command == "help") {
+            print_usage(stdout);
+            return 0;
+        }
+        if (command == "demo") return run_demo(argc - 2, argv + 2);
+        if (command == "bench") return run_bench(argc - 2, argv + 2);
+
+        std::fprintf(stderr, "error: unknown command '%s'; run `ssmtune --help` for the list\n", command.c_str());
+        return 2;
+    } catch (const UsageError& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 2;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 1;
+    }
+}
+
+}  // namespace ssmtune::tools

@@ -1,0 +1,135 @@
+// `ssmtune bench`: printed speed figures (never asserted by tests).
+//   scan  — selective_scan forward and backward on the CPU: time, effective GB/s (bytes the op must read and
+//           write once: u, Δ, z, out [B·E·L] and B, C [B·N·L] forward; plus gout, du, dΔ, dz, dB, dC backward),
+//           and the speed-up over the plain sequential reference (selective_scan_reference, double precision).
+//   mamba — one training step of a Mamba LM (default D=256, 4 layers, B=8, L=256, vocab 256, AdamW):
+//           tokens/s and peak CPU memory.
+#include <chrono>
+#include <cstdio>
+
+#include "autograd/node.h"
+#include "autograd/optim.h"
+#include "engine/storage.h"
+#include "engine/version.h"
+#include "models/ssm_lm.h"
+#include "ops/ops.h"
+#include "ops/ssm.h"
+#include "tools/commands.h"
+
+namespace ssmtune::tools {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+template <class F>
+double best_seconds(int repeats, F&& f) {
+    double best = 1e30;
+    for (int r = 0; r < repeats; ++r) {
+        const auto t0 = clock_type::now();
+        f();
+        best = std::min(best, std::chrono::duration<double>(clock_type::now() - t0).count());
+    }
+    return best;
+}
+
+void bench_scan(int64_t B, int64_t E, int64_t N, const std::vector<int64_t>& lengths, int repeats, bool reference) {
+    std::printf("selective_scan, float32, B=%lld E=%lld N=%lld, %d threads (best of %d)\n", (long long)B, (long long)E,
+                (long long)N, cpu_threads(), repeats);
+    std::printf("%7s | %10s %8s | %10s %8s | %12s %8s\n", "L", "fwd ms", "GB/s", "bwd ms", "GB/s", "reference ms",
+                "speed-up");
+    for (int64_t L : lengths) {
+        Tensor u = Tensor::randn({B, E, L}, 1).set_requires_grad(true), d = Tensor::randn({B, E, L}, 2).set_requires_grad(true);
+        Tensor z = Tensor::randn({B, E, L}, 3).set_requires_grad(true);
+        Tensor A = ops::neg(ops::exp(Tensor::randn({E, N}, 4) * 0.5)).detach().set_requires_grad(true);
+        Tensor Bm = Tensor::randn({B, N, L}, 5).set_requires_grad(true), Cm = Tensor::randn({B, N, L}, 6).set_requires_grad(true);
+        ops::SelectiveScanOptions o;
+        o.z = z;
+        o.delta_softplus = true;
+        Tensor out;
+        const double fwd = best_seconds(repeats, [&] { out = ops::selective_scan(u, d, A, Bm, Cm, o).out; });
+        Tensor g = Tensor::ones(out.shape());
+        const double bwd = best_seconds(repeats, [&] {
+            for (Tensor* t : {&u, &d, &z, &A, &Bm, &Cm}) t->zero_grad();
+            out.backward(g);
+        });
+        const double elem = 4.0, lanes = double(B * E * L), bc = double(B * N * L);
+        const double fwd_bytes = elem * (4 * lanes + 2 * bc), bwd_bytes = elem * (8 * lanes + 4 * bc);
+        double ref = 0;
+        if (reference) {
+            autograd::NoGradGuard no_grad;
+            ref = best_seconds(1, [&] { ops::selective_scan_reference(u, d, A, Bm, Cm, o); });
+        }
+        std::printf("%7lld | %10.2f %8.2f | %10.2f %8.2f | %12.1f %7.1fx\n", (long long)L, fwd * 1e3, fwd_bytes / fwd / 1e9,
+                    bwd * 1e3, bwd_bytes / bwd / 1e9, ref * 1e3, reference ? ref / fwd : 0.0);
+    }
+}
+
+void bench_mamba(int64_t D, int64_t layers, int64_t B, int64_t L, int64_t V, int steps) {
+    models::LMConfig c;
+    c.vocab_size = V;
+    c.hidden_size = D;
+    c.num_hidden_layers = layers;
+    c.state_size = 16;
+    c.intermediate_size = 2 * D;
+    c.time_step_rank = (D + 15) / 16;
+    models::LanguageModel model(c, 0);
+    autograd::AdamW opt(model.parameters(), autograd::AdamW::Options().lr(1e-3));
+    Tensor ids = Tensor::uniform({B, L}, 7, 0, double(V)).to(DType::I64);
+    reset_cpu_peak_bytes();
+    const size_t base = cpu_bytes_in_use();
+    const auto step = [&] {
+        Tensor loss = model.loss(ids);
+        loss.backward();
+        opt.step();
+        opt.zero_grad();
+    };
+    step();  // warm-up (allocates optimizer state)
+    const double seconds = best_seconds(steps, step);
+    std::printf("mamba training step: D=%lld layers=%lld E=%lld N=16 B=%lld L=%lld vocab=%lld, %lld params, %d threads\n",
+                (long long)D, (long long)layers, (long long)(2 * D), (long long)B, (long long)L, (long long)V,
+                (long long)model.num_parameters(), cpu_threads());
+    std::printf("  %.1f ms/step, %.0f tokens/s, peak tensor memory %.1f MiB (model + optimizer %.1f MiB)\n", seconds * 1e3,
+                double(B * L) / seconds, double(cpu_peak_bytes()) / 1048576.0, double(base) / 1048576.0);
+}
+
+}  // namespace
+
+int run_bench(int argc, char** argv) {
+    Flags flags(argc, argv,
+                {{"what", "all"}, {"device", "cpu"}, {"repeats", "3"}, {"batch", "8"}, {"inner", "512"}, {"state", "16"},
+                 {"lengths", "256,1024,4096"}, {"no-reference", ""}, {"steps", "3"}},
+                "bench");
+    if (flags.help()) {
+        std::printf("usage: ssmtune bench [--what all|scan|mamba] [--device cpu] [--repeats R] [--batch B]\n"
+                    "                     [--inner E] [--state N] [--lengths L1,L2,...] [--no-reference] [--steps S]\n"
+                    "Prints selective-scan and Mamba training-step speed figures.\n");
+        return 0;
+    }
+    if (flags.str("device") != "cpu")
+        throw UsageError("bench: --device " + flags.str("device") + " is not available in this build (cpu only so far)");
+    const std::string what = flags.str("what");
+    if (what != "all" && what != "scan" && what != "mamba") throw UsageError("bench: --what must be all, scan or mamba");
+    std::vector<int64_t> lengths;
+    std::string list = flags.str("lengths");
+    for (size_t pos = 0; pos < list.size();) {
+        const size_t comma = list.find(',', pos);
+        const std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        char* end = nullptr;
+        const long long v = std::strtoll(item.c_str(), &end, 10);
+        if (item.empty() || *end || v <= 0) throw UsageError("bench: --lengths must be positive integers separated by commas");
+        lengths.push_back(v);
+        if (comma == std::string::npos) break;
+        pos = comma + 1;
+    }
+    const int repeats = int(flags.integer("repeats"));
+    if (repeats <= 0) throw UsageError("bench: --repeats must be positive");
+    std::printf("ssmtune %s bench (%s)\n", version(), build_info().c_str());
+    if (what != "mamba")
+        bench_scan(flags.integer("batch"), flags.integer("inner"), flags.integer("state"), lengths, repeats,
+                   !flags.is_set("no-reference"));
+    if (what != "scan") bench_mamba(256, 4, 8, 256, 256, int(flags.integer("steps")));
+    return 0;
+}
+
+}  // namespace ssmtune::tools

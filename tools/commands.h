@@ -1,0 +1,40 @@
+// Commands of the `ssmtune` program and the small flag parser they share.
+#pragma once
+
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ssmtune::tools {
+
+// A command-line mistake: printed as one `error:` line, exit status 2.
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// `--name value` and `--flag` pairs. Unknown flags are a UsageError naming the known ones.
+class Flags {
+public:
+    // spec: flag name -> default value ("" for boolean switches, which take no value).
+    Flags(int argc, char** argv, const std::map<std::string, std::string>& spec, const std::string& command);
+    std::string str(const std::string& name) const;
+    long long integer(const std::string& name) const;
+    double number(const std::string& name) const;
+    bool is_set(const std::string& name) const;
+    bool help() const { return help_; }
+
+private:
+    std::map<std::string, std::string> values_;
+    std::map<std::string, bool> set_;
+    std::string command_;
+    bool help_ = false;
+};
+
+// The whole program: argv[1] is the command. Returns the exit status (0 ok, 1 error, 2 usage error).
+int run_cli(int argc, char** argv);
+int run_demo(int argc, char** argv);
+int run_bench(int argc, char** argv);
+int run_grads(int argc, char** argv);
+
+}  // namespace ssmtune::tools

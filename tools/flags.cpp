@@ -1,0 +1,53 @@
+// The flag parser shared by the commands (see commands.h). No dependency: `--name value` and `--switch`.
+#include <cstdlib>
+
+#include "tools/commands.h"
+
+namespace ssmtune::tools {
+
+Flags::Flags(int argc, char** argv, const std::map<std::string, std::string>& spec, const std::string& command)
+    : values_(spec), command_(command) {
+    for (int i = 0; i < argc; ++i) {
+        std::string arg = argv[i];
+        if (arg == "--help" || arg == "-h") { help_ = true; continue; }
+        if (arg.rfind("--", 0) != 0) throw UsageError(command + ": unexpected argument '" + arg + "'");
+        std::string name = arg.substr(2), value;
+        const size_t eq = name.find('=');
+        const bool inline_value = eq != std::string::npos;
+        if (inline_value) { value = name.substr(eq + 1); name = name.substr(0, eq); }
+        auto it = spec.find(name);
+        if (it == spec.end()) {
+            std::string known;
+            for (const auto& [k, v] : spec) known += " --" + k;
+            throw UsageError(command + ": unknown flag '--" + name + "'; known:" + known);
+        }
+        if (it->second.empty() && !inline_value) { value = "1"; }  // a switch
+        else if (!inline_value) {
+            if (i + 1 >= argc) throw UsageError(command + ": flag '--" + name + "' needs a value");
+            value = argv[++i];
+        }
+        values_[name] = value;
+        set_[name] = true;
+    }
+}
+
+std::string Flags::str(const std::string& name) const { return values_.at(name); }
+bool Flags::is_set(const std::string& name) const { return set_.count(name) > 0; }
+
+long long Flags::integer(const std::string& name) const {
+    const std::string& v = values_.at(name);
+    char* end = nullptr;
+    const long long x = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0') throw UsageError(command_ + ": --" + name + " expects an integer, got '" + v + "'");
+    return x;
+}
+
+double Flags::number(const std::string& name) const {
+    const std::string& v = values_.at(name);
+    char* end = nullptr;
+    const double x = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end != '\0') throw UsageError(command_ + ": --" + name + " expects a number, got '" + v + "'");
+    return x;
+}
+
+}  // namespace ssmtune::tools
