@@ -40,6 +40,23 @@ SelectiveScanResult selective_scan(const Tensor& u, const Tensor& delta, const T
 SelectiveScanResult selective_scan_reference(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                                              const Tensor& C, const SelectiveScanOptions& options = {});
 
+// ---- s4d_kernel.cpp ----
+// S4D's convolution kernel (Gu, Gupta, Goel, Ré 2022; reference/ssm-models.md §2): with Δ = exp(log_dt),
+// A = −exp(log_A_real) + i·A_imag and z = ΔA (N/2 complex modes per channel, conjugate pairs implicit),
+//   K[h, l] = 2·Re Σ_n W_n · exp(λ_n l),
+//   ZOH:      W = C·(exp(z) − 1)/A,          λ = z
+//   bilinear: W = C·Δ/(1 − z/2),             λ = log((1 + z/2)/(1 − z/2))
+enum class S4DDiscretization { ZOH, Bilinear };
+// log_dt[H], C[H, N/2, 2] (real, imaginary), log_A_real[H, N/2], A_imag[H, N/2] -> K[H, L].
+Tensor s4d_kernel(const Tensor& log_dt, const Tensor& C, const Tensor& log_A_real, const Tensor& A_imag, int64_t L,
+                  S4DDiscretization method = S4DDiscretization::ZOH);
+
+// ---- long_conv.cpp ----
+// Causal convolution of each channel with its own long kernel: y[b, h, t] = Σ_{l ≤ t, l < Lk} K[h, l] u[b, h, t − l].
+enum class ConvAlgorithm { Auto, Direct, FFT };
+// u[B, H, L], K[H, Lk] -> y[B, H, L]. Auto picks the direct sum for short inputs and the FFT otherwise.
+Tensor causal_conv(const Tensor& u, const Tensor& K, ConvAlgorithm algorithm = ConvAlgorithm::Auto);
+
 // ---- longhorn_scan.cpp ----
 // Longhorn's closed-form online-regression recurrence (Liu et al. 2024; reference/ssm-models.md §3.1):
 //   β = σ(dt + dt_bias);  ε = β / (1 + β Σ_n k_n²);  h_t = (1 − ε k²) ⊙ h_{t−1} + ε k x_t;
