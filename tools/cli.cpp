@@ -46,6 +46,7 @@ int run_cli(int argc, char** argv) {
         }
         if (command == "demo") return run_demo(argc - 2, argv + 2);
         if (command == "bench") return run_bench(argc - 2, argv + 2);
+        if (command == "grads") return run_grads(argc - 2, argv + 2);
 
         std::fprintf(stderr, "error: unknown command '%s'; run `ssmtune --help` for the list\n", command.c_str());
         return 2;

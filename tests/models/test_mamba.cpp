@@ -4,6 +4,7 @@
 #include "test_util.h"
 
 #include "autograd/optim.h"
+#include "models/checkpoint.h"
 #include "models/mamba_mixer.h"
 
 using namespace ssmtune;
@@ -131,6 +132,55 @@ TEST_CASE("mamba recurrent step mode equals the parallel forward") {
         Tensor step_logits = model.step(ids.select(1, t).contiguous(), states);
         expect_close(step_logits, logits.select(1, t), 1e-4, 1e-5, "step " + std::to_string(t));
     }
+}
+
+TEST_CASE("mamba save then load gives identical logits and strict loading lists problems") {
+    LanguageModel model(tiny_config(), 5);
+    AnyModel any{"mamba", std::make_shared<LanguageModel>(tiny_config(), 5), nullptr};
+    const auto dir = scratch_dir("mamba_roundtrip");
+    save_model(dir.string(), any);
+    AnyModel loaded = load_model(dir.string());
+    Tensor ids = tiny_ids();
+    CHECK(loaded.lm->forward(ids).to_vector<float>() == any.lm->forward(ids).to_vector<float>());
+    // a weight with the wrong shape and a config that disagrees are named
+    TensorMap w = load_safetensors((dir / "model.safetensors").string());
+    w["backbone.layers.0.mixer.A_log"] = Tensor::zeros({16, 5});
+    w.erase("backbone.layers.1.mixer.D");
+    w["extra.weight"] = Tensor::zeros({1});
+    save_safetensors((dir / "model.safetensors").string(), w);
+    try {
+        load_model(dir.string());
+        FAIL("expected an error");
+    } catch (const Error& e) {
+        const std::string msg = e.what();
+        CHECK(msg.find("state_size") != std::string::npos);
+    }
+    w["backbone.layers.0.mixer.A_log"] = Tensor::zeros({16, 4});
+    save_safetensors((dir / "model.safetensors").string(), w);
+    try {
+        load_model(dir.string());
+        FAIL("expected an error");
+    } catch (const Error& e) {
+        const std::string msg = e.what();
+        CHECK(msg.find("backbone.layers.1.mixer.D") != std::string::npos);
+        CHECK(msg.find("extra.weight") != std::string::npos);
+    }
+}
+
+TEST_CASE("mamba accepts original state-spaces names and an untied head") {
+    LMConfig c = tiny_config();
+    c.tie_word_embeddings = false;
+    AnyModel any{"mamba", std::make_shared<LanguageModel>(c, 9), nullptr};
+    CHECK(any.lm->state_dict().count("lm_head.weight") == 1);
+    const auto dir = scratch_dir("mamba_original_names");
+    save_model(dir.string(), any);
+    TensorMap w = load_safetensors((dir / "model.safetensors").string());
+    w["backbone.embedding.weight"] = w.at("backbone.embeddings.weight");
+    w.erase("backbone.embeddings.weight");
+    save_safetensors((dir / "model.safetensors").string(), w);
+    AnyModel loaded = load_model(dir.string());
+    Tensor ids = tiny_ids();
+    CHECK(loaded.lm->forward(ids).to_vector<float>() == any.lm->forward(ids).to_vector<float>());
 }
 
 TEST_CASE("mamba generate is deterministic and greedy matches argmax of the parallel logits") {

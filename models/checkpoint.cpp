@@ -1,0 +1,153 @@
+// Model directory load/save (see checkpoint.h).
+#include "models/checkpoint.h"
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "engine/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace ssmtune::models {
+
+Module& AnyModel::module() const {
+    SSMTUNE_CHECK(lm || s4d, "empty model handle");
+    if (lm) return *lm;
+    return *s4d;
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+    std::ifstream in(path);
+    SSMTUNE_CHECK(in.good(), "cannot open ", path, ": ", fs::exists(path) ? "unreadable" : "no such file");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    try {
+        return nlohmann::json::parse(ss.str());
+    } catch (const nlohmann::json::parse_error& e) {
+        SSMTUNE_FAIL(path, ": not valid JSON (", e.what(), ")");
+    }
+}
+
+void write_json_file(const std::string& path, const nlohmann::json& j) {
+    write_file_atomically(path, [&](const std::string& tmp) {
+        std::ofstream out(tmp);
+        out << j.dump(2) << "\n";
+        out.close();
+        SSMTUNE_CHECK(out.good(), "writing ", tmp, " failed");
+    });
+}
+
+TensorMap read_model_tensors(const std::string& dir) {
+    SSMTUNE_CHECK(fs::is_directory(dir), "model directory ", dir, " does not exist; fix: pass a folder holding "
+                  "config.json and model.safetensors");
+    const fs::path single = fs::path(dir) / "model.safetensors", index = fs::path(dir) / "model.safetensors.index.json";
+    if (fs::exists(single)) return load_safetensors(single.string());
+    SSMTUNE_CHECK(fs::exists(index), "no model.safetensors or model.safetensors.index.json in ", dir);
+    const nlohmann::json j = read_json_file(index.string());
+    SSMTUNE_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), index.string(), ": missing \"weight_map\"");
+    std::set<std::string> shards;
+    for (auto& [name, file] : j["weight_map"].items()) {
+        SSMTUNE_CHECK(file.is_string(), index.string(), ": weight_map entry ", name, " is not a file name");
+        shards.insert(file.get<std::string>());
+    }
+    TensorMap all;
+    for (const std::string& shard : shards) {
+        SSMTUNE_CHECK(shard.find('/') == std::string::npos && shard.find("..") == std::string::npos, index.string(),
+                      ": shard name ", shard, " must be a plain file name");
+        for (auto& [name, t] : load_safetensors((fs::path(dir) / shard).string())) {
+            SSMTUNE_CHECK(!all.count(name), "tensor ", name, " appears in two shards of ", dir);
+            all[name] = t;
+        }
+    }
+    for (auto& [name, file] : j["weight_map"].items())
+        SSMTUNE_CHECK(all.count(name), index.string(), ": ", name, " is listed in weight_map but missing from ", file);
+    return all;
+}
+
+namespace {
+
+// Names the config field behind the first shape disagreement between config and weights, if any.
+void check_lm_config_against_weights(const LMConfig& c, const TensorMap& w, const std::string& dir) {
+    const auto shape_of = [&](const std::string& name) -> const Shape* {
+        auto it = w.find(name);
+        return it == w.end() ? nullptr : &it->second.shape();
+    };
+    if (const Shape* s = shape_of("backbone.embeddings.weight")) {
+        SSMTUNE_CHECK(s->size() == 2 && (*s)[0] == c.vocab_size, dir, ": config field \"vocab_size\" is ",
+                      c.vocab_size, " but backbone.embeddings.weight is ", shape_str(*s));
+        SSMTUNE_CHECK((*s)[1] == c.hidden_size, dir, ": config field \"hidden_size\" is ", c.hidden_size,
+                      " but backbone.embeddings.weight is ", shape_str(*s));
+    }
+    int64_t layers = 0;
+    while (w.count("backbone.layers." + std::to_string(layers) + ".norm.weight")) ++layers;
+    SSMTUNE_CHECK(layers == 0 || layers == c.num_hidden_layers, dir, ": config field \"num_hidden_layers\" is ",
+                  c.num_hidden_layers, " but the weights have ", layers, " layers");
+    const std::string m = "backbone.layers.0.mixer.";
+    if (const Shape* s = shape_of(m + "in_proj.weight"))
+        SSMTUNE_CHECK((*s)[0] == 2 * c.intermediate_size, dir, ": config field \"intermediate_size\" (or expand) gives ",
+                      c.intermediate_size, " but ", m, "in_proj.weight is ", shape_str(*s));
+    if (const Shape* s = shape_of(m + "A_log"))
+        SSMTUNE_CHECK(s->size() == 2 && (*s)[1] == c.state_size, dir, ": config field \"state_size\" is ", c.state_size,
+                      " but ", m, "A_log is ", shape_str(*s));
+    if (const Shape* s = shape_of(m + "conv1d.weight"))
+        SSMTUNE_CHECK(s->size() == 3 && (*s)[2] == c.conv_kernel, dir, ": config field \"conv_kernel\" is ",
+                      c.conv_kernel, " but ", m, "conv1d.weight is ", shape_str(*s));
+    if (const Shape* s = shape_of(m + "dt_proj.weight"))
+        SSMTUNE_CHECK(s->size() == 2 && (*s)[1] == c.time_step_rank, dir, ": config field \"time_step_rank\" is ",
+                      c.time_step_rank, " but ", m, "dt_proj.weight is ", shape_str(*s));
+    SSMTUNE_CHECK(c.use_conv_bias == (w.count(m + "conv1d.bias") > 0) || layers == 0, dir,
+                  ": config field \"use_conv_bias\" is ", c.use_conv_bias ? "true" : "false", " but ", m,
+                  "conv1d.bias is ", w.count(m + "conv1d.bias") ? "present" : "absent");
+    SSMTUNE_CHECK(c.use_bias == (w.count(m + "in_proj.bias") > 0) || layers == 0, dir,
+                  ": config field \"use_bias\" is ", c.use_bias ? "true" : "false", " but ", m, "in_proj.bias is ",
+                  w.count(m + "in_proj.bias") ? "present" : "absent");
+}
+
+}  // namespace
+
+AnyModel create_model(const nlohmann::json& config, uint64_t seed, const std::string& source) {
+    SSMTUNE_CHECK(config.is_object() && config.contains("model_type") && config["model_type"].is_string(), source,
+                  ": missing \"model_type\" (one of mamba, longhorn, s4d)");
+    AnyModel m;
+    m.model_type = config["model_type"].get<std::string>();
+    if (m.model_type == "mamba" || m.model_type == "longhorn") {
+        m.lm = std::make_shared<LanguageModel>(LMConfig::from_json(config, source), seed);
+    } else if (m.model_type == "s4d") {
+        m.s4d = std::make_shared<S4DClassifier>(S4DConfig::from_json(config, source), seed);
+    } else {
+        SSMTUNE_FAIL(source, ": unknown model_type \"", m.model_type, "\"; known: mamba, longhorn, s4d");
+    }
+    return m;
+}
+
+AnyModel load_model(const std::string& dir) {
+    const std::string config_path = (fs::path(dir) / "config.json").string();
+    SSMTUNE_CHECK(fs::exists(config_path), "no config.json in ", dir, "; fix: pass a model directory (config.json + "
+                  "model.safetensors)");
+    AnyModel m = create_model(read_json_file(config_path), 0, config_path);
+    TensorMap w = read_model_tensors(dir);
+    if (m.lm) {
+        TensorMap renamed;  // original state-spaces checkpoints say backbone.embedding.
+        for (auto& [name, t] : w) {
+            const std::string old_prefix = "backbone.embedding.";
+            renamed[name.rfind(old_prefix, 0) == 0 ? "backbone.embeddings." + name.substr(old_prefix.size()) : name] = t;
+        }
+        w = renamed;
+        if (m.lm->config().tie_word_embeddings) w.erase("lm_head.weight");  // tied: the embedding is the head
+        check_lm_config_against_weights(m.lm->config(), w, dir);
+    }
+    m.module().load_state_dict(w, true, dir);
+    return m;
+}
+
+void save_model(const std::string& dir, const AnyModel& model) {
+    fs::create_directories(dir);
+    const nlohmann::json config = model.lm ? model.lm->config().to_json() : model.s4d->config().to_json();
+    TensorMap tensors = model.module().state_dict();
+    save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
+    write_json_file((fs::path(dir) / "config.json").string(), config);
+}
+
+}  // namespace ssmtune::models
