@@ -98,7 +98,7 @@ void bench_mamba(int64_t D, int64_t layers, int64_t B, int64_t L, int64_t V, int
 int run_bench(int argc, char** argv) {
     Flags flags(argc, argv,
                 {{"what", "all"}, {"device", "cpu"}, {"repeats", "3"}, {"batch", "8"}, {"inner", "512"}, {"state", "16"},
-                 {"lengths", "256,1024,4096"}, {"no-reference", ""}, {"steps", "3"}},
+                 {"lengths", "256,1024,4096"}, {"no-reference", Flags::kSwitch}, {"steps", "3"}},
                 "bench");
     if (flags.help()) {
         std::printf("usage: ssmtune bench [--what all|scan|mamba] [--device cpu] [--repeats R] [--batch B]\n"

@@ -16,7 +16,9 @@ struct UsageError : std::runtime_error {
 // `--name value` and `--flag` pairs. Unknown flags are a UsageError naming the known ones.
 class Flags {
 public:
-    // spec: flag name -> default value ("" for boolean switches, which take no value).
+    // Spec value marking a boolean switch (a flag that takes no value).
+    static constexpr const char* kSwitch = "\x01switch";
+    // spec: flag name -> default value ("" = takes a value, none by default), or kSwitch.
     Flags(int argc, char** argv, const std::map<std::string, std::string>& spec, const std::string& command);
     std::string str(const std::string& name) const;
     long long integer(const std::string& name) const;

@@ -7,6 +7,8 @@ namespace ssmtune::tools {
 
 Flags::Flags(int argc, char** argv, const std::map<std::string, std::string>& spec, const std::string& command)
     : values_(spec), command_(command) {
+    for (auto& [name, value] : values_)
+        if (value == kSwitch) value = "";
     for (int i = 0; i < argc; ++i) {
         std::string arg = argv[i];
         if (arg == "--help" || arg == "-h") { help_ = true; continue; }
@@ -21,8 +23,10 @@ Flags::Flags(int argc, char** argv, const std::map<std::string, std::string>& sp
             for (const auto& [k, v] : spec) known += " --" + k;
             throw UsageError(command + ": unknown flag '--" + name + "'; known:" + known);
         }
-        if (it->second.empty() && !inline_value) { value = "1"; }  // a switch
-        else if (!inline_value) {
+        if (it->second == kSwitch) {
+            if (inline_value) throw UsageError(command + ": flag '--" + name + "' takes no value");
+            value = "1";
+        } else if (!inline_value) {
             if (i + 1 >= argc) throw UsageError(command + ": flag '--" + name + "' needs a value");
             value = argv[++i];
         }
