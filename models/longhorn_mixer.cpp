@@ -41,6 +41,8 @@ Tensor LonghornMixer::forward(const Tensor& hidden) {
     opt.D = D();
     opt.z = z;
     opt.h0 = hook_initial_state;
+    opt.state_offset = hook_state_offset;
+    opt.output_offset = hook_output_offset;
     Tensor y = ops::longhorn_scan(u, dt, k, q, opt).out;            // [B, E, L]
     return out_proj->forward(y.transpose(1, 2));
 }
@@ -70,7 +72,9 @@ Tensor LonghornMixer::step(const Tensor& hidden, MixerState& state) {
     Tensor forget = ops::sub(Tensor::scalar(1.0, eps.dtype()), ops::mul(eps.unsqueeze(2), k2.unsqueeze(1)));
     Tensor write = ops::mul(ops::mul(eps, u).unsqueeze(2), k.unsqueeze(1));  // [B, E, N]
     state.ssm_state = ops::add(ops::mul(forget, state.ssm_state), write);
-    Tensor y = ops::add(ops::sum(ops::mul(state.ssm_state, q.unsqueeze(1)), {2}), ops::mul(D(), u));
+    Tensor h = hook_state_offset.defined() ? ops::add(state.ssm_state, hook_state_offset) : state.ssm_state;
+    Tensor y = ops::add(ops::sum(ops::mul(h, q.unsqueeze(1)), {2}), ops::mul(D(), u));  // [B, E]
+    if (hook_output_offset.defined()) y = ops::add(y, hook_output_offset);
     return out_proj->forward(ops::mul(y, ops::silu(z)));
 }
 

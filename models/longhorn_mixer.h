@@ -5,7 +5,8 @@
 // Our layout, in Mamba's naming style (backbone.layers.{i}.mixer.): in_proj.weight [2E, D], conv1d.weight
 // [E, 1, K], conv1d.bias [E], x_proj.weight [R+2N, E] (rows: dt, k, q), dt_proj.weight [E, R], dt_proj.bias [E]
 // (zero init: β ≈ 0.5 at start, as the official code's _init_weights leaves it), D [E]. No A_log.
-// Not here: the state-offset hooks (h′, y′) of the scan; initial state h0 is supported.
+// PEFT scan hooks: initial state h0, state offset h′ (y = q·(h + h′) + D u) and output offset y′, in both modes.
+// Not here: Longhorn's official chunked Triton kernel (we use our own fused scan, same math).
 #pragma once
 
 #include "models/ssm_lm.h"
