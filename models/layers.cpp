@@ -16,24 +16,23 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator& 
     if (bias) register_parameter("bias", Tensor::uniform({out_features}, gen, -bound, bound));
 }
 
-Tensor Linear::forward(const Tensor& x) {
-    Tensor out = ops::linear(x, weight(), has_bias_ ? params_[1].second : Tensor());
-    if (delta_) out = ops::add(out, delta_->forward(x));
-    return out;
-}
+Tensor DeltaHost::ops_add(const Tensor& a, const Tensor& b) { return ops::add(a, b); }
 
-void Linear::attach_delta(const std::string& adapter_name, std::shared_ptr<LinearDelta> delta) {
-    SSMTUNE_CHECK(!delta_, "this Linear already has an adapter attached; fix: detach it first");
+void DeltaHost::attach_delta(const std::string& adapter_name, std::shared_ptr<OutputDelta> delta) {
+    SSMTUNE_CHECK(!delta_, "this ", type_name(), " already has an adapter attached; fix: detach it first");
     delta_ = delta;
     register_module(adapter_name, delta);
 }
 
-void Linear::detach_delta() {
+void DeltaHost::detach_delta() {
     if (!delta_) return;
-    for (auto it = children_.begin(); it != children_.end(); ++it) {
-        if (it->second.get() == delta_.get()) { children_.erase(it); break; }
-    }
+    remove_child(delta_.get());
     delta_.reset();
+}
+
+Tensor Linear::forward(const Tensor& x) {
+    Tensor out = ops::linear(x, effective(size_t(0)), has_bias_ ? effective(size_t(1)) : Tensor());
+    return add_delta(out, x);
 }
 
 Embedding::Embedding(int64_t num_embeddings, int64_t dim, Generator& gen, double std) {
@@ -41,11 +40,11 @@ Embedding::Embedding(int64_t num_embeddings, int64_t dim, Generator& gen, double
     register_parameter("weight", Tensor::randn({num_embeddings, dim}, gen, DType::F32, 0.0, std));
 }
 
-Tensor Embedding::forward(const Tensor& ids) { return ops::embedding(weight(), ids); }
+Tensor Embedding::forward(const Tensor& ids) { return add_delta(ops::embedding(effective(size_t(0)), ids), ids); }
 
 RMSNorm::RMSNorm(int64_t dim, double eps) : eps_(eps) { register_parameter("weight", Tensor::ones({dim})); }
 
-Tensor RMSNorm::forward(const Tensor& x) { return ops::rmsnorm(x, weight(), eps_); }
+Tensor RMSNorm::forward(const Tensor& x) { return ops::rmsnorm(x, effective(size_t(0)), eps_); }
 
 DepthwiseConv1d::DepthwiseConv1d(int64_t channels, int64_t kernel, bool bias, Generator& gen)
     : kernel_(kernel), has_bias_(bias) {
@@ -56,7 +55,19 @@ DepthwiseConv1d::DepthwiseConv1d(int64_t channels, int64_t kernel, bool bias, Ge
 }
 
 Tensor DepthwiseConv1d::forward(const Tensor& x) {
-    return ops::causal_conv1d(x, weight(), has_bias_ ? params_[1].second : Tensor());
+    return ops::causal_conv1d(x, effective_weight(), effective_bias());
+}
+
+PointwiseConv1d::PointwiseConv1d(int64_t in, int64_t out, Generator& gen) {
+    const double bound = 1.0 / std::sqrt(double(in));
+    register_parameter("weight", Tensor::uniform({out, in, 1}, gen, -bound, bound));
+    register_parameter("bias", Tensor::uniform({out}, gen, -bound, bound));
+}
+
+Tensor PointwiseConv1d::forward(const Tensor& y) {
+    Tensor w = effective(size_t(0));
+    Tensor out = ops::add(ops::matmul(w.reshape({w.size(0), w.size(1)}), y), effective(size_t(1)).unsqueeze(1));
+    return add_delta(out, y);
 }
 
 LayerNorm::LayerNorm(int64_t dim, double eps) : eps_(eps) {
@@ -64,6 +75,6 @@ LayerNorm::LayerNorm(int64_t dim, double eps) : eps_(eps) {
     register_parameter("bias", Tensor::zeros({dim}));
 }
 
-Tensor LayerNorm::forward(const Tensor& x) { return ops::layernorm(x, params_[0].second, params_[1].second, eps_); }
+Tensor LayerNorm::forward(const Tensor& x) { return ops::layernorm(x, effective(size_t(0)), effective(size_t(1)), eps_); }
 
 }  // namespace ssmtune::models

@@ -1,8 +1,9 @@
-// The small layers every model is built from: Linear, Embedding, RMSNorm, LayerNorm.
+// The small layers every model is built from: Linear, Embedding, RMSNorm, LayerNorm, depthwise and pointwise Conv1d.
 //
 // Parameter names and layouts are PyTorch's (Linear weight [out, in], bias [out]) so checkpoints map 1:1.
-// Linear carries the PEFT hook point: an optional LinearDelta whose output is added to W x + b (LoRA, SURM,
-// parallel adapters); the base weight stays untouched and frozen. Inits are PyTorch's defaults
+// Linear, Embedding and PointwiseConv1d carry the PEFT output hook: an optional OutputDelta whose output is added
+// to the layer's (LoRA, SURM, parallel adapters); the base weight stays untouched and frozen. Every layer reads
+// its parameters through Module::effective(), so a ParameterDelta (SDLoRA, BitFit) also applies. Inits are PyTorch's defaults
 // (kaiming-uniform a=√5 → U(±1/√in) for weight and bias), seeded through a Generator.
 // Not here: dropout layers (ops::dropout is called where needed), convolutions other than the depthwise one.
 #pragma once
@@ -14,13 +15,31 @@
 
 namespace ssmtune::models {
 
-// Something added to a Linear's output: out = W x + b + delta.forward(x). Attached by peft/.
-class LinearDelta : public Module {
+// Something added to a layer's output: out = layer(x) + delta.forward(x). Attached by peft/.
+// For Linear x is [..., in] and the result [..., out]; for Embedding x holds the ids; for PointwiseConv1d
+// x is [B, in, L] and the result [B, out, L].
+class OutputDelta : public Module {
 public:
-    virtual Tensor forward(const Tensor& x) = 0;  // x [..., in] -> [..., out]
+    virtual Tensor forward(const Tensor& x) = 0;
 };
 
-class Linear : public Module {
+// A layer that can carry one OutputDelta (registered as a child named by the adapter, so its tensors appear in
+// named_parameters() under e.g. "in_proj.lora").
+class DeltaHost : public Module {
+public:
+    void attach_delta(const std::string& adapter_name, std::shared_ptr<OutputDelta> delta);
+    void detach_delta();
+    OutputDelta* delta() { return delta_.get(); }
+
+protected:
+    Tensor add_delta(const Tensor& out, const Tensor& x) { return delta_ ? ops_add(out, delta_->forward(x)) : out; }
+
+private:
+    static Tensor ops_add(const Tensor& a, const Tensor& b);
+    std::shared_ptr<OutputDelta> delta_;
+};
+
+class Linear : public DeltaHost {
 public:
     Linear(int64_t in_features, int64_t out_features, bool bias, Generator& gen);
     Tensor forward(const Tensor& x);
@@ -28,19 +47,14 @@ public:
     Tensor* bias() { return has_bias_ ? &params_[1].second : nullptr; }  // [out]
     int64_t in_features() const { return in_; }
     int64_t out_features() const { return out_; }
-    // PEFT hook: registered as a child named `adapter_name` so its tensors appear in named_parameters().
-    void attach_delta(const std::string& adapter_name, std::shared_ptr<LinearDelta> delta);
-    void detach_delta();
-    LinearDelta* delta() { return delta_.get(); }
     std::string type_name() const override { return "Linear"; }
 
 private:
     int64_t in_, out_;
     bool has_bias_;
-    std::shared_ptr<LinearDelta> delta_;
 };
 
-class Embedding : public Module {
+class Embedding : public DeltaHost {
 public:
     Embedding(int64_t num_embeddings, int64_t dim, Generator& gen, double std = 1.0);
     Tensor forward(const Tensor& ids);  // ids [...] I64/I32 -> [..., dim]
@@ -68,12 +82,24 @@ public:
     Tensor forward(const Tensor& x);  // x [B, E, L] -> [B, E, L]
     Tensor& weight() { return params_[0].second; }
     Tensor* bias() { return has_bias_ ? &params_[1].second : nullptr; }
+    Tensor effective_weight() { return effective(size_t(0)); }
+    Tensor effective_bias() { return has_bias_ ? effective(size_t(1)) : Tensor(); }
     int64_t kernel() const { return kernel_; }
     std::string type_name() const override { return "Conv1d"; }
 
 private:
     int64_t kernel_;
     bool has_bias_;
+};
+
+// Conv1d(in, out, kernel_size=1) over channels, PyTorch's names and init: weight [out, in, 1], bias [out].
+class PointwiseConv1d : public DeltaHost {
+public:
+    PointwiseConv1d(int64_t in, int64_t out, Generator& gen);
+    Tensor forward(const Tensor& y);  // y [B, in, L] -> [B, out, L]
+    Tensor& weight() { return params_[0].second; }
+    Tensor& bias() { return params_[1].second; }
+    std::string type_name() const override { return "Conv1d"; }
 };
 
 class LayerNorm : public Module {

@@ -38,7 +38,7 @@ Tensor LonghornMixer::forward(const Tensor& hidden) {
     Tensor q = x_dbl.narrow(2, R_ + N_, N_).transpose(1, 2).contiguous();  // [B, N, L]
     Tensor dt = dt_proj->forward(x_dbl.narrow(2, 0, R_)).transpose(1, 2).contiguous();  // [B, E, L] β-logits
     ops::LonghornScanOptions opt;
-    opt.D = D();
+    opt.D = effective("D");
     opt.z = z;
     opt.h0 = hook_initial_state;
     opt.state_offset = hook_state_offset;
@@ -61,8 +61,8 @@ Tensor LonghornMixer::step(const Tensor& hidden, MixerState& state) {
     Tensor xz = in_proj->forward(hidden);  // [B, 2E]
     Tensor x = xz.narrow(1, 0, E_), z = xz.narrow(1, E_, E_);
     state.conv_state = ops::concat({state.conv_state.narrow(2, 1, K - 1), x.unsqueeze(2)}, 2);
-    Tensor xc = ops::sum(ops::mul(state.conv_state, conv1d->weight().reshape({E_, K})), {2});
-    if (conv1d->bias()) xc = ops::add(xc, *conv1d->bias());
+    Tensor xc = ops::sum(ops::mul(state.conv_state, conv1d->effective_weight().reshape({E_, K})), {2});
+    if (conv1d->bias()) xc = ops::add(xc, conv1d->effective_bias());
     Tensor u = ops::silu(xc);                             // [B, E]
     Tensor x_dbl = x_proj->forward(u);                    // [B, R + 2N]
     Tensor k = x_dbl.narrow(1, R_, N_), q = x_dbl.narrow(1, R_ + N_, N_);  // [B, N]
@@ -73,7 +73,7 @@ Tensor LonghornMixer::step(const Tensor& hidden, MixerState& state) {
     Tensor write = ops::mul(ops::mul(eps, u).unsqueeze(2), k.unsqueeze(1));  // [B, E, N]
     state.ssm_state = ops::add(ops::mul(forget, state.ssm_state), write);
     Tensor h = hook_state_offset.defined() ? ops::add(state.ssm_state, hook_state_offset) : state.ssm_state;
-    Tensor y = ops::add(ops::sum(ops::mul(h, q.unsqueeze(1)), {2}), ops::mul(D(), u));  // [B, E]
+    Tensor y = ops::add(ops::sum(ops::mul(h, q.unsqueeze(1)), {2}), ops::mul(effective("D"), u));  // [B, E]
     if (hook_output_offset.defined()) y = ops::add(y, hook_output_offset);
     return out_proj->forward(ops::mul(y, ops::silu(z)));
 }

@@ -67,9 +67,9 @@ Tensor MambaMixer::forward(const Tensor& hidden) {
     Tensor C = x_dbl.narrow(2, R_ + N_, N_).transpose(1, 2).contiguous();  // [B, N, L]
     // dt_proj with its bias; the bias sits inside the softplus either way (mamba_ssm passes it as delta_bias).
     Tensor delta = dt_proj->forward(dt).transpose(1, 2).contiguous();      // [B, E, L]
-    Tensor A = ops::neg(ops::exp(A_log()));                                // [E, N]
+    Tensor A = ops::neg(ops::exp(effective(size_t(0))));                                // [E, N]
     ops::SelectiveScanOptions opt;
-    opt.D = D();
+    opt.D = effective(size_t(1));
     opt.z = z;
     opt.delta_softplus = true;
     opt.h0 = hook_initial_state;
@@ -93,19 +93,19 @@ Tensor MambaMixer::step(const Tensor& hidden, MixerState& state) {
     Tensor xz = in_proj->forward(hidden);                    // [B, 2E]
     Tensor x = xz.narrow(1, 0, E_), z = xz.narrow(1, E_, E_);
     state.conv_state = ops::concat({state.conv_state.narrow(2, 1, K - 1), x.unsqueeze(2)}, 2);  // [B, E, K]
-    Tensor xc = ops::sum(ops::mul(state.conv_state, conv1d->weight().reshape({E_, K})), {2});   // [B, E]
-    if (conv1d->bias()) xc = ops::add(xc, *conv1d->bias());
+    Tensor xc = ops::sum(ops::mul(state.conv_state, conv1d->effective_weight().reshape({E_, K})), {2});  // [B, E]
+    if (conv1d->bias()) xc = ops::add(xc, conv1d->effective_bias());
     Tensor u = ops::silu(xc);                                         // [B, E]
     Tensor x_dbl = x_proj->forward(u);                                // [B, R + 2N]
     Tensor dt = x_dbl.narrow(1, 0, R_);
     Tensor B = x_dbl.narrow(1, R_, N_), C = x_dbl.narrow(1, R_ + N_, N_);  // [B, N]
     Tensor delta = ops::softplus(dt_proj->forward(dt));               // [B, E]
-    Tensor A = ops::neg(ops::exp(A_log()));                           // [E, N]
+    Tensor A = ops::neg(ops::exp(effective(size_t(0))));                           // [E, N]
     Tensor dA = ops::exp(ops::mul(delta.unsqueeze(2), A));            // [B, E, N]
     Tensor dBu = ops::mul(ops::mul(delta, u).unsqueeze(2), B.unsqueeze(1));
     state.ssm_state = ops::add(ops::mul(dA, state.ssm_state), dBu);  // h_t
     Tensor h = hook_state_offset.defined() ? ops::add(state.ssm_state, hook_state_offset) : state.ssm_state;
-    Tensor y = ops::add(ops::sum(ops::mul(h, C.unsqueeze(1)), {2}), ops::mul(D(), u));  // [B, E]
+    Tensor y = ops::add(ops::sum(ops::mul(h, C.unsqueeze(1)), {2}), ops::mul(effective(size_t(1)), u));  // [B, E]
     if (hook_output_offset.defined()) y = ops::add(y, hook_output_offset);
     y = ops::mul(y, ops::silu(z));
     return out_proj->forward(y);                                      // [B, D]

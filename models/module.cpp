@@ -2,6 +2,7 @@
 #include "models/module.h"
 
 #include "engine/tensor_copy.h"
+#include "ops/ops.h"
 
 namespace ssmtune::models {
 
@@ -21,6 +22,51 @@ void Module::replace_parameter(const std::string& name, Tensor value) {
         if (n == name) { t = value; return; }
     }
     SSMTUNE_FAIL("no parameter '", name, "' in ", type_name());
+}
+
+void Module::attach_parameter_delta(const std::string& param, const std::string& child_name,
+                                    std::shared_ptr<ParameterDelta> delta) {
+    bool found = false;
+    for (const auto& [n, t] : params_) found = found || n == param;
+    SSMTUNE_CHECK(found, type_name(), " has no parameter '", param, "' to attach a delta to");
+    SSMTUNE_CHECK(!parameter_delta(param), type_name(), ".", param, " already has a delta attached; fix: detach it first");
+    param_deltas_.emplace_back(param, delta);
+    register_module(child_name, delta);
+}
+
+void Module::detach_parameter_delta(const std::string& param) {
+    for (auto it = param_deltas_.begin(); it != param_deltas_.end(); ++it) {
+        if (it->first == param) {
+            remove_child(it->second.get());
+            param_deltas_.erase(it);
+            return;
+        }
+    }
+}
+
+ParameterDelta* Module::parameter_delta(const std::string& param) {
+    for (auto& [n, d] : param_deltas_)
+        if (n == param) return d.get();
+    return nullptr;
+}
+
+void Module::remove_child(const Module* child) {
+    for (auto it = children_.begin(); it != children_.end(); ++it) {
+        if (it->second.get() == child) { children_.erase(it); return; }
+    }
+}
+
+Tensor Module::effective(size_t index) {
+    const auto& [name, t] = params_.at(index);
+    if (param_deltas_.empty()) return t;
+    ParameterDelta* d = parameter_delta(name);
+    return d ? ops::add(t, d->delta()) : t;
+}
+
+Tensor Module::effective(const std::string& param) {
+    for (size_t i = 0; i < params_.size(); ++i)
+        if (params_[i].first == param) return effective(i);
+    SSMTUNE_FAIL(type_name(), " has no parameter '", param, "'");
 }
 
 std::vector<std::pair<std::string, Tensor>> Module::named_parameters(const std::string& prefix) const {

@@ -5,7 +5,9 @@
 // in registration order and yields "child.grandchild.param" names, exactly the keys of the checkpoint files.
 // Loading copies values into the existing tensors (so handles held by optimizers and adapters stay valid)
 // and reports every missing name, unexpected name and shape mismatch in one Error.
-// Not here: hooks (PEFT attaches through the explicit hook points of Linear and the mixers), devices.
+// PEFT hook: a ParameterDelta attached to a parameter makes the module compute with `base + delta()` (the base
+// tensor is never written); forward code reads parameters through `effective()`.
+// Not here: devices, forward/backward hooks of the PyTorch kind (PEFT uses the explicit hook points).
 #pragma once
 
 #include <memory>
@@ -17,6 +19,11 @@
 #include "engine/tensor.h"
 
 namespace ssmtune::models {
+
+class Module;
+
+// A trainable change to one parameter: the owning module computes with base + delta() (same shape as base).
+class ParameterDelta;
 
 class Module {
 public:
@@ -52,19 +59,36 @@ public:
 
     virtual std::string type_name() const { return "Module"; }
 
+    // PEFT: attach `delta` to the parameter `param` of this module (registered as child `child_name`, so its
+    // tensors appear in named_parameters()); detach removes it. One delta per parameter.
+    void attach_parameter_delta(const std::string& param, const std::string& child_name,
+                                std::shared_ptr<ParameterDelta> delta);
+    void detach_parameter_delta(const std::string& param);
+    ParameterDelta* parameter_delta(const std::string& param);
+    // The value the forward pass uses: the parameter plus its delta when one is attached.
+    Tensor effective(const std::string& param);
+    // Removes a child module (used by PEFT to detach its own modules).
+    void remove_child(const Module* child);
+    // Re-points a registered parameter at a new tensor (used by to(dtype) and by PEFT merge).
+    void replace_parameter(const std::string& name, Tensor value);
+
 protected:
+    Tensor effective(size_t index);
     Tensor& register_parameter(const std::string& name, Tensor value, bool requires_grad = true);
     template <class M>
     std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> module) {
         children_.emplace_back(name, module);
         return module;
     }
-    // Re-points a registered parameter at a new tensor (used by to(dtype) and by PEFT merge).
-    void replace_parameter(const std::string& name, Tensor value);
-
     std::vector<std::pair<std::string, Tensor>> params_;
     std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
     bool training_ = true;
+    std::vector<std::pair<std::string, std::shared_ptr<ParameterDelta>>> param_deltas_;  // param name -> delta
+};
+
+class ParameterDelta : public Module {
+public:
+    virtual Tensor delta() = 0;
 };
 
 // A module that only groups children under a name ("backbone", "layers", "layers.0", ...).

@@ -90,37 +90,21 @@ S4DKernel::S4DKernel(const S4DConfig& c, Generator& gen) : bilinear_(c.discretiz
 }
 
 Tensor S4DKernel::forward(int64_t L) {
-    return ops::s4d_kernel(log_dt(), C(), log_A_real(), A_imag(), L,
+    return ops::s4d_kernel(effective(size_t(0)), effective(size_t(1)), effective(size_t(2)), effective(size_t(3)), L,
                            bilinear_ ? ops::S4DDiscretization::Bilinear : ops::S4DDiscretization::ZOH);
 }
 
 // ---------------------------------------------------------------- layer
-namespace {
-// Conv1d(H, 2H, kernel_size=1) with PyTorch's names (weight [2H, H, 1], bias [2H]) and default init.
-class PointwiseConv : public Module {
-public:
-    PointwiseConv(int64_t in, int64_t out, Generator& gen) {
-        const double bound = 1.0 / std::sqrt(double(in));
-        register_parameter("weight", Tensor::uniform({out, in, 1}, gen, -bound, bound));
-        register_parameter("bias", Tensor::uniform({out}, gen, -bound, bound));
-    }
-    Tensor forward(const Tensor& y) {  // y [B, H, L] -> [B, 2H, L]
-        Tensor& w = params_[0].second;
-        return ops::add(ops::matmul(w.reshape({w.size(0), w.size(1)}), y), params_[1].second.unsqueeze(1));
-    }
-    std::string type_name() const override { return "Conv1d"; }
-};
-}  // namespace
 
 S4DLayer::S4DLayer(const S4DConfig& c, Generator& gen) : config_(c) {
     register_parameter("D", Tensor::randn({c.d_model}, gen));
     kernel = register_module("kernel", std::make_shared<S4DKernel>(c, gen));
     auto seq = register_module("output_linear", std::make_shared<ModuleGroup>("Sequential"));
-    output_linear_ = seq->add("0", std::make_shared<PointwiseConv>(c.d_model, 2 * c.d_model, gen));
+    output_linear_ = seq->add("0", std::make_shared<PointwiseConv1d>(c.d_model, 2 * c.d_model, gen));
 }
 
 Tensor S4DLayer::output_conv(const Tensor& y) {
-    Tensor v = static_cast<PointwiseConv&>(*output_linear_).forward(y);  // [B, 2H, L]
+    Tensor v = output_linear_->forward(y);  // [B, 2H, L]
     const int64_t H = config_.d_model;
     return ops::mul(v.narrow(1, 0, H), ops::sigmoid(v.narrow(1, H, H)));  // GLU over channels
 }
@@ -128,7 +112,9 @@ Tensor S4DLayer::output_conv(const Tensor& y) {
 Tensor S4DLayer::forward(const Tensor& u, Generator& dropout_gen) {
     const int64_t L = u.size(2);
     Tensor K = kernel->forward(L);                                    // [H, L]
-    Tensor y = ops::add(ops::causal_conv(u, K), ops::mul(u, D().unsqueeze(1)));  // K * u + D u
+    Tensor y = ops::add(ops::causal_conv(u, K), ops::mul(u, effective(size_t(0)).unsqueeze(1)));  // K * u + D u
+    if (hook_state_offset.defined()) y = ops::add(y, state_offset_response().unsqueeze(1));
+    SSMTUNE_CHECK(!hook_initial_state.defined(), "S4D initial state in the convolution path: pending");
     if (hook_output_offset.defined()) y = ops::add(y, hook_output_offset.unsqueeze(1));
     y = ops::gelu(y);
     if (is_training() && config_.dropout > 0) {  // DropoutNd: one mask value per (b, h), tied across L
@@ -138,8 +124,19 @@ Tensor S4DLayer::forward(const Tensor& u, Generator& dropout_gen) {
     return output_conv(y);
 }
 
+// 2·Re Σ_n C_n h′_n per channel: the read-out of a constant state offset h′ [H, N/2, 2] → [H].
+Tensor S4DLayer::state_offset_response() {
+    Tensor C = kernel->effective("C");  // [H, N/2, 2]
+    const int64_t M = config_.d_state / 2;
+    Tensor re = ops::sub(ops::mul(C.narrow(2, 0, 1), hook_state_offset.narrow(2, 0, 1)),
+                         ops::mul(C.narrow(2, 1, 1), hook_state_offset.narrow(2, 1, 1)));  // [H, M, 1]
+    return ops::mul_scalar(ops::sum(re.reshape({config_.d_model, M}), {1}), 2.0);
+}
+
 S4DState S4DLayer::initial_state(int64_t batch, DType dtype) const {
-    return {Tensor::zeros({batch, config_.d_model, config_.d_state / 2, 2}, dtype)};
+    const Shape shape{batch, config_.d_model, config_.d_state / 2, 2};
+    if (!hook_initial_state.defined()) return {Tensor::zeros(shape, dtype)};
+    return {hook_initial_state.detach().to(dtype).unsqueeze(0).expand(shape).contiguous()};
 }
 
 Tensor S4DLayer::step(const Tensor& u, S4DState& state) {
@@ -147,9 +144,11 @@ Tensor S4DLayer::step(const Tensor& u, S4DState& state) {
     //   ZOH: Ā = exp(ΔA), B̄ = (exp(ΔA) − 1)/A;  bilinear: Ā = (1 + ΔA/2)/(1 − ΔA/2), B̄ = Δ/(1 − ΔA/2)
     //   s ← Ā s + B̄ u;  y = 2 Re(Σ_n C_n s_n) + D u
     const int64_t B = u.size(0), H = config_.d_model, M = config_.d_state / 2;
-    const std::vector<double> log_dt = kernel->log_dt().to_vector<double>(), C = kernel->C().to_vector<double>(),
-                              lar = kernel->log_A_real().to_vector<double>(), ai = kernel->A_imag().to_vector<double>(),
-                              Dv = D().to_vector<double>(), uv = u.to_vector<double>();
+    const std::vector<double> log_dt = kernel->effective("log_dt").to_vector<double>(),
+                              C = kernel->effective("C").to_vector<double>(),
+                              lar = kernel->effective("log_A_real").to_vector<double>(),
+                              ai = kernel->effective("A_imag").to_vector<double>(), Dv = effective("D").to_vector<double>(),
+                              uv = u.to_vector<double>();
     std::vector<double> s = state.s.to_vector<double>(), y(size_t(B * H));
     for (int64_t h = 0; h < H; ++h) {
         const double dt = std::exp(log_dt[size_t(h)]);
@@ -178,6 +177,7 @@ Tensor S4DLayer::step(const Tensor& u, S4DState& state) {
         for (int64_t h = 0; h < H; ++h) y[size_t(b * H + h)] += Dv[size_t(h)] * uv[size_t(b * H + h)];
     state.s = Tensor::from_vector<double>(s, state.s.shape()).to(u.dtype());
     Tensor yt = Tensor::from_vector<double>(y, {B, H}).to(u.dtype());
+    if (hook_state_offset.defined()) yt = ops::add(yt, state_offset_response().detach());
     if (hook_output_offset.defined()) yt = ops::add(yt, hook_output_offset);
     return output_conv(ops::gelu(yt).unsqueeze(2)).squeeze(2);
 }

@@ -66,16 +66,19 @@ public:
     Tensor step(const Tensor& u, S4DState& state);            // u [B, H] -> [B, H] (evaluation mode)
     S4DState initial_state(int64_t batch, DType dtype) const;
     std::shared_ptr<S4DKernel> kernel;
+    PointwiseConv1d& output_linear() { return *output_linear_; }  // output_linear.0
     Tensor& D() { return params_[0].second; }  // [H]
     std::string type_name() const override { return "S4D"; }
-    // PEFT scan hooks (undefined = off): y′ [H] added to the SSM output before the activation; h0 for the
-    // recurrent form is not supported by the convolution path and is rejected by peft/.
-    Tensor hook_output_offset;
+    // PEFT scan hooks (undefined = off), all added to the SSM output before the activation:
+    //   y′ [H];  state offset h′ [H, N/2, 2]: + 2·Re Σ_n C_n h′_n;  initial state h0 [H, N/2, 2] (s_{−1} = h0):
+    //   + 2·Re Σ_n C_n Ā_n^{t+1} h0_n (ops::s4d_initial_state_response), also the start state of step().
+    Tensor hook_output_offset, hook_state_offset, hook_initial_state;
 
 private:
-    Tensor output_conv(const Tensor& y);  // GLU(Conv1d(H → 2H, 1)) over channels, y [B, H, L]
+    Tensor output_conv(const Tensor& y);
+    Tensor state_offset_response();  // [H]  // GLU(Conv1d(H → 2H, 1)) over channels, y [B, H, L]
     S4DConfig config_;
-    std::shared_ptr<Module> output_linear_;
+    std::shared_ptr<PointwiseConv1d> output_linear_;
 };
 
 class S4DClassifier : public Module {

@@ -29,15 +29,29 @@ LanguageModel::LanguageModel(const LMConfig& config, uint64_t seed) : config_(co
     }
     norm_f_ = backbone->add("norm_f", std::make_shared<RMSNorm>(config.hidden_size, config.layer_norm_epsilon));
     if (!config.tie_word_embeddings) {
-        auto head = register_module("lm_head", std::make_shared<Linear>(config.hidden_size, config.vocab_size, false, gen));
-        head->weight() = Tensor::randn({config.vocab_size, config.hidden_size}, gen, DType::F32, 0.0,
-                                       config.embedding_init_std).set_requires_grad(true);
+        lm_head_ = register_module("lm_head", std::make_shared<Linear>(config.hidden_size, config.vocab_size, false, gen));
+        lm_head_->weight() = Tensor::randn({config.vocab_size, config.hidden_size}, gen, DType::F32, 0.0,
+                                           config.embedding_init_std).set_requires_grad(true);
     }
 }
 
 Tensor LanguageModel::lm_head_weight() {
     if (config_.tie_word_embeddings) return embeddings_->weight();
-    return *find_parameter("lm_head.weight");
+    return lm_head_->weight();
+}
+
+Tensor LanguageModel::apply_head(const Tensor& h) {
+    // Tied: the embedding matrix itself (an adapter on the embedding lookup does not change the head, as in HF).
+    if (config_.tie_word_embeddings) return ops::linear(h, embeddings_->weight());
+    return lm_head_->forward(h);
+}
+
+void LanguageModel::untie_lm_head() {
+    if (!config_.tie_word_embeddings) return;
+    Generator gen(0);
+    lm_head_ = register_module("lm_head", std::make_shared<Linear>(config_.hidden_size, config_.vocab_size, false, gen));
+    lm_head_->weight() = embeddings_->weight().detach().clone().set_requires_grad(embeddings_->weight().requires_grad());
+    config_.tie_word_embeddings = false;
 }
 
 Tensor LanguageModel::hidden_states(const Tensor& ids) {
@@ -53,7 +67,7 @@ Tensor LanguageModel::hidden_states(const Tensor& ids) {
     return P > 0 ? h.narrow(1, P, L) : h;
 }
 
-Tensor LanguageModel::forward(const Tensor& ids) { return ops::linear(hidden_states(ids), lm_head_weight()); }
+Tensor LanguageModel::forward(const Tensor& ids) { return apply_head(hidden_states(ids)); }
 
 Tensor LanguageModel::next_token_loss(const Tensor& logits, const Tensor& ids) {
     const int64_t B = ids.size(0), L = ids.size(1), V = logits.size(-1);
@@ -72,20 +86,17 @@ std::vector<MixerState> LanguageModel::initial_states(int64_t batch) {
     return states;
 }
 
-namespace {
 // One recurrent step from an embedded token h [B, D] through every layer; returns logits [B, V].
-Tensor step_embedded(Tensor h, std::vector<MixerState>& states, std::vector<std::shared_ptr<RMSNorm>>& norms,
-                     std::vector<std::shared_ptr<Mixer>>& mixers, RMSNorm& norm_f, const Tensor& head) {
-    SSMTUNE_CHECK(states.size() == mixers.size(), "step: ", states.size(), " layer states for ", mixers.size(),
+Tensor LanguageModel::step_embedded(Tensor h, std::vector<MixerState>& states) {
+    SSMTUNE_CHECK(states.size() == mixers_.size(), "step: ", states.size(), " layer states for ", mixers_.size(),
                   " layers; fix: start from initial_states()");
-    for (size_t i = 0; i < mixers.size(); ++i) h = ops::add(h, mixers[i]->step(norms[i]->forward(h), states[i]));
-    return ops::linear(norm_f.forward(h), head);
+    for (size_t i = 0; i < mixers_.size(); ++i) h = ops::add(h, mixers_[i]->step(norms_[i]->forward(h), states[i]));
+    return apply_head(norm_f_->forward(h));
 }
-}  // namespace
 
 Tensor LanguageModel::step(const Tensor& ids, std::vector<MixerState>& states) {
     SSMTUNE_CHECK(ids.dim() == 1, "step takes one token per sequence, ids [B], got ", ids.describe());
-    return step_embedded(embeddings_->forward(ids), states, norms_, mixers_, *norm_f_, lm_head_weight());
+    return step_embedded(embeddings_->forward(ids), states);
 }
 
 std::vector<int64_t> LanguageModel::generate(const std::vector<int64_t>& prompt, const GenerationOptions& options) {
@@ -96,7 +107,7 @@ std::vector<int64_t> LanguageModel::generate(const std::vector<int64_t>& prompt,
     Tensor logits;
     if (prompt_embeddings.defined()) {  // virtual tokens first
         for (int64_t p = 0; p < prompt_embeddings.size(0); ++p)
-            step_embedded(prompt_embeddings.select(0, p).unsqueeze(0), states, norms_, mixers_, *norm_f_, lm_head_weight());
+            step_embedded(prompt_embeddings.select(0, p).unsqueeze(0), states);
     }
     for (int64_t tok : prompt) logits = step(Tensor::from_vector<int64_t>({tok}, {1}), states);
     std::vector<int64_t> out = prompt;

@@ -63,6 +63,10 @@ public:
     Mixer& mixer(int64_t layer) { return *mixers_.at(size_t(layer)); }
     int64_t num_layers() const { return int64_t(mixers_.size()); }
     Tensor lm_head_weight();  // the embedding when tied
+    // Gives the model its own lm_head.weight, a copy of the embedding (used by PEFT merge of an embedding adapter,
+    // which must not change the head of a tied model).
+    void untie_lm_head();
+    Linear* lm_head() { return lm_head_.get(); }  // nullptr when tied
     // PEFT prompt hook: [P, D] virtual token embeddings prepended to every sequence; their positions are
     // dropped from the logits so outputs stay aligned with `ids`.
     Tensor prompt_embeddings;
@@ -71,11 +75,14 @@ public:
 
 private:
     Tensor hidden_states(const Tensor& ids);  // [B, L, D] after norm_f
+    Tensor apply_head(const Tensor& h);        // [..., D] -> logits [..., V]
+    Tensor step_embedded(Tensor h, std::vector<MixerState>& states);
     LMConfig config_;
     std::shared_ptr<Embedding> embeddings_;
     std::vector<std::shared_ptr<RMSNorm>> norms_;
     std::vector<std::shared_ptr<Mixer>> mixers_;
     std::shared_ptr<RMSNorm> norm_f_;
+    std::shared_ptr<Linear> lm_head_;
 };
 
 }  // namespace ssmtune::models

@@ -1,0 +1,305 @@
+// The Adapter object and the adapter directory format (HF PEFT's): freezing, the trainable-parameter report,
+// save/load of adapter_config.json + adapter_model.safetensors, merge and detach; plus the helpers every method
+// shares (model view, layer selection, HF-style target matching).
+// Not here: the methods themselves (one file each), multiple adapters on one model.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "autograd/node.h"
+#include "engine/safetensors.h"
+#include "engine/tensor_copy.h"
+#include "models/checkpoint.h"
+#include "peft/method.h"
+
+namespace ssmtune::peft {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+const std::string kFilePrefix = "base_model.model.";
+
+// ---------------------------------------------------------------- shared helpers
+ModelView::ModelView(models::Module& m) : module(&m) {
+    lm = dynamic_cast<models::LanguageModel*>(&m);
+    s4d = dynamic_cast<models::S4DClassifier*>(&m);
+    SSMTUNE_CHECK(lm || s4d, "PEFT supports the Mamba and Longhorn language models and the S4D classifier, got a ",
+                  m.type_name());
+}
+
+std::string ModelView::kind() const { return lm ? lm->config().model_type : "s4d"; }
+
+DType ModelView::dtype() const {
+    auto params = module->named_parameters();
+    SSMTUNE_CHECK(!params.empty(), "the model has no parameters");
+    return params.front().second.dtype();
+}
+
+int64_t ModelView::num_layers() const { return lm ? lm->num_layers() : s4d->num_layers(); }
+
+std::vector<int64_t> selected_layers(const json& config, const ModelView& model) {
+    std::vector<int64_t> out;
+    const json& sel = config.contains("layers_to_transform") ? config["layers_to_transform"] : json();
+    if (sel.is_null()) {
+        for (int64_t i = 0; i < model.num_layers(); ++i) out.push_back(i);
+        return out;
+    }
+    const json list = sel.is_array() ? sel : json::array({sel});
+    for (const json& v : list) {
+        SSMTUNE_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < model.num_layers(),
+                      "layers_to_transform: ", v.dump(), " is not a layer index of this ", model.num_layers(),
+                      "-layer model (valid: 0..", model.num_layers() - 1, ")");
+        out.push_back(v.get<int64_t>());
+    }
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+}
+
+namespace {
+// The layer index of a module name ("backbone.layers.3.mixer.in_proj" -> 3, "s4_layers.1.x" -> 1), or -1.
+int64_t layer_of(const std::string& name) {
+    static const std::regex re(R"((^|\.)(layers|s4_layers)\.(\d+)(\.|$))");
+    std::smatch m;
+    return std::regex_search(name, m, re) ? std::stoll(m[3]) : -1;
+}
+
+bool name_matches(const std::string& name, const std::string& target) {
+    return name == target || (name.size() > target.size() && name.compare(name.size() - target.size(),
+                                                                           target.size(), target) == 0 &&
+                              name[name.size() - target.size() - 1] == '.');
+}
+
+// The short forms users write ("in_proj", "output_linear.0"): the name with layer prefixes removed.
+std::string short_name(const std::string& name) {
+    static const std::regex re(R"(^(backbone\.)?((layers|s4_layers)\.\d+\.)?(mixer\.)?)");
+    return std::regex_replace(name, re, "");
+}
+}  // namespace
+
+std::vector<std::pair<std::string, models::Module*>> match_targets(const ModelView& model, const json& config,
+                                                                   const std::function<bool(models::Module*)>& accept,
+                                                                   const std::string& what_accepts) {
+    const json& tm = config["target_modules"];
+    std::vector<int64_t> layers = selected_layers(config, model);
+    const bool all_layers = config["layers_to_transform"].is_null();
+    auto in_layers = [&](const std::string& name) {
+        if (all_layers) return true;
+        const int64_t l = layer_of(name);
+        return l >= 0 && std::find(layers.begin(), layers.end(), l) != layers.end();
+    };
+    auto modules = model.module->named_modules();
+    std::set<std::string> targetable;
+    for (auto& [name, m] : modules)
+        if (!name.empty() && accept(m)) targetable.insert(short_name(name));
+    std::string listing;
+    for (const auto& t : targetable) listing += (listing.empty() ? "" : ", ") + t;
+
+    std::vector<std::pair<std::string, models::Module*>> out;
+    auto consider = [&](const std::string& name, models::Module* m, const std::string& target) {
+        SSMTUNE_CHECK(accept(m), "target_modules entry \"", target, "\" matches ", name, ", a ", m->type_name(),
+                      ", but this method adapts ", what_accepts, "; fix: choose among: ", listing);
+        if (in_layers(name) && std::none_of(out.begin(), out.end(), [&](auto& p) { return p.first == name; }))
+            out.emplace_back(name, m);
+    };
+    if (tm.is_string() && tm == "all-linear") {
+        for (auto& [name, m] : modules)
+            if (!name.empty() && dynamic_cast<models::Linear*>(m) && name != "lm_head" && name != "decoder" &&
+                in_layers(name))
+                out.emplace_back(name, m);
+    } else if (tm.is_string()) {
+        std::regex re;
+        try {
+            re = std::regex(tm.get<std::string>());
+        } catch (const std::regex_error& e) {
+            SSMTUNE_FAIL("target_modules regex ", tm.dump(), " is invalid (", e.what(), ")");
+        }
+        for (auto& [name, m] : modules)
+            if (!name.empty() && std::regex_match(name, re)) consider(name, m, tm.get<std::string>());
+    } else {
+        for (const json& t : tm) {
+            const std::string target = t;
+            bool any = false;
+            for (auto& [name, m] : modules) {
+                if (name.empty() || !name_matches(name, target)) continue;
+                any = true;
+                consider(name, m, target);
+            }
+            SSMTUNE_CHECK(any, "target_modules entry \"", target, "\" matches no module of this ", model.kind(),
+                          " model; fix: choose among: ", listing);
+        }
+    }
+    SSMTUNE_CHECK(!out.empty(), "target_modules ", tm.dump(), " with layers_to_transform ",
+                  config["layers_to_transform"].dump(), " selects no module; fix: choose among: ", listing);
+    std::sort(out.begin(), out.end(), [&](auto& a, auto& b) {
+        auto pos = [&](const std::string& n) {
+            return std::find_if(modules.begin(), modules.end(), [&](auto& p) { return p.first == n; }) - modules.begin();
+        };
+        return pos(a.first) < pos(b.first);
+    });
+    return out;
+}
+
+Tensor trainable(Tensor t) { return t.set_requires_grad(true); }
+
+// ---------------------------------------------------------------- Adapter
+Adapter::Adapter(models::Module& model, Config config, std::unique_ptr<Method> method, int64_t base_params)
+    : model_(&model), config_(std::move(config)), method_(std::move(method)), base_params_(base_params) {}
+Adapter::Adapter(Adapter&&) noexcept = default;
+Adapter& Adapter::operator=(Adapter&&) noexcept = default;
+Adapter::~Adapter() = default;
+
+std::vector<std::pair<std::string, Tensor>> Adapter::named_parameters() const {
+    SSMTUNE_CHECK(method_, "this adapter was detached or merged; fix: apply a new one");
+    return method_->tensors();
+}
+
+std::vector<Tensor> Adapter::parameters() const {
+    std::vector<Tensor> out;
+    for (auto& [n, t] : named_parameters()) out.push_back(t);
+    return out;
+}
+
+int64_t Adapter::num_trainable() const {
+    int64_t n = 0;
+    for (auto& [name, t] : named_parameters()) n += t.numel();
+    return n;
+}
+
+int64_t Adapter::num_total() const { return base_params_ + (method_ && method_->adds_tensors() ? num_trainable() : 0); }
+
+std::string Adapter::trainable_report() const {
+    const int64_t n = num_trainable(), m = num_total();
+    auto commas = [](int64_t v) {
+        std::string s = std::to_string(v);
+        for (int i = int(s.size()) - 3; i > 0; i -= 3) s.insert(size_t(i), ",");
+        return s;
+    };
+    char pct[64];
+    std::snprintf(pct, sizeof pct, "%.4f", m > 0 ? 100.0 * double(n) / double(m) : 0.0);
+    return "trainable params: " + commas(n) + " || all params: " + commas(m) + " || trainable%: " + pct;
+}
+
+void Adapter::print_trainable_parameters() const { std::printf("%s\n", trainable_report().c_str()); }
+
+void Adapter::save(const std::string& dir) const {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    SSMTUNE_CHECK(!ec && fs::is_directory(dir), "cannot create adapter directory ", dir, ": ", ec.message());
+    TensorMap tensors;
+    for (auto& [name, t] : named_parameters()) tensors[kFilePrefix + name] = t.detach().contiguous();
+    json cfg = config_.json;
+    const json extra = method_->saved_config();
+    for (auto& [k, v] : extra.items()) cfg[k] = v;
+    save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), tensors);
+    models::write_json_file((fs::path(dir) / "adapter_config.json").string(), cfg);
+}
+
+void Adapter::load_weights(const std::string& dir) {
+    const std::string path = (fs::path(dir) / "adapter_model.safetensors").string();
+    SSMTUNE_CHECK(fs::exists(path), "adapter weights ", path, " not found; fix: pass a directory written by "
+                  "Adapter::save / ssmtune finetune, or by HF PEFT's save_pretrained (safetensors)");
+    TensorMap file = load_safetensors(path);
+    std::vector<std::string> problems;
+    std::set<std::string> used;
+    auto mine = named_parameters();
+    for (auto& [name, t] : mine) {
+        auto it = file.find(kFilePrefix + name);
+        if (it == file.end()) it = file.find(name);  // files written without the prefix
+        if (it == file.end()) { problems.push_back("missing " + kFilePrefix + name + " " + shape_str(t.shape())); continue; }
+        used.insert(it->first);
+        if (it->second.shape() != t.shape()) {
+            problems.push_back(it->first + " has shape " + shape_str(it->second.shape()) + " but this model needs " +
+                               shape_str(t.shape()));
+            continue;
+        }
+        autograd::NoGradGuard no_grad;
+        copy_into(t, it->second);
+    }
+    for (auto& [name, t] : file)
+        if (!used.count(name)) problems.push_back("unexpected " + name);
+    if (!problems.empty()) {
+        std::string msg;
+        for (size_t i = 0; i < problems.size() && i < 20; ++i) msg += "\n  " + problems[i];
+        if (problems.size() > 20) msg += "\n  ... and " + std::to_string(problems.size() - 20) + " more";
+        SSMTUNE_FAIL("adapter ", path, " does not fit this ", ModelView(*model_).kind(), " model (",
+                     problems.size(), " problems):", msg,
+                     "\nfix: load it into the base model it was trained on (same width, layers and modules)");
+    }
+}
+
+std::string Adapter::merge_refusal() const {
+    SSMTUNE_CHECK(method_, "this adapter was detached or merged already");
+    return method_->merge_refusal();
+}
+
+void Adapter::merge() {
+    const std::string why = merge_refusal();
+    SSMTUNE_CHECK(why.empty(), config_.peft_type(), " cannot be merged into the base weights: ", why,
+                  "; fix: keep the adapter and load it next to the base model");
+    {
+        autograd::NoGradGuard no_grad;
+        method_->merge();
+    }
+    detach();
+}
+
+void Adapter::detach() {
+    if (!method_) return;
+    method_->detach();
+    method_.reset();
+    for (auto& [t, flag] : saved_requires_grad_) t.set_requires_grad(flag);
+    saved_requires_grad_.clear();
+}
+
+// ---------------------------------------------------------------- apply / load
+Adapter apply(models::Module& model, const Config& config) {
+    ModelView view(model);
+    const int64_t base = model.num_parameters();
+    std::vector<std::pair<Tensor, bool>> saved;
+    for (auto& [name, t] : model.named_parameters()) {
+        saved.emplace_back(t, t.requires_grad());
+        t.set_requires_grad(false);
+    }
+    const std::string& type = config.peft_type();
+    std::unique_ptr<Method> method;
+    try {
+        if (type == "FULL") method = make_full(view, config);
+        else if (type == "BITFIT") method = make_bitfit(view, config);
+        else if (type == "LORA") method = make_lora(view, config);
+        else if (type == "STATE_OFFSET") method = make_state_offset(view, config);
+        else if (type == "INITIAL_STATE") method = make_initial_state(view, config);
+        else if (type == "PROMPT") method = make_prompt(view, config);
+        else if (type == "PREFIX") method = make_prefix(view, config);
+        else if (type == "PARALLEL_ADAPTER") method = make_parallel_adapter(view, config);
+        else if (type == "SDLORA") method = make_sdlora(view, config);
+        else if (type == "SURM") method = make_surm(view, config);
+        else SSMTUNE_FAIL("unknown peft_type ", type);
+    } catch (...) {
+        for (auto& [t, flag] : saved) t.set_requires_grad(flag);
+        throw;
+    }
+    Adapter adapter(model, config, std::move(method), base);
+    // The saved flags restore the base on detach (the method's own tensors are not in `saved`).
+    adapter.saved_requires_grad_ = std::move(saved);
+    return adapter;
+}
+
+Adapter load(models::Module& model, const std::string& dir) {
+    const std::string cfg = (fs::path(dir) / "adapter_config.json").string();
+    SSMTUNE_CHECK(fs::exists(cfg), "adapter directory ", dir, " has no adapter_config.json");
+    Adapter a = apply(model, Config::from_file(cfg));
+    try {
+        a.load_weights(dir);
+    } catch (...) {
+        a.detach();
+        throw;
+    }
+    return a;
+}
+
+}  // namespace ssmtune::peft

@@ -1,0 +1,179 @@
+// Adapter configs: the JSON of adapter_config.json, with each method's defaults and strict key checking.
+//
+// Every type accepts HF PEFT's bookkeeping fields (task_type, base_model_name_or_path, revision, inference_mode,
+// auto_mapping, peft_version) plus `layers_to_transform` and our `init_seed` (seed of random inits). LORA
+// accepts HF LoraConfig's fields; those naming features we do not implement are accepted only at their
+// default value (e.g. use_dora must be false), so an HF file that needs them is refused instead of misread.
+// Not here: what the fields mean (each method's file), YAML configs.
+#include <algorithm>
+#include <map>
+
+#include "models/checkpoint.h"
+#include "peft/peft.h"
+
+namespace ssmtune::peft {
+
+namespace {
+
+using Json = nlohmann::json;
+
+const Json& common_defaults() {
+    static const Json j = {{"task_type", nullptr},         {"base_model_name_or_path", nullptr},
+                           {"revision", nullptr},          {"inference_mode", false},
+                           {"auto_mapping", nullptr},      {"peft_version", nullptr},
+                           {"layers_to_transform", nullptr}, {"layers_pattern", nullptr},
+                           {"init_seed", 0}};
+    return j;
+}
+
+// LoRA fields shared by LORA and SDLORA (SDLoRA trains LoRA on the projections next to its SSM deltas).
+Json lora_fields(const Json& targets) {
+    return {{"r", 8}, {"lora_alpha", 8}, {"lora_dropout", 0.0}, {"target_modules", targets}, {"use_rslora", false}};
+}
+
+// Per type: defaults of its own fields. null target_modules = the model's documented default list.
+const std::map<std::string, Json>& type_defaults() {
+    static const std::map<std::string, Json> m = [] {
+        std::map<std::string, Json> t;
+        t["FULL"] = Json::object();
+        t["LORA"] = lora_fields(nullptr);
+        for (const char* k : {"bias", "fan_in_fan_out", "init_lora_weights", "modules_to_save", "rank_pattern",
+                              "alpha_pattern", "use_dora", "exclude_modules", "lora_bias", "layer_replication",
+                              "loftq_config", "megatron_config", "megatron_core", "target_parameters",
+                              "trainable_token_indices", "eva_config", "corda_config", "use_qalora",
+                              "qalora_group_size", "runtime_config", "alora_invocation_tokens", "arrow_config",
+                              "ensure_weight_tying"})
+            t["LORA"][k] = nullptr;
+        t["LORA"]["bias"] = "none";
+        t["LORA"]["fan_in_fan_out"] = false;
+        t["LORA"]["init_lora_weights"] = true;
+        t["LORA"]["use_dora"] = false;
+        t["LORA"]["lora_bias"] = false;
+        t["SDLORA"] = lora_fields(nullptr);
+        t["SDLORA"].update({{"sdlora_alpha", 1.0}, {"channel_ratio", 0.01}, {"state_ratio", 0.25},
+                            {"warmup_steps", 500}, {"dimensions", nullptr}});
+        t["STATE_OFFSET"] = {{"variant", "h"}, {"init", "zero"}};
+        t["INITIAL_STATE"] = {{"init", "zero"}};
+        t["PROMPT"] = {{"num_virtual_tokens", 16}, {"prompt_tuning_init", "SAMPLE_VOCAB"}};
+        t["PREFIX"] = {{"num_virtual_tokens", 16}, {"init_std", 0.02}};
+        t["BITFIT"] = {{"bias_names", nullptr}};
+        t["PARALLEL_ADAPTER"] = {{"target_modules", nullptr}, {"r", 16}, {"scaling", 4.0}, {"activation", "relu"},
+                                 {"init", "lora"}, {"adapter_dropout", 0.0}};
+        t["SURM"] = {{"structure", "circulant"}, {"mode", "lora"}, {"target_modules", nullptr}, {"block_size", 0},
+                     {"ldr_rank", 1}, {"kron_factor", 0}, {"surm_alpha", 1.0}, {"activation", "gelu"},
+                     {"surm_dropout", 0.0}};
+        return t;
+    }();
+    return m;
+}
+
+std::string join_keys(const Json& j) {
+    std::string out;
+    for (auto& [k, v] : j.items()) out += (out.empty() ? "" : ", ") + k;
+    return out;
+}
+
+// Values that must stay at their defaults because the feature is not implemented.
+void check_unsupported_lora_fields(const Json& j, const std::string& source) {
+    auto must = [&](const char* key, bool ok, const char* fix) {
+        SSMTUNE_CHECK(ok, source, ": LORA field \"", key, "\" = ", j[key].dump(), " is not supported; fix: ", fix);
+    };
+    must("use_dora", j["use_dora"] == false, "set it to false (DoRA is not implemented)");
+    must("bias", j["bias"] == "none", "set it to \"none\" (train biases with BITFIT instead)");
+    must("fan_in_fan_out", j["fan_in_fan_out"] == false, "set it to false (our Linear weights are [out, in])");
+    must("lora_bias", j["lora_bias"] == false, "set it to false");
+    for (const char* key : {"modules_to_save", "layer_replication", "target_parameters", "exclude_modules"})
+        must(key, j[key].is_null() || (j[key].is_array() && j[key].empty()), "remove it");
+    for (const char* key : {"rank_pattern", "alpha_pattern"})
+        must(key, j[key].is_null() || (j[key].is_object() && j[key].empty()), "remove it (one rank for all targets)");
+    const Json& init = j["init_lora_weights"];
+    must("init_lora_weights", init == true || init == false || init == "gaussian",
+         "use true (Kaiming A, zero B), false (random B too) or \"gaussian\"");
+}
+
+void check_number(const Json& j, const char* key, double lo, double hi, const std::string& source, bool integer) {
+    if (!j.contains(key) || j[key].is_null()) return;
+    SSMTUNE_CHECK(j[key].is_number() && (!integer || j[key].is_number_integer()), source, ": \"", key, "\" must be ",
+                  integer ? "an integer" : "a number", ", got ", j[key].dump());
+    const double v = j[key].get<double>();
+    SSMTUNE_CHECK(v >= lo && v <= hi, source, ": \"", key, "\" = ", v, " is out of range [", lo, ", ", hi, "]");
+}
+
+}  // namespace
+
+const std::vector<std::string>& known_peft_types() {
+    static const std::vector<std::string> v = [] {
+        std::vector<std::string> out;
+        for (auto& [k, _] : type_defaults()) out.push_back(k);
+        return out;
+    }();
+    return v;
+}
+
+const std::string& Config::peft_type() const { return json.at("peft_type").get_ref<const std::string&>(); }
+
+Config Config::from_json(const nlohmann::json& in, const std::string& source) {
+    SSMTUNE_CHECK(in.is_object(), source, ": an adapter config must be a JSON object, got ", in.type_name());
+    SSMTUNE_CHECK(in.contains("peft_type") && in["peft_type"].is_string(), source,
+                  ": missing \"peft_type\"; fix: add one of ", join_keys(Json(type_defaults())));
+    const std::string type = in["peft_type"];
+    auto it = type_defaults().find(type);
+    SSMTUNE_CHECK(it != type_defaults().end(), source, ": unknown peft_type \"", type, "\"; known: ",
+                  join_keys(Json(type_defaults())));
+    Json out = common_defaults();
+    out.update(it->second);
+    for (auto& [k, v] : in.items()) {
+        if (k == "peft_type") continue;
+        SSMTUNE_CHECK(out.contains(k), source, ": unknown key \"", k, "\" for peft_type ", type, "; valid keys: ",
+                      join_keys(it->second), " (and ", join_keys(common_defaults()), ")");
+        out[k] = v;
+    }
+    out["peft_type"] = type;
+    if (type == "LORA") check_unsupported_lora_fields(out, source);
+    check_number(out, "r", 1, 1 << 20, source, true);
+    check_number(out, "lora_alpha", -1e9, 1e9, source, false);
+    check_number(out, "lora_dropout", 0, 0.999, source, false);
+    check_number(out, "adapter_dropout", 0, 0.999, source, false);
+    check_number(out, "surm_dropout", 0, 0.999, source, false);
+    check_number(out, "num_virtual_tokens", 1, 1 << 20, source, true);
+    check_number(out, "channel_ratio", 0, 1, source, false);
+    check_number(out, "state_ratio", 0, 1, source, false);
+    check_number(out, "warmup_steps", 0, 1e9, source, true);
+    check_number(out, "block_size", 0, 1 << 24, source, true);
+    check_number(out, "ldr_rank", 1, 1 << 16, source, true);
+    check_number(out, "init_seed", 0, 1.8e19, source, true);
+    const Json& tm = out.contains("target_modules") ? out["target_modules"] : Json();
+    SSMTUNE_CHECK(tm.is_null() || tm.is_string() || (tm.is_array() && !tm.empty() &&
+                  std::all_of(tm.begin(), tm.end(), [](const Json& e) { return e.is_string(); })),
+                  source, ": \"target_modules\" must be a list of module names, a regex string or null, got ", tm.dump());
+    if (type == "STATE_OFFSET")
+        SSMTUNE_CHECK(out["variant"] == "h" || out["variant"] == "y", source,
+                      ": STATE_OFFSET \"variant\" must be \"h\" (state offset) or \"y\" (output offset), got ",
+                      out["variant"].dump());
+    if (out.contains("init") && type != "PARALLEL_ADAPTER")
+        SSMTUNE_CHECK(out["init"] == "zero" || out["init"] == "random", source,
+                      ": \"init\" must be \"zero\" or \"random\", got ", out["init"].dump());
+    Config c;
+    c.json = out;
+    return c;
+}
+
+Config Config::parse(const std::string& text, const std::string& source) {
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+        SSMTUNE_FAIL(source, ": not valid JSON (", e.what(), ")");
+    }
+    return from_json(j, source);
+}
+
+Config Config::from_file(const std::string& path) { return from_json(models::read_json_file(path), path); }
+
+Config Config::with(const nlohmann::json& overrides) const {
+    nlohmann::json j = json;
+    for (auto& [k, v] : overrides.items()) j[k] = v;
+    return from_json(j, "adapter config with overrides");
+}
+
+}  // namespace ssmtune::peft

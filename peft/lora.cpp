@@ -1,0 +1,204 @@
+// LORA (Hu et al. 2021) with HuggingFace PEFT's exact semantics and file layout (reference/peft-methods.md §1, §7).
+//
+//   Linear:          out = W x + b + s · B (A dropout(x)),   A [r, in] Kaiming-uniform(a=√5), B [out, r] zero
+//   Embedding:       out = E[ids] + s · (A^T[ids]) B^T,       lora_embedding_A [r, V] zero, lora_embedding_B [D, r] N(0,1)
+//   PointwiseConv1d: out = conv(y) + s · B (A y) per position, lora_A.weight [r, in, 1], lora_B.weight [out, r, 1]
+//   s = lora_alpha / r, or lora_alpha / √r with use_rslora. Merge: W += s·B A (embedding: E += s·(B A)ᵀ).
+// File names: <module>.lora_A.weight / .lora_B.weight, embeddings <module>.lora_embedding_A / _B (no ".weight"),
+// as HF's get_peft_model_state_dict writes them. init_lora_weights=false draws B like A (a non-zero start, used
+// by tests); "gaussian" draws A from N(0, 1/r).
+// Default targets when target_modules is null: in_proj, x_proj, dt_proj, out_proj for Mamba/Longhorn (the
+// linear projections); encoder, output_linear.0, decoder for S4D.
+// Merging an embedding adapter into a tied model first unties the LM head (HF's tied head would silently change).
+// Not here: DoRA, LoRA on the depthwise conv1d (HF forbids it on Mamba too), per-module rank patterns.
+#include <cmath>
+
+#include "autograd/node.h"
+#include "engine/tensor_copy.h"
+#include "ops/ops.h"
+#include "peft/lora.h"
+
+namespace ssmtune::peft {
+
+using json = nlohmann::json;
+
+LoraSettings LoraSettings::from_config(const json& c) {
+    LoraSettings s;
+    s.r = c["r"].get<int64_t>();
+    const double alpha = c["lora_alpha"].get<double>();
+    s.scale = c["use_rslora"].get<bool>() ? alpha / std::sqrt(double(s.r)) : alpha / double(s.r);
+    s.dropout = c["lora_dropout"].get<double>();
+    const json& init = c.contains("init_lora_weights") ? c["init_lora_weights"] : json(true);
+    s.init = init == false ? "random" : init == "gaussian" ? "gaussian" : "default";
+    return s;
+}
+
+namespace {
+
+Tensor kaiming_a(int64_t r, int64_t fan_in, Generator& gen, DType dtype) {
+    const double bound = 1.0 / std::sqrt(double(fan_in));  // kaiming_uniform(a=√5)
+    return Tensor::uniform({r, fan_in}, gen, -bound, bound).to(dtype);
+}
+
+// A child holding one tensor named "weight" (HF's lora_A / lora_B are nn.Linear or nn.Conv1d modules).
+class WeightHolder : public models::Module {
+public:
+    explicit WeightHolder(Tensor w) { register_parameter("weight", w); }
+    Tensor weight() const { return params_[0].second; }
+    std::string type_name() const override { return "Linear"; }
+};
+
+class LoraLinear : public models::OutputDelta {
+public:
+    LoraLinear(int64_t in, int64_t out, const LoraSettings& s, Generator& gen, DType dtype, bool conv)
+        : s_(s), gen_(gen.seed() * 7919 + gen.advance(1)), conv_(conv) {
+        Tensor a = s.init == "gaussian" ? Tensor::randn({s.r, in}, gen, DType::F64, 0.0, 1.0 / double(s.r)).to(dtype)
+                                        : kaiming_a(s.r, in, gen, dtype);
+        Tensor b = s.init == "random" ? kaiming_a(out, s.r, gen, dtype) : Tensor::zeros({out, s.r}, dtype);
+        if (conv) { a = a.reshape({s.r, in, 1}); b = b.reshape({out, s.r, 1}); }
+        a_ = register_module("lora_A", std::make_shared<WeightHolder>(trainable(a)));
+        b_ = register_module("lora_B", std::make_shared<WeightHolder>(trainable(b)));
+    }
+    Tensor A() { return a_->weight(); }
+    Tensor B() { return b_->weight(); }
+    Tensor forward(const Tensor& x) override {
+        Tensor in = is_training() && s_.dropout > 0 ? ops::dropout(x, s_.dropout, true, gen_) : x;
+        if (conv_) {  // x [B, in, L]
+            Tensor a = A(), b = B();
+            Tensor ax = ops::matmul(a.reshape({a.size(0), a.size(1)}), in);         // [B, r, L]
+            return ops::mul_scalar(ops::matmul(b.reshape({b.size(0), b.size(1)}), ax), s_.scale);
+        }
+        return ops::mul_scalar(ops::linear(ops::linear(in, A()), B()), s_.scale);  // [..., out]
+    }
+    // s · B A as [out, in] (conv: [out, in, 1]).
+    Tensor delta_weight() {
+        Tensor a = A(), b = B();
+        Tensor w = ops::mul_scalar(ops::matmul(b.reshape({b.size(0), s_.r}), a.reshape({s_.r, a.size(1)})), s_.scale);
+        return conv_ ? w.reshape({w.size(0), w.size(1), 1}) : w;
+    }
+    std::string type_name() const override { return "LoraLayer"; }
+
+private:
+    LoraSettings s_;
+    Generator gen_;
+    bool conv_;
+    std::shared_ptr<WeightHolder> a_, b_;
+};
+
+class LoraEmbedding : public models::OutputDelta {
+public:
+    LoraEmbedding(int64_t V, int64_t D, const LoraSettings& s, Generator& gen, DType dtype) : s_(s) {
+        // HF: lora_embedding_A zero, lora_embedding_B normal (so the product starts at zero).
+        Tensor a = s.init == "random" ? Tensor::randn({s.r, V}, gen, dtype) : Tensor::zeros({s.r, V}, dtype);
+        register_parameter("lora_embedding_A", trainable(a));
+        register_parameter("lora_embedding_B", trainable(Tensor::randn({D, s.r}, gen, dtype)));
+    }
+    Tensor forward(const Tensor& ids) override {
+        Tensor after_a = ops::embedding(params_[0].second.transpose(0, 1).contiguous(), ids);  // [..., r]
+        return ops::mul_scalar(ops::linear(after_a, params_[1].second), s_.scale);            // [..., D]
+    }
+    Tensor delta_weight() {  // [V, D] = s·(B A)ᵀ
+        return ops::mul_scalar(ops::matmul(params_[1].second, params_[0].second), s_.scale).transpose(0, 1).contiguous();
+    }
+    std::string type_name() const override { return "LoraEmbedding"; }
+
+private:
+    LoraSettings s_;
+};
+
+}  // namespace
+
+json default_lora_targets(const ModelView& model) {
+    if (model.s4d) return json::array({"encoder", "output_linear.0", "decoder"});
+    return json::array({"in_proj", "x_proj", "dt_proj", "out_proj"});
+}
+
+bool lora_can_target(models::Module* m) {
+    return dynamic_cast<models::Linear*>(m) || dynamic_cast<models::Embedding*>(m) ||
+           dynamic_cast<models::PointwiseConv1d*>(m);
+}
+
+LoraAttachment attach_lora(ModelView& model, const json& config, Generator& gen) {
+    LoraAttachment att;
+    json c = config;
+    if (c["target_modules"].is_null()) c["target_modules"] = default_lora_targets(model);
+    att.settings = LoraSettings::from_config(c);
+    const DType dtype = model.dtype();
+    for (auto& [name, m] : match_targets(model, c, lora_can_target, "Linear, Embedding and 1x1 Conv1d modules")) {
+        auto* host = static_cast<models::DeltaHost*>(m);
+        SSMTUNE_CHECK(!host->delta(), name, " already carries an adapter; fix: detach it first");
+        std::shared_ptr<models::OutputDelta> delta;
+        if (auto* lin = dynamic_cast<models::Linear*>(m)) {
+            delta = std::make_shared<LoraLinear>(lin->in_features(), lin->out_features(), att.settings, gen, dtype, false);
+        } else if (auto* emb = dynamic_cast<models::Embedding*>(m)) {
+            delta = std::make_shared<LoraEmbedding>(emb->weight().size(0), emb->weight().size(1), att.settings, gen, dtype);
+        } else {
+            auto* conv = dynamic_cast<models::PointwiseConv1d*>(m);
+            delta = std::make_shared<LoraLinear>(conv->weight().size(1), conv->weight().size(0), att.settings, gen, dtype, true);
+        }
+        host->attach_delta("lora", delta);
+        att.hosts.emplace_back(name, host);
+    }
+    att.targets = c["target_modules"];
+    return att;
+}
+
+std::vector<std::pair<std::string, Tensor>> LoraAttachment::tensors() const {
+    std::vector<std::pair<std::string, Tensor>> out;
+    for (auto& [name, host] : hosts) {
+        for (auto& [pname, t] : host->delta()->named_parameters()) {
+            // "lora_A.weight" / "lora_embedding_A" as HF names them.
+            out.emplace_back(name + "." + pname, t);
+        }
+    }
+    return out;
+}
+
+void LoraAttachment::merge(ModelView& model) {
+    for (auto& [name, host] : hosts) {
+        if (auto* emb = dynamic_cast<models::Embedding*>(host)) {
+            if (model.lm && &model.lm->embeddings() == emb) model.lm->untie_lm_head();
+            Tensor w = emb->weight();
+            copy_merged(w, static_cast<LoraEmbedding*>(host->delta())->delta_weight());
+        } else {
+            Tensor w = *host->find_parameter("weight");
+            copy_merged(w, static_cast<LoraLinear*>(host->delta())->delta_weight());
+        }
+    }
+}
+
+void LoraAttachment::copy_merged(Tensor& w, const Tensor& delta) {
+    Tensor merged = ops::add(w.detach(), delta.detach());
+    autograd::NoGradGuard no_grad;
+    copy_into(w, merged);
+}
+
+void LoraAttachment::detach() {
+    for (auto& [name, host] : hosts) host->detach_delta();
+    hosts.clear();
+}
+
+namespace {
+class LoraMethod : public Method {
+public:
+    LoraMethod(ModelView& model, const Config& config) : model_(model) {
+        Generator gen(config.json["init_seed"].get<uint64_t>());
+        att_ = attach_lora(model_, config.json, gen);
+    }
+    std::vector<std::pair<std::string, Tensor>> tensors() const override { return att_.tensors(); }
+    std::string merge_refusal() const override { return ""; }
+    void merge() override { att_.merge(model_); }
+    void detach() override { att_.detach(); }
+    json saved_config() const override { return {{"target_modules", att_.targets}}; }
+
+private:
+    ModelView model_;
+    LoraAttachment att_;
+};
+}  // namespace
+
+std::unique_ptr<Method> make_lora(ModelView& model, const Config& config) {
+    return std::make_unique<LoraMethod>(model, config);
+}
+
+}  // namespace ssmtune::peft

@@ -1,0 +1,38 @@
+// LoRA pieces shared by the LORA method and by SDLORA (which trains LoRA on the projections next to its
+// sparse SSM deltas): settings from the HF fields, attaching to the matched modules, naming, merging.
+// Not here: the method object (lora.cpp), the SSM-side deltas (sdlora.cpp).
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "peft/method.h"
+
+namespace ssmtune::peft {
+
+struct LoraSettings {
+    int64_t r = 8;
+    double scale = 1.0;    // lora_alpha / r, or lora_alpha / √r (rsLoRA)
+    double dropout = 0.0;
+    std::string init = "default";  // default (A Kaiming, B zero) | gaussian | random (B non-zero too)
+    static LoraSettings from_config(const nlohmann::json& config);
+};
+
+// The LoRA deltas attached to the matched modules of one model.
+struct LoraAttachment {
+    LoraSettings settings;
+    nlohmann::json targets;  // the resolved target_modules
+    std::vector<std::pair<std::string, models::DeltaHost*>> hosts;  // module name -> host carrying the delta
+    std::vector<std::pair<std::string, Tensor>> tensors() const;     // HF file names, no prefix
+    void merge(ModelView& model);
+    void detach();
+    static void copy_merged(Tensor& w, const Tensor& delta);
+};
+
+nlohmann::json default_lora_targets(const ModelView& model);
+bool lora_can_target(models::Module* m);
+// Attaches LoRA to the modules `config["target_modules"]` selects (null: the model's default list).
+LoraAttachment attach_lora(ModelView& model, const nlohmann::json& config, Generator& gen);
+
+}  // namespace ssmtune::peft

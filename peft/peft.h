@@ -1,0 +1,91 @@
+// The PEFT layer: freeze a model and train only a method's tensors (reference/peft-methods.md).
+//
+//   auto adapter = peft::apply(model, peft::Config::parse(R"({"peft_type": "LORA", "r": 8,
+//                                                             "target_modules": ["in_proj", "out_proj"]})"));
+//   adapter.print_trainable_parameters();   // trainable params: N || all params: M || trainable%: P
+//   ... train adapter.parameters() ...
+//   adapter.save("my-adapter");             // adapter_config.json + adapter_model.safetensors
+//
+// `apply` sets requires_grad off on every base tensor and attaches one method at the hook points the models
+// expose (OutputDelta on Linear/Embedding/PointwiseConv1d, ParameterDelta on any parameter, the mixers' scan
+// hooks, the LM's prompt embeddings). Files follow HuggingFace PEFT: names carry the `base_model.model.` prefix;
+// LORA uses HF's exact tensor names and config fields so adapters go both ways.
+// Not here: several adapters at once on one model, quantised bases, DoRA and other LoRA variants.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/tensor.h"
+#include "models/module.h"
+
+namespace ssmtune::peft {
+
+// Method names accepted in "peft_type".
+const std::vector<std::string>& known_peft_types();
+
+// The adapter configuration: the JSON object of adapter_config.json with every default filled in.
+struct Config {
+    nlohmann::json json;
+    const std::string& peft_type() const;
+    // Parses a JSON object; fills defaults for its peft_type; rejects unknown types and unknown keys (listing
+    // the valid ones) and out-of-range values. `source` names the text in error messages.
+    static Config parse(const std::string& text, const std::string& source = "adapter config");
+    static Config from_json(const nlohmann::json& j, const std::string& source = "adapter config");
+    static Config from_file(const std::string& path);
+    // Returns a copy with `overrides` merged in (then validated again).
+    Config with(const nlohmann::json& overrides) const;
+};
+
+class Method;  // peft/method.h
+
+class Adapter {
+public:
+    Adapter(models::Module& model, Config config, std::unique_ptr<Method> method, int64_t base_params);
+    Adapter(Adapter&&) noexcept;
+    Adapter& operator=(Adapter&&) noexcept;
+    ~Adapter();
+
+    const Config& config() const { return config_; }
+    // The trainable tensors under their adapter-file names (without the base_model.model. prefix).
+    std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+    std::vector<Tensor> parameters() const;
+    int64_t num_trainable() const;
+    int64_t num_total() const;  // base parameters + tensors the method added
+    std::string trainable_report() const;  // HF's "trainable params: ... || all params: ... || trainable%: ..."
+    void print_trainable_parameters() const;
+
+    // adapter_config.json + adapter_model.safetensors (names prefixed base_model.model.), written atomically.
+    void save(const std::string& dir) const;
+    // Copies the tensors of DIR/adapter_model.safetensors into this adapter (strict: missing, unexpected and
+    // wrongly shaped names are one Error that lists them).
+    void load_weights(const std::string& dir);
+
+    // Empty when the method can fold into the base weights, else why it cannot.
+    std::string merge_refusal() const;
+    // Folds the method into the base weights (outputs unchanged) and detaches it.
+    void merge();
+    // Removes the method from the model and restores requires_grad; the base weights are as before (for
+    // FULL and BITFIT, which train base tensors in place, the trained values stay).
+    void detach();
+    bool attached() const { return method_ != nullptr; }
+
+private:
+    friend Adapter apply(models::Module& model, const Config& config);
+    models::Module* model_;
+    Config config_;
+    std::unique_ptr<Method> method_;
+    int64_t base_params_;
+    std::vector<std::pair<Tensor, bool>> saved_requires_grad_;
+};
+
+// Freezes `model` and attaches the method of `config`. Errors list what exists when a target matches nothing.
+Adapter apply(models::Module& model, const Config& config);
+// Reads DIR/adapter_config.json, applies it and loads DIR/adapter_model.safetensors.
+Adapter load(models::Module& model, const std::string& dir);
+
+}  // namespace ssmtune::peft
