@@ -21,6 +21,7 @@ Tensor DeltaHost::ops_add(const Tensor& a, const Tensor& b) { return ops::add(a,
 void DeltaHost::attach_delta(const std::string& adapter_name, std::shared_ptr<OutputDelta> delta) {
     SSMTUNE_CHECK(!delta_, "this ", type_name(), " already has an adapter attached; fix: detach it first");
     delta_ = delta;
+    delta->train(is_training());  // an adapter follows its host's train/eval mode
     register_module(adapter_name, delta);
 }
 

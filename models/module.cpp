@@ -31,6 +31,7 @@ void Module::attach_parameter_delta(const std::string& param, const std::string&
     SSMTUNE_CHECK(found, type_name(), " has no parameter '", param, "' to attach a delta to");
     SSMTUNE_CHECK(!parameter_delta(param), type_name(), ".", param, " already has a delta attached; fix: detach it first");
     param_deltas_.emplace_back(param, delta);
+    delta->train(is_training());
     register_module(child_name, delta);
 }
 

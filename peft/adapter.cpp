@@ -21,7 +21,7 @@ namespace ssmtune::peft {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-const std::string kFilePrefix = "base_model.model.";
+const std::string kFilePrefix = kAdapterTensorPrefix;
 
 // ---------------------------------------------------------------- shared helpers
 ModelView::ModelView(models::Module& m) : module(&m) {

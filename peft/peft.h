@@ -25,6 +25,9 @@
 
 namespace ssmtune::peft {
 
+// The prefix of every tensor name in adapter_model.safetensors (HF PEFT's).
+inline constexpr const char* kAdapterTensorPrefix = "base_model.model.";
+
 // Method names accepted in "peft_type".
 const std::vector<std::string>& known_peft_types();
 

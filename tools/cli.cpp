@@ -1,4 +1,5 @@
-// The `ssmtune` program. Commands so far: `demo` (a tiny end-to-end training run), `grads`, `--version`.
+// The `ssmtune` program. Commands so far: `demo` (a tiny end-to-end training run), `grads`, `merge`, `bench`,
+// `--version`.
 // Every error is printed as one `error: <message>` line with exit status 1 (2 for usage errors).
 // Later issues add train, finetune, eval, generate, grads, merge, inspect, gradcheck and bench here.
 #include <cstdio>
@@ -19,6 +20,7 @@ void print_usage(FILE* out) {
                  "commands:\n"
                  "  demo        train a small MLP on a built-in synthetic task (end-to-end check of the engine)\n"
                  "  grads       loss, logits and every parameter gradient of a model on a batch (safetensors)\n"
+                 "  merge       fold a PEFT adapter into the base weights and write a plain model\n"
                  "  bench       speed figures: selective scan forward/backward, Mamba training step\n"
                  "  --version   print the version and how this binary was built\n"
                  "  --help      this text; `ssmtune <command> --help` for a command's options\n",
@@ -47,6 +49,7 @@ int run_cli(int argc, char** argv) {
         if (command == "demo") return run_demo(argc - 2, argv + 2);
         if (command == "bench") return run_bench(argc - 2, argv + 2);
         if (command == "grads") return run_grads(argc - 2, argv + 2);
+        if (command == "merge") return run_merge(argc - 2, argv + 2);
 
         std::fprintf(stderr, "error: unknown command '%s'; run `ssmtune --help` for the list\n", command.c_str());
         return 2;

@@ -38,5 +38,6 @@ int run_cli(int argc, char** argv);
 int run_demo(int argc, char** argv);
 int run_bench(int argc, char** argv);
 int run_grads(int argc, char** argv);
+int run_merge(int argc, char** argv);
 
 }  // namespace ssmtune::tools

@@ -1,15 +1,18 @@
-// `ssmtune grads --model DIR --batch FILE --out FILE [--dtype f32|f64]`: one forward and backward pass of a
-// model on a batch, written as safetensors: `loss` (scalar), `logits`, and the gradient of every parameter
-// under the parameter's own name. Language models take `input_ids` ([B, L], I64 or I32) and use HF's mean
+// `ssmtune grads --model DIR --batch FILE --out FILE [--dtype f32|f64] [--adapter DIR]`: one forward and backward
+// pass of a model on a batch, written as safetensors: `loss` (scalar), `logits`, and the gradient of every parameter
+// under the parameter's own name — or, with --adapter, of every trainable adapter tensor under the name it has in
+// adapter_model.safetensors (the base is frozen, as in fine-tuning). Language models take `input_ids` ([B, L], I64 or I32) and use HF's mean
 // next-token loss over the B·(L−1) shifted positions; the S4D classifier takes `inputs` (F32 [B, L, d_input])
 // and `labels` (I64 [B]). Evaluation mode (no dropout). `--dtype f64` runs everything in float64.
 // Bad input is one `error:` line and exit 1, and no output file is written.
 #include <cstdio>
+#include <memory>
 
 #include "autograd/node.h"
 #include "engine/safetensors.h"
 #include "models/checkpoint.h"
 #include "ops/ops.h"
+#include "peft/peft.h"
 #include "tools/commands.h"
 
 namespace ssmtune::tools {
@@ -41,14 +44,17 @@ void check_token_ids(const Tensor& ids, int64_t vocab, const std::string& path) 
 }  // namespace
 
 int run_grads(int argc, char** argv) {
-    Flags flags(argc, argv, {{"model", ""}, {"batch", ""}, {"out", ""}, {"dtype", "f32"}}, "grads");
+    Flags flags(argc, argv, {{"model", ""}, {"batch", ""}, {"out", ""}, {"dtype", "f32"}, {"adapter", ""}},
+                "grads");
     if (flags.help()) {
-        std::printf("usage: ssmtune grads --model DIR --batch FILE --out FILE [--dtype f32|f64]\n"
+        std::printf("usage: ssmtune grads --model DIR --batch FILE --out FILE [--dtype f32|f64] [--adapter DIR]\n"
                     "Runs one forward + backward pass and writes loss, logits and every parameter gradient.\n"
                     "  --model DIR   config.json + model.safetensors (mamba, longhorn or s4d)\n"
                     "  --batch FILE  safetensors: input_ids [B, L] (LMs) or inputs [B, L, d_input] + labels [B] (s4d)\n"
                     "  --out FILE    safetensors file to write\n"
-                    "  --dtype       f32 (default) or f64 (whole computation in float64)\n");
+                    "  --dtype       f32 (default) or f64 (whole computation in float64)\n"
+                    "  --adapter DIR a PEFT adapter (adapter_config.json + adapter_model.safetensors): the base is\n"
+                    "                frozen and the output holds the gradients of the adapter's tensors instead\n");
         return 0;
     }
     for (const char* required : {"model", "batch", "out"})
@@ -63,6 +69,8 @@ int run_grads(int argc, char** argv) {
     models::Module& module = model.module();
     module.eval();
     module.to(dtype);
+    std::unique_ptr<peft::Adapter> adapter;
+    if (flags.is_set("adapter")) adapter = std::make_unique<peft::Adapter>(peft::load(module, flags.str("adapter")));
 
     Tensor loss, logits;
     if (model.lm) {
@@ -88,9 +96,10 @@ int run_grads(int argc, char** argv) {
     TensorMap out;
     out["loss"] = loss.detach();
     out["logits"] = logits.detach();
-    for (auto& [name, p] : module.named_parameters()) {
+    auto params = adapter ? adapter->named_parameters() : module.named_parameters();
+    for (auto& [name, p] : params) {
         Tensor g = p.grad();
-        out[name] = g.defined() ? g : Tensor::zeros(p.shape(), p.dtype());
+        out[(adapter ? std::string(peft::kAdapterTensorPrefix) : std::string()) + name] = g.defined() ? g : Tensor::zeros(p.shape(), p.dtype());
     }
     save_safetensors(flags.str("out"), out);
     std::printf("loss %.8g; wrote %zu tensors to %s\n", loss.item(), out.size(), flags.str("out").c_str());

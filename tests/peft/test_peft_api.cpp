@@ -1,0 +1,170 @@
+// The PEFT API around the methods: config parsing and its errors, target matching that lists what exists, the
+// HF report format with exact counts, a LoRA adapter written by hand in HF's layout, adapters that do not fit
+// their base, and the `grads --adapter` and `merge` commands.
+#include "tests/peft/peft_test_util.h"
+
+#include <fstream>
+
+#include "engine/safetensors.h"
+#include "ops/ops.h"
+#include "tools/commands.h"
+
+using namespace ssmtune;
+using namespace ssmtune::peft_test;
+using nlohmann::json;
+
+namespace {
+int cli(std::vector<std::string> args) {
+    args.insert(args.begin(), "ssmtune");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    return tools::run_cli(int(argv.size()), argv.data());
+}
+}  // namespace
+
+TEST_CASE("peft config: defaults, unknown types and keys, unsupported HF fields") {
+    peft::Config c = peft::Config::parse(R"({"peft_type": "LORA"})");
+    CHECK(c.json["r"] == 8);
+    CHECK(c.json["lora_alpha"] == 8);
+    CHECK(c.json["use_rslora"] == false);
+    CHECK(peft::Config::parse(R"({"peft_type": "STATE_OFFSET"})").json["variant"] == "h");
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "ADALORA"})"),
+                         doctest::Contains("unknown peft_type \"ADALORA\"; known: BITFIT, FULL"), Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "rank": 4})"),
+                         doctest::Contains("unknown key \"rank\" for peft_type LORA; valid keys: alora_invocation_tokens"), Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "use_dora": true})"),
+                         doctest::Contains("\"use_dora\" = true is not supported"), Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "STATE_OFFSET", "variant": "z"})"),
+                         doctest::Contains("\"variant\" must be \"h\""), Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "r": 0})"), doctest::Contains("\"r\" = 0"), Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"r": 4})"), doctest::Contains("missing \"peft_type\""), Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse("{not json"), doctest::Contains("not valid JSON"), Error);
+}
+
+TEST_CASE("peft targets: misses and wrong module types are errors that list what exists") {
+    Subject s = make_subject("mamba");
+    const auto before = s.module().named_parameters();
+    CHECK_THROWS_WITH_AS(peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "target_modules": ["q_proj"]})")),
+                         doctest::Contains("\"q_proj\" matches no module of this mamba model; fix: choose among: "
+                                           "dt_proj, embeddings, in_proj, out_proj, x_proj"),
+                         Error);
+    CHECK_THROWS_WITH_AS(peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "target_modules": ["conv1d"]})")),
+                         doctest::Contains("a Conv1d, but this method adapts Linear, Embedding and 1x1 Conv1d"), Error);
+    CHECK_THROWS_WITH_AS(peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "layers_to_transform": [5]})")),
+                         doctest::Contains("not a layer index of this 2-layer model"), Error);
+    // a failed apply leaves the model as it was (nothing frozen, nothing attached)
+    CHECK(s.module().named_parameters().size() == before.size());
+    for (auto& [n, t] : s.module().named_parameters()) CHECK(t.requires_grad());
+    // regex and all-linear forms
+    peft::Adapter a = peft::apply(s.module(), peft::Config::parse(
+        R"({"peft_type": "LORA", "r": 1, "target_modules": "backbone\\.layers\\.1\\.mixer\\.(in|out)_proj"})"));
+    CHECK(a.named_parameters().size() == 4);
+    CHECK(a.named_parameters()[0].first == "backbone.layers.1.mixer.in_proj.lora_A.weight");
+    a.detach();
+    peft::Adapter b = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "r": 1, "target_modules": "all-linear"})"));
+    CHECK(b.named_parameters().size() == 2 * 2 * 4);  // 2 layers x 4 projections x (A, B)
+}
+
+TEST_CASE("peft report: HF format with exact counts") {
+    Subject s = make_subject("mamba");
+    const int64_t base = s.module().num_parameters();
+    peft::Adapter a = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "STATE_OFFSET"})"));
+    CHECK(a.num_trainable() == 2 * 16 * 4);  // layers x E x N
+    CHECK(a.num_total() == base + 128);
+    CHECK(base == 1584);
+    CHECK(a.trainable_report() == "trainable params: 128 || all params: 1,712 || trainable%: 7.4766");
+    a.detach();
+    peft::Adapter l = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "r": 2})"));
+    // r(in+out) per projection: in_proj 8->32, x_proj 16->10, dt_proj 2->16, out_proj 16->8
+    CHECK(l.num_trainable() == 2 * 2 * ((8 + 32) + (16 + 10) + (2 + 16) + (16 + 8)));
+    l.detach();
+    peft::Adapter f = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "FULL"})"));
+    CHECK(f.trainable_report() == "trainable params: 1,584 || all params: 1,584 || trainable%: 100.0000");
+}
+
+TEST_CASE("peft lora: an adapter written by hand in HF's layout loads and gives W + (alpha/r) B A") {
+    const auto dir = testing::scratch_dir("peft_hf_lora");
+    Subject s = make_subject("mamba");
+    const int64_t r = 2;
+    TensorMap file;
+    std::vector<Tensor> As, Bs;
+    for (int i = 0; i < 2; ++i) {
+        const std::string p = "base_model.model.backbone.layers." + std::to_string(i) + ".mixer.in_proj.";
+        As.push_back(Tensor::randn({r, 8}, 10 + i, DType::F32));
+        Bs.push_back(Tensor::randn({32, r}, 20 + i, DType::F32));
+        file[p + "lora_A.weight"] = As.back();
+        file[p + "lora_B.weight"] = Bs.back();
+    }
+    save_safetensors((dir / "adapter_model.safetensors").string(), file);
+    // the fields an HF PEFT save_pretrained writes for a Mamba LoRA
+    std::ofstream(dir / "adapter_config.json") << R"({
+      "alpha_pattern": {}, "auto_mapping": null, "base_model_name_or_path": "state-spaces/mamba-130m-hf",
+      "bias": "none", "fan_in_fan_out": false, "inference_mode": true, "init_lora_weights": true,
+      "layer_replication": null, "layers_pattern": null, "layers_to_transform": null, "loftq_config": {},
+      "lora_alpha": 8, "lora_dropout": 0.05, "megatron_config": null, "megatron_core": "megatron.core",
+      "modules_to_save": null, "peft_type": "LORA", "r": 2, "rank_pattern": {}, "revision": null,
+      "target_modules": ["in_proj"], "task_type": "CAUSAL_LM", "use_dora": false, "use_rslora": false})";
+    Subject expected = make_subject("mamba");
+    for (int i = 0; i < 2; ++i) {
+        Tensor& w = *expected.module().find_parameter("backbone.layers." + std::to_string(i) + ".mixer.in_proj.weight");
+        w = ops::add(w.detach(), ops::mul_scalar(ops::matmul(Bs[size_t(i)].to(DType::F64), As[size_t(i)].to(DType::F64)), 8.0 / r));
+    }
+    peft::Adapter a = peft::load(s.module(), dir.string());
+    testing::expect_close(s.output(), expected.output(), 0, 1e-12, "HF LoRA output");
+    // and back: our save writes the same names and fields
+    a.save((dir / "resaved").string());
+    TensorMap again = load_safetensors((dir / "resaved" / "adapter_model.safetensors").string());
+    CHECK(again.size() == file.size());
+    for (auto& [n, t] : file) CHECK(again.count(n) == 1);
+    json cfg = models::read_json_file((dir / "resaved" / "adapter_config.json").string());
+    CHECK(cfg["r"] == 2);
+    CHECK(cfg["lora_alpha"] == 8);
+    CHECK(cfg["target_modules"] == json::array({"in_proj"}));
+    CHECK(cfg["task_type"] == "CAUSAL_LM");
+}
+
+TEST_CASE("peft load: an adapter for another base is a clear error") {
+    const auto dir = testing::scratch_dir("peft_wrong_base");
+    Subject s = make_subject("mamba");
+    peft::Adapter a = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "r": 2})"));
+    a.save(dir.string());
+    models::LMConfig wide = tiny_lm_config("mamba");
+    wide.hidden_size = 12;
+    models::LanguageModel other(wide, 1);
+    CHECK_THROWS_WITH_AS(peft::load(other, dir.string()), doctest::Contains("does not fit this mamba model"), Error);
+    for (auto& [n, t] : other.named_parameters()) CHECK(t.requires_grad());  // left as it was
+    models::LMConfig shallow = tiny_lm_config("mamba");
+    shallow.num_hidden_layers = 1;
+    models::LanguageModel one(shallow, 1);
+    CHECK_THROWS_WITH_AS(peft::load(one, dir.string()), doctest::Contains("unexpected base_model.model.backbone.layers.1"), Error);
+    models::S4DClassifier s4d(tiny_s4d_config(), 1);
+    CHECK_THROWS_WITH_AS(peft::load(s4d, dir.string()), doctest::Contains("matches no module of this s4d model"), Error);
+}
+
+TEST_CASE("peft commands: grads --adapter and merge") {
+    const auto dir = testing::scratch_dir("peft_cli");
+    Subject s = make_subject("mamba");
+    s.module().to(DType::F32);
+    models::save_model((dir / "base").string(), s.any);
+    peft::Adapter a = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "r": 2, "init_lora_weights": false})"));
+    a.save((dir / "lora").string());
+    save_safetensors((dir / "batch.safetensors").string(), {{"input_ids", s.ids}});
+    REQUIRE(cli({"grads", "--model", (dir / "base").string(), "--adapter", (dir / "lora").string(), "--batch",
+                 (dir / "batch.safetensors").string(), "--out", (dir / "g.safetensors").string(), "--dtype", "f64"}) == 0);
+    TensorMap g = load_safetensors((dir / "g.safetensors").string());
+    CHECK(g.size() == a.named_parameters().size() + 2);
+    CHECK(g.at("base_model.model.backbone.layers.0.mixer.in_proj.lora_A.weight").shape() == Shape{2, 8});
+    CHECK(g.count("backbone.layers.0.mixer.in_proj.weight") == 0);  // frozen base: not in the output
+
+    REQUIRE(cli({"merge", "--model", (dir / "base").string(), "--adapter", (dir / "lora").string(), "--out",
+                 (dir / "merged").string()}) == 0);
+    models::AnyModel merged = models::load_model((dir / "merged").string());
+    testing::expect_close(merged.lm->forward(s.ids), s.output().detach(), 1e-5, 1e-6, "merged model output");
+    // methods that cannot merge say so, exit 1, and write nothing
+    a.detach();
+    peft::Adapter so = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "STATE_OFFSET"})"));
+    so.save((dir / "so").string());
+    CHECK(cli({"merge", "--model", (dir / "base").string(), "--adapter", (dir / "so").string(), "--out",
+               (dir / "merged_so").string()}) == 1);
+    CHECK_FALSE(std::filesystem::exists(dir / "merged_so"));
+}

@@ -1,0 +1,46 @@
+// `ssmtune merge --model DIR --adapter DIR --out DIR`: folds an adapter into the base weights and writes a plain
+// model directory (config.json + model.safetensors) whose outputs equal the adapted model's. Works for LORA,
+// SURM, BITFIT, SDLORA and FULL; the state, prompt, prefix and adapter methods say why they cannot merge.
+// A LoRA on the embedding of a tied model unties the head (lm_head.weight is written, tie_word_embeddings false).
+// Not here: merging several adapters, safe_merge's NaN check (the merged weights are checked finite instead).
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "models/checkpoint.h"
+#include "peft/peft.h"
+#include "tools/commands.h"
+
+namespace ssmtune::tools {
+
+int run_merge(int argc, char** argv) {
+    Flags flags(argc, argv, {{"model", ""}, {"adapter", ""}, {"out", ""}}, "merge");
+    if (flags.help()) {
+        std::printf("usage: ssmtune merge --model DIR --adapter DIR --out DIR\n"
+                    "Folds a PEFT adapter into the base weights and writes a plain model directory.\n"
+                    "  --model DIR    the base model (config.json + model.safetensors)\n"
+                    "  --adapter DIR  adapter_config.json + adapter_model.safetensors\n"
+                    "  --out DIR      where the merged model is written (must differ from --model)\n");
+        return 0;
+    }
+    for (const char* required : {"model", "adapter", "out"})
+        if (!flags.is_set(required)) throw UsageError(std::string("merge: --") + required + " is required");
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (fs::exists(flags.str("out")) && fs::equivalent(flags.str("out"), flags.str("model"), ec))
+        throw UsageError("merge: --out must not be the base model's directory");
+    models::AnyModel model = models::load_model(flags.str("model"));
+    peft::Adapter adapter = peft::load(model.module(), flags.str("adapter"));
+    const std::string type = adapter.config().peft_type();
+    adapter.merge();  // refuses with the reason for methods that cannot merge
+    for (auto& [name, t] : model.module().named_parameters())
+        for (double v : t.to_vector<double>())
+            SSMTUNE_CHECK(std::isfinite(v), "merged tensor ", name, " holds a non-finite value; the adapter in ",
+                          flags.str("adapter"), " is damaged; no output written");
+    models::save_model(flags.str("out"), model);
+    std::printf("merged %s adapter %s into %s; wrote %s\n", type.c_str(), flags.str("adapter").c_str(),
+                flags.str("model").c_str(), flags.str("out").c_str());
+    return 0;
+}
+
+}  // namespace ssmtune::tools
