@@ -1,0 +1,146 @@
+// The shared training loop: bit-identical resume (from a save point and from a Ctrl-C), the stop on a non-finite
+// loss or gradient naming the step and the tensor, best/last checkpoints, and the metrics log.
+#include "test_util.h"
+
+#include <csignal>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/safetensors.h"
+#include "ops/ops.h"
+#include "tools/trainer.h"
+
+using namespace ssmtune;
+using namespace ssmtune::testing;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A linear least-squares problem y = x·w* with fresh seeded batches each step.
+struct Problem {
+    Tensor w = Tensor::zeros({4, 1}, DType::F64).set_requires_grad(true);
+    Generator data{7};
+    Tensor w_true = Tensor::from_vector<double>({1.0, -2.0, 0.5, 3.0}, {4, 1});
+    int64_t poison_at = -1;     // step whose loss is NaN
+    int64_t interrupt_at = -1;  // step that raises SIGINT
+    tools::TrainHooks hooks() {
+        tools::TrainHooks h;
+        h.params = {{"w", w}};
+        h.loss = [this](int64_t step, double& units) {
+            if (step == interrupt_at) std::raise(SIGINT);
+            Tensor x = Tensor::randn({8, 4}, data, DType::F64);
+            Tensor err = ops::sub(ops::matmul(x, w), ops::matmul(x, w_true));
+            units = 8;
+            Tensor loss = ops::mean(ops::mul(err, err));
+            if (step == poison_at) loss = ops::mul(loss, Tensor::scalar(std::nan(""), DType::F64));
+            return loss;
+        };
+        h.evaluate = [this] {
+            Tensor e = ops::sub(w.detach(), w_true);
+            return std::map<std::string, double>{{"loss", ops::sum(ops::mul(e, e)).item()}};
+        };
+        h.save_weights = [this](const std::string& dir) { save_safetensors(dir + "/w.safetensors", {{"w", w.detach()}}); };
+        h.load_weights = [this](const std::string& dir) {
+            Tensor v = load_safetensors(dir + "/w.safetensors").at("w");
+            std::memcpy(w.data<double>(), v.data<double>(), 4 * sizeof(double));
+        };
+        h.rngs = {&data};
+        h.units_name = "samples";
+        return h;
+    }
+};
+
+std::vector<double> logged_losses(const fs::path& dir) {
+    std::vector<double> out;
+    std::ifstream in(dir / "metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+        auto j = nlohmann::json::parse(line);
+        if (!j.contains("split")) out.push_back(j["loss"].get<double>());
+    }
+    return out;
+}
+
+tools::TrainLoopOptions options(const fs::path& dir, int64_t steps) {
+    tools::TrainLoopOptions o;
+    o.steps = steps;
+    o.lr = 0.1;
+    o.grad_clip = 0;
+    o.schedule = "constant";  // the split run below stops early at --steps 13 with the same lr sequence
+    o.log_every = 1;
+    o.eval_every = 10;
+    o.save_every = 5;
+    o.out_dir = dir.string();
+    o.quiet = true;
+    return o;
+}
+
+}  // namespace
+
+TEST_CASE("trainer resumes bit-identically and keeps best and last checkpoints") {
+    const auto root = scratch_dir("trainer_resume");
+    Problem full;
+    auto hf = full.hooks();
+    tools::TrainResult r = tools::run_training(options(root / "full", 30), hf);
+    CHECK(r.steps_done == 30);
+    CHECK(r.last_eval.at("loss") < 1.0);
+    CHECK(fs::exists(root / "full" / "checkpoints" / "last" / "optimizer.safetensors"));
+    CHECK(fs::exists(root / "full" / "checkpoints" / "best" / "trainer_state.json"));
+
+    Problem part;
+    auto hp = part.hooks();
+    tools::run_training(options(root / "split", 13), hp);  // stops at 13 (checkpoint at 13)
+    Problem resumed;
+    auto hr = resumed.hooks();
+    tools::TrainLoopOptions o = options(root / "split", 30);
+    o.resume = true;
+    tools::run_training(o, hr);
+    CHECK(logged_losses(root / "split") == logged_losses(root / "full"));
+    CHECK(resumed.w.to_vector<double>() == full.w.to_vector<double>());
+}
+
+TEST_CASE("trainer: Ctrl-C saves a checkpoint and --resume continues identically") {
+    const auto root = scratch_dir("trainer_sigint");
+    Problem ref;
+    auto h0 = ref.hooks();
+    tools::run_training(options(root / "ref", 20), h0);
+    Problem a;
+    a.interrupt_at = 7;
+    auto ha = a.hooks();
+    tools::TrainResult r = tools::run_training(options(root / "cut", 20), ha);
+    CHECK(r.interrupted);
+    CHECK(r.steps_done == 8);  // the step that saw the signal finishes, then the loop saves and leaves
+    Problem b;
+    auto hb = b.hooks();
+    tools::TrainLoopOptions o = options(root / "cut", 20);
+    o.resume = true;
+    tools::run_training(o, hb);
+    CHECK(logged_losses(root / "cut") == logged_losses(root / "ref"));
+}
+
+TEST_CASE("trainer stops on a non-finite loss naming the step, keeping the last good checkpoint") {
+    const auto root = scratch_dir("trainer_nan");
+    Problem p;
+    p.poison_at = 11;
+    auto h = p.hooks();
+    CHECK_THROWS_WITH_AS(tools::run_training(options(root, 30), h),
+                         doctest::Contains("step 12: the loss is nan; stopped. The last good checkpoint is"), Error);
+    auto state = nlohmann::json::parse(std::ifstream(root / "checkpoints" / "last" / "trainer_state.json"));
+    CHECK(state["step"] == 10);
+    // resume without the poison continues from step 10
+    Problem q;
+    auto hq = q.hooks();
+    tools::TrainLoopOptions o = options(root, 12);
+    o.resume = true;
+    CHECK(tools::run_training(o, hq).steps_done == 12);
+}
+
+TEST_CASE("trainer: --resume without a checkpoint is a clear error") {
+    const auto root = scratch_dir("trainer_noresume");
+    Problem p;
+    auto h = p.hooks();
+    tools::TrainLoopOptions o = options(root, 5);
+    o.resume = true;
+    CHECK_THROWS_WITH_AS(tools::run_training(o, h), doctest::Contains("--resume: no checkpoint in"), Error);
+}

@@ -1,0 +1,244 @@
+// The shared training loop (see trainer.h).
+//
+// Checkpoints: <out>/checkpoints/{last,best}/ hold the caller's weights, optimizer.safetensors and
+// trainer_state.json (step, generator states, best metrics). A checkpoint is written in full into a fresh
+// temporary directory and then renamed into place (the previous one is renamed aside first and removed last), so
+// a crash or SIGKILL at any point leaves a complete checkpoint to resume from (`last`, or `last.old` if the kill
+// fell between the two renames). Resume restores weights, optimizer state, generators and step, so the losses
+// that follow are bit-identical to an uninterrupted run with the same thread count.
+#include "tools/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "models/checkpoint.h"
+
+namespace ssmtune::tools {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+volatile std::sig_atomic_t g_interrupted = 0;
+extern "C" void on_sigint(int) { g_interrupted = 1; }
+
+// Installs the SIGINT handler for the lifetime of the loop.
+struct SigintScope {
+    void (*previous)(int);
+    SigintScope() {
+        g_interrupted = 0;
+        previous = std::signal(SIGINT, on_sigint);
+    }
+    ~SigintScope() { std::signal(SIGINT, previous); }
+};
+
+std::string format_duration(double s) {
+    char buf[32];
+    const int64_t t = int64_t(s + 0.5);
+    if (t >= 3600) std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", (long long)(t / 3600), (long long)(t / 60 % 60), (long long)(t % 60));
+    else std::snprintf(buf, sizeof buf, "%02lld:%02lld", (long long)(t / 60), (long long)(t % 60));
+    return buf;
+}
+
+bool lower_is_better(const std::string& metric) { return metric.find("acc") == std::string::npos; }
+
+// Writes a complete checkpoint to `dir` atomically (see the file comment).
+void write_checkpoint(const std::string& dir, int64_t step, const autograd::Optimizer& opt, TrainHooks& hooks,
+                      const json& best) {
+    const fs::path target(dir), tmp = target.string() + ".tmp", old = target.string() + ".old";
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    fs::create_directories(tmp, ec);
+    SSMTUNE_CHECK(!ec, "cannot create checkpoint directory ", tmp.string(), ": ", ec.message(),
+                  "; fix: make the output directory writable");
+    try {
+        hooks.save_weights(tmp.string());
+        opt.save((tmp / "optimizer.safetensors").string());
+        json state = {{"step", step}, {"best", best}, {"rngs", json::array()}};
+        for (Generator* g : hooks.rngs) state["rngs"].push_back({g->seed(), g->offset()});
+        models::write_json_file((tmp / "trainer_state.json").string(), state);
+    } catch (...) {
+        fs::remove_all(tmp, ec);
+        throw;
+    }
+    fs::remove_all(old, ec);
+    if (fs::exists(target)) fs::rename(target, old, ec);
+    SSMTUNE_CHECK(!ec, "cannot move the previous checkpoint ", target.string(), " aside: ", ec.message());
+    fs::rename(tmp, target, ec);
+    SSMTUNE_CHECK(!ec, "cannot move the new checkpoint into ", target.string(), ": ", ec.message());
+    fs::remove_all(old, ec);
+}
+
+// The checkpoint to resume from: `last`, or `last.old` when a kill fell between the two renames.
+std::string resumable_checkpoint(const std::string& out_dir) {
+    const std::string last = last_checkpoint_dir(out_dir);
+    if (fs::exists(fs::path(last) / "trainer_state.json")) return last;
+    if (fs::exists(fs::path(last + ".old") / "trainer_state.json")) return last + ".old";
+    SSMTUNE_FAIL("--resume: no checkpoint in ", last, "; fix: run without --resume to start from scratch");
+}
+
+// The first parameter whose gradient holds a NaN or Inf, or "" when all are finite.
+std::string first_non_finite_grad(const std::vector<std::pair<std::string, Tensor>>& params) {
+    for (auto& [name, t] : params) {
+        Tensor g = t.grad();
+        if (!g.defined()) continue;
+        for (double v : g.to_vector<double>())
+            if (!std::isfinite(v)) return name;
+    }
+    return "";
+}
+
+}  // namespace
+
+std::string last_checkpoint_dir(const std::string& out_dir) { return (fs::path(out_dir) / "checkpoints" / "last").string(); }
+std::string best_checkpoint_dir(const std::string& out_dir) { return (fs::path(out_dir) / "checkpoints" / "best").string(); }
+
+TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
+    SSMTUNE_CHECK(o.steps > 0, "training needs --steps > 0");
+    SSMTUNE_CHECK(!o.out_dir.empty(), "training needs an output directory");
+    std::error_code ec;
+    fs::create_directories(o.out_dir, ec);
+    SSMTUNE_CHECK(!ec && fs::is_directory(o.out_dir), "cannot create output directory ", o.out_dir, ": ", ec.message());
+
+    std::vector<Tensor> tensors;
+    for (auto& [n, t] : hooks.params) tensors.push_back(t);
+    autograd::AdamW opt(tensors, autograd::AdamW::Options().lr(o.lr).weight_decay(o.weight_decay));
+    const autograd::LRSchedule schedule = autograd::LRSchedule::parse(o.schedule, o.warmup_steps, o.steps, o.min_lr_ratio);
+
+    TrainResult result;
+    json best = json::object();
+    int64_t start = 0;
+    if (o.resume) {
+        const std::string dir = resumable_checkpoint(o.out_dir);
+        hooks.load_weights(dir);
+        opt.load((fs::path(dir) / "optimizer.safetensors").string());
+        const json state = models::read_json_file((fs::path(dir) / "trainer_state.json").string());
+        start = state.at("step").get<int64_t>();
+        best = state.at("best");
+        SSMTUNE_CHECK(state.at("rngs").size() == hooks.rngs.size(), dir, " was written by a run with ",
+                      state.at("rngs").size(), " generators, this one has ", hooks.rngs.size(),
+                      "; fix: resume with the same command and config");
+        for (size_t i = 0; i < hooks.rngs.size(); ++i)
+            hooks.rngs[i]->set_state(state["rngs"][i][0].get<uint64_t>(), state["rngs"][i][1].get<uint64_t>());
+        SSMTUNE_CHECK(start <= o.steps, dir, " is at step ", start, ", beyond --steps ", o.steps);
+    }
+    for (auto& [k, v] : best.items()) result.best_eval[k] = v.get<double>();
+
+    std::ofstream metrics(fs::path(o.out_dir) / "metrics.jsonl", std::ios::app);
+    SSMTUNE_CHECK(metrics.good(), "cannot write ", (fs::path(o.out_dir) / "metrics.jsonl").string());
+    const bool tty = !o.quiet && isatty(fileno(stdout));
+    SigintScope sigint;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+    double window_units = 0, window_start = 0;
+
+    auto evaluate_and_save = [&](int64_t step, bool final_step) {
+        if (hooks.evaluate) {
+            result.last_eval = hooks.evaluate();
+            json rec = {{"step", step}, {"split", "val"}, {"elapsed", elapsed()}};
+            for (auto& [k, v] : result.last_eval) rec[k] = v;
+            metrics << rec.dump() << "\n" << std::flush;
+            if (!o.quiet) {
+                std::printf("%seval step %lld:", tty ? "\n" : "", (long long)step);
+                for (auto& [k, v] : result.last_eval) std::printf(" %s %.4f", k.c_str(), v);
+                std::printf("\n");
+            }
+            auto it = result.last_eval.find(o.best_metric);
+            if (it != result.last_eval.end()) {
+                const bool better = !best.contains(o.best_metric) ||
+                                    (lower_is_better(o.best_metric) ? it->second < best[o.best_metric].get<double>()
+                                                                    : it->second > best[o.best_metric].get<double>());
+                if (better) {
+                    for (auto& [k, v] : result.last_eval) best[k] = v;
+                    result.best_eval = result.last_eval;
+                    write_checkpoint(best_checkpoint_dir(o.out_dir), step, opt, hooks, best);
+                    result.best_checkpoint = best_checkpoint_dir(o.out_dir);
+                }
+            }
+        }
+        (void)final_step;
+        write_checkpoint(last_checkpoint_dir(o.out_dir), step, opt, hooks, best);
+        result.last_checkpoint = last_checkpoint_dir(o.out_dir);
+    };
+
+    int64_t step = start;
+    for (; step < o.steps; ++step) {
+        if (g_interrupted) {
+            write_checkpoint(last_checkpoint_dir(o.out_dir), step, opt, hooks, best);
+            result.last_checkpoint = last_checkpoint_dir(o.out_dir);
+            result.interrupted = true;
+            if (!o.quiet) std::printf("%sinterrupted at step %lld; checkpoint saved to %s (continue with --resume)\n",
+                                      tty ? "\n" : "", (long long)step, result.last_checkpoint.c_str());
+            break;
+        }
+        double units = 0;
+        Tensor loss = hooks.loss(step, units);
+        const double loss_value = loss.item();
+        SSMTUNE_CHECK(std::isfinite(loss_value), "step ", step + 1, ": the loss is ", loss_value,
+                      "; stopped. The last good checkpoint is ",
+                      fs::exists(last_checkpoint_dir(o.out_dir)) ? last_checkpoint_dir(o.out_dir) : "(none yet)",
+                      "; fix: lower --lr or raise --grad-clip's strictness, then --resume");
+        loss.backward();
+        const double norm = o.grad_clip > 0 ? autograd::clip_grad_norm(tensors, o.grad_clip) : autograd::grad_norm(tensors);
+        if (!std::isfinite(norm)) {
+            const std::string bad = first_non_finite_grad(hooks.params);
+            SSMTUNE_FAIL("step ", step + 1, ": the gradient of ", bad.empty() ? "a parameter" : bad,
+                         " is not finite; stopped. The last good checkpoint is ",
+                         fs::exists(last_checkpoint_dir(o.out_dir)) ? last_checkpoint_dir(o.out_dir) : "(none yet)",
+                         "; fix: lower --lr, then --resume");
+        }
+        opt.set_lr_factor(schedule.factor(opt.step_count()));
+        const double lr = opt.effective_lr(0);
+        opt.step();
+        opt.zero_grad();
+        result.last_loss = loss_value;
+        window_units += units;
+        const int64_t done = step + 1;
+        if (done % o.log_every == 0 || done == o.steps) {
+            const double now = elapsed(), rate = window_units / std::max(1e-9, now - window_start);
+            json rec = {{"step", done}, {"loss", loss_value}, {"lr", lr}, {"grad_norm", norm},
+                        {hooks.units_name + "_per_s", rate}, {"elapsed", now}};
+            metrics << rec.dump() << "\n" << std::flush;
+            if (tty) {
+                const double frac = double(done) / double(o.steps);
+                const double eta = (now / std::max<int64_t>(1, done - start)) * double(o.steps - done);
+                std::string bar(size_t(frac * 24), '#');
+                bar.resize(24, '.');
+                std::printf("\r[%s] %3.0f%% step %lld/%lld loss %.4f lr %.2e gnorm %.3f %.0f %s/s ETA %s   ",
+                            bar.c_str(), 100 * frac, (long long)done, (long long)o.steps, loss_value, lr, norm, rate,
+                            hooks.units_name.c_str(), format_duration(eta).c_str());
+                std::fflush(stdout);
+            } else if (!o.quiet) {
+                std::printf("step %lld/%lld loss %.4f lr %.3e grad_norm %.4f %s/s %.0f elapsed %.1fs\n", (long long)done,
+                            (long long)o.steps, loss_value, lr, norm, hooks.units_name.c_str(), rate, now);
+            }
+            window_units = 0;
+            window_start = now;
+        }
+        const bool eval_now = o.eval_every > 0 && done % o.eval_every == 0 && done != o.steps;
+        const bool save_now = o.save_every > 0 && done % o.save_every == 0 && done != o.steps;
+        if (eval_now) evaluate_and_save(done, false);
+        else if (save_now) {
+            write_checkpoint(last_checkpoint_dir(o.out_dir), done, opt, hooks, best);
+            result.last_checkpoint = last_checkpoint_dir(o.out_dir);
+        }
+    }
+    if (!result.interrupted) {
+        if (tty) std::printf("\n");
+        evaluate_and_save(step, true);
+    }
+    result.steps_done = step;
+    result.seconds = elapsed();
+    return result;
+}
+
+}  // namespace ssmtune::tools

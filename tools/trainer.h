@@ -1,0 +1,70 @@
+// The training loop every training command shares (train, finetune, the main job): AdamW with a schedule and
+// gradient clipping, progress on a terminal (bar + ETA) or one plain line per logging step otherwise, a JSON-lines
+// metrics log, evaluation every N steps, best and last checkpoints written atomically (weights, optimizer state,
+// RNG states, step), bit-identical resume, a stop on the first non-finite loss or gradient naming the step and
+// tensor, and a clean checkpoint-and-exit on Ctrl-C (SIGINT).
+// What "weights" are is the caller's: a whole model, or an adapter directory.
+// Not here: data loading (tools/data/), what the loss is (the commands), multi-process training.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "autograd/optim.h"
+#include "engine/rng.h"
+#include "engine/tensor.h"
+
+namespace ssmtune::tools {
+
+struct TrainLoopOptions {
+    int64_t steps = 1000;
+    double lr = 1e-3;
+    double weight_decay = 0.0;
+    std::string schedule = "cosine";  // constant | warmup | linear | cosine
+    int64_t warmup_steps = 0;
+    double min_lr_ratio = 0.0;
+    double grad_clip = 1.0;           // 0 = off
+    int64_t log_every = 10;
+    int64_t eval_every = 0;           // 0 = only at the end
+    int64_t save_every = 0;           // 0 = at evaluations and at the end
+    std::string out_dir;              // checkpoints/, metrics.jsonl
+    bool resume = false;
+    bool quiet = false;               // no progress output (tests)
+    std::string best_metric = "loss"; // lower is better unless it is accuracy
+};
+
+struct TrainHooks {
+    std::vector<std::pair<std::string, Tensor>> params;  // trainable tensors, named
+    // The training loss of step `step` (model in training mode). `units` = tokens or samples in the batch.
+    std::function<Tensor(int64_t step, double& units)> loss;
+    // Validation metrics (model in evaluation mode), e.g. {"loss", "accuracy"}; may be empty.
+    std::function<std::map<std::string, double>()> evaluate;
+    // Write / read the weights (model directory or adapter directory) in `dir`.
+    std::function<void(const std::string& dir)> save_weights;
+    std::function<void(const std::string& dir)> load_weights;
+    // Generators whose state a resume must restore (data sampling, dropout).
+    std::vector<Generator*> rngs;
+    std::string units_name = "tokens";
+};
+
+struct TrainResult {
+    int64_t steps_done = 0;
+    double last_loss = 0;
+    std::map<std::string, double> last_eval, best_eval;
+    double seconds = 0;
+    bool interrupted = false;
+    std::string last_checkpoint, best_checkpoint;
+};
+
+// Runs the loop. Throws ssmtune::Error on a non-finite loss/gradient (after keeping the last good checkpoint)
+// and on resume mismatches. On SIGINT it saves a checkpoint and returns with interrupted = true.
+TrainResult run_training(const TrainLoopOptions& options, TrainHooks& hooks);
+
+// The checkpoint directory the loop writes under out_dir ("checkpoints/last", "checkpoints/best").
+std::string last_checkpoint_dir(const std::string& out_dir);
+std::string best_checkpoint_dir(const std::string& out_dir);
+
+}  // namespace ssmtune::tools
