@@ -21,6 +21,7 @@ void print_usage(FILE* out) {
                  "  demo        train a small MLP on a built-in synthetic task (end-to-end check of the engine)\n"
                  "  grads       loss, logits and every parameter gradient of a model on a batch (safetensors)\n"
                  "  merge       fold a PEFT adapter into the base weights and write a plain model\n"
+                 "  plot        redraw a run's loss/accuracy plots (SVG) from its metrics log\n"
                  "  bench       speed figures: selective scan forward/backward, Mamba training step\n"
                  "  --version   print the version and how this binary was built\n"
                  "  --help      this text; `ssmtune <command> --help` for a command's options\n",
@@ -50,6 +51,7 @@ int run_cli(int argc, char** argv) {
         if (command == "bench") return run_bench(argc - 2, argv + 2);
         if (command == "grads") return run_grads(argc - 2, argv + 2);
         if (command == "merge") return run_merge(argc - 2, argv + 2);
+        if (command == "plot") return run_plot(argc - 2, argv + 2);
 
         std::fprintf(stderr, "error: unknown command '%s'; run `ssmtune --help` for the list\n", command.c_str());
         return 2;
