@@ -22,6 +22,9 @@ void print_usage(FILE* out) {
                  "  grads       loss, logits and every parameter gradient of a model on a batch (safetensors)\n"
                  "  merge       fold a PEFT adapter into the base weights and write a plain model\n"
                  "  plot        redraw a run's loss/accuracy plots (SVG) from its metrics log\n"
+                 "  inspect     model summary: layers, shapes, parameter counts, what a PEFT config trains\n"
+                 "  generate    sample from a language model (+ adapter) with the recurrent step mode\n"
+                 "  gradcheck   float64 finite-difference check of an op or a whole small model, as a table\n"
                  "  bench       speed figures: selective scan forward/backward, Mamba training step\n"
                  "  --version   print the version and how this binary was built\n"
                  "  --help      this text; `ssmtune <command> --help` for a command's options\n",
@@ -52,6 +55,9 @@ int run_cli(int argc, char** argv) {
         if (command == "grads") return run_grads(argc - 2, argv + 2);
         if (command == "merge") return run_merge(argc - 2, argv + 2);
         if (command == "plot") return run_plot(argc - 2, argv + 2);
+        if (command == "inspect") return run_inspect(argc - 2, argv + 2);
+        if (command == "generate") return run_generate(argc - 2, argv + 2);
+        if (command == "gradcheck") return run_gradcheck(argc - 2, argv + 2);
 
         std::fprintf(stderr, "error: unknown command '%s'; run `ssmtune --help` for the list\n", command.c_str());
         return 2;

@@ -40,6 +40,9 @@ int run_bench(int argc, char** argv);
 int run_grads(int argc, char** argv);
 int run_merge(int argc, char** argv);
 int run_plot(int argc, char** argv);
+int run_inspect(int argc, char** argv);
+int run_generate(int argc, char** argv);
+int run_gradcheck(int argc, char** argv);
 // Writes RUN_DIR/loss.svg (and accuracy.svg) from RUN_DIR/metrics.jsonl; returns the files written.
 std::vector<std::string> plot_run(const std::string& run_dir);
 
