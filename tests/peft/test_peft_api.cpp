@@ -168,3 +168,24 @@ TEST_CASE("peft commands: grads --adapter and merge") {
                (dir / "merged_so").string()}) == 1);
     CHECK_FALSE(std::filesystem::exists(dir / "merged_so"));
 }
+
+TEST_CASE("peft: frozen weights cost no weight-gradient GEMM") {
+    // One backward of the same model and batch: FULL computes weight gradients of every projection; STATE_OFFSET
+    // only the input-gradient GEMMs that carry the signal back to earlier layers.
+    auto gemms_of_backward = [](const char* config) {
+        Subject s = make_subject("mamba");
+        peft::Adapter a = peft::apply(s.module(), peft::Config::parse(config));
+        Tensor loss = s.loss();
+        const uint64_t before = ops::gemm_count();
+        loss.backward();
+        return ops::gemm_count() - before;
+    };
+    const uint64_t full = gemms_of_backward(R"({"peft_type": "FULL"})");
+    const uint64_t state = gemms_of_backward(R"({"peft_type": "STATE_OFFSET"})");
+    const uint64_t lora_out = gemms_of_backward(R"({"peft_type": "LORA", "r": 2, "target_modules": ["out_proj"]})");
+    // 2 layers x 4 projections (+ the tied head / embedding path): FULL does one extra GEMM per frozen weight.
+    CHECK(full >= state + 2 * 4 + 1);
+    // LoRA adds two small GEMM pairs per adapted module but no weight-gradient GEMM of the frozen base weights.
+    CHECK(lora_out < full);
+    MESSAGE("backward GEMMs: FULL " << full << ", STATE_OFFSET " << state << ", LORA(out_proj) " << lora_out);
+}
