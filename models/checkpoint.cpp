@@ -122,11 +122,49 @@ AnyModel create_model(const nlohmann::json& config, uint64_t seed, const std::st
     return m;
 }
 
+// Number of tensor elements in a model directory's weight files, from their headers only.
+double count_model_elements(const std::string& dir) {
+    std::vector<std::string> files;
+    const fs::path single = fs::path(dir) / "model.safetensors", index = fs::path(dir) / "model.safetensors.index.json";
+    if (fs::exists(single)) files.push_back(single.string());
+    else if (fs::exists(index)) {
+        const nlohmann::json j = read_json_file(index.string());
+        std::set<std::string> shards;
+        if (j.contains("weight_map") && j["weight_map"].is_object())
+            for (auto& [name, file] : j["weight_map"].items())
+                if (file.is_string() && file.get<std::string>().find('/') == std::string::npos) shards.insert(file.get<std::string>());
+        for (auto& s : shards) files.push_back((fs::path(dir) / s).string());
+    }
+    double n = 0;
+    for (const auto& f : files) {
+        if (!fs::exists(f)) continue;  // read_model_tensors reports it
+        for (auto& [name, info] : read_safetensors_header(f)) {
+            double e = 1;
+            for (int64_t d : info.shape) e *= double(d);
+            n += e;
+        }
+    }
+    return n;
+}
+
 AnyModel load_model(const std::string& dir) {
     const std::string config_path = (fs::path(dir) / "config.json").string();
     SSMTUNE_CHECK(fs::exists(config_path), "no config.json in ", dir, "; fix: pass a model directory (config.json + "
                   "model.safetensors)");
-    AnyModel m = create_model(read_json_file(config_path), 0, config_path);
+    const nlohmann::json config = read_json_file(config_path);
+    // Before allocating anything: a config that describes a far larger model than the weights hold (a damaged or
+    // hostile config.json) is refused here instead of exhausting memory in the constructor.
+    const double file_elements = count_model_elements(dir);
+    double described = 0;
+    if (config.is_object() && config.contains("model_type") && config["model_type"] == "s4d")
+        described = S4DConfig::from_json(config, config_path).num_parameters();
+    else if (config.is_object() && config.contains("model_type") && config["model_type"].is_string() &&
+             (config["model_type"] == "mamba" || config["model_type"] == "longhorn"))
+        described = LMConfig::from_json(config, config_path).num_parameters();
+    SSMTUNE_CHECK(described <= 2 * file_elements + 1e6, config_path, ": describes a model of ", described,
+                  " parameters but the weights in ", dir, " hold only ", file_elements,
+                  " values; fix: use the config.json that came with these weights");
+    AnyModel m = create_model(config, 0, config_path);
     TensorMap w = read_model_tensors(dir);
     if (m.lm) {
         TensorMap renamed;  // original state-spaces checkpoints say backbone.embedding.

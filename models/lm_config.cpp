@@ -129,4 +129,18 @@ void LMConfig::validate(const std::string& source) const {
                   ": field \"time_step_init_scheme\" must be \"random\" or \"constant\"");
 }
 
+double LMConfig::num_parameters() const {
+    const double D = double(hidden_size), E = double(intermediate_size), N = double(state_size),
+                 R = double(time_step_rank), K = double(conv_kernel), V = double(vocab_size);
+    const bool mamba = model_type == "mamba";
+    double layer = D                                   // norm
+                   + 2 * E * D + (use_bias ? 2 * E : 0)  // in_proj
+                   + E * K + (use_conv_bias ? E : 0)     // conv1d
+                   + (R + 2 * N) * E                     // x_proj
+                   + E * R + E                           // dt_proj
+                   + (mamba ? E * N : 0) + E             // A_log (Mamba only), D
+                   + D * E + (use_bias ? D : 0);         // out_proj
+    return V * D + double(num_hidden_layers) * layer + D + (tie_word_embeddings ? 0 : V * D);
+}
+
 }  // namespace ssmtune::models

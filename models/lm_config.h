@@ -38,6 +38,8 @@ struct LMConfig {
     nlohmann::json to_json() const;
     // Checks the sizes are positive and consistent; Error naming the field otherwise.
     void validate(const std::string& source = "config") const;
+    // Parameters of the model this config describes (in double: configs from files may be absurd).
+    double num_parameters() const;
 };
 
 }  // namespace ssmtune::models

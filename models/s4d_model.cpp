@@ -63,6 +63,12 @@ void S4DConfig::validate(const std::string& source) const {
     SSMTUNE_CHECK(dt_min > 0 && dt_max >= dt_min, source, ": dt_min/dt_max must satisfy 0 < dt_min <= dt_max");
 }
 
+double S4DConfig::num_parameters() const {
+    const double H = double(d_model), M = double(d_state / 2);
+    const double layer = H + (H + 2 * H * M + H * M + H * M) + (2 * H * H + 2 * H) + 2 * H;  // D, kernel, output_linear, norm
+    return double(d_input) * H + H + double(n_layers) * layer + H * double(d_output) + double(d_output);
+}
+
 // ---------------------------------------------------------------- kernel
 S4DKernel::S4DKernel(const S4DConfig& c, Generator& gen) : bilinear_(c.discretization == "bilinear") {
     const int64_t H = c.d_model, M = c.d_state / 2, N = c.d_state;

@@ -37,6 +37,7 @@ struct S4DConfig {
     static S4DConfig from_json(const nlohmann::json& j, const std::string& source = "config.json");
     nlohmann::json to_json() const;
     void validate(const std::string& source = "config") const;
+    double num_parameters() const;  // of the classifier this config describes
 };
 
 // The S4D layer's kernel parameters (s4_layers.{i}.kernel.*).
