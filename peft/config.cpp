@@ -51,7 +51,8 @@ const std::map<std::string, Json>& type_defaults() {
         t["LORA"]["lora_bias"] = false;
         t["SDLORA"] = lora_fields(nullptr);
         t["SDLORA"].update({{"sdlora_alpha", 1.0}, {"channel_ratio", 0.01}, {"state_ratio", 0.25},
-                            {"warmup_steps", 500}, {"dimensions", nullptr}});
+                            {"warmup_steps", 500}, {"dimensions", nullptr}, {"init", "zero"}, {"seq_len", 64},
+                            {"select_channel_ratio", 1.0}, {"select_state_ratio", 1.0}});
         t["STATE_OFFSET"] = {{"variant", "h"}, {"init", "zero"}};
         t["INITIAL_STATE"] = {{"init", "zero"}};
         t["PROMPT"] = {{"num_virtual_tokens", 16}, {"prompt_tuning_init", "SAMPLE_VOCAB"}};
