@@ -30,8 +30,8 @@ public:
     void attach_delta(const std::string& adapter_name, std::shared_ptr<OutputDelta> delta);
     void detach_delta();
     OutputDelta* delta() { return delta_.get(); }
-
-protected:
+    // out + delta(x) when a delta is attached, else out (public: the LM and the S4D classifier apply the delta of
+    // a whole mixer / S4D layer where they call it).
     Tensor add_delta(const Tensor& out, const Tensor& x) { return delta_ ? ops_add(out, delta_->forward(x)) : out; }
 
 private:

@@ -32,6 +32,7 @@ Tensor LonghornMixer::forward(const Tensor& hidden) {
     Tensor xz = in_proj->forward(hidden);                           // [B, L, 2E]
     Tensor x = xz.narrow(2, 0, E_).transpose(1, 2).contiguous();    // [B, E, L]
     Tensor z = xz.narrow(2, E_, E_).transpose(1, 2).contiguous();   // [B, E, L]
+    const int64_t P = prepend_prefix(x, z);                         // PEFT prefix: x, z [B, E, P + L]
     Tensor u = ops::silu(conv1d->forward(x));                       // [B, E, L]
     Tensor x_dbl = x_proj->forward(u.transpose(1, 2));              // [B, L, R + 2N]
     Tensor k = x_dbl.narrow(2, R_, N_).transpose(1, 2).contiguous();       // [B, N, L]
@@ -44,6 +45,7 @@ Tensor LonghornMixer::forward(const Tensor& hidden) {
     opt.state_offset = hook_state_offset;
     opt.output_offset = hook_output_offset;
     Tensor y = ops::longhorn_scan(u, dt, k, q, opt).out;            // [B, E, L]
+    if (P > 0) y = y.narrow(2, P, y.size(2) - P);                   // drop the prefix positions
     return out_proj->forward(y.transpose(1, 2));
 }
 
@@ -53,13 +55,18 @@ MixerState LonghornMixer::initial_state(int64_t batch, DType dtype) {
     s.ssm_state = hook_initial_state.defined()
                       ? hook_initial_state.detach().to(dtype).unsqueeze(0).expand({batch, E_, N_}).contiguous()
                       : Tensor::zeros({batch, E_, N_}, dtype);
+    run_prefix(s);
     return s;
 }
 
 Tensor LonghornMixer::step(const Tensor& hidden, MixerState& state) {
-    const int64_t K = conv1d->kernel();
     Tensor xz = in_proj->forward(hidden);  // [B, 2E]
-    Tensor x = xz.narrow(1, 0, E_), z = xz.narrow(1, E_, E_);
+    return out_proj->forward(step_inner(xz.narrow(1, 0, E_), xz.narrow(1, E_, E_), state));  // [B, D]
+}
+
+Tensor LonghornMixer::step_inner(const Tensor& x, const Tensor& z, MixerState& state) {
+    // x, z [B, E] (after in_proj, or a prefix row with z = 0) -> y ⊙ SiLU(z) [B, E]
+    const int64_t K = conv1d->kernel();
     state.conv_state = ops::concat({state.conv_state.narrow(2, 1, K - 1), x.unsqueeze(2)}, 2);
     Tensor xc = ops::sum(ops::mul(state.conv_state, conv1d->effective_weight().reshape({E_, K})), {2});
     if (conv1d->bias()) xc = ops::add(xc, conv1d->effective_bias());
@@ -75,7 +82,7 @@ Tensor LonghornMixer::step(const Tensor& hidden, MixerState& state) {
     Tensor h = hook_state_offset.defined() ? ops::add(state.ssm_state, hook_state_offset) : state.ssm_state;
     Tensor y = ops::add(ops::sum(ops::mul(h, q.unsqueeze(1)), {2}), ops::mul(effective("D"), u));  // [B, E]
     if (hook_output_offset.defined()) y = ops::add(y, hook_output_offset);
-    return out_proj->forward(ops::mul(y, ops::silu(z)));
+    return ops::mul(y, ops::silu(z));  // [B, E]
 }
 
 }  // namespace ssmtune::models

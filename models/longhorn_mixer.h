@@ -5,7 +5,8 @@
 // Our layout, in Mamba's naming style (backbone.layers.{i}.mixer.): in_proj.weight [2E, D], conv1d.weight
 // [E, 1, K], conv1d.bias [E], x_proj.weight [R+2N, E] (rows: dt, k, q), dt_proj.weight [E, R], dt_proj.bias [E]
 // (zero init: β ≈ 0.5 at start, as the official code's _init_weights leaves it), D [E]. No A_log.
-// PEFT scan hooks: initial state h0, state offset h′ (y = q·(h + h′) + D u) and output offset y′, in both modes.
+// PEFT scan hooks: initial state h0, state offset h′ (y = q·(h + h′) + D u), output offset y′ and prefix vectors
+// (Mixer::hook_prefix), in both modes.
 // Not here: Longhorn's official chunked Triton kernel (we use our own fused scan, same math).
 #pragma once
 
@@ -24,6 +25,9 @@ public:
     std::shared_ptr<Linear> in_proj, x_proj, dt_proj, out_proj;
     std::shared_ptr<DepthwiseConv1d> conv1d;
     Tensor& D() { return params_[0].second; }  // [E]
+
+protected:
+    Tensor step_inner(const Tensor& x, const Tensor& z, MixerState& state) override;
 
 private:
     int64_t E_, N_, R_;

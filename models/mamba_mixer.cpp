@@ -60,6 +60,7 @@ Tensor MambaMixer::forward(const Tensor& hidden) {
     Tensor xz = in_proj->forward(hidden);                           // [B, L, 2E]
     Tensor x = xz.narrow(2, 0, E_).transpose(1, 2).contiguous();    // [B, E, L]
     Tensor z = xz.narrow(2, E_, E_).transpose(1, 2).contiguous();   // [B, E, L]
+    const int64_t P = prepend_prefix(x, z);                         // PEFT prefix: x, z [B, E, P + L]
     Tensor u = ops::silu(conv1d->forward(x));                       // [B, E, L]
     Tensor x_dbl = x_proj->forward(u.transpose(1, 2));              // [B, L, R + 2N]
     Tensor dt = x_dbl.narrow(2, 0, R_);                             // [B, L, R]
@@ -76,6 +77,7 @@ Tensor MambaMixer::forward(const Tensor& hidden) {
     opt.state_offset = hook_state_offset;
     opt.output_offset = hook_output_offset;
     Tensor y = ops::selective_scan(u, delta, A, B, C, opt).out;            // [B, E, L]
+    if (P > 0) y = y.narrow(2, P, y.size(2) - P);                          // drop the prefix positions
     return out_proj->forward(y.transpose(1, 2));                           // [B, L, D]
 }
 
@@ -84,14 +86,19 @@ MixerState MambaMixer::initial_state(int64_t batch, DType dtype) {
     s.conv_state = Tensor::zeros({batch, E_, conv1d->kernel()}, dtype);
     s.ssm_state = hook_initial_state.defined() ? hook_initial_state.detach().to(dtype).unsqueeze(0).expand({batch, E_, N_}).contiguous()
                                                : Tensor::zeros({batch, E_, N_}, dtype);
+    run_prefix(s);
     return s;
 }
 
 Tensor MambaMixer::step(const Tensor& hidden, MixerState& state) {
     // hidden [B, D]; the same math as forward for one time step, with the conv window and h carried over.
-    const int64_t K = conv1d->kernel();
     Tensor xz = in_proj->forward(hidden);                    // [B, 2E]
-    Tensor x = xz.narrow(1, 0, E_), z = xz.narrow(1, E_, E_);
+    return out_proj->forward(step_inner(xz.narrow(1, 0, E_), xz.narrow(1, E_, E_), state));  // [B, D]
+}
+
+Tensor MambaMixer::step_inner(const Tensor& x, const Tensor& z, MixerState& state) {
+    // x, z [B, E] (after in_proj, or a prefix row with z = 0) -> y ⊙ SiLU(z) [B, E]
+    const int64_t K = conv1d->kernel();
     state.conv_state = ops::concat({state.conv_state.narrow(2, 1, K - 1), x.unsqueeze(2)}, 2);  // [B, E, K]
     Tensor xc = ops::sum(ops::mul(state.conv_state, conv1d->effective_weight().reshape({E_, K})), {2});  // [B, E]
     if (conv1d->bias()) xc = ops::add(xc, conv1d->effective_bias());
@@ -107,8 +114,7 @@ Tensor MambaMixer::step(const Tensor& hidden, MixerState& state) {
     Tensor h = hook_state_offset.defined() ? ops::add(state.ssm_state, hook_state_offset) : state.ssm_state;
     Tensor y = ops::add(ops::sum(ops::mul(h, C.unsqueeze(1)), {2}), ops::mul(effective(size_t(1)), u));  // [B, E]
     if (hook_output_offset.defined()) y = ops::add(y, hook_output_offset);
-    y = ops::mul(y, ops::silu(z));
-    return out_proj->forward(y);                                      // [B, D]
+    return ops::mul(y, ops::silu(z));                                 // [B, E]
 }
 
 }  // namespace ssmtune::models

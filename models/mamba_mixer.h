@@ -4,6 +4,7 @@
 // Parameters (HF names under backbone.layers.{i}.mixer.): in_proj.weight [2E, D] (+bias if use_bias),
 // conv1d.weight [E, 1, K], conv1d.bias [E], x_proj.weight [R+2N, E], dt_proj.weight [E, R], dt_proj.bias [E],
 // A_log [E, N], D [E], out_proj.weight [D, E] (+bias). Init as mamba_ssm (reference/ssm-models.md §1.2, §1.5).
+// PEFT hooks (Mixer): h0, h′, y′ on the scan and prefix vectors prepended to x after in_proj, in both modes.
 // Not here: the fused "inner" kernel path of mamba_ssm (we go through the generic ops and the fused scan).
 #pragma once
 
@@ -23,6 +24,9 @@ public:
     std::shared_ptr<DepthwiseConv1d> conv1d;
     Tensor& A_log() { return params_[0].second; }  // [E, N]
     Tensor& D() { return params_[1].second; }      // [E]
+
+protected:
+    Tensor step_inner(const Tensor& x, const Tensor& z, MixerState& state) override;
 
 private:
     int64_t E_, N_, R_;

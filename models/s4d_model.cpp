@@ -219,7 +219,8 @@ Tensor S4DClassifier::forward(const Tensor& x) {
     Tensor h = encoder_->forward(x).transpose(1, 2);  // [B, H, L]
     for (size_t i = 0; i < layers_.size(); ++i) {
         Tensor z = config_.prenorm ? norm_channels(*norms_[i], h) : h;
-        z = channel_dropout(layers_[i]->forward(z, dropout_gen_), config_.dropout, is_training(), dropout_gen_);
+        Tensor o = layers_[i]->add_delta(layers_[i]->forward(z, dropout_gen_), z);  // + Δ(z) with an adapter
+        z = channel_dropout(o, config_.dropout, is_training(), dropout_gen_);
         h = ops::add(z, h);
         if (!config_.prenorm) h = norm_channels(*norms_[i], h);
     }
@@ -243,7 +244,7 @@ Tensor S4DClassifier::forward_recurrent(const Tensor& x) {
         Tensor h = encoder_->forward(x.select(1, t));  // [B, H]
         for (size_t i = 0; i < layers_.size(); ++i) {
             Tensor z = config_.prenorm ? norms_[i]->forward(h) : h;
-            h = ops::add(layers_[i]->step(z, states[i]), h);
+            h = ops::add(layers_[i]->add_delta(layers_[i]->step(z, states[i]), z), h);
             if (!config_.prenorm) h = norms_[i]->forward(h);
         }
         sum = ops::add(sum, h);

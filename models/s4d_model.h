@@ -60,7 +60,9 @@ struct S4DState {
     Tensor s;  // [B, H, N/2, 2]
 };
 
-class S4DLayer : public Module {
+// A DeltaHost: the classifier adds the layer's OutputDelta (if any) to its output, o = layer(u) + Δ(u), with u
+// [B, H, L] (channels first) in forward and [B, H] in step (parallel adapters).
+class S4DLayer : public DeltaHost {
 public:
     S4DLayer(const S4DConfig& config, Generator& gen);
     Tensor forward(const Tensor& u, Generator& dropout_gen);  // u [B, H, L] -> [B, H, L]

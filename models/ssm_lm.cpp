@@ -12,6 +12,28 @@
 
 namespace ssmtune::models {
 
+// ---------------------------------------------------------------- Mixer prefix hook
+int64_t Mixer::prepend_prefix(Tensor& x, Tensor& z) const {
+    if (!hook_prefix.defined()) return 0;
+    const int64_t B = x.size(0), E = x.size(1), P = hook_prefix.size(0);
+    SSMTUNE_CHECK(hook_prefix.dim() == 2 && hook_prefix.size(1) == E, "prefix hook must be [P, E=", E, "], got ",
+                  hook_prefix.describe());
+    Tensor p = hook_prefix.transpose(0, 1).unsqueeze(0).expand({B, E, P});  // [B, E, P]
+    x = ops::concat({p, x}, 2);                                             // [B, E, P + L]
+    z = ops::concat({Tensor::zeros({B, E, P}, z.dtype()), z}, 2);           // [B, E, P + L]
+    return P;
+}
+
+void Mixer::run_prefix(MixerState& state) {
+    if (!hook_prefix.defined()) return;
+    autograd::NoGradGuard no_grad;
+    const int64_t B = state.ssm_state.size(0), E = hook_prefix.size(1);
+    const Tensor p = hook_prefix.detach().to(state.ssm_state.dtype());
+    const Tensor z = Tensor::zeros({B, E}, p.dtype());
+    for (int64_t j = 0; j < p.size(0); ++j) step_inner(p.select(0, j).unsqueeze(0).expand({B, E}), z, state);
+}
+
+// ---------------------------------------------------------------- LanguageModel
 LanguageModel::LanguageModel(const LMConfig& config, uint64_t seed) : config_(config) {
     config_.validate();
     Generator gen(seed);
@@ -62,7 +84,10 @@ Tensor LanguageModel::hidden_states(const Tensor& ids) {
         Tensor prompt = prompt_embeddings.unsqueeze(0).expand({B, P, config_.hidden_size});
         h = ops::concat({prompt, h}, 1);  // [B, P + L, D]
     }
-    for (size_t i = 0; i < mixers_.size(); ++i) h = ops::add(h, mixers_[i]->forward(norms_[i]->forward(h)));
+    for (size_t i = 0; i < mixers_.size(); ++i) {
+        Tensor u = norms_[i]->forward(h);
+        h = ops::add(h, mixers_[i]->add_delta(mixers_[i]->forward(u), u));  // + Δ(u) when an adapter is attached
+    }
     h = norm_f_->forward(h);
     return P > 0 ? h.narrow(1, P, L) : h;
 }
@@ -90,7 +115,10 @@ std::vector<MixerState> LanguageModel::initial_states(int64_t batch) {
 Tensor LanguageModel::step_embedded(Tensor h, std::vector<MixerState>& states) {
     SSMTUNE_CHECK(states.size() == mixers_.size(), "step: ", states.size(), " layer states for ", mixers_.size(),
                   " layers; fix: start from initial_states()");
-    for (size_t i = 0; i < mixers_.size(); ++i) h = ops::add(h, mixers_[i]->step(norms_[i]->forward(h), states[i]));
+    for (size_t i = 0; i < mixers_.size(); ++i) {
+        Tensor u = norms_[i]->forward(h);
+        h = ops::add(h, mixers_[i]->add_delta(mixers_[i]->step(u, states[i]), u));
+    }
     return apply_head(norm_f_->forward(h));
 }
 

@@ -6,7 +6,8 @@
 // backbone.norm_f.weight, lm_head.weight (only when untied). Two modes that agree: `forward` (parallel, for
 // training) and `step` (one token with a per-layer state cache, O(1) work per token, for generation).
 // PEFT hook points: Linear deltas inside the mixers, the mixers' scan hooks (initial state h0, state offset h′,
-// output offset y′), and `prompt_embeddings` prepended to the input.
+// output offset y′, per-layer prefix vectors), an OutputDelta beside each whole mixer (o = mixer(u) + Δ(u), for
+// parallel adapters), and `prompt_embeddings` prepended to the input.
 // Not here: the residual kept in a wider type than the compute type (we compute in F32 or F64 throughout).
 #pragma once
 
@@ -24,15 +25,29 @@ struct MixerState {
     Tensor ssm_state;   // [B, E, N]
 };
 
-class Mixer : public Module {
+// A mixer is a DeltaHost: the LM adds the mixer's OutputDelta (if any) to its output, o = mixer(u) + Δ(u).
+class Mixer : public DeltaHost {
 public:
     virtual Tensor forward(const Tensor& hidden) = 0;                 // [B, L, D] -> [B, L, D]
     virtual Tensor step(const Tensor& hidden, MixerState& state) = 0;  // [B, D] -> [B, D]
+    // The state before the first token: h0 (or zeros), then the prefix positions run through (see hook_prefix).
     virtual MixerState initial_state(int64_t batch, DType dtype) = 0;
     // Scan hooks set by peft/ (undefined = off). Registered as parameters by the PEFT method when attached.
     Tensor hook_initial_state;  // h0 [E, N]
     Tensor hook_state_offset;   // h′ [E, N]
     Tensor hook_output_offset;  // y′ [E]
+    // Prefix vectors p [P, E] (reference/peft-methods.md §4.5): after in_proj, x ← [p; x] and z ← [0; z] along
+    // the sequence, conv/scan/gate run on P + L positions, and the first P are dropped before out_proj. In the
+    // recurrent mode initial_state() runs the P positions through one-step updates with z = 0.
+    Tensor hook_prefix;
+
+protected:
+    // Prepends the prefix to x and zeros to z ([B, E, L] -> [B, E, P + L]); returns P (0 when no prefix).
+    int64_t prepend_prefix(Tensor& x, Tensor& z) const;
+    // One recurrent step after in_proj: x, z [B, E] -> the gated scan output y ⊙ SiLU(z) [B, E] (before out_proj).
+    virtual Tensor step_inner(const Tensor& x, const Tensor& z, MixerState& state) = 0;
+    // Feeds the prefix rows through step_inner with z = 0 (no gradient: the recurrent mode is for inference).
+    void run_prefix(MixerState& state);
 };
 
 // Options for LanguageModel::generate.
