@@ -224,11 +224,11 @@ void Adapter::load_weights(const std::string& dir) {
         if (!used.count(name)) problems.push_back("unexpected " + name);
     if (!problems.empty()) {
         std::string msg;
-        for (size_t i = 0; i < problems.size() && i < 20; ++i) msg += "\n  " + problems[i];
-        if (problems.size() > 20) msg += "\n  ... and " + std::to_string(problems.size() - 20) + " more";
+        for (size_t i = 0; i < problems.size() && i < 20; ++i) msg += (i ? "; " : " ") + problems[i];
+        if (problems.size() > 20) msg += "; ... and " + std::to_string(problems.size() - 20) + " more";
         SSMTUNE_FAIL("adapter ", path, " does not fit this ", ModelView(*model_).kind(), " model (",
                      problems.size(), " problems):", msg,
-                     "\nfix: load it into the base model it was trained on (same width, layers and modules)");
+                     ". fix: load it into the base model it was trained on (same width, layers and modules)");
     }
 }
 

@@ -18,6 +18,10 @@ void print_usage(FILE* out) {
                  "ssmtune %s — a from-scratch C++ training stack for state space models\n\n"
                  "usage: ssmtune <command> [options]\n\n"
                  "commands:\n"
+                 "  quickstart  the main job: train a small Mamba, fine-tune it two ways, print the table\n"
+                 "  train       train a model (Mamba, Longhorn, S4D) from scratch on a dataset\n"
+                 "  finetune    apply a PEFT method to a trained model and train only its tensors\n"
+                 "  eval        loss / perplexity / accuracy / bits per byte of a model (+ adapter)\n"
                  "  demo        train a small MLP on a built-in synthetic task (end-to-end check of the engine)\n"
                  "  grads       loss, logits and every parameter gradient of a model on a batch (safetensors)\n"
                  "  merge       fold a PEFT adapter into the base weights and write a plain model\n"
@@ -58,6 +62,10 @@ int run_cli(int argc, char** argv) {
         if (command == "inspect") return run_inspect(argc - 2, argv + 2);
         if (command == "generate") return run_generate(argc - 2, argv + 2);
         if (command == "gradcheck") return run_gradcheck(argc - 2, argv + 2);
+        if (command == "train") return run_train(argc - 2, argv + 2);
+        if (command == "finetune") return run_finetune(argc - 2, argv + 2);
+        if (command == "eval") return run_eval(argc - 2, argv + 2);
+        if (command == "quickstart") return run_quickstart(argc - 2, argv + 2);
 
         std::fprintf(stderr, "error: unknown command '%s'; run `ssmtune --help` for the list\n", command.c_str());
         return 2;

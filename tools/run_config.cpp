@@ -1,0 +1,99 @@
+// Run configurations (see run_config.h).
+#include "tools/run_config.h"
+
+#include <sstream>
+
+#include "engine/error.h"
+
+namespace ssmtune::tools {
+
+using json = nlohmann::json;
+
+json default_run_config() {
+    return {
+        {"model", nullptr},
+        {"base_model", nullptr},
+        {"adapter", nullptr},
+        {"peft", nullptr},
+        {"data",
+         {{"kind", "synthetic"},
+          {"task", {{"name", "selective_copying"}, {"num_tokens", 8}, {"num_memorize", 4}, {"span", 32},
+                    {"reverse", false}, {"token_shift", 0}}},
+          {"path", nullptr},
+          {"val_fraction", 0.1},
+          {"order", "row"},
+          {"classes", json::array()},
+          {"limit", 0},
+          {"permutation_seed", 0}}},
+        {"train",
+         {{"steps", 400}, {"batch_size", 16}, {"seq_len", 128}, {"lr", 2e-3}, {"weight_decay", 0.0},
+          {"schedule", "cosine"}, {"warmup_steps", 20}, {"min_lr_ratio", 0.1}, {"grad_clip", 1.0}, {"log_every", 20},
+          {"eval_every", 100}, {"save_every", 0}, {"eval_batches", 4}, {"seed", 0}}},
+        {"out", "runs/run"},
+    };
+}
+
+namespace {
+
+std::string keys_of(const json& j) {
+    std::string s;
+    for (auto& [k, v] : j.items()) s += (s.empty() ? "" : ", ") + k;
+    return s;
+}
+
+// Recursively merges `user` into `base`; `path` names the place for errors.
+void merge_into(json& base, const json& user, const std::string& path, const std::string& source) {
+    SSMTUNE_CHECK(user.is_object(), source, ": ", path.empty() ? "the run config" : "\"" + path + "\"",
+                  " must be a JSON object, got ", user.dump());
+    for (auto& [k, v] : user.items()) {
+        const std::string here = path.empty() ? k : path + "." + k;
+        SSMTUNE_CHECK(base.contains(k), source, ": unknown key \"", here, "\"; valid keys",
+                      path.empty() ? "" : " of \"" + path + "\"", ": ", keys_of(base));
+        json& slot = base[k];
+        const bool passthrough = here == "model" || here == "peft" || here == "data.task";
+        if (slot.is_object() && !passthrough) {
+            merge_into(slot, v, here, source);
+        } else if (slot.is_object() && passthrough && v.is_object()) {
+            slot.update(v);  // their own parsers check these keys
+        } else if (!slot.is_null() && !v.is_null() && !passthrough && slot.type() != v.type() &&
+                   !(slot.is_number() && v.is_number())) {
+            SSMTUNE_FAIL(source, ": \"", here, "\" must be ", slot.type_name(), " (like ", slot.dump(), "), got ", v.dump());
+        } else {
+            slot = v;
+        }
+    }
+}
+
+}  // namespace
+
+json resolve_run_config(const json& user, const std::string& source) {
+    json out = default_run_config();
+    if (!user.is_null()) merge_into(out, user, "", source);
+    return out;
+}
+
+void apply_assignments(json& config, const std::string& assignments) {
+    std::stringstream ss(assignments);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+        const size_t eq = item.find('=');
+        SSMTUNE_CHECK(eq != std::string::npos && eq > 0, "--set: expected key.path=value, got '", item, "'");
+        const std::string path = item.substr(0, eq), text = item.substr(eq + 1);
+        json value;
+        try {
+            value = json::parse(text);
+        } catch (const json::parse_error&) {
+            value = text;  // a bare string
+        }
+        json user = value;  // build {"a": {"b": value}} and merge it, so the same key checks apply
+        std::vector<std::string> parts;
+        std::stringstream ps(path);
+        for (std::string p; std::getline(ps, p, '.');) parts.push_back(p);
+        for (auto it = parts.rbegin(); it != parts.rend(); ++it) user = json{{*it, user}};
+        json merged = config;
+        merge_into(merged, user, "", "--set " + item);
+        config = merged;
+    }
+}
+
+}  // namespace ssmtune::tools

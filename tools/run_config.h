@@ -1,0 +1,32 @@
+// Run configurations of the training commands (train, finetune, eval, the main job): one JSON object with
+// defaults for everything, strict keys (an unknown key is an error that lists the valid ones), command-line
+// overrides, and the resolved config written next to the run's outputs. Example files: tools/configs/*.json.
+//
+//   {"model": {...model config.json...},      train: the model to build (default: a small Mamba sized to the data)
+//    "base_model": "DIR", "adapter": "DIR",   finetune/eval: the trained model (and adapter) to start from
+//    "peft": {...adapter config...},          finetune: the method (default STATE_OFFSET h)
+//    "data": {"kind": "synthetic" | "text" | "tokens" | "fashion_mnist", "task": {...}, "path": "...",
+//             "val_fraction": 0.1, "order": "row", "classes": [], "limit": 0, "permutation_seed": 0},
+//    "train": {"steps", "batch_size", "seq_len", "lr", "weight_decay", "schedule", "warmup_steps", "min_lr_ratio",
+//              "grad_clip", "log_every", "eval_every", "save_every", "eval_batches", "seed"},
+//    "out": "runs/NAME"}
+// Not here: what the commands do with it (train.cpp).
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace ssmtune::tools {
+
+class Flags;
+
+// The defaults of every section.
+nlohmann::json default_run_config();
+// Merges `user` into the defaults, recursively; unknown keys are an Error naming the path and the valid keys
+// ("model" and "peft" objects are passed through: their own parsers check them).
+nlohmann::json resolve_run_config(const nlohmann::json& user, const std::string& source);
+// Applies "a.b.c=value" assignments (comma-separated; values parsed as JSON, else taken as strings).
+void apply_assignments(nlohmann::json& config, const std::string& assignments);
+
+}  // namespace ssmtune::tools

@@ -1,0 +1,201 @@
+// `ssmtune train`, `ssmtune finetune`, `ssmtune eval`: the training commands around the shared loop.
+//   train     builds a model (from "model" in the config, or a small default sized to the data) and trains it;
+//             writes OUT/model (config.json + model.safetensors), checkpoints, metrics.jsonl, loss.svg.
+//   finetune  loads a trained model (--model DIR), applies a PEFT method (--peft JSON|FILE, default state-offset
+//             tuning) and trains only its tensors; writes OUT/adapter, checkpoints, metrics, plots, and prints the
+//             metrics before → after.
+//   eval      loss / perplexity / accuracy / bits per byte of a model (+ --adapter) on the data.
+// Every run writes its resolved config to OUT/run_config.json. Flags override the config file.
+// Not here: the loop itself (trainer.cpp), data (tools/data/), the main job (quickstart.cpp).
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "models/checkpoint.h"
+#include "peft/peft.h"
+#include "tools/commands.h"
+#include "tools/run_config.h"
+#include "tools/train_common.h"
+#include "tools/trainer.h"
+
+namespace ssmtune::tools {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+const char* kCommonHelp =
+    "  --config FILE      run config (JSON; see tools/configs/); flags below override it\n"
+    "  --set K=V,...      override any config field, e.g. --set train.lr=1e-3,data.task.span=64\n"
+    "  --data PATH        text file (bytes), .safetensors with input_ids, or a Fashion-MNIST directory\n"
+    "  --task NAME        built-in synthetic task: selective_copying, induction_heads, associative_recall\n"
+    "  --out DIR          output directory (default runs/<command>)\n"
+    "  --steps N --lr X --batch-size N --seq-len N --seed N --eval-every N\n"
+    "  --resume           continue from OUT/checkpoints/last (bit-identical losses)\n"
+    "  --quiet            no progress output\n";
+
+std::map<std::string, std::string> common_flags(std::map<std::string, std::string> extra) {
+    std::map<std::string, std::string> f = {{"config", ""},     {"set", ""},        {"data", ""},  {"task", ""},
+                                            {"out", ""},        {"steps", ""},      {"lr", ""},    {"batch-size", ""},
+                                            {"seq-len", ""},    {"seed", ""},       {"eval-every", ""},
+                                            {"resume", Flags::kSwitch}, {"quiet", Flags::kSwitch}};
+    f.insert(extra.begin(), extra.end());
+    return f;
+}
+
+}  // namespace
+
+json resolve_from_flags(const Flags& flags, const std::string& command) {
+    json user = json::object();
+    if (flags.is_set("config")) user = models::read_json_file(flags.str("config"));
+    json rc = resolve_run_config(user, flags.is_set("config") ? flags.str("config") : "run config");
+    if (!flags.is_set("config") || !user.contains("out")) rc["out"] = "runs/" + command;
+    if (flags.is_set("set")) apply_assignments(rc, flags.str("set"));
+    if (flags.is_set("data")) {
+        const std::string p = flags.str("data");
+        rc["data"]["path"] = p;
+        rc["data"]["kind"] = fs::is_directory(p) ? "fashion_mnist"
+                             : fs::path(p).extension() == ".safetensors" ? "tokens" : "text";
+    }
+    if (flags.is_set("task")) {
+        rc["data"]["kind"] = "synthetic";
+        rc["data"]["task"]["name"] = flags.str("task");
+    }
+    if (flags.is_set("out")) rc["out"] = flags.str("out");
+    auto set_int = [&](const char* flag, const char* key) {
+        if (flags.is_set(flag)) rc["train"][key] = flags.integer(flag);
+    };
+    set_int("steps", "steps");
+    set_int("batch-size", "batch_size");
+    set_int("seq-len", "seq_len");
+    set_int("seed", "seed");
+    set_int("eval-every", "eval_every");
+    if (flags.is_set("lr")) rc["train"]["lr"] = flags.number("lr");
+    return resolve_run_config(rc, "run config with flags");  // re-checked after overrides
+}
+
+TrainLoopOptions loop_options(const json& rc, bool resume, bool quiet) {
+    const json& t = rc["train"];
+    TrainLoopOptions o;
+    o.steps = t["steps"];
+    o.lr = t["lr"];
+    o.weight_decay = t["weight_decay"];
+    o.schedule = t["schedule"];
+    o.warmup_steps = std::min<int64_t>(t["warmup_steps"].get<int64_t>(), o.steps);  // short runs: warm up the whole run
+    o.min_lr_ratio = t["min_lr_ratio"];
+    o.grad_clip = t["grad_clip"];
+    o.log_every = std::max<int64_t>(1, t["log_every"].get<int64_t>());
+    o.eval_every = t["eval_every"];
+    o.save_every = t["save_every"];
+    o.out_dir = rc["out"];
+    o.resume = resume;
+    o.quiet = quiet;
+    return o;
+}
+
+void print_metrics(const char* label, const std::map<std::string, double>& m) {
+    std::printf("%s:", label);
+    for (auto& [k, v] : m) std::printf(" %s %.4f", k.c_str(), v);
+    std::printf("\n");
+}
+
+int run_train(int argc, char** argv) {
+    Flags flags(argc, argv, common_flags({{"model-type", ""}}), "train");
+    if (flags.help()) {
+        std::printf("usage: ssmtune train [options]\nTrains a model from scratch (Mamba, Longhorn or S4D) on a dataset.\n"
+                    "  --model-type T     mamba | longhorn | s4d (default: mamba for token data, s4d for images)\n%s",
+                    kCommonHelp);
+        return 0;
+    }
+    json rc = resolve_from_flags(flags, "train");
+    auto w = load_workload_data(rc);
+    json model_cfg = rc["model"].is_null() ? default_model_config(*w) : rc["model"];
+    if (flags.is_set("model-type")) {
+        const std::string t = flags.str("model-type");
+        if (t != model_cfg.value("model_type", "")) {
+            json base = default_model_config(*w);
+            if ((t == "s4d") != (base["model_type"] == "s4d"))
+                throw UsageError("train: --model-type " + t + " does not fit data kind " + w->data_kind);
+            model_cfg = base;
+            model_cfg["model_type"] = t;
+        }
+    }
+    rc["model"] = model_cfg;
+    models::AnyModel model = models::create_model(model_cfg, rc["train"]["seed"].get<uint64_t>(), "model config");
+    attach_model(*w, model, rc);
+    fs::create_directories(rc["out"].get<std::string>());
+    models::write_json_file((fs::path(rc["out"].get<std::string>()) / "run_config.json").string(), rc);
+    const bool quiet = flags.is_set("quiet");
+    if (!quiet)
+        std::printf("training %s (%lld parameters) on %s data; output in %s\n", model.model_type.c_str(),
+                    (long long)model.module().num_parameters(), w->data_kind.c_str(), rc["out"].get<std::string>().c_str());
+    TrainHooks hooks = model_hooks(*w, model.module().named_parameters(),
+                                   [model](const std::string& dir) { models::save_model(dir, model); },
+                                   [model](const std::string& dir) {
+                                       model.module().load_state_dict(models::read_model_tensors(dir), true, dir);
+                                   });
+    TrainResult r = run_training(loop_options(rc, flags.is_set("resume"), quiet), hooks);
+    const std::string out_model = (fs::path(rc["out"].get<std::string>()) / "model").string();
+    models::save_model(out_model, model);
+    auto plots = plot_run(rc["out"]);
+    if (!quiet) {
+        print_metrics("final", r.last_eval);
+        std::printf("model: %s\nplot: %s\n", out_model.c_str(), plots.front().c_str());
+    }
+    return r.interrupted ? 130 : 0;
+}
+
+int run_finetune(int argc, char** argv) {
+    Flags flags(argc, argv, common_flags({{"model", ""}, {"peft", ""}}), "finetune");
+    if (flags.help()) {
+        std::printf("usage: ssmtune finetune --model DIR [--peft JSON|FILE] [options]\n"
+                    "Applies a PEFT method to a trained model and trains only its tensors; writes OUT/adapter.\n"
+                    "  --model DIR        the trained model (config.json + model.safetensors)\n"
+                    "  --peft CONFIG      adapter config, inline JSON or a file (default STATE_OFFSET h)\n%s",
+                    kCommonHelp);
+        return 0;
+    }
+    json rc = resolve_from_flags(flags, "finetune");
+    if (flags.is_set("model")) rc["base_model"] = flags.str("model");
+    if (flags.is_set("peft")) {
+        const std::string p = flags.str("peft");
+        rc["peft"] = !p.empty() && p[0] == '{' ? peft::Config::parse(p, "--peft").json : peft::Config::from_file(p).json;
+    }
+    if (!rc["base_model"].is_string()) throw UsageError("finetune: --model DIR (the trained base model) is required");
+    if (rc["peft"].is_null()) rc["peft"] = {{"peft_type", "STATE_OFFSET"}, {"variant", "h"}};
+    const bool quiet = flags.is_set("quiet");
+    FinetuneOutcome out = finetune_model(rc, flags.is_set("resume"), quiet);
+    if (!quiet) {
+        print_metrics("before", out.before);
+        print_metrics("after ", out.after);
+        std::printf("%s\nadapter: %s\n", out.report.c_str(), out.adapter_dir.c_str());
+    }
+    return out.interrupted ? 130 : 0;
+}
+
+int run_eval(int argc, char** argv) {
+    Flags flags(argc, argv, common_flags({{"model", ""}, {"adapter", ""}}), "eval");
+    if (flags.help()) {
+        std::printf("usage: ssmtune eval --model DIR [--adapter DIR] [--data PATH | --task NAME] [options]\n"
+                    "Prints loss, perplexity, accuracy (and bits per byte for text) on the validation/test data.\n%s",
+                    kCommonHelp);
+        return 0;
+    }
+    if (!flags.is_set("model")) throw UsageError("eval: --model DIR is required");
+    json rc = resolve_from_flags(flags, "eval");
+    auto w = load_workload_data(rc);
+    models::AnyModel model = models::load_model(flags.str("model"));
+    std::unique_ptr<peft::Adapter> adapter;
+    if (flags.is_set("adapter")) adapter = std::make_unique<peft::Adapter>(peft::load(model.module(), flags.str("adapter")));
+    attach_model(*w, model, rc);
+    model.module().eval();
+    const auto m = w->evaluate();
+    json j = json::object();
+    for (auto& [k, v] : m) j[k] = v;
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+}
+
+}  // namespace ssmtune::tools

@@ -1,0 +1,38 @@
+// Pieces the training commands and the main job share: the loop hooks for a workload, and a whole fine-tuning
+// run (load base → metrics before → apply PEFT → train → save adapter → metrics after).
+// Not here: flag parsing (train.cpp), the loop (trainer.h).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "tools/trainer.h"
+#include "tools/workload.h"
+
+namespace ssmtune::tools {
+
+// Hooks that train `params` on the workload: training mode for the loss, evaluation mode for the metrics, the
+// data generator (and S4D's dropout generator) checkpointed for resume.
+TrainHooks model_hooks(Workload& w, std::vector<std::pair<std::string, Tensor>> params,
+                       std::function<void(const std::string&)> save_weights,
+                       std::function<void(const std::string&)> load_weights);
+
+struct FinetuneOutcome {
+    std::map<std::string, double> before, after;
+    std::string adapter_dir, report;
+    int64_t trainable = 0, total = 0;
+    double seconds = 0;
+    bool interrupted = false;
+};
+
+// rc: a resolved run config with "base_model" and "peft" set. Writes OUT/run_config.json, OUT/adapter,
+// checkpoints, metrics.jsonl and loss.svg.
+FinetuneOutcome finetune_model(nlohmann::json rc, bool resume, bool quiet);
+
+nlohmann::json resolve_from_flags(const class Flags& flags, const std::string& command);
+TrainLoopOptions loop_options(const nlohmann::json& rc, bool resume, bool quiet);
+
+}  // namespace ssmtune::tools

@@ -1,0 +1,139 @@
+// Workloads: data + model → loss and metrics (see workload.h).
+#include "tools/workload.h"
+
+#include <cmath>
+
+#include "autograd/node.h"
+#include "ops/ops.h"
+
+namespace ssmtune::tools {
+
+using json = nlohmann::json;
+
+namespace {
+// Mean cross-entropy over the batch's target positions (−100 ignored), and the logits.
+Tensor lm_token_loss(models::LanguageModel& lm, const data::TokenBatch& b, Tensor* logits_out = nullptr) {
+    Tensor logits = lm.forward(b.input_ids);
+    const int64_t V = logits.size(-1), n = b.input_ids.numel();
+    if (logits_out) *logits_out = logits;
+    return ops::cross_entropy(logits.reshape({n, V}), b.targets.reshape({n}));
+}
+}  // namespace
+
+std::shared_ptr<Workload> load_workload_data(const json& rc) {
+    auto w = std::make_shared<Workload>();
+    const json& d = rc["data"];
+    const json& t = rc["train"];
+    const std::string kind = d["kind"];
+    w->data_kind = kind;
+    w->data_gen = Generator(t["seed"].get<uint64_t>() * 2654435761ull + 17);
+    w->batch_size = t["batch_size"];
+    w->seq_len = t["seq_len"];
+    const int64_t eval_batches = t["eval_batches"];
+    SSMTUNE_CHECK(w->batch_size >= 1 && w->seq_len >= 2 && eval_batches >= 1,
+                  "train.batch_size >= 1, train.seq_len >= 2 and train.eval_batches >= 1 are required");
+    if (kind == "synthetic") {
+        w->task = data::SyntheticTask::from_json(d["task"], "data.task");
+        w->data_vocab = w->task.vocab_size();
+        Generator eval_gen(t["seed"].get<uint64_t>() + 1000003);  // a fixed held-out set
+        for (int64_t i = 0; i < eval_batches; ++i) w->eval_tokens.push_back(w->task.sample(eval_gen, w->batch_size));
+    } else if (kind == "text" || kind == "tokens") {
+        SSMTUNE_CHECK(d["path"].is_string(), "data.path is required for data kind \"", kind, "\"; fix: --data FILE");
+        const std::string path = d["path"];
+        w->text = kind == "text" ? data::TextData::from_bytes_file(path, d["val_fraction"].get<double>())
+                                 : data::TextData::from_safetensors(path, d["val_fraction"].get<double>());
+        w->data_vocab = w->text.vocab_size;
+        w->eval_tokens = w->text.eval_batches(w->batch_size, w->seq_len, eval_batches);
+    } else if (kind == "fashion_mnist") {
+        data::ImageViewOptions o;
+        o.order = d["order"];
+        o.permutation_seed = d["permutation_seed"];
+        o.classes = d["classes"].get<std::vector<int64_t>>();
+        o.limit = d["limit"];
+        const std::string dir = d["path"].is_string() ? d["path"].get<std::string>() : "";
+        w->train_images = data::load_fashion_mnist(dir, "train", o);
+        data::ImageViewOptions ot = o;
+        ot.limit = o.limit > 0 ? std::max<int64_t>(1, o.limit / 6) : 0;
+        w->test_images = data::load_fashion_mnist(dir, "test", ot);
+        w->num_classes = w->train_images.num_classes;
+        w->input_features = w->train_images.inputs.size(2);
+        w->units_name = "samples";
+    } else {
+        SSMTUNE_FAIL("unknown data.kind \"", kind, "\"; known: synthetic, text, tokens, fashion_mnist");
+    }
+    return w;
+}
+
+json default_model_config(const Workload& w) {
+    if (w.data_kind == "fashion_mnist")
+        return {{"model_type", "s4d"}, {"d_input", w.input_features}, {"d_output", w.num_classes}, {"d_model", 64},
+                {"d_state", 64}, {"n_layers", 4}, {"dropout", 0.1}, {"prenorm", false}};
+    return {{"model_type", "mamba"}, {"vocab_size", w.data_vocab}, {"hidden_size", 64}, {"num_hidden_layers", 2},
+            {"state_size", 16}, {"expand", 2}, {"intermediate_size", 128}, {"conv_kernel", 4}, {"time_step_rank", 4}};
+}
+
+void attach_model(Workload& w, models::AnyModel model, const json&) {
+    w.model = model;
+    Workload* wp = &w;
+    if (w.data_kind == "fashion_mnist") {
+        SSMTUNE_CHECK(model.s4d, "data kind fashion_mnist (image sequences) needs an S4D classifier, but the model is a ",
+                      model.model_type, " language model; fix: use token data (synthetic, text, tokens) with it");
+        const auto& c = model.s4d->config();
+        SSMTUNE_CHECK(c.d_input == w.input_features && c.d_output >= w.num_classes, "the S4D model takes d_input ",
+                      c.d_input, " and ", c.d_output, " classes, but the data has ", w.input_features,
+                      " features per step and ", w.num_classes, " classes; fix: data.order (row: 28, pixel: 1)");
+        w.train_loss = [wp](double& units) {
+            const int64_t n = wp->train_images.inputs.size(0), B = std::min(wp->batch_size, n);
+            std::vector<int64_t> idx;
+            for (int64_t i = 0; i < B; ++i)
+                idx.push_back(std::min<int64_t>(n - 1, int64_t(philox_uniform(wp->data_gen.seed(), wp->data_gen.advance(1)) * double(n))));
+            Tensor ix = Tensor::from_vector<int64_t>(idx, {B});
+            Tensor x = ops::index_select(wp->train_images.inputs, 0, ix), y = ops::index_select(wp->train_images.labels, 0, ix);
+            units = double(B);
+            return wp->model.s4d->loss(x.to(wp->model.module().named_parameters().front().second.dtype()), y);
+        };
+        w.evaluate = [wp]() {
+            autograd::NoGradGuard no_grad;
+            const int64_t n = wp->test_images.inputs.size(0);
+            double loss = 0, hit = 0;
+            for (int64_t s = 0; s < n; s += wp->batch_size) {
+                const int64_t b = std::min(wp->batch_size, n - s);
+                Tensor x = wp->test_images.inputs.narrow(0, s, b).contiguous(), y = wp->test_images.labels.narrow(0, s, b).contiguous();
+                Tensor logits = wp->model.s4d->forward(x);
+                loss += ops::cross_entropy(logits, y).item() * double(b);
+                auto pred = ops::argmax(logits, 1).to_vector<int64_t>(), lab = y.to_vector<int64_t>();
+                for (int64_t i = 0; i < b; ++i) hit += pred[size_t(i)] == lab[size_t(i)];
+            }
+            return std::map<std::string, double>{{"loss", loss / double(n)}, {"accuracy", hit / double(n)}};
+        };
+        return;
+    }
+    SSMTUNE_CHECK(model.lm, "data kind ", w.data_kind, " (tokens) needs a language model (mamba or longhorn), but the "
+                  "model is an S4D classifier; fix: use data kind fashion_mnist with it");
+    SSMTUNE_CHECK(model.lm->config().vocab_size >= w.data_vocab, "the data needs a vocabulary of ", w.data_vocab,
+                  " tokens but the model has ", model.lm->config().vocab_size, "; fix: a model with vocab_size >= ",
+                  w.data_vocab);
+    w.train_loss = [wp](double& units) {
+        data::TokenBatch b = wp->data_kind == "synthetic" ? wp->task.sample(wp->data_gen, wp->batch_size)
+                                                          : wp->text.sample(wp->data_gen, wp->batch_size, wp->seq_len);
+        units = double(b.input_ids.numel());
+        return lm_token_loss(*wp->model.lm, b);
+    };
+    w.evaluate = [wp]() {
+        autograd::NoGradGuard no_grad;
+        double loss = 0, acc = 0, n = 0;
+        for (const auto& b : wp->eval_tokens) {
+            Tensor logits;
+            int64_t count = 0;
+            for (int64_t v : b.targets.to_vector<int64_t>()) count += v != -100;
+            loss += lm_token_loss(*wp->model.lm, b, &logits).item() * double(count);
+            acc += data::target_accuracy(logits, b.targets) * double(count);
+            n += double(count);
+        }
+        std::map<std::string, double> m{{"loss", loss / n}, {"perplexity", std::exp(loss / n)}, {"accuracy", acc / n}};
+        if (wp->data_kind == "text") m["bits_per_byte"] = data::bits_per_byte(loss / n, wp->text.bytes_per_token);
+        return m;
+    };
+}
+
+}  // namespace ssmtune::tools

@@ -1,0 +1,54 @@
+// A workload: a model paired with a dataset, giving the training loss of a step and the evaluation metrics.
+// Language models (Mamba, Longhorn) take token data (synthetic tasks, byte text, token files); the S4D classifier
+// takes image sequences (Fashion-MNIST). Any other pairing is an error that says which model types fit the data.
+//   LM loss:   mean cross-entropy over target positions (next token for text; the task's targets for synthetic
+//              tasks). Metrics: loss, perplexity, accuracy (synthetic: on target positions), bits_per_byte (text).
+//   S4D loss:  cross-entropy of the class logits. Metrics: loss, accuracy.
+// Not here: the loop (trainer.h), the commands (train.cpp).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/rng.h"
+#include "models/checkpoint.h"
+#include "tools/data/idx.h"
+#include "tools/data/synthetic.h"
+#include "tools/data/text.h"
+
+namespace ssmtune::tools {
+
+struct Workload {
+    models::AnyModel model;
+    // The data (one of the two is used, by data_kind).
+    data::SyntheticTask task;               // synthetic
+    data::TextData text;                    // text, tokens
+    std::vector<data::TokenBatch> eval_tokens;  // fixed evaluation batches of token data
+    data::ImageSequences train_images, test_images;  // fashion_mnist
+    int64_t batch_size = 16, seq_len = 128;
+    std::string data_kind;         // synthetic | text | tokens | fashion_mnist
+    int64_t data_vocab = 0;        // token data: the vocabulary the data needs
+    int64_t num_classes = 0;       // image data
+    int64_t input_features = 0;    // image data: d_input
+    Generator data_gen{0};         // training batches (its state is checkpointed)
+    std::string units_name = "tokens";
+    // Training loss of one batch drawn from data_gen; `units` = tokens or samples.
+    std::function<Tensor(double& units)> train_loss;
+    // Metrics on the validation/test data (evaluation mode is set by the caller).
+    std::function<std::map<std::string, double>()> evaluate;
+};
+
+// Loads the data described by the resolved run config's "data" and "train" sections. The model is attached
+// afterwards with attach_model (so `train` can size a fresh model to the data first).
+std::shared_ptr<Workload> load_workload_data(const nlohmann::json& run_config);
+// Builds the loss and metrics for `model` on the workload's data; errors when they do not fit together.
+void attach_model(Workload& w, models::AnyModel model, const nlohmann::json& run_config);
+// The default model for `train` when the config gives none: a small Mamba LM sized to the data's vocabulary,
+// or an S4D classifier sized to the image data.
+nlohmann::json default_model_config(const Workload& w);
+
+}  // namespace ssmtune::tools
