@@ -44,5 +44,10 @@ TEST_CASE("commands: inspect, generate and gradcheck") {
     CHECK(cli({"gradcheck"}) == 2);
     // a deliberately loose finite difference fails and says so with exit 1
     CHECK(cli({"gradcheck", "--op", "gelu", "--eps", "0.5", "--atol", "1e-12", "--rtol", "1e-12"}) == 1);
-    for (const char* c : {"inspect", "generate", "gradcheck", "merge", "plot", "grads"}) CHECK(cli({c, "--help"}) == 0);
+    CHECK(cli({"study", "--model", model, "--data", model + "/config.json", "--seq-len", "12", "--batch-size", "2", "--out",
+               (dir / "study").string()}) == 0);
+    for (const char* f : {"reach.csv", "reach.svg", "alog_grad.csv", "alog_grad.svg", "channel_grad.csv", "lora_grads.csv"})
+        CHECK(std::filesystem::exists(dir / "study" / f));
+    CHECK(cli({"study", "--model", model}) == 2);
+    for (const char* c : {"inspect", "generate", "gradcheck", "merge", "plot", "grads", "study"}) CHECK(cli({c, "--help"}) == 0);
 }
