@@ -18,6 +18,8 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator& 
 
 Tensor DeltaHost::ops_add(const Tensor& a, const Tensor& b) { return ops::add(a, b); }
 
+Tensor OutputDelta::apply(const Tensor& out, const Tensor& x) { return ops::add(out, forward(x)); }
+
 void DeltaHost::attach_delta(const std::string& adapter_name, std::shared_ptr<OutputDelta> delta) {
     SSMTUNE_CHECK(!delta_, "this ", type_name(), " already has an adapter attached; fix: detach it first");
     delta_ = delta;

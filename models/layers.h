@@ -21,6 +21,9 @@ namespace ssmtune::models {
 class OutputDelta : public Module {
 public:
     virtual Tensor forward(const Tensor& x) = 0;
+    // The host's output with the delta applied: out + forward(x) by default; a sequential adapter (SURM's
+    // adapter mode) overrides it to act on `out` itself.
+    virtual Tensor apply(const Tensor& out, const Tensor& x);
 };
 
 // A layer that can carry one OutputDelta (registered as a child named by the adapter, so its tensors appear in
@@ -32,7 +35,7 @@ public:
     OutputDelta* delta() { return delta_.get(); }
     // out + delta(x) when a delta is attached, else out (public: the LM and the S4D classifier apply the delta of
     // a whole mixer / S4D layer where they call it).
-    Tensor add_delta(const Tensor& out, const Tensor& x) { return delta_ ? ops_add(out, delta_->forward(x)) : out; }
+    Tensor add_delta(const Tensor& out, const Tensor& x) { return delta_ ? delta_->apply(out, x) : out; }
 
 private:
     static Tensor ops_add(const Tensor& a, const Tensor& b);

@@ -62,7 +62,7 @@ const std::map<std::string, Json>& type_defaults() {
                                  {"init", "lora"}, {"adapter_dropout", 0.0}};
         t["SURM"] = {{"structure", "circulant"}, {"mode", "lora"}, {"target_modules", nullptr}, {"block_size", 0},
                      {"ldr_rank", 1}, {"kron_factor", 0}, {"surm_alpha", 1.0}, {"activation", "gelu"},
-                     {"surm_dropout", 0.0}};
+                     {"surm_dropout", 0.0}, {"init", "zero"}};
         return t;
     }();
     return m;

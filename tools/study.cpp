@@ -72,7 +72,7 @@ int run_study(int argc, char** argv) {
         data::SyntheticTask t = data::SyntheticTask::from_json({{"name", flags.str("task")}}, "--task");
         ids = t.sample(gen, flags.integer("batch-size")).input_ids;
     } else if (flags.is_set("data")) {
-        ids = data::TextData::from_bytes_file(flags.str("data"), 0.0).sample(gen, flags.integer("batch-size"),
+        ids = data::TextData::from_bytes_file(flags.str("data"), 0.1).sample(gen, flags.integer("batch-size"),
                                                                               flags.integer("seq-len")).input_ids;
     } else {
         ids = load_safetensors(flags.str("batch")).at("input_ids");

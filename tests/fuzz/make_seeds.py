@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of the fuzz targets (tests/fuzz/corpus/<target>/): small valid inputs of each kind.
+Run once when the formats change; the files are committed. No dependencies beyond the standard library."""
+import gzip, json, os, struct
+
+here = os.path.dirname(os.path.abspath(__file__))
+
+def safetensors(tensors):
+    header, data = {}, b""
+    for name, (shape, values) in tensors.items():
+        raw = struct.pack("<%df" % len(values), *values)
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    header["__metadata__"] = {"format": "pt"}
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    return struct.pack("<Q", len(h)) + h + data
+
+def split2(a, b):
+    return struct.pack(">H", len(a)) + a + b
+
+def put(target, name, data):
+    d = os.path.join(here, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+def full(shape, v=0.1):
+    n = 1
+    for s in shape: n *= s
+    return (shape, [v] * n)
+
+# tiny Mamba: V=5, D=4, 1 layer, N=2, E=8, K=2, R=1
+V, D, N, E, K, R = 5, 4, 2, 8, 2, 1
+p = "backbone.layers.0.mixer."
+mamba = {"backbone.embeddings.weight": full([V, D]), "backbone.layers.0.norm.weight": full([D], 1.0),
+         p + "A_log": full([E, N], 0.5), p + "D": full([E], 1.0), p + "in_proj.weight": full([2 * E, D]),
+         p + "conv1d.weight": full([E, 1, K]), p + "conv1d.bias": full([E]), p + "x_proj.weight": full([R + 2 * N, E]),
+         p + "dt_proj.weight": full([E, R]), p + "dt_proj.bias": full([E]), p + "out_proj.weight": full([D, E]),
+         "backbone.norm_f.weight": full([D], 1.0)}
+cfg = {"model_type": "mamba", "vocab_size": V, "hidden_size": D, "num_hidden_layers": 1, "state_size": N,
+       "intermediate_size": E, "conv_kernel": K, "time_step_rank": R}
+put("safetensors", "tiny_mamba", safetensors(mamba))
+put("safetensors", "empty", safetensors({}))
+put("model_loader", "mamba", split2(json.dumps(cfg).encode(), safetensors(mamba)))
+cfg_l = dict(cfg, model_type="longhorn")
+longhorn = {k: v for k, v in mamba.items() if not k.endswith("A_log")}
+put("model_loader", "longhorn", split2(json.dumps(cfg_l).encode(), safetensors(longhorn)))
+# adapters for the fuzz target's fixed model (V=11, D=8, 2 layers, N=4, E=16, R=1)
+lora = {}
+for i in range(2):
+    q = "base_model.model.backbone.layers.%d.mixer.in_proj." % i
+    lora[q + "lora_A.weight"] = full([2, 8])
+    lora[q + "lora_B.weight"] = full([32, 2])
+put("adapter_loader", "lora", split2(json.dumps({"peft_type": "LORA", "r": 2, "target_modules": ["in_proj"]}).encode(),
+                                      safetensors(lora)))
+so = {"base_model.model.backbone.layers.%d.mixer.state_offset" % i: full([16, 4]) for i in range(2)}
+put("adapter_loader", "state_offset", split2(json.dumps({"peft_type": "STATE_OFFSET"}).encode(), safetensors(so)))
+# IDX: 2 images of 3x2 and their labels
+img = struct.pack(">IIII", 0x803, 2, 3, 2) + bytes(range(12))
+lab = struct.pack(">II", 0x801, 2) + bytes([3, 7])
+put("idx", "plain", split2(img, lab))
+put("idx", "gzip", split2(gzip.compress(img), gzip.compress(lab)))
+# run configs
+put("run_config", "train", split2(json.dumps({"train": {"steps": 5, "lr": 0.01}, "data": {"kind": "synthetic",
+    "task": {"name": "induction_heads", "span": 16}}}).encode(), b"train.batch_size=2,data.task.num_tokens=6"))
+put("run_config", "lora", split2(json.dumps({"peft_type": "LORA", "r": 4, "target_modules": "all-linear"}).encode(), b""))
