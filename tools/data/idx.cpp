@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <memory>
 
 #include "engine/error.h"
 #include "engine/rng.h"
@@ -15,26 +16,24 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The whole (decompressed) content of a plain or gzipped file.
+// The whole (decompressed) content of a plain or gzipped file (zlib reads both). A gzip stream that is corrupt
+// or cut short (zlib's Z_BUF_ERROR at the end) is an error, not a silently shorter file.
 std::vector<uint8_t> read_maybe_gzipped(const std::string& path) {
-    SSMTUNE_CHECK(fs::exists(path), "no such file: ", path);
-    gzFile f = gzopen(path.c_str(), "rb");
-    SSMTUNE_CHECK(f != nullptr, "cannot open ", path);
+    SSMTUNE_CHECK(fs::exists(path), "no such file: ", path, "; fix: pass --data DIR with the IDX files");
+    std::unique_ptr<gzFile_s, int (*)(gzFile)> f(gzopen(path.c_str(), "rb"), gzclose);
+    SSMTUNE_CHECK(f != nullptr, "cannot open ", path, "; fix: check its permissions");
     std::vector<uint8_t> out;
-    uint8_t buf[1 << 16];
+    std::vector<uint8_t> buf(size_t(1) << 16);
     for (;;) {
-        const int n = gzread(f, buf, sizeof buf);
-        if (n < 0) {
-            int err = 0;
-            const std::string msg = gzerror(f, &err);
-            gzclose(f);
-            SSMTUNE_FAIL(path, ": corrupt gzip data (", msg, ")");
-        }
+        const int n = gzread(f.get(), buf.data(), unsigned(buf.size()));
+        int err = Z_OK;
+        const char* msg = gzerror(f.get(), &err);
+        SSMTUNE_CHECK(n >= 0 && err == Z_OK, path, ": corrupt or truncated gzip data (", msg ? msg : "?",
+                      "); fix: fetch the file again");
         if (n == 0) break;
-        out.insert(out.end(), buf, buf + n);
+        out.insert(out.end(), buf.begin(), buf.begin() + n);
         SSMTUNE_CHECK(out.size() <= (size_t(1) << 32), path, ": larger than 4 GiB decompressed; not an IDX file");
     }
-    gzclose(f);
     return out;
 }
 
@@ -58,8 +57,10 @@ IdxImages read_idx_images(const std::string& path) {
                   im.rows, "x", im.cols);
     const uint64_t need = uint64_t(im.count) * uint64_t(im.rows) * uint64_t(im.cols);
     SSMTUNE_CHECK(b.size() - 16 >= need, path, ": truncated: the header promises ", im.count, " images of ", im.rows,
-                  "x", im.cols, " (", need, " bytes) but the file holds ", b.size() - 16);
-    SSMTUNE_CHECK(b.size() - 16 == need, path, ": ", b.size() - 16 - need, " bytes after the last image");
+                  "x", im.cols, " (", need, " bytes) but the file holds ", b.size() - 16,
+                  "; fix: fetch the file again (it was cut short)");
+    SSMTUNE_CHECK(b.size() - 16 == need, path, ": ", b.size() - 16 - need, " bytes after the last image; fix: check that this is an IDX image "
+                  "file");
     im.pixels.assign(b.begin() + 16, b.end());
     return im;
 }
@@ -71,19 +72,26 @@ std::vector<uint8_t> read_idx_labels(const std::string& path) {
     SSMTUNE_CHECK(magic == 0x00000801, path, ": wrong magic number 0x", std::hex, magic, std::dec,
                   " for an IDX label file (expected 0x00000801: unsigned bytes, 1 dimension)");
     const uint64_t n = big_endian(b, 4);
-    SSMTUNE_CHECK(b.size() - 8 >= n, path, ": truncated: the header promises ", n, " labels but the file holds ", b.size() - 8);
-    SSMTUNE_CHECK(b.size() - 8 == n, path, ": ", b.size() - 8 - n, " bytes after the last label");
+    SSMTUNE_CHECK(b.size() - 8 >= n, path, ": truncated: the header promises ", n, " labels but the file holds ",
+                  b.size() - 8, "; fix: fetch the file again (it was cut short)");
+    SSMTUNE_CHECK(b.size() - 8 == n, path, ": ", b.size() - 8 - n, " bytes after the last label; fix: check that this is an IDX label "
+                  "file");
     return std::vector<uint8_t>(b.begin() + 8, b.end());
 }
 
 ImageSequences image_sequences(const IdxImages& im, const std::vector<uint8_t>& labels, const ImageViewOptions& o) {
     SSMTUNE_CHECK(int64_t(labels.size()) == im.count, "image/label count mismatch: ", im.count, " images but ",
-                  labels.size(), " labels");
+                  labels.size(), " labels; fix: images and labels of the same split");
     for (size_t i = 0; i < labels.size(); ++i)
         SSMTUNE_CHECK(labels[i] <= 9, "label ", int(labels[i]), " of example ", i, " is out of range (classes 0..9)");
     SSMTUNE_CHECK(o.order == "pixel" || o.order == "row" || o.order == "permuted", "unknown sequence order \"", o.order,
                   "\"; known: pixel, row, permuted");
-    for (int64_t c : o.classes) SSMTUNE_CHECK(c >= 0 && c <= 9, "class filter: ", c, " is not a class (0..9)");
+    SSMTUNE_CHECK(o.limit >= 0, "limit ", o.limit, " must be >= 0 (0 = all examples)");
+    for (size_t i = 0; i < o.classes.size(); ++i) {
+        SSMTUNE_CHECK(o.classes[i] >= 0 && o.classes[i] <= 9, "class filter: ", o.classes[i], " is not a class (0..9)");
+        SSMTUNE_CHECK(std::count(o.classes.begin(), o.classes.end(), o.classes[i]) == 1, "class filter: class ",
+                      o.classes[i], " is listed twice; fix: list each class once");
+    }
     const int64_t P = im.rows * im.cols;
     std::vector<int64_t> perm(static_cast<size_t>(P));
     for (int64_t i = 0; i < P; ++i) perm[size_t(i)] = i;
@@ -106,7 +114,7 @@ ImageSequences image_sequences(const IdxImages& im, const std::vector<uint8_t>& 
         new_label.push_back(y);
         if (o.limit > 0 && int64_t(keep.size()) >= o.limit) break;
     }
-    SSMTUNE_CHECK(!keep.empty(), "no examples left after the class filter");
+    SSMTUNE_CHECK(!keep.empty(), "no examples left after the class filter; fix: classes present in the data");
     const int64_t n = int64_t(keep.size());
     const int64_t L = o.order == "row" ? im.rows : P, d = o.order == "row" ? im.cols : 1;
     std::vector<float> x(size_t(n * P));

@@ -2,84 +2,143 @@
 #include "tools/data/text.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "engine/error.h"
 #include "engine/safetensors.h"
 
 namespace ssmtune::data {
 
-TextData TextData::from_ids(std::vector<int64_t> ids, double val_fraction, int64_t vocab_size, const std::string& source) {
+namespace {
+
+std::string read_file(const std::string& path, const char* what) {
+    std::ifstream in(path, std::ios::binary);
+    SSMTUNE_CHECK(in.good(), "cannot open ", what, " ", path, ": ",
+                  std::filesystem::exists(path) ? "unreadable" : "no such file", "; fix: check the --data path");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string s = ss.str();
+    SSMTUNE_CHECK(!s.empty(), what, " ", path, " is empty; fix: give a file with some text");
+    return s;
+}
+
+Batch window_batch(const std::vector<int64_t>& ids, const std::vector<int64_t>& starts, int64_t L) {
+    const int64_t B = int64_t(starts.size());
+    std::vector<int64_t> x(size_t(B * L)), y(size_t(B * L));
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < L; ++t) {
+            x[size_t(b * L + t)] = ids[size_t(starts[size_t(b)] + t)];
+            y[size_t(b * L + t)] = ids[size_t(starts[size_t(b)] + t + 1)];
+        }
+    return {Tensor::from_vector<int64_t>(x, {B, L}), Tensor::from_vector<int64_t>(y, {B, L})};
+}
+
+}  // namespace
+
+TokenDataset TokenDataset::from_ids(std::vector<int64_t> ids, double val_fraction, int64_t vocab_size,
+                                    const std::string& source) {
     SSMTUNE_CHECK(!ids.empty(), source, " is empty; fix: give a file with some text or tokens");
-    SSMTUNE_CHECK(val_fraction >= 0 && val_fraction < 1, "validation fraction must be in [0, 1), got ", val_fraction);
-    TextData d;
+    SSMTUNE_CHECK(val_fraction > 0 && val_fraction < 1, source, ": the validation fraction must be in (0, 1), got ",
+                  val_fraction, "; fix: e.g. 0.1 (the last 10 % of the data)");
+    SSMTUNE_CHECK(vocab_size >= 1, source, ": vocabulary size ", vocab_size, " must be positive");
+    const size_t n = ids.size(), n_val = size_t(std::llround(double(n) * val_fraction));
+    SSMTUNE_CHECK(n_val >= 2 && n - n_val >= 2, source, ": ", n, " tokens split at val_fraction ", val_fraction, " into ",
+                  n - n_val, " training and ", n_val, " validation tokens; each part needs at least one window (2 "
+                  "tokens or more); fix: more data or a val_fraction nearer 0.5");
+    TokenDataset d;
     d.source = source;
     d.vocab_size = vocab_size;
-    const size_t n_val = size_t(double(ids.size()) * val_fraction);
     d.train.assign(ids.begin(), ids.end() - std::ptrdiff_t(n_val));
     d.val.assign(ids.end() - std::ptrdiff_t(n_val), ids.end());
     return d;
 }
 
-TextData TextData::from_bytes_file(const std::string& path, double val_fraction) {
-    std::ifstream in(path, std::ios::binary);
-    SSMTUNE_CHECK(in.good(), "cannot open text file ", path, ": ",
-                  std::filesystem::exists(path) ? "unreadable" : "no such file");
-    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+TokenDataset TokenDataset::from_bytes_file(const std::string& path, double val_fraction) {
+    const std::string bytes = read_file(path, "text file");
     std::vector<int64_t> ids(bytes.size());
     for (size_t i = 0; i < bytes.size(); ++i) ids[i] = static_cast<unsigned char>(bytes[i]);
     return from_ids(std::move(ids), val_fraction, 256, path);
 }
 
-TextData TextData::from_safetensors(const std::string& path, double val_fraction, int64_t vocab_size) {
+TokenDataset TokenDataset::from_safetensors(const std::string& path, double val_fraction, int64_t vocab_size) {
     TensorMap t = load_safetensors(path);
     auto it = t.find("input_ids");
-    SSMTUNE_CHECK(it != t.end(), path, ": no tensor \"input_ids\"; fix: store the token ids under that name");
-    SSMTUNE_CHECK(it->second.dtype() == DType::I64 || it->second.dtype() == DType::I32, path,
-                  ": input_ids must be I64 or I32, got ", it->second.describe());
-    std::vector<int64_t> ids = it->second.to_vector<int64_t>();
-    SSMTUNE_CHECK(!ids.empty(), path, ": input_ids is empty");
+    if (it == t.end()) {
+        std::string names;
+        for (auto& [k, v] : t) names += (names.empty() ? "" : ", ") + k;
+        SSMTUNE_FAIL(path, ": no tensor \"input_ids\" (it holds: ", names.empty() ? "nothing" : names,
+                     "); fix: store the token ids under that name");
+    }
+    const Tensor& ids_t = it->second;
+    SSMTUNE_CHECK(ids_t.dtype() == DType::I64 || ids_t.dtype() == DType::I32, path, ": input_ids must be I64 or I32, got ",
+                  ids_t.describe(), "; fix: save the ids as integers");
+    SSMTUNE_CHECK(ids_t.dim() == 1 || ids_t.dim() == 2, path, ": input_ids must be 1-D [N] or 2-D [B, L], got ",
+                  ids_t.describe());
+    std::vector<int64_t> ids = ids_t.to_vector<int64_t>();
+    SSMTUNE_CHECK(!ids.empty(), path, ": input_ids is empty; fix: a file with some tokens");
     const int64_t lo = *std::min_element(ids.begin(), ids.end()), hi = *std::max_element(ids.begin(), ids.end());
-    SSMTUNE_CHECK(lo >= 0, path, ": input_ids holds a negative id (", lo, ")");
+    SSMTUNE_CHECK(lo >= 0, path, ": input_ids holds a negative id (", lo, "); fix: ids in [0, vocab_size)");
     if (vocab_size > 0)
-        SSMTUNE_CHECK(hi < vocab_size, path, ": token id ", hi, " is outside the model's vocabulary of ", vocab_size);
-    TextData d = from_ids(std::move(ids), val_fraction, vocab_size > 0 ? vocab_size : hi + 1, path);
+        SSMTUNE_CHECK(hi < vocab_size, path, ": token id ", hi, " is outside the model's vocabulary of ", vocab_size,
+                      "; fix: tokenise with the model's tokenizer");
+    TokenDataset d = from_ids(std::move(ids), val_fraction, vocab_size > 0 ? vocab_size : hi + 1, path);
+    d.bytes_per_token = 0;  // not recorded in a token file
     return d;
 }
 
-TokenBatch TextData::sample(Generator& gen, int64_t batch, int64_t L) const {
-    SSMTUNE_CHECK(int64_t(train.size()) >= L + 1, source, ": the training split has ", train.size(),
-                  " tokens, fewer than one window of ", L + 1, "; fix: a shorter --seq-len or more data");
-    std::vector<int64_t> x(size_t(batch * L)), y(size_t(batch * L));
-    const int64_t starts = int64_t(train.size()) - L;
-    for (int64_t b = 0; b < batch; ++b) {
-        const int64_t s = std::min<int64_t>(starts - 1, int64_t(philox_uniform(gen.seed(), gen.advance(1)) * double(starts)));
-        for (int64_t t = 0; t < L; ++t) {
-            x[size_t(b * L + t)] = train[size_t(s + t)];
-            y[size_t(b * L + t)] = train[size_t(s + t + 1)];
-        }
-    }
-    return {Tensor::from_vector<int64_t>(x, {batch, L}), Tensor::from_vector<int64_t>(y, {batch, L})};
+TokenDataset TokenDataset::from_bpe_file(const std::string& path, const BpeTokenizer& tokenizer, double val_fraction) {
+    TokenDataset d = from_ids(tokenizer.encode(read_file(path, "text file")), val_fraction, tokenizer.vocab_size(), path);
+    int64_t bytes = 0;
+    for (int64_t id : d.val) bytes += tokenizer.token_bytes(id);
+    d.bytes_per_token = double(bytes) / double(d.val.size());
+    return d;
 }
 
-std::vector<TokenBatch> TextData::eval_batches(int64_t batch, int64_t L, int64_t max_batches) const {
+void TokenDataset::check_window(int64_t L) const {
+    SSMTUNE_CHECK(L >= 1, "sequence length ", L, " must be at least 1");
+    SSMTUNE_CHECK(int64_t(train.size()) >= L + 1, source, ": the training split has ", train.size(),
+                  " tokens, fewer than one window of ", L + 1, "; fix: a shorter --seq-len or more data");
     SSMTUNE_CHECK(int64_t(val.size()) >= L + 1, source, ": the validation split has ", val.size(),
-                  " tokens, fewer than one window of ", L + 1, "; fix: a larger --val-fraction, a shorter --seq-len "
-                  "or more data");
+                  " tokens, fewer than one window of ", L + 1, "; fix: a larger val_fraction, a shorter --seq-len or "
+                  "more data");
+}
+
+Batch TokenDataset::sample(Generator& gen, int64_t batch, int64_t L) const {
+    check_window(L);
+    SSMTUNE_CHECK(batch >= 1, "a batch needs at least one window, got batch size ", batch);
+    const int64_t count = int64_t(train.size()) - L;  // possible starts
+    std::vector<int64_t> starts(static_cast<size_t>(batch));
+    for (int64_t& s : starts)
+        s = std::min<int64_t>(count - 1, int64_t(philox_uniform(gen.seed(), gen.advance(1)) * double(count)));
+    return window_batch(train, starts, L);
+}
+
+std::vector<Batch> TokenDataset::eval_batches(int64_t batch, int64_t L, int64_t max_batches) const {
+    check_window(L);
+    SSMTUNE_CHECK(batch >= 1, "a batch needs at least one window, got batch size ", batch);
     const int64_t windows = (int64_t(val.size()) - 1) / L;
-    std::vector<TokenBatch> out;
-    for (int64_t w0 = 0; w0 < windows && int64_t(out.size()) < max_batches; w0 += batch) {
-        const int64_t nb = std::min(batch, windows - w0);
-        std::vector<int64_t> x(size_t(nb * L)), y(size_t(nb * L));
-        for (int64_t b = 0; b < nb; ++b)
-            for (int64_t t = 0; t < L; ++t) {
-                x[size_t(b * L + t)] = val[size_t((w0 + b) * L + t)];
-                y[size_t(b * L + t)] = val[size_t((w0 + b) * L + t + 1)];
-            }
-        out.push_back({Tensor::from_vector<int64_t>(x, {nb, L}), Tensor::from_vector<int64_t>(y, {nb, L})});
+    std::vector<Batch> out;
+    for (int64_t w0 = 0; w0 < windows && (max_batches <= 0 || int64_t(out.size()) < max_batches); w0 += batch) {
+        std::vector<int64_t> starts;
+        for (int64_t w = w0; w < std::min(windows, w0 + batch); ++w) starts.push_back(w * L);
+        out.push_back(window_batch(val, starts, L));
     }
     return out;
+}
+
+double bits_per_byte(double mean_loss_nats, int64_t tokens, int64_t bytes) {
+    SSMTUNE_CHECK(tokens > 0 && bytes > 0, "bits_per_byte needs positive token and byte counts, got ", tokens, " and ",
+                  bytes);
+    return mean_loss_nats * double(tokens) / (std::log(2.0) * double(bytes));
+}
+
+double bits_per_byte(double mean_loss_nats, double bytes_per_token) {
+    SSMTUNE_CHECK(bytes_per_token > 0, "bits_per_byte needs the bytes per token (", bytes_per_token,
+                  "); fix: use text data (a token file does not record its bytes)");
+    return mean_loss_nats / (std::log(2.0) * bytes_per_token);
 }
 
 }  // namespace ssmtune::data

@@ -1,39 +1,55 @@
-// Token streams for language-model training: any UTF-8 (or binary) file read as bytes (vocabulary 256), or
-// pre-tokenised `input_ids` from a safetensors file (I64/I32, any shape, flattened to one stream). The last
-// `val_fraction` of the stream is the validation split. Training batches are random windows (seeded); evaluation
-// walks the validation split in consecutive windows. Targets are the next tokens (targets[t] = ids[t+1]), in the
-// same TokenBatch layout as the synthetic tasks, so one loss serves both.
-// Not here: tokenizers (bpe_tokenizer.h converts text to ids first), document boundaries, packing.
+// Token streams for language-model training, from three sources:
+//   (a) any file read as bytes (UTF-8 text or not): one token per byte, vocabulary 256;
+//   (b) pre-tokenised ids: the tensor `input_ids` of a safetensors file, I64 or I32, 1-D or [B, L] (flattened
+//       row by row into one stream), every id below the vocabulary size when one is given;
+//   (c) a text file encoded by a byte-level BPE tokenizer (bpe_tokenizer.h).
+// The last `val_fraction` of the stream is the validation split, the rest the training split; each must hold at
+// least one window. A window of L + 1 consecutive tokens gives input_ids = tokens[0..L) and targets =
+// tokens[1..L] (next-token prediction; the same Batch layout as the synthetic tasks, so one loss serves both).
+// Training batches are B windows at uniformly random starts (one Philox draw each, seeded); evaluation walks the
+// validation split in consecutive non-overlapping windows (window w starts at token w·L; the last partial one is
+// dropped). Bits per byte = mean loss in nats per token · tokens / (ln 2 · bytes).
+// Not here: document boundaries, packing, shuffling without replacement, streaming files larger than memory.
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "engine/rng.h"
+#include "tools/data/bpe_tokenizer.h"
 #include "tools/data/synthetic.h"
 
 namespace ssmtune::data {
 
-struct TextData {
-    std::string source;                 // the file it came from
-    std::vector<int64_t> train, val;    // token ids
+struct TokenDataset {
+    std::string source;               // the file it came from
+    std::vector<int64_t> train, val;  // token ids
     int64_t vocab_size = 256;
-    double bytes_per_token = 1.0;       // for bits per byte (1 for byte-level data)
+    double bytes_per_token = 1.0;     // mean bytes per validation token: 1 for bytes, measured for BPE, 0 unknown
 
-    static TextData from_bytes_file(const std::string& path, double val_fraction);
-    // `vocab_size` > 0 checks every id is below it; 0 takes max id + 1.
-    static TextData from_safetensors(const std::string& path, double val_fraction, int64_t vocab_size = 0);
-    static TextData from_ids(std::vector<int64_t> ids, double val_fraction, int64_t vocab_size, const std::string& source);
+    // (a) bytes; an empty file is an error.
+    static TokenDataset from_bytes_file(const std::string& path, double val_fraction);
+    // (b) `input_ids` from a safetensors file. `vocab_size` > 0 checks every id is below it; 0 takes max id + 1.
+    static TokenDataset from_safetensors(const std::string& path, double val_fraction, int64_t vocab_size = 0);
+    // (c) a text file encoded with `tokenizer`; vocab_size is the tokenizer's.
+    static TokenDataset from_bpe_file(const std::string& path, const BpeTokenizer& tokenizer, double val_fraction);
+    // Any id stream (ids in [0, vocab_size)); 0 < val_fraction < 1.
+    static TokenDataset from_ids(std::vector<int64_t> ids, double val_fraction, int64_t vocab_size,
+                                 const std::string& source);
 
-    // B random windows of L + 1 tokens from the training split.
-    TokenBatch sample(Generator& gen, int64_t batch, int64_t L) const;
-    // Consecutive windows over the validation split (at most max_batches batches; the last partial window dropped).
-    std::vector<TokenBatch> eval_batches(int64_t batch, int64_t L, int64_t max_batches) const;
+    // Throws unless both splits hold at least one window of L + 1 tokens (names the short split and the fix).
+    void check_window(int64_t L) const;
+    // B random windows from the training split: input_ids, targets [B, L] I64.
+    Batch sample(Generator& gen, int64_t batch, int64_t L) const;
+    // Consecutive windows over the validation split in batches of up to `batch` windows (the last batch may be
+    // smaller); at most `max_batches` batches (≤ 0: all).
+    std::vector<Batch> eval_batches(int64_t batch, int64_t L, int64_t max_batches = 0) const;
 };
+using TextData = TokenDataset;
 
-// Bits per byte from a mean loss in nats per token.
-inline double bits_per_byte(double mean_loss_nats, double bytes_per_token) {
-    return mean_loss_nats / (0.6931471805599453 * bytes_per_token);
-}
+// Bits per byte of a mean loss (nats per token) over `tokens` tokens that decode to `bytes` bytes.
+double bits_per_byte(double mean_loss_nats, int64_t tokens, int64_t bytes);
+// The same with an average bytes-per-token ratio (TokenDataset::bytes_per_token).
+double bits_per_byte(double mean_loss_nats, double bytes_per_token);
 
 }  // namespace ssmtune::data
