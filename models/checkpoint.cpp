@@ -2,6 +2,7 @@
 #include "models/checkpoint.h"
 
 #include <filesystem>
+#include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -175,6 +176,12 @@ AnyModel load_model(const std::string& dir) {
         w = renamed;
         if (m.lm->config().tie_word_embeddings) w.erase("lm_head.weight");  // tied: the embedding is the head
         check_lm_config_against_weights(m.lm->config(), w, dir);
+    }
+    for (auto& [name, t] : w) {  // a NaN/Inf weight would only surface later as a NaN loss
+        if (!is_floating(t.dtype())) continue;
+        for (double v : t.to_vector<double>())
+            SSMTUNE_CHECK(std::isfinite(v), dir, ": tensor ", name, " holds a non-finite value (", v,
+                          "); the weights are damaged; fix: use an intact copy of the model");
     }
     m.module().load_state_dict(w, true, dir);
     return m;

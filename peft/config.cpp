@@ -131,17 +131,17 @@ Config Config::from_json(const nlohmann::json& in, const std::string& source) {
     }
     out["peft_type"] = type;
     if (type == "LORA") check_unsupported_lora_fields(out, source);
-    check_number(out, "r", 1, 1 << 20, source, true);
+    check_number(out, "r", 1, 1 << 16, source, true);
     check_number(out, "lora_alpha", -1e9, 1e9, source, false);
     check_number(out, "lora_dropout", 0, 0.999, source, false);
     check_number(out, "adapter_dropout", 0, 0.999, source, false);
     check_number(out, "surm_dropout", 0, 0.999, source, false);
-    check_number(out, "num_virtual_tokens", 1, 1 << 20, source, true);
+    check_number(out, "num_virtual_tokens", 1, 1 << 16, source, true);
     check_number(out, "channel_ratio", 0, 1, source, false);
     check_number(out, "state_ratio", 0, 1, source, false);
     check_number(out, "warmup_steps", 0, 1e9, source, true);
     check_number(out, "block_size", 0, 1 << 24, source, true);
-    check_number(out, "ldr_rank", 1, 1 << 16, source, true);
+    check_number(out, "ldr_rank", 1, 256, source, true);
     check_number(out, "init_seed", 0, 1.8e19, source, true);
     const Json& tm = out.contains("target_modules") ? out["target_modules"] : Json();
     SSMTUNE_CHECK(tm.is_null() || tm.is_string() || (tm.is_array() && !tm.empty() &&

@@ -127,6 +127,10 @@ LoraAttachment attach_lora(ModelView& model, const json& config, Generator& gen)
     for (auto& [name, m] : match_targets(model, c, lora_can_target, "Linear, Embedding and 1x1 Conv1d modules")) {
         auto* host = static_cast<models::DeltaHost*>(m);
         SSMTUNE_CHECK(!host->delta(), name, " already carries an adapter; fix: detach it first");
+        Tensor* w = host->find_parameter("weight");
+        const int64_t max_rank = w ? std::max(w->size(0), w->size(1)) : 0;
+        SSMTUNE_CHECK(att.settings.r <= max_rank, "LoRA r = ", att.settings.r, " exceeds the size of ", name, " ",
+                      shape_str(w ? w->shape() : Shape{}), "; fix: r <= ", max_rank, " (a larger rank adds nothing)");
         std::shared_ptr<models::OutputDelta> delta;
         if (auto* lin = dynamic_cast<models::Linear*>(m)) {
             delta = std::make_shared<LoraLinear>(lin->in_features(), lin->out_features(), att.settings, gen, dtype, false);

@@ -1,0 +1,208 @@
+// The bad-input matrix (README "Bad inputs"): for each input the program reads — weights, model configs, adapters,
+// token files, text, IDX files, command-line flags, resume checkpoints — each damaged variant (missing, empty,
+// truncated, wrong type, wrong shape, NaN/Inf values, huge sizes, another model's file) gives exit status 1 (2 for
+// command-line mistakes) and exactly one `error:` line on stderr, never a crash, and never touches a good file.
+#include "test_util.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+
+#include "engine/safetensors.h"
+#include "models/checkpoint.h"
+#include "peft/peft.h"
+#include "tools/commands.h"
+
+using namespace ssmtune;
+using namespace ssmtune::testing;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Outcome {
+    int status;
+    std::string err;
+};
+
+// Runs the CLI in-process with stderr captured.
+Outcome run(std::vector<std::string> args) {
+    args.insert(args.begin(), "ssmtune");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    const fs::path cap = fs::temp_directory_path() / ("ssmtune_stderr_" + std::to_string(::getpid()));
+    std::fflush(stderr);
+    const int saved = ::dup(2);
+    FILE* f = std::fopen(cap.c_str(), "w");
+    ::dup2(::fileno(f), 2);
+    const int status = tools::run_cli(int(argv.size()), argv.data());
+    std::fflush(stderr);
+    ::dup2(saved, 2);
+    ::close(saved);
+    std::fclose(f);
+    std::ifstream in(cap);
+    std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return {status, err};
+}
+
+// Exit `status` and exactly one line that starts with "error:" and contains `needle`.
+void expect_error(const std::vector<std::string>& args, int status, const std::string& needle, const std::string& row) {
+    const Outcome o = run(args);
+    INFO(row << " -> status " << o.status << ", stderr: " << o.err);
+    CHECK(o.status == status);
+    CHECK(o.err.rfind("error: ", 0) == 0);
+    CHECK(std::count(o.err.begin(), o.err.end(), '\n') == 1);
+    CHECK(o.err.find(needle) != std::string::npos);
+}
+
+void write(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
+std::string read(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+models::AnyModel tiny_lm(int64_t hidden = 8) {
+    return models::create_model({{"model_type", "mamba"}, {"vocab_size", 10}, {"hidden_size", hidden},
+                                 {"num_hidden_layers", 1}, {"state_size", 4}, {"intermediate_size", 2 * hidden},
+                                 {"time_step_rank", 1}}, 1);
+}
+
+}  // namespace
+
+TEST_CASE("bad inputs: model weights and configs") {
+    const auto dir = scratch_dir("bad_model");
+    models::save_model((dir / "good").string(), tiny_lm());
+    const std::string good_weights = read(dir / "good" / "model.safetensors"), good_cfg = read(dir / "good" / "config.json");
+    const std::string task = "--task=selective_copying";
+    auto variant = [&](const std::string& name, const std::string& cfg, const std::string& weights) {
+        fs::create_directories(dir / name);
+        write(dir / name / "config.json", cfg);
+        if (!weights.empty() || name == "empty_weights") write(dir / name / "model.safetensors", weights);
+        return (dir / name).string();
+    };
+    const std::string set = "--set=data.task.num_tokens=8";
+    expect_error({"eval", "--model", (dir / "missing").string(), task}, 1, "no config.json", "weights: missing dir");
+    fs::create_directories(dir / "no_weights");
+    write(dir / "no_weights" / "config.json", good_cfg);
+    expect_error({"eval", "--model", (dir / "no_weights").string(), task}, 1, "model.safetensors", "weights: missing file");
+    expect_error({"eval", "--model", variant("empty_weights", good_cfg, ""), task}, 1, "model.safetensors", "weights: empty");
+    expect_error({"eval", "--model", variant("trunc", good_cfg, good_weights.substr(0, good_weights.size() / 2)), task}, 1,
+                 "past the end", "weights: truncated");
+    expect_error({"eval", "--model", variant("text", good_cfg, std::string(200, 'x')), task}, 1, "model.safetensors",
+                 "weights: wrong type (not safetensors)");
+    {
+        models::save_model((dir / "wide").string(), tiny_lm(12));
+        expect_error({"eval", "--model", variant("shape", good_cfg, read(dir / "wide" / "model.safetensors")), task}, 1,
+                     "config field", "weights: wrong shape (another width)");
+    }
+    {
+        TensorMap w = load_safetensors((dir / "good" / "model.safetensors").string());
+        w["backbone.norm_f.weight"] = Tensor::from_vector<float>({1, 1, std::nanf(""), 1, 1, 1, 1, 1}, {8});
+        save_safetensors((dir / "nan.safetensors").string(), w);
+        expect_error({"eval", "--model", variant("nan", good_cfg, read(dir / "nan.safetensors")), task}, 1,
+                     "non-finite", "weights: NaN value");
+    }
+    {
+        nlohmann::json huge = nlohmann::json::parse(good_cfg);
+        huge["hidden_size"] = 4000000;
+        huge["intermediate_size"] = 8000000;
+        expect_error({"eval", "--model", variant("huge", huge.dump(), good_weights), task}, 1, "describes a model of",
+                     "config: huge sizes");
+    }
+    models::S4DConfig sc;
+    models::save_model((dir / "s4d").string(), models::AnyModel{"s4d", nullptr, std::make_shared<models::S4DClassifier>(sc, 1)});
+    expect_error({"eval", "--model", variant("other_model", good_cfg, read(dir / "s4d" / "model.safetensors")), task}, 1,
+                 "backbone", "weights: another model's file");
+    expect_error({"eval", "--model", variant("empty_cfg", "", good_weights), task}, 1, "not valid JSON", "config: empty");
+    expect_error({"eval", "--model", variant("trunc_cfg", good_cfg.substr(0, 20), good_weights), task}, 1,
+                 "not valid JSON", "config: truncated");
+    expect_error({"eval", "--model", variant("array_cfg", "[1, 2]", good_weights), task}, 1, "model_type",
+                 "config: wrong type");
+    expect_error({"eval", "--model", variant("type_cfg", R"({"model_type": "mamba", "hidden_size": "big"})", good_weights),
+                  task}, 1, "hidden_size", "config: wrong field type");
+    expect_error({"eval", "--model", variant("s4d_cfg", read(dir / "s4d" / "config.json"), good_weights), task}, 1,
+                 "", "config: another model's config");
+    CHECK(read(dir / "good" / "model.safetensors") == good_weights);  // never touched
+    (void)set;
+}
+
+TEST_CASE("bad inputs: adapters, data files, flags and resume checkpoints") {
+    const auto dir = scratch_dir("bad_misc");
+    models::AnyModel m = tiny_lm();
+    models::save_model((dir / "model").string(), m);
+    const std::string model = (dir / "model").string(), task = "--task=selective_copying";
+    {
+        peft::Adapter a = peft::apply(m.module(), peft::Config::parse(R"({"peft_type": "LORA", "r": 2})"));
+        a.save((dir / "lora").string());
+    }
+    const std::string good_adapter = read(dir / "lora" / "adapter_model.safetensors");
+    auto adapter_variant = [&](const std::string& name, const std::string& cfg, const std::string& weights) {
+        fs::create_directories(dir / name);
+        write(dir / name / "adapter_config.json", cfg);
+        write(dir / name / "adapter_model.safetensors", weights);
+        return (dir / name).string();
+    };
+    const std::string lora_cfg = read(dir / "lora" / "adapter_config.json");
+    expect_error({"eval", "--model", model, "--adapter", (dir / "none").string(), task}, 1, "adapter_config.json",
+                 "adapter: missing");
+    expect_error({"eval", "--model", model, "--adapter", adapter_variant("a_empty", "", good_adapter), task}, 1,
+                 "not valid JSON", "adapter: empty config");
+    expect_error({"eval", "--model", model, "--adapter",
+                  adapter_variant("a_trunc", lora_cfg, good_adapter.substr(0, good_adapter.size() - 9)), task}, 1,
+                 "adapter_model.safetensors", "adapter: truncated weights");
+    expect_error({"eval", "--model", model, "--adapter", adapter_variant("a_type", R"({"peft_type": 3})", good_adapter),
+                  task}, 1, "peft_type", "adapter: wrong type");
+    expect_error({"eval", "--model", model, "--adapter",
+                  adapter_variant("a_huge", R"({"peft_type": "LORA", "r": 60000})", good_adapter), task}, 1,
+                 "exceeds the size", "adapter: huge rank");
+    {
+        TensorMap w = load_safetensors((dir / "lora" / "adapter_model.safetensors").string());
+        Tensor& t = w.begin()->second;
+        t = Tensor::full(t.shape(), std::numeric_limits<double>::infinity());
+        save_safetensors((dir / "inf.safetensors").string(), w);
+        expect_error({"eval", "--model", model, "--adapter", adapter_variant("a_inf", lora_cfg, read(dir / "inf.safetensors")),
+                      task}, 1, "non-finite", "adapter: Inf values");
+    }
+    {
+        models::AnyModel wide = tiny_lm(12);
+        peft::Adapter a = peft::apply(wide.module(), peft::Config::parse(R"({"peft_type": "LORA", "r": 2})"));
+        a.save((dir / "lora_wide").string());
+        expect_error({"eval", "--model", model, "--adapter", (dir / "lora_wide").string(), task}, 1, "does not fit",
+                     "adapter: another model's (wrong shape)");
+    }
+    // token files and text
+    save_safetensors((dir / "f32ids.safetensors").string(), {{"input_ids", Tensor::zeros({2, 8})}});
+    expect_error({"eval", "--model", model, "--data", (dir / "f32ids.safetensors").string()}, 1, "I64 or I32",
+                 "tokens: wrong type");
+    save_safetensors((dir / "big_ids.safetensors").string(), {{"input_ids", Tensor::full({4000}, 99, DType::I64)}});
+    expect_error({"eval", "--model", model, "--data", (dir / "big_ids.safetensors").string()}, 1, "vocabulary",
+                 "tokens: ids out of range");
+    expect_error({"eval", "--model", model, "--data", (dir / "model" / "model.safetensors").string()}, 1, "input_ids",
+                 "tokens: another kind of file");
+    write(dir / "empty.txt", "");
+    expect_error({"eval", "--model", model, "--data", (dir / "empty.txt").string()}, 1, "empty", "text: empty");
+    expect_error({"eval", "--model", model, "--data", (dir / "nothing.txt").string()}, 1, "no such file", "text: missing");
+    write(dir / "short.txt", "abc");
+    expect_error({"eval", "--model", model, "--data", (dir / "short.txt").string()}, 1, "", "text: shorter than a window");
+    expect_error({"eval", "--model", model, "--data", dir.string()}, 1, "Fashion-MNIST", "IDX: missing files in a dir");
+    // flags
+    expect_error({"train", "--stepz", "3"}, 2, "unknown flag", "flags: unknown");
+    expect_error({"train", "--steps"}, 2, "needs a value", "flags: missing value");
+    expect_error({"train", "--steps", "many"}, 2, "expects an integer", "flags: wrong type");
+    expect_error({"train", "--steps", "-5", task, "--out", (dir / "neg").string()}, 1, "steps", "flags: negative");
+    expect_error({"train", "--set", "train.batch_size=100000000000", task, "--out", (dir / "hugeb").string()}, 1, "",
+                 "flags: huge batch");
+    // resume checkpoints
+    expect_error({"train", task, "--steps", "2", "--resume", "--out", (dir / "fresh").string()}, 1, "no checkpoint",
+                 "resume: missing");
+    const std::string run_dir = (dir / "run").string();
+    REQUIRE(run({"train", task, "--steps", "2", "--out", run_dir, "--quiet"}).status == 0);
+    const fs::path opt = fs::path(run_dir) / "checkpoints" / "last" / "optimizer.safetensors";
+    const std::string good_opt = read(opt);
+    write(opt, good_opt.substr(0, good_opt.size() / 2));
+    expect_error({"train", task, "--steps", "4", "--resume", "--out", run_dir, "--quiet"}, 1, "optimizer",
+                 "resume: truncated optimizer state");
+    write(opt, good_opt);
+    expect_error({"train", task, "--steps", "4", "--resume", "--out", run_dir, "--quiet", "--set",
+                  "data.task.num_tokens=9"}, 1, "", "resume: another run's checkpoint (other vocabulary)");
+}
