@@ -156,7 +156,8 @@ std::vector<int64_t> dimension_layers(const json& config, const ModelView& model
                   "[2, 5]]}}");
     SSMTUNE_CHECK(dims.is_object(), "SDLORA \"dimensions\" must be an object keyed by layer index, got ", dims.dump());
     const std::vector<int64_t> layers = selected_layers(config, model);
-    for (auto& [key, v] : dims.items()) {
+    for (auto& item : dims.items()) {
+        const std::string key = item.key();  // (not a structured binding: C++17 lambdas cannot capture those)
         const bool listed = std::any_of(layers.begin(), layers.end(), [&](int64_t l) { return std::to_string(l) == key; });
         SSMTUNE_CHECK(listed, "SDLORA \"dimensions\" has an entry for layer \"", key, "\", which is not one of the ",
                       layers.size(), " selected layers of this ", model.num_layers(), "-layer ", model.kind(),
