@@ -20,6 +20,7 @@ json default_run_config() {
           {"task", {{"name", "selective_copying"}, {"num_tokens", 8}, {"num_memorize", 4}, {"span", 32},
                     {"reverse", false}, {"token_shift", 0}}},
           {"path", nullptr},
+          {"tokenizer", nullptr},
           {"val_fraction", 0.1},
           {"order", "row"},
           {"classes", json::array()},

@@ -31,6 +31,7 @@ const char* kCommonHelp =
     "  --set K=V,...      override any config field, e.g. --set train.lr=1e-3,data.task.span=64\n"
     "  --data PATH        text file (bytes), .safetensors with input_ids, or a Fashion-MNIST directory\n"
     "  --task NAME        built-in synthetic task: selective_copying, induction_heads, associative_recall\n"
+    "  --tokenizer FILE   tokenizer.json (byte-level BPE) for text data; default: the one next to --model, if any\n"
     "  --out DIR          output directory (default runs/<command>)\n"
     "  --steps N --lr X --batch-size N --seq-len N --seed N --eval-every N\n"
     "  --resume           continue from OUT/checkpoints/last (bit-identical losses)\n"
@@ -38,7 +39,7 @@ const char* kCommonHelp =
 
 std::map<std::string, std::string> common_flags(std::map<std::string, std::string> extra) {
     std::map<std::string, std::string> f = {{"config", ""},     {"set", ""},        {"data", ""},  {"task", ""},
-                                            {"out", ""},        {"steps", ""},      {"lr", ""},    {"batch-size", ""},
+                                            {"out", ""},        {"steps", ""},      {"tokenizer", ""},      {"lr", ""},    {"batch-size", ""},
                                             {"seq-len", ""},    {"seed", ""},       {"eval-every", ""},
                                             {"resume", Flags::kSwitch}, {"quiet", Flags::kSwitch}};
     f.insert(extra.begin(), extra.end());
@@ -59,6 +60,7 @@ json resolve_from_flags(const Flags& flags, const std::string& command) {
         rc["data"]["kind"] = fs::is_directory(p) ? "fashion_mnist"
                              : fs::path(p).extension() == ".safetensors" ? "tokens" : "text";
     }
+    if (flags.is_set("tokenizer")) rc["data"]["tokenizer"] = flags.str("tokenizer");
     if (flags.is_set("task")) {
         rc["data"]["kind"] = "synthetic";
         rc["data"]["task"]["name"] = flags.str("task");
@@ -185,6 +187,7 @@ int run_eval(int argc, char** argv) {
     }
     if (!flags.is_set("model")) throw UsageError("eval: --model DIR is required");
     json rc = resolve_from_flags(flags, "eval");
+    rc["base_model"] = flags.str("model");  // its tokenizer.json, if any, encodes text data
     auto w = load_workload_data(rc);
     models::AnyModel model = models::load_model(flags.str("model"));
     std::unique_ptr<peft::Adapter> adapter;

@@ -2,9 +2,11 @@
 #include "tools/workload.h"
 
 #include <cmath>
+#include <filesystem>
 
 #include "autograd/node.h"
 #include "ops/ops.h"
+#include "tools/data/bpe_tokenizer.h"
 
 namespace ssmtune::tools {
 
@@ -40,8 +42,17 @@ std::shared_ptr<Workload> load_workload_data(const json& rc) {
     } else if (kind == "text" || kind == "tokens") {
         SSMTUNE_CHECK(d["path"].is_string(), "data.path is required for data kind \"", kind, "\"; fix: --data FILE");
         const std::string path = d["path"];
-        w->text = kind == "text" ? data::TextData::from_bytes_file(path, d["val_fraction"].get<double>())
-                                 : data::TextData::from_safetensors(path, d["val_fraction"].get<double>());
+        // Text is read as bytes unless a tokenizer.json is given or sits next to the base model (HF checkpoints).
+        std::string tokenizer = d["tokenizer"].is_string() ? d["tokenizer"].get<std::string>() : "";
+        if (tokenizer.empty() && rc["base_model"].is_string()) {
+            const std::string next_to_model = (std::filesystem::path(rc["base_model"].get<std::string>()) / "tokenizer.json").string();
+            if (std::filesystem::exists(next_to_model)) tokenizer = next_to_model;
+        }
+        if (kind == "text" && !tokenizer.empty())
+            w->text = data::TextData::from_bpe_file(path, data::BpeTokenizer::from_file(tokenizer), d["val_fraction"].get<double>());
+        else
+            w->text = kind == "text" ? data::TextData::from_bytes_file(path, d["val_fraction"].get<double>())
+                                     : data::TextData::from_safetensors(path, d["val_fraction"].get<double>());
         w->data_vocab = w->text.vocab_size;
         w->eval_tokens = w->text.eval_batches(w->batch_size, w->seq_len, eval_batches);
     } else if (kind == "fashion_mnist") {
