@@ -85,6 +85,11 @@ void apply_assignments(json& config, const std::string& assignments) {
             value = json::parse(text);
         } catch (const json::parse_error&) {
             value = text;  // a bare string
+            try {
+                (void)value.dump();
+            } catch (const json::type_error&) {  // found by fuzzing: raw bytes that are not UTF-8
+                SSMTUNE_FAIL("--set ", path, ": the value is not valid UTF-8 text");
+            }
         }
         json user = value;  // build {"a": {"b": value}} and merge it, so the same key checks apply
         std::vector<std::string> parts;

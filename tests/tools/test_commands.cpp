@@ -5,6 +5,8 @@
 #include "models/checkpoint.h"
 #include "peft/peft.h"
 #include "tools/commands.h"
+#include "tools/run_config.h"
+#include "tools/data/synthetic.h"
 
 using namespace ssmtune;
 using namespace ssmtune::testing;
@@ -50,4 +52,13 @@ TEST_CASE("commands: inspect, generate and gradcheck") {
         CHECK(std::filesystem::exists(dir / "study" / f));
     CHECK(cli({"study", "--model", model}) == 2);
     for (const char* c : {"inspect", "generate", "gradcheck", "merge", "plot", "grads", "study"}) CHECK(cli({c, "--help"}) == 0);
+}
+
+TEST_CASE("fuzz regressions: every input that once crashed a fuzz target is now an ssmtune::Error or accepted") {
+    // tests/fuzz/regressions/<target>_<what>: run_config: a --set value of raw non-UTF-8 bytes made the error
+    // message itself throw nlohmann::json::type_error (fuzz_run_config, first 60 s run).
+    nlohmann::json rc = tools::resolve_run_config(nlohmann::json::object(), "test");
+    CHECK_THROWS_WITH_AS(tools::apply_assignments(rc, "train.batch_size=\xca"), doctest::Contains("not valid UTF-8"), Error);
+    tools::apply_assignments(rc, "data.task.nm_utokens=3");  // task keys are checked by the task parser
+    CHECK_THROWS_WITH_AS(data::SyntheticTask::from_json(rc["data"]["task"]), doctest::Contains("nm_utokens"), Error);
 }

@@ -4,6 +4,8 @@
 # if nvcc is on the machine (/usr/local/cuda/bin or PATH), the build uses it.
 set -euo pipefail
 packages=(cmake g++ ninja-build libeigen3-dev nlohmann-json3-dev doctest-dev zlib1g-dev)
+# --fuzz: also clang (libFuzzer) and its OpenMP runtime, for tools/setup/fuzz.sh
+[ "${1:-}" = "--fuzz" ] && packages+=(clang libomp-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
