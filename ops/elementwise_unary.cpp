@@ -1,9 +1,11 @@
 // Elementwise unary ops: neg, exp, log, sqrt, rsqrt, pow (scalar exponent), abs, clamp, sigmoid, tanh, silu,
-// softplus, gelu, relu — forward and backward side by side.
+// softplus, gelu, relu, sin, cos — forward and backward side by side.
 //
 // Each op is a pair of scalar functions: f(x) for the forward and f'(x, y) (given x and y = f(x)) for the
 // backward, dx = g ⊙ f'(x, y). One loop template runs both, threaded over elements. softplus follows
 // PyTorch: x when βx > threshold, else log1p(exp(βx))/β; gelu is the exact erf form (PyTorch's default).
+// sin/cos take radians and evaluate in double (std::sin/std::cos), so F32 inputs get correctly rounded results;
+// they let composite (student) code build S4D's complex kernel from real and imaginary parts.
 // Not here: in-place variants, integer inputs.
 #include <cmath>
 
@@ -142,6 +144,14 @@ Tensor relu(const Tensor& x) {
     // NaN propagates (as in PyTorch), so a NaN is not silently turned into 0.
     return unary_op("relu", x, [](double v) { return v > 0 || std::isnan(v) ? v : 0.0; },
                     [](double v, double) { return v > 0 ? 1.0 : 0.0; });
+}
+
+Tensor sin(const Tensor& x) {
+    return unary_op("sin", x, [](double v) { return std::sin(v); }, [](double v, double) { return std::cos(v); });
+}
+
+Tensor cos(const Tensor& x) {
+    return unary_op("cos", x, [](double v) { return std::cos(v); }, [](double v, double) { return -std::sin(v); });
 }
 
 }  // namespace ssmtune::ops

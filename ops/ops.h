@@ -42,6 +42,8 @@ Tensor silu(const Tensor& x);                          // x * sigmoid(x)
 Tensor softplus(const Tensor& x, double beta = 1.0, double threshold = 20.0);  // PyTorch's, stable
 Tensor gelu(const Tensor& x);                          // exact (erf) form, PyTorch's default
 Tensor relu(const Tensor& x);
+Tensor sin(const Tensor& x);                           // radians; d/dx = cos(x)
+Tensor cos(const Tensor& x);                           // radians; d/dx = −sin(x)
 
 // ---- reduce.cpp ----  dims may be negative; empty dims = all dims
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);

@@ -51,6 +51,16 @@ enum class S4DDiscretization { ZOH, Bilinear };
 Tensor s4d_kernel(const Tensor& log_dt, const Tensor& C, const Tensor& log_A_real, const Tensor& A_imag, int64_t L,
                   S4DDiscretization method = S4DDiscretization::ZOH);
 
+// ---- s4d_state.cpp ----
+// What a non-zero initial state contributes to the outputs of S4D's recurrence s_t = Ā s_{t−1} + B̄ u_t,
+// y_t = 2·Re(C·s_t) + D u_t when s_{−1} = h0 (initial-state tuning of S4D; the zero-input response):
+//   Y[h, l] = 2·Re Σ_n C_n · Ā_n^{l+1} · h0_n,   Ā = exp(ΔA) (ZOH) or (1 + ΔA/2)/(1 − ΔA/2) (bilinear),
+// with Δ = exp(log_dt), A = −exp(log_A_real) + i·A_imag, as s4d_kernel. Hand-written backward to all five inputs.
+// log_dt[H], C[H, N/2, 2], log_A_real[H, N/2], A_imag[H, N/2], h0[H, N/2, 2] (real, imaginary) -> Y[H, L].
+Tensor s4d_initial_state_response(const Tensor& log_dt, const Tensor& C, const Tensor& log_A_real,
+                                  const Tensor& A_imag, const Tensor& h0, int64_t L,
+                                  S4DDiscretization disc = S4DDiscretization::ZOH);
+
 // ---- long_conv.cpp ----
 // Causal convolution of each channel with its own long kernel: y[b, h, t] = Σ_{l ≤ t, l < Lk} K[h, l] u[b, h, t − l].
 enum class ConvAlgorithm { Auto, Direct, FFT };

@@ -1,6 +1,6 @@
 // Elementwise unary ops: forward against plain std:: formulas over a grid, float32 against float64, float64
-// gradchecks away from kinks, and the edge cases that matter in training (softplus threshold and large
-// negative inputs, gelu constants, NaN propagation, argument errors).
+// gradchecks away from kinks, sin/cos identities, and the edge cases that matter in training (softplus
+// threshold and large negative inputs, gelu constants, NaN propagation, argument errors).
 #include <functional>
 
 #include "test_util.h"
@@ -71,6 +71,9 @@ std::vector<UnaryCase> unary_cases() {
         {"gelu", [](const Tensor& x) { return ops::gelu(x); },
          [](double x) { return 0.5 * x * std::erfc(-x / std::sqrt(2.0)); }, linspace(-12, 12, 49), smooth},
         {"relu", [](const Tensor& x) { return ops::relu(x); }, [](double x) { return x > 0 ? x : 0.0; }, wide, smooth},
+        // sin/cos: std:: references here; identities, large arguments and exact derivatives in "sin/cos ...".
+        {"sin", [](const Tensor& x) { return ops::sin(x); }, [](double x) { return std::sin(x); }, wide, smooth},
+        {"cos", [](const Tensor& x) { return ops::cos(x); }, [](double x) { return std::cos(x); }, wide, smooth},
     };
 }
 
@@ -215,4 +218,47 @@ TEST_CASE("unary ops reject integer inputs and bad arguments") {
     CHECK_THROWS_AS(ops::relu(Tensor::ones({2}, DType::F16)), Error);
     CHECK_THROWS_AS(ops::clamp(Tensor::ones({2}), 1.0, -1.0), Error);
     CHECK_THROWS_AS(ops::sigmoid(Tensor()), Error);
+}
+
+TEST_CASE("sin/cos: identities, derivatives, large arguments and float64 gradcheck") {
+    // sin² + cos² = 1, sin(2x) = 2 sin x cos x, and the exact values at multiples of π/2.
+    const std::vector<double> xs = linspace(-40, 40, 161);
+    const std::vector<double> s = ops::sin(vec(xs)).to_vector<double>(), c = ops::cos(vec(xs)).to_vector<double>();
+    std::vector<double> twice;
+    for (double x : xs) twice.push_back(2 * x);
+    const std::vector<double> s2 = ops::sin(vec(twice)).to_vector<double>();
+    for (size_t i = 0; i < xs.size(); ++i) {
+        INFO("x = " << xs[i]);
+        CHECK(s[i] * s[i] + c[i] * c[i] == doctest::Approx(1.0).epsilon(1e-15));
+        CHECK(std::fabs(s2[i] - 2 * s[i] * c[i]) < 1e-14);
+    }
+    CHECK(ops::sin(Tensor::scalar(0, DType::F64)).item() == 0.0);
+    CHECK(ops::cos(Tensor::scalar(0, DType::F64)).item() == 1.0);
+    CHECK(ops::sin(Tensor::scalar(M_PI / 2, DType::F64)).item() == 1.0);
+    CHECK(std::fabs(ops::cos(Tensor::scalar(M_PI, DType::F64)).item() + 1.0) < 1e-16);
+    // Large phases (S4D-Inv: Im A·l reaches ~1e6 rad): evaluated in double, so a float32 input gives the
+    // correctly rounded sine of the float32 value, not a float32 range reduction.
+    const float big = 1048577.25f;
+    CHECK(ops::sin(Tensor::scalar(big, DType::F32)).item() == double(float(std::sin(double(big)))));
+    // Backward: d sin = cos, d cos = −sin, checked against the closed forms at exact points ...
+    Tensor x = vec({-2.5, -0.3, 0.0, 1.1, 3.0, 7.5}).set_requires_grad(true);
+    ops::sin(x).backward(Tensor::ones({6}, DType::F64));
+    expect_close(x.grad(), ops::cos(x.detach()), 0, 1e-16, "d sin");
+    x.zero_grad();
+    ops::cos(x).backward(Tensor::ones({6}, DType::F64));
+    expect_close(x.grad(), ops::neg(ops::sin(x.detach())), 0, 1e-16, "d cos");
+    // ... and by central differences, composed (sin(cos x)·cos(3x)) and on a 2-D transposed view.
+    autograd::GradcheckOptions tight;
+    tight.atol = 1e-9;
+    tight.rtol = 1e-8;
+    Tensor w = Tensor::uniform({4, 3}, 21, -8.0, 8.0, DType::F64).set_requires_grad(true);
+    const autograd::GradcheckReport r = autograd::gradcheck(
+        [](const auto& in) {
+            Tensor t = in[0].transpose(0, 1);
+            return ops::mul(ops::sin(ops::cos(t)), ops::cos(ops::mul_scalar(t, 3.0)));
+        },
+        {w}, tight);
+    INFO("sin/cos gradcheck:\n" << r.summary());
+    MESSAGE("sin/cos gradcheck worst abs error " << r.inputs.at(0).max_abs_error);
+    CHECK(r.ok);
 }
