@@ -120,7 +120,12 @@ Tensor S4DLayer::forward(const Tensor& u, Generator& dropout_gen) {
     Tensor K = kernel->forward(L);                                    // [H, L]
     Tensor y = ops::add(ops::causal_conv(u, K), ops::mul(u, effective(size_t(0)).unsqueeze(1)));  // K * u + D u
     if (hook_state_offset.defined()) y = ops::add(y, state_offset_response().unsqueeze(1));
-    SSMTUNE_CHECK(!hook_initial_state.defined(), "S4D initial state in the convolution path: pending");
+    if (hook_initial_state.defined())  // + 2·Re Σ_n C_n Ā_n^{t+1} h0_n: the recurrence started from s_{−1} = h0
+        y = ops::add(y, ops::s4d_initial_state_response(
+                            kernel->effective("log_dt"), kernel->effective("C"), kernel->effective("log_A_real"),
+                            kernel->effective("A_imag"), hook_initial_state, L,
+                            config_.discretization == "bilinear" ? ops::S4DDiscretization::Bilinear
+                                                                 : ops::S4DDiscretization::ZOH).unsqueeze(0));
     if (hook_output_offset.defined()) y = ops::add(y, hook_output_offset.unsqueeze(1));
     y = ops::gelu(y);
     if (is_training() && config_.dropout > 0) {  // DropoutNd: one mask value per (b, h), tied across L

@@ -47,7 +47,25 @@ TEST_CASE("peft battery: STATE_OFFSET h and y") {
 TEST_CASE("peft battery: INITIAL_STATE") {
     BatteryOptions o;
     o.random_init = {{"init", "random"}};
-    for (const char* kind : {"mamba", "longhorn"}) run_battery(kind, {{"peft_type", "INITIAL_STATE"}}, o);
+    for (const char* kind : {"mamba", "longhorn", "s4d"}) run_battery(kind, {{"peft_type", "INITIAL_STATE"}}, o);
+}
+
+TEST_CASE("peft s4d state hooks: the convolution mode equals the recurrent mode") {
+    for (const char* disc : {"zoh", "bilinear"}) {
+        for (const char* cfg : {R"({"peft_type": "INITIAL_STATE", "init": "random"})",
+                                R"({"peft_type": "STATE_OFFSET", "variant": "h", "init": "random"})",
+                                R"({"peft_type": "STATE_OFFSET", "variant": "y", "init": "random"})"}) {
+            models::S4DConfig c = tiny_s4d_config();
+            c.discretization = disc;
+            models::S4DClassifier m(c, 4);
+            m.to(DType::F64);
+            m.eval();
+            peft::Adapter a = peft::apply(m, peft::Config::parse(cfg));
+            const Tensor x = Tensor::randn({2, 7, 3}, 9, DType::F64);
+            INFO(disc << " " << cfg);
+            testing::expect_close(m.forward_recurrent(x), m.forward(x).detach(), 1e-10, 1e-10, "recurrent vs conv");
+        }
+    }
 }
 
 TEST_CASE("peft battery: PROMPT") {
