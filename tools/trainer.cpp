@@ -151,6 +151,7 @@ TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
                 std::printf("%seval step %lld:", tty ? "\n" : "", (long long)step);
                 for (auto& [k, v] : result.last_eval) std::printf(" %s %.4f", k.c_str(), v);
                 std::printf("\n");
+                std::fflush(stdout);
             }
             auto it = result.last_eval.find(o.best_metric);
             if (it != result.last_eval.end()) {
@@ -220,6 +221,7 @@ TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
             } else if (!o.quiet) {
                 std::printf("step %lld/%lld loss %.4f lr %.3e grad_norm %.4f %s/s %.0f elapsed %.1fs\n", (long long)done,
                             (long long)o.steps, loss_value, lr, norm, hooks.units_name.c_str(), rate, now);
+                std::fflush(stdout);  // one line per logging step, visible at once in a log file
             }
             window_units = 0;
             window_start = now;
