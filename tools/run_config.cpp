@@ -74,9 +74,18 @@ json resolve_run_config(const json& user, const std::string& source) {
 }
 
 void apply_assignments(json& config, const std::string& assignments) {
-    std::stringstream ss(assignments);
-    std::string item;
-    while (std::getline(ss, item, ',')) {
+    // Split on commas outside brackets and quotes, so values may be JSON arrays/objects: data.classes=[5,6,7].
+    std::vector<std::string> items(1);
+    int depth = 0;
+    bool quoted = false;
+    for (char ch : assignments) {
+        if (ch == '"') quoted = !quoted;
+        if (!quoted && (ch == '[' || ch == '{')) ++depth;
+        if (!quoted && (ch == ']' || ch == '}')) --depth;
+        if (ch == ',' && depth == 0 && !quoted) items.emplace_back();
+        else items.back() += ch;
+    }
+    for (const std::string& item : items) {
         const size_t eq = item.find('=');
         SSMTUNE_CHECK(eq != std::string::npos && eq > 0, "--set: expected key.path=value, got '", item, "'");
         const std::string path = item.substr(0, eq), text = item.substr(eq + 1);

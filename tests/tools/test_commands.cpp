@@ -59,6 +59,9 @@ TEST_CASE("fuzz regressions: every input that once crashed a fuzz target is now 
     // message itself throw nlohmann::json::type_error (fuzz_run_config, first 60 s run).
     nlohmann::json rc = tools::resolve_run_config(nlohmann::json::object(), "test");
     CHECK_THROWS_WITH_AS(tools::apply_assignments(rc, "train.batch_size=\xca"), doctest::Contains("not valid UTF-8"), Error);
+    tools::apply_assignments(rc, "data.classes=[5,6,7],train.lr=0.5");  // commas inside brackets belong to the value
+    CHECK(rc["data"]["classes"] == nlohmann::json::array({5, 6, 7}));
+    CHECK(rc["train"]["lr"] == 0.5);
     tools::apply_assignments(rc, "data.task.nm_utokens=3");  // task keys are checked by the task parser
     CHECK_THROWS_WITH_AS(data::SyntheticTask::from_json(rc["data"]["task"]), doctest::Contains("nm_utokens"), Error);
 }
