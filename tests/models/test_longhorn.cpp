@@ -3,6 +3,7 @@
 // scan hooks h0, h′, y′ as trainable tensors), the parameter-count formula and names, save → load → identical
 // logits.
 #include "test_util.h"
+#include "tests/models/tiny_models.h"
 
 #include "models/checkpoint.h"
 #include "models/longhorn_mixer.h"
@@ -13,21 +14,8 @@ using namespace ssmtune::models;
 
 namespace {
 
-LMConfig tiny_config() {
-    LMConfig c;
-    c.model_type = "longhorn";
-    c.vocab_size = 11;
-    c.hidden_size = 8;
-    c.num_hidden_layers = 2;
-    c.state_size = 4;
-    c.expand = 2;
-    c.intermediate_size = 16;
-    c.conv_kernel = 3;
-    c.time_step_rank = 2;
-    return c;
-}
+LMConfig tiny_config() { return testing::tiny_lm_config("longhorn"); }
 
-Tensor tiny_ids() { return Tensor::from_vector<int64_t>({1, 4, 2, 9, 0, 3, 7, 5, 5, 10, 2, 1, 8, 6}, {2, 7}); }
 
 // Adds seeded noise of scale `scale` to every parameter of an F64 model (in place, no graph), so that no
 // parameter sits at a special init value (D = 1, zero dt bias, unit norm weights).

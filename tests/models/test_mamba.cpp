@@ -2,6 +2,7 @@
 // loop over time), recurrent == parallel, save → load, parameter count formula, HF names, and a short training
 // run on selective copying whose loss must fall.
 #include "test_util.h"
+#include "tests/models/tiny_models.h"
 
 #include "autograd/optim.h"
 #include "models/checkpoint.h"
@@ -13,21 +14,8 @@ using namespace ssmtune::models;
 
 namespace {
 
-LMConfig tiny_config(const std::string& type = "mamba") {
-    LMConfig c;
-    c.model_type = type;
-    c.vocab_size = 11;
-    c.hidden_size = 8;
-    c.num_hidden_layers = 2;
-    c.state_size = 4;
-    c.expand = 2;
-    c.intermediate_size = 16;
-    c.conv_kernel = 3;
-    c.time_step_rank = 2;
-    return c;
-}
+LMConfig tiny_config(const std::string& type = "mamba") { return testing::tiny_lm_config(type); }
 
-Tensor tiny_ids() { return Tensor::from_vector<int64_t>({1, 4, 2, 9, 0, 3, 7, 5, 5, 10, 2, 1, 8, 6}, {2, 7}); }
 
 // The Mamba mixer written the way a student would: primitive ops, one time step at a time.
 Tensor composite_mixer(MambaMixer& m, const Tensor& hidden) {

@@ -4,6 +4,7 @@
 // those of stepping token by token (initial_states() / step()) to 1e-10, the hooks must actually move the
 // logits, and all-zero hooks must give exactly (bit for bit) the hook-free logits in both modes.
 #include "test_util.h"
+#include "tests/models/tiny_models.h"
 
 #include "models/ssm_lm.h"
 
@@ -13,23 +14,10 @@ using namespace ssmtune::models;
 
 namespace {
 
-LMConfig tiny_config(const std::string& type) {
-    LMConfig c;
-    c.model_type = type;
-    c.vocab_size = 11;
-    c.hidden_size = 8;
-    c.num_hidden_layers = 2;
-    c.state_size = 4;
-    c.expand = 2;
-    c.intermediate_size = 16;
-    c.conv_kernel = 3;
-    c.time_step_rank = 2;
-    return c;
-}
+LMConfig tiny_config(const std::string& type) { return testing::tiny_lm_config(type); }
 
 constexpr int64_t kE = 16, kN = 4, kD = 8, kV = 11, kP = 3;
 
-Tensor tiny_ids() { return Tensor::from_vector<int64_t>({1, 4, 2, 9, 0, 3, 7, 5, 5, 10, 2, 1, 8, 6}, {2, 7}); }
 
 std::shared_ptr<LanguageModel> make_model(const std::string& type, uint64_t seed) {
     auto m = std::make_shared<LanguageModel>(tiny_config(type), seed);

@@ -15,25 +15,14 @@
 #include "models/checkpoint.h"
 #include "peft/peft.h"
 #include "tests/test_util.h"
+#include "tests/models/tiny_models.h"
 
 namespace ssmtune::peft_test {
 
 using namespace ssmtune;
 using models::AnyModel;
 
-inline models::LMConfig tiny_lm_config(const std::string& type) {
-    models::LMConfig c;
-    c.model_type = type;
-    c.vocab_size = 11;
-    c.hidden_size = 8;
-    c.num_hidden_layers = 2;
-    c.state_size = 4;
-    c.expand = 2;
-    c.intermediate_size = 16;
-    c.conv_kernel = 3;
-    c.time_step_rank = 2;
-    return c;
-}
+using testing::tiny_lm_config;
 
 inline models::S4DConfig tiny_s4d_config() {
     models::S4DConfig c;
