@@ -18,7 +18,7 @@ for spec in 'FULL|{"peft_type":"FULL"}|1e-3' \
             'SURM circulant|{"peft_type":"SURM","target_modules":["output_linear.0","decoder"]}|1e-2'; do
   IFS='|' read -r name peft lr <<< "$spec"
   dir="$out/$(echo "$name" | tr ' =(),' '_____')"
-  "$bin" finetune --model "$out/base/model" --peft "$peft" --steps "$ft_steps" --lr "$lr" \
+  "$bin" finetune --config "$cfg" --model "$out/base/model" --peft "$peft" --steps "$ft_steps" --lr "$lr" \
       --set "$common,data.classes=[5,6,7,8,9]" --out "$dir" --quiet > /dev/null
   report=$(grep -o '"peft_type":"[A-Z_]*"' "$dir/run_config.json" | head -1)
   echo "$name: $(tail -n1 "$dir/metrics.jsonl")"
