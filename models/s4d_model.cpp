@@ -219,6 +219,14 @@ Tensor channel_dropout(const Tensor& z, double p, bool training, Generator& gen)
 }  // namespace
 
 Tensor S4DClassifier::forward(const Tensor& x) {
+    return decoder_->forward(ops::mean(features(x), {2}));  // mean over L, then [B, d_output]
+}
+
+Tensor S4DClassifier::forward_sequence(const Tensor& x) {
+    return decoder_->forward(features(x).transpose(1, 2));  // [B, L, d_output]
+}
+
+Tensor S4DClassifier::features(const Tensor& x) {
     SSMTUNE_CHECK(x.dim() == 3 && x.size(2) == config_.d_input, "S4D classifier input must be [B, L, d_input=",
                   config_.d_input, "], got ", x.describe());
     Tensor h = encoder_->forward(x).transpose(1, 2);  // [B, H, L]
@@ -229,7 +237,7 @@ Tensor S4DClassifier::forward(const Tensor& x) {
         h = ops::add(z, h);
         if (!config_.prenorm) h = norm_channels(*norms_[i], h);
     }
-    return decoder_->forward(ops::mean(h, {2}));  // mean over L, then [B, d_output]
+    return h;
 }
 
 Tensor S4DClassifier::loss(const Tensor& x, const Tensor& labels) {

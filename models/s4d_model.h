@@ -78,8 +78,8 @@ public:
     Tensor hook_output_offset, hook_state_offset, hook_initial_state;
 
 private:
-    Tensor output_conv(const Tensor& y);
-    Tensor state_offset_response();  // [H]  // GLU(Conv1d(H → 2H, 1)) over channels, y [B, H, L]
+    Tensor output_conv(const Tensor& y);  // GLU(Conv1d(H → 2H, 1)) over channels, y [B, H, L]
+    Tensor state_offset_response();       // 2·Re Σ_n C_n h′_n per channel, [H]
     S4DConfig config_;
     std::shared_ptr<PointwiseConv1d> output_linear_;
 };
@@ -89,6 +89,9 @@ public:
     S4DClassifier(const S4DConfig& config, uint64_t seed);
     const S4DConfig& config() const { return config_; }
     Tensor forward(const Tensor& x);  // x [B, L, d_input] -> logits [B, d_output]
+    // The decoder applied at every position instead of to the mean (sequence regression, e.g. SDLoRA's
+    // synthetic experiment): x [B, L, d_input] -> [B, L, d_output].
+    Tensor forward_sequence(const Tensor& x);
     Tensor loss(const Tensor& x, const Tensor& labels);  // mean cross-entropy, labels [B] I64
     // Recurrent mode: feeds x one frame at a time; returns the logits after the last frame (equal to forward).
     Tensor forward_recurrent(const Tensor& x);
@@ -101,6 +104,7 @@ public:
     std::string type_name() const override { return "S4Model"; }
 
 private:
+    Tensor features(const Tensor& x);  // the last layer's output [B, H, L]
     S4DConfig config_;
     std::shared_ptr<Linear> encoder_, decoder_;
     std::vector<std::shared_ptr<S4DLayer>> layers_;
