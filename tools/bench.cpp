@@ -14,6 +14,7 @@
 #include "models/ssm_lm.h"
 #include "ops/ops.h"
 #include "ops/ssm.h"
+#include "peft/peft.h"
 #include "tools/commands.h"
 
 namespace ssmtune::tools {
@@ -93,6 +94,51 @@ void bench_mamba(int64_t D, int64_t layers, int64_t B, int64_t L, int64_t V, int
                 double(B * L) / seconds, double(cpu_peak_bytes()) / 1048576.0, double(base) / 1048576.0);
 }
 
+// Step time and peak tensor memory of each PEFT method against full fine-tuning, same model and batch.
+void bench_peft(int64_t D, int64_t layers, int64_t B, int64_t L, int64_t V, int steps) {
+    models::LMConfig c;
+    c.vocab_size = V;
+    c.hidden_size = D;
+    c.num_hidden_layers = layers;
+    c.state_size = 16;
+    c.intermediate_size = 2 * D;
+    c.time_step_rank = (D + 15) / 16;
+    Tensor ids = Tensor::uniform({B, L}, 7, 0, double(V)).to(DType::I64);
+    const std::vector<std::pair<std::string, std::string>> methods = {
+        {"FULL", R"({"peft_type": "FULL"})"},
+        {"LORA r=8 (in/x/dt/out_proj)", R"({"peft_type": "LORA", "r": 8})"},
+        {"STATE_OFFSET h", R"({"peft_type": "STATE_OFFSET", "variant": "h"})"},
+        {"STATE_OFFSET y", R"({"peft_type": "STATE_OFFSET", "variant": "y"})"},
+        {"INITIAL_STATE", R"({"peft_type": "INITIAL_STATE"})"},
+        {"PREFIX (16)", R"({"peft_type": "PREFIX"})"},
+        {"BITFIT", R"({"peft_type": "BITFIT"})"},
+        {"PARALLEL_ADAPTER r=16", R"({"peft_type": "PARALLEL_ADAPTER"})"},
+        {"SURM circulant", R"({"peft_type": "SURM"})"},
+    };
+    std::printf("PEFT training step: D=%lld layers=%lld B=%lld L=%lld vocab=%lld, %d threads\n", (long long)D,
+                (long long)layers, (long long)B, (long long)L, (long long)V, cpu_threads());
+    std::printf("%-30s %12s %10s %8s %12s\n", "method", "trainable", "ms/step", "vs FULL", "peak MiB");
+    double full = 0;
+    for (const auto& [name, cfg] : methods) {
+        models::LanguageModel model(c, 0);
+        peft::Adapter a = peft::apply(model, peft::Config::parse(cfg));
+        autograd::AdamW opt(a.parameters(), autograd::AdamW::Options().lr(1e-3));
+        const auto step = [&] {
+            Tensor loss = model.loss(ids);
+            loss.backward();
+            opt.step();
+            opt.zero_grad();
+        };
+        step();  // warm-up (allocates optimizer state)
+        reset_cpu_peak_bytes();
+        const double seconds = best_seconds(steps, step);
+        if (name == "FULL") full = seconds;
+        std::printf("%-30s %12lld %10.1f %7.2fx %12.1f\n", name.c_str(), (long long)a.num_trainable(), seconds * 1e3,
+                    full > 0 ? seconds / full : 1.0, double(cpu_peak_bytes()) / 1048576.0);
+        std::fflush(stdout);
+    }
+}
+
 }  // namespace
 
 int run_bench(int argc, char** argv) {
@@ -101,15 +147,16 @@ int run_bench(int argc, char** argv) {
                  {"lengths", "256,1024,4096"}, {"no-reference", Flags::kSwitch}, {"steps", "3"}},
                 "bench");
     if (flags.help()) {
-        std::printf("usage: ssmtune bench [--what all|scan|mamba] [--device cpu] [--repeats R] [--batch B]\n"
+        std::printf("usage: ssmtune bench [--what all|scan|mamba|peft] [--device cpu] [--repeats R] [--batch B]\n"
                     "                     [--inner E] [--state N] [--lengths L1,L2,...] [--no-reference] [--steps S]\n"
-                    "Prints selective-scan and Mamba training-step speed figures.\n");
+                    "Prints selective-scan, Mamba training-step and PEFT-vs-full step figures.\n");
         return 0;
     }
     if (flags.str("device") != "cpu")
         throw UsageError("bench: --device " + flags.str("device") + " is not available in this build (cpu only so far)");
     const std::string what = flags.str("what");
-    if (what != "all" && what != "scan" && what != "mamba") throw UsageError("bench: --what must be all, scan or mamba");
+    if (what != "all" && what != "scan" && what != "mamba" && what != "peft")
+        throw UsageError("bench: --what must be all, scan, mamba or peft");
     std::vector<int64_t> lengths;
     std::string list = flags.str("lengths");
     for (size_t pos = 0; pos < list.size();) {
@@ -125,10 +172,11 @@ int run_bench(int argc, char** argv) {
     const int repeats = int(flags.integer("repeats"));
     if (repeats <= 0) throw UsageError("bench: --repeats must be positive");
     std::printf("ssmtune %s bench (%s)\n", version(), build_info().c_str());
-    if (what != "mamba")
+    if (what == "all" || what == "scan")
         bench_scan(flags.integer("batch"), flags.integer("inner"), flags.integer("state"), lengths, repeats,
                    !flags.is_set("no-reference"));
-    if (what != "scan") bench_mamba(256, 4, 8, 256, 256, int(flags.integer("steps")));
+    if (what == "all" || what == "mamba") bench_mamba(256, 4, 8, 256, 256, int(flags.integer("steps")));
+    if (what == "all" || what == "peft") bench_peft(256, 4, 8, 256, 256, int(flags.integer("steps")));
     return 0;
 }
 

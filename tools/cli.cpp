@@ -28,6 +28,7 @@ void print_usage(FILE* out) {
                  "  plot        redraw a run's loss/accuracy plots (SVG) from its metrics log\n"
                  "  inspect     model summary: layers, shapes, parameter counts, what a PEFT config trains\n"
                  "  generate    sample from a language model (+ adapter) with the recurrent step mode\n"
+                 "  experiment  the PEFT papers' findings at small scale (s4d-synthetic, mamba-transfer)\n"
                  "  study       gradient studies: how far back dL/dh_t reaches, A_log/Δ gradients, LoRA placement\n"
                  "  gradcheck   float64 finite-difference check of an op or a whole small model, as a table\n"
                  "  bench       speed figures: selective scan forward/backward, Mamba training step\n"
@@ -68,6 +69,7 @@ int run_cli(int argc, char** argv) {
         if (command == "eval") return run_eval(argc - 2, argv + 2);
         if (command == "quickstart") return run_quickstart(argc - 2, argv + 2);
         if (command == "study") return run_study(argc - 2, argv + 2);
+        if (command == "experiment") return run_experiment(argc - 2, argv + 2);
 
         std::fprintf(stderr, "error: unknown command '%s'; run `ssmtune --help` for the list\n", command.c_str());
         return 2;

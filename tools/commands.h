@@ -48,6 +48,7 @@ int run_finetune(int argc, char** argv);
 int run_eval(int argc, char** argv);
 int run_quickstart(int argc, char** argv);
 int run_study(int argc, char** argv);
+int run_experiment(int argc, char** argv);
 // Writes RUN_DIR/loss.svg (and accuracy.svg) from RUN_DIR/metrics.jsonl; returns the files written.
 std::vector<std::string> plot_run(const std::string& run_dir);
 
