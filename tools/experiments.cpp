@@ -231,7 +231,7 @@ int mamba_transfer(const Flags& flags) {
         const auto t0 = std::chrono::steady_clock::now();
         Generator g(seed + 3);
         autograd::AdamW opt(base.module().parameters(), autograd::AdamW::Options().lr(3e-3).weight_decay(0.0));
-        autograd::LRSchedule sched = autograd::LRSchedule::cosine(20, base_steps, 0.1);
+        autograd::LRSchedule sched = autograd::LRSchedule::cosine(std::min<int64_t>(20, base_steps), base_steps, 0.1);
         for (int64_t i = 0; i < base_steps; ++i) {
             Tensor l = lm_loss(*base.lm, task.sample(g, 32));
             l.backward();
