@@ -319,21 +319,21 @@ int mamba_transfer(const Flags& flags) {
 
 int run_experiment(int argc, char** argv) {
     if (argc < 1 || std::string(argv[0]) == "--help" || std::string(argv[0]) == "-h") {
-        std::printf("usage: ssmtune experiment s4d-synthetic [--iters 300] [--batch 32] [--seq-len 64] [--seed 0] [--out DIR]\n"
-                    "       ssmtune experiment mamba-transfer [--base-steps 500] [--iters 300] [--seed 0] [--out DIR]\n"
+        std::printf("usage: ssmtune experiment s4d-synthetic [--iters 150] [--batch 32] [--seq-len 64] [--seed 0] [--out DIR]\n"
+                    "       ssmtune experiment mamba-transfer [--base-steps 300] [--iters 120] [--seed 0] [--out DIR]\n"
                     "Reproduces the PEFT papers' findings at small scale; prints the table and writes results.csv/.md.\n");
         return 0;
     }
     const std::string name = argv[0];
     if (name == "s4d-synthetic") {
-        Flags flags(argc - 1, argv + 1, {{"iters", "300"}, {"batch", "32"}, {"seq-len", "64"}, {"seed", "0"}, {"out", ""}},
+        Flags flags(argc - 1, argv + 1, {{"iters", "150"}, {"batch", "32"}, {"seq-len", "64"}, {"seed", "0"}, {"out", ""}},
                     "experiment s4d-synthetic");
         if (flags.integer("iters") < 1 || flags.integer("batch") < 1 || flags.integer("seq-len") < 2)
             throw UsageError("experiment: --iters, --batch >= 1 and --seq-len >= 2 are required");
         return s4d_synthetic(flags);
     }
     if (name == "mamba-transfer") {
-        Flags flags(argc - 1, argv + 1, {{"base-steps", "500"}, {"iters", "300"}, {"seed", "0"}, {"out", ""}},
+        Flags flags(argc - 1, argv + 1, {{"base-steps", "300"}, {"iters", "120"}, {"seed", "0"}, {"out", ""}},
                     "experiment mamba-transfer");
         if (flags.integer("iters") < 1 || flags.integer("base-steps") < 1)
             throw UsageError("experiment: --iters and --base-steps must be >= 1");
