@@ -177,14 +177,18 @@ AnyModel load_model(const std::string& dir) {
         if (m.lm->config().tie_word_embeddings) w.erase("lm_head.weight");  // tied: the embedding is the head
         check_lm_config_against_weights(m.lm->config(), w, dir);
     }
-    for (auto& [name, t] : w) {  // a NaN/Inf weight would only surface later as a NaN loss
+    check_finite_weights(w, dir);
+    m.module().load_state_dict(w, true, dir);
+    return m;
+}
+
+void check_finite_weights(const TensorMap& weights, const std::string& dir) {
+    for (auto& [name, t] : weights) {  // a NaN/Inf weight would only surface later as a NaN loss
         if (!is_floating(t.dtype())) continue;
         for (double v : t.to_vector<double>())
             SSMTUNE_CHECK(std::isfinite(v), dir, ": tensor ", name, " holds a non-finite value (", v,
                           "); the weights are damaged; fix: use an intact copy of the model");
     }
-    m.module().load_state_dict(w, true, dir);
-    return m;
 }
 
 void save_model(const std::string& dir, const AnyModel& model) {

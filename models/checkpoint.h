@@ -31,6 +31,8 @@ void write_json_file(const std::string& path, const nlohmann::json& j);
 
 // Every tensor of a model directory (single file or shards), names as in the files.
 TensorMap read_model_tensors(const std::string& dir);
+// Throws naming the first tensor that holds a NaN or Inf (weights read from `dir`).
+void check_finite_weights(const TensorMap& weights, const std::string& dir);
 
 AnyModel load_model(const std::string& dir);
 // A fresh model from a config.json object (seeded init), e.g. to train from scratch.

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>  // getpid: scratch directories are per process
+
 #include "autograd/gradcheck.h"
 #include "autograd/node.h"
 #include "engine/tensor.h"
@@ -75,9 +77,12 @@ inline Tensor rand_input(const Shape& shape, uint64_t seed, bool requires_grad =
     return t;
 }
 
-// A fresh empty directory under the build tree for files a test writes.
+// A fresh empty directory under the build tree for files a test writes. ctest runs test cases as
+// parallel processes and two cases may share a name (the PEFT battery), so the process id is part of
+// the path: no two running processes ever share a scratch directory.
 inline std::filesystem::path scratch_dir(const std::string& name) {
-    std::filesystem::path p = std::filesystem::path(SSMTUNE_TEST_TMP) / name;
+    std::filesystem::path p =
+        std::filesystem::path(SSMTUNE_TEST_TMP) / (name + "_pid" + std::to_string(static_cast<long>(::getpid())));
     std::filesystem::remove_all(p);
     std::filesystem::create_directories(p);
     return p;

@@ -7,6 +7,11 @@
 #include <chrono>
 #include <cstdio>
 
+#ifdef __linux__
+#include <sys/resource.h>
+#include <unistd.h>
+#endif
+
 #include "autograd/node.h"
 #include "autograd/optim.h"
 #include "engine/storage.h"
@@ -22,6 +27,30 @@ namespace ssmtune::tools {
 namespace {
 
 using clock_type = std::chrono::steady_clock;
+
+// Process memory as the OS sees it (what tools/bench/mamba_torch.py measures for PyTorch): the resident set now
+// and its peak so far, in bytes; 0 where /proc and getrusage are not available.
+double rss_bytes() {
+#ifdef __linux__
+    long pages_total = 0, pages_resident = 0;
+    if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+        if (std::fscanf(f, "%ld %ld", &pages_total, &pages_resident) != 2) pages_resident = 0;
+        std::fclose(f);
+    }
+    return double(pages_resident) * double(::sysconf(_SC_PAGESIZE));
+#else
+    return 0;
+#endif
+}
+double peak_rss_bytes() {
+#ifdef __linux__
+    rusage usage{};
+    ::getrusage(RUSAGE_SELF, &usage);
+    return double(usage.ru_maxrss) * 1024.0;  // Linux reports KiB
+#else
+    return 0;
+#endif
+}
 
 template <class F>
 double best_seconds(int repeats, F&& f) {
@@ -67,6 +96,7 @@ void bench_scan(int64_t B, int64_t E, int64_t N, const std::vector<int64_t>& len
 }
 
 void bench_mamba(int64_t D, int64_t layers, int64_t B, int64_t L, int64_t V, int steps) {
+    const double rss_start = rss_bytes();
     models::LMConfig c;
     c.vocab_size = V;
     c.hidden_size = D;
@@ -92,6 +122,8 @@ void bench_mamba(int64_t D, int64_t layers, int64_t B, int64_t L, int64_t V, int
                 (long long)model.num_parameters(), cpu_threads());
     std::printf("  %.1f ms/step, %.0f tokens/s, peak tensor memory %.1f MiB (model + optimizer %.1f MiB)\n", seconds * 1e3,
                 double(B * L) / seconds, double(cpu_peak_bytes()) / 1048576.0, double(base) / 1048576.0);
+    std::printf("  peak RSS %.1f MiB, %.1f MiB over the RSS before the model was built\n", peak_rss_bytes() / 1048576.0,
+                (peak_rss_bytes() - rss_start) / 1048576.0);
 }
 
 // Step time and peak tensor memory of each PEFT method against full fine-tuning, same model and batch.

@@ -5,7 +5,9 @@
 // temporary directory and then renamed into place (the previous one is renamed aside first and removed last), so
 // a crash or SIGKILL at any point leaves a complete checkpoint to resume from (`last`, or `last.old` if the kill
 // fell between the two renames). Resume restores weights, optimizer state, generators and step, so the losses
-// that follow are bit-identical to an uninterrupted run with the same thread count.
+// that follow are bit-identical to an uninterrupted run with the same thread count. On resume, metrics.jsonl is cut
+// back to the checkpoint's step (records of the lost steps and a line torn by the kill are dropped), so the log of
+// an interrupted and resumed run reads exactly like one uninterrupted run.
 #include "tools/trainer.h"
 
 #include <unistd.h>
@@ -86,6 +88,33 @@ std::string resumable_checkpoint(const std::string& out_dir) {
     SSMTUNE_FAIL("--resume: no checkpoint in ", last, "; fix: run without --resume to start from scratch");
 }
 
+// Rewrites <out>/metrics.jsonl without the records after `step` and without lines that do not parse (a record
+// torn by a kill). Written to a temporary file and renamed, like the checkpoints.
+void cut_metrics_log(const fs::path& path, int64_t step) {
+    if (!fs::exists(path)) return;
+    std::string kept;
+    {
+        std::ifstream in(path);
+        std::string line;
+        while (std::getline(in, line)) {
+            const json rec = json::parse(line, nullptr, /*allow_exceptions=*/false);
+            if (rec.is_object() && rec.contains("step") && rec["step"].is_number_integer() &&
+                rec["step"].get<int64_t>() <= step)
+                kept += line + "\n";
+        }
+    }
+    const fs::path tmp = path.string() + ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        out << kept << std::flush;
+        SSMTUNE_CHECK(out.good(), "cannot rewrite ", path.string(), " for --resume (writing ", tmp.string(),
+                      " failed); fix: free disk space or make the output directory writable");
+    }
+    std::error_code ec;
+    fs::rename(tmp, path, ec);
+    SSMTUNE_CHECK(!ec, "cannot replace ", path.string(), ": ", ec.message());
+}
+
 // The first parameter whose gradient holds a NaN or Inf, or "" when all are finite.
 std::string first_non_finite_grad(const std::vector<std::pair<std::string, Tensor>>& params) {
     for (auto& [name, t] : params) {
@@ -130,6 +159,7 @@ TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
         for (size_t i = 0; i < hooks.rngs.size(); ++i)
             hooks.rngs[i]->set_state(state["rngs"][i][0].get<uint64_t>(), state["rngs"][i][1].get<uint64_t>());
         SSMTUNE_CHECK(start <= o.steps, dir, " is at step ", start, ", beyond --steps ", o.steps);
+        cut_metrics_log(fs::path(o.out_dir) / "metrics.jsonl", start);
     }
     for (auto& [k, v] : best.items()) result.best_eval[k] = v.get<double>();
 

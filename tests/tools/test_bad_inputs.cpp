@@ -206,3 +206,78 @@ TEST_CASE("bad inputs: adapters, data files, flags and resume checkpoints") {
     expect_error({"train", task, "--steps", "4", "--resume", "--out", run_dir, "--quiet", "--set",
                   "data.task.num_tokens=9"}, 1, "", "resume: another run's checkpoint (other vocabulary)");
 }
+
+TEST_CASE("bad inputs: run configs, IDX files, token files and damaged resume checkpoints") {
+    const auto dir = scratch_dir("bad_more");
+    const std::string out = "--out=" + (dir / "out").string();
+    // run configs (--config)
+    expect_error({"train", "--config", (dir / "none.json").string(), out}, 1, "no such file", "run config: missing");
+    write(dir / "empty.json", "");
+    expect_error({"train", "--config", (dir / "empty.json").string(), out}, 1, "not valid JSON", "run config: empty");
+    write(dir / "cut.json", R"({"train": {"steps": 4)");
+    expect_error({"train", "--config", (dir / "cut.json").string(), out}, 1, "not valid JSON", "run config: truncated");
+    write(dir / "array.json", "[1]");
+    expect_error({"train", "--config", (dir / "array.json").string(), out}, 1, "must be a JSON object",
+                 "run config: wrong type");
+    write(dir / "typo.json", R"({"trian": {}})");
+    expect_error({"train", "--config", (dir / "typo.json").string(), out}, 1, "unknown key \"trian\"",
+                 "run config: unknown key");
+    write(dir / "field.json", R"({"train": {"steps": "x"}})");
+    expect_error({"train", "--config", (dir / "field.json").string(), out}, 1, "train.steps", "run config: wrong field type");
+    write(dir / "nan.json", R"({"train": {"lr": NaN}})");
+    expect_error({"train", "--config", (dir / "nan.json").string(), out}, 1, "not valid JSON", "run config: NaN");
+
+    // IDX (Fashion-MNIST) directories
+    auto be32 = [](uint32_t v) {
+        return std::string{char(v >> 24), char(v >> 16 & 0xff), char(v >> 8 & 0xff), char(v & 0xff)};
+    };
+    auto idx_dir = [&](const std::string& name, const std::string& images) {
+        fs::create_directories(dir / name);
+        for (const char* split : {"train", "t10k"}) {
+            write(dir / name / (std::string(split) + "-images-idx3-ubyte"), images);
+            write(dir / name / (std::string(split) + "-labels-idx1-ubyte"), be32(0x801) + be32(2) + std::string{1, 2});
+        }
+        return (dir / name).string();
+    };
+    const std::string header = be32(0x803) + be32(2) + be32(28) + be32(28);
+    expect_error({"train", "--data", idx_dir("idx_empty", ""), "--steps", "1", out}, 1, "truncated IDX header",
+                 "IDX: empty");
+    expect_error({"train", "--data", idx_dir("idx_cut", header + std::string(100, '\1')), "--steps", "1", out}, 1,
+                 "truncated", "IDX: truncated");
+    expect_error({"train", "--data", idx_dir("idx_magic", be32(0x802) + header.substr(4) + std::string(1568, '\1')),
+                  "--steps", "1", out}, 1, "wrong magic number", "IDX: wrong type (labels where images belong)");
+    expect_error({"train", "--data", idx_dir("idx_huge", be32(0x803) + be32(0x7fffffff) + be32(28) + be32(28)),
+                  "--steps", "1", out}, 1, "promises 2147483647 images", "IDX: huge count (nothing allocated)");
+
+    // token files (safetensors input_ids)
+    write(dir / "empty.safetensors", "");
+    expect_error({"train", "--data", (dir / "empty.safetensors").string(), "--steps", "1", out}, 1, "too short",
+                 "tokens: empty");
+    save_safetensors((dir / "ids.safetensors").string(), {{"input_ids", Tensor::zeros({64}, DType::I64)}});
+    const std::string ids = read(dir / "ids.safetensors");
+    write(dir / "cut.safetensors", ids.substr(0, ids.size() - 16));
+    expect_error({"train", "--data", (dir / "cut.safetensors").string(), "--steps", "1", out}, 1, "past the end",
+                 "tokens: truncated");
+
+    // resume checkpoints with damaged state or weights
+    const std::string task = "--task=selective_copying", run_dir = (dir / "run").string();
+    const std::vector<std::string> small = {"--set", "train.batch_size=2,train.eval_batches=1"};
+    std::vector<std::string> first = {"train", task, "--steps", "2", "--out", run_dir, "--quiet"};
+    first.insert(first.end(), small.begin(), small.end());
+    REQUIRE(run(first).status == 0);
+    std::vector<std::string> resume = {"train", task, "--steps", "4", "--resume", "--out", run_dir, "--quiet"};
+    resume.insert(resume.end(), small.begin(), small.end());
+    const fs::path last = fs::path(run_dir) / "checkpoints" / "last";
+    const std::string state = read(last / "trainer_state.json");
+    write(last / "trainer_state.json", "");
+    expect_error(resume, 1, "trainer_state.json", "resume: empty trainer state");
+    write(last / "trainer_state.json", state);
+    TensorMap w = load_safetensors((last / "model.safetensors").string());
+    const std::string good_weights = read(last / "model.safetensors");
+    Tensor& t = w.begin()->second;
+    t = Tensor::full(t.shape(), std::nan(""), t.dtype());
+    save_safetensors((dir / "nan_ckpt.safetensors").string(), w);
+    write(last / "model.safetensors", read(dir / "nan_ckpt.safetensors"));
+    expect_error(resume, 1, "non-finite", "resume: NaN weights");
+    CHECK(read(last / "trainer_state.json") == state);  // a failed resume writes nothing
+}

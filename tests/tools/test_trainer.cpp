@@ -2,6 +2,9 @@
 // loss or gradient naming the step and the tensor, best/last checkpoints, and the metrics log.
 #include "test_util.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <fstream>
 
@@ -24,11 +27,14 @@ struct Problem {
     Tensor w_true = Tensor::from_vector<double>({1.0, -2.0, 0.5, 3.0}, {4, 1});
     int64_t poison_at = -1;     // step whose loss is NaN
     int64_t interrupt_at = -1;  // step that raises SIGINT
+    int64_t ballast = 0;        // extra F64 values written with each checkpoint's weights (a bigger file)
+    std::function<void(int64_t step)> at_step;  // runs at the start of each step's loss
     tools::TrainHooks hooks() {
         tools::TrainHooks h;
         h.params = {{"w", w}};
         h.loss = [this](int64_t step, double& units) {
             if (step == interrupt_at) std::raise(SIGINT);
+            if (at_step) at_step(step);
             Tensor x = Tensor::randn({8, 4}, data, DType::F64);
             Tensor err = ops::sub(ops::matmul(x, w), ops::matmul(x, w_true));
             units = 8;
@@ -40,7 +46,11 @@ struct Problem {
             Tensor e = ops::sub(w.detach(), w_true);
             return std::map<std::string, double>{{"loss", ops::sum(ops::mul(e, e)).item()}};
         };
-        h.save_weights = [this](const std::string& dir) { save_safetensors(dir + "/w.safetensors", {{"w", w.detach()}}); };
+        h.save_weights = [this](const std::string& dir) {
+            TensorMap m = {{"w", w.detach()}};
+            if (ballast > 0) m["ballast"] = Tensor::zeros({ballast}, DType::F64);
+            save_safetensors(dir + "/w.safetensors", m);
+        };
         h.load_weights = [this](const std::string& dir) {
             Tensor v = load_safetensors(dir + "/w.safetensors").at("w");
             std::memcpy(w.data<double>(), v.data<double>(), 4 * sizeof(double));
@@ -143,4 +153,98 @@ TEST_CASE("trainer: --resume without a checkpoint is a clear error") {
     tools::TrainLoopOptions o = options(root, 5);
     o.resume = true;
     CHECK_THROWS_WITH_AS(tools::run_training(o, h), doctest::Contains("--resume: no checkpoint in"), Error);
+}
+
+namespace {
+
+std::map<std::string, std::string> files_in(const fs::path& dir) {
+    std::map<std::string, std::string> out;
+    for (auto& e : fs::directory_iterator(dir)) {
+        std::ifstream in(e.path(), std::ios::binary);
+        out[e.path().filename().string()] = std::string(std::istreambuf_iterator<char>(in), {});
+    }
+    return out;
+}
+
+// Caps the size of any file this process writes (RLIMIT_FSIZE; writes past it fail with EFBIG, SIGXFSZ ignored):
+// a disk that fills up in the middle of a checkpoint, without root or a tmpfs. Restored on destruction.
+struct FileSizeCap {
+    rlimit saved{};
+    void (*saved_handler)(int) = SIG_DFL;
+    bool active = false;
+    void set(rlim_t bytes) {
+        ::getrlimit(RLIMIT_FSIZE, &saved);
+        saved_handler = std::signal(SIGXFSZ, SIG_IGN);
+        rlimit cap = saved;
+        cap.rlim_cur = bytes;
+        REQUIRE(::setrlimit(RLIMIT_FSIZE, &cap) == 0);
+        active = true;
+    }
+    void restore() {
+        if (!active) return;
+        ::setrlimit(RLIMIT_FSIZE, &saved);
+        std::signal(SIGXFSZ, saved_handler);
+        active = false;
+    }
+    ~FileSizeCap() { restore(); }
+};
+
+}  // namespace
+
+TEST_CASE("trainer: a disk that fills up during a checkpoint write leaves the previous checkpoint intact") {
+    const auto root = scratch_dir("trainer_disk_full");
+    Problem ref;
+    auto h_ref = ref.hooks();
+    tools::run_training(options(root / "ref", 10), h_ref);
+
+    // Checkpoints at steps 5 and 10; the weights file is ~64 KiB, the log stays far below the 16 KiB cap.
+    Problem p;
+    p.ballast = 8192;
+    std::map<std::string, std::string> saved_at_5;
+    FileSizeCap cap;
+    p.at_step = [&](int64_t step) {
+        if (step != 6) return;
+        saved_at_5 = files_in(root / "run" / "checkpoints" / "last");
+        cap.set(16 * 1024);
+    };
+    auto h = p.hooks();
+    CHECK_THROWS_WITH_AS(tools::run_training(options(root / "run", 10), h), doctest::Contains("failed"), Error);
+    cap.restore();
+    REQUIRE(saved_at_5.size() == 3);
+    CHECK(files_in(root / "run" / "checkpoints" / "last") == saved_at_5);  // byte for byte
+    CHECK(!fs::exists(root / "run" / "checkpoints" / "last.tmp"));          // the partial write was cleaned up
+    auto state = nlohmann::json::parse(std::ifstream(root / "run" / "checkpoints" / "last" / "trainer_state.json"));
+    CHECK(state["step"] == 5);
+
+    // Space is back: --resume continues from step 5 and ends exactly where the uninterrupted run did.
+    Problem q;
+    q.ballast = 8192;
+    auto hq = q.hooks();
+    tools::TrainLoopOptions o = options(root / "run", 10);
+    o.resume = true;
+    CHECK(tools::run_training(o, hq).steps_done == 10);
+    CHECK(logged_losses(root / "run") == logged_losses(root / "ref"));
+    CHECK(q.w.to_vector<double>() == ref.w.to_vector<double>());
+}
+
+TEST_CASE("trainer: an output directory that becomes read-only keeps the previous checkpoint") {
+    if (::geteuid() == 0) {
+        MESSAGE("skipped: running as root, where permission bits do not stop writes (the disk-full case covers it)");
+        return;
+    }
+    const auto root = scratch_dir("trainer_readonly");
+    Problem p;
+    std::map<std::string, std::string> saved_at_5;
+    const fs::path ckpts = root / "run" / "checkpoints";
+    p.at_step = [&](int64_t step) {
+        if (step != 6) return;
+        saved_at_5 = files_in(ckpts / "last");
+        fs::permissions(ckpts, fs::perms::owner_write | fs::perms::group_write | fs::perms::others_write,
+                        fs::perm_options::remove);
+    };
+    auto h = p.hooks();
+    CHECK_THROWS_WITH_AS(tools::run_training(options(root / "run", 10), h), doctest::Contains("checkpoint"), Error);
+    fs::permissions(ckpts, fs::perms::owner_write, fs::perm_options::add);
+    REQUIRE(saved_at_5.size() == 3);
+    CHECK(files_in(ckpts / "last") == saved_at_5);
 }

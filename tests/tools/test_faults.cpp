@@ -1,0 +1,145 @@
+// Faults from outside the process: the real `ssmtune train` is started as a child, killed with SIGKILL at seeded
+// random moments (between steps, in the middle of a step or of a checkpoint write), and resumed with --resume
+// each time. A kill loses at most the steps since the last checkpoint, and the resumed run's losses and final
+// weights are bit-identical to a run that was never killed. (Disk-full and read-only checkpoint writes are in
+// test_trainer.cpp.)
+#include "test_util.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+using namespace ssmtune;
+using namespace ssmtune::testing;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+extern char** environ;
+
+namespace {
+
+constexpr int64_t kSteps = 60, kSaveEvery = 5;
+
+pid_t start_cli(const std::vector<std::string>& args, const fs::path& log) {
+    std::vector<std::string> all = {SSMTUNE_CLI_PATH};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    pid_t pid = -1;
+    const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    REQUIRE_MESSAGE(rc == 0, "cannot start " << SSMTUNE_CLI_PATH);
+    return pid;
+}
+
+int wait_exit(pid_t pid) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// (step, loss) of the training records in metrics.jsonl; a torn last line is ignored.
+std::vector<std::pair<int64_t, double>> train_records(const fs::path& run) {
+    std::vector<std::pair<int64_t, double>> out;
+    std::ifstream in(run / "metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+        const json r = json::parse(line, nullptr, false);
+        if (r.is_object() && !r.contains("split") && r.contains("loss"))
+            out.emplace_back(r["step"].get<int64_t>(), r["loss"].get<double>());
+    }
+    return out;
+}
+
+// The step of the checkpoint --resume would use (`last`, or `last.old` after a kill between the renames).
+int64_t checkpoint_step(const fs::path& run) {
+    for (const char* name : {"last", "last.old"}) {
+        std::ifstream in(run / "checkpoints" / name / "trainer_state.json");
+        if (in) return json::parse(in)["step"].get<int64_t>();
+    }
+    return -1;
+}
+
+std::string read_bytes(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace
+
+TEST_CASE("faults: SIGKILL at random points, then --resume, loses only the steps since the last checkpoint") {
+    const auto dir = scratch_dir("faults_sigkill");
+    const json cfg = {
+        {"model", {{"model_type", "mamba"}, {"vocab_size", 10}, {"hidden_size", 16}, {"num_hidden_layers", 1},
+                   {"state_size", 4}, {"intermediate_size", 32}, {"time_step_rank", 2}}},
+        {"data", {{"task", {{"name", "selective_copying"}, {"num_tokens", 8}, {"num_memorize", 4}, {"span", 24}}}}},
+        {"train", {{"steps", kSteps}, {"batch_size", 4}, {"seq_len", 32}, {"log_every", 1}, {"eval_every", 0},
+                   {"save_every", kSaveEvery}, {"eval_batches", 1}}}};
+    std::ofstream(dir / "run.json") << cfg.dump(2);
+    const std::string config = (dir / "run.json").string();
+    const fs::path log = dir / "log.txt";
+
+    // The run that is never killed.
+    REQUIRE(wait_exit(start_cli({"train", "--config", config, "--out", (dir / "ref").string(), "--quiet"}, log)) == 0);
+    const auto reference = train_records(dir / "ref");
+    REQUIRE(reference.size() == size_t(kSteps));
+
+    // Kill three times at seeded random moments, resuming after each; then let the last resume finish.
+    const fs::path run = dir / "killed";
+    std::mt19937_64 pick(2026);  // the kill points: seeded, so a failure can be replayed
+    int kills = 0;
+    for (int attempt = 0; attempt < 4; ++attempt) {
+        std::vector<std::string> args = {"train", "--config", config, "--out", run.string(), "--quiet"};
+        if (attempt > 0) args.push_back("--resume");
+        const size_t logged_before = train_records(run).size();
+        const pid_t pid = start_cli(args, log);
+        if (attempt == 3) {
+            REQUIRE(wait_exit(pid) == 0);
+            break;
+        }
+        // Wait for a random number of new records (at least past the first checkpoint), plus a random delay of
+        // up to 3 ms so the kill can fall inside a step or a checkpoint write, not only just after a log line.
+        const size_t target =
+            std::max<size_t>(kSaveEvery + 2, logged_before + 1 + size_t(pick() % 15));
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+        bool exited = false;
+        while (train_records(run).size() < target && std::chrono::steady_clock::now() < deadline) {
+            int status = 0;
+            if (::waitpid(pid, &status, WNOHANG) == pid) {
+                exited = true;
+                break;
+            }
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+        }
+        if (exited) break;  // finished before the kill point: nothing to kill
+        std::this_thread::sleep_for(std::chrono::microseconds(pick() % 3000));
+        ::kill(pid, SIGKILL);
+        CHECK(wait_exit(pid) == 128 + SIGKILL);
+        ++kills;
+        const auto records = train_records(run);
+        const int64_t saved = checkpoint_step(run);
+        INFO("kill " << kills << ": " << records.size() << " steps logged, checkpoint at step " << saved);
+        REQUIRE(saved >= kSaveEvery);
+        CHECK(saved % kSaveEvery == 0);
+        // steps done after the checkpoint are the only ones lost: fewer than a save interval (plus the step whose
+        // checkpoint the kill interrupted)
+        CHECK(int64_t(records.size()) - saved <= kSaveEvery);
+    }
+    CHECK(kills >= 1);
+    CHECK(train_records(run) == reference);  // the resumed log reads as one run, with the same losses
+    CHECK(read_bytes(run / "model" / "model.safetensors") == read_bytes(dir / "ref" / "model" / "model.safetensors"));
+}
