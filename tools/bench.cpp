@@ -1,7 +1,8 @@
 // `ssmtune bench`: printed speed figures (never asserted by tests).
 //   scan  — selective_scan forward and backward on the CPU: time, effective GB/s (bytes the op must read and
 //           write once: u, Δ, z, out [B·E·L] and B, C [B·N·L] forward; plus gout, du, dΔ, dz, dB, dC backward),
-//           and the speed-up over the plain sequential reference (selective_scan_reference, double precision).
+//           the bandwidth bound (those bytes at the machine's measured triad bandwidth) and how far forward +
+//           backward are from it, and the speed-up over the plain sequential reference (double precision).
 //   mamba — one training step of a Mamba LM (default D=256, 4 layers, B=8, L=256, vocab 256, AdamW):
 //           tokens/s and peak CPU memory.
 #include <chrono>
@@ -63,11 +64,26 @@ double best_seconds(int repeats, F&& f) {
     return best;
 }
 
+// Sustainable memory bandwidth of this machine, STREAM-triad style: a[i] = b[i] + 3·c[i] over three 64 MiB float
+// arrays (far beyond the caches), all threads, best of 5; bytes counted as 3 arrays moved once (read b, c; write a).
+double triad_gb_per_s() {
+    const int64_t n = int64_t(64) << 18;  // 16 Mi floats = 64 MiB per array
+    std::vector<float> a(size_t(n), 0.0f), b(size_t(n), 1.0f), c(size_t(n), 2.0f);
+    const double seconds = best_seconds(5, [&] {
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n; ++i) a[size_t(i)] = b[size_t(i)] + 3.0f * c[size_t(i)];
+    });
+    volatile float sink = a[size_t(n / 2)];
+    (void)sink;
+    return 3.0 * 4.0 * double(n) / seconds / 1e9;
+}
+
 void bench_scan(int64_t B, int64_t E, int64_t N, const std::vector<int64_t>& lengths, int repeats, bool reference) {
-    std::printf("selective_scan, float32, B=%lld E=%lld N=%lld, %d threads (best of %d)\n", (long long)B, (long long)E,
-                (long long)N, cpu_threads(), repeats);
-    std::printf("%7s | %10s %8s | %10s %8s | %12s %8s\n", "L", "fwd ms", "GB/s", "bwd ms", "GB/s", "reference ms",
-                "speed-up");
+    const double bandwidth = triad_gb_per_s();
+    std::printf("selective_scan, float32, B=%lld E=%lld N=%lld, %d threads (best of %d); memory bandwidth (triad) "
+                "%.1f GB/s\n", (long long)B, (long long)E, (long long)N, cpu_threads(), repeats, bandwidth);
+    std::printf("%7s | %10s %8s | %10s %8s | %9s %9s | %12s %8s\n", "L", "fwd ms", "GB/s", "bwd ms", "GB/s",
+                "bound ms", "x bound", "reference ms", "speed-up");
     for (int64_t L : lengths) {
         Tensor u = Tensor::randn({B, E, L}, 1).set_requires_grad(true), d = Tensor::randn({B, E, L}, 2).set_requires_grad(true);
         Tensor z = Tensor::randn({B, E, L}, 3).set_requires_grad(true);
@@ -90,8 +106,11 @@ void bench_scan(int64_t B, int64_t E, int64_t N, const std::vector<int64_t>& len
             autograd::NoGradGuard no_grad;
             ref = best_seconds(1, [&] { ops::selective_scan_reference(u, d, A, Bm, Cm, o); });
         }
-        std::printf("%7lld | %10.2f %8.2f | %10.2f %8.2f | %12.1f %7.1fx\n", (long long)L, fwd * 1e3, fwd_bytes / fwd / 1e9,
-                    bwd * 1e3, bwd_bytes / bwd / 1e9, ref * 1e3, reference ? ref / fwd : 0.0);
+        // bound: the time forward + backward would take if they only had to move their bytes once at triad speed
+        const double bound = (fwd_bytes + bwd_bytes) / (bandwidth * 1e9);
+        std::printf("%7lld | %10.2f %8.2f | %10.2f %8.2f | %9.2f %8.1fx | %12.1f %7.1fx\n", (long long)L, fwd * 1e3,
+                    fwd_bytes / fwd / 1e9, bwd * 1e3, bwd_bytes / bwd / 1e9, bound * 1e3, (fwd + bwd) / bound, ref * 1e3,
+                    reference ? ref / fwd : 0.0);
     }
 }
 

@@ -250,6 +250,8 @@ TEST_CASE("bad inputs: run configs, IDX files, token files and damaged resume ch
                   "--steps", "1", out}, 1, "promises 2147483647 images", "IDX: huge count (nothing allocated)");
 
     // token files (safetensors input_ids)
+    expect_error({"train", "--data", (dir / "none.safetensors").string(), "--steps", "1", out}, 1,
+                 "No such file", "tokens: missing");
     write(dir / "empty.safetensors", "");
     expect_error({"train", "--data", (dir / "empty.safetensors").string(), "--steps", "1", out}, 1, "too short",
                  "tokens: empty");
