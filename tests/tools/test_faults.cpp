@@ -29,7 +29,9 @@ namespace {
 
 constexpr int64_t kSteps = 60, kSaveEvery = 5;
 
-pid_t start_cli(const std::vector<std::string>& args, const fs::path& log) {
+// Starts the program with `args`; `env_override` entries (NAME=value) replace or extend this process's environment.
+pid_t start_cli(const std::vector<std::string>& args, const fs::path& log,
+                const std::vector<std::string>& env_override = {}) {
     std::vector<std::string> all = {SSMTUNE_CLI_PATH};
     all.insert(all.end(), args.begin(), args.end());
     std::vector<char*> argv;
@@ -39,8 +41,18 @@ pid_t start_cli(const std::vector<std::string>& args, const fs::path& log) {
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    std::vector<std::string> env_strings = env_override;
+    for (char** e = environ; *e; ++e) {
+        const std::string entry = *e, name = entry.substr(0, entry.find('=') + 1);
+        bool replaced = false;
+        for (auto& o : env_override) replaced = replaced || o.rfind(name, 0) == 0;
+        if (!replaced) env_strings.push_back(entry);
+    }
+    std::vector<char*> envp;
+    for (auto& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
     pid_t pid = -1;
-    const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+    const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
     REQUIRE_MESSAGE(rc == 0, "cannot start " << SSMTUNE_CLI_PATH);
     return pid;
@@ -79,17 +91,37 @@ std::string read_bytes(const fs::path& p) {
     return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+json small_run_config() {
+    return {{"model", {{"model_type", "mamba"}, {"vocab_size", 10}, {"hidden_size", 16}, {"num_hidden_layers", 1},
+                       {"state_size", 4}, {"intermediate_size", 32}, {"time_step_rank", 2}}},
+            {"data", {{"task", {{"name", "selective_copying"}, {"num_tokens", 8}, {"num_memorize", 4}, {"span", 24}}}}},
+            {"train", {{"steps", kSteps}, {"batch_size", 4}, {"seq_len", 32}, {"log_every", 1}, {"eval_every", 0},
+                       {"save_every", kSaveEvery}, {"eval_batches", 1}}}};
+}
+
 }  // namespace
+
+TEST_CASE("determinism: same seed and thread count give bit-identical losses and weights, run after run") {
+    const auto dir = scratch_dir("determinism_runs");
+    std::ofstream(dir / "run.json") << small_run_config().dump(2);
+    const std::string config = (dir / "run.json").string();
+    const fs::path log = dir / "log.txt";
+    for (const char* threads : {"1", "2"}) {
+        const std::string env = std::string("OMP_NUM_THREADS=") + threads;
+        for (const char* name : {"a", "b"}) {
+            const std::string out = (dir / (std::string(name) + threads)).string();
+            REQUIRE(wait_exit(start_cli({"train", "--config", config, "--out", out, "--quiet"}, log, {env})) == 0);
+        }
+        INFO(threads << " thread(s)");
+        const fs::path a = dir / (std::string("a") + threads), b = dir / (std::string("b") + threads);
+        CHECK(train_records(a) == train_records(b));
+        CHECK(read_bytes(a / "model" / "model.safetensors") == read_bytes(b / "model" / "model.safetensors"));
+    }
+}
 
 TEST_CASE("faults: SIGKILL at random points, then --resume, loses only the steps since the last checkpoint") {
     const auto dir = scratch_dir("faults_sigkill");
-    const json cfg = {
-        {"model", {{"model_type", "mamba"}, {"vocab_size", 10}, {"hidden_size", 16}, {"num_hidden_layers", 1},
-                   {"state_size", 4}, {"intermediate_size", 32}, {"time_step_rank", 2}}},
-        {"data", {{"task", {{"name", "selective_copying"}, {"num_tokens", 8}, {"num_memorize", 4}, {"span", 24}}}}},
-        {"train", {{"steps", kSteps}, {"batch_size", 4}, {"seq_len", 32}, {"log_every", 1}, {"eval_every", 0},
-                   {"save_every", kSaveEvery}, {"eval_batches", 1}}}};
-    std::ofstream(dir / "run.json") << cfg.dump(2);
+    std::ofstream(dir / "run.json") << small_run_config().dump(2);
     const std::string config = (dir / "run.json").string();
     const fs::path log = dir / "log.txt";
 
