@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "ops/op_util.h"
 
@@ -29,6 +31,37 @@ Tensor sum_leading(const Tensor& part, const Shape& shape) {
         for (int64_t i = 0; i < per; ++i) po[i] += pp[k * per + i];
     return out;
 }
+
+// exp for the scans' inner loops over the N states. float: a branch-free Cody–Waite range reduction
+// (x = k·ln2 + r, |r| ≤ ln2/2, k rounded with the 1.5·2^23 trick), Cephes' degree-6 polynomial for e^r, and 2^k
+// through the exponent bits; within a few ulp of std::exp. It is plain arithmetic, so GCC vectorises the loop over
+// N with baseline x86-64 SSE2 (a libm call per element does not vectorise; the clamps need -fno-trapping-math, set
+// for the scan sources in CMakeLists.txt). Arguments below −87 give ≈1.6e−38 instead of a subnormal or 0 (a decay
+// that small is zero for every later sum); NaN stays NaN. double: std::exp, so float64 gradient checks keep full
+// accuracy.
+inline float scan_exp(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    const float shifter = 12582912.0f;  // 1.5·2^23: adding it rounds to an integer k, held in the low mantissa bits
+    const float shifted = x * 1.44269504088896341f + shifter;
+    const float kf = shifted - shifter;
+    uint32_t k_bits, shifter_bits;  // k from the bits, not a float→int cast (undefined for NaN); unsigned wraps
+    std::memcpy(&k_bits, &shifted, sizeof k_bits);
+    std::memcpy(&shifter_bits, &shifter, sizeof shifter_bits);
+    const float r = (x - kf * 0.693359375f) + kf * 2.12194440e-4f;  // ln2 split into a short head and a tail
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const uint32_t bits = (k_bits - shifter_bits + 127u) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+inline double scan_exp(double x) { return std::exp(x); }
 
 template <class T>
 inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }

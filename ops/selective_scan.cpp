@@ -23,6 +23,7 @@ namespace ssmtune::ops {
 namespace {
 
 using scan_detail::kLaneBlock;
+using scan_detail::scan_exp;
 using scan_detail::sigmoid;
 
 // Validated, contiguous arguments; B and C transposed to [B, L, N] so each time step reads N contiguous values.
@@ -97,10 +98,17 @@ void scan_forward(const ScanArgs& a, T* out, T* last, T* ckpt) {
             T raw;
             const T dt = lane_delta<T>(a, delta, bias, lane, e, t, raw), uu = u[lane * L + t];
             const T *Bn = Bt + (b * L + t) * N, *Cn = Ct + (b * L + t) * N;
+            T* hp = h.data();
+#pragma omp simd
+            for (int64_t n = 0; n < N; ++n) hp[n] = scan_exp(dt * An[n]) * hp[n] + dt * Bn[n] * uu;
             T y = 0;
-            for (int64_t n = 0; n < N; ++n) {
-                h[size_t(n)] = std::exp(dt * An[n]) * h[size_t(n)] + dt * Bn[n] * uu;
-                y += Cn[n] * (hoff ? h[size_t(n)] + hoff[e * N + n] : h[size_t(n)]);
+            if (hoff) {
+                const T* ho = hoff + e * N;
+#pragma omp simd reduction(+ : y)
+                for (int64_t n = 0; n < N; ++n) y += Cn[n] * (hp[n] + ho[n]);
+            } else {
+#pragma omp simd reduction(+ : y)
+                for (int64_t n = 0; n < N; ++n) y += Cn[n] * hp[n];
             }
             if (D) y += D[e] * uu;
             if (yoff) y += yoff[e];
@@ -165,8 +173,10 @@ ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& g
                     T raw;
                     const T dt = lane_delta<T>(a, delta, bias, lane, e, t, raw), uu = u[lane * L + t];
                     const T* Bn = Bt + (b * L + t) * N;
-                    for (int64_t n = 0; n < N; ++n)
-                        hs[size_t((i + 1) * N + n)] = std::exp(dt * An[n]) * hs[size_t(i * N + n)] + dt * Bn[n] * uu;
+                    const T* prev = hs.data() + i * N;
+                    T* next = hs.data() + (i + 1) * N;
+#pragma omp simd
+                    for (int64_t n = 0; n < N; ++n) next[n] = scan_exp(dt * An[n]) * prev[n] + dt * Bn[n] * uu;
                 }
                 for (int64_t i = len - 1; i >= 0; --i) {
                     const int64_t t = start + i;
@@ -179,6 +189,7 @@ ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& g
                     if (z) {
                         T y = D ? D[e] * uu : T(0);
                         if (yoff) y += yoff[e];
+#pragma omp simd reduction(+ : y)
                         for (int64_t n = 0; n < N; ++n) y += Cn[n] * (hoff ? h_t[n] + hoff[e * N + n] : h_t[n]);
                         const T zz = z[lane * L + t], s = sigmoid(zz);
                         dz[lane * L + t] = gy * y * s * (T(1) + zz * (T(1) - s));
@@ -186,19 +197,32 @@ ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& g
                     }
                     if (D) pD[lane] += gy * uu;
                     if (yoff) pY[lane] += gy;
-                    T gdt = 0, gu = D ? gy * D[e] : T(0);
+                    T gdt = 0, gu = 0;
+                    T *ghp = gh.data(), *dCt = item_dC + t * N, *dBt = item_dB + t * N, *dAl = pA + lane * N;
+                    if (hoff) {
+                        T* dHl = pH + lane * N;
+                        const T* ho = hoff + e * N;
+#pragma omp simd
+                        for (int64_t n = 0; n < N; ++n) {
+                            dCt[n] += gy * (h_t[n] + ho[n]);
+                            dHl[n] += gy * Cn[n];
+                        }
+                    } else {
+#pragma omp simd
+                        for (int64_t n = 0; n < N; ++n) dCt[n] += gy * h_t[n];
+                    }
+#pragma omp simd reduction(+ : gdt, gu)
                     for (int64_t n = 0; n < N; ++n) {
-                        item_dC[t * N + n] += gy * (hoff ? h_t[n] + hoff[e * N + n] : h_t[n]);
-                        if (hoff) pH[lane * N + n] += gy * Cn[n];
-                        T ghn = gh[size_t(n)] + Cn[n] * gy;  // total ∂L/∂h_t
-                        const T decay = std::exp(dt * An[n]);
+                        const T ghn = ghp[n] + Cn[n] * gy;  // total ∂L/∂h_t
+                        const T decay = scan_exp(dt * An[n]);
                         const T ga = ghn * h_prev[n];        // ∂L/∂(decay)
                         gdt += ga * decay * An[n] + ghn * Bn[n] * uu;
-                        pA[lane * N + n] += ga * decay * dt;
-                        item_dB[t * N + n] += ghn * dt * uu;
+                        dAl[n] += ga * decay * dt;
+                        dBt[n] += ghn * dt * uu;
                         gu += ghn * dt * Bn[n];
-                        gh[size_t(n)] = ghn * decay;       // ∂L/∂h_{t−1} through this step
+                        ghp[n] = ghn * decay;               // ∂L/∂h_{t−1} through this step
                     }
+                    if (D) gu += gy * D[e];
                     const T gdt_raw = a.softplus ? (raw > T(20) ? gdt : gdt * sigmoid(raw)) : gdt;
                     dd[lane * L + t] = gdt_raw;
                     if (bias) pbias[lane] += gdt_raw;
