@@ -23,7 +23,8 @@ struct ScanInputs {
     Tensor u, delta, A, B, C, D, z, bias, h0, hoff, yoff;
 };
 
-ScanInputs make_inputs(DType dtype = DType::F64, bool requires_grad = true, bool h0_batched = false) {
+ScanInputs make_inputs(DType dtype = DType::F64, bool requires_grad = true, bool h0_batched = false,
+                       int64_t kN = ::kN) {
     ScanInputs s;
     const auto r = [&](const Shape& shape, uint64_t seed, double scale = 1.0, double shift = 0.0) {
         Tensor t = Tensor::randn(shape, seed, DType::F64);
@@ -242,4 +243,19 @@ TEST_CASE("selective_scan float32 gradients track float64 at a realistic state s
     ops::selective_scan(in32[0], in32[1], in32[2], in32[3], in32[4], o32).out.backward(g.to(DType::F32));
     const char* names[] = {"du", "ddelta", "dA", "dB", "dC", "dz"};
     for (size_t i = 0; i < in64.size(); ++i) expect_close(in32[i].grad(), in64[i].grad(), 1e-4, 1e-4, names[i]);
+}
+
+TEST_CASE("selective_scan at N = 16 (whole vectors in the inner loops) equals the reference, with float64 gradients") {
+    ScanInputs s = make_inputs(DType::F64, true, true, 16);
+    auto fused = ops::selective_scan(s.u, s.delta, s.A, s.B, s.C, all_options(s));
+    auto ref = ops::selective_scan_reference(s.u, s.delta, s.A, s.B, s.C, all_options(s));
+    expect_close(fused.out, ref.out, 1e-13, 1e-14, "out at N = 16");
+    expect_gradcheck(
+        [](const auto& in) {
+            ops::SelectiveScanOptions o;
+            o.D = in[5]; o.z = in[6]; o.delta_bias = in[7]; o.delta_softplus = true;
+            o.h0 = in[8]; o.state_offset = in[9]; o.output_offset = in[10]; o.checkpoint_every = 3;
+            return ops::selective_scan(in[0], in[1], in[2], in[3], in[4], o).out;
+        },
+        {s.u, s.delta, s.A, s.B, s.C, s.D, s.z, s.bias, s.h0, s.hoff, s.yoff});
 }
