@@ -107,7 +107,8 @@ int run_train(int argc, char** argv) {
     Flags flags(argc, argv, common_flags({{"model-type", ""}}), "train");
     if (flags.help()) {
         std::printf("usage: ssmtune train [options]\nTrains a model from scratch (Mamba, Longhorn or S4D) on a dataset.\n"
-                    "  --model-type T     mamba | longhorn | s4d (default: mamba for token data, s4d for images)\n%s",
+                    "  --model-type T     mamba | longhorn | s4d (default: mamba for token data, s4d for images; mamba or\n"
+                    "                     longhorn read images as pixel tokens, order pixel or permuted)\n%s",
                     kCommonHelp);
         return 0;
     }
@@ -117,7 +118,7 @@ int run_train(int argc, char** argv) {
     if (flags.is_set("model-type")) {
         const std::string t = flags.str("model-type");
         if (t != model_cfg.value("model_type", "")) {
-            json base = default_model_config(*w);
+            json base = default_model_config(*w, t);
             if ((t == "s4d") != (base["model_type"] == "s4d"))
                 throw UsageError("train: --model-type " + t + " does not fit data kind " + w->data_kind);
             model_cfg = base;

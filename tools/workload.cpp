@@ -20,6 +20,60 @@ Tensor lm_token_loss(models::LanguageModel& lm, const data::TokenBatch& b, Tenso
     if (logits_out) *logits_out = logits;
     return ops::cross_entropy(logits.reshape({n, V}), b.targets.reshape({n}));
 }
+
+constexpr int64_t kPixelLevels = 256;
+
+// Images as token sequences for a language model (Mamba, Longhorn): each pixel's 8-bit intensity is a token
+// (0–255, one pixel per step: order pixel or permuted), and the target at the last pixel is the class token
+// 256 + label; every other position is ignored. Loss: cross-entropy there; accuracy: argmax over the vocabulary.
+data::TokenBatch pixel_token_batch(const data::ImageSequences& images, const Tensor& index) {
+    const Tensor x = ops::index_select(images.inputs, 0, index).contiguous();  // [B, L, 1], intensities / 255
+    const Tensor y = ops::index_select(images.labels, 0, index);
+    const int64_t B = x.size(0), L = x.size(1);
+    std::vector<int64_t> ids(size_t(B * L)), targets(size_t(B * L), data::kIgnoreIndex);
+    const std::vector<float> px = x.to_vector<float>();
+    const std::vector<int64_t> labels = y.to_vector<int64_t>();
+    for (int64_t i = 0; i < B * L; ++i) ids[size_t(i)] = std::lround(double(px[size_t(i)]) * (kPixelLevels - 1));
+    for (int64_t b = 0; b < B; ++b) targets[size_t(b * L + L - 1)] = kPixelLevels + labels[size_t(b)];
+    return {Tensor::from_vector<int64_t>(ids, {B, L}), Tensor::from_vector<int64_t>(targets, {B, L})};
+}
+
+std::vector<int64_t> sample_indices(Workload& w, int64_t n) {
+    const int64_t B = std::min(w.batch_size, n);
+    std::vector<int64_t> idx;
+    for (int64_t i = 0; i < B; ++i)
+        idx.push_back(std::min<int64_t>(n - 1, int64_t(philox_uniform(w.data_gen.seed(), w.data_gen.advance(1)) * double(n))));
+    return idx;
+}
+
+void attach_pixel_token_lm(Workload& w) {
+    SSMTUNE_CHECK(w.input_features == 1, "a ", w.model.model_type, " language model reads Fashion-MNIST one pixel token "
+                  "per step, but data.order gives ", w.input_features, " features per step; fix: data.order pixel or "
+                  "permuted (row order needs the S4D classifier)");
+    SSMTUNE_CHECK(w.model.lm->config().vocab_size >= w.data_vocab, "Fashion-MNIST as tokens needs a vocabulary of ",
+                  w.data_vocab, " (256 pixel levels + ", w.num_classes, " class tokens) but the model has ",
+                  w.model.lm->config().vocab_size, "; fix: vocab_size >= ", w.data_vocab);
+    Workload* wp = &w;
+    w.train_loss = [wp](double& units) {
+        const std::vector<int64_t> idx = sample_indices(*wp, wp->train_images.inputs.size(0));
+        units = double(idx.size());
+        return lm_token_loss(*wp->model.lm, pixel_token_batch(wp->train_images, Tensor::from_vector<int64_t>(idx, {int64_t(idx.size())})));
+    };
+    w.evaluate = [wp]() {
+        autograd::NoGradGuard no_grad;
+        const int64_t n = wp->test_images.inputs.size(0);
+        double loss = 0, hit = 0;
+        for (int64_t s = 0; s < n; s += wp->batch_size) {
+            const int64_t b = std::min(wp->batch_size, n - s);
+            const data::TokenBatch batch = pixel_token_batch(wp->test_images, Tensor::arange(s, s + b, 1, DType::I64));
+            Tensor logits;
+            loss += lm_token_loss(*wp->model.lm, batch, &logits).item() * double(b);
+            hit += data::target_accuracy(logits, batch.targets) * double(b);
+        }
+        return std::map<std::string, double>{{"loss", loss / double(n)}, {"accuracy", hit / double(n)}};
+    };
+}
+
 }  // namespace
 
 std::shared_ptr<Workload> load_workload_data(const json& rc) {
@@ -68,6 +122,7 @@ std::shared_ptr<Workload> load_workload_data(const json& rc) {
         w->test_images = data::load_fashion_mnist(dir, "test", ot);
         w->num_classes = w->train_images.num_classes;
         w->input_features = w->train_images.inputs.size(2);
+        w->data_vocab = kPixelLevels + w->num_classes;  // a language model reads pixel tokens, answers a class token
         w->units_name = "samples";
     } else {
         SSMTUNE_FAIL("unknown data.kind \"", kind, "\"; known: synthetic, text, tokens, fashion_mnist");
@@ -75,7 +130,11 @@ std::shared_ptr<Workload> load_workload_data(const json& rc) {
     return w;
 }
 
-json default_model_config(const Workload& w) {
+json default_model_config(const Workload& w, const std::string& model_type) {
+    const bool lm = model_type == "mamba" || model_type == "longhorn";
+    if (lm && w.data_kind == "fashion_mnist")  // pixel tokens: a longer sequence, a wider model than the default
+        return {{"model_type", model_type}, {"vocab_size", w.data_vocab}, {"hidden_size", 64}, {"num_hidden_layers", 2},
+                {"state_size", 16}, {"expand", 2}, {"intermediate_size", 128}, {"conv_kernel", 4}, {"time_step_rank", 4}};
     if (w.data_kind == "fashion_mnist")
         return {{"model_type", "s4d"}, {"d_input", w.input_features}, {"d_output", w.num_classes}, {"d_model", 64},
                 {"d_state", 64}, {"n_layers", 4}, {"dropout", 0.1}, {"prenorm", false}};
@@ -86,18 +145,18 @@ json default_model_config(const Workload& w) {
 void attach_model(Workload& w, models::AnyModel model, const json&) {
     w.model = model;
     Workload* wp = &w;
+    if (w.data_kind == "fashion_mnist" && model.lm) {
+        attach_pixel_token_lm(w);
+        return;
+    }
     if (w.data_kind == "fashion_mnist") {
-        SSMTUNE_CHECK(model.s4d, "data kind fashion_mnist (image sequences) needs an S4D classifier, but the model is a ",
-                      model.model_type, " language model; fix: use token data (synthetic, text, tokens) with it");
         const auto& c = model.s4d->config();
         SSMTUNE_CHECK(c.d_input == w.input_features && c.d_output >= w.num_classes, "the S4D model takes d_input ",
                       c.d_input, " and ", c.d_output, " classes, but the data has ", w.input_features,
                       " features per step and ", w.num_classes, " classes; fix: data.order (row: 28, pixel: 1)");
         w.train_loss = [wp](double& units) {
-            const int64_t n = wp->train_images.inputs.size(0), B = std::min(wp->batch_size, n);
-            std::vector<int64_t> idx;
-            for (int64_t i = 0; i < B; ++i)
-                idx.push_back(std::min<int64_t>(n - 1, int64_t(philox_uniform(wp->data_gen.seed(), wp->data_gen.advance(1)) * double(n))));
+            const std::vector<int64_t> idx = sample_indices(*wp, wp->train_images.inputs.size(0));
+            const int64_t B = int64_t(idx.size());
             Tensor ix = Tensor::from_vector<int64_t>(idx, {B});
             Tensor x = ops::index_select(wp->train_images.inputs, 0, ix), y = ops::index_select(wp->train_images.labels, 0, ix);
             units = double(B);
