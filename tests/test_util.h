@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -75,6 +77,12 @@ inline Tensor rand_input(const Shape& shape, uint64_t seed, bool requires_grad =
     Tensor t = Tensor::randn(shape, seed, dtype);
     if (requires_grad) t.set_requires_grad(true);
     return t;
+}
+
+// The whole content of a file as bytes ("" when it cannot be opened).
+inline std::string file_bytes(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 // A fresh empty directory under the build tree for files a test writes. ctest runs test cases as

@@ -40,9 +40,7 @@ Outcome run(std::vector<std::string> args) {
     ::dup2(saved, 2);
     ::close(saved);
     std::fclose(f);
-    std::ifstream in(cap);
-    std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return {status, err};
+    return {status, file_bytes(cap)};
 }
 
 // Exit `status` and exactly one line that starts with "error:" and contains `needle`.
@@ -56,10 +54,6 @@ void expect_error(const std::vector<std::string>& args, int status, const std::s
 }
 
 void write(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
-std::string read(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 models::AnyModel tiny_lm(int64_t hidden = 8) {
     return models::create_model({{"model_type", "mamba"}, {"vocab_size", 10}, {"hidden_size", hidden},
@@ -72,7 +66,7 @@ models::AnyModel tiny_lm(int64_t hidden = 8) {
 TEST_CASE("bad inputs: model weights and configs") {
     const auto dir = scratch_dir("bad_model");
     models::save_model((dir / "good").string(), tiny_lm());
-    const std::string good_weights = read(dir / "good" / "model.safetensors"), good_cfg = read(dir / "good" / "config.json");
+    const std::string good_weights = file_bytes(dir / "good" / "model.safetensors"), good_cfg = file_bytes(dir / "good" / "config.json");
     const std::string task = "--task=selective_copying";
     auto variant = [&](const std::string& name, const std::string& cfg, const std::string& weights) {
         fs::create_directories(dir / name);
@@ -92,14 +86,14 @@ TEST_CASE("bad inputs: model weights and configs") {
                  "weights: wrong type (not safetensors)");
     {
         models::save_model((dir / "wide").string(), tiny_lm(12));
-        expect_error({"eval", "--model", variant("shape", good_cfg, read(dir / "wide" / "model.safetensors")), task}, 1,
+        expect_error({"eval", "--model", variant("shape", good_cfg, file_bytes(dir / "wide" / "model.safetensors")), task}, 1,
                      "config field", "weights: wrong shape (another width)");
     }
     {
         TensorMap w = load_safetensors((dir / "good" / "model.safetensors").string());
         w["backbone.norm_f.weight"] = Tensor::from_vector<float>({1, 1, std::nanf(""), 1, 1, 1, 1, 1}, {8});
         save_safetensors((dir / "nan.safetensors").string(), w);
-        expect_error({"eval", "--model", variant("nan", good_cfg, read(dir / "nan.safetensors")), task}, 1,
+        expect_error({"eval", "--model", variant("nan", good_cfg, file_bytes(dir / "nan.safetensors")), task}, 1,
                      "non-finite", "weights: NaN value");
     }
     {
@@ -111,7 +105,7 @@ TEST_CASE("bad inputs: model weights and configs") {
     }
     models::S4DConfig sc;
     models::save_model((dir / "s4d").string(), models::AnyModel{"s4d", nullptr, std::make_shared<models::S4DClassifier>(sc, 1)});
-    expect_error({"eval", "--model", variant("other_model", good_cfg, read(dir / "s4d" / "model.safetensors")), task}, 1,
+    expect_error({"eval", "--model", variant("other_model", good_cfg, file_bytes(dir / "s4d" / "model.safetensors")), task}, 1,
                  "backbone", "weights: another model's file");
     expect_error({"eval", "--model", variant("empty_cfg", "", good_weights), task}, 1, "not valid JSON", "config: empty");
     expect_error({"eval", "--model", variant("trunc_cfg", good_cfg.substr(0, 20), good_weights), task}, 1,
@@ -120,9 +114,9 @@ TEST_CASE("bad inputs: model weights and configs") {
                  "config: wrong type");
     expect_error({"eval", "--model", variant("type_cfg", R"({"model_type": "mamba", "hidden_size": "big"})", good_weights),
                   task}, 1, "hidden_size", "config: wrong field type");
-    expect_error({"eval", "--model", variant("s4d_cfg", read(dir / "s4d" / "config.json"), good_weights), task}, 1,
+    expect_error({"eval", "--model", variant("s4d_cfg", file_bytes(dir / "s4d" / "config.json"), good_weights), task}, 1,
                  "", "config: another model's config");
-    CHECK(read(dir / "good" / "model.safetensors") == good_weights);  // never touched
+    CHECK(file_bytes(dir / "good" / "model.safetensors") == good_weights);  // never touched
     (void)set;
 }
 
@@ -135,14 +129,14 @@ TEST_CASE("bad inputs: adapters, data files, flags and resume checkpoints") {
         peft::Adapter a = peft::apply(m.module(), peft::Config::parse(R"({"peft_type": "LORA", "r": 2})"));
         a.save((dir / "lora").string());
     }
-    const std::string good_adapter = read(dir / "lora" / "adapter_model.safetensors");
+    const std::string good_adapter = file_bytes(dir / "lora" / "adapter_model.safetensors");
     auto adapter_variant = [&](const std::string& name, const std::string& cfg, const std::string& weights) {
         fs::create_directories(dir / name);
         write(dir / name / "adapter_config.json", cfg);
         write(dir / name / "adapter_model.safetensors", weights);
         return (dir / name).string();
     };
-    const std::string lora_cfg = read(dir / "lora" / "adapter_config.json");
+    const std::string lora_cfg = file_bytes(dir / "lora" / "adapter_config.json");
     expect_error({"eval", "--model", model, "--adapter", (dir / "none").string(), task}, 1, "adapter_config.json",
                  "adapter: missing");
     expect_error({"eval", "--model", model, "--adapter", adapter_variant("a_empty", "", good_adapter), task}, 1,
@@ -160,7 +154,7 @@ TEST_CASE("bad inputs: adapters, data files, flags and resume checkpoints") {
         Tensor& t = w.begin()->second;
         t = Tensor::full(t.shape(), std::numeric_limits<double>::infinity());
         save_safetensors((dir / "inf.safetensors").string(), w);
-        expect_error({"eval", "--model", model, "--adapter", adapter_variant("a_inf", lora_cfg, read(dir / "inf.safetensors")),
+        expect_error({"eval", "--model", model, "--adapter", adapter_variant("a_inf", lora_cfg, file_bytes(dir / "inf.safetensors")),
                       task}, 1, "non-finite", "adapter: Inf values");
     }
     {
@@ -198,7 +192,7 @@ TEST_CASE("bad inputs: adapters, data files, flags and resume checkpoints") {
     const std::string run_dir = (dir / "run").string();
     REQUIRE(run({"train", task, "--steps", "2", "--out", run_dir, "--quiet"}).status == 0);
     const fs::path opt = fs::path(run_dir) / "checkpoints" / "last" / "optimizer.safetensors";
-    const std::string good_opt = read(opt);
+    const std::string good_opt = file_bytes(opt);
     write(opt, good_opt.substr(0, good_opt.size() / 2));
     expect_error({"train", task, "--steps", "4", "--resume", "--out", run_dir, "--quiet"}, 1, "optimizer",
                  "resume: truncated optimizer state");
@@ -256,7 +250,7 @@ TEST_CASE("bad inputs: run configs, IDX files, token files and damaged resume ch
     expect_error({"train", "--data", (dir / "empty.safetensors").string(), "--steps", "1", out}, 1, "too short",
                  "tokens: empty");
     save_safetensors((dir / "ids.safetensors").string(), {{"input_ids", Tensor::zeros({64}, DType::I64)}});
-    const std::string ids = read(dir / "ids.safetensors");
+    const std::string ids = file_bytes(dir / "ids.safetensors");
     write(dir / "cut.safetensors", ids.substr(0, ids.size() - 16));
     expect_error({"train", "--data", (dir / "cut.safetensors").string(), "--steps", "1", out}, 1, "past the end",
                  "tokens: truncated");
@@ -270,16 +264,16 @@ TEST_CASE("bad inputs: run configs, IDX files, token files and damaged resume ch
     std::vector<std::string> resume = {"train", task, "--steps", "4", "--resume", "--out", run_dir, "--quiet"};
     resume.insert(resume.end(), small.begin(), small.end());
     const fs::path last = fs::path(run_dir) / "checkpoints" / "last";
-    const std::string state = read(last / "trainer_state.json");
+    const std::string state = file_bytes(last / "trainer_state.json");
     write(last / "trainer_state.json", "");
     expect_error(resume, 1, "trainer_state.json", "resume: empty trainer state");
     write(last / "trainer_state.json", state);
     TensorMap w = load_safetensors((last / "model.safetensors").string());
-    const std::string good_weights = read(last / "model.safetensors");
+    const std::string good_weights = file_bytes(last / "model.safetensors");
     Tensor& t = w.begin()->second;
     t = Tensor::full(t.shape(), std::nan(""), t.dtype());
     save_safetensors((dir / "nan_ckpt.safetensors").string(), w);
-    write(last / "model.safetensors", read(dir / "nan_ckpt.safetensors"));
+    write(last / "model.safetensors", file_bytes(dir / "nan_ckpt.safetensors"));
     expect_error(resume, 1, "non-finite", "resume: NaN weights");
-    CHECK(read(last / "trainer_state.json") == state);  // a failed resume writes nothing
+    CHECK(file_bytes(last / "trainer_state.json") == state);  // a failed resume writes nothing
 }

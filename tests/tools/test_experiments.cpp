@@ -23,10 +23,6 @@ int64_t lines(const fs::path& p) {
     for (std::string l; std::getline(in, l);) ++n;
     return n;
 }
-std::string text(const fs::path& p) {
-    std::ifstream in(p);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 }  // namespace
 
 TEST_CASE("experiments run on tiny settings and write their tables") {
@@ -34,12 +30,12 @@ TEST_CASE("experiments run on tiny settings and write their tables") {
     REQUIRE(cli({"experiment", "s4d-synthetic", "--iters", "2", "--batch", "2", "--seq-len", "8", "--out",
                  (dir / "s4d").string()}) == 0);
     CHECK(lines(dir / "s4d" / "results.csv") == 1 + 11);
-    const std::string md = text(dir / "s4d" / "results.md");
+    const std::string md = file_bytes(dir / "s4d" / "results.md");
     CHECK(md.find("## Claims") != std::string::npos);
     CHECK(md.find("state-offset h >= initial state") != std::string::npos);
     REQUIRE(cli({"experiment", "mamba-transfer", "--base-steps", "2", "--iters", "1", "--out", (dir / "mamba").string()}) == 0);
     CHECK(lines(dir / "mamba" / "results.csv") == 1 + 12);
-    CHECK(text(dir / "mamba" / "results.md").find("prompt/prefix weaker than state-based") != std::string::npos);
+    CHECK(file_bytes(dir / "mamba" / "results.md").find("prompt/prefix weaker than state-based") != std::string::npos);
     CHECK(cli({"experiment", "nope"}) == 2);
     CHECK(cli({"experiment", "s4d-synthetic", "--iters", "0"}) == 2);
     CHECK(cli({"experiment", "--help"}) == 0);

@@ -86,11 +86,6 @@ int64_t checkpoint_step(const fs::path& run) {
     return -1;
 }
 
-std::string read_bytes(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 json small_run_config() {
     return {{"model", {{"model_type", "mamba"}, {"vocab_size", 10}, {"hidden_size", 16}, {"num_hidden_layers", 1},
                        {"state_size", 4}, {"intermediate_size", 32}, {"time_step_rank", 2}}},
@@ -115,7 +110,7 @@ TEST_CASE("determinism: same seed and thread count give bit-identical losses and
         INFO(threads << " thread(s)");
         const fs::path a = dir / (std::string("a") + threads), b = dir / (std::string("b") + threads);
         CHECK(train_records(a) == train_records(b));
-        CHECK(read_bytes(a / "model" / "model.safetensors") == read_bytes(b / "model" / "model.safetensors"));
+        CHECK(file_bytes(a / "model" / "model.safetensors") == file_bytes(b / "model" / "model.safetensors"));
     }
 }
 
@@ -173,5 +168,5 @@ TEST_CASE("faults: SIGKILL at random points, then --resume, loses only the steps
     }
     CHECK(kills >= 1);
     CHECK(train_records(run) == reference);  // the resumed log reads as one run, with the same losses
-    CHECK(read_bytes(run / "model" / "model.safetensors") == read_bytes(dir / "ref" / "model" / "model.safetensors"));
+    CHECK(file_bytes(run / "model" / "model.safetensors") == file_bytes(dir / "ref" / "model" / "model.safetensors"));
 }

@@ -84,9 +84,7 @@ TEST_CASE("plot command redraws loss.svg from metrics.jsonl") {
     auto files = tools::plot_run(dir.string());
     REQUIRE(files.size() == 2);
     for (const auto& f : files) {
-        std::ifstream in(f);
-        std::string doc((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        CHECK(xml_problem(doc) == "");
+        CHECK(xml_problem(file_bytes(f)) == "");
     }
     CHECK_THROWS_WITH_AS(tools::plot_run((dir / "nope").string()), doctest::Contains("no metrics log"), Error);
     std::ofstream(dir / "metrics.jsonl", std::ios::app) << "{\"step\": 30, \"lo";

@@ -159,10 +159,7 @@ namespace {
 
 std::map<std::string, std::string> files_in(const fs::path& dir) {
     std::map<std::string, std::string> out;
-    for (auto& e : fs::directory_iterator(dir)) {
-        std::ifstream in(e.path(), std::ios::binary);
-        out[e.path().filename().string()] = std::string(std::istreambuf_iterator<char>(in), {});
-    }
+    for (auto& e : fs::directory_iterator(dir)) out[e.path().filename().string()] = file_bytes(e.path());
     return out;
 }
 
