@@ -3,6 +3,8 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
+#include <utility>
 
 #include "autograd/node.h"
 #include "ops/ops.h"
@@ -46,6 +48,22 @@ std::vector<int64_t> sample_indices(Workload& w, int64_t n) {
     return idx;
 }
 
+// Loss and accuracy over all test images, in batches of the training batch size, without autograd.
+// `batch_metrics(start, count)` gives that batch's mean loss and its number of correct predictions.
+std::map<std::string, double> evaluate_test_images(
+    const Workload& w, const std::function<std::pair<double, double>(int64_t start, int64_t count)>& batch_metrics) {
+    autograd::NoGradGuard no_grad;
+    const int64_t n = w.test_images.inputs.size(0);
+    double loss = 0, hits = 0;
+    for (int64_t start = 0; start < n; start += w.batch_size) {
+        const int64_t b = std::min(w.batch_size, n - start);
+        const auto [batch_loss, batch_hits] = batch_metrics(start, b);
+        loss += batch_loss * double(b);
+        hits += batch_hits;
+    }
+    return {{"loss", loss / double(n)}, {"accuracy", hits / double(n)}};
+}
+
 void attach_pixel_token_lm(Workload& w) {
     SSMTUNE_CHECK(w.input_features == 1, "a ", w.model.model_type, " language model reads Fashion-MNIST one pixel token "
                   "per step, but data.order gives ", w.input_features, " features per step; fix: data.order pixel or "
@@ -60,17 +78,12 @@ void attach_pixel_token_lm(Workload& w) {
         return lm_token_loss(*wp->model.lm, pixel_token_batch(wp->train_images, Tensor::from_vector<int64_t>(idx, {int64_t(idx.size())})));
     };
     w.evaluate = [wp]() {
-        autograd::NoGradGuard no_grad;
-        const int64_t n = wp->test_images.inputs.size(0);
-        double loss = 0, hit = 0;
-        for (int64_t s = 0; s < n; s += wp->batch_size) {
-            const int64_t b = std::min(wp->batch_size, n - s);
-            const data::TokenBatch batch = pixel_token_batch(wp->test_images, Tensor::arange(s, s + b, 1, DType::I64));
+        return evaluate_test_images(*wp, [wp](int64_t start, int64_t b) {
+            const data::TokenBatch batch = pixel_token_batch(wp->test_images, Tensor::arange(start, start + b, 1, DType::I64));
             Tensor logits;
-            loss += lm_token_loss(*wp->model.lm, batch, &logits).item() * double(b);
-            hit += data::target_accuracy(logits, batch.targets) * double(b);
-        }
-        return std::map<std::string, double>{{"loss", loss / double(n)}, {"accuracy", hit / double(n)}};
+            const double loss = lm_token_loss(*wp->model.lm, batch, &logits).item();
+            return std::make_pair(loss, data::target_accuracy(logits, batch.targets) * double(b));
+        });
     };
 }
 
@@ -162,18 +175,16 @@ void attach_model(Workload& w, models::AnyModel model, const json&) {
             return wp->model.s4d->loss(x.to(wp->model.module().named_parameters().front().second.dtype()), y);
         };
         w.evaluate = [wp]() {
-            autograd::NoGradGuard no_grad;
-            const int64_t n = wp->test_images.inputs.size(0);
-            double loss = 0, hit = 0;
-            for (int64_t s = 0; s < n; s += wp->batch_size) {
-                const int64_t b = std::min(wp->batch_size, n - s);
-                Tensor x = wp->test_images.inputs.narrow(0, s, b).contiguous(), y = wp->test_images.labels.narrow(0, s, b).contiguous();
+            return evaluate_test_images(*wp, [wp](int64_t start, int64_t b) {
+                Tensor x = wp->test_images.inputs.narrow(0, start, b).contiguous();
+                Tensor y = wp->test_images.labels.narrow(0, start, b).contiguous();
                 Tensor logits = wp->model.s4d->forward(x);
-                loss += ops::cross_entropy(logits, y).item() * double(b);
+                const double loss = ops::cross_entropy(logits, y).item();
                 auto pred = ops::argmax(logits, 1).to_vector<int64_t>(), lab = y.to_vector<int64_t>();
-                for (int64_t i = 0; i < b; ++i) hit += pred[size_t(i)] == lab[size_t(i)];
-            }
-            return std::map<std::string, double>{{"loss", loss / double(n)}, {"accuracy", hit / double(n)}};
+                double hits = 0;
+                for (int64_t i = 0; i < b; ++i) hits += pred[size_t(i)] == lab[size_t(i)];
+                return std::make_pair(loss, hits);
+            });
         };
         return;
     }

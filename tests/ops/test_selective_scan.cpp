@@ -60,6 +60,18 @@ ops::SelectiveScanOptions all_options(const ScanInputs& s, int64_t checkpoint_ev
     return o;
 }
 
+// float64 finite-difference check of every input's gradient, with every option on (softplus, chunked checkpoints).
+void gradcheck_with_all_options(const ScanInputs& s) {
+    expect_gradcheck(
+        [](const auto& in) {
+            ops::SelectiveScanOptions o;
+            o.D = in[5]; o.z = in[6]; o.delta_bias = in[7]; o.delta_softplus = true;
+            o.h0 = in[8]; o.state_offset = in[9]; o.output_offset = in[10]; o.checkpoint_every = 3;
+            return ops::selective_scan(in[0], in[1], in[2], in[3], in[4], o).out;
+        },
+        {s.u, s.delta, s.A, s.B, s.C, s.D, s.z, s.bias, s.h0, s.hoff, s.yoff});
+}
+
 // How a student would write it: primitive ops, one time step at a time, through autograd.
 Tensor composite_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
                       const ops::SelectiveScanOptions& o) {
@@ -116,14 +128,7 @@ TEST_CASE("selective_scan float32 tracks float64") {
 TEST_CASE("selective_scan gradients of every input in float64") {
     for (bool batched_h0 : {false, true}) {
         ScanInputs s = make_inputs(DType::F64, true, batched_h0);
-        expect_gradcheck(
-            [](const auto& in) {
-                ops::SelectiveScanOptions o;
-                o.D = in[5]; o.z = in[6]; o.delta_bias = in[7]; o.delta_softplus = true;
-                o.h0 = in[8]; o.state_offset = in[9]; o.output_offset = in[10]; o.checkpoint_every = 3;
-                return ops::selective_scan(in[0], in[1], in[2], in[3], in[4], o).out;
-            },
-            {s.u, s.delta, s.A, s.B, s.C, s.D, s.z, s.bias, s.h0, s.hoff, s.yoff});
+        gradcheck_with_all_options(s);
     }
     // no extras, no softplus, L = 1
     Tensor u = rand_input({2, 3, 1}, 20), d = Tensor::uniform({2, 3, 1}, 21, 0.1, 1.0, DType::F64).set_requires_grad(true);
@@ -250,12 +255,5 @@ TEST_CASE("selective_scan at N = 16 (whole vectors in the inner loops) equals th
     auto fused = ops::selective_scan(s.u, s.delta, s.A, s.B, s.C, all_options(s));
     auto ref = ops::selective_scan_reference(s.u, s.delta, s.A, s.B, s.C, all_options(s));
     expect_close(fused.out, ref.out, 1e-13, 1e-14, "out at N = 16");
-    expect_gradcheck(
-        [](const auto& in) {
-            ops::SelectiveScanOptions o;
-            o.D = in[5]; o.z = in[6]; o.delta_bias = in[7]; o.delta_softplus = true;
-            o.h0 = in[8]; o.state_offset = in[9]; o.output_offset = in[10]; o.checkpoint_every = 3;
-            return ops::selective_scan(in[0], in[1], in[2], in[3], in[4], o).out;
-        },
-        {s.u, s.delta, s.A, s.B, s.C, s.D, s.z, s.bias, s.h0, s.hoff, s.yoff});
+    gradcheck_with_all_options(s);
 }
