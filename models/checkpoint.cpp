@@ -81,6 +81,10 @@ void check_lm_config_against_weights(const LMConfig& c, const TensorMap& w, cons
         SSMTUNE_CHECK((*s)[1] == c.hidden_size, dir, ": config field \"hidden_size\" is ", c.hidden_size,
                       " but backbone.embeddings.weight is ", shape_str(*s));
     }
+    if (const Shape* s = shape_of("backbone.encoder.weight"))
+        SSMTUNE_CHECK(s->size() == 2 && (*s)[1] == c.input_size && (*s)[0] == c.hidden_size, dir,
+                      ": config fields \"input_size\" ", c.input_size, " and \"hidden_size\" ", c.hidden_size,
+                      " disagree with backbone.encoder.weight ", shape_str(*s));
     int64_t layers = 0;
     while (w.count("backbone.layers." + std::to_string(layers) + ".norm.weight")) ++layers;
     SSMTUNE_CHECK(layers == 0 || layers == c.num_hidden_layers, dir, ": config field \"num_hidden_layers\" is ",

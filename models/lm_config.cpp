@@ -45,6 +45,8 @@ LMConfig LMConfig::from_json(const nlohmann::json& j, const std::string& source)
     read_field(j, "norm_epsilon", c.layer_norm_epsilon, source);
     read_field(j, "use_bias", c.use_bias, source);
     read_field(j, "use_conv_bias", c.use_conv_bias, source);
+    read_field(j, "input_size", c.input_size, source);
+    if (c.input_size > 0) c.tie_word_embeddings = false;  // a frame model has no embedding to tie to
     read_field(j, "tie_word_embeddings", c.tie_word_embeddings, source);
     read_field(j, "tie_embeddings", c.tie_word_embeddings, source);
     read_field(j, "residual_in_fp32", c.residual_in_fp32, source);
@@ -86,7 +88,9 @@ LMConfig LMConfig::from_json(const nlohmann::json& j, const std::string& source)
 nlohmann::json LMConfig::to_json() const {
     nlohmann::json j;
     j["model_type"] = model_type;
-    j["architectures"] = {model_type == "mamba" ? "MambaForCausalLM" : "LonghornForCausalLM"};
+    const std::string family = model_type == "mamba" ? "Mamba" : "Longhorn";
+    j["architectures"] = {family + (input_size > 0 ? "ForFrameClassification" : "ForCausalLM")};
+    if (input_size > 0) j["input_size"] = input_size;
     j["vocab_size"] = vocab_size;
     j["hidden_size"] = hidden_size;
     j["num_hidden_layers"] = num_hidden_layers;
@@ -122,6 +126,9 @@ void LMConfig::validate(const std::string& source) const {
     positive(intermediate_size, "intermediate_size");
     positive(conv_kernel, "conv_kernel");
     positive(time_step_rank, "time_step_rank");
+    SSMTUNE_CHECK(input_size >= 0, source, ": field \"input_size\" must be >= 0 (0 = token ids), got ", input_size);
+    SSMTUNE_CHECK(input_size == 0 || !tie_word_embeddings, source, ": a frame model (input_size ", input_size,
+                  ") has no token embedding to tie the head to; fix: \"tie_word_embeddings\": false");
     SSMTUNE_CHECK(layer_norm_epsilon > 0, source, ": field \"layer_norm_epsilon\" must be positive");
     SSMTUNE_CHECK(time_step_min > 0 && time_step_max >= time_step_min, source,
                   ": time_step_min/time_step_max must satisfy 0 < min <= max");
@@ -140,7 +147,8 @@ double LMConfig::num_parameters() const {
                    + E * R + E                           // dt_proj
                    + (mamba ? E * N : 0) + E             // A_log (Mamba only), D
                    + D * E + (use_bias ? D : 0);         // out_proj
-    return V * D + double(num_hidden_layers) * layer + D + (tie_word_embeddings ? 0 : V * D);
+    const double input = input_size > 0 ? double(input_size) * D + D : V * D;  // encoder or embedding
+    return input + double(num_hidden_layers) * layer + D + (tie_word_embeddings ? 0 : V * D);
 }
 
 }  // namespace ssmtune::models

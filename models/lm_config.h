@@ -5,6 +5,10 @@
 // use_conv_bias, vocab_size, tie_word_embeddings, time_step_*), and the original state-spaces names (d_model,
 // n_layer, d_inner, ssm_cfg.d_state/d_conv/expand/dt_rank, pad_vocab_size_multiple) are accepted on read.
 // Unknown keys are ignored (configs carry many); wrong types or impossible values are Errors naming the field.
+// Our one addition, input_size (written only when set): > 0 makes a frame model that reads real-valued frames
+// [B, L, input_size] through backbone.encoder (Linear with bias) instead of token ids through the embedding, for
+// sequence classification (Fashion-MNIST by row); vocab_size is then the number of outputs and the head is
+// untied (tie_word_embeddings defaults to false and must be).
 #pragma once
 
 #include <string>
@@ -32,6 +36,7 @@ struct LMConfig {
     std::string time_step_init_scheme = "random";  // or "constant"
     bool rescale_prenorm_residual = true;          // mamba_ssm's out_proj rescale at init
     double embedding_init_std = 0.02;
+    int64_t input_size = 0;             // F: 0 = token ids; > 0 = real-valued frames through backbone.encoder
 
     // Parses config.json content; `source` names the file in errors.
     static LMConfig from_json(const nlohmann::json& j, const std::string& source = "config.json");

@@ -38,8 +38,11 @@ LanguageModel::LanguageModel(const LMConfig& config, uint64_t seed) : config_(co
     config_.validate();
     Generator gen(seed);
     auto backbone = register_module("backbone", std::make_shared<ModuleGroup>("MambaModel"));
-    embeddings_ = backbone->add("embeddings", std::make_shared<Embedding>(config.vocab_size, config.hidden_size, gen,
-                                                                         config.embedding_init_std));
+    if (config.input_size > 0)  // PyTorch's default Linear init, like the S4D classifier's encoder
+        encoder_ = backbone->add("encoder", std::make_shared<Linear>(config.input_size, config.hidden_size, true, gen));
+    else
+        embeddings_ = backbone->add("embeddings", std::make_shared<Embedding>(config.vocab_size, config.hidden_size,
+                                                                             gen, config.embedding_init_std));
     auto layers = backbone->add("layers", std::make_shared<ModuleGroup>("ModuleList"));
     for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
         auto block = layers->add(std::to_string(i), std::make_shared<ModuleGroup>("Block"));
@@ -55,6 +58,18 @@ LanguageModel::LanguageModel(const LMConfig& config, uint64_t seed) : config_(co
         lm_head_->weight() = Tensor::randn({config.vocab_size, config.hidden_size}, gen, DType::F32, 0.0,
                                            config.embedding_init_std).set_requires_grad(true);
     }
+}
+
+Embedding& LanguageModel::embeddings() {
+    SSMTUNE_CHECK(embeddings_, "this ", config_.model_type, " model reads real-valued frames (input_size ",
+                  config_.input_size, ") and has no token embedding; fix: feed it frames, or use a token model");
+    return *embeddings_;
+}
+
+Linear& LanguageModel::encoder() {
+    SSMTUNE_CHECK(encoder_, "this ", config_.model_type, " model reads token ids and has no frame encoder; fix: a model "
+                  "with input_size > 0");
+    return *encoder_;
 }
 
 Tensor LanguageModel::lm_head_weight() {
@@ -78,8 +93,11 @@ void LanguageModel::untie_lm_head() {
 
 Tensor LanguageModel::hidden_states(const Tensor& ids) {
     SSMTUNE_CHECK(ids.dim() == 2, "language model input must be token ids [B, L], got ", ids.describe());
-    Tensor h = embeddings_->forward(ids);  // [B, L, D]
-    const int64_t B = ids.size(0), L = ids.size(1), P = prompt_embeddings.defined() ? prompt_embeddings.size(0) : 0;
+    return backbone(embeddings().forward(ids));  // [B, L, D]
+}
+
+Tensor LanguageModel::backbone(Tensor h) {
+    const int64_t B = h.size(0), L = h.size(1), P = prompt_embeddings.defined() ? prompt_embeddings.size(0) : 0;
     if (P > 0) {
         Tensor prompt = prompt_embeddings.unsqueeze(0).expand({B, P, config_.hidden_size});
         h = ops::concat({prompt, h}, 1);  // [B, P + L, D]
@@ -94,6 +112,18 @@ Tensor LanguageModel::hidden_states(const Tensor& ids) {
 
 Tensor LanguageModel::forward(const Tensor& ids) { return apply_head(hidden_states(ids)); }
 
+Tensor LanguageModel::forward_frames(const Tensor& x) {
+    Linear& enc = encoder();
+    SSMTUNE_CHECK(x.dim() == 3 && x.size(2) == config_.input_size && is_floating(x.dtype()), "a frame model takes "
+                  "real-valued frames [B, L, F=", config_.input_size, "], got ", x.describe());
+    return apply_head(backbone(enc.forward(x)));
+}
+
+Tensor LanguageModel::classify_frames(const Tensor& x) {
+    Tensor logits = forward_frames(x);  // [B, L, V]
+    return logits.select(1, logits.size(1) - 1);
+}
+
 Tensor LanguageModel::next_token_loss(const Tensor& logits, const Tensor& ids) {
     const int64_t B = ids.size(0), L = ids.size(1), V = logits.size(-1);
     SSMTUNE_CHECK(L >= 2, "next-token loss needs sequences of at least 2 tokens, got ", ids.describe());
@@ -106,7 +136,7 @@ Tensor LanguageModel::loss(const Tensor& ids) { return next_token_loss(forward(i
 
 std::vector<MixerState> LanguageModel::initial_states(int64_t batch) {
     std::vector<MixerState> states;
-    const DType dtype = embeddings_->weight().dtype();
+    const DType dtype = norm_f_->weight().dtype();
     for (auto& m : mixers_) states.push_back(m->initial_state(batch, dtype));
     return states;
 }
@@ -124,11 +154,12 @@ Tensor LanguageModel::step_embedded(Tensor h, std::vector<MixerState>& states) {
 
 Tensor LanguageModel::step(const Tensor& ids, std::vector<MixerState>& states) {
     SSMTUNE_CHECK(ids.dim() == 1, "step takes one token per sequence, ids [B], got ", ids.describe());
-    return step_embedded(embeddings_->forward(ids), states);
+    return step_embedded(embeddings().forward(ids), states);
 }
 
 std::vector<int64_t> LanguageModel::generate(const std::vector<int64_t>& prompt, const GenerationOptions& options) {
     SSMTUNE_CHECK(!prompt.empty(), "generate needs a prompt of at least one token");
+    embeddings();  // frame models cannot generate tokens: Error here
     SSMTUNE_CHECK(options.temperature >= 0, "generate: temperature must be >= 0, got ", options.temperature);
     autograd::NoGradGuard no_grad;
     std::vector<MixerState> states = initial_states(1);

@@ -8,6 +8,8 @@
 // PEFT hook points: Linear deltas inside the mixers, the mixers' scan hooks (initial state h0, state offset h′,
 // output offset y′, per-layer prefix vectors), an OutputDelta beside each whole mixer (o = mixer(u) + Δ(u), for
 // parallel adapters), and `prompt_embeddings` prepended to the input.
+// A frame model (config input_size F > 0) has backbone.encoder (Linear F → D with bias) in place of the embedding
+// and reads real-valued frames x [B, L, F] with forward_frames; it has no token step or generation.
 // Not here: the residual kept in a wider type than the compute type (we compute in F32 or F64 throughout).
 #pragma once
 
@@ -65,6 +67,11 @@ public:
     const LMConfig& config() const { return config_; }
 
     Tensor forward(const Tensor& ids);  // ids [B, L] (I64/I32) -> logits [B, L, V]
+    // Frame models: x [B, L, F] (floating) -> logits [B, L, V]; causal, so logits[:, t] sees frames 0..t.
+    Tensor forward_frames(const Tensor& x);
+    // Sequence classification: the logits at the last frame, which has seen them all. x [B, L, F] -> [B, V].
+    Tensor classify_frames(const Tensor& x);
+    bool reads_frames() const { return encoder_ != nullptr; }
     // Mean next-token cross-entropy over the B·(L−1) shifted positions (HF's loss with labels = ids).
     Tensor loss(const Tensor& ids);
     static Tensor next_token_loss(const Tensor& logits, const Tensor& ids);
@@ -74,7 +81,8 @@ public:
     // Continues each prompt token by token with the recurrent mode; returns prompt + new tokens.
     std::vector<int64_t> generate(const std::vector<int64_t>& prompt, const GenerationOptions& options);
 
-    Embedding& embeddings() { return *embeddings_; }
+    Embedding& embeddings();  // Error for a frame model
+    Linear& encoder();        // Error for a token model
     Mixer& mixer(int64_t layer) { return *mixers_.at(size_t(layer)); }
     int64_t num_layers() const { return int64_t(mixers_.size()); }
     Tensor lm_head_weight();  // the embedding when tied
@@ -86,14 +94,19 @@ public:
     // dropped from the logits so outputs stay aligned with `ids`.
     Tensor prompt_embeddings;
 
-    std::string type_name() const override { return config_.model_type == "mamba" ? "MambaForCausalLM" : "LonghornForCausalLM"; }
+    std::string type_name() const override {
+        return std::string(config_.model_type == "mamba" ? "Mamba" : "Longhorn") +
+               (encoder_ ? "ForFrameClassification" : "ForCausalLM");
+    }
 
 private:
     Tensor hidden_states(const Tensor& ids);  // [B, L, D] after norm_f
+    Tensor backbone(Tensor h);                 // embedded h [B, L, D] -> [B, L, D] after norm_f (+ prompt hook)
     Tensor apply_head(const Tensor& h);        // [..., D] -> logits [..., V]
     Tensor step_embedded(Tensor h, std::vector<MixerState>& states);
     LMConfig config_;
-    std::shared_ptr<Embedding> embeddings_;
+    std::shared_ptr<Embedding> embeddings_;  // token models
+    std::shared_ptr<Linear> encoder_;         // frame models
     std::vector<std::shared_ptr<RMSNorm>> norms_;
     std::vector<std::shared_ptr<Mixer>> mixers_;
     std::shared_ptr<RMSNorm> norm_f_;

@@ -25,6 +25,8 @@ public:
             p = Tensor::randn({P, D}, gen, model.dtype());
         } else {
             SSMTUNE_CHECK(init == "SAMPLE_VOCAB", "PROMPT \"prompt_tuning_init\" must be SAMPLE_VOCAB or RANDOM, got ", init);
+            SSMTUNE_CHECK(!lm_->reads_frames(), "PROMPT SAMPLE_VOCAB copies token embeddings, but this model reads "
+                          "real-valued frames; fix: \"prompt_tuning_init\": \"RANDOM\"");
             Tensor u = Tensor::uniform({P}, gen, 0.0, double(V), DType::F64);
             std::vector<int64_t> ids;
             for (double v : u.to_vector<double>()) ids.push_back(std::min<int64_t>(V - 1, int64_t(v)));

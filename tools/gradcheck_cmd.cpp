@@ -167,7 +167,12 @@ int run_gradcheck(int argc, char** argv) {
             c.names.push_back(name);
             c.inputs.push_back(t);
         }
-        if (model.lm) {
+        if (model.lm && model.lm->reads_frames()) {
+            const auto& lc = model.lm->config();
+            Tensor x = Tensor::randn({2, 5, lc.input_size}, 5, DType::F64);
+            Tensor y = Tensor::from_vector<int64_t>({0, lc.vocab_size - 1}, {2});
+            c.f = [model, x, y](const std::vector<Tensor>&) { return ops::cross_entropy(model.lm->classify_frames(x), y); };
+        } else if (model.lm) {
             const int64_t V = model.lm->config().vocab_size;
             std::vector<int64_t> ids;
             for (int64_t i = 0; i < 12; ++i) ids.push_back((i * 7 + 3) % V);

@@ -108,7 +108,8 @@ int run_train(int argc, char** argv) {
     if (flags.help()) {
         std::printf("usage: ssmtune train [options]\nTrains a model from scratch (Mamba, Longhorn or S4D) on a dataset.\n"
                     "  --model-type T     mamba | longhorn | s4d (default: mamba for token data, s4d for images; mamba or\n"
-                    "                     longhorn read images as pixel tokens, order pixel or permuted)\n%s",
+                    "                     longhorn read images as pixel tokens in pixel or permuted order, and as\n"
+                    "                     real-valued frames through an input layer in row order)\n%s",
                     kCommonHelp);
         return 0;
     }

@@ -64,10 +64,46 @@ std::map<std::string, double> evaluate_test_images(
     return {{"loss", loss / double(n)}, {"accuracy", hits / double(n)}};
 }
 
+// Loss and number of correct predictions of classification logits [B, C] against labels [B].
+std::pair<Tensor, double> class_loss_and_hits(const Tensor& logits, const Tensor& labels) {
+    Tensor loss = ops::cross_entropy(logits, labels);
+    const std::vector<int64_t> pred = ops::argmax(logits, 1).to_vector<int64_t>(), lab = labels.to_vector<int64_t>();
+    double hits = 0;
+    for (size_t i = 0; i < lab.size(); ++i) hits += pred[i] == lab[i];
+    return {loss, hits};
+}
+
+// Image classification for the models that read real-valued frames: the S4D classifier (logits [B, C]) and the
+// Mamba/Longhorn frame models (logits [B, L, C]; the prediction is read at the last frame, which has seen them all).
+// Loss: cross-entropy of the class logits; metrics: loss, accuracy.
+void attach_frame_classifier(Workload& w) {
+    Workload* wp = &w;
+    const auto class_logits = [wp](const Tensor& x) {
+        return wp->model.s4d ? wp->model.s4d->forward(x) : wp->model.lm->classify_frames(x);
+    };
+    w.train_loss = [wp, class_logits](double& units) {
+        const std::vector<int64_t> idx = sample_indices(*wp, wp->train_images.inputs.size(0));
+        const int64_t B = int64_t(idx.size());
+        Tensor ix = Tensor::from_vector<int64_t>(idx, {B});
+        Tensor x = ops::index_select(wp->train_images.inputs, 0, ix), y = ops::index_select(wp->train_images.labels, 0, ix);
+        units = double(B);
+        return ops::cross_entropy(class_logits(x.to(wp->model.module().named_parameters().front().second.dtype())), y);
+    };
+    w.evaluate = [wp, class_logits]() {
+        return evaluate_test_images(*wp, [wp, class_logits](int64_t start, int64_t b) {
+            Tensor x = wp->test_images.inputs.narrow(0, start, b).contiguous();
+            Tensor y = wp->test_images.labels.narrow(0, start, b).contiguous();
+            const auto [loss, hits] = class_loss_and_hits(class_logits(x), y);
+            return std::make_pair(loss.item(), hits);
+        });
+    };
+}
+
 void attach_pixel_token_lm(Workload& w) {
     SSMTUNE_CHECK(w.input_features == 1, "a ", w.model.model_type, " language model reads Fashion-MNIST one pixel token "
                   "per step, but data.order gives ", w.input_features, " features per step; fix: data.order pixel or "
-                  "permuted (row order needs the S4D classifier)");
+                  "permuted, or a frame model (model.input_size ", w.input_features, ", the default of train "
+                  "--model-type ", w.model.model_type, " for this data)");
     SSMTUNE_CHECK(w.model.lm->config().vocab_size >= w.data_vocab, "Fashion-MNIST as tokens needs a vocabulary of ",
                   w.data_vocab, " (256 pixel levels + ", w.num_classes, " class tokens) but the model has ",
                   w.model.lm->config().vocab_size, "; fix: vocab_size >= ", w.data_vocab);
@@ -144,50 +180,42 @@ std::shared_ptr<Workload> load_workload_data(const json& rc) {
 }
 
 json default_model_config(const Workload& w, const std::string& model_type) {
-    // Images go to the S4D classifier unless a language model is asked for (it then reads pixel tokens).
+    // Images go to the S4D classifier unless a language model is asked for (it then reads pixel tokens, or rows as
+    // real-valued frames).
     const bool lm_wanted = model_type == "mamba" || model_type == "longhorn";
     if (w.data_kind == "fashion_mnist" && !lm_wanted)
         return {{"model_type", "s4d"}, {"d_input", w.input_features}, {"d_output", w.num_classes}, {"d_model", 64},
                 {"d_state", 64}, {"n_layers", 4}, {"dropout", 0.1}, {"prenorm", false}};
-    return {{"model_type", lm_wanted ? model_type : "mamba"}, {"vocab_size", w.data_vocab}, {"hidden_size", 64},
-            {"num_hidden_layers", 2}, {"state_size", 16}, {"expand", 2}, {"intermediate_size", 128}, {"conv_kernel", 4},
-            {"time_step_rank", 4}};
+    json c = {{"model_type", lm_wanted ? model_type : "mamba"}, {"vocab_size", w.data_vocab}, {"hidden_size", 64},
+              {"num_hidden_layers", 2}, {"state_size", 16}, {"expand", 2}, {"intermediate_size", 128},
+              {"conv_kernel", 4}, {"time_step_rank", 4}};
+    if (w.data_kind == "fashion_mnist" && w.input_features > 1) {  // rows: a frame model with a class head
+        c["input_size"] = w.input_features;
+        c["vocab_size"] = w.num_classes;
+        c["tie_word_embeddings"] = false;
+    }
+    return c;
 }
 
 void attach_model(Workload& w, models::AnyModel model, const json&) {
     w.model = model;
     Workload* wp = &w;
-    if (w.data_kind == "fashion_mnist" && model.lm) {
+    if (w.data_kind == "fashion_mnist" && model.lm && !model.lm->reads_frames()) {
         attach_pixel_token_lm(w);
         return;
     }
     if (w.data_kind == "fashion_mnist") {
-        const auto& c = model.s4d->config();
-        SSMTUNE_CHECK(c.d_input == w.input_features && c.d_output >= w.num_classes, "the S4D model takes d_input ",
-                      c.d_input, " and ", c.d_output, " classes, but the data has ", w.input_features,
+        const int64_t d_input = model.s4d ? model.s4d->config().d_input : model.lm->config().input_size;
+        const int64_t d_output = model.s4d ? model.s4d->config().d_output : model.lm->config().vocab_size;
+        SSMTUNE_CHECK(d_input == w.input_features && d_output >= w.num_classes, "the ", model.model_type, " model takes ",
+                      d_input, " features per step and has ", d_output, " outputs, but the data has ", w.input_features,
                       " features per step and ", w.num_classes, " classes; fix: data.order (row: 28, pixel: 1)");
-        w.train_loss = [wp](double& units) {
-            const std::vector<int64_t> idx = sample_indices(*wp, wp->train_images.inputs.size(0));
-            const int64_t B = int64_t(idx.size());
-            Tensor ix = Tensor::from_vector<int64_t>(idx, {B});
-            Tensor x = ops::index_select(wp->train_images.inputs, 0, ix), y = ops::index_select(wp->train_images.labels, 0, ix);
-            units = double(B);
-            return wp->model.s4d->loss(x.to(wp->model.module().named_parameters().front().second.dtype()), y);
-        };
-        w.evaluate = [wp]() {
-            return evaluate_test_images(*wp, [wp](int64_t start, int64_t b) {
-                Tensor x = wp->test_images.inputs.narrow(0, start, b).contiguous();
-                Tensor y = wp->test_images.labels.narrow(0, start, b).contiguous();
-                Tensor logits = wp->model.s4d->forward(x);
-                const double loss = ops::cross_entropy(logits, y).item();
-                auto pred = ops::argmax(logits, 1).to_vector<int64_t>(), lab = y.to_vector<int64_t>();
-                double hits = 0;
-                for (int64_t i = 0; i < b; ++i) hits += pred[size_t(i)] == lab[size_t(i)];
-                return std::make_pair(loss, hits);
-            });
-        };
+        attach_frame_classifier(w);
         return;
     }
+    SSMTUNE_CHECK(!(model.lm && model.lm->reads_frames()), "data kind ", w.data_kind, " is tokens, but this ",
+                  model.model_type, " model reads real-valued frames (input_size ", model.lm ? model.lm->config().input_size : 0,
+                  "); fix: a token model (no input_size), or data kind fashion_mnist");
     SSMTUNE_CHECK(model.lm, "data kind ", w.data_kind, " (tokens) needs a language model (mamba or longhorn), but the "
                   "model is an S4D classifier; fix: use data kind fashion_mnist with it");
     SSMTUNE_CHECK(model.lm->config().vocab_size >= w.data_vocab, "the data needs a vocabulary of ", w.data_vocab,

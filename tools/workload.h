@@ -1,11 +1,12 @@
 // A workload: a model paired with a dataset, giving the training loss of a step and the evaluation metrics.
 // Language models (Mamba, Longhorn) take token data (synthetic tasks, byte text, token files) and Fashion-MNIST as
 // pixel tokens (8-bit intensity per step, class token 256 + label predicted at the last pixel; pixel or permuted
-// order); the S4D classifier takes image sequences with real-valued features (any order). Any other pairing is an
-// error that says which model types fit the data.
-//   LM loss:   mean cross-entropy over target positions (next token for text; the task's targets for synthetic
-//              tasks). Metrics: loss, perplexity, accuracy (synthetic: on target positions), bits_per_byte (text).
-//   S4D loss:  cross-entropy of the class logits. Metrics: loss, accuracy.
+// order). Models that read real-valued frames take image sequences in any order: the S4D classifier and the
+// Mamba/Longhorn frame models (config input_size > 0; class logits read at the last frame). Any other pairing is
+// an error that says which model types fit the data.
+//   LM loss:    mean cross-entropy over target positions (next token for text; the task's targets for synthetic
+//               tasks). Metrics: loss, perplexity, accuracy (synthetic: on target positions), bits_per_byte (text).
+//   Image loss: cross-entropy of the class logits. Metrics: loss, accuracy.
 // Not here: the loop (trainer.h), the commands (train.cpp).
 #pragma once
 
@@ -51,7 +52,7 @@ std::shared_ptr<Workload> load_workload_data(const nlohmann::json& run_config);
 void attach_model(Workload& w, models::AnyModel model, const nlohmann::json& run_config);
 // The default model for `train` when the config gives none: a small Mamba LM sized to the data's vocabulary,
 // or an S4D classifier sized to the image data; with model_type mamba or longhorn on image data, a small LM that
-// reads the images as pixel tokens.
+// reads the images as pixel tokens (one value per step) or a small frame model (rows: several values per step).
 nlohmann::json default_model_config(const Workload& w, const std::string& model_type = "");
 
 }  // namespace ssmtune::tools

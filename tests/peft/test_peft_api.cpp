@@ -7,19 +7,14 @@
 
 #include "engine/safetensors.h"
 #include "ops/ops.h"
-#include "tools/commands.h"
+#include "tests/tools/cli_test_util.h"
 
 using namespace ssmtune;
 using namespace ssmtune::peft_test;
+using ssmtune::testing::cli;
 using nlohmann::json;
 
 namespace {
-int cli(std::vector<std::string> args) {
-    args.insert(args.begin(), "ssmtune");
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    return tools::run_cli(int(argv.size()), argv.data());
-}
 }  // namespace
 
 TEST_CASE("peft config: defaults, unknown types and keys, unsupported HF fields") {

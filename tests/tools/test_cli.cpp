@@ -1,18 +1,11 @@
 // The `ssmtune` program, called in-process: exit statuses for the happy paths and for usage mistakes.
 #include "test_util.h"
+#include "tests/tools/cli_test_util.h"
 
 #include "tools/commands.h"
 
 using namespace ssmtune;
-
-namespace {
-int cli(std::vector<std::string> args) {
-    args.insert(args.begin(), "ssmtune");
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    return tools::run_cli(int(argv.size()), argv.data());
-}
-}  // namespace
+using ssmtune::testing::cli;
 
 TEST_CASE("cli prints usage and version") {
     CHECK(cli({}) == 0);

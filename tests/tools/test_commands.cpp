@@ -1,6 +1,7 @@
 // inspect, generate and gradcheck: happy paths on tiny models and their bad-input cases (exit 1 with an error line
 // for bad data, exit 2 for usage mistakes), and --help for each.
 #include "test_util.h"
+#include "tests/tools/cli_test_util.h"
 
 #include "models/checkpoint.h"
 #include "peft/peft.h"
@@ -12,12 +13,6 @@ using namespace ssmtune;
 using namespace ssmtune::testing;
 
 namespace {
-int cli(std::vector<std::string> args) {
-    args.insert(args.begin(), "ssmtune");
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    return tools::run_cli(int(argv.size()), argv.data());
-}
 
 std::string byte_lm(const std::filesystem::path& dir) {
     nlohmann::json cfg = {{"model_type", "mamba"}, {"vocab_size", 256}, {"hidden_size", 8}, {"num_hidden_layers", 1},
@@ -64,4 +59,20 @@ TEST_CASE("fuzz regressions: every input that once crashed a fuzz target is now 
     CHECK(rc["train"]["lr"] == 0.5);
     tools::apply_assignments(rc, "data.task.nm_utokens=3");  // task keys are checked by the task parser
     CHECK_THROWS_WITH_AS(data::SyntheticTask::from_json(rc["data"]["task"]), doctest::Contains("nm_utokens"), Error);
+}
+
+TEST_CASE("every example run config in tools/configs resolves, and its model and PEFT sections parse") {
+    int64_t seen = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(SSMTUNE_SOURCE_DIR) / "tools" / "configs")) {
+        if (entry.path().extension() != ".json") continue;
+        INFO(entry.path().string());
+        ++seen;
+        const nlohmann::json rc = tools::resolve_run_config(models::read_json_file(entry.path().string()), entry.path().string());
+        if (!rc["model"].is_null()) {
+            const models::AnyModel m = models::create_model(rc["model"], 0, entry.path().string());
+            CHECK(m.module().num_parameters() > 0);
+        }
+        if (!rc["peft"].is_null()) CHECK_NOTHROW(peft::Config::from_json(rc["peft"], entry.path().string()));
+    }
+    CHECK(seen >= 6);
 }

@@ -3,6 +3,7 @@
 // round-trips any text; IDX files (plain and gzipped) load into the three sequence views, and every damaged-file
 // case is one clear error.
 #include "test_util.h"
+#include "tests/tools/cli_test_util.h"
 
 #include <zlib.h>
 
@@ -529,12 +530,6 @@ TEST_CASE("data: finetune and eval encode text with the tokenizer.json next to a
     std::string text;
     for (int i = 0; i < 200; ++i) text += "the world of hello 1999 é ";
     std::ofstream(dir / "notes.txt") << text;
-    auto cli = [](std::vector<std::string> args) {
-        args.insert(args.begin(), "ssmtune");
-        std::vector<char*> argv;
-        for (auto& a : args) argv.push_back(a.data());
-        return tools::run_cli(int(argv.size()), argv.data());
-    };
     REQUIRE(cli({"finetune", "--model", (dir / "model").string(), "--data", (dir / "notes.txt").string(), "--steps", "2",
                  "--seq-len", "16", "--set", "train.batch_size=2,train.eval_batches=1", "--out", (dir / "ft").string(),
                  "--quiet"}) == 0);
@@ -544,9 +539,11 @@ TEST_CASE("data: finetune and eval encode text with the tokenizer.json next to a
                "--tokenizer", (dir / "model" / "tokenizer.json").string()}) == 0);
 }
 
-TEST_CASE("data: Mamba and Longhorn read Fashion-MNIST as pixel tokens and learn the class token") {
-    // 16 images of 2x3 pixels: class 0 dark (intensities 0..15), class 1 bright (240..255), alternating.
-    const auto dir = scratch_dir("data_idx_tokens");
+namespace {
+
+// 16 images of 2x3 pixels in IDX files (train and test the same): class 0 dark (intensities 0..15), class 1
+// bright (240..255), alternating.
+void write_dark_bright_images(const std::filesystem::path& dir) {
     std::vector<uint8_t> pixels, labels;
     for (int k = 0; k < 16; ++k) {
         labels.push_back(uint8_t(k % 2));
@@ -556,12 +553,26 @@ TEST_CASE("data: Mamba and Longhorn read Fashion-MNIST as pixel tokens and learn
         write_file(dir / (std::string(split) + "-images-idx3-ubyte"), idx_bytes(0x803, {16, 2, 3}, pixels), false);
         write_file(dir / (std::string(split) + "-labels-idx1-ubyte"), idx_bytes(0x801, {16}, labels), false);
     }
-    auto cli = [](std::vector<std::string> args) {
-        args.insert(args.begin(), "ssmtune");
-        std::vector<char*> argv;
-        for (auto& a : args) argv.push_back(a.data());
-        return tools::run_cli(int(argv.size()), argv.data());
-    };
+}
+
+// The accuracy of the last evaluation in a run's metrics.jsonl.
+double last_eval_accuracy(const std::filesystem::path& run) {
+    nlohmann::json last;
+    std::ifstream log(run / "metrics.jsonl");
+    for (std::string line; std::getline(log, line);) {
+        auto j = nlohmann::json::parse(line);
+        if (j.contains("split")) last = j;
+    }
+    INFO("final eval: " << last.dump());
+    REQUIRE(last.contains("accuracy"));
+    return last["accuracy"].get<double>();
+}
+
+}  // namespace
+
+TEST_CASE("data: Mamba and Longhorn read Fashion-MNIST as pixel tokens and learn the class token") {
+    const auto dir = scratch_dir("data_idx_tokens");
+    write_dark_bright_images(dir);
     for (const char* type : {"mamba", "longhorn"}) {
         const auto out = dir / type;
         REQUIRE(cli({"train", "--model-type", type, "--data", dir.string(), "--steps", "60", "--lr", "0.01", "--set",
@@ -570,16 +581,43 @@ TEST_CASE("data: Mamba and Longhorn read Fashion-MNIST as pixel tokens and learn
         const auto rc = nlohmann::json::parse(std::ifstream(out / "run_config.json"));
         CHECK(rc["model"]["model_type"] == type);
         CHECK(rc["model"]["vocab_size"] == 256 + 10);  // pixel levels + the 10 Fashion-MNIST class tokens
-        nlohmann::json last;
-        std::ifstream log(out / "metrics.jsonl");
-        for (std::string line; std::getline(log, line);) {
-            auto j = nlohmann::json::parse(line);
-            if (j.contains("split")) last = j;
-        }
-        INFO(type << " final eval: " << last.dump());
-        CHECK(last["accuracy"].get<double>() == 1.0);  // dark vs bright, read from the last pixel's logits
+        INFO(type);
+        CHECK(last_eval_accuracy(out) == 1.0);  // dark vs bright, read from the last pixel's logits
     }
     // row order gives 3 features per step, which a token model cannot read
-    CHECK(cli({"train", "--model-type", "mamba", "--data", dir.string(), "--steps", "1", "--set", "data.order=row",
-               "--out", (dir / "row").string(), "--quiet"}) == 1);
+    CHECK(cli({"eval", "--model", (dir / "mamba" / "model").string(), "--data", dir.string(), "--set",
+               "data.order=row"}) == 1);
+}
+
+TEST_CASE("data: Mamba and Longhorn frame models read Fashion-MNIST rows, fine-tune and evaluate") {
+    const auto dir = scratch_dir("data_idx_frames");
+    write_dark_bright_images(dir);
+    for (const char* type : {"mamba", "longhorn"}) {
+        INFO(type);
+        const auto out = dir / type;
+        REQUIRE(cli({"train", "--model-type", type, "--data", dir.string(), "--steps", "40", "--lr", "0.01", "--set",
+                     "data.order=row,train.batch_size=8,train.eval_batches=1,train.warmup_steps=0", "--out",
+                     out.string(), "--quiet"}) == 0);
+        const auto rc = nlohmann::json::parse(std::ifstream(out / "run_config.json"));
+        CHECK(rc["model"]["model_type"] == type);
+        CHECK(rc["model"]["input_size"] == 3);  // one row of 3 pixels per step
+        CHECK(rc["model"]["vocab_size"] == 10);  // the class head
+        CHECK(last_eval_accuracy(out) == 1.0);
+        const std::string model = (out / "model").string();
+        CHECK(cli({"eval", "--model", model, "--data", dir.string(), "--set", "data.order=row"}) == 0);
+        // PEFT on a frame model: state offset (the default) and LoRA train, write adapters, and evaluate with them
+        REQUIRE(cli({"finetune", "--model", model, "--data", dir.string(), "--steps", "3", "--set", "data.order=row",
+                     "--out", (out / "ft").string(), "--quiet"}) == 0);
+        REQUIRE(cli({"finetune", "--model", model, "--data", dir.string(), "--steps", "3", "--set", "data.order=row",
+                     "--peft", R"({"peft_type": "LORA", "r": 2})", "--out", (out / "ft_lora").string(), "--quiet"}) == 0);
+        CHECK(cli({"eval", "--model", model, "--adapter", (out / "ft_lora" / "adapter").string(), "--data",
+                   dir.string(), "--set", "data.order=row"}) == 0);
+        CHECK(cli({"inspect", "--model", model}) == 0);
+        CHECK(cli({"gradcheck", "--model", model, "--max-per-tensor", "2"}) == 0);
+        // pixel order gives 1 feature per step; this model reads 3
+        CHECK(cli({"eval", "--model", model, "--data", dir.string(), "--set", "data.order=pixel"}) == 1);
+        // a frame model cannot read token data, nor generate
+        CHECK(cli({"eval", "--model", model, "--task", "selective_copying"}) == 1);
+        CHECK(cli({"generate", "--model", model, "--prompt", "ab"}) == 1);
+    }
 }

@@ -1,6 +1,7 @@
 // The experiments harness on tiny settings: both experiments run, write results.csv/.md with one row per method
 // and a claims section; bad arguments are usage errors.
 #include "test_util.h"
+#include "tests/tools/cli_test_util.h"
 
 #include <fstream>
 
@@ -11,12 +12,6 @@ using namespace ssmtune::testing;
 namespace fs = std::filesystem;
 
 namespace {
-int cli(std::vector<std::string> args) {
-    args.insert(args.begin(), "ssmtune");
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    return tools::run_cli(int(argv.size()), argv.data());
-}
 int64_t lines(const fs::path& p) {
     std::ifstream in(p);
     int64_t n = 0;

@@ -1,6 +1,7 @@
 // `ssmtune grads`: happy paths for a language model (f32, f64) and the S4D classifier, and bad inputs that must
 // give exit status 1 and leave no output file.
 #include "test_util.h"
+#include "tests/tools/cli_test_util.h"
 
 #include "engine/safetensors.h"
 #include "models/checkpoint.h"
@@ -11,13 +12,6 @@ using namespace ssmtune::testing;
 using namespace ssmtune::models;
 
 namespace {
-
-int cli(std::vector<std::string> args) {
-    args.insert(args.begin(), "ssmtune");
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    return tools::run_cli(int(argv.size()), argv.data());
-}
 
 std::string make_lm_dir(const std::filesystem::path& dir) {
     LMConfig c;

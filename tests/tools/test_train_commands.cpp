@@ -2,6 +2,7 @@
 // adapters), bit-identical --resume through the command, and bad inputs (malformed config, unknown keys, wrong
 // model type for the data, adapter for another base) giving exit 1 and an error line.
 #include "test_util.h"
+#include "tests/tools/cli_test_util.h"
 
 #include <fstream>
 
@@ -15,12 +16,6 @@ using namespace ssmtune::testing;
 namespace fs = std::filesystem;
 
 namespace {
-int cli(std::vector<std::string> args) {
-    args.insert(args.begin(), "ssmtune");
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    return tools::run_cli(int(argv.size()), argv.data());
-}
 std::vector<double> train_losses(const fs::path& run) {
     std::vector<double> out;
     std::ifstream in(run / "metrics.jsonl");
