@@ -63,8 +63,47 @@ inline float scan_exp(float x) {
 }
 inline double scan_exp(double x) { return std::exp(x); }
 
-template <class T>
-inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
+// log(1 + y) for float y in [0, 1], branch-free so loops over time vectorise: u = 1 + y is split into 2^k·f with
+// f in [√½, √2) through the exponent bits, log f from Cephes' degree-9 polynomial in r = f − 1, and the rounding of
+// 1 + y corrected with (y − (u − 1))/u, so tiny y keep full relative accuracy (log1p(y) ≈ y).
+inline float scan_log1p_unit(float y) {
+    const float u = 1.0f + y;
+    uint32_t bits;
+    std::memcpy(&bits, &u, sizeof bits);
+    float k = float(int32_t(bits >> 23) - 127);  // u in [1, 2]: k is 0 or 1
+    uint32_t f_bits = (bits & 0x007fffffu) | 0x3f800000u;
+    float f;
+    std::memcpy(&f, &f_bits, sizeof f);  // f in [1, 2)
+    const bool big = f > 1.41421356f;
+    f = big ? 0.5f * f : f;
+    k = big ? k + 1.0f : k;
+    const float r = f - 1.0f, r2 = r * r;
+    float p = 7.0376836292e-2f;
+    p = p * r - 1.1514610310e-1f;
+    p = p * r + 1.1676998740e-1f;
+    p = p * r - 1.2420140846e-1f;
+    p = p * r + 1.4249322787e-1f;
+    p = p * r - 1.6668057665e-1f;
+    p = p * r + 2.0000714765e-1f;
+    p = p * r - 2.4999993993e-1f;
+    p = p * r + 3.3333331174e-1f;
+    const float log_u = (r + (p * r * r2 - 0.5f * r2 + k * -2.12194440e-4f)) + k * 0.693359375f;
+    const float correction = (y - (u - 1.0f)) / u;
+    return log_u + correction;
+}
+
+// softplus(x) = log(1 + e^x) as max(x, 0) + log1p(e^−|x|); inputs above 20 return x (mamba_ssm's threshold).
+// float: vectorisable; double: libm.
+inline float scan_softplus(float x) {
+    const float ax = x < 0 ? -x : x;
+    const float v = (x > 0 ? x : 0.0f) + scan_log1p_unit(scan_exp(-ax));
+    return x > 20.0f ? x : v;
+}
+inline double scan_softplus(double x) { return x <= 20.0 ? std::log1p(std::exp(x)) : x; }
+
+// The logistic function; the float version through scan_exp (vectorisable), the double one through libm.
+inline float sigmoid(float x) { return 1.0f / (1.0f + scan_exp(-x)); }
+inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 // Channels per backward work item: lanes of one block are processed in order by one thread, so reductions
 // over channels go through per-block partials and stay independent of the thread count.

@@ -24,6 +24,7 @@ namespace {
 
 using scan_detail::kLaneBlock;
 using scan_detail::scan_exp;
+using scan_detail::scan_softplus;
 using scan_detail::sigmoid;
 
 // Validated, contiguous arguments; B and C transposed to [B, L, N] so each time step reads N contiguous values.
@@ -66,14 +67,36 @@ ScanArgs prepare(const Tensor& u, const Tensor& delta, const Tensor& A, const Te
     return a;
 }
 
+// Δ_t for every step of lane (b, e) into dt[L], and ∂Δ_t/∂δ_t into slope[L] when given (σ(δ_t + bias) under
+// softplus, 1 above its threshold of 20 or without softplus): one vectorisable pass over time instead of a softplus
+// inside the recurrence.
 template <class T>
-inline T softplus_scalar(T x) { return x <= T(20) ? T(std::log1p(std::exp(x))) : x; }
+void lane_deltas(const ScanArgs& a, const T* delta, const T* bias, int64_t lane, int64_t e, T* dt, T* slope) {
+    const T* d = delta + lane * a.L;
+    const T b = bias ? bias[e] : T(0);
+    if (a.softplus) {
+#pragma omp simd
+        for (int64_t t = 0; t < a.L; ++t) dt[t] = scan_softplus(d[t] + b);
+        if (slope) {
+#pragma omp simd
+            for (int64_t t = 0; t < a.L; ++t) slope[t] = d[t] + b > T(20) ? T(1) : sigmoid(d[t] + b);
+        }
+    } else {
+#pragma omp simd
+        for (int64_t t = 0; t < a.L; ++t) dt[t] = d[t] + b;
+        if (slope) std::fill_n(slope, a.L, T(1));
+    }
+}
 
-// Δ for lane (b, e) at time t.
+// SiLU(z_t) = z_t σ(z_t) for every step of a lane into gate[L] (σ(z_t) into sig[L] when given).
 template <class T>
-inline T lane_delta(const ScanArgs& a, const T* delta, const T* bias, int64_t lane, int64_t e, int64_t t, T& raw) {
-    raw = delta[lane * a.L + t] + (bias ? bias[e] : T(0));
-    return a.softplus ? softplus_scalar(raw) : raw;
+void lane_gates(const T* z, int64_t L, T* gate, T* sig) {
+#pragma omp simd
+    for (int64_t t = 0; t < L; ++t) {
+        const T s = sigmoid(z[t]);
+        gate[t] = z[t] * s;
+        if (sig) sig[t] = s;
+    }
 }
 
 template <class T>
@@ -90,13 +113,14 @@ void scan_forward(const ScanArgs& a, T* out, T* last, T* ckpt) {
 #pragma omp parallel for schedule(static) if (lanes * L * N > kParallelGrain)
     for (int64_t lane = 0; lane < lanes; ++lane) {
         const int64_t b = lane / a.E, e = lane % a.E;
-        std::vector<T> h(static_cast<size_t>(N), T(0));
+        std::vector<T> h(static_cast<size_t>(N), T(0)), dts(static_cast<size_t>(L)), gates(z ? size_t(L) : 0);
         if (h0) std::copy_n(h0 + (a.h0_batched ? lane : e) * N, N, h.data());
+        lane_deltas<T>(a, delta, bias, lane, e, dts.data(), nullptr);
+        if (z) lane_gates<T>(z + lane * L, L, gates.data(), nullptr);
         const T* An = A + e * N;
         for (int64_t t = 0; t < L; ++t) {
             if (t % a.ck == 0) std::copy_n(h.data(), N, ckpt + (lane * a.nck + t / a.ck) * N);
-            T raw;
-            const T dt = lane_delta<T>(a, delta, bias, lane, e, t, raw), uu = u[lane * L + t];
+            const T dt = dts[size_t(t)], uu = u[lane * L + t];
             const T *Bn = Bt + (b * L + t) * N, *Cn = Ct + (b * L + t) * N;
             T* hp = h.data();
 #pragma omp simd
@@ -112,10 +136,7 @@ void scan_forward(const ScanArgs& a, T* out, T* last, T* ckpt) {
             }
             if (D) y += D[e] * uu;
             if (yoff) y += yoff[e];
-            if (z) {
-                const T zz = z[lane * L + t];
-                y *= zz * sigmoid(zz);
-            }
+            if (z) y *= gates[size_t(t)];
             out[lane * L + t] = y;
         }
         if (last) std::copy_n(h.data(), N, last + lane * N);
@@ -157,33 +178,40 @@ ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& g
 #pragma omp parallel for schedule(static) if (Bsz * E * L * N > kParallelGrain)
     for (int64_t item = 0; item < items; ++item) {
         const int64_t b = item / nblocks, e_begin = (item % nblocks) * kLaneBlock, e_end = std::min(E, e_begin + kLaneBlock);
-        std::vector<T> hs(static_cast<size_t>((ck + 1) * N)), gh(static_cast<size_t>(N));
+        // Per lane: Δ_t, ∂Δ_t/∂δ_t and σ(z_t) for all t; per chunk: the recomputed states and their decays.
+        std::vector<T> hs(static_cast<size_t>((ck + 1) * N)), decays(static_cast<size_t>(ck * N)), gh(static_cast<size_t>(N));
+        std::vector<T> dts(static_cast<size_t>(L)), slopes(static_cast<size_t>(L)), gates(z ? size_t(L) : 0), sigs(z ? size_t(L) : 0);
         T* item_dB = pB + item * L * N;
         T* item_dC = pC + item * L * N;
         for (int64_t e = e_begin; e < e_end; ++e) {
             const int64_t lane = b * E + e;
             const T* An = A + e * N;
+            lane_deltas<T>(a, delta, bias, lane, e, dts.data(), slopes.data());
+            if (z) lane_gates<T>(z + lane * L, L, gates.data(), sigs.data());
             for (int64_t n = 0; n < N; ++n) gh[size_t(n)] = glast ? glast[lane * N + n] : T(0);
             for (int64_t c = a.nck - 1; c >= 0; --c) {
                 const int64_t start = c * ck, len = std::min(ck, L - start);
-                // Recompute this chunk's states: hs[i] = h before step start+i, hs[len] = after the last step.
+                // Recompute this chunk's states: hs[i] = h before step start+i, hs[len] = after the last step;
+                // decays[i] = exp(Δ A) of step start+i, reused by the adjoint below.
                 std::copy_n(ckpt + (lane * a.nck + c) * N, N, hs.data());
                 for (int64_t i = 0; i < len; ++i) {
                     const int64_t t = start + i;
-                    T raw;
-                    const T dt = lane_delta<T>(a, delta, bias, lane, e, t, raw), uu = u[lane * L + t];
+                    const T dt = dts[size_t(t)], uu = u[lane * L + t];
                     const T* Bn = Bt + (b * L + t) * N;
                     const T* prev = hs.data() + i * N;
                     T* next = hs.data() + (i + 1) * N;
+                    T* dec = decays.data() + i * N;
 #pragma omp simd
-                    for (int64_t n = 0; n < N; ++n) next[n] = scan_exp(dt * An[n]) * prev[n] + dt * Bn[n] * uu;
+                    for (int64_t n = 0; n < N; ++n) {
+                        dec[n] = scan_exp(dt * An[n]);
+                        next[n] = dec[n] * prev[n] + dt * Bn[n] * uu;
+                    }
                 }
                 for (int64_t i = len - 1; i >= 0; --i) {
                     const int64_t t = start + i;
-                    T raw;
-                    const T dt = lane_delta<T>(a, delta, bias, lane, e, t, raw), uu = u[lane * L + t];
+                    const T dt = dts[size_t(t)], uu = u[lane * L + t];
                     const T *Bn = Bt + (b * L + t) * N, *Cn = Ct + (b * L + t) * N;
-                    const T *h_t = hs.data() + (i + 1) * N, *h_prev = hs.data() + i * N;
+                    const T *h_t = hs.data() + (i + 1) * N, *h_prev = hs.data() + i * N, *dec = decays.data() + i * N;
                     // Output side: out = y · SiLU(z)  →  gy, gz.
                     T gy = gout[lane * L + t];
                     if (z) {
@@ -191,9 +219,9 @@ ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& g
                         if (yoff) y += yoff[e];
 #pragma omp simd reduction(+ : y)
                         for (int64_t n = 0; n < N; ++n) y += Cn[n] * (hoff ? h_t[n] + hoff[e * N + n] : h_t[n]);
-                        const T zz = z[lane * L + t], s = sigmoid(zz);
+                        const T zz = z[lane * L + t], s = sigs[size_t(t)];
                         dz[lane * L + t] = gy * y * s * (T(1) + zz * (T(1) - s));
-                        gy *= zz * s;
+                        gy *= gates[size_t(t)];
                     }
                     if (D) pD[lane] += gy * uu;
                     if (yoff) pY[lane] += gy;
@@ -214,16 +242,15 @@ ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& g
 #pragma omp simd reduction(+ : gdt, gu)
                     for (int64_t n = 0; n < N; ++n) {
                         const T ghn = ghp[n] + Cn[n] * gy;  // total ∂L/∂h_t
-                        const T decay = scan_exp(dt * An[n]);
                         const T ga = ghn * h_prev[n];        // ∂L/∂(decay)
-                        gdt += ga * decay * An[n] + ghn * Bn[n] * uu;
-                        dAl[n] += ga * decay * dt;
+                        gdt += ga * dec[n] * An[n] + ghn * Bn[n] * uu;
+                        dAl[n] += ga * dec[n] * dt;
                         dBt[n] += ghn * dt * uu;
                         gu += ghn * dt * Bn[n];
-                        ghp[n] = ghn * decay;               // ∂L/∂h_{t−1} through this step
+                        ghp[n] = ghn * dec[n];              // ∂L/∂h_{t−1} through this step
                     }
                     if (D) gu += gy * D[e];
-                    const T gdt_raw = a.softplus ? (raw > T(20) ? gdt : gdt * sigmoid(raw)) : gdt;
+                    const T gdt_raw = gdt * slopes[size_t(t)];
                     dd[lane * L + t] = gdt_raw;
                     if (bias) pbias[lane] += gdt_raw;
                     du[lane * L + t] = gu;

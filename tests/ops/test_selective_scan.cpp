@@ -227,6 +227,30 @@ TEST_CASE("scan_exp (the scans' vectorisable float exp) stays within a few ulp o
     CHECK(scan_exp(2.0) == std::exp(2.0));  // double is std::exp
 }
 
+TEST_CASE("scan_softplus and the float sigmoid (vectorisable, for Δ and the gate) stay within a few ulp") {
+    using ops::scan_detail::scan_log1p_unit;
+    using ops::scan_detail::scan_softplus;
+    using ops::scan_detail::sigmoid;
+    double worst_log1p = 0, worst_softplus = 0, worst_sigmoid = 0;
+    for (int i = 0; i <= 200000; ++i) {
+        const float y = float(i) / 200000.0f;  // [0, 1], where softplus needs log1p
+        if (y > 0) worst_log1p = std::max(worst_log1p, std::abs(double(scan_log1p_unit(y)) / std::log1p(double(y)) - 1));
+        const float x = -60.0f + 100.0f * float(i) / 200000.0f;  // through the threshold at 20
+        const double sp = x > 20 ? double(x) : std::log1p(std::exp(double(x)));
+        worst_softplus = std::max(worst_softplus, std::abs(double(scan_softplus(x)) - sp) / sp);
+        const double sg = 1.0 / (1.0 + std::exp(-double(x)));
+        worst_sigmoid = std::max(worst_sigmoid, std::abs(double(sigmoid(x)) - sg) / sg);
+    }
+    INFO("worst relative errors: log1p " << worst_log1p << ", softplus " << worst_softplus << ", sigmoid " << worst_sigmoid);
+    CHECK(worst_log1p < 4.0 * 5.97e-8);
+    CHECK(worst_softplus < 4.0 * 5.97e-8);  // also for x = −60, where softplus(x) ≈ e^x ≈ 9e−27
+    CHECK(worst_sigmoid < 4.0 * 5.97e-8);
+    CHECK(scan_log1p_unit(1e-30f) == 1e-30f);
+    CHECK(scan_softplus(25.0f) == 25.0f);
+    CHECK(std::isnan(scan_softplus(std::nanf(""))));
+    CHECK(scan_softplus(0.5) == std::log1p(std::exp(0.5)));  // double is libm
+}
+
 TEST_CASE("selective_scan float32 gradients track float64 at a realistic state size") {
     // N = 16 runs the vectorised inner loops in full vectors; the float32 path uses scan_exp.
     const int64_t B = 2, E = 5, N = 16, L = 37;
