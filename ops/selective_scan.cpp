@@ -3,12 +3,14 @@
 //
 //   Δ_t = softplus(δ_t + bias) (or δ_t + bias);   h_t = exp(Δ_t A) ⊙ h_{t−1} + Δ_t B_t u_t   (per channel e, N states)
 //   y_t = C_t·(h_t + h′) + D u_t + y′;   out_t = y_t · SiLU(z_t)
-// Forward walks each (b, e) lane over time, saving the state every `checkpoint_every` steps (memory
-// B·E·N·L/chunk, never B·E·L·N). Backward walks each lane's chunks right to left: it recomputes the chunk's
-// states from its checkpoint, then runs the adjoint recurrence gh_t = C_t gy_t + exp(Δ_{t+1} A) gh_{t+1}
-// (reference/ssm-models.md §1.4), taking h_{t−1} from the recomputed states (no division).
+// Forward walks groups of kVec channels of one batch row over time side by side (the SIMD lanes are channels,
+// B_t and C_t are broadcast; Δ = softplus and SiLU(z) are computed for the whole sequence first, vectorised over
+// time), saving the state every `checkpoint_every` steps (memory B·E·N·L/chunk, never B·E·L·N). Backward walks each
+// group's chunks right to left: it recomputes the chunk's states and decays exp(Δ A) from its checkpoint, then runs
+// the adjoint recurrence gh_t = C_t gy_t + exp(Δ_{t+1} A) gh_{t+1} (reference/ssm-models.md §1.4), taking h_{t−1}
+// from the recomputed states (no division) and reusing the decays (one exp per state and step in each direction).
 // Determinism: lanes are grouped in fixed blocks of kLaneBlock channels; reductions over channels (dB, dC) go
-// through per-block partial buffers and reductions over the batch (dA, dD, dbias, dh′, dy′, dh0) through
+// through per-channel-slot accumulators summed in slot order, then per-block partial buffers and reductions over the batch (dA, dD, dbias, dh′, dy′, dh0) through
 // per-batch partials, all summed in a fixed order, so results do not depend on the thread count.
 // Not here: complex A, grouped B/C (G > 1), the fused conv/projections of mamba_ssm's MambaInnerFn.
 #include <algorithm>
@@ -99,47 +101,130 @@ void lane_gates(const T* z, int64_t L, T* gate, T* sig) {
     }
 }
 
+// Channels scanned together: the recurrences of kVec channels of one batch row advance side by side, so every
+// inner loop runs over those channels (vertical SIMD, no horizontal sums) with B_t, C_t broadcast across them.
+constexpr int64_t kVec = 8;
+
+// One group of up to kVec channels e0 .. e0 + width − 1 of batch row b, with its per-channel inputs laid out
+// time-major ([L][kVec], [N][kVec]) and padded with zeros past `width` (a padded channel has Δ = 0, A = 0, u = 0,
+// and receives zero output gradient, so it computes zeros and is never written back).
+template <class T>
+struct ChannelGroup {
+    int64_t b = 0, e0 = 0, width = 0;
+    std::vector<T> dt, u, gate, sig, slope;  // [L][kVec]: Δ_t, u_t, SiLU(z_t), σ(z_t), ∂Δ_t/∂δ_t
+    std::vector<T> A, hoff;                  // [N][kVec] (hoff zeros when absent)
+    T D[kVec] = {}, yoff[kVec] = {};
+
+    // Gathers the group's inputs; `backward` also fills sig and slope.
+    void load(const ScanArgs& a, int64_t b_, int64_t e0_, bool backward) {
+        b = b_, e0 = e0_, width = std::min(kVec, a.E - e0);
+        const int64_t L = a.L, N = a.N;
+        const T *u_in = a.u.data<T>(), *delta = a.delta.data<T>(), *A_in = a.A.data<T>();
+        const T* z = a.z.defined() ? a.z.data<T>() : nullptr;
+        const T* bias = a.bias.defined() ? a.bias.data<T>() : nullptr;
+        const auto fresh = [](std::vector<T>& v, int64_t n) { v.assign(static_cast<size_t>(n), T(0)); };
+        fresh(dt, L * kVec), fresh(u, L * kVec), fresh(A, N * kVec), fresh(hoff, N * kVec);
+        if (z) fresh(gate, L * kVec);
+        if (z && backward) fresh(sig, L * kVec);
+        if (backward) fresh(slope, L * kVec);
+        std::vector<T> row(static_cast<size_t>(L)), row2(static_cast<size_t>(L));
+        for (int64_t w = 0; w < width; ++w) {
+            const int64_t e = e0 + w, lane = b * a.E + e;
+            lane_deltas<T>(a, delta, bias, lane, e, row.data(), backward ? row2.data() : nullptr);
+            for (int64_t t = 0; t < L; ++t) {
+                dt[size_t(t * kVec + w)] = row[size_t(t)];
+                u[size_t(t * kVec + w)] = u_in[lane * L + t];
+                if (backward) slope[size_t(t * kVec + w)] = row2[size_t(t)];
+            }
+            if (z) {
+                lane_gates<T>(z + lane * L, L, row.data(), backward ? row2.data() : nullptr);
+                for (int64_t t = 0; t < L; ++t) {
+                    gate[size_t(t * kVec + w)] = row[size_t(t)];
+                    if (backward) sig[size_t(t * kVec + w)] = row2[size_t(t)];
+                }
+            }
+            for (int64_t n = 0; n < N; ++n) {
+                A[size_t(n * kVec + w)] = A_in[e * N + n];
+                if (a.hoff.defined()) hoff[size_t(n * kVec + w)] = a.hoff.data<T>()[e * N + n];
+            }
+            D[w] = a.D.defined() ? a.D.data<T>()[e] : T(0);
+            yoff[w] = a.yoff.defined() ? a.yoff.data<T>()[e] : T(0);
+        }
+    }
+};
+
+// One step of the group's recurrences: h[n][·] ← exp(Δ A[n]) ⊙ h[n][·] + Δ B_t[n] u, writing the decays when
+// `decay` is given. h, decay: [N][kVec].
+template <class T>
+inline void group_step(const ChannelGroup<T>& g, int64_t N, int64_t t, const T* Bn, T* h, T* decay) {
+    const T *dt = g.dt.data() + t * kVec, *u = g.u.data() + t * kVec;
+    T dtu[kVec];
+    for (int64_t w = 0; w < kVec; ++w) dtu[w] = dt[w] * u[w];
+    for (int64_t n = 0; n < N; ++n) {
+        const T bn = Bn[n];
+        const T* An = g.A.data() + n * kVec;
+        T* hn = h + n * kVec;
+        if (decay) {
+            T* dn = decay + n * kVec;
+#pragma omp simd
+            for (int64_t w = 0; w < kVec; ++w) {
+                dn[w] = scan_exp(dt[w] * An[w]);
+                hn[w] = dn[w] * hn[w] + dtu[w] * bn;
+            }
+        } else {
+#pragma omp simd
+            for (int64_t w = 0; w < kVec; ++w) hn[w] = scan_exp(dt[w] * An[w]) * hn[w] + dtu[w] * bn;
+        }
+    }
+}
+
+// The group's pre-gate outputs y[·] = C_t·(h + h′) + D u + y′ from the states h [N][kVec].
+template <class T>
+inline void group_output(const ChannelGroup<T>& g, int64_t N, int64_t t, const T* Cn, const T* h, T* y) {
+    const T* u = g.u.data() + t * kVec;
+    for (int64_t w = 0; w < kVec; ++w) y[w] = T(0);
+    for (int64_t n = 0; n < N; ++n) {
+        const T cn = Cn[n];
+        const T *hn = h + n * kVec, *ho = g.hoff.data() + n * kVec;
+#pragma omp simd
+        for (int64_t w = 0; w < kVec; ++w) y[w] += cn * (hn[w] + ho[w]);
+    }
+    for (int64_t w = 0; w < kVec; ++w) y[w] += g.D[w] * u[w] + g.yoff[w];
+}
+
 template <class T>
 void scan_forward(const ScanArgs& a, T* out, T* last, T* ckpt) {
-    const T *u = a.u.data<T>(), *delta = a.delta.data<T>(), *A = a.A.data<T>(), *Bt = a.Bt.data<T>(),
-            *Ct = a.Ct.data<T>();
-    const T* D = a.D.defined() ? a.D.data<T>() : nullptr;
-    const T* z = a.z.defined() ? a.z.data<T>() : nullptr;
-    const T* bias = a.bias.defined() ? a.bias.data<T>() : nullptr;
+    const T *Bt = a.Bt.data<T>(), *Ct = a.Ct.data<T>();
     const T* h0 = a.h0.defined() ? a.h0.data<T>() : nullptr;
-    const T* hoff = a.hoff.defined() ? a.hoff.data<T>() : nullptr;
-    const T* yoff = a.yoff.defined() ? a.yoff.data<T>() : nullptr;
-    const int64_t lanes = a.B * a.E, N = a.N, L = a.L;
-#pragma omp parallel for schedule(static) if (lanes * L * N > kParallelGrain)
-    for (int64_t lane = 0; lane < lanes; ++lane) {
-        const int64_t b = lane / a.E, e = lane % a.E;
-        std::vector<T> h(static_cast<size_t>(N), T(0)), dts(static_cast<size_t>(L)), gates(z ? size_t(L) : 0);
-        if (h0) std::copy_n(h0 + (a.h0_batched ? lane : e) * N, N, h.data());
-        lane_deltas<T>(a, delta, bias, lane, e, dts.data(), nullptr);
-        if (z) lane_gates<T>(z + lane * L, L, gates.data(), nullptr);
-        const T* An = A + e * N;
+    const bool gated = a.z.defined();
+    const int64_t E = a.E, N = a.N, L = a.L, groups = (E + kVec - 1) / kVec;
+#pragma omp parallel for schedule(static) if (a.B * E * L * N > kParallelGrain)
+    for (int64_t item = 0; item < a.B * groups; ++item) {
+        ChannelGroup<T> g;
+        g.load(a, item / groups, (item % groups) * kVec, false);
+        const int64_t b = g.b;
+        std::vector<T> h(static_cast<size_t>(N * kVec), T(0)), ys(static_cast<size_t>(L * kVec));
+        for (int64_t w = 0; w < g.width; ++w)
+            if (h0)
+                for (int64_t n = 0; n < N; ++n)
+                    h[size_t(n * kVec + w)] = h0[((a.h0_batched ? b * E : 0) + g.e0 + w) * N + n];
         for (int64_t t = 0; t < L; ++t) {
-            if (t % a.ck == 0) std::copy_n(h.data(), N, ckpt + (lane * a.nck + t / a.ck) * N);
-            const T dt = dts[size_t(t)], uu = u[lane * L + t];
-            const T *Bn = Bt + (b * L + t) * N, *Cn = Ct + (b * L + t) * N;
-            T* hp = h.data();
-#pragma omp simd
-            for (int64_t n = 0; n < N; ++n) hp[n] = scan_exp(dt * An[n]) * hp[n] + dt * Bn[n] * uu;
-            T y = 0;
-            if (hoff) {
-                const T* ho = hoff + e * N;
-#pragma omp simd reduction(+ : y)
-                for (int64_t n = 0; n < N; ++n) y += Cn[n] * (hp[n] + ho[n]);
-            } else {
-#pragma omp simd reduction(+ : y)
-                for (int64_t n = 0; n < N; ++n) y += Cn[n] * hp[n];
-            }
-            if (D) y += D[e] * uu;
-            if (yoff) y += yoff[e];
-            if (z) y *= gates[size_t(t)];
-            out[lane * L + t] = y;
+            if (t % a.ck == 0)
+                for (int64_t w = 0; w < g.width; ++w)
+                    for (int64_t n = 0; n < N; ++n)
+                        ckpt[((b * E + g.e0 + w) * a.nck + t / a.ck) * N + n] = h[size_t(n * kVec + w)];
+            group_step(g, N, t, Bt + (b * L + t) * N, h.data(), static_cast<T*>(nullptr));
+            T* y = ys.data() + t * kVec;
+            group_output(g, N, t, Ct + (b * L + t) * N, h.data(), y);
+            if (gated)
+                for (int64_t w = 0; w < kVec; ++w) y[w] *= g.gate[size_t(t * kVec + w)];
         }
-        if (last) std::copy_n(h.data(), N, last + lane * N);
+        for (int64_t w = 0; w < g.width; ++w) {
+            const int64_t lane = b * E + g.e0 + w;
+            for (int64_t t = 0; t < L; ++t) out[lane * L + t] = ys[size_t(t * kVec + w)];
+            if (last)
+                for (int64_t n = 0; n < N; ++n) last[lane * N + n] = h[size_t(n * kVec + w)];
+        }
     }
 }
 
@@ -150,14 +235,10 @@ struct ScanGrads {
 
 template <class T>
 ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& gout_t, const Tensor& glast_t) {
-    const T *u = a.u.data<T>(), *delta = a.delta.data<T>(), *A = a.A.data<T>(), *Bt = a.Bt.data<T>(),
-            *Ct = a.Ct.data<T>(), *ckpt = ckpt_t.data<T>(), *gout = gout_t.data<T>();
+    const T *Bt = a.Bt.data<T>(), *Ct = a.Ct.data<T>(), *ckpt = ckpt_t.data<T>(), *gout = gout_t.data<T>();
     const T* glast = glast_t.defined() ? glast_t.data<T>() : nullptr;
-    const T* D = a.D.defined() ? a.D.data<T>() : nullptr;
     const T* z = a.z.defined() ? a.z.data<T>() : nullptr;
-    const T* bias = a.bias.defined() ? a.bias.data<T>() : nullptr;
-    const T* hoff = a.hoff.defined() ? a.hoff.data<T>() : nullptr;
-    const T* yoff = a.yoff.defined() ? a.yoff.data<T>() : nullptr;
+    const bool has_hoff = a.hoff.defined();
     const int64_t Bsz = a.B, E = a.E, N = a.N, L = a.L, ck = a.ck;
     const int64_t nblocks = (E + kLaneBlock - 1) / kLaneBlock, items = Bsz * nblocks;
     const DType dt_type = a.u.dtype();
@@ -178,86 +259,112 @@ ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& g
 #pragma omp parallel for schedule(static) if (Bsz * E * L * N > kParallelGrain)
     for (int64_t item = 0; item < items; ++item) {
         const int64_t b = item / nblocks, e_begin = (item % nblocks) * kLaneBlock, e_end = std::min(E, e_begin + kLaneBlock);
-        // Per lane: Δ_t, ∂Δ_t/∂δ_t and σ(z_t) for all t; per chunk: the recomputed states and their decays.
-        std::vector<T> hs(static_cast<size_t>((ck + 1) * N)), decays(static_cast<size_t>(ck * N)), gh(static_cast<size_t>(N));
-        std::vector<T> dts(static_cast<size_t>(L)), slopes(static_cast<size_t>(L)), gates(z ? size_t(L) : 0), sigs(z ? size_t(L) : 0);
-        T* item_dB = pB + item * L * N;
-        T* item_dC = pC + item * L * N;
-        for (int64_t e = e_begin; e < e_end; ++e) {
-            const int64_t lane = b * E + e;
-            const T* An = A + e * N;
-            lane_deltas<T>(a, delta, bias, lane, e, dts.data(), slopes.data());
-            if (z) lane_gates<T>(z + lane * L, L, gates.data(), sigs.data());
-            for (int64_t n = 0; n < N; ++n) gh[size_t(n)] = glast ? glast[lane * N + n] : T(0);
+        const size_t NV = size_t(N * kVec);
+        // Per group: recomputed states hs[i] ([N][kVec], state before step start+i) and decays of the chunk, the
+        // adjoint gh, per-channel parameter gradients; per item: dB/dC per channel slot ([L][N][kVec]), summed over
+        // the slots once at the end.
+        std::vector<T> hs(size_t(ck + 1) * NV), decays(size_t(ck) * NV), gh(NV), dA_acc(NV), dH_acc(NV);
+        std::vector<T> dB_acc(size_t(L) * NV, T(0)), dC_acc(size_t(L) * NV, T(0));
+        std::vector<T> du_g(size_t(L * kVec)), dd_g(size_t(L * kVec)), dz_g(z ? size_t(L * kVec) : 0);
+        ChannelGroup<T> grp;
+        for (int64_t e0 = e_begin; e0 < e_end; e0 += kVec) {
+            grp.load(a, b, e0, true);
+            const int64_t width = std::min(kVec, e_end - e0);
+            std::vector<T> go(size_t(L * kVec), T(0));  // output gradient, time-major
+            for (int64_t w = 0; w < width; ++w)
+                for (int64_t t = 0; t < L; ++t) go[size_t(t * kVec + w)] = gout[(b * E + e0 + w) * L + t];
+            std::fill(gh.begin(), gh.end(), T(0));
+            if (glast)
+                for (int64_t w = 0; w < width; ++w)
+                    for (int64_t n = 0; n < N; ++n) gh[size_t(n * kVec + w)] = glast[(b * E + e0 + w) * N + n];
+            std::fill(dA_acc.begin(), dA_acc.end(), T(0));
+            std::fill(dH_acc.begin(), dH_acc.end(), T(0));
+            T accD[kVec] = {}, accY[kVec] = {}, accBias[kVec] = {};
             for (int64_t c = a.nck - 1; c >= 0; --c) {
                 const int64_t start = c * ck, len = std::min(ck, L - start);
-                // Recompute this chunk's states: hs[i] = h before step start+i, hs[len] = after the last step;
-                // decays[i] = exp(Δ A) of step start+i, reused by the adjoint below.
-                std::copy_n(ckpt + (lane * a.nck + c) * N, N, hs.data());
-                for (int64_t i = 0; i < len; ++i) {
-                    const int64_t t = start + i;
-                    const T dt = dts[size_t(t)], uu = u[lane * L + t];
-                    const T* Bn = Bt + (b * L + t) * N;
-                    const T* prev = hs.data() + i * N;
-                    T* next = hs.data() + (i + 1) * N;
-                    T* dec = decays.data() + i * N;
-#pragma omp simd
-                    for (int64_t n = 0; n < N; ++n) {
-                        dec[n] = scan_exp(dt * An[n]);
-                        next[n] = dec[n] * prev[n] + dt * Bn[n] * uu;
-                    }
+                std::fill(hs.begin(), hs.begin() + NV, T(0));
+                for (int64_t w = 0; w < width; ++w)
+                    for (int64_t n = 0; n < N; ++n)
+                        hs[size_t(n * kVec + w)] = ckpt[((b * E + e0 + w) * a.nck + c) * N + n];
+                for (int64_t i = 0; i < len; ++i) {  // recompute: hs[i + 1] from hs[i], keeping the decays
+                    std::copy_n(hs.data() + i * NV, NV, hs.data() + (i + 1) * NV);
+                    group_step(grp, N, start + i, Bt + (b * L + start + i) * N, hs.data() + (i + 1) * NV,
+                               decays.data() + i * NV);
                 }
                 for (int64_t i = len - 1; i >= 0; --i) {
                     const int64_t t = start + i;
-                    const T dt = dts[size_t(t)], uu = u[lane * L + t];
                     const T *Bn = Bt + (b * L + t) * N, *Cn = Ct + (b * L + t) * N;
-                    const T *h_t = hs.data() + (i + 1) * N, *h_prev = hs.data() + i * N, *dec = decays.data() + i * N;
+                    const T *h_t = hs.data() + (i + 1) * NV, *h_prev = hs.data() + i * NV, *dec = decays.data() + i * NV;
+                    const T *dt = grp.dt.data() + t * kVec, *u = grp.u.data() + t * kVec;
                     // Output side: out = y · SiLU(z)  →  gy, gz.
-                    T gy = gout[lane * L + t];
+                    T gy[kVec];
+                    for (int64_t w = 0; w < kVec; ++w) gy[w] = go[size_t(t * kVec + w)];
                     if (z) {
-                        T y = D ? D[e] * uu : T(0);
-                        if (yoff) y += yoff[e];
-#pragma omp simd reduction(+ : y)
-                        for (int64_t n = 0; n < N; ++n) y += Cn[n] * (hoff ? h_t[n] + hoff[e * N + n] : h_t[n]);
-                        const T zz = z[lane * L + t], s = sigs[size_t(t)];
-                        dz[lane * L + t] = gy * y * s * (T(1) + zz * (T(1) - s));
-                        gy *= gates[size_t(t)];
-                    }
-                    if (D) pD[lane] += gy * uu;
-                    if (yoff) pY[lane] += gy;
-                    T gdt = 0, gu = 0;
-                    T *ghp = gh.data(), *dCt = item_dC + t * N, *dBt = item_dB + t * N, *dAl = pA + lane * N;
-                    if (hoff) {
-                        T* dHl = pH + lane * N;
-                        const T* ho = hoff + e * N;
-#pragma omp simd
-                        for (int64_t n = 0; n < N; ++n) {
-                            dCt[n] += gy * (h_t[n] + ho[n]);
-                            dHl[n] += gy * Cn[n];
+                        T y[kVec];
+                        group_output(grp, N, t, Cn, h_t, y);
+                        for (int64_t w = 0; w < width; ++w) {
+                            const T zz = z[(b * E + e0 + w) * L + t], s = grp.sig[size_t(t * kVec + w)];
+                            dz_g[size_t(t * kVec + w)] = gy[w] * y[w] * s * (T(1) + zz * (T(1) - s));
                         }
-                    } else {
-#pragma omp simd
-                        for (int64_t n = 0; n < N; ++n) dCt[n] += gy * h_t[n];
+                        for (int64_t w = 0; w < kVec; ++w) gy[w] *= grp.gate[size_t(t * kVec + w)];
                     }
-#pragma omp simd reduction(+ : gdt, gu)
+                    T gdt[kVec] = {}, gu[kVec] = {}, dtu[kVec];
+                    for (int64_t w = 0; w < kVec; ++w) {
+                        accD[w] += gy[w] * u[w];
+                        accY[w] += gy[w];
+                        dtu[w] = dt[w] * u[w];
+                    }
+                    T *dBt = dB_acc.data() + size_t(t) * NV, *dCt = dC_acc.data() + size_t(t) * NV;
                     for (int64_t n = 0; n < N; ++n) {
-                        const T ghn = ghp[n] + Cn[n] * gy;  // total ∂L/∂h_t
-                        const T ga = ghn * h_prev[n];        // ∂L/∂(decay)
-                        gdt += ga * dec[n] * An[n] + ghn * Bn[n] * uu;
-                        dAl[n] += ga * dec[n] * dt;
-                        dBt[n] += ghn * dt * uu;
-                        gu += ghn * dt * Bn[n];
-                        ghp[n] = ghn * dec[n];              // ∂L/∂h_{t−1} through this step
+                        const T bn = Bn[n], cn = Cn[n];
+                        const size_t o = size_t(n * kVec);
+                        const T *An = grp.A.data() + o, *ho = grp.hoff.data() + o;
+#pragma omp simd
+                        for (int64_t w = 0; w < kVec; ++w) {
+                            dCt[o + w] += gy[w] * (h_t[o + w] + ho[w]);
+                            dH_acc[o + w] += gy[w] * cn;
+                            const T ghn = gh[o + w] + cn * gy[w];  // total ∂L/∂h_t
+                            const T ga = ghn * h_prev[o + w];       // ∂L/∂(decay)
+                            gdt[w] += ga * dec[o + w] * An[w] + ghn * bn * u[w];
+                            dA_acc[o + w] += ga * dec[o + w] * dt[w];
+                            dBt[o + w] += ghn * dtu[w];
+                            gu[w] += ghn * dt[w] * bn;
+                            gh[o + w] = ghn * dec[o + w];          // ∂L/∂h_{t−1} through this step
+                        }
                     }
-                    if (D) gu += gy * D[e];
-                    const T gdt_raw = gdt * slopes[size_t(t)];
-                    dd[lane * L + t] = gdt_raw;
-                    if (bias) pbias[lane] += gdt_raw;
-                    du[lane * L + t] = gu;
+                    for (int64_t w = 0; w < kVec; ++w) {
+                        du_g[size_t(t * kVec + w)] = gu[w] + gy[w] * grp.D[w];
+                        const T gdt_raw = gdt[w] * grp.slope[size_t(t * kVec + w)];
+                        dd_g[size_t(t * kVec + w)] = gdt_raw;
+                        accBias[w] += gdt_raw;
+                    }
                 }
             }
-            std::copy_n(gh.data(), N, pH0 + lane * N);
+            for (int64_t w = 0; w < width; ++w) {
+                const int64_t lane = b * E + e0 + w;
+                for (int64_t t = 0; t < L; ++t) {
+                    du[lane * L + t] = du_g[size_t(t * kVec + w)];
+                    dd[lane * L + t] = dd_g[size_t(t * kVec + w)];
+                    if (z) dz[lane * L + t] = dz_g[size_t(t * kVec + w)];
+                }
+                for (int64_t n = 0; n < N; ++n) {
+                    pA[lane * N + n] = dA_acc[size_t(n * kVec + w)];
+                    if (has_hoff) pH[lane * N + n] = dH_acc[size_t(n * kVec + w)];
+                    pH0[lane * N + n] = gh[size_t(n * kVec + w)];
+                }
+                pD[lane] = accD[w];
+                pY[lane] = accY[w];
+                pbias[lane] = accBias[w];
+            }
         }
+        // dB, dC of this item: the channel slots summed in order.
+        T* item_dB = pB + item * L * N;
+        T* item_dC = pC + item * L * N;
+        for (int64_t tn = 0; tn < L * N; ++tn)
+            for (int64_t w = 0; w < kVec; ++w) {
+                item_dB[tn] += dB_acc[size_t(tn * kVec + w)];
+                item_dC[tn] += dC_acc[size_t(tn * kVec + w)];
+            }
     }
 
     // Fixed-order reductions of the partials.
@@ -275,10 +382,10 @@ ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& g
         return scan_detail::sum_leading<T>(part, shape);
     };
     g.dA = sum_over_batch(dA_part, {E, N});
-    if (D) g.dD = sum_over_batch(dD_part, {E});
-    if (bias) g.dbias = sum_over_batch(dbias_part, {E});
-    if (hoff) g.dhoff = sum_over_batch(dhoff_part, {E, N});
-    if (yoff) g.dyoff = sum_over_batch(dyoff_part, {E});
+    if (a.D.defined()) g.dD = sum_over_batch(dD_part, {E});
+    if (a.bias.defined()) g.dbias = sum_over_batch(dbias_part, {E});
+    if (has_hoff) g.dhoff = sum_over_batch(dhoff_part, {E, N});
+    if (a.yoff.defined()) g.dyoff = sum_over_batch(dyoff_part, {E});
     if (a.h0.defined()) g.dh0 = a.h0_batched ? dh0_all : sum_over_batch(dh0_all, {E, N});
     return g;
 }
