@@ -4,6 +4,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
 
 #include "cuda/runtime.h"
 #include "engine/error.h"
@@ -15,7 +18,74 @@ DeviceBackend g_cuda_backend;
 bool g_has_cuda_backend = false;
 std::atomic<size_t> g_cpu_bytes{0};
 std::atomic<size_t> g_cpu_peak{0};
+
+// The CPU buffer cache (see storage.h): free lists of large buffers keyed by their rounded size. Leaked on purpose
+// (never destroyed), so Storages that outlive static destruction can still return their buffers.
+constexpr size_t kCacheMinBytes = size_t(256) << 10;
+struct CpuCache {
+    std::mutex mu;
+    std::unordered_map<size_t, std::vector<void*>> free_lists;
+    size_t cached = 0;
+};
+CpuCache& cpu_cache() {
+    static CpuCache* cache = new CpuCache;
+    return *cache;
+}
+
+// Bytes actually allocated for a request: 64-byte multiples, 4 KiB multiples for cached sizes.
+size_t rounded_bytes(size_t nbytes) {
+    const size_t r = (nbytes + 63) / 64 * 64;
+    return r == 0 ? 64 : r >= kCacheMinBytes ? (r + 4095) / 4096 * 4096 : r;
+}
+
+void* cpu_allocate(size_t rounded) {
+    if (rounded >= kCacheMinBytes) {
+        CpuCache& c = cpu_cache();
+        std::lock_guard<std::mutex> lock(c.mu);
+        auto it = c.free_lists.find(rounded);
+        if (it != c.free_lists.end() && !it->second.empty()) {
+            void* p = it->second.back();
+            it->second.pop_back();
+            c.cached -= rounded;
+            return p;
+        }
+    }
+    void* p = std::aligned_alloc(64, rounded);
+    if (p == nullptr && cpu_cached_bytes() > 0) {  // memory is short: give the cache back and try once more
+        cpu_empty_cache();
+        p = std::aligned_alloc(64, rounded);
+    }
+    return p;
+}
+
+void cpu_release(void* p, size_t rounded) {
+    if (rounded >= kCacheMinBytes) {
+        CpuCache& c = cpu_cache();
+        std::lock_guard<std::mutex> lock(c.mu);
+        if (c.cached + rounded <= g_cpu_peak.load()) {  // cache at most the peak in use
+            c.free_lists[rounded].push_back(p);
+            c.cached += rounded;
+            return;
+        }
+    }
+    std::free(p);
+}
 }  // namespace
+
+size_t cpu_cached_bytes() {
+    CpuCache& c = cpu_cache();
+    std::lock_guard<std::mutex> lock(c.mu);
+    return c.cached;
+}
+
+void cpu_empty_cache() {
+    CpuCache& c = cpu_cache();
+    std::lock_guard<std::mutex> lock(c.mu);
+    for (auto& [size, list] : c.free_lists)
+        for (void* p : list) std::free(p);
+    c.free_lists.clear();
+    c.cached = 0;
+}
 
 void register_device_backend(DeviceType type, const DeviceBackend& backend) {
     SSMTUNE_CHECK(type == DeviceType::CUDA, "only a CUDA backend can be registered");
@@ -38,8 +108,7 @@ const DeviceBackend& device_backend(DeviceType type) {
 
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
     if (device.is_cpu()) {
-        const size_t rounded = (nbytes + 63) / 64 * 64;
-        data_ = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+        data_ = cpu_allocate(rounded_bytes(nbytes));
         SSMTUNE_CHECK(data_ != nullptr, "out of host memory allocating ", nbytes, " bytes");
         const size_t now = g_cpu_bytes.fetch_add(nbytes) + nbytes;
         size_t peak = g_cpu_peak.load();
@@ -51,8 +120,8 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
 
 Storage::~Storage() {
     if (device_.is_cpu()) {
-        std::free(data_);
         g_cpu_bytes.fetch_sub(nbytes_);
+        cpu_release(data_, rounded_bytes(nbytes_));
     } else if (g_has_cuda_backend) {
         g_cuda_backend.release(data_, nbytes_, device_.index);
     }

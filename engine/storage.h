@@ -1,6 +1,10 @@
 // Storage: one owned buffer of bytes on one device, shared by every Tensor view of it.
 //
-// CPU buffers are 64-byte aligned (cache line, AVX-512 width) and rounded up to a multiple of 64 bytes.
+// CPU buffers are 64-byte aligned (cache line, AVX-512 width) and rounded up to a multiple of 64 bytes. Large
+// ones (256 KiB and up, rounded to 4 KiB) are cached when freed and reused by the next request of the same rounded
+// size: a training loop allocates the same shapes every step, and fresh large blocks would each cost the kernel's
+// page faults (about a tenth of a CPU Mamba step before the cache). At most the peak of bytes in use is kept;
+// cpu_empty_cache() returns it all to the system. Reused buffers are not zeroed (Tensor::empty never promised it).
 // Not here: reference-counting by hand (std::shared_ptr does it), copy-on-write.
 #pragma once
 
@@ -37,5 +41,8 @@ private:
 size_t cpu_bytes_in_use();
 size_t cpu_peak_bytes();
 void reset_cpu_peak_bytes();
+// Bytes of freed CPU buffers held for reuse, and a call that frees them all.
+size_t cpu_cached_bytes();
+void cpu_empty_cache();
 
 }  // namespace ssmtune

@@ -314,6 +314,29 @@ TEST_CASE("cpu storage is 64-byte aligned") {
     CHECK(reinterpret_cast<uintptr_t>(Tensor::ones({5}).to(DType::F16).raw_data()) % 64 == 0);
 }
 
+TEST_CASE("large CPU buffers are reused from the cache, bounded by the peak in use, and can be released") {
+    cpu_empty_cache();
+    CHECK(cpu_cached_bytes() == 0);
+    const void* first = nullptr;
+    {
+        Tensor a = Tensor::full({300, 1024}, 1.0, DType::F32);  // 1.2 MB: cached when freed
+        first = a.data<float>();
+        Tensor small = Tensor::full({10}, 2.0, DType::F32);   // small: plain malloc/free, never cached
+    }
+    CHECK(cpu_cached_bytes() == 300 * 1024 * 4);
+    {
+        Tensor b = Tensor::empty({1024, 300}, DType::F32);  // the same rounded size: the same buffer comes back
+        CHECK(b.data<float>() == first);
+        CHECK(cpu_cached_bytes() == 0);
+        Tensor c = Tensor::zeros({300, 1024}, DType::F32);  // a second one is fresh, and zeros() still zeroes
+        CHECK(c.data<float>() != first);
+        for (float v : c.to_vector<float>()) REQUIRE(v == 0.0f);
+    }
+    CHECK(cpu_cached_bytes() <= cpu_peak_bytes());
+    cpu_empty_cache();
+    CHECK(cpu_cached_bytes() == 0);
+}
+
 TEST_CASE("cpu_bytes_in_use tracks live storage and the peak") {
     const size_t before = cpu_bytes_in_use();
     reset_cpu_peak_bytes();
