@@ -76,3 +76,13 @@ TEST_CASE("every example run config in tools/configs resolves, and its model and
     }
     CHECK(seen >= 6);
 }
+
+TEST_CASE("bench: the scan benchmark on a tiny shape, and its usage errors") {
+    CHECK(cli({"bench", "--what", "scan", "--batch", "1", "--inner", "8", "--state", "4", "--lengths", "8,16",
+               "--repeats", "1"}) == 0);
+    CHECK(cli({"bench", "--help"}) == 0);
+    CHECK(cli({"bench", "--what", "everything"}) == 2);
+    CHECK(cli({"bench", "--lengths", "8,x"}) == 2);
+    CHECK(cli({"bench", "--repeats", "0"}) == 2);
+    CHECK(cli({"bench", "--device", "tpu"}) == 2);
+}
