@@ -64,15 +64,6 @@ std::map<std::string, double> evaluate_test_images(
     return {{"loss", loss / double(n)}, {"accuracy", hits / double(n)}};
 }
 
-// Loss and number of correct predictions of classification logits [B, C] against labels [B].
-std::pair<Tensor, double> class_loss_and_hits(const Tensor& logits, const Tensor& labels) {
-    Tensor loss = ops::cross_entropy(logits, labels);
-    const std::vector<int64_t> pred = ops::argmax(logits, 1).to_vector<int64_t>(), lab = labels.to_vector<int64_t>();
-    double hits = 0;
-    for (size_t i = 0; i < lab.size(); ++i) hits += pred[i] == lab[i];
-    return {loss, hits};
-}
-
 // Image classification for the models that read real-valued frames: the S4D classifier (logits [B, C]) and the
 // Mamba/Longhorn frame models (logits [B, L, C]; the prediction is read at the last frame, which has seen them all).
 // Loss: cross-entropy of the class logits; metrics: loss, accuracy.
@@ -93,8 +84,11 @@ void attach_frame_classifier(Workload& w) {
         return evaluate_test_images(*wp, [wp, class_logits](int64_t start, int64_t b) {
             Tensor x = wp->test_images.inputs.narrow(0, start, b).contiguous();
             Tensor y = wp->test_images.labels.narrow(0, start, b).contiguous();
-            const auto [loss, hits] = class_loss_and_hits(class_logits(x), y);
-            return std::make_pair(loss.item(), hits);
+            const Tensor logits = class_logits(x);
+            const std::vector<int64_t> pred = ops::argmax(logits, 1).to_vector<int64_t>(), lab = y.to_vector<int64_t>();
+            double hits = 0;
+            for (size_t i = 0; i < lab.size(); ++i) hits += pred[i] == lab[i];
+            return std::make_pair(ops::cross_entropy(logits, y).item(), hits);
         });
     };
 }
