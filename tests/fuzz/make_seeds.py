@@ -46,6 +46,11 @@ put("model_loader", "mamba", split2(json.dumps(cfg).encode(), safetensors(mamba)
 cfg_l = dict(cfg, model_type="longhorn")
 longhorn = {k: v for k, v in mamba.items() if not k.endswith("A_log")}
 put("model_loader", "longhorn", split2(json.dumps(cfg_l).encode(), safetensors(longhorn)))
+# the same Mamba as a frame model: 3 real-valued features per step through backbone.encoder, V outputs, untied head
+frame = {k: v for k, v in mamba.items() if k != "backbone.embeddings.weight"}
+frame.update({"backbone.encoder.weight": full([D, 3]), "backbone.encoder.bias": full([D]), "lm_head.weight": full([V, D])})
+put("model_loader", "mamba_frames", split2(json.dumps(dict(cfg, input_size=3, tie_word_embeddings=False)).encode(),
+                                            safetensors(frame)))
 # adapters for the fuzz target's fixed model (V=11, D=8, 2 layers, N=4, E=16, R=1)
 lora = {}
 for i in range(2):
