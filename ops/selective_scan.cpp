@@ -319,10 +319,13 @@ ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& g
                         const T bn = Bn[n], cn = Cn[n];
                         const size_t o = size_t(n * kVec);
                         const T *An = grp.A.data() + o, *ho = grp.hoff.data() + o;
+                        if (has_hoff) {
+#pragma omp simd
+                            for (int64_t w = 0; w < kVec; ++w) dH_acc[o + w] += gy[w] * cn;
+                        }
 #pragma omp simd
                         for (int64_t w = 0; w < kVec; ++w) {
                             dCt[o + w] += gy[w] * (h_t[o + w] + ho[w]);
-                            dH_acc[o + w] += gy[w] * cn;
                             const T ghn = gh[o + w] + cn * gy[w];  // total ∂L/∂h_t
                             const T ga = ghn * h_prev[o + w];       // ∂L/∂(decay)
                             gdt[w] += ga * dec[o + w] * An[w] + ghn * bn * u[w];
