@@ -3,13 +3,15 @@
 // The norm is accumulated in double over fixed-size chunks whose partial sums are added in order, so it does
 // not depend on the thread count (PyTorch accumulates float32 gradients in float32; ours is more accurate).
 // Clipping multiplies each gradient in place by max_norm / (norm + 1e-6) when that is below 1.
-// Not here: other norm types (inf, p ≠ 2), foreach kernels, GPU gradients.
+// Gradients on a GPU: the same chunks, each summed by one block (cuda/reduce.cu), the partials added here in order.
+// Not here: other norm types (inf, p ≠ 2), foreach kernels.
 #include <algorithm>
 #include <cmath>
 #include <unordered_set>
 
 #include "autograd/node.h"
 #include "autograd/optim.h"
+#include "cuda/kernels.h"
 #include "engine/tensor_copy.h"
 
 namespace ssmtune::autograd {
@@ -35,8 +37,8 @@ std::vector<std::pair<Tensor, Tensor>> distinct_grads(const std::vector<Tensor>&
         if (!seen.insert(p.impl_ptr().get()).second) continue;
         Tensor g = p.grad();
         if (!g.defined()) continue;
-        SSMTUNE_CHECK(is_compute_float(g.dtype()) && g.device().is_cpu(), fn, ": the .grad of parameter ", k, " is ",
-                      g.describe(), "; expected an F32/F64 CPU tensor");
+        SSMTUNE_CHECK(is_compute_float(g.dtype()), fn, ": the .grad of parameter ", k, " is ", g.describe(),
+                      "; expected an F32/F64 tensor");
         out.emplace_back(p, g);
     }
     return out;
@@ -48,9 +50,14 @@ double grad_norm(const std::vector<Tensor>& params) {
     constexpr int64_t kChunk = 16384;  // fixed, so the summation order does not depend on the thread count
     double total = 0;
     for (auto& [p, grad] : distinct_grads(params, "grad_norm")) {
-        const Tensor g = grad.is_contiguous() ? grad : copy_to(grad, grad.dtype(), Device::cpu());
+        const Tensor g = grad.is_contiguous() ? grad : copy_to(grad, grad.dtype(), grad.device());
         const int64_t n = g.numel(), chunks = (n + kChunk - 1) / kChunk;
         std::vector<double> partial(size_t(chunks), 0.0);
+        if (g.device().is_cuda()) {
+            cuda::sum_squares_chunks(g.device().index, g.dtype(), g.raw_data(), n, kChunk, partial.data());
+            for (double s : partial) total += s;
+            continue;
+        }
         dispatch_param(g.dtype(), [&](auto tag) {
             using T = decltype(tag);
             const T* x = g.data<T>();
@@ -76,8 +83,9 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
     if (!(coef < 1.0)) return norm;  // PyTorch clamps the coefficient to 1: multiplying by 1 changes nothing
     NoGradGuard no_grad;
     for (auto& [param, grad] : distinct_grads(params, "clip_grad_norm")) {
-        Tensor g = grad.is_contiguous() ? grad : copy_to(grad, grad.dtype(), Device::cpu());
-        dispatch_param(g.dtype(), [&](auto tag) {
+        Tensor g = grad.is_contiguous() ? grad : copy_to(grad, grad.dtype(), grad.device());
+        if (g.device().is_cuda()) cuda::scale_inplace(g.device().index, g.dtype(), g.raw_data(), g.numel(), coef);
+        else dispatch_param(g.dtype(), [&](auto tag) {
             using T = decltype(tag);
             T* x = g.data<T>();
             const T c = T(coef);

@@ -1,12 +1,12 @@
 // Optimizer base (groups, state save/load) and the SGD and AdamW updates (grad_clip.cpp and lr_schedule.cpp
 // hold the rest of optim.h).
 //
-// The update kernels are plain loops over one parameter's elements in its dtype (float or double), written
-// in the operation order of PyTorch's `_single_tensor_sgd` / `_single_tensor_adam(decoupled_weight_decay)`,
+// The update kernels are plain loops over one parameter's elements in its dtype (float or double), one call
+// per element of optim_math.h (which cuda/optim.cu shares for parameters on a GPU), written in the operation order of PyTorch's `_single_tensor_sgd` / `_single_tensor_adam(decoupled_weight_decay)`,
 // with scalars rounded to the parameter's dtype where PyTorch rounds them. Agreement with PyTorch is to
 // rounding, not bitwise: PyTorch's vectorised CPU kernels use FMA in places (lerp, add with alpha).
-// Elementwise, so the OpenMP split cannot change results. Not here: GPU parameters, foreach/fused multi-tensor
-// kernels, `maximize`, `differentiable`.
+// Elementwise, so the OpenMP split cannot change results. Optimizer state is saved from the host and loaded
+// onto the parameter's device. Not here: foreach/fused multi-tensor kernels, `maximize`, `differentiable`.
 #include "autograd/optim.h"
 
 #include <algorithm>
@@ -18,6 +18,8 @@
 #include <unordered_map>
 
 #include "autograd/node.h"
+#include "autograd/optim_math.h"
+#include "cuda/kernels.h"
 #include "engine/tensor_copy.h"
 
 namespace ssmtune::autograd {
@@ -115,8 +117,8 @@ void Optimizer::sync_state() {
         for (size_t i = 0; i < group.params.size(); ++i) {
             const Tensor& p = group.params[i];
             SSMTUNE_CHECK(p.defined(), where(group, i), " is an undefined tensor");
-            SSMTUNE_CHECK(is_compute_float(p.dtype()) && p.device().is_cpu(), where(group, i), " is ",
-                          p.describe(), "; optimizers update F32/F64 CPU tensors");
+            SSMTUNE_CHECK(is_compute_float(p.dtype()), where(group, i), " is ", p.describe(),
+                          "; optimizers update F32/F64 tensors");
             SSMTUNE_CHECK(p.is_leaf() && p.requires_grad(), where(group, i), " (", p.describe(),
                           ") must be a leaf with requires_grad; fix: pass the parameter itself (set_requires_grad"
                           "(true)), not a result computed from it");
@@ -144,7 +146,7 @@ Tensor& Optimizer::buffer(size_t g, size_t i, const std::string& name) {
     Tensor& b = state_[g][i].buffers[name];
     if (!b.defined()) {
         const Tensor& p = groups_[g].params[i];
-        b = Tensor::zeros(p.shape(), p.dtype());
+        b = Tensor::zeros(p.shape(), p.dtype(), p.device());
     }
     return b;
 }
@@ -195,7 +197,8 @@ TensorMap Optimizer::state_dict(Metadata& meta) const {
             if (st.step == 0 && st.buffers.empty()) continue;
             const std::string prefix = state_prefix(group, i);
             meta[prefix + "step"] = std::to_string(st.step);
-            for (const auto& [buf_name, t] : st.buffers) tensors[prefix + buf_name] = t.detach();
+            for (const auto& [buf_name, t] : st.buffers)  // saved from the host, whatever device trains
+                tensors[prefix + buf_name] = t.device().is_cpu() ? t.detach() : copy_to(t, t.dtype(), Device::cpu());
         }
     }
     write_options(meta);
@@ -248,7 +251,7 @@ void Optimizer::load_state_dict(const TensorMap& tensors, const Metadata& meta) 
                 SSMTUNE_CHECK(t.shape() == p.shape() && t.dtype() == p.dtype(), "optimizer state: tensor '", key,
                               "' is ", t.describe(), " but ", where(group, i), " is ", p.describe(),
                               "; fix: load the state into an optimizer over the same parameters, in the same order");
-                st.buffers[buf_name] = copy_to(t, t.dtype(), Device::cpu());
+                st.buffers[buf_name] = copy_to(t, t.dtype(), p.device());
                 used.insert(key);
             }
         }
@@ -290,26 +293,11 @@ void Optimizer::load(const std::string& path) {
 
 namespace {
 
-struct SgdScalars {
-    double lr, weight_decay, momentum, dampening;
-    bool nesterov, first;  // first: the momentum buffer takes the gradient itself
-};
-
-// p[n], g[n], buf[n] (null when momentum is 0): torch.optim.SGD's single-tensor update.
+// p[n], g[n], buf[n] (null when momentum is 0): torch.optim.SGD's single-tensor update (optim_math.h).
 template <class T>
 void sgd_update(T* p, const T* g, T* buf, int64_t n, const SgdScalars& s) {
-    const T wd = T(s.weight_decay), mom = T(s.momentum), keep = T(1 - s.dampening), neg_lr = T(-s.lr);
-    const bool decay = s.weight_decay != 0, use_buf = s.momentum != 0;
 #pragma omp parallel for schedule(static) if (n > kGrain)
-    for (int64_t i = 0; i < n; ++i) {
-        T d = g[i];
-        if (decay) d = d + wd * p[i];                 // grad.add(param, alpha=wd)
-        if (use_buf) {
-            buf[i] = s.first ? d : buf[i] * mom + keep * d;  // clone(grad) | buf.mul_(m).add_(grad, 1 - damp)
-            d = s.nesterov ? d + mom * buf[i] : buf[i];
-        }
-        p[i] = p[i] + neg_lr * d;                     // param.add_(grad, alpha=-lr)
-    }
+    for (int64_t i = 0; i < n; ++i) sgd_element<T>(p[i], g[i], buf ? buf + i : nullptr, s);
 }
 
 }  // namespace
@@ -361,6 +349,11 @@ void SGD::step() {
                 buf = buffer(g, i, "momentum_buffer");
             }
             ++st.step;
+            if (p.device().is_cuda()) {
+                cuda::sgd_update(p.device().index, p.dtype(), p.raw_data(), grads[g][i].raw_data(),
+                                 buf.defined() ? buf.raw_data() : nullptr, p.numel(), s);
+                continue;
+            }
             dispatch_param(p.dtype(), [&](auto tag) {
                 using T = decltype(tag);
                 sgd_update<T>(p.data<T>(), grads[g][i].data<T>(), buf.defined() ? buf.data<T>() : nullptr,
@@ -396,45 +389,12 @@ Optimizer::LoadedOptions SGD::parse_options(const Metadata& meta) {
 
 namespace {
 
-struct AdamScalars {
-    double lr, weight_decay, beta1, beta2, eps;
-    int64_t step;  // this parameter's step count t, after incrementing
-    bool amsgrad;
-};
-
-// PyTorch's lerp: self + w·(end − self) for |w| < 0.5, else end − (end − self)·(1 − w).
-template <class T>
-inline T lerp(T self, T end, T w) {
-    return std::abs(w) < T(0.5) ? self + w * (end - self) : end - (end - self) * (T(1) - w);
-}
-
 // p[n], g[n], m[n], v[n], vmax[n] (null unless amsgrad): torch's _single_tensor_adam with decoupled decay.
 template <class T>
 void adamw_update(T* p, const T* g, T* m, T* v, T* vmax, int64_t n, const AdamScalars& s) {
-    const double bias_correction1 = 1 - std::pow(s.beta1, double(s.step));
-    const double bias_correction2 = 1 - std::pow(s.beta2, double(s.step));
-    const T decay = T(1 - s.lr * s.weight_decay);           // param.mul_(1 - lr * wd)
-    const T w1 = T(1 - s.beta1), b2 = T(s.beta2), w2 = T(1 - s.beta2);
-    const T neg_step_size = T(-(s.lr / bias_correction1));  // addcdiv_ value = -step_size
-    const T bc2_sqrt = T(std::sqrt(bias_correction2)), eps = T(s.eps);
-    const bool decay_on = s.weight_decay != 0;
+    const AdamFactors<T> f = adam_factors<T>(s);
 #pragma omp parallel for schedule(static) if (n > kGrain)
-    for (int64_t i = 0; i < n; ++i) {
-        const T gi = g[i];
-        T pi = p[i];
-        if (decay_on) pi = pi * decay;
-        const T mi = lerp<T>(m[i], gi, w1);                  // exp_avg.lerp_(grad, 1 - beta1)
-        const T vi = v[i] * b2 + w2 * gi * gi;               // exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2)
-        m[i] = mi;
-        v[i] = vi;
-        T second = vi;
-        if (vmax) {                                          // torch.maximum (NaN propagates)
-            if (!(vmax[i] >= vi)) vmax[i] = std::isnan(vmax[i]) ? vmax[i] : vi;
-            second = vmax[i];
-        }
-        const T denom = std::sqrt(second) / bc2_sqrt + eps;  // (v.sqrt() / bc2_sqrt).add_(eps)
-        p[i] = pi + neg_step_size * mi / denom;              // param.addcdiv_(m, denom, -step_size)
-    }
+    for (int64_t i = 0; i < n; ++i) adamw_element<T>(p[i], g[i], m[i], v[i], vmax ? vmax + i : nullptr, f);
 }
 
 }  // namespace
@@ -470,6 +430,11 @@ void AdamW::step() {
             ++st.step;
             const AdamScalars s{groups_[g].lr * lr_factor_, groups_[g].weight_decay, options_.beta1(),
                                 options_.beta2(), options_.eps(), st.step, options_.amsgrad()};
+            if (p.device().is_cuda()) {
+                cuda::adamw_update(p.device().index, p.dtype(), p.raw_data(), grads[g][i].raw_data(), m.raw_data(), v.raw_data(),
+                                   vmax.defined() ? vmax.raw_data() : nullptr, p.numel(), s);
+                continue;
+            }
             dispatch_param(p.dtype(), [&](auto tag) {
                 using T = decltype(tag);
                 adamw_update<T>(p.data<T>(), grads[g][i].data<T>(), m.data<T>(), v.data<T>(),

@@ -7,7 +7,8 @@
 // elementwise loop, threaded with OpenMP, so results do not depend on the thread count. Optimizer state
 // (moments, per-parameter step counts, hyper-parameters) saves to and loads from safetensors, so a resumed
 // run is bit-identical to an uninterrupted one. Schedules follow HF transformers' get_*_schedule_with_warmup.
-// Not here: GPU parameters (an Error for now), sparse gradients, `maximize`, closures (step() takes none).
+// Parameters on a GPU are updated by cuda/optim.cu with the same per-element code (optim_math.h).
+// Not here: sparse gradients, `maximize`, closures (step() takes none).
 #pragma once
 
 #include <cstdint>
@@ -34,7 +35,7 @@ struct ParamGroup {
 
 // Base class: parameter groups, per-parameter state, zero_grad, learning-rate factor, state save/load.
 //
-// Parameters must be F32/F64 CPU contiguous leaves with requires_grad, each listed once (an Error naming the
+// Parameters must be F32/F64 contiguous leaves (CPU or GPU) with requires_grad, each listed once (an Error naming the
 // group and index otherwise). step() skips parameters whose .grad is undefined (frozen or unused this step);
 // their state and per-parameter step count do not advance, as in PyTorch. Parameters may be appended to a
 // group after construction (they are checked at the next step); reordering them invalidates the state.

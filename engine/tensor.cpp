@@ -8,6 +8,7 @@
 #include <ostream>
 #include <sstream>
 
+#include "cuda/kernels.h"
 #include "engine/strided.h"
 #include "engine/tensor_copy.h"
 
@@ -51,6 +52,11 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+    if (device.is_cuda()) {
+        Tensor t = empty(shape, dtype, device);
+        cuda::fill(device.index, t.raw_data(), dtype, t.numel(), value);
+        return t;
+    }
     Tensor t = empty(shape, dtype, Device::cpu());
     dispatch_any_dtype(dtype, [&](auto tag) {
         using T = typename decltype(tag)::type;
@@ -59,7 +65,7 @@ Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device
         const int64_t n = t.numel();
         for (int64_t i = 0; i < n; ++i) p[i] = v;
     });
-    return device.is_cpu() ? t : t.to(device);
+    return t;
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0.0, dtype, device); }
@@ -169,6 +175,7 @@ void Tensor::set(const std::vector<int64_t>& index, double value) {
 
 double Tensor::item() const {
     SSMTUNE_CHECK(numel() == 1, "item() needs a one-element tensor, got ", describe());
+    if (!device().is_cpu()) return copy_to(*this, dtype(), Device::cpu()).item();
     return at(std::vector<int64_t>(size_t(dim()), 0));
 }
 

@@ -1,9 +1,11 @@
-// copy_into / copy_to (see tensor_copy.h). Threaded over rows of the destination for large CPU copies.
+// copy_into / copy_to (see tensor_copy.h). Threaded over rows of the destination for large CPU copies; copies on
+// one GPU run as kernels (cuda/elementwise.cu), copies between the host and a GPU move contiguous bytes.
 #include "engine/tensor_copy.h"
 
 #include <cstring>
 #include <type_traits>
 
+#include "cuda/kernels.h"
 #include "engine/strided.h"
 
 namespace ssmtune {
@@ -60,7 +62,22 @@ void copy_into(Tensor& dst, const Tensor& src) {
         });
         return;
     }
-    // A device is involved: move contiguous bytes of the same dtype, converting on the CPU side.
+    if (dst.device() == src.device()) {  // on one GPU: strided copy or conversion by kernel
+        const int device = dst.device().index;
+        if (dst.dtype() == src.dtype()) {
+            const Shape strides[2] = {dst.strides(), src.strides()};
+            const int64_t offsets[2] = {dst.offset(), src.offset()};
+            cuda::copy_strided(device, dst.storage()->data(), src.storage()->data(), dst.dtype(), dst.numel(),
+                               cuda::make_indexer<2>(dst.shape(), strides, offsets));
+        } else {  // convert between contiguous buffers, gathering or scattering through same-dtype copies
+            const Tensor s = src.is_contiguous() ? src : copy_to(src, src.dtype(), src.device());
+            Tensor d = dst.is_contiguous() ? dst : Tensor::empty(dst.shape(), dst.dtype(), dst.device());
+            cuda::convert(device, d.raw_data(), d.dtype(), s.raw_data(), s.dtype(), d.numel());
+            if (!d.same(dst)) copy_into(dst, d);
+        }
+        return;
+    }
+    // Host and device: move contiguous bytes of the same dtype, converting on the CPU side.
     SSMTUNE_CHECK(dst.is_contiguous() && src.is_contiguous() && dst.dtype() == src.dtype(),
                   "copy between devices needs contiguous tensors of one dtype, got ", src.describe(), " -> ",
                   dst.describe());
@@ -73,7 +90,7 @@ void copy_into(Tensor& dst, const Tensor& src) {
 
 Tensor copy_to(const Tensor& src, DType dtype, Device device) {
     Tensor out = Tensor::empty(src.shape(), dtype, device);
-    if ((src.device().is_cpu() && device.is_cpu()) || (src.dtype() == dtype && src.is_contiguous())) {
+    if (src.device() == device || (src.dtype() == dtype && src.is_contiguous())) {
         copy_into(out, src);
         return out;
     }

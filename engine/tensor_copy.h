@@ -8,8 +8,9 @@
 
 namespace ssmtune {
 
-// Copies src into dst element by element (shapes must match; dtypes may differ; both CPU, or a contiguous
-// same-dtype transfer between CPU and a registered GPU backend).
+// Copies src into dst element by element (shapes must match; dtypes may differ): both on the CPU, both on one
+// GPU (any strides; conversions among F32, F64, I32, I64), or a contiguous same-dtype transfer between the CPU and
+// a registered GPU backend.
 void copy_into(Tensor& dst, const Tensor& src);
 // New contiguous tensor with src's values in `dtype` on `device` (no autograd).
 Tensor copy_to(const Tensor& src, DType dtype, Device device);

@@ -2,9 +2,12 @@
 //
 // Forward: one strided loop over the broadcast output (for_each_broadcast), a contiguous fast path when both
 // operands have the output's shape. Backward: ∂(a∘b)/∂a contracted with g, then summed over the dimensions
-// that broadcasting expanded (sum_to_shape). Not here: type promotion (both operands share a dtype).
+// that broadcasting expanded (sum_to_shape). CUDA tensors: the same broadcast strides drive cuda/elementwise.cu,
+// and sum_to_shape becomes a sum over the expanded dims (cuda/reduce.cu). Not here: type promotion (both operands share a dtype).
 #include <cmath>
 
+#include "cuda/kernels.h"
+#include "ops/elementwise_math.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 
@@ -25,25 +28,20 @@ Shape broadcast_shapes(const Shape& a, const Shape& b) {
 
 namespace {
 
-enum class BinaryKind { Add, Sub, Mul, Div };
-
-template <class T>
-inline T apply_binary(BinaryKind kind, T x, T y) {
-    switch (kind) {
-        case BinaryKind::Add: return x + y;
-        case BinaryKind::Sub: return x - y;
-        case BinaryKind::Mul: return x * y;
-        default: return x / y;
-    }
-}
-
 // out = a (kind) b, broadcast; plain loops (the reference and the CPU kernel at once).
 Tensor binary_forward(BinaryKind kind, const Tensor& a, const Tensor& b, const char* op) {
-    check_float_input(a, op, "a");
-    check_float_input(b, op, "b");
+    check_float_input(a, op, "a", kCudaKernel);
+    check_float_input(b, op, "b", kCudaKernel);
     check_same_kind(a, b, op);
     const Shape out_shape = broadcast_shapes(a.shape(), b.shape());
-    Tensor out = Tensor::empty(out_shape, a.dtype());
+    Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
+    if (a.device().is_cuda()) {
+        const Shape strides[3] = {out.strides(), broadcast_strides(a, out_shape), broadcast_strides(b, out_shape)};
+        const int64_t offsets[3] = {0, a.offset(), b.offset()};
+        cuda::binary_forward(a.device().index, kind, a.dtype(), a.storage()->data(), b.storage()->data(),
+                             out.raw_data(), out.numel(), cuda::make_indexer<3>(out_shape, strides, offsets));
+        return out;
+    }
     dispatch_float(a.dtype(), [&](auto tag) {
         using T = typename decltype(tag)::type;
         const T* pa = static_cast<const T*>(a.storage()->data());
@@ -54,12 +52,12 @@ Tensor binary_forward(BinaryKind kind, const Tensor& a, const Tensor& b, const c
             pa += a.offset();
             pb += b.offset();
 #pragma omp parallel for schedule(static) if (n > kParallelGrain)
-            for (int64_t i = 0; i < n; ++i) po[i] = apply_binary<T>(kind, pa[i], pb[i]);
+            for (int64_t i = 0; i < n; ++i) po[i] = binary_value<T>(kind, pa[i], pb[i]);
             return;
         }
         for_each_broadcast<2>(out_shape, {broadcast_strides(a, out_shape), broadcast_strides(b, out_shape)},
                               {a.offset(), b.offset()}, [&](int64_t i, const std::array<int64_t, 2>& o) {
-                                  po[i] = apply_binary<T>(kind, pa[o[0]], pb[o[1]]);
+                                  po[i] = binary_value<T>(kind, pa[o[0]], pb[o[1]]);
                               });
     });
     return out;
@@ -69,6 +67,14 @@ Tensor binary_forward(BinaryKind kind, const Tensor& a, const Tensor& b, const c
 
 Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
     if (g.shape() == shape) return g;
+    if (g.device().is_cuda()) {  // the leading dims and the expanded size-1 dims, summed by the row-sum kernel
+        const int64_t lead = g.dim() - int64_t(shape.size());
+        SSMTUNE_CHECK(lead >= 0, "sum_to_shape: ", g.describe(), " has fewer dims than ", shape_str(shape));
+        std::vector<int64_t> dims;
+        for (int64_t d = 0; d < g.dim(); ++d)
+            if (d < lead || (shape[size_t(d - lead)] == 1 && g.size(d) != 1)) dims.push_back(d);
+        return dims.empty() ? g.detach().reshape(shape) : sum(g.detach(), dims, true).reshape(shape);
+    }
     Tensor out = Tensor::zeros(shape, g.dtype());
     // View `out` as broadcast to g's shape (stride 0 on summed dims) and accumulate in row-major order of g:
     // a fixed order, so the result is deterministic.
@@ -95,9 +101,16 @@ Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
 }
 
 void add_(Tensor& dst, const Tensor& src) {
-    check_float_input(dst, "add_", "dst");
-    check_float_input(src, "add_", "src");
+    check_float_input(dst, "add_", "dst", kCudaKernel);
+    check_float_input(src, "add_", "src", kCudaKernel);
     check_same_kind(dst, src, "add_");
+    if (dst.device().is_cuda()) {
+        const Shape strides[2] = {dst.strides(), broadcast_strides(src, dst.shape())};
+        const int64_t offsets[2] = {dst.offset(), src.offset()};
+        cuda::add_inplace(dst.device().index, dst.dtype(), dst.storage()->data(), src.storage()->data(), dst.numel(),
+                          cuda::make_indexer<2>(dst.shape(), strides, offsets));
+        return;
+    }
     dispatch_float(dst.dtype(), [&](auto tag) {
         using T = typename decltype(tag)::type;
         const T* ps = static_cast<const T*>(src.storage()->data());
@@ -149,11 +162,11 @@ Tensor div(const Tensor& a, const Tensor& b) {
 }
 
 Tensor add_scalar(const Tensor& a, double s) {
-    return add(a, Tensor::scalar(s, a.dtype()));
+    return add(a, Tensor::full({}, s, a.dtype(), a.device()));
 }
 
 Tensor mul_scalar(const Tensor& a, double s) {
-    return mul(a, Tensor::scalar(s, a.dtype()));
+    return mul(a, Tensor::full({}, s, a.dtype(), a.device()));
 }
 
 }  // namespace ssmtune::ops

@@ -5,6 +5,7 @@
 // weights (w^T in linear, b^T in matmul's backward) are never copied. Batch dims are walked through their
 // strides (broadcast dims have stride 0), so broadcasting copies nothing either. Backward: da = g b^T summed over
 // the batch dims a was broadcast along, db = a^T g; each skipped when needs[] is false.
+// CUDA tensors: the same operand layouts drive one cuBLAS strided-batched GEMM per product (cuda/matmul.cu).
 // Threads: a large batch is split over OpenMP threads (one GEMM per thread at a time, Eigen single-threaded
 // inside); otherwise Eigen threads the single GEMM. Each output block is owned by one thread, so results are
 // bit-identical run to run for a fixed thread count (not across thread counts: Eigen's blocking depends on it).
@@ -19,6 +20,7 @@
 #include <omp.h>
 #endif
 
+#include "cuda/kernels.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 
@@ -152,9 +154,46 @@ void batched_gemm(T* out, const Operand& A, const Operand& B, const std::vector<
     }
 }
 
+// The GPU version of batched_product: one cuBLAS strided-batched GEMM. An operand whose batch entries are not
+// evenly spaced (a partly broadcast batch) is materialised to [batch, rows, cols]; products that a gradient sums
+// over broadcast dims are computed per entry, then summed by sum_to_shape (deterministic, no atomics).
+Tensor batched_product_cuda(const Tensor& a, const Tensor& b, const Shape& batch, const Shape& out_shape) {
+    const int64_t n = shape_numel(batch);
+    // (layout, pointer, stride between entries) of an operand, with evenly spaced entries.
+    auto prepare = [&](const Tensor& t, Operand& op, int64_t& stride) {
+        op = make_operand(t, batch);
+        stride = n > 1 ? op.entry[1] - op.entry[0] : 0;
+        for (int64_t i = 0; i < n; ++i)
+            if (op.entry[size_t(i)] != i * stride) {
+                Shape full = batch;
+                full.push_back(t.size(-2));
+                full.push_back(t.size(-1));
+                op = make_operand(t.detach().expand(full).contiguous(), batch);
+                stride = t.size(-2) * t.size(-1);
+                break;
+            }
+    };
+    Operand A, B;
+    int64_t stride_a = 0, stride_b = 0;
+    prepare(a, A, stride_a);
+    prepare(b, B, stride_b);
+    const int64_t M = A.layout.rows, K = A.layout.cols, N = B.layout.cols;
+    const Shape out_batch(out_shape.begin(), out_shape.end() - 2);
+    const bool summed = shape_numel(out_batch) != n;
+    Shape full_shape = batch;
+    full_shape.push_back(M);
+    full_shape.push_back(N);
+    Tensor out = Tensor::empty(summed ? full_shape : out_shape, a.dtype(), a.device());
+    cuda::gemm(a.device().index, a.dtype(), A.layout.transposed, B.layout.transposed, M, N, K, A.keep.raw_data(),
+               A.layout.ld, stride_a, B.keep.raw_data(), B.layout.ld, stride_b, out.raw_data(), M * N, n, false);
+    g_gemm_count.fetch_add(uint64_t(n), std::memory_order_relaxed);
+    return summed ? sum_to_shape(out, out_shape) : out;
+}
+
 // Σ over batch of A[i] @ B[i], written into a new tensor of out_shape (out_shape's batch dims broadcast
 // against `batch`). A, B: any strided views with batch dims broadcastable to `batch`.
 Tensor batched_product(const Tensor& a, const Tensor& b, const Shape& batch, const Shape& out_shape) {
+    if (a.device().is_cuda()) return batched_product_cuda(a, b, batch, out_shape);
     Tensor out = Tensor::zeros(out_shape, a.dtype());
     const Operand A = make_operand(a, batch), B = make_operand(b, batch);
     const Shape out_batch(out_shape.begin(), out_shape.end() - 2);
@@ -198,8 +237,8 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b) {
 uint64_t gemm_count() { return g_gemm_count.load(std::memory_order_relaxed); }
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
-    check_float_input(a, "matmul", "a");
-    check_float_input(b, "matmul", "b");
+    check_float_input(a, "matmul", "a", kCudaKernel);
+    check_float_input(b, "matmul", "b", kCudaKernel);
     check_same_kind(a, b, "matmul");
     SSMTUNE_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both operands need at least one dim, got a ", a.describe(),
                   " and b ", b.describe(), "; fix: use ops::mul for scalars");
@@ -237,31 +276,10 @@ void column_sums(const T* g, int64_t R, int64_t O, T* out) {
     }
 }
 
-}  // namespace
-
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
-    check_float_input(x, "linear", "x");
-    check_float_input(w, "linear", "w");
-    check_same_kind(x, w, "linear");
-    SSMTUNE_CHECK(w.dim() == 2, "linear: weight must be [out, in], got ", w.describe());
-    SSMTUNE_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), "linear: x ", x.describe(), " does not match weight ",
-                  w.describe(), " (x's last dim must equal the weight's in = ", w.size(1),
-                  "); fix: check the layer's in_features");
-    const int64_t in = w.size(1), out_f = w.size(0);
-    const int64_t R = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
-    if (bias.defined()) {
-        check_float_input(bias, "linear", "bias");
-        check_same_kind(x, bias, "linear");
-        SSMTUNE_CHECK(bias.dim() == 1 && bias.size(0) == out_f, "linear: bias ", bias.describe(),
-                      " must be [out] = [", out_f, "] for weight ", w.describe());
-    }
-    // x2[R, in] (a view when x is contiguous), w^T mapped as a transpose: no copy of the weight.
-    const Tensor x2 = x.detach().reshape({R, in});
-    Shape out_shape = x.shape();
-    out_shape.back() = out_f;
-    Tensor out = Tensor::empty(out_shape, x.dtype());
+// out[R, out_f] = bias + x2 w^T: the bias rows, then one Eigen GEMM accumulated onto them (w^T mapped, not copied).
+void linear_forward_cpu(Tensor& out, const Tensor& x2, const Tensor& w, const Tensor& bias, int64_t R, int64_t out_f) {
     const Operand X = make_operand(x2, {}), Wt = make_operand(transpose_last2(w), {});
-    dispatch_float(x.dtype(), [&](auto tag) {
+    dispatch_float(out.dtype(), [&](auto tag) {
         using T = typename decltype(tag)::type;
         T* po = out.data<T>();
         if (bias.defined()) {
@@ -273,6 +291,39 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
         }
         gemm_accumulate<T>(po, X.keep.data<T>(), X.layout, Wt.keep.data<T>(), Wt.layout);
     });
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+    check_float_input(x, "linear", "x", kCudaKernel);
+    check_float_input(w, "linear", "w", kCudaKernel);
+    check_same_kind(x, w, "linear");
+    SSMTUNE_CHECK(w.dim() == 2, "linear: weight must be [out, in], got ", w.describe());
+    SSMTUNE_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), "linear: x ", x.describe(), " does not match weight ",
+                  w.describe(), " (x's last dim must equal the weight's in = ", w.size(1),
+                  "); fix: check the layer's in_features");
+    const int64_t in = w.size(1), out_f = w.size(0);
+    const int64_t R = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+    if (bias.defined()) {
+        check_float_input(bias, "linear", "bias", kCudaKernel);
+        check_same_kind(x, bias, "linear");
+        SSMTUNE_CHECK(bias.dim() == 1 && bias.size(0) == out_f, "linear: bias ", bias.describe(),
+                      " must be [out] = [", out_f, "] for weight ", w.describe());
+    }
+    // x2[R, in] (a view when x is contiguous), w^T mapped as a transpose: no copy of the weight.
+    const Tensor x2 = x.detach().reshape({R, in});
+    Shape out_shape = x.shape();
+    out_shape.back() = out_f;
+    Tensor out;
+    if (x.device().is_cuda()) {  // one GEMM, then the bias broadcast over rows
+        out = batched_product(x2, transpose_last2(w), {}, {R, out_f});
+        if (bias.defined()) out = add(out, bias.detach());
+        out = out.reshape(out_shape);
+    } else {
+        out = Tensor::empty(out_shape, x.dtype());
+        linear_forward_cpu(out, x2, w, bias, R, out_f);
+    }
     // dx = g w (one GEMM), dw = g^T x (one GEMM, skipped for a frozen weight), dbias = column sums of g.
     autograd::record("linear", {x, w, bias}, {out},
                      [x2, w = w.detach(), x_shape = x.shape(), R, in, out_f](const auto& g, const auto& needs) {
@@ -280,7 +331,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
                          std::vector<Tensor> grads(3);
                          if (needs[0]) grads[0] = batched_product(g2, w, {}, {R, in}).reshape(x_shape);
                          if (needs[1]) grads[1] = batched_product(transpose_last2(g2), x2, {}, {out_f, in});
-                         if (needs[2]) {
+                         if (needs[2] && g2.device().is_cuda()) {
+                             grads[2] = sum(g2, {0});
+                         } else if (needs[2]) {
                              const Tensor gc = g2.contiguous();
                              grads[2] = Tensor::empty({out_f}, g2.dtype());
                              dispatch_float(g2.dtype(), [&](auto tag) {

@@ -3,11 +3,11 @@
 
 namespace ssmtune::ops {
 
-void check_float_input(const Tensor& t, const char* op, const char* arg) {
+void check_float_input(const Tensor& t, const char* op, const char* arg, bool has_cuda_kernel) {
     SSMTUNE_CHECK(t.defined(), op, ": argument '", arg, "' is an undefined tensor");
     SSMTUNE_CHECK(is_compute_float(t.dtype()), op, ": argument '", arg, "' must be F32 or F64, got ", t.describe(),
                   "; fix: convert with .to(DType::F32)");
-    SSMTUNE_CHECK(t.device().is_cpu(), op, ": argument '", arg, "' is on ", t.device().str(),
+    SSMTUNE_CHECK(t.device().is_cpu() || (has_cuda_kernel && t.device().is_cuda()), op, ": argument '", arg, "' is on ", t.device().str(),
                   " but this op has no kernel for that device in this build; fix: .to(Device::cpu())");
 }
 

@@ -12,8 +12,10 @@
 
 namespace ssmtune::ops {
 
-// Throws unless t is a defined F32/F64 CPU tensor (GPU kernels arrive with the CUDA backend).
-void check_float_input(const Tensor& t, const char* op, const char* arg);
+// Ops with a CUDA kernel pass kCudaKernel: their inputs may then live on a GPU (else CPU only).
+constexpr bool kCudaKernel = true;
+// Throws unless t is a defined F32/F64 tensor on the CPU (or on a GPU when the op has a CUDA kernel).
+void check_float_input(const Tensor& t, const char* op, const char* arg, bool has_cuda_kernel = false);
 // Throws unless a and b share dtype and device (names both tensors).
 void check_same_kind(const Tensor& a, const Tensor& b, const char* op);
 // Maps a possibly negative dim into [0, rank); throws with the op name when out of range.

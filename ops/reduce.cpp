@@ -4,11 +4,13 @@
 // contiguous copy when they are not already adjacent). Each output element is reduced by one thread in
 // index order, so results do not depend on the thread count. Backward: sum → broadcast g back; mean → the
 // same divided by the count; max → g to the first maximal element. Sum over zero elements is 0, mean NaN.
+// CUDA tensors: the same [kept, count] rows reduced by cuda/reduce.cu (one block per row, a fixed tree).
 // Not here: min/prod/var (compose them), pairwise or Kahan summation.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include "cuda/kernels.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 
@@ -59,7 +61,11 @@ Tensor expand_back(const Tensor& g, const Shape& in_shape, const std::vector<int
 Tensor sum_forward(const Tensor& x, const std::vector<int64_t>& red, bool keepdim, double scale) {
     int64_t kept, count;
     Tensor xc = kept_then_reduced(x, red, kept, count);
-    Tensor out = Tensor::empty(reduced_shape(x.shape(), red, keepdim), x.dtype());
+    Tensor out = Tensor::empty(reduced_shape(x.shape(), red, keepdim), x.dtype(), x.device());
+    if (x.device().is_cuda()) {
+        cuda::sum_rows(x.device().index, x.dtype(), xc.raw_data(), out.raw_data(), kept, count, scale);
+        return out;
+    }
     dispatch_float(x.dtype(), [&](auto tag) {
         using T = typename decltype(tag)::type;
         const T* px = xc.data<T>();
@@ -78,7 +84,7 @@ Tensor sum_forward(const Tensor& x, const std::vector<int64_t>& red, bool keepdi
 }  // namespace
 
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
-    check_float_input(x, "sum", "x");
+    check_float_input(x, "sum", "x", kCudaKernel);
     const std::vector<int64_t> red = reduced_dims(x, dims, "sum");
     Tensor out = sum_forward(x, red, keepdim, 1.0);
     autograd::record("sum", {x}, {out}, [in_shape = x.shape(), red](const auto& g, const auto&) {
@@ -88,7 +94,7 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
 }
 
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
-    check_float_input(x, "mean", "x");
+    check_float_input(x, "mean", "x", kCudaKernel);
     const std::vector<int64_t> red = reduced_dims(x, dims, "mean");
     int64_t count = 1;
     for (int64_t d : red) count *= x.size(d);
@@ -107,8 +113,13 @@ void max_forward(const Tensor& x, int64_t dim, bool keepdim, Tensor& values, Ten
     int64_t kept, count;
     Tensor xc = kept_then_reduced(x, {dim}, kept, count);
     const Shape shape = reduced_shape(x.shape(), {dim}, keepdim);
-    values = Tensor::empty(shape, x.dtype());
-    indices = Tensor::empty(shape, DType::I64);
+    values = Tensor::empty(shape, x.dtype(), x.device());
+    indices = Tensor::empty(shape, DType::I64, x.device());
+    if (x.device().is_cuda()) {
+        cuda::max_rows(x.device().index, x.dtype(), xc.raw_data(), values.raw_data(),
+                       static_cast<int64_t*>(indices.raw_data()), kept, count);
+        return;
+    }
     int64_t* pi = indices.data<int64_t>();
     dispatch_float(x.dtype(), [&](auto tag) {
         using T = typename decltype(tag)::type;
@@ -127,12 +138,28 @@ void max_forward(const Tensor& x, int64_t dim, bool keepdim, Tensor& values, Ten
 }  // namespace
 
 Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
-    check_float_input(x, "max", "x");
+    check_float_input(x, "max", "x", kCudaKernel);
     dim = wrap_dim(dim, x.dim(), "max");
     Tensor values, indices;
     max_forward(x, dim, keepdim, values, indices);
     autograd::record("max", {x}, {values}, [in_shape = x.shape(), dim, indices](const auto& g, const auto&) {
         // dx = one-hot(argmax) along dim, scaled by g.
+        if (g[0].device().is_cuda()) {  // rows [kept, count] with dim last, then moved back into place
+            std::vector<int64_t> perm;
+            Shape moved;
+            for (int64_t d = 0; d < int64_t(in_shape.size()); ++d)
+                if (d != dim) { perm.push_back(d); moved.push_back(in_shape[size_t(d)]); }
+            perm.push_back(dim);
+            moved.push_back(in_shape[size_t(dim)]);
+            Tensor rows = Tensor::empty(moved, g[0].dtype(), g[0].device());
+            const Tensor gc = g[0].contiguous(), ic = indices.contiguous();
+            const int64_t count = in_shape[size_t(dim)];
+            cuda::scatter_rows(g[0].device().index, g[0].dtype(), gc.raw_data(),
+                               static_cast<const int64_t*>(ic.raw_data()), rows.raw_data(), gc.numel(), count);
+            std::vector<int64_t> inverse(perm.size());
+            for (size_t k = 0; k < perm.size(); ++k) inverse[size_t(perm[k])] = int64_t(k);
+            return std::vector<Tensor>{rows.permute(inverse).contiguous()};
+        }
         Tensor dx = Tensor::zeros(in_shape, g[0].dtype());
         const Shape keep = reduced_shape(in_shape, {dim}, true);
         Tensor gk = g[0].reshape(keep).contiguous(), ik = indices.reshape(keep).contiguous();
@@ -163,7 +190,7 @@ Tensor max(const Tensor& x) {
 }
 
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
-    check_float_input(x, "argmax", "x");
+    check_float_input(x, "argmax", "x", kCudaKernel);
     dim = wrap_dim(dim, x.dim(), "argmax");
     Tensor values, indices;
     max_forward(x, dim, keepdim, values, indices);

@@ -14,11 +14,8 @@
 #include <cstdint>
 #include <vector>
 
-#ifdef __CUDACC__
-#define SSMTUNE_SCAN_HD __host__ __device__
-#else
-#define SSMTUNE_SCAN_HD
-#endif
+#include "engine/host_device.h"
+
 
 namespace ssmtune::ops {
 
@@ -30,12 +27,12 @@ struct ScanPair {
 
 // (a1, b1) ∘ (a2, b2) = (a1·a2, a2·b1 + b2): first element 1, then element 2.
 template <class T>
-SSMTUNE_SCAN_HD inline ScanPair<T> scan_combine(const ScanPair<T>& first, const ScanPair<T>& second) {
+SSMTUNE_HD inline ScanPair<T> scan_combine(const ScanPair<T>& first, const ScanPair<T>& second) {
     return {first.a * second.a, second.a * first.b + second.b};
 }
 
 template <class T>
-SSMTUNE_SCAN_HD inline ScanPair<T> scan_identity() {
+SSMTUNE_HD inline ScanPair<T> scan_identity() {
     return {T(1), T(0)};
 }
 

@@ -3,9 +3,10 @@
 // Stable: the row maximum is subtracted before exponentiating. Backward: softmax dx = y ⊙ (g − Σ g⊙y);
 // log_softmax dx = g − softmax ⊙ Σ g; cross_entropy dlogits = (softmax − onehot(target)) · g / count.
 // When every target is ignored the loss is 0 with zero gradient (PyTorch gives NaN; we keep training loops
-// finite on purpose). Not here: label smoothing, class weights, sum/none reductions.
+// finite on purpose). CUDA tensors run the same arithmetic in cuda/softmax.cu. Not here: label smoothing, class weights, sum/none reductions.
 #include <cmath>
 
+#include "cuda/kernels.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 
@@ -35,16 +36,20 @@ void softmax_rows(const T* x, T* out, int64_t rows, int64_t n, bool log_space) {
 
 Tensor softmax_impl(const Tensor& x, int64_t dim, bool log_space) {
     const char* op = log_space ? "log_softmax" : "softmax";
-    check_float_input(x, op, "x");
+    check_float_input(x, op, "x", kCudaKernel);
     if (x.dim() == 0) return softmax_impl(x.reshape({1}), 0, log_space).reshape({});
     dim = wrap_dim(dim, x.dim(), op);
     Tensor xr = rows_last(x, dim);
     const int64_t n = x.size(dim), rows = n == 0 ? 0 : x.numel() / n;
-    Tensor yr = Tensor::empty(xr.shape(), x.dtype());
-    dispatch_float(x.dtype(), [&](auto tag) {
-        using T = typename decltype(tag)::type;
-        softmax_rows<T>(xr.data<T>(), yr.data<T>(), rows, n, log_space);
-    });
+    Tensor yr = Tensor::empty(xr.shape(), x.dtype(), x.device());
+    if (x.device().is_cuda()) {
+        cuda::softmax_rows(x.device().index, x.dtype(), xr.raw_data(), yr.raw_data(), rows, n, log_space);
+    } else {
+        dispatch_float(x.dtype(), [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            softmax_rows<T>(xr.data<T>(), yr.data<T>(), rows, n, log_space);
+        });
+    }
     Tensor y = yr.transpose(dim, -1).contiguous();
     autograd::record(op, {x}, {y}, [y = y.detach(), dim, log_space](const auto& g, const auto&) {
         if (log_space) {  // dx = g − exp(y) Σ g
@@ -55,13 +60,40 @@ Tensor softmax_impl(const Tensor& x, int64_t dim, bool log_space) {
     return y;
 }
 
+// cross_entropy on a GPU: log-softmax rows, −logp at each target (0 when ignored), their sum by the row-sum kernel
+// scaled by 1/count; backward (softmax − onehot) · g / count in one kernel. Targets were checked on the host.
+Tensor cross_entropy_cuda(const Tensor& lr, const std::vector<int64_t>& t, int64_t count, int64_t ignore_index,
+                          const Tensor& logits) {
+    const int device = lr.device().index;
+    const int64_t M = lr.size(0), V = lr.size(1);
+    const DType dtype = lr.dtype();
+    Tensor logp = Tensor::empty({M, V}, dtype, lr.device());
+    cuda::softmax_rows(device, dtype, lr.raw_data(), logp.raw_data(), M, V, true);
+    const Tensor target = Tensor::from_vector(t, {M}).to(lr.device());
+    Tensor nll = Tensor::empty({M}, dtype, lr.device());
+    cuda::nll_rows(device, dtype, logp.raw_data(), static_cast<const int64_t*>(target.raw_data()), nll.raw_data(), M, V,
+                   ignore_index);
+    Tensor loss = Tensor::empty({}, dtype, lr.device());
+    cuda::sum_rows(device, dtype, nll.raw_data(), loss.raw_data(), 1, M, count > 0 ? 1.0 / double(count) : 0.0);
+    autograd::record("cross_entropy", {logits}, {loss},
+                     [logp, target, count, ignore_index, shape = logits.shape(), M, V](const auto& g, const auto&) {
+                         Tensor d = Tensor::zeros({M, V}, logp.dtype(), logp.device());
+                         if (count > 0)
+                             cuda::cross_entropy_backward(logp.device().index, logp.dtype(), logp.raw_data(),
+                                                          static_cast<const int64_t*>(target.raw_data()), d.raw_data(),
+                                                          M, V, ignore_index, g[0].item() / double(count));
+                         return std::vector<Tensor>{d.reshape(shape)};
+                     });
+    return loss;
+}
+
 }  // namespace
 
 Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false); }
 Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, true); }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index) {
-    check_float_input(logits, "cross_entropy", "logits");
+    check_float_input(logits, "cross_entropy", "logits", kCudaKernel);
     SSMTUNE_CHECK(logits.dim() >= 1, "cross_entropy: logits must have a class dimension, got ", logits.describe());
     SSMTUNE_CHECK(target.dtype() == DType::I64 || target.dtype() == DType::I32,
                   "cross_entropy: target must be I64 or I32, got ", target.describe());
@@ -77,6 +109,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
                       m, " outside [0, ", V, ")");
         ++count;
     }
+    if (logits.device().is_cuda()) return cross_entropy_cuda(lr, t, count, ignore_index, logits);
     Tensor logp = Tensor::empty({M, V}, logits.dtype());
     Tensor loss = Tensor::empty({}, logits.dtype());
     dispatch_float(logits.dtype(), [&](auto tag) {

@@ -1,0 +1,30 @@
+// For the .cu files: launch shapes, the grid-stride loop, and host-side dtype dispatch to kernel templates.
+// Not here: the index math itself (cuda/index_math.h, CPU-tested).
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/index_math.h"
+#include "cuda/runtime_internal.h"
+#include "engine/dtype.h"
+
+namespace ssmtune::cuda {
+
+constexpr int kThreads = 256;  // threads per block of the elementwise and row kernels (a power of two)
+
+// for (i = global thread; i < n; i += grid size)
+#define SSMTUNE_GRID_LOOP(i, n)                                                                   \
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);                   \
+         i += int64_t(blockDim.x) * gridDim.x)
+
+inline unsigned grid_for(int64_t n) { return unsigned(launch_blocks(n, kThreads)); }
+
+// Calls fn(float{}) or fn(double{}); any other dtype is an Error naming the launcher.
+template <class Fn>
+void dispatch_f32_f64(DType dtype, const char* launcher, Fn&& fn) {
+    if (dtype == DType::F32) fn(float{});
+    else if (dtype == DType::F64) fn(double{});
+    else SSMTUNE_FAIL(launcher, ": CUDA kernel for F32 and F64 only, got ", dtype_name(dtype));
+}
+
+}  // namespace ssmtune::cuda

@@ -1,0 +1,52 @@
+// For the .cu files only: checked-call macros and the per-device context (stream, cuBLAS, cuFFT plan cache).
+//
+// SSMTUNE_CUDA_CHECK / SSMTUNE_CUBLAS_CHECK / SSMTUNE_CUFFT_CHECK throw ssmtune::Error naming the call, its
+// status, file:line (added by SSMTUNE_FAIL) and a hint. SSMTUNE_CUDA_LAUNCH_CHECK() follows every kernel launch.
+// Not here: anything a host-only file may include (see runtime.h, kernels.h).
+#pragma once
+
+#include <cublas_v2.h>
+#include <cufft.h>
+#include <cuda_runtime.h>
+
+#include "engine/error.h"
+
+#define SSMTUNE_CUDA_CHECK(call)                                                                              \
+    do {                                                                                                      \
+        const cudaError_t status_ = (call);                                                                   \
+        if (status_ != cudaSuccess)                                                                           \
+            SSMTUNE_FAIL("CUDA call ", #call, " failed: ", cudaGetErrorName(status_), " (",                   \
+                         cudaGetErrorString(status_), "); hint: ", ::ssmtune::cuda::hint_for(status_));       \
+    } while (0)
+
+#define SSMTUNE_CUDA_LAUNCH_CHECK() SSMTUNE_CUDA_CHECK(cudaGetLastError())
+
+#define SSMTUNE_CUBLAS_CHECK(call)                                                                            \
+    do {                                                                                                      \
+        const cublasStatus_t status_ = (call);                                                                \
+        if (status_ != CUBLAS_STATUS_SUCCESS)                                                                 \
+            SSMTUNE_FAIL("cuBLAS call ", #call, " failed with status ", int(status_),                         \
+                         "; hint: check the matrix sizes and leading dimensions, and that the GPU has free memory"); \
+    } while (0)
+
+#define SSMTUNE_CUFFT_CHECK(call)                                                                             \
+    do {                                                                                                      \
+        const cufftResult status_ = (call);                                                                   \
+        if (status_ != CUFFT_SUCCESS)                                                                         \
+            SSMTUNE_FAIL("cuFFT call ", #call, " failed with status ", int(status_),                          \
+                         "; hint: check the transform length and batch, and that the GPU has free memory");   \
+    } while (0)
+
+namespace ssmtune::cuda {
+
+// A short, actionable hint for a CUDA error status.
+const char* hint_for(cudaError_t status);
+
+// Makes `device` current and returns its stream (created on first use, non-blocking).
+cudaStream_t stream(int device);
+// The device's cuBLAS handle bound to its stream, created on first use (TF32 off: default math mode).
+cublasHandle_t cublas(int device);
+// A cached cuFFT plan for `batch` real-to-complex (forward) or complex-to-real (inverse) transforms of length n.
+cufftHandle fft_plan(int device, int n, int batch, bool inverse, bool f64);
+
+}  // namespace ssmtune::cuda
