@@ -1,0 +1,59 @@
+// The one helper every GPU test compares through: run the same computation on CPU tensors and on their GPU
+// copies, then compare the output and every input's gradient with per-tensor tolerances (test_util.h's compare,
+// which prints the worst element). Not here: the tests themselves.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+
+namespace ssmtune::testing {
+
+struct GpuTolerance {
+    double rtol, atol;
+};
+
+// Per-dtype tolerances for elementwise kernels (same double math as the CPU, rounded to T) and for kernels
+// whose summation order differs from the CPU's (reductions, GEMM).
+inline GpuTolerance elementwise_tolerance(DType t) { return t == DType::F64 ? GpuTolerance{1e-13, 1e-14} : GpuTolerance{2e-7, 1e-7}; }
+inline GpuTolerance summation_tolerance(DType t) { return t == DType::F64 ? GpuTolerance{1e-11, 1e-12} : GpuTolerance{2e-5, 2e-5}; }
+
+// CHECKs a GPU tensor against its CPU counterpart.
+inline void expect_gpu_close(const Tensor& gpu, const Tensor& cpu, GpuTolerance tol, const std::string& name) {
+    REQUIRE(gpu.device().is_cuda());
+    expect_close(gpu.to(Device::cpu()), cpu, tol.rtol, tol.atol, name + " (GPU vs CPU)");
+}
+
+using TensorsFn = std::function<Tensor(const std::vector<Tensor>&)>;
+
+// f on CPU inputs and on GPU copies of them: the outputs must agree (forward tolerance), and, for inputs that
+// require grad, the gradients of Σ out ⊙ r (r a fixed random tensor) must agree too (backward tolerance).
+inline void expect_op_matches_cpu(const std::string& name, const TensorsFn& f, const std::vector<Tensor>& cpu_inputs,
+                                  GpuTolerance forward, GpuTolerance backward) {
+    std::vector<Tensor> cpu, gpu;
+    for (const Tensor& x : cpu_inputs) {
+        Tensor c = x.detach().clone(), g = x.detach().to(Device::cuda());
+        if (x.requires_grad()) {
+            c.set_requires_grad(true);
+            g.set_requires_grad(true);
+        }
+        cpu.push_back(c);
+        gpu.push_back(g);
+    }
+    const Tensor out_cpu = f(cpu), out_gpu = f(gpu);
+    REQUIRE(out_gpu.device().is_cuda());
+    expect_gpu_close(out_gpu, out_cpu, forward, name + " forward");
+    if (!out_cpu.requires_grad()) return;
+    const Tensor r = Tensor::randn(out_cpu.shape(), 99, out_cpu.dtype());
+    ops::sum(ops::mul(out_cpu, r)).backward();
+    ops::sum(ops::mul(out_gpu, r.to(Device::cuda()))).backward();
+    for (size_t k = 0; k < cpu.size(); ++k) {
+        if (!cpu[k].requires_grad()) continue;
+        REQUIRE(gpu[k].grad().defined());
+        expect_gpu_close(gpu[k].grad(), cpu[k].grad(), backward, name + " gradient of input " + std::to_string(k));
+    }
+}
+
+}  // namespace ssmtune::testing
