@@ -5,6 +5,7 @@
 //           backward are from it, and the speed-up over the plain sequential reference (double precision).
 //   mamba — one training step of a Mamba LM (default D=256, 4 layers, B=8, L=256, vocab 256, AdamW):
 //           tokens/s and peak CPU memory.
+//   --device cuda — the general CUDA kernels against the CPU path (tools/bench_cuda.cpp).
 #include <chrono>
 #include <cstdio>
 
@@ -22,6 +23,7 @@
 #include "ops/scan_common.h"
 #include "ops/ssm.h"
 #include "peft/peft.h"
+#include "tools/bench_cuda.h"
 #include "tools/commands.h"
 
 namespace ssmtune::tools {
@@ -224,16 +226,17 @@ int run_bench(int argc, char** argv) {
                  {"lengths", "256,1024,4096"}, {"no-reference", Flags::kSwitch}, {"steps", "3"}},
                 "bench");
     if (flags.help()) {
-        std::printf("usage: ssmtune bench [--what all|scan|mamba|peft] [--device cpu] [--repeats R] [--batch B]\n"
+        std::printf("usage: ssmtune bench [--what all|scan|mamba|peft|kernels] [--device cpu|cuda] [--repeats R] [--batch B]\n"
                     "                     [--inner E] [--state N] [--lengths L1,L2,...] [--no-reference] [--steps S]\n"
-                    "Prints selective-scan, Mamba training-step and PEFT-vs-full step figures.\n");
+                    "Prints selective-scan, Mamba training-step and PEFT-vs-full step figures (CPU), or the general\n"
+                    "CUDA kernels against the CPU path (--device cuda).\n");
         return 0;
     }
-    if (flags.str("device") != "cpu")
-        throw UsageError("bench: --device " + flags.str("device") + " is not available in this build (cpu only so far)");
+    const std::string device = flags.str("device");
+    if (device != "cpu" && device != "cuda") throw UsageError("bench: --device must be cpu or cuda");
     const std::string what = flags.str("what");
-    if (what != "all" && what != "scan" && what != "mamba" && what != "peft")
-        throw UsageError("bench: --what must be all, scan, mamba or peft");
+    if (what != "all" && what != "scan" && what != "mamba" && what != "peft" && what != "kernels")
+        throw UsageError("bench: --what must be all, scan, mamba, peft or kernels (cuda)");
     std::vector<int64_t> lengths;
     std::string list = flags.str("lengths");
     for (size_t pos = 0; pos < list.size();) {
@@ -249,6 +252,12 @@ int run_bench(int argc, char** argv) {
     const int repeats = int(flags.integer("repeats"));
     if (repeats <= 0) throw UsageError("bench: --repeats must be positive");
     std::printf("ssmtune %s bench (%s)\n", version(), build_info().c_str());
+    if (device == "cuda") {  // the general kernels; the SSM ops have no CUDA kernels yet
+        SSMTUNE_CHECK(what == "all" || what == "kernels", "bench --device cuda: --what ", what,
+                      " has no CUDA version yet; fix: use --what kernels (or all) on cuda, or --device cpu");
+        bench_cuda_kernels(repeats);
+        return 0;
+    }
     if (what == "all" || what == "scan")
         bench_scan(flags.integer("batch"), flags.integer("inner"), flags.integer("state"), lengths, repeats,
                    !flags.is_set("no-reference"));
