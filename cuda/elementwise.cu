@@ -60,17 +60,6 @@ __global__ void add_inplace_kernel(T* dst, const T* src, int64_t n, StridedIndex
     }
 }
 
-// Calls fn(U{}) with U an unsigned integer of the dtype's size: copies and fills move bits, not values.
-template <class Fn>
-void dispatch_bits(DType dtype, Fn&& fn) {
-    switch (dtype_size(dtype)) {
-        case 1: fn(uint8_t{}); break;
-        case 2: fn(uint16_t{}); break;
-        case 4: fn(uint32_t{}); break;
-        default: fn(uint64_t{}); break;
-    }
-}
-
 // Calls fn(T{}) for the dtypes convert() handles.
 template <class Fn>
 void dispatch_numeric(DType dtype, Fn&& fn) {

@@ -5,6 +5,7 @@
 //   which drops size-1 dims and merges dims that are contiguous in every operand, so most tensors become rank 1.
 // - launch_blocks: the grid size of a grid-stride loop.
 // - max_candidate_wins: the argmax rule max_rows combines lanes with.
+// - build_index_lists: the per-row position lists that make embedding/index_select backward atomic-free.
 // - The deterministic block reduction: each of `threads` lanes sums elements lane, lane + threads, ... of a row
 //   in order (lane_partial), then a shared-memory tree halves the active lanes each pass (tree_pass). The kernel
 //   and reduce_row_emulated (the test's host copy of the schedule) call the same two functions.
@@ -102,6 +103,25 @@ SSMTUNE_HD inline bool max_candidate_wins(T value, int64_t index, T best, int64_
     if (nan != best_nan) return nan;
     if (!nan && value != best) return value > best;
     return index < best_index;
+}
+
+// For scatter-add backwards without atomics: the positions k of idx grouped by target row, each group in increasing
+// k (a counting sort on the host, where the indices already are for their range check). Row r's positions are
+// positions[offsets[r] .. offsets[r+1]); a kernel thread per target element then sums its group in order.
+struct IndexLists {
+    std::vector<int64_t> offsets;    // [rows + 1]
+    std::vector<int64_t> positions;  // [idx.size()]
+};
+
+inline IndexLists build_index_lists(const std::vector<int64_t>& idx, int64_t rows) {
+    IndexLists out;
+    out.offsets.assign(static_cast<size_t>(rows + 1), 0);
+    for (int64_t v : idx) ++out.offsets[size_t(v + 1)];
+    for (int64_t r = 0; r < rows; ++r) out.offsets[size_t(r + 1)] += out.offsets[size_t(r)];
+    out.positions.resize(idx.size());
+    std::vector<int64_t> fill(out.offsets.begin(), out.offsets.end() - 1);
+    for (size_t k = 0; k < idx.size(); ++k) out.positions[size_t(fill[size_t(idx[k])]++)] = int64_t(k);
+    return out;
 }
 
 // The kernel's reduction schedule run on the host: what one block computes for one row.

@@ -6,7 +6,8 @@
 // ops' `if (x.device().is_cuda())` branches are never taken, but they still compile and link.
 // Kernels: elementwise.cu (fill, strided copy, convert, unary, binary, in-place add), reduce.cu (row sums and
 // maxima, the squared-norm partials), softmax.cu (softmax rows, cross-entropy), matmul.cu (cuBLAS GEMM),
-// optim.cu (AdamW, SGD, scale). Not here: the SSM kernels (CUDA SSM issue).
+// gather.cu (index_select/embedding, masks, where, dropout), norm.cu (rmsnorm, layernorm), conv1d.cu (Mamba's
+// depthwise causal conv), optim.cu (AdamW, SGD, scale). Not here: the SSM kernels (CUDA SSM issue).
 #pragma once
 
 #include <cstdint>
@@ -84,6 +85,53 @@ SSMTUNE_LAUNCHER void cross_entropy_backward(int device, DType dtype, const void
 SSMTUNE_LAUNCHER void gemm(int device, DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
                            int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, void* C,
                            int64_t stride_c, int64_t batch, bool accumulate) SSMTUNE_LAUNCHER_BODY
+
+// ---- gather.cu ----
+// x [P, n, Q] contiguous (any dtype), idx [K] in [0, n) -> out [P, K, Q]: out[p, k, q] = x[p, idx[k], q].
+SSMTUNE_LAUNCHER void index_select_forward(int device, DType dtype, const void* x, const int64_t* idx, void* out,
+                                           int64_t P, int64_t n, int64_t K, int64_t Q) SSMTUNE_LAUNCHER_BODY
+// dx [P, n, Q] = Σ over the positions k listed for row r (offsets/positions from build_index_lists, in order)
+// of g [P, K, Q]: the CPU's accumulation order, no atomics.
+SSMTUNE_LAUNCHER void index_select_backward(int device, DType dtype, const void* g, const int64_t* offsets,
+                                            const int64_t* positions, void* dx, int64_t P, int64_t n, int64_t K,
+                                            int64_t Q) SSMTUNE_LAUNCHER_BODY
+// mask (operand 0, contiguous U8) = cond (operand 1, any dtype, broadcast) != 0; NaN counts as nonzero.
+SSMTUNE_LAUNCHER void nonzero_mask(int device, DType cond_dtype, const void* cond, uint8_t* mask, int64_t n,
+                                   const StridedIndexer<2>& ix) SSMTUNE_LAUNCHER_BODY
+// out (operand 0, contiguous) = (mask[i] != 0) == keep ? a (operand 1) : b (operand 2), broadcast.
+SSMTUNE_LAUNCHER void select_by_mask(int device, DType dtype, const uint8_t* mask, bool keep, const void* a,
+                                     const void* b, void* out, int64_t n, const StridedIndexer<3>& ix) SSMTUNE_LAUNCHER_BODY
+// mask[i] = philox_uniform(seed, first + i) >= p (dropout's keep mask, the CPU's draws).
+SSMTUNE_LAUNCHER void dropout_mask(int device, uint8_t* mask, int64_t n, uint64_t seed, uint64_t first,
+                                   double p) SSMTUNE_LAUNCHER_BODY
+// out[i] = mask[i] ? src[i] · scale : 0 (contiguous).
+SSMTUNE_LAUNCHER void apply_mask(int device, DType dtype, const void* src, const uint8_t* mask, double scale, void* out,
+                                 int64_t n) SSMTUNE_LAUNCHER_BODY
+
+// ---- norm.cu ----  x, g, out, dx: [rows, D] contiguous; rstd, xhat: double device buffers
+SSMTUNE_LAUNCHER void rmsnorm_forward(int device, DType dtype, const void* x, const void* w, void* out, double* rstd,
+                                      int64_t rows, int64_t D, double eps) SSMTUNE_LAUNCHER_BODY
+SSMTUNE_LAUNCHER void rmsnorm_backward_dx(int device, DType dtype, const void* g, const void* x, const void* w,
+                                          const double* rstd, void* dx, int64_t rows, int64_t D) SSMTUNE_LAUNCHER_BODY
+// w, b may be null (no affine part).
+SSMTUNE_LAUNCHER void layernorm_forward(int device, DType dtype, const void* x, const void* w, const void* b, void* out,
+                                        double* xhat, double* rstd, int64_t rows, int64_t D,
+                                        double eps) SSMTUNE_LAUNCHER_BODY
+SSMTUNE_LAUNCHER void layernorm_backward_dx(int device, DType dtype, const void* g, const void* w, const double* xhat,
+                                            const double* rstd, void* dx, int64_t rows, int64_t D) SSMTUNE_LAUNCHER_BODY
+// out[j] = Σ_r term(r, j), rows in order, one thread per column (the CPU's order): kind 0 = g·x·rstd[r]
+// (rmsnorm dw; other = x), 1 = g·xhat (layernorm dw; xhat given), 2 = g (layernorm db).
+SSMTUNE_LAUNCHER void norm_column_sums(int device, DType dtype, int kind, const void* g, const void* other,
+                                       const double* xhat, const double* rstd, void* out, int64_t rows,
+                                       int64_t D) SSMTUNE_LAUNCHER_BODY
+
+// ---- conv1d.cu ----  x, g, out, dx: [B, C, L]; w: [C, K] contiguous, K <= kMaxConvWidth; bias/dw/dbias may be null
+constexpr int64_t kMaxConvWidth = 8;
+SSMTUNE_LAUNCHER void causal_conv1d_forward(int device, DType dtype, const void* x, const void* w, const void* bias,
+                                            void* out, int64_t B, int64_t C, int64_t L, int64_t K) SSMTUNE_LAUNCHER_BODY
+SSMTUNE_LAUNCHER void causal_conv1d_backward(int device, DType dtype, const void* g, const void* x, const void* w,
+                                             void* dx, void* dw, void* dbias, int64_t B, int64_t C, int64_t L,
+                                             int64_t K) SSMTUNE_LAUNCHER_BODY
 
 // ---- optim.cu ----  p, g, buffers: n contiguous elements of one dtype
 SSMTUNE_LAUNCHER void adamw_update(int device, DType dtype, void* p, const void* g, void* m, void* v, void* vmax, int64_t n,

@@ -18,6 +18,8 @@ constexpr int kThreads = 256;  // threads per block of the elementwise and row k
          i += int64_t(blockDim.x) * gridDim.x)
 
 inline unsigned grid_for(int64_t n) { return unsigned(launch_blocks(n, kThreads)); }
+// Blocks for one-block-per-row kernels (each block loops over rows blockIdx.x, + gridDim.x, ...).
+inline unsigned row_blocks(int64_t rows) { return unsigned(launch_blocks(rows, 1)); }
 
 // Calls fn(float{}) or fn(double{}); any other dtype is an Error naming the launcher.
 template <class Fn>
@@ -25,6 +27,17 @@ void dispatch_f32_f64(DType dtype, const char* launcher, Fn&& fn) {
     if (dtype == DType::F32) fn(float{});
     else if (dtype == DType::F64) fn(double{});
     else SSMTUNE_FAIL(launcher, ": CUDA kernel for F32 and F64 only, got ", dtype_name(dtype));
+}
+
+// Calls fn(U{}) with U an unsigned integer of the dtype's size: copies and gathers move bits, not values.
+template <class Fn>
+void dispatch_bits(DType dtype, Fn&& fn) {
+    switch (dtype_size(dtype)) {
+        case 1: fn(uint8_t{}); break;
+        case 2: fn(uint16_t{}); break;
+        case 4: fn(uint32_t{}); break;
+        default: fn(uint64_t{}); break;
+    }
 }
 
 }  // namespace ssmtune::cuda

@@ -93,8 +93,6 @@ __global__ void sum_squares_kernel(const T* x, int64_t n, int64_t chunk, double*
     }
 }
 
-unsigned row_grid(int64_t rows) { return unsigned(rows < 65535 ? rows : 65535); }
-
 }  // namespace
 
 void sum_rows(int device, DType dtype, const void* x, void* out, int64_t rows, int64_t count, double scale) {
@@ -106,7 +104,7 @@ void sum_rows(int device, DType dtype, const void* x, void* out, int64_t rows, i
             sum_rows_thread_kernel<T><<<grid_for(rows), kThreads, 0, s>>>(static_cast<const T*>(x),
                                                                           static_cast<T*>(out), rows, count, scale);
         else
-            sum_rows_block_kernel<T><<<row_grid(rows), kThreads, 0, s>>>(static_cast<const T*>(x),
+            sum_rows_block_kernel<T><<<row_blocks(rows), kThreads, 0, s>>>(static_cast<const T*>(x),
                                                                          static_cast<T*>(out), rows, count, scale);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
@@ -118,7 +116,7 @@ void max_rows(int device, DType dtype, const void* x, void* out, int64_t* index,
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "max_rows", [&](auto tag) {
         using T = decltype(tag);
-        max_rows_kernel<T><<<row_grid(rows), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), index,
+        max_rows_kernel<T><<<row_blocks(rows), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), index,
                                                                rows, count);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
@@ -143,7 +141,7 @@ void sum_squares_chunks(int device, DType dtype, const void* x, int64_t n, int64
     SSMTUNE_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&partials), size_t(chunks) * sizeof(double), s));
     dispatch_f32_f64(dtype, "sum_squares_chunks", [&](auto tag) {
         using T = decltype(tag);
-        sum_squares_kernel<T><<<row_grid(chunks), kThreads, 0, s>>>(static_cast<const T*>(x), n, chunk, partials);
+        sum_squares_kernel<T><<<row_blocks(chunks), kThreads, 0, s>>>(static_cast<const T*>(x), n, chunk, partials);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
     SSMTUNE_CUDA_CHECK(cudaMemcpyAsync(host_partials, partials, size_t(chunks) * sizeof(double),

@@ -70,7 +70,7 @@ void softmax_rows(int device, DType dtype, const void* x, void* y, int64_t rows,
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "softmax_rows", [&](auto tag) {
         using T = decltype(tag);
-        softmax_rows_kernel<T><<<unsigned(rows < 65535 ? rows : 65535), kThreads, 0, s>>>(
+        softmax_rows_kernel<T><<<row_blocks(rows), kThreads, 0, s>>>(
             static_cast<const T*>(x), static_cast<T*>(y), rows, n, log_space);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();

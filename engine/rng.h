@@ -10,11 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
-#ifdef __CUDACC__
-#define SSMTUNE_HD __host__ __device__
-#else
-#define SSMTUNE_HD
-#endif
+#include "engine/host_device.h"
 
 namespace ssmtune {
 

@@ -6,11 +6,12 @@
 //            dweight[c, k] = Σ_b Σ_t g[b, c, t] · x[b, c, t − (K−1) + k]
 //            dbias[c]      = Σ_b Σ_t g[b, c, t]
 // x/out/dx are threaded over (b, c) rows, dweight/dbias over c with b then t summed in order (in double), so
-// results do not depend on the thread count. Not here: the SiLU that Mamba applies after the conv, dilation,
+// results do not depend on the thread count. CUDA tensors: cuda/conv1d.cu (K <= 8). Not here: the SiLU that Mamba applies after the conv, dilation,
 // stride, the recurrent one-step update (models keep their own conv state), long FFT convolutions.
 #include <algorithm>
 #include <vector>
 
+#include "cuda/kernels.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 
@@ -79,8 +80,8 @@ void causal_conv1d_backward(const T* g, const T* x, const T* w, int64_t B, int64
 
 // x[B, C, L], weight[C, K] or [C, 1, K], bias[C] (optional) -> out[B, C, L]
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-    check_float_input(x, "causal_conv1d", "x");
-    check_float_input(weight, "causal_conv1d", "weight");
+    check_float_input(x, "causal_conv1d", "x", kCudaKernel);
+    check_float_input(weight, "causal_conv1d", "weight", kCudaKernel);
     check_same_kind(x, weight, "causal_conv1d");
     SSMTUNE_CHECK(x.dim() == 3, "causal_conv1d: x must be [B, C, L], got ", x.describe());
     const int64_t B = x.size(0), C = x.size(1), L = x.size(2);
@@ -91,7 +92,7 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) 
     const int64_t K = weight.size(-1);
     SSMTUNE_CHECK(K >= 1, "causal_conv1d: kernel width K must be >= 1, got weight ", weight.describe());
     if (bias.defined()) {
-        check_float_input(bias, "causal_conv1d", "bias");
+        check_float_input(bias, "causal_conv1d", "bias", kCudaKernel);
         check_same_kind(x, bias, "causal_conv1d");
         SSMTUNE_CHECK(bias.dim() == 1 && bias.size(0) == C, "causal_conv1d: bias ", bias.describe(),
                       " must be [C] = [", C, "] for x ", x.describe());
@@ -99,8 +100,14 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) 
     const Tensor xc = x.detach().contiguous();
     const Tensor wc = weight.detach().reshape({C, K}).contiguous();
     const Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
-    Tensor out = Tensor::empty({B, C, L}, x.dtype());
-    dispatch_float(x.dtype(), [&](auto tag) {
+    Tensor out = Tensor::empty({B, C, L}, x.dtype(), x.device());
+    const bool gpu = x.device().is_cuda();
+    SSMTUNE_CHECK(!gpu || K <= cuda::kMaxConvWidth, "causal_conv1d: kernel width K = ", K, " above the CUDA kernel's ",
+                  cuda::kMaxConvWidth, " (weight ", weight.describe(), "); fix: run this conv on the CPU");
+    if (gpu)
+        cuda::causal_conv1d_forward(x.device().index, x.dtype(), xc.raw_data(), wc.raw_data(),
+                                    bc.defined() ? bc.raw_data() : nullptr, out.raw_data(), B, C, L, K);
+    else dispatch_float(x.dtype(), [&](auto tag) {
         using T = typename decltype(tag)::type;
         causal_conv1d_forward<T>(xc.data<T>(), wc.data<T>(), bc.defined() ? bc.data<T>() : nullptr, B, C, L, K,
                                  out.data<T>());
@@ -109,10 +116,15 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) 
                      [xc, wc, w_shape = weight.shape(), B, C, L, K](const auto& g, const auto& needs) {
                          const Tensor gc = g[0].contiguous();
                          std::vector<Tensor> grads(3);
-                         if (needs[0]) grads[0] = Tensor::empty({B, C, L}, gc.dtype());
-                         if (needs[1]) grads[1] = Tensor::empty({C, K}, gc.dtype());
-                         if (needs[2]) grads[2] = Tensor::empty({C}, gc.dtype());
-                         dispatch_float(gc.dtype(), [&](auto tag) {
+                         if (needs[0]) grads[0] = Tensor::empty({B, C, L}, gc.dtype(), gc.device());
+                         if (needs[1]) grads[1] = Tensor::empty({C, K}, gc.dtype(), gc.device());
+                         if (needs[2]) grads[2] = Tensor::empty({C}, gc.dtype(), gc.device());
+                         auto raw = [](Tensor& t) { return t.defined() ? t.raw_data() : nullptr; };
+                         if (gc.device().is_cuda())
+                             cuda::causal_conv1d_backward(gc.device().index, gc.dtype(), gc.raw_data(), xc.raw_data(),
+                                                          wc.raw_data(), raw(grads[0]), raw(grads[1]), raw(grads[2]),
+                                                          B, C, L, K);
+                         else dispatch_float(gc.dtype(), [&](auto tag) {
                              using T = typename decltype(tag)::type;
                              auto ptr = [](Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
                              causal_conv1d_backward<T>(gc.data<T>(), xc.data<T>(), wc.data<T>(), B, C, L, K,

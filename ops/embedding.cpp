@@ -4,7 +4,8 @@
 // checked against [0, V) first, and the error names the id, its position in `ids` and V. Backward scatter-adds
 // g into zeros [V, D]: the D columns are split in blocks over threads and each block walks the ids in order, so
 // repeated ids accumulate in a fixed order whatever the thread count. Not here: padding_idx, max_norm,
-// sparse gradients (dweight is dense [V, D]).
+// sparse gradients (dweight is dense [V, D]). On a GPU the lookup is index_select of the table's rows (same sums
+// in the same order in its backward).
 #include <algorithm>
 
 #include "ops/op_util.h"
@@ -19,8 +20,6 @@ std::vector<int64_t> read_ids(const Tensor& ids, int64_t V) {
     SSMTUNE_CHECK(ids.defined(), "embedding: argument 'ids' is an undefined tensor");
     SSMTUNE_CHECK(ids.dtype() == DType::I64 || ids.dtype() == DType::I32, "embedding: ids must be I64 or I32, got ",
                   ids.describe(), "; fix: convert with .to(DType::I64)");
-    SSMTUNE_CHECK(ids.device().is_cpu(), "embedding: ids are on ", ids.device().str(),
-                  " but this op has no kernel for that device in this build; fix: .to(Device::cpu())");
     const std::vector<int64_t> v = ids.to_vector<int64_t>();
     for (size_t i = 0; i < v.size(); ++i) {
         if (v[i] >= 0 && v[i] < V) continue;
@@ -58,10 +57,17 @@ void embedding_backward(const std::vector<int64_t>& ids, const T* g, int64_t D, 
 
 // weight[V, D], ids[...] -> out[..., D]
 Tensor embedding(const Tensor& weight, const Tensor& ids) {
-    check_float_input(weight, "embedding", "weight");
+    check_float_input(weight, "embedding", "weight", kCudaKernel);
     SSMTUNE_CHECK(weight.dim() == 2, "embedding: weight must be [V, D], got ", weight.describe());
     const int64_t V = weight.size(0), D = weight.size(1);
     auto id_list = std::make_shared<const std::vector<int64_t>>(read_ids(ids, V));
+    if (weight.device().is_cuda()) {  // index_select of the table's rows (its backward sums per-row lists, no atomics)
+        SSMTUNE_CHECK(ids.device() == weight.device(), "embedding: ids ", ids.describe(), " and weight ",
+                      weight.describe(), " are on different devices; fix: move the ids with .to()");
+        Shape out_shape = ids.shape();
+        out_shape.push_back(D);
+        return index_select(weight, 0, ids.reshape({-1})).reshape(out_shape);
+    }
     const int64_t n = int64_t(id_list->size());
     Shape out_shape = ids.shape();
     out_shape.push_back(D);

@@ -5,12 +5,16 @@
 // index_select gathers rows along one dim; its backward scatter-adds into zeros of x's shape, each output
 // row summed by one thread over the index in order, so repeated indices accumulate deterministically.
 // where/masked_fill read any dtype as a condition (nonzero = true) and broadcast with for_each_broadcast.
+// CUDA tensors: concat copies into windows of the output on the device, index_select gathers by kernel and its
+// backward sums per-row position lists (no atomics, the CPU's order), where/masked_fill select by a device mask.
 // Not here: the plain views (views.cpp), strided slices (step != 1), negative indices in index_select,
 // in-place variants, scatter/gather with a full index tensor.
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
 
+#include "cuda/kernels.h"
+#include "engine/tensor_copy.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 
@@ -18,11 +22,9 @@ namespace ssmtune::ops {
 
 namespace {
 
-// Data-movement ops work on any dtype, but only on the CPU.
-void check_cpu_input(const Tensor& t, const char* op, const char* arg) {
+// Data-movement ops work on any dtype, on the CPU or a GPU (all of them have CUDA kernels or are views).
+void check_defined_input(const Tensor& t, const char* op, const char* arg) {
     SSMTUNE_CHECK(t.defined(), op, ": argument '", arg, "' is an undefined tensor");
-    SSMTUNE_CHECK(t.device().is_cpu(), op, ": argument '", arg, "' is on ", t.device().str(),
-                  " but this op has no kernel for that device in this build; fix: .to(Device::cpu())");
 }
 
 // Product of shape[begin, end).
@@ -35,7 +37,15 @@ int64_t shape_prod(const Shape& s, int64_t begin, int64_t end) {
 // A contiguous U8 tensor of out_shape holding 1 where cond (broadcast to out_shape) is nonzero. NaN counts as
 // nonzero, as in C++ and PyTorch.
 Tensor truth_mask(const Tensor& cond, const Shape& out_shape) {
-    Tensor mask = Tensor::empty(out_shape, DType::U8);
+    Tensor mask = Tensor::empty(out_shape, DType::U8, cond.device());
+    if (cond.device().is_cuda()) {
+        const Shape strides[2] = {mask.strides(), broadcast_strides(cond, out_shape)};
+        const int64_t offsets[2] = {0, cond.offset()};
+        cuda::nonzero_mask(cond.device().index, cond.dtype(), cond.storage()->data(),
+                           static_cast<uint8_t*>(mask.raw_data()), mask.numel(),
+                           cuda::make_indexer<2>(out_shape, strides, offsets));
+        return mask;
+    }
     uint8_t* pm = mask.data<uint8_t>();
     dispatch_any_dtype(cond.dtype(), [&](auto tag) {
         using C = typename decltype(tag)::type;
@@ -51,8 +61,20 @@ Tensor truth_mask(const Tensor& cond, const Shape& out_shape) {
     return mask;
 }
 
+// out (contiguous, mask's shape) = a where (mask != 0) == keep, else b; a and b broadcast (CUDA tensors only).
+Tensor select_cuda(const Tensor& mask, bool keep, const Tensor& a, const Tensor& b) {
+    Tensor out = Tensor::empty(mask.shape(), a.dtype(), a.device());
+    const Shape strides[3] = {out.strides(), broadcast_strides(a, mask.shape()), broadcast_strides(b, mask.shape())};
+    const int64_t offsets[3] = {0, a.offset(), b.offset()};
+    cuda::select_by_mask(a.device().index, a.dtype(), static_cast<const uint8_t*>(mask.raw_data()), keep,
+                         a.storage()->data(), b.storage()->data(), out.raw_data(), out.numel(),
+                         cuda::make_indexer<3>(mask.shape(), strides, offsets));
+    return out;
+}
+
 // g (any layout, out_shape) kept where mask == keep, zero elsewhere; contiguous, g's dtype.
 Tensor keep_where(const Tensor& g, const Tensor& mask, uint8_t keep) {
+    if (g.device().is_cuda()) return select_cuda(mask, keep == 1, g, Tensor::zeros({}, g.dtype(), g.device()));
     Tensor gc = g.contiguous();
     Tensor out = Tensor::empty(g.shape(), g.dtype());
     dispatch_float(g.dtype(), [&](auto tag) {
@@ -74,7 +96,7 @@ Tensor keep_where(const Tensor& g, const Tensor& mask, uint8_t keep) {
 Tensor concat(const std::vector<Tensor>& tensors, int64_t dim) {
     SSMTUNE_CHECK(!tensors.empty(), "concat: empty list of tensors; fix: pass at least one tensor");
     const Tensor& first = tensors[0];
-    check_cpu_input(first, "concat", "tensors[0]");
+    check_defined_input(first, "concat", "tensors[0]");
     SSMTUNE_CHECK(first.dim() > 0, "concat: tensors[0] is zero-dimensional (", first.describe(),
                   "); fix: unsqueeze(0) each scalar first");
     dim = wrap_dim(dim, first.dim(), "concat");
@@ -96,14 +118,20 @@ Tensor concat(const std::vector<Tensor>& tensors, int64_t dim) {
         starts.push_back(out_shape[size_t(dim)]);
         out_shape[size_t(dim)] += t.shape()[size_t(dim)];
     }
-    Tensor out = Tensor::empty(out_shape, first.dtype());
+    Tensor out = Tensor::empty(out_shape, first.dtype(), first.device());
+    if (first.device().is_cuda()) {  // each input copied into its window of the output by the strided-copy kernel
+        for (size_t i = 0; i < tensors.size(); ++i) {
+            Tensor window = out.detach().narrow(dim, starts[i], tensors[i].shape()[size_t(dim)]);
+            copy_into(window, tensors[i].detach());
+        }
+    }
     // Row o of the output (the dims before `dim`) is the rows o of every input laid end to end.
     const int64_t rank = int64_t(out_shape.size());
     const int64_t outer = shape_prod(out_shape, 0, dim), inner = shape_prod(out_shape, dim + 1, rank);
     const int64_t elem = int64_t(dtype_size(first.dtype()));
     const int64_t out_row = out_shape[size_t(dim)] * inner * elem;
     char* po = static_cast<char*>(out.raw_data());
-    for (size_t i = 0; i < tensors.size(); ++i) {
+    for (size_t i = 0; i < tensors.size() && first.device().is_cpu(); ++i) {
         const Tensor ti = tensors[i].detach().contiguous();
         const int64_t row = ti.shape()[size_t(dim)] * inner * elem;
         if (row == 0 || outer == 0) continue;
@@ -126,7 +154,7 @@ Tensor concat(const std::vector<Tensor>& tensors, int64_t dim) {
 // ---- split / chunk / slice: views via narrow ----
 
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
-    check_cpu_input(x, "split", "x");
+    check_defined_input(x, "split", "x");
     SSMTUNE_CHECK(x.dim() > 0, "split: x is zero-dimensional (", x.describe(), ")");
     dim = wrap_dim(dim, x.dim(), "split");
     int64_t total = 0;
@@ -146,7 +174,7 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
 }
 
 std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
-    check_cpu_input(x, "chunk", "x");
+    check_defined_input(x, "chunk", "x");
     SSMTUNE_CHECK(x.dim() > 0, "chunk: x is zero-dimensional (", x.describe(), ")");
     SSMTUNE_CHECK(chunks > 0, "chunk: chunks must be positive, got ", chunks);
     dim = wrap_dim(dim, x.dim(), "chunk");
@@ -161,7 +189,7 @@ std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
 }
 
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end) {
-    check_cpu_input(x, "slice", "x");
+    check_defined_input(x, "slice", "x");
     SSMTUNE_CHECK(x.dim() > 0, "slice: x is zero-dimensional (", x.describe(), ")");
     dim = wrap_dim(dim, x.dim(), "slice");
     const int64_t n = x.size(dim);
@@ -177,8 +205,8 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end) {
 // ---- index_select: x [P, n, Q] (P = dims before `dim`, Q = after), index [K] -> out [P, K, Q] ----
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
-    check_cpu_input(x, "index_select", "x");
-    check_cpu_input(index, "index_select", "index");
+    check_defined_input(x, "index_select", "x");
+    check_defined_input(index, "index_select", "index");
     SSMTUNE_CHECK(index.dtype() == DType::I64 || index.dtype() == DType::I32,
                   "index_select: index must be I64 or I32, got ", index.describe(), "; fix: .to(DType::I64)");
     SSMTUNE_CHECK(index.dim() == 1, "index_select: index must be 1-D, got ", index.describe(),
@@ -192,10 +220,16 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
                       " is out of range [0, ", n, ") for dimension ", dim, " of ", x.describe());
     Shape out_shape = x.shape();
     out_shape[size_t(dim)] = k_count;
-    Tensor out = Tensor::empty(out_shape, x.dtype());
+    SSMTUNE_CHECK(index.device() == x.device(), "index_select: index ", index.describe(), " and x ", x.describe(),
+                  " are on different devices; fix: move both to one device with .to()");
+    Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
     const int64_t outer = shape_prod(x.shape(), 0, dim), inner = shape_prod(x.shape(), dim + 1, x.dim());
     const int64_t row = inner * int64_t(dtype_size(x.dtype()));  // bytes of one [Q] row
-    if (out.numel() > 0) {
+    if (x.device().is_cuda()) {
+        const Tensor xc = x.detach().contiguous(), ic = Tensor::from_vector(idx, {k_count}).to(x.device());
+        cuda::index_select_forward(x.device().index, x.dtype(), xc.raw_data(),
+                                   static_cast<const int64_t*>(ic.raw_data()), out.raw_data(), outer, n, k_count, inner);
+    } else if (out.numel() > 0) {
         const Tensor xc = x.detach().contiguous();
         const char* px = static_cast<const char*>(xc.raw_data());
         char* po = static_cast<char*>(out.raw_data());
@@ -210,6 +244,18 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
                      [idx, in_shape = x.shape(), outer, n, inner](const auto& g, const auto&) {
                          // dx[p, idx[k], q] += g[p, k, q], k in order: one thread per p, so deterministic.
                          Tensor gc = g[0].contiguous();
+                         if (gc.device().is_cuda()) {  // per-row position lists: the same sums, no atomics
+                             const cuda::IndexLists lists = cuda::build_index_lists(idx, n);
+                             const Tensor offsets = Tensor::from_vector(lists.offsets, {n + 1}).to(gc.device());
+                             const Tensor positions =
+                                 Tensor::from_vector(lists.positions, {int64_t(idx.size())}).to(gc.device());
+                             Tensor dx = Tensor::empty(in_shape, gc.dtype(), gc.device());
+                             cuda::index_select_backward(gc.device().index, gc.dtype(), gc.raw_data(),
+                                                         static_cast<const int64_t*>(offsets.raw_data()),
+                                                         static_cast<const int64_t*>(positions.raw_data()),
+                                                         dx.raw_data(), outer, n, int64_t(idx.size()), inner);
+                             return std::vector<Tensor>{dx};
+                         }
                          Tensor dx = Tensor::zeros(in_shape, gc.dtype());
                          const int64_t k_count = int64_t(idx.size());
                          dispatch_float(gc.dtype(), [&](auto tag) {
@@ -232,14 +278,16 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
 // ---- where: cond, a, b broadcast together -> out; da = Σ_broadcast g·[cond], db = Σ_broadcast g·[!cond] ----
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
-    check_cpu_input(cond, "where", "cond");
-    check_float_input(a, "where", "a");
-    check_float_input(b, "where", "b");
+    check_defined_input(cond, "where", "cond");
+    check_float_input(a, "where", "a", kCudaKernel);
+    check_float_input(b, "where", "b", kCudaKernel);
     check_same_kind(a, b, "where");
+    SSMTUNE_CHECK(cond.device() == a.device(), "where: cond ", cond.describe(), " and a ", a.describe(),
+                  " are on different devices; fix: move both to one device with .to()");
     const Shape out_shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape()), b.shape());
     const Tensor mask = truth_mask(cond, out_shape);
-    Tensor out = Tensor::empty(out_shape, a.dtype());
-    dispatch_float(a.dtype(), [&](auto tag) {
+    Tensor out = a.device().is_cuda() ? select_cuda(mask, true, a, b) : Tensor::empty(out_shape, a.dtype());
+    if (a.device().is_cpu()) dispatch_float(a.dtype(), [&](auto tag) {
         using T = typename decltype(tag)::type;
         const T* pa = static_cast<const T*>(a.storage()->data());
         const T* pb = static_cast<const T*>(b.storage()->data());
@@ -263,13 +311,16 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 // ---- masked_fill: x, mask broadcast to x's shape -> out = value where mask, else x; dx = g·[!mask] ----
 
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
-    check_float_input(x, "masked_fill", "x");
-    check_cpu_input(mask, "masked_fill", "mask");
+    check_float_input(x, "masked_fill", "x", kCudaKernel);
+    check_defined_input(mask, "masked_fill", "mask");
     SSMTUNE_CHECK(broadcast_shapes(mask.shape(), x.shape()) == x.shape(), "masked_fill: mask ", mask.describe(),
                   " does not broadcast to x ", x.describe(), "; fix: give the mask x's shape or size-1 dims");
+    SSMTUNE_CHECK(mask.device() == x.device(), "masked_fill: mask ", mask.describe(), " and x ", x.describe(),
+                  " are on different devices; fix: move both to one device with .to()");
     const Tensor m = truth_mask(mask, x.shape());
-    Tensor out = Tensor::empty(x.shape(), x.dtype());
-    dispatch_float(x.dtype(), [&](auto tag) {
+    Tensor out = x.device().is_cuda() ? select_cuda(m, true, Tensor::full({}, value, x.dtype(), x.device()), x)
+                                      : Tensor::empty(x.shape(), x.dtype());
+    if (x.device().is_cpu()) dispatch_float(x.dtype(), [&](auto tag) {
         using T = typename decltype(tag)::type;
         const T* px = static_cast<const T*>(x.storage()->data());
         const uint8_t* pm = m.data<uint8_t>();

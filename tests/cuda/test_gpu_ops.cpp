@@ -3,6 +3,7 @@
 // the errors for mixed devices and ops without a GPU kernel.
 #include "cuda/runtime.h"
 #include "gpu_compare.h"
+#include "ops/ssm.h"
 
 using namespace ssmtune;
 using namespace ssmtune::testing;
@@ -183,10 +184,94 @@ TEST_CASE("gpu: mixed devices and ops without a GPU kernel are clean errors") {
     }
     CHECK(msg.find("devices differ") != std::string::npos);
     msg.clear();
-    try {
-        ops::causal_conv1d(Tensor::randn({1, 2, 5}, 1).to(Device::cuda()), Tensor::randn({2, 4}, 2).to(Device::cuda()));
+    try {  // the SSM ops have no CUDA kernels yet
+        ops::softmax(g, 0);
+        Tensor A = Tensor::randn({4, 2}, 3).to(Device::cuda());
+        ops::s4d_kernel(A, A, A, A, 8);
     } catch (const Error& e) {
         msg = e.what();
     }
     CHECK(msg.find("no kernel for that device") != std::string::npos);
+}
+
+TEST_CASE("gpu: embedding and index_select, with repeated indices in the backward") {
+    for (DType t : kFloatTypes) {
+        const Tensor ids = Tensor::from_vector(std::vector<int64_t>{3, 0, 3, 9, 3, 1, 0, 2}, {2, 4});
+        expect_op_matches_cpu("embedding", [&](const auto& in) {
+            return ops::embedding(in[0], in[0].device().is_cuda() ? ids.to(Device::cuda()) : ids);
+        }, {input({10, 33}, 19, t)}, elementwise_tolerance(t), elementwise_tolerance(t));
+        const Tensor idx = Tensor::from_vector(std::vector<int64_t>{4, 1, 4, 4, 0}, {5});
+        for (int64_t d : {0, 1, 2})
+            expect_op_matches_cpu("index_select dim " + std::to_string(d), [&, d](const auto& in) {
+                return ops::index_select(in[0], d, in[0].device().is_cuda() ? idx.to(Device::cuda()) : idx);
+            }, {input({5, 6, 7}, 20, t)}, elementwise_tolerance(t), elementwise_tolerance(t));
+    }
+    // Integer tables gather too (forward only).
+    const Tensor table = Tensor::arange(20).reshape({4, 5});
+    const Tensor idx = Tensor::from_vector(std::vector<int64_t>{2, 2, 0}, {3});
+    CHECK(ops::index_select(table.to(Device::cuda()), 0, idx.to(Device::cuda())).to(Device::cpu()).to_vector<int64_t>() ==
+          ops::index_select(table, 0, idx).to_vector<int64_t>());
+}
+
+TEST_CASE("gpu: concat, split, slice, where and masked_fill") {
+    for (DType t : kFloatTypes) {
+        expect_op_matches_cpu("concat dim 1", [](const auto& in) {
+            return ops::concat({in[0], in[1].transpose(1, 2), in[0]}, 1);
+        }, {input({3, 4, 5}, 21, t), input({3, 5, 2}, 22, t)}, elementwise_tolerance(t), elementwise_tolerance(t));
+        expect_op_matches_cpu("split and slice", [](const auto& in) {
+            const auto parts = ops::split(in[0], {2, 5}, 1);
+            return ops::mul(ops::slice(parts[1], 1, 1, -1), ops::sum(parts[0], {1}, true));
+        }, {input({4, 7}, 23, t)}, elementwise_tolerance(t), summation_tolerance(t));
+        const Tensor cond = Tensor::from_vector(std::vector<int64_t>{1, 0, 0, 2, 0, -1}, {6});
+        expect_op_matches_cpu("where", [&](const auto& in) {
+            return ops::where(in[0].device().is_cuda() ? cond.to(Device::cuda()) : cond, in[0], in[1]);
+        }, {input({5, 6}, 24, t), input({6}, 25, t)}, elementwise_tolerance(t), elementwise_tolerance(t));
+        const Tensor fmask = Tensor::from_vector(std::vector<float>{0.0f, NAN, -0.0f, 3.0f}, {4, 1});
+        expect_op_matches_cpu("masked_fill", [&](const auto& in) {
+            return ops::masked_fill(in[0], in[0].device().is_cuda() ? fmask.to(Device::cuda()) : fmask, -7.5);
+        }, {input({4, 3}, 26, t)}, elementwise_tolerance(t), elementwise_tolerance(t));
+    }
+}
+
+TEST_CASE("gpu: rmsnorm and layernorm, forward and every gradient") {
+    for (DType t : kFloatTypes) {
+        for (int64_t D : {int64_t(7), int64_t(600)}) {
+            const std::string n = " D=" + std::to_string(D);
+            expect_op_matches_cpu("rmsnorm" + n, [](const auto& in) { return ops::rmsnorm(in[0], in[1], 1e-5); },
+                                  {input({3, 5, D}, 27, t), input({D}, 28, t)}, summation_tolerance(t),
+                                  summation_tolerance(t));
+            expect_op_matches_cpu("layernorm" + n, [](const auto& in) { return ops::layernorm(in[0], in[1], in[2], 1e-5); },
+                                  {input({3, 5, D}, 29, t), input({D}, 30, t), input({D}, 31, t)},
+                                  summation_tolerance(t), summation_tolerance(t));
+            expect_op_matches_cpu("layernorm without affine" + n,
+                                  [](const auto& in) { return ops::layernorm(in[0], Tensor(), Tensor(), 1e-5); },
+                                  {input({4, D}, 32, t)}, summation_tolerance(t), summation_tolerance(t));
+        }
+    }
+}
+
+TEST_CASE("gpu: dropout draws the CPU's mask") {
+    for (DType t : kFloatTypes) {
+        Generator gen_cpu(123), gen_gpu(123);
+        Tensor x = input({37, 41}, 33, t), xg = x.detach().to(Device::cuda());
+        xg.set_requires_grad(true);
+        const Tensor y = ops::dropout(x, 0.3, true, gen_cpu), yg = ops::dropout(xg, 0.3, true, gen_gpu);
+        expect_gpu_close(yg, y, elementwise_tolerance(t), "dropout output");
+        CHECK(gen_gpu.offset() == gen_cpu.offset());
+        ops::sum(y).backward();
+        ops::sum(yg).backward();
+        expect_gpu_close(xg.grad(), x.grad(), elementwise_tolerance(t), "dropout gradient");
+    }
+}
+
+TEST_CASE("gpu: causal conv1d (Mamba's short conv), forward and every gradient") {
+    for (DType t : kFloatTypes)
+        for (int64_t K : {int64_t(1), int64_t(4), int64_t(8)})
+            for (int64_t L : {int64_t(3), int64_t(300)})
+                expect_op_matches_cpu("causal_conv1d K=" + std::to_string(K) + " L=" + std::to_string(L),
+                                      [](const auto& in) { return ops::causal_conv1d(in[0], in[1], in[2]); },
+                                      {input({2, 5, L}, 34, t), input({5, K}, 35, t), input({5}, 36, t)},
+                                      summation_tolerance(t), summation_tolerance(t));
+    const Tensor wide = Tensor::randn({2, 9}, 37).to(Device::cuda());
+    CHECK_THROWS_AS(ops::causal_conv1d(Tensor::randn({1, 2, 5}, 38).to(Device::cuda()), wide), Error);
 }
