@@ -133,6 +133,40 @@ SSMTUNE_LAUNCHER void causal_conv1d_backward(int device, DType dtype, const void
                                              void* dx, void* dw, void* dbias, int64_t B, int64_t C, int64_t L,
                                              int64_t K) SSMTUNE_LAUNCHER_BODY
 
+// ---- selective_scan.cu ----  Mamba's selective scan (ops/ssm.h), a block-level parallel scan per channel
+// Inputs as the CPU op's, contiguous: u, delta, z [B, E, L]; A [E, N]; B, C [B, N, L]; D, delta_bias, y′ [E];
+// h0 [E, N] or [B, E, N]; h′ [E, N]. Optional pointers are null. N <= kScanMaxStates.
+struct SelectiveScanParams {
+    const void *u = nullptr, *delta = nullptr, *A = nullptr, *B = nullptr, *C = nullptr, *D = nullptr, *z = nullptr,
+               *delta_bias = nullptr, *h0 = nullptr, *state_offset = nullptr, *output_offset = nullptr;
+    int64_t batch = 0, E = 0, N = 0, L = 0;
+    bool softplus = false, h0_batched = false;
+};
+constexpr int64_t kScanMaxStates = 64;
+constexpr int64_t kScanChunk = 512;  // time steps per block-scan chunk (128 threads × 4 steps)
+// Channels one backward block walks in order; dB, dC partials are per group: [B, groups, N, L].
+inline int64_t scan_backward_groups(int64_t E) { return (E + 31) / 32; }
+// Gradient buffers of selective_scan_backward (null when not wanted, except the ones marked always).
+struct SelectiveScanGrads {
+    void *du = nullptr, *ddelta = nullptr, *dz = nullptr;  // [B, E, L]; du, ddelta always
+    void *dB_part = nullptr, *dC_part = nullptr;           // [B, groups, N, L], zero-filled by the caller; always
+    void *dA_part = nullptr, *dstate_offset_part = nullptr, *dh0_part = nullptr;  // [B, E, N]; dA_part, dh0_part always
+    void *dD_part = nullptr, *ddelta_bias_part = nullptr, *doutput_offset_part = nullptr;  // [B, E]; always
+};
+// out [B, E, L]; y_pre [B, E, L] (y before the gate, for the backward; null when not needed); last [B, E, N] or
+// null; chunk_states [B, E, ceil(L / kScanChunk), N] (the state after each chunk, for the backward).
+SSMTUNE_LAUNCHER void selective_scan_forward(int device, DType dtype, const SelectiveScanParams& p, void* out,
+                                             void* y_pre, void* last, void* chunk_states) SSMTUNE_LAUNCHER_BODY
+// The naive baseline the benchmark compares with: one thread per (b, e) channel looping over time and states
+// (mamba_ssm's selective_scan_ref order), out [B, E, L] and last [B, E, N] (or null). Same semantics as above.
+SSMTUNE_LAUNCHER void selective_scan_forward_sequential(int device, DType dtype, const SelectiveScanParams& p,
+                                                        void* out, void* last) SSMTUNE_LAUNCHER_BODY
+// gout [B, E, L]; glast [B, E, N] or null. Recomputes each chunk's states from chunk_states, runs the adjoint
+// recurrence as a reverse block scan, and writes the gradients and per-(b, e) / per-group partials.
+SSMTUNE_LAUNCHER void selective_scan_backward(int device, DType dtype, const SelectiveScanParams& p,
+                                              const void* chunk_states, const void* y_pre, const void* gout,
+                                              const void* glast, const SelectiveScanGrads& g) SSMTUNE_LAUNCHER_BODY
+
 // ---- optim.cu ----  p, g, buffers: n contiguous elements of one dtype
 SSMTUNE_LAUNCHER void adamw_update(int device, DType dtype, void* p, const void* g, void* m, void* v, void* vmax, int64_t n,
                                    const autograd::AdamScalars& s) SSMTUNE_LAUNCHER_BODY

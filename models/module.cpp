@@ -181,4 +181,14 @@ void Module::to(DType dtype) {
     for (auto& [n, child] : children_) child->to(dtype);
 }
 
+void Module::to(Device device) {
+    for (auto& [n, t] : params_) {
+        if (t.device() == device) continue;
+        const bool requires_grad = t.requires_grad();
+        t = t.detach().to(device);
+        if (requires_grad) t.set_requires_grad(true);
+    }
+    for (auto& [n, child] : children_) child->to(device);
+}
+
 }  // namespace ssmtune::models

@@ -56,6 +56,9 @@ public:
     void load_state_dict(const TensorMap& tensors, bool strict = true, const std::string& source = "state dict");
     // Converts every parameter to `dtype` in place of the old tensors (F32 <-> F64 for gradient checks).
     void to(DType dtype);
+    // Moves every parameter to `device` (requires_grad kept; gradients dropped). Ops with a CUDA kernel then run
+    // there; the inputs must be moved too (e.g. token ids with .to(device)).
+    void to(Device device);
 
     virtual std::string type_name() const { return "Module"; }
 

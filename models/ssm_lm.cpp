@@ -20,7 +20,7 @@ int64_t Mixer::prepend_prefix(Tensor& x, Tensor& z) const {
                   hook_prefix.describe());
     Tensor p = hook_prefix.transpose(0, 1).unsqueeze(0).expand({B, E, P});  // [B, E, P]
     x = ops::concat({p, x}, 2);                                             // [B, E, P + L]
-    z = ops::concat({Tensor::zeros({B, E, P}, z.dtype()), z}, 2);           // [B, E, P + L]
+    z = ops::concat({Tensor::zeros({B, E, P}, z.dtype(), z.device()), z}, 2);  // [B, E, P + L]
     return P;
 }
 
@@ -29,7 +29,7 @@ void Mixer::run_prefix(MixerState& state) {
     autograd::NoGradGuard no_grad;
     const int64_t B = state.ssm_state.size(0), E = hook_prefix.size(1);
     const Tensor p = hook_prefix.detach().to(state.ssm_state.dtype());
-    const Tensor z = Tensor::zeros({B, E}, p.dtype());
+    const Tensor z = Tensor::zeros({B, E}, p.dtype(), p.device());
     for (int64_t j = 0; j < p.size(0); ++j) step_inner(p.select(0, j).unsqueeze(0).expand({B, E}), z, state);
 }
 

@@ -12,9 +12,10 @@ namespace ssmtune::ops::scan_detail {
 
 // An optional scan argument, checked (float, same dtype/device as `like`, exact `shape`) and made contiguous;
 // undefined stays undefined.
-inline Tensor take_arg(const Tensor& t, const Tensor& like, const Shape& shape, const char* op, const char* name) {
+inline Tensor take_arg(const Tensor& t, const Tensor& like, const Shape& shape, const char* op, const char* name,
+                       bool has_cuda_kernel = false) {
     if (!t.defined()) return Tensor();
-    check_float_input(t, op, name);
+    check_float_input(t, op, name, has_cuda_kernel);
     check_same_kind(like, t, op);
     SSMTUNE_CHECK(t.shape() == shape, op, ": ", name, " must be ", shape_str(shape), ", got ", t.describe());
     return t.detach().contiguous();

@@ -12,6 +12,7 @@
 // Determinism: lanes are grouped in fixed blocks of kLaneBlock channels; reductions over channels (dB, dC) go
 // through per-channel-slot accumulators summed in slot order, then per-block partial buffers and reductions over the batch (dA, dD, dbias, dh′, dy′, dh0) through
 // per-batch partials, all summed in a fixed order, so results do not depend on the thread count.
+// Tensors on a GPU go to ops/selective_scan_cuda.cpp (block-level parallel scans, cuda/selective_scan.cu).
 // Not here: complex A, grouped B/C (G > 1), the fused conv/projections of mamba_ssm's MambaInnerFn.
 #include <algorithm>
 #include <cmath>
@@ -395,8 +396,15 @@ ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& g
 
 }  // namespace
 
+namespace detail {
+// Tensors on a GPU: ops/selective_scan_cuda.cpp (kernels in cuda/selective_scan.cu).
+SelectiveScanResult selective_scan_cuda(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+                                        const Tensor& C, const SelectiveScanOptions& options);
+}  // namespace detail
+
 SelectiveScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                                    const Tensor& C, const SelectiveScanOptions& options) {
+    if (u.defined() && u.device().is_cuda()) return detail::selective_scan_cuda(u, delta, A, B, C, options);
     const ScanArgs args = prepare(u, delta, A, B, C, options);
     SelectiveScanResult result;
     result.out = Tensor::empty({args.B, args.E, args.L}, u.dtype());

@@ -252,10 +252,12 @@ int run_bench(int argc, char** argv) {
     const int repeats = int(flags.integer("repeats"));
     if (repeats <= 0) throw UsageError("bench: --repeats must be positive");
     std::printf("ssmtune %s bench (%s)\n", version(), build_info().c_str());
-    if (device == "cuda") {  // the general kernels; the SSM ops have no CUDA kernels yet
-        SSMTUNE_CHECK(what == "all" || what == "kernels", "bench --device cuda: --what ", what,
-                      " has no CUDA version yet; fix: use --what kernels (or all) on cuda, or --device cpu");
-        bench_cuda_kernels(repeats);
+    if (device == "cuda") {
+        SSMTUNE_CHECK(what != "peft", "bench --device cuda: --what peft has no CUDA version yet; fix: use --device cpu");
+        if (what == "all" || what == "kernels") bench_cuda_kernels(repeats);
+        if (what == "all" || what == "scan")
+            bench_cuda_scan(flags.integer("batch"), flags.integer("inner"), flags.integer("state"), lengths, repeats);
+        if (what == "all" || what == "mamba") bench_cuda_mamba(8, 1024, int(flags.integer("steps")));
         return 0;
     }
     if (what == "all" || what == "scan")

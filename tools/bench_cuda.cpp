@@ -2,7 +2,8 @@
 //
 // Each row runs one op on tensors already on the GPU, synchronised before and after, best of `repeats` after one
 // warm-up; bytes are what the op must read and write once (so GB/s is a lower bound on the traffic), GEMM counts
-// 2·M·N·K flops. The CPU column runs the same op on CPU copies. Not here: the SSM kernels (CUDA SSM issue).
+// 2·M·N·K flops. The CPU column runs the same op on CPU copies. The scan rows count the bytes as the CPU bench does
+// (forward u, Δ, z, out and B, C; backward adds gout, du, dΔ, dz, dB, dC). Not here: S4D and Longhorn (CPU only).
 #include "tools/bench_cuda.h"
 
 #include <chrono>
@@ -10,9 +11,13 @@
 #include <functional>
 #include <string>
 
+#include "autograd/node.h"
 #include "autograd/optim.h"
+#include "cuda/kernels.h"
 #include "cuda/runtime.h"
+#include "models/ssm_lm.h"
 #include "ops/ops.h"
+#include "ops/ssm.h"
 
 namespace ssmtune::tools {
 
@@ -103,6 +108,87 @@ void bench_cuda_kernels(int repeats) {
     std::printf("  caching allocator: peak %.1f MiB in use, %.1f MiB cached, %llu device allocations, %llu reuses\n",
                 double(stats.peak_in_use) / 1048576.0, double(stats.cached) / 1048576.0,
                 static_cast<unsigned long long>(stats.raw_allocs), static_cast<unsigned long long>(stats.reuses));
+}
+
+void bench_cuda_scan(int64_t B, int64_t E, int64_t N, const std::vector<int64_t>& lengths, int repeats) {
+    SSMTUNE_CHECK(cuda::available(), "bench --device cuda: no usable CUDA GPU; fix: use --device cpu");
+    const double peak = cuda::peak_bandwidth_gbs();
+    std::printf("selective_scan on %s (peak %.0f GB/s), float32, B=%lld E=%lld N=%lld, z gate + softplus, best of %d\n",
+                cuda::device_name().c_str(), peak, (long long)B, (long long)E, (long long)N, repeats);
+    std::printf("%7s | %9s %8s %6s | %9s %8s %6s | %10s %8s | %10s %8s\n", "L", "fwd ms", "GB/s", "%peak", "bwd ms",
+                "GB/s", "%peak", "naive ms", "speed-up", "CPU fwd ms", "GPU x");
+    for (int64_t L : lengths) {
+        const Device dev = Device::cuda();
+        auto leaf = [&](Tensor t) { return t.to(dev).set_requires_grad(true); };
+        Tensor u = leaf(Tensor::randn({B, E, L}, 1)), d = leaf(Tensor::randn({B, E, L}, 2));
+        Tensor z = leaf(Tensor::randn({B, E, L}, 3));
+        Tensor A = leaf(ops::neg(ops::exp(Tensor::randn({E, N}, 4) * 0.5)));
+        Tensor Bm = leaf(Tensor::randn({B, N, L}, 5)), Cm = leaf(Tensor::randn({B, N, L}, 6));
+        ops::SelectiveScanOptions o;
+        o.z = z;
+        o.delta_softplus = true;
+        Tensor out;
+        const double fwd = best_seconds_synced(repeats, [&] { out = ops::selective_scan(u, d, A, Bm, Cm, o).out; }, true);
+        const Tensor g = Tensor::ones(out.shape(), DType::F32, dev);
+        const double bwd = best_seconds_synced(repeats, [&] {
+            for (Tensor* t : {&u, &d, &z, &A, &Bm, &Cm}) t->zero_grad();
+            out.backward(g);
+        }, true);
+        cuda::SelectiveScanParams p;
+        p.u = u.raw_data(), p.delta = d.raw_data(), p.A = A.raw_data(), p.B = Bm.raw_data(), p.C = Cm.raw_data();
+        p.z = z.raw_data(), p.batch = B, p.E = E, p.N = N, p.L = L, p.softplus = true;
+        Tensor naive_out = Tensor::empty({B, E, L}, DType::F32, dev);
+        const double naive = best_seconds_synced(std::min(repeats, 2), [&] {
+            cuda::selective_scan_forward_sequential(0, DType::F32, p, naive_out.raw_data(), nullptr);
+        }, true);
+        double cpu = 0;
+        if (L <= 2048) {
+            autograd::NoGradGuard no_grad;
+            const Tensor uc = u.to(Device::cpu()), dc = d.to(Device::cpu()), Ac = A.to(Device::cpu());
+            const Tensor Bc = Bm.to(Device::cpu()), Cc = Cm.to(Device::cpu());
+            ops::SelectiveScanOptions oc;
+            oc.z = z.to(Device::cpu());
+            oc.delta_softplus = true;
+            cpu = best_seconds_synced(1, [&] { ops::selective_scan(uc, dc, Ac, Bc, Cc, oc); }, false);
+        }
+        const double elem = 4.0, lanes = double(B * E * L), bc = double(B * N * L);
+        const double fwd_bytes = elem * (4 * lanes + 2 * bc), bwd_bytes = elem * (8 * lanes + 4 * bc);
+        std::printf("%7lld | %9.3f %8.1f %5.1f%% | %9.3f %8.1f %5.1f%% | %10.2f %7.1fx | %10s %7s\n", (long long)L,
+                    fwd * 1e3, fwd_bytes / fwd / 1e9, 100.0 * fwd_bytes / fwd / 1e9 / peak, bwd * 1e3,
+                    bwd_bytes / bwd / 1e9, 100.0 * bwd_bytes / bwd / 1e9 / peak, naive * 1e3, naive / fwd,
+                    cpu > 0 ? std::to_string(cpu * 1e3).substr(0, 9).c_str() : "-",
+                    cpu > 0 ? (std::to_string(cpu / fwd).substr(0, 6) + "x").c_str() : "-");
+        std::fflush(stdout);
+    }
+}
+
+void bench_cuda_mamba(int64_t B, int64_t L, int steps) {
+    SSMTUNE_CHECK(cuda::available(), "bench --device cuda: no usable CUDA GPU; fix: use --device cpu");
+    models::LMConfig c;
+    c.model_type = "mamba";
+    c.vocab_size = 50280;
+    c.hidden_size = 768;
+    c.num_hidden_layers = 24;
+    c.state_size = 16;
+    c.intermediate_size = 1536;
+    c.time_step_rank = 48;
+    c.conv_kernel = 4;
+    models::LanguageModel model(c, 0);
+    model.to(Device::cuda());
+    autograd::AdamW opt(model.parameters(), autograd::AdamW::Options().lr(1e-4));
+    const Tensor ids = Tensor::uniform({B, L}, 7, 0, double(c.vocab_size)).to(DType::I64).to(Device::cuda());
+    const auto step = [&] {
+        Tensor loss = model.loss(ids);
+        loss.backward();
+        opt.step();
+        opt.zero_grad();
+    };
+    const double seconds = best_seconds_synced(steps, step, true);
+    const auto stats = cuda::memory_stats();
+    std::printf("Mamba-130M-shaped training step on %s (D=768, 24 layers, E=1536, N=16, vocab 50280, B=%lld, L=%lld, "
+                "AdamW, float32): %.1f ms/step, %.0f tokens/s, peak GPU memory %.2f GiB\n",
+                cuda::device_name().c_str(), (long long)B, (long long)L, seconds * 1e3, double(B * L) / seconds,
+                double(stats.peak_in_use) / double(1ull << 30));
 }
 
 }  // namespace ssmtune::tools

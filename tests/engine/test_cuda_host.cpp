@@ -11,6 +11,7 @@
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
 #include "engine/strided.h"
+#include "models/tiny_models.h"
 #include "ops/op_util.h"
 #include "test_util.h"
 
@@ -218,4 +219,24 @@ TEST_CASE("cuda launchers without a GPU are one clean error") {
     CHECK(!e.empty());
     CHECK(e.find(cuda::built_with_cuda() ? "does not exist" : "no CUDA backend") != std::string::npos);
     CHECK(error_of([] { cuda::memory_stats(0); }).find("fix:") != std::string::npos);
+}
+
+TEST_CASE("cuda index math: per-row position lists group indices in order") {
+    const cuda::IndexLists l = cuda::build_index_lists({3, 0, 3, 1, 3, 0}, 5);
+    CHECK(l.offsets == std::vector<int64_t>{0, 2, 3, 3, 6, 6});
+    CHECK(l.positions == std::vector<int64_t>{1, 5, 3, 0, 2, 4});
+    const cuda::IndexLists empty = cuda::build_index_lists({}, 2);
+    CHECK(empty.offsets == std::vector<int64_t>{0, 0, 0});
+    CHECK(empty.positions.empty());
+}
+
+TEST_CASE("moving a model to a GPU where none is usable is one clean error, and the model stays on the CPU") {
+    if (cuda::available()) {
+        MESSAGE("a CUDA GPU is visible; the GPU suite moves models");
+        return;
+    }
+    models::LanguageModel model(testing::tiny_lm_config(), 1);
+    CHECK(error_of([&] { model.to(Device::cuda()); }).find("fix:") != std::string::npos);
+    for (const auto& [name, t] : model.named_parameters()) CHECK(t.device().is_cpu());
+    CHECK(std::isfinite(model.loss(testing::tiny_ids()).item()));
 }

@@ -3,6 +3,7 @@
 #include "test_util.h"
 #include "tests/tools/cli_test_util.h"
 
+#include "cuda/runtime.h"
 #include "models/checkpoint.h"
 #include "peft/peft.h"
 #include "tools/commands.h"
@@ -85,4 +86,9 @@ TEST_CASE("bench: the scan benchmark on a tiny shape, and its usage errors") {
     CHECK(cli({"bench", "--lengths", "8,x"}) == 2);
     CHECK(cli({"bench", "--repeats", "0"}) == 2);
     CHECK(cli({"bench", "--device", "tpu"}) == 2);
+    if (!cuda::available()) {  // no GPU: one error line and exit 1, for every CUDA benchmark
+        CHECK(cli({"bench", "--device", "cuda"}) == 1);
+        CHECK(cli({"bench", "--device", "cuda", "--what", "scan"}) == 1);
+    }
+    CHECK(cli({"bench", "--device", "cuda", "--what", "peft"}) == 1);
 }

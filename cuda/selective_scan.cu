@@ -1,0 +1,398 @@
+// Mamba's selective scan on the GPU (cuda/kernels.h): forward and backward as block-level parallel scans.
+//
+//   h_t = exp(Δ_t A) h_{t−1} + Δ_t B_t u_t  is the inclusive scan of pairs (a_t, b_t) under ops/scan_combine.h's
+//   operator; y_t = C_t·(h_t + h′) + D u_t + y′; out = y · SiLU(z); Δ = softplus(δ + bias) (threshold 20) or δ + bias.
+// Forward: one block of 128 threads per (b, e); a chunk of 512 steps is 4 consecutive steps per thread. For each
+// state n: each thread scans its 4 pairs, a warp-shuffle + shared-memory block scan gives every thread the
+// combination of the pairs before it, the state carried from the previous chunk is applied, and y accumulates
+// C_t (h_t + h′) in registers over n. The state after every chunk is saved ([B, E, chunks, N], not B·E·L·N).
+// Backward: one block per (b, group of 32 channels), channels in order, chunks right to left. Per chunk and state:
+// the forward scan is recomputed from the saved state, then the adjoint gh_t = C_t gy_t + a_{t+1} gh_{t+1} runs as
+// a reverse block scan of the pairs (a_{t+1}, C_t gy_t) (a_L := 1, carry-in = the last-state gradient), the
+// algorithm of chunked_scan_reverse in ops/scan_combine.h. dB and dC: each thread owns its steps, so the group's
+// channels add into the group's partial [B, groups, N, L] in order; the caller sums the groups in order. dA, dh′,
+// dD, dy′, dbias: per-thread partials, a fixed block tree, one value per (b, e); the caller sums over b in order.
+// No float atomics anywhere, so results are the same run to run. Mirrors ops/selective_scan.cpp (the reference).
+// Not here: complex A, grouped B/C, fused conv/projections, state sizes above 64.
+#include "cuda/kernels.h"
+#include "cuda/launch.cuh"
+#include "ops/scan_combine.h"
+
+namespace ssmtune::cuda {
+
+namespace {
+
+using ops::ScanPair;
+using ops::scan_combine;
+using ops::scan_identity;
+
+constexpr int kScanThreads = 128, kScanItems = 4, kWarps = kScanThreads / 32;
+static_assert(kScanThreads * kScanItems == kScanChunk, "chunk = threads × items");
+constexpr unsigned kFullMask = 0xffffffffu;
+
+template <class T>
+__device__ inline T softplus20(T x) { return x <= T(20) ? log1p(exp(x)) : x; }
+template <class T>
+__device__ inline T sigmoid_dev(T x) { return T(1) / (T(1) + exp(-x)); }
+
+// The combination of the pairs of all threads before this one in processing order (ascending thread index, or
+// descending when kReverse), and the whole block's combination in `total`. Ends with a barrier, so it can be called
+// again at once.
+template <class T, bool kReverse>
+__device__ ScanPair<T> block_exclusive(ScanPair<T> agg, ScanPair<T>* warp_totals, ScanPair<T>& total) {
+    const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
+    ScanPair<T> inc = agg;
+    for (int off = 1; off < 32; off *= 2) {
+        const T oa = kReverse ? __shfl_down_sync(kFullMask, inc.a, off) : __shfl_up_sync(kFullMask, inc.a, off);
+        const T ob = kReverse ? __shfl_down_sync(kFullMask, inc.b, off) : __shfl_up_sync(kFullMask, inc.b, off);
+        if (kReverse ? lane + off < 32 : lane >= off) inc = scan_combine(ScanPair<T>{oa, ob}, inc);
+    }
+    const T ea = kReverse ? __shfl_down_sync(kFullMask, inc.a, 1) : __shfl_up_sync(kFullMask, inc.a, 1);
+    const T eb = kReverse ? __shfl_down_sync(kFullMask, inc.b, 1) : __shfl_up_sync(kFullMask, inc.b, 1);
+    const bool first_lane = kReverse ? lane == 31 : lane == 0;
+    const ScanPair<T> exclusive = first_lane ? scan_identity<T>() : ScanPair<T>{ea, eb};
+    if (kReverse ? lane == 0 : lane == 31) warp_totals[warp] = inc;
+    __syncthreads();
+    ScanPair<T> prefix = scan_identity<T>();
+    total = scan_identity<T>();
+    for (int k = 0; k < kWarps; ++k) {
+        const int w = kReverse ? kWarps - 1 - k : k;
+        if (w == warp) prefix = total;
+        total = scan_combine(total, warp_totals[w]);
+    }
+    __syncthreads();
+    return scan_combine(prefix, exclusive);
+}
+
+// Sum over the block's threads by the fixed tree (lane 0's result is returned to every thread).
+template <class T>
+__device__ T block_sum(T value, T* scratch) {
+    const int lane = int(threadIdx.x);
+    scratch[lane] = value;
+    __syncthreads();
+    for (int half = kScanThreads / 2; half > 0; half /= 2) {
+        tree_pass(scratch, lane, half);
+        __syncthreads();
+    }
+    const T total = scratch[0];
+    __syncthreads();
+    return total;
+}
+
+template <class T>
+struct Inputs {  // typed views of SelectiveScanParams
+    const T *u, *delta, *A, *B, *C, *D, *z, *bias, *h0, *hoff, *yoff;
+    int64_t batch, E, N, L;
+    bool softplus, h0_batched;
+};
+
+template <class T>
+Inputs<T> typed(const SelectiveScanParams& p) {
+    return {static_cast<const T*>(p.u), static_cast<const T*>(p.delta), static_cast<const T*>(p.A),
+            static_cast<const T*>(p.B), static_cast<const T*>(p.C), static_cast<const T*>(p.D),
+            static_cast<const T*>(p.z), static_cast<const T*>(p.delta_bias), static_cast<const T*>(p.h0),
+            static_cast<const T*>(p.state_offset), static_cast<const T*>(p.output_offset), p.batch, p.E, p.N, p.L,
+            p.softplus, p.h0_batched};
+}
+
+template <class T>
+__device__ inline T delta_at(const Inputs<T>& in, int64_t lane_base, int64_t e, int64_t t) {
+    const T x = in.delta[lane_base + t] + (in.bias ? in.bias[e] : T(0));
+    return in.softplus ? softplus20(x) : x;
+}
+
+template <class T>
+__device__ inline T initial_state(const Inputs<T>& in, int64_t b, int64_t e, int64_t n) {
+    return in.h0 ? in.h0[((in.h0_batched ? b * in.E : 0) + e) * in.N + n] : T(0);
+}
+
+template <class T>
+__global__ void __launch_bounds__(kScanThreads) scan_forward_kernel(Inputs<T> in, T* out, T* y_pre, T* last,
+                                                                    T* chunk_states, int64_t chunks) {
+    __shared__ T carry[kScanMaxStates];
+    __shared__ ScanPair<T> warp_totals[kWarps];
+    const int64_t e = blockIdx.x, b = blockIdx.y, N = in.N, L = in.L;
+    const int64_t lane_base = (b * in.E + e) * L;
+    for (int64_t n = threadIdx.x; n < N; n += kScanThreads) carry[n] = initial_state(in, b, e, n);
+    __syncthreads();
+    for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t t0 = c * kScanChunk + int64_t(threadIdx.x) * kScanItems;
+        T dt[kScanItems], uu[kScanItems], y[kScanItems];
+        for (int i = 0; i < kScanItems; ++i) {
+            const bool valid = t0 + i < L;
+            dt[i] = valid ? delta_at(in, lane_base, e, t0 + i) : T(0);
+            uu[i] = valid ? in.u[lane_base + t0 + i] : T(0);
+            y[i] = T(0);
+        }
+        for (int64_t n = 0; n < N; ++n) {
+            const T An = in.A[e * N + n], hoff = in.hoff ? in.hoff[e * N + n] : T(0);
+            const T* Bn = in.B + (b * N + n) * L;
+            const T* Cn = in.C + (b * N + n) * L;
+            ScanPair<T> local[kScanItems];
+            for (int i = 0; i < kScanItems; ++i) {
+                const bool valid = t0 + i < L;
+                const ScanPair<T> step = valid ? ScanPair<T>{exp(dt[i] * An), dt[i] * Bn[t0 + i] * uu[i]}
+                                               : scan_identity<T>();
+                local[i] = i == 0 ? step : scan_combine(local[i - 1], step);
+            }
+            ScanPair<T> total;
+            const ScanPair<T> prefix = block_exclusive<T, false>(local[kScanItems - 1], warp_totals, total);
+            const T h_in = carry[n];
+            for (int i = 0; i < kScanItems; ++i) {
+                if (t0 + i >= L) continue;
+                const ScanPair<T> upto = scan_combine(prefix, local[i]);
+                y[i] += Cn[t0 + i] * (upto.a * h_in + upto.b + hoff);
+            }
+            __syncthreads();  // every thread has read carry[n]
+            if (threadIdx.x == 0) {
+                const T h_out = total.a * h_in + total.b;
+                carry[n] = h_out;
+                chunk_states[((b * in.E + e) * chunks + c) * N + n] = h_out;
+            }
+        }
+        for (int i = 0; i < kScanItems; ++i) {
+            if (t0 + i >= L) continue;
+            T yv = y[i];
+            if (in.D) yv += in.D[e] * uu[i];
+            if (in.yoff) yv += in.yoff[e];
+            if (y_pre) y_pre[lane_base + t0 + i] = yv;
+            if (in.z) {
+                const T zz = in.z[lane_base + t0 + i];
+                yv *= zz * sigmoid_dev(zz);
+            }
+            out[lane_base + t0 + i] = yv;
+        }
+        __syncthreads();  // carry written by thread 0 is visible to the next chunk
+    }
+    if (last)
+        for (int64_t n = threadIdx.x; n < N; n += kScanThreads) last[(b * in.E + e) * N + n] = carry[n];
+}
+
+template <class T>
+struct Grads {  // typed views of SelectiveScanGrads
+    T *du, *ddelta, *dz, *dB_part, *dC_part, *dA_part, *dhoff_part, *dh0_part, *dD_part, *dbias_part, *dyoff_part;
+};
+
+template <class T>
+__global__ void __launch_bounds__(kScanThreads) scan_backward_kernel(Inputs<T> in, const T* chunk_states,
+                                                                     const T* y_pre, const T* gout, const T* glast,
+                                                                     Grads<T> g, int64_t chunks, int64_t groups) {
+    __shared__ T carry_back[kScanMaxStates];  // adjoint at the first step of the chunk to the right
+    __shared__ T a_chunk[kScanChunk];         // this chunk's decays for the current state
+    __shared__ T h_chunk[kScanChunk];         // this chunk's recomputed states for the current state
+    __shared__ ScanPair<T> warp_totals[kWarps];
+    __shared__ T scratch[kScanThreads];
+    const int64_t group = blockIdx.x, b = blockIdx.y, N = in.N, L = in.L, E = in.E;
+    const int64_t per_group = (E + groups - 1) / groups;
+    const int64_t e_begin = group * per_group, e_end = e_begin + per_group < E ? e_begin + per_group : E;
+    const int tid = int(threadIdx.x);
+    T* dB_group = g.dB_part + (b * groups + group) * N * L;
+    T* dC_group = g.dC_part + (b * groups + group) * N * L;
+    for (int64_t e = e_begin; e < e_end; ++e) {
+        const int64_t lane_base = (b * E + e) * L;
+        for (int64_t n = tid; n < N; n += kScanThreads) carry_back[n] = glast ? glast[(b * E + e) * N + n] : T(0);
+        T dA_acc[kScanMaxStates], dhoff_acc[kScanMaxStates];
+        for (int64_t n = 0; n < N; ++n) dA_acc[n] = dhoff_acc[n] = T(0);
+        T dD_acc = T(0), dyoff_acc = T(0), dbias_acc = T(0);
+        __syncthreads();
+        for (int64_t c = chunks - 1; c >= 0; --c) {
+            const int64_t start = c * kScanChunk, t0 = start + int64_t(tid) * kScanItems;
+            const int64_t len = L - start < kScanChunk ? L - start : kScanChunk;  // valid steps in this chunk
+            const bool has_next = start + kScanChunk < L;
+            const T dt_next = has_next ? delta_at(in, lane_base, e, start + kScanChunk) : T(0);
+            T dt[kScanItems], uu[kScanItems], gy[kScanItems], slope[kScanItems], du[kScanItems], gdt[kScanItems];
+            for (int i = 0; i < kScanItems; ++i) {
+                const int64_t t = t0 + i;
+                du[i] = gdt[i] = T(0);
+                if (t >= L) {
+                    dt[i] = uu[i] = gy[i] = slope[i] = T(0);
+                    continue;
+                }
+                const T x = in.delta[lane_base + t] + (in.bias ? in.bias[e] : T(0));
+                dt[i] = in.softplus ? softplus20(x) : x;
+                slope[i] = in.softplus ? (x > T(20) ? T(1) : sigmoid_dev(x)) : T(1);
+                uu[i] = in.u[lane_base + t];
+                const T go = gout[lane_base + t];
+                if (in.z) {  // out = y · SiLU(z): gy = go · SiLU(z), gz = go · y · SiLU'(z)
+                    const T zz = in.z[lane_base + t], s = sigmoid_dev(zz);
+                    gy[i] = go * zz * s;
+                    if (g.dz) g.dz[lane_base + t] = go * y_pre[lane_base + t] * s * (T(1) + zz * (T(1) - s));
+                } else {
+                    gy[i] = go;
+                }
+                dD_acc += gy[i] * uu[i];
+                dyoff_acc += gy[i];
+            }
+            for (int64_t n = 0; n < N; ++n) {
+                const T An = in.A[e * N + n], hoff = in.hoff ? in.hoff[e * N + n] : T(0);
+                const T* Bn = in.B + (b * N + n) * L;
+                const T* Cn = in.C + (b * N + n) * L;
+                const T h_in = c == 0 ? initial_state(in, b, e, n) : chunk_states[((b * E + e) * chunks + c - 1) * N + n];
+                // 1. The chunk's states, recomputed: forward block scan from h_in.
+                ScanPair<T> local[kScanItems];
+                T a[kScanItems];
+                for (int i = 0; i < kScanItems; ++i) {
+                    const bool valid = t0 + i < L;
+                    a[i] = valid ? exp(dt[i] * An) : T(1);
+                    const ScanPair<T> step = valid ? ScanPair<T>{a[i], dt[i] * Bn[t0 + i] * uu[i]} : scan_identity<T>();
+                    local[i] = i == 0 ? step : scan_combine(local[i - 1], step);
+                }
+                ScanPair<T> total;
+                ScanPair<T> prefix = block_exclusive<T, false>(local[kScanItems - 1], warp_totals, total);
+                T h[kScanItems];
+                for (int i = 0; i < kScanItems; ++i) {
+                    const ScanPair<T> upto = scan_combine(prefix, local[i]);
+                    h[i] = upto.a * h_in + upto.b;
+                    a_chunk[tid * kScanItems + i] = a[i];
+                    h_chunk[tid * kScanItems + i] = h[i];
+                }
+                __syncthreads();
+                // 2. The adjoint: reverse block scan of (a_{t+1}, C_t gy_t), carried in from the chunk to the right.
+                ScanPair<T> rlocal[kScanItems];
+                for (int i = kScanItems - 1; i >= 0; --i) {
+                    const int64_t k = int64_t(tid) * kScanItems + i;  // index in the chunk
+                    ScanPair<T> step = scan_identity<T>();
+                    if (k < len) {
+                        const T a_next = k + 1 < len ? a_chunk[k + 1] : (has_next ? exp(dt_next * An) : T(1));
+                        step = ScanPair<T>{a_next, Cn[t0 + i] * gy[i]};
+                    }
+                    rlocal[i] = i == kScanItems - 1 ? step : scan_combine(rlocal[i + 1], step);
+                }
+                prefix = block_exclusive<T, true>(rlocal[0], warp_totals, total);
+                const T carry_in = carry_back[n];
+                T dA_n = T(0), dhoff_n = T(0);
+                for (int i = 0; i < kScanItems; ++i) {
+                    const int64_t k = int64_t(tid) * kScanItems + i, t = t0 + i;
+                    if (k >= len) continue;
+                    const ScanPair<T> from_right = scan_combine(prefix, rlocal[i]);
+                    const T gh = from_right.a * carry_in + from_right.b;  // ∂L/∂h_t
+                    const T h_prev = k == 0 ? h_in : h_chunk[k - 1];
+                    const T ga = gh * h_prev;  // ∂L/∂a_t
+                    gdt[i] += ga * a[i] * An + gh * Bn[t] * uu[i];
+                    dA_n += ga * a[i] * dt[i];
+                    du[i] += gh * dt[i] * Bn[t];
+                    dB_group[n * L + t] += gh * dt[i] * uu[i];
+                    dC_group[n * L + t] += gy[i] * (h[i] + hoff);
+                    dhoff_n += gy[i] * Cn[t];
+                }
+                dA_acc[n] += dA_n;
+                dhoff_acc[n] += dhoff_n;
+                __syncthreads();  // every thread has read carry_back[n], a_chunk and h_chunk
+                if (tid == 0) {
+                    const T gh_first = total.a * carry_in + total.b;  // ∂L/∂h at the chunk's first step
+                    carry_back[n] = gh_first;
+                    if (c == 0) g.dh0_part[(b * E + e) * N + n] = gh_first * a_chunk[0];  // ∂L/∂h_{−1}
+                }
+                __syncthreads();
+            }
+            for (int i = 0; i < kScanItems; ++i) {
+                const int64_t t = t0 + i;
+                if (t >= L) continue;
+                g.du[lane_base + t] = du[i] + gy[i] * (in.D ? in.D[e] : T(0));
+                const T gd = gdt[i] * slope[i];
+                g.ddelta[lane_base + t] = gd;
+                dbias_acc += gd;
+            }
+        }
+        // Per-(b, e) sums over time: the fixed block tree.
+        for (int64_t n = 0; n < N; ++n) {
+            const T sA = block_sum(dA_acc[n], scratch);
+            const T sH = block_sum(dhoff_acc[n], scratch);
+            if (tid == 0) {
+                g.dA_part[(b * E + e) * N + n] = sA;
+                if (g.dhoff_part) g.dhoff_part[(b * E + e) * N + n] = sH;
+            }
+        }
+        const T sD = block_sum(dD_acc, scratch), sY = block_sum(dyoff_acc, scratch), sB = block_sum(dbias_acc, scratch);
+        if (tid == 0) {
+            g.dD_part[b * E + e] = sD;
+            g.dyoff_part[b * E + e] = sY;
+            g.dbias_part[b * E + e] = sB;
+        }
+        __syncthreads();
+    }
+}
+
+template <class T>
+__global__ void scan_sequential_kernel(Inputs<T> in, T* out, T* last) {
+    const int64_t N = in.N, L = in.L;
+    SSMTUNE_GRID_LOOP(lane, in.batch * in.E) {
+        const int64_t b = lane / in.E, e = lane % in.E, base = lane * L;
+        T h[kScanMaxStates];
+        for (int64_t n = 0; n < N; ++n) h[n] = initial_state(in, b, e, n);
+        for (int64_t t = 0; t < L; ++t) {
+            const T dt = delta_at(in, base, e, t), uu = in.u[base + t];
+            T y = T(0);
+            for (int64_t n = 0; n < N; ++n) {
+                h[n] = exp(dt * in.A[e * N + n]) * h[n] + dt * in.B[(b * N + n) * L + t] * uu;
+                y += in.C[(b * N + n) * L + t] * (h[n] + (in.hoff ? in.hoff[e * N + n] : T(0)));
+            }
+            if (in.D) y += in.D[e] * uu;
+            if (in.yoff) y += in.yoff[e];
+            if (in.z) y *= in.z[base + t] * sigmoid_dev(in.z[base + t]);
+            out[base + t] = y;
+        }
+        if (last)
+            for (int64_t n = 0; n < N; ++n) last[lane * N + n] = h[n];
+    }
+}
+
+void check_params(const SelectiveScanParams& p) {
+    SSMTUNE_CHECK(p.N >= 1 && p.N <= kScanMaxStates, "selective_scan on CUDA: state size N = ", p.N, " outside [1, ",
+                  kScanMaxStates, "]; fix: run this scan on the CPU");
+    SSMTUNE_CHECK(p.E <= 2147483647 && p.batch <= 65535, "selective_scan on CUDA: B = ", p.batch, ", E = ", p.E,
+                  " exceed the launch grid (E < 2^31, B < 65536); fix: split the batch");
+}
+
+}  // namespace
+
+void selective_scan_forward(int device, DType dtype, const SelectiveScanParams& p, void* out, void* y_pre, void* last,
+                            void* chunk_states) {
+    check_params(p);
+    if (p.batch * p.E * p.L == 0) return;
+    const int64_t chunks = (p.L + kScanChunk - 1) / kScanChunk;
+    cudaStream_t s = stream(device);
+    const dim3 grid(unsigned(p.E), unsigned(p.batch));
+    dispatch_f32_f64(dtype, "selective_scan_forward", [&](auto tag) {
+        using T = decltype(tag);
+        scan_forward_kernel<T><<<grid, kScanThreads, 0, s>>>(typed<T>(p), static_cast<T*>(out), static_cast<T*>(y_pre),
+                                                             static_cast<T*>(last), static_cast<T*>(chunk_states), chunks);
+    });
+    SSMTUNE_CUDA_LAUNCH_CHECK();
+}
+
+void selective_scan_forward_sequential(int device, DType dtype, const SelectiveScanParams& p, void* out, void* last) {
+    check_params(p);
+    if (p.batch * p.E * p.L == 0) return;
+    cudaStream_t s = stream(device);
+    dispatch_f32_f64(dtype, "selective_scan_forward_sequential", [&](auto tag) {
+        using T = decltype(tag);
+        scan_sequential_kernel<T><<<unsigned(launch_blocks(p.batch * p.E, 64)), 64, 0, s>>>(
+            typed<T>(p), static_cast<T*>(out), static_cast<T*>(last));
+    });
+    SSMTUNE_CUDA_LAUNCH_CHECK();
+}
+
+void selective_scan_backward(int device, DType dtype, const SelectiveScanParams& p, const void* chunk_states,
+                             const void* y_pre, const void* gout, const void* glast, const SelectiveScanGrads& g) {
+    check_params(p);
+    if (p.batch * p.E * p.L == 0) return;
+    const int64_t chunks = (p.L + kScanChunk - 1) / kScanChunk, groups = scan_backward_groups(p.E);
+    cudaStream_t s = stream(device);
+    const dim3 grid(unsigned(groups), unsigned(p.batch));
+    dispatch_f32_f64(dtype, "selective_scan_backward", [&](auto tag) {
+        using T = decltype(tag);
+        const Grads<T> gt{static_cast<T*>(g.du), static_cast<T*>(g.ddelta), static_cast<T*>(g.dz),
+                          static_cast<T*>(g.dB_part), static_cast<T*>(g.dC_part), static_cast<T*>(g.dA_part),
+                          static_cast<T*>(g.dstate_offset_part), static_cast<T*>(g.dh0_part),
+                          static_cast<T*>(g.dD_part), static_cast<T*>(g.ddelta_bias_part),
+                          static_cast<T*>(g.doutput_offset_part)};
+        scan_backward_kernel<T><<<grid, kScanThreads, 0, s>>>(typed<T>(p), static_cast<const T*>(chunk_states),
+                                                              static_cast<const T*>(y_pre),
+                                                              static_cast<const T*>(gout),
+                                                              static_cast<const T*>(glast), gt, chunks, groups);
+    });
+    SSMTUNE_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace ssmtune::cuda
