@@ -100,4 +100,18 @@ Tensor copy_to(const Tensor& src, DType dtype, Device device) {
     return device.is_cpu() ? converted : copy_to(converted, dtype, device);
 }
 
+void move_in_place(const std::vector<Tensor>& tensors, Device device) {
+    std::vector<Tensor> moved;
+    moved.reserve(tensors.size());
+    for (const Tensor& t : tensors) moved.push_back(t.device() == device ? t : copy_to(t, t.dtype(), device));
+    for (size_t i = 0; i < tensors.size(); ++i) {
+        if (moved[i].same(tensors[i])) continue;
+        TensorImpl& impl = tensors[i].impl();
+        impl.storage = moved[i].storage();
+        impl.strides = moved[i].strides();
+        impl.offset = 0;
+        impl.grad = nullptr;
+    }
+}
+
 }  // namespace ssmtune

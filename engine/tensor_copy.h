@@ -14,5 +14,10 @@ namespace ssmtune {
 void copy_into(Tensor& dst, const Tensor& src);
 // New contiguous tensor with src's values in `dtype` on `device` (no autograd).
 Tensor copy_to(const Tensor& src, DType dtype, Device device);
+// Moves each tensor's data to `device` in place: every handle sharing a tensor (a module's parameter list, PEFT
+// hooks, an optimizer's groups) sees it on the new device, contiguous; accumulated gradients are dropped. All copies
+// are made before any tensor changes, so a failure (e.g. out of memory) leaves every tensor as it was. Views made
+// from a tensor earlier keep the old storage.
+void move_in_place(const std::vector<Tensor>& tensors, Device device);
 
 }  // namespace ssmtune

@@ -1,6 +1,8 @@
 // Module tree walking, counting and strict loading (see module.h).
 #include "models/module.h"
 
+#include <unordered_set>
+
 #include "engine/tensor_copy.h"
 #include "ops/ops.h"
 
@@ -182,13 +184,11 @@ void Module::to(DType dtype) {
 }
 
 void Module::to(Device device) {
-    for (auto& [n, t] : params_) {
-        if (t.device() == device) continue;
-        const bool requires_grad = t.requires_grad();
-        t = t.detach().to(device);
-        if (requires_grad) t.set_requires_grad(true);
-    }
-    for (auto& [n, child] : children_) child->to(device);
+    std::vector<Tensor> all;
+    std::unordered_set<const TensorImpl*> seen;  // a tied weight is moved once
+    for (auto& [n, t] : named_parameters())
+        if (seen.insert(t.impl_ptr().get()).second) all.push_back(t);
+    move_in_place(all, device);
 }
 
 }  // namespace ssmtune::models

@@ -56,8 +56,9 @@ public:
     void load_state_dict(const TensorMap& tensors, bool strict = true, const std::string& source = "state dict");
     // Converts every parameter to `dtype` in place of the old tensors (F32 <-> F64 for gradient checks).
     void to(DType dtype);
-    // Moves every parameter to `device` (requires_grad kept; gradients dropped). Ops with a CUDA kernel then run
-    // there; the inputs must be moved too (e.g. token ids with .to(device)).
+    // Moves every parameter to `device` in place (every handle to a parameter follows; requires_grad kept,
+    // gradients dropped; nothing moves when one copy fails). Ops then run there; move the inputs too (e.g. token
+    // ids with .to(device)). A PEFT adapter's own tensors move with peft::Adapter::to.
     void to(Device device);
 
     virtual std::string type_name() const { return "Module"; }

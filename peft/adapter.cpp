@@ -9,6 +9,7 @@
 #include <regex>
 #include <set>
 #include <sstream>
+#include <unordered_set>
 
 #include "autograd/node.h"
 #include "engine/safetensors.h"
@@ -156,6 +157,17 @@ Adapter::~Adapter() = default;
 std::vector<std::pair<std::string, Tensor>> Adapter::named_parameters() const {
     SSMTUNE_CHECK(method_, "this adapter was detached or merged; fix: apply a new one");
     return method_->tensors();
+}
+
+void Adapter::to(Device device) {
+    SSMTUNE_CHECK(method_, "this adapter was detached or merged; fix: move the model with Module::to");
+    std::vector<Tensor> all;
+    std::unordered_set<const TensorImpl*> seen;
+    for (auto& [n, t] : model_->named_parameters())
+        if (seen.insert(t.impl_ptr().get()).second) all.push_back(t);
+    for (auto& [n, t] : method_->tensors())
+        if (seen.insert(t.impl_ptr().get()).second) all.push_back(t);
+    move_in_place(all, device);
 }
 
 std::vector<Tensor> Adapter::parameters() const {

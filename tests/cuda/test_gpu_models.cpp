@@ -1,9 +1,10 @@
 // A whole Mamba training step on the GPU against the CPU: the same model (same seed) on both devices, the loss,
-// every parameter's gradient, and the weights after AdamW steps. Every op of the Mamba LM runs on the device (embedding, rmsnorm, linear, conv1d, SiLU, softplus inside
+// every parameter's gradient, and the weights after AdamW steps; and PEFT methods moved to the GPU. Every op of the Mamba LM runs on the device (embedding, rmsnorm, linear, conv1d, SiLU, softplus inside
 // the scan, the selective scan, cross-entropy, AdamW).
 #include "autograd/optim.h"
 #include "gpu_compare.h"
 #include "models/ssm_lm.h"
+#include "peft/peft.h"
 
 using namespace ssmtune;
 using namespace ssmtune::testing;
@@ -58,4 +59,27 @@ TEST_CASE("gpu: a Mamba LM training step matches the CPU (loss, every gradient, 
     const auto nc = cpu.named_parameters(), ng = gpu.named_parameters();
     for (size_t k = 0; k < nc.size(); ++k)
         expect_gpu_close(ng[k].second.detach(), nc[k].second.detach(), GpuTolerance{1e-4, 1e-5}, nc[k].first);
+}
+
+TEST_CASE("gpu: PEFT fine-tuning moved to the GPU (state offset, LoRA) matches the CPU") {
+    for (const char* method : {R"({"peft_type": "STATE_OFFSET", "init": "random"})",
+                               R"({"peft_type": "LORA", "r": 4, "target_modules": ["in_proj", "out_proj"]})"}) {
+        const models::LMConfig c = small_mamba();
+        models::LanguageModel cpu(c, 6), gpu(c, 6);
+        peft::Adapter a_cpu = peft::apply(cpu, peft::Config::parse(method));
+        peft::Adapter a_gpu = peft::apply(gpu, peft::Config::parse(method));
+        a_gpu.to(Device::cuda());  // the model and the adapter's tensors, hooks included
+        const Tensor ids = batch_ids(3, 70, c.vocab_size);
+        const Tensor l_cpu = cpu.loss(ids), l_gpu = gpu.loss(ids.to(Device::cuda()));
+        CHECK(l_gpu.item() == doctest::Approx(l_cpu.item()).epsilon(1e-4));
+        l_cpu.backward();
+        l_gpu.backward();
+        const auto pc = a_cpu.named_parameters(), pg = a_gpu.named_parameters();
+        REQUIRE(pc.size() == pg.size());
+        for (size_t k = 0; k < pc.size(); ++k) {
+            REQUIRE(pg[k].second.device().is_cuda());
+            expect_gpu_close(pg[k].second.grad(), pc[k].second.grad(), GpuTolerance{2e-3, 2e-5},
+                             std::string(method) + " " + pc[k].first);
+        }
+    }
 }
