@@ -1,13 +1,15 @@
-// Host launchers of the general CUDA kernels (the CUDA backend issue): raw device pointers and sizes, no Eigen,
-// no CUDA types (the scalar math comes from ops/elementwise_math.h and autograd/optim_math.h, shared with the CPU), so ops/ and autograd/ include this in every build. Every launcher runs on the device's one
-// stream (cuda/runtime.h), asynchronously unless it says otherwise; dtype is F32 or F64 unless it says otherwise.
+// Host launchers of the CUDA kernels: raw device pointers and sizes, no Eigen, no CUDA types (the scalar math comes
+// from ops/elementwise_math.h, autograd/optim_math.h and ops/scan_combine.h, shared with the CPU), so ops/ and
+// autograd/ include this in every build. Every launcher takes the CUDA device index first and runs on that device's
+// one stream (cuda/runtime.h), asynchronously unless it says otherwise; dtype is F32 or F64 unless it says otherwise.
 //
 // In a build without CUDA each launcher is an inline body that throws: no tensor can live on a GPU there, so the
 // ops' `if (x.device().is_cuda())` branches are never taken, but they still compile and link.
 // Kernels: elementwise.cu (fill, strided copy, convert, unary, binary, in-place add), reduce.cu (row sums and
 // maxima, the squared-norm partials), softmax.cu (softmax rows, cross-entropy), matmul.cu (cuBLAS GEMM),
 // gather.cu (index_select/embedding, masks, where, dropout), norm.cu (rmsnorm, layernorm), conv1d.cu (Mamba's
-// depthwise causal conv), optim.cu (AdamW, SGD, scale). Not here: the SSM kernels (CUDA SSM issue).
+// depthwise causal conv), optim.cu (AdamW, SGD, scale); the SSM kernels selective_scan.cu and s4d.cu.
+// Not here: the Longhorn scan and the S4D initial-state response (CPU only).
 #pragma once
 
 #include <cstdint>
@@ -166,6 +168,19 @@ SSMTUNE_LAUNCHER void selective_scan_forward_sequential(int device, DType dtype,
 SSMTUNE_LAUNCHER void selective_scan_backward(int device, DType dtype, const SelectiveScanParams& p,
                                               const void* chunk_states, const void* y_pre, const void* gout,
                                               const void* glast, const SelectiveScanGrads& g) SSMTUNE_LAUNCHER_BODY
+
+// ---- s4d.cu ----  S4D's Vandermonde kernel and the causal long convolution (ops/s4d_kernel.cpp, long_conv.cpp)
+// modes [H, M, 4] doubles (Re W, Im W, Re λ, Im λ, made on the host) -> K [H, L] = 2·Re Σ_n W_n e^{λ_n l}, in double.
+SSMTUNE_LAUNCHER void s4d_vandermonde(int device, DType dtype, const double* modes, void* K, int64_t H, int64_t M,
+                                      int64_t L) SSMTUNE_LAUNCHER_BODY
+// sums [H, M, 4] doubles = (Σ_l gK conj(e^{λl}), Σ_l gK l conj(e^{λl})) as (re, im, re, im); gK [H, L].
+SSMTUNE_LAUNCHER void s4d_vandermonde_backward(int device, DType dtype, const double* modes, const void* gK,
+                                               double* sums, int64_t H, int64_t M, int64_t L) SSMTUNE_LAUNCHER_BODY
+// The three maps of the causal convolution (a [B, H, L], k [H, Lk] or [B, H, L], in T): mode 0 y = k * a (causal),
+// mode 1 du = correlation of a (= gy) with k, both -> out [B, H, L]; mode 2 dK = Σ_b correlation of a (= gy) with
+// k (= u) -> out [H, Lk]. fft: through cuFFT in double with size n = next_pow2(L + Lk − 1), else direct sums.
+SSMTUNE_LAUNCHER void long_conv(int device, DType dtype, int mode, bool fft, const void* a, const void* k, void* out,
+                                int64_t B, int64_t H, int64_t L, int64_t Lk) SSMTUNE_LAUNCHER_BODY
 
 // ---- optim.cu ----  p, g, buffers: n contiguous elements of one dtype
 SSMTUNE_LAUNCHER void adamw_update(int device, DType dtype, void* p, const void* g, void* m, void* v, void* vmax, int64_t n,

@@ -129,7 +129,8 @@ Tensor S4DLayer::forward(const Tensor& u, Generator& dropout_gen) {
     if (hook_output_offset.defined()) y = ops::add(y, hook_output_offset.unsqueeze(1));
     y = ops::gelu(y);
     if (is_training() && config_.dropout > 0) {  // DropoutNd: one mask value per (b, h), tied across L
-        Tensor mask = ops::dropout(Tensor::ones({u.size(0), u.size(1), 1}, u.dtype()), config_.dropout, true, dropout_gen);
+        Tensor mask = ops::dropout(Tensor::ones({u.size(0), u.size(1), 1}, u.dtype(), u.device()), config_.dropout, true,
+                                   dropout_gen);
         y = ops::mul(y, mask);
     }
     return output_conv(y);
@@ -214,7 +215,7 @@ Tensor norm_channels(LayerNorm& norm, const Tensor& x) { return norm.forward(x.t
 // Dropout1d after each layer: one mask value per (b, h), tied across L.
 Tensor channel_dropout(const Tensor& z, double p, bool training, Generator& gen) {
     if (!training || p == 0) return z;
-    return ops::mul(z, ops::dropout(Tensor::ones({z.size(0), z.size(1), 1}, z.dtype()), p, true, gen));
+    return ops::mul(z, ops::dropout(Tensor::ones({z.size(0), z.size(1), 1}, z.dtype(), z.device()), p, true, gen));
 }
 }  // namespace
 

@@ -6,9 +6,11 @@
 // Two algorithms giving the same numbers: the direct sums (the specification, used for short inputs) and an
 // FFT of size n ≥ L + Lk − 1 (zero padding removes the circular wrap-around), with products in double.
 // Threaded over channels; dK sums over the batch in order, so results do not depend on the thread count.
+// On a GPU (cuda/s4d.cu) the same two algorithms: direct sums, or cuFFT real transforms in double.
 // Not here: non-causal (bidirectional) kernels, kernels longer than the input beyond Lk (they are truncated).
 #include <complex>
 
+#include "cuda/kernels.h"
 #include "ops/fft.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
@@ -66,17 +68,41 @@ void conv_fft(int mode, const cvec& fa, const cvec& fk, int64_t out_len, double*
     }
 }
 
+// The GPU path (cuda/s4d.cu): the same three maps, direct or by cuFFT in double.
+Tensor causal_conv_cuda(const Tensor& u, const Tensor& K, bool fft) {
+    const int64_t B = u.size(0), H = u.size(1), L = u.size(2), Lk = K.size(1);
+    const int device = u.device().index;
+    const Tensor uc = u.detach().contiguous(), kc = K.detach().contiguous();
+    Tensor out = Tensor::empty({B, H, L}, u.dtype(), u.device());
+    cuda::long_conv(device, u.dtype(), 0, fft, uc.raw_data(), kc.raw_data(), out.raw_data(), B, H, L, Lk);
+    autograd::record("causal_conv", {u, K}, {out}, [uc, kc, B, H, L, Lk, fft, device](const auto& g, const auto& needs) {
+        const Tensor gc = g[0].contiguous();
+        std::vector<Tensor> grads(2);
+        if (needs[0]) {
+            grads[0] = Tensor::empty({B, H, L}, gc.dtype(), gc.device());
+            cuda::long_conv(device, gc.dtype(), 1, fft, gc.raw_data(), kc.raw_data(), grads[0].raw_data(), B, H, L, Lk);
+        }
+        if (needs[1]) {
+            grads[1] = Tensor::empty({H, Lk}, gc.dtype(), gc.device());
+            cuda::long_conv(device, gc.dtype(), 2, fft, gc.raw_data(), uc.raw_data(), grads[1].raw_data(), B, H, L, Lk);
+        }
+        return grads;
+    });
+    return out;
+}
+
 }  // namespace
 
 Tensor causal_conv(const Tensor& u, const Tensor& K, ConvAlgorithm algorithm) {
-    check_float_input(u, "causal_conv", "u");
-    check_float_input(K, "causal_conv", "K");
+    check_float_input(u, "causal_conv", "u", kCudaKernel);
+    check_float_input(K, "causal_conv", "K", kCudaKernel);
     check_same_kind(u, K, "causal_conv");
     SSMTUNE_CHECK(u.dim() == 3, "causal_conv: u must be [B, H, L], got ", u.describe());
     SSMTUNE_CHECK(K.dim() == 2 && K.size(0) == u.size(1), "causal_conv: K must be [H=", u.size(1), ", Lk], got ",
                   K.describe());
     const int64_t B = u.size(0), H = u.size(1), L = u.size(2), Lk = K.size(1);
     const bool fft = use_fft(algorithm, L, Lk) && L > 0 && Lk > 0;
+    if (u.device().is_cuda()) return causal_conv_cuda(u, K, fft);
     const int64_t n = fft ? next_pow2(L + Lk - 1) : 0;
     const std::vector<double> uv = u.to_vector<double>(), kv = K.to_vector<double>();
     std::vector<double> y(static_cast<size_t>(B * H * L), 0.0);

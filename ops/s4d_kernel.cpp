@@ -10,10 +10,12 @@
 //   g_W = 2 Σ_l gK_l conj(e^{λl});   g_λ = 2 conj(W) Σ_l gK_l l conj(e^{λl});
 //   g_z = g_λ conj(λ′) + g_W conj(CΔφ′);   g_C = g_W conj(Δφ);   g_Δ = Re(g_W conj(Cφ)) + Re(g_z conj(A));
 //   g_A = g_z Δ;   g_logA_real = −e^{logA_real} Re g_A;   g_A_imag = Im g_A;   g_log_dt = Δ g_Δ.
-// Threaded over channels h (each channel's sums run in a fixed order). Not here: the DPLR (full S4) kernel.
+// Threaded over channels h (each channel's sums run in a fixed order). On a GPU the O(H·M·L) sums run in
+// cuda/s4d.cu; the per-mode algebra above stays here, on the host, for both. Not here: the DPLR (full S4) kernel.
 #include <cmath>
 #include <complex>
 
+#include "cuda/kernels.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 #include "ops/ssm.h"
@@ -79,7 +81,7 @@ inline cplx power(cplx lam, int64_t l) {
 void check_args(const Tensor& log_dt, const Tensor& C, const Tensor& lar, const Tensor& ai, int64_t L) {
     const char* op = "s4d_kernel";
     for (auto [t, name] : {std::pair<const Tensor*, const char*>{&log_dt, "log_dt"}, {&C, "C"}, {&lar, "log_A_real"}, {&ai, "A_imag"}}) {
-        check_float_input(*t, op, name);
+        check_float_input(*t, op, name, kCudaKernel);
         check_same_kind(log_dt, *t, op);
     }
     SSMTUNE_CHECK(log_dt.dim() == 1, op, ": log_dt must be [H], got ", log_dt.describe());
@@ -91,57 +93,99 @@ void check_args(const Tensor& log_dt, const Tensor& C, const Tensor& lar, const 
     SSMTUNE_CHECK(L >= 0, op, ": L must be >= 0, got ", L);
 }
 
+// The modes of every channel, (h, n) row-major, from the parameters' values.
+std::vector<Mode> all_modes(S4DDiscretization method, const std::vector<double>& ld, const std::vector<double>& cv,
+                            const std::vector<double>& lar, const std::vector<double>& ai, int64_t H, int64_t M) {
+    std::vector<Mode> modes(static_cast<size_t>(H * M));
+    for (int64_t h = 0; h < H; ++h)
+        for (int64_t n = 0; n < M; ++n) {
+            const size_t i = size_t(h * M + n);
+            modes[i] = make_mode(method, ld[size_t(h)], cv[2 * i], cv[2 * i + 1], lar[i], ai[i]);
+        }
+    return modes;
+}
+
+// (Re W, Im W, Re λ, Im λ) of every mode, for the GPU kernels.
+Tensor mode_table(const std::vector<Mode>& modes, int64_t H, int64_t M, Device device) {
+    std::vector<double> t;
+    t.reserve(modes.size() * 4);
+    for (const Mode& o : modes) t.insert(t.end(), {o.W.real(), o.W.imag(), o.lam.real(), o.lam.imag()});
+    return Tensor::from_vector(t, {H, M, 4}).to(device);
+}
+
 }  // namespace
 
 Tensor s4d_kernel(const Tensor& log_dt, const Tensor& C, const Tensor& log_A_real, const Tensor& A_imag, int64_t L,
                   S4DDiscretization method) {
     check_args(log_dt, C, log_A_real, A_imag, L);
     const int64_t H = log_dt.size(0), M = log_A_real.size(1);
-    const std::vector<double> ld = log_dt.to_vector<double>(), cv = C.to_vector<double>(),
-                              lar = log_A_real.to_vector<double>(), ai = A_imag.to_vector<double>();
-    std::vector<double> k(static_cast<size_t>(H * L), 0.0);
+    const Device device = log_dt.device();
+    const std::vector<Mode> modes = all_modes(method, log_dt.to_vector<double>(), C.to_vector<double>(),
+                                              log_A_real.to_vector<double>(), A_imag.to_vector<double>(), H, M);
+    Tensor K;
+    if (device.is_cuda()) {  // the O(H·M·L) sums on the GPU (cuda/s4d.cu), the modes from the host
+        K = Tensor::empty({H, L}, log_dt.dtype(), device);
+        const Tensor table = mode_table(modes, H, M, device);
+        cuda::s4d_vandermonde(device.index, log_dt.dtype(), table.data<double>(), K.raw_data(), H, M, L);
+    } else {
+        std::vector<double> k(static_cast<size_t>(H * L), 0.0);
 #pragma omp parallel for schedule(static) if (H * M * L > kParallelGrain)
-    for (int64_t h = 0; h < H; ++h) {
-        for (int64_t n = 0; n < M; ++n) {
-            const size_t i = size_t(h * M + n);
-            const Mode o = make_mode(method, ld[size_t(h)], cv[2 * i], cv[2 * i + 1], lar[i], ai[i]);
-            for (int64_t l = 0; l < L; ++l) k[size_t(h * L + l)] += 2.0 * (o.W * power(o.lam, l)).real();
-        }
+        for (int64_t h = 0; h < H; ++h)
+            for (int64_t n = 0; n < M; ++n) {
+                const Mode& o = modes[size_t(h * M + n)];
+                for (int64_t l = 0; l < L; ++l) k[size_t(h * L + l)] += 2.0 * (o.W * power(o.lam, l)).real();
+            }
+        K = Tensor::from_vector<double>(k, {H, L}).to(log_dt.dtype());
     }
-    Tensor K = Tensor::from_vector<double>(k, {H, L}).to(log_dt.dtype());
-    autograd::record(
-        "s4d_kernel", {log_dt, C, log_A_real, A_imag}, {K},
-        [ld, cv, lar, ai, H, M, L, method, dtype = log_dt.dtype()](const auto& g, const auto&) {
+    autograd::record("s4d_kernel", {log_dt, C, log_A_real, A_imag}, {K},
+                     [modes, lar = log_A_real.to_vector<double>(), H, M, L, device, dtype = log_dt.dtype()](
+                         const auto& g, const auto&) {
+        // Σ_l gK conj(V_l) and Σ_l gK l conj(V_l) for every mode.
+        std::vector<cplx> sum_w(static_cast<size_t>(H * M)), sum_l(static_cast<size_t>(H * M));
+        if (device.is_cuda()) {
+            const Tensor gk = g[0].contiguous(), table = mode_table(modes, H, M, device);
+            Tensor sums = Tensor::empty({H, M, 4}, DType::F64, device);
+            cuda::s4d_vandermonde_backward(device.index, dtype, table.data<double>(), gk.raw_data(),
+                                           sums.data<double>(), H, M, L);
+            const std::vector<double> v = sums.to_vector<double>();
+            for (size_t i = 0; i < sum_w.size(); ++i) {
+                sum_w[i] = cplx(v[4 * i], v[4 * i + 1]);
+                sum_l[i] = cplx(v[4 * i + 2], v[4 * i + 3]);
+            }
+        } else {
             const std::vector<double> gk = g[0].template to_vector<double>();
-            std::vector<double> g_logdt(size_t(H), 0.0), g_c(size_t(H * M * 2)), g_lar(size_t(H * M)), g_ai(size_t(H * M));
 #pragma omp parallel for schedule(static) if (H * M * L > kParallelGrain)
-            for (int64_t h = 0; h < H; ++h) {
+            for (int64_t h = 0; h < H; ++h)
                 for (int64_t n = 0; n < M; ++n) {
                     const size_t i = size_t(h * M + n);
-                    const Mode o = make_mode(method, ld[size_t(h)], cv[2 * i], cv[2 * i + 1], lar[i], ai[i]);
-                    cplx sum_w = 0, sum_l = 0;  // Σ gK conj(V_l), Σ gK l conj(V_l)
                     for (int64_t l = 0; l < L; ++l) {
-                        const cplx v = std::conj(power(o.lam, l)) * gk[size_t(h * L + l)];
-                        sum_w += v;
-                        sum_l += v * double(l);
+                        const cplx v = std::conj(power(modes[i].lam, l)) * gk[size_t(h * L + l)];
+                        sum_w[i] += v;
+                        sum_l[i] += v * double(l);
                     }
-                    const cplx gW = 2.0 * sum_w, glam = 2.0 * std::conj(o.W) * sum_l;
-                    const cplx gz = glam * std::conj(o.dlam) + gW * std::conj(o.C * o.dt * o.df);
-                    const cplx gC = gW * std::conj(o.dt * o.f);
-                    const double gdt = (gW * std::conj(o.C * o.f)).real() + (gz * std::conj(o.A)).real();
-                    const cplx gA = gz * o.dt;
-                    g_c[2 * i] = gC.real();
-                    g_c[2 * i + 1] = gC.imag();
-                    g_lar[i] = -std::exp(lar[i]) * gA.real();
-                    g_ai[i] = gA.imag();
-                    g_logdt[size_t(h)] += o.dt * gdt;  // modes of one channel, in order
                 }
+        }
+        std::vector<double> g_logdt(size_t(H), 0.0), g_c(size_t(H * M * 2)), g_lar(size_t(H * M)), g_ai(size_t(H * M));
+        for (int64_t h = 0; h < H; ++h)
+            for (int64_t n = 0; n < M; ++n) {
+                const size_t i = size_t(h * M + n);
+                const Mode& o = modes[i];
+                const cplx gW = 2.0 * sum_w[i], glam = 2.0 * std::conj(o.W) * sum_l[i];
+                const cplx gz = glam * std::conj(o.dlam) + gW * std::conj(o.C * o.dt * o.df);
+                const cplx gC = gW * std::conj(o.dt * o.f);
+                const double gdt = (gW * std::conj(o.C * o.f)).real() + (gz * std::conj(o.A)).real();
+                const cplx gA = gz * o.dt;
+                g_c[2 * i] = gC.real();
+                g_c[2 * i + 1] = gC.imag();
+                g_lar[i] = -std::exp(lar[i]) * gA.real();
+                g_ai[i] = gA.imag();
+                g_logdt[size_t(h)] += o.dt * gdt;  // modes of one channel, in order
             }
-            return std::vector<Tensor>{Tensor::from_vector<double>(g_logdt, {H}).to(dtype),
-                                       Tensor::from_vector<double>(g_c, {H, M, 2}).to(dtype),
-                                       Tensor::from_vector<double>(g_lar, {H, M}).to(dtype),
-                                       Tensor::from_vector<double>(g_ai, {H, M}).to(dtype)};
-        });
+        return std::vector<Tensor>{Tensor::from_vector<double>(g_logdt, {H}).to(dtype).to(device),
+                                   Tensor::from_vector<double>(g_c, {H, M, 2}).to(dtype).to(device),
+                                   Tensor::from_vector<double>(g_lar, {H, M}).to(dtype).to(device),
+                                   Tensor::from_vector<double>(g_ai, {H, M}).to(dtype).to(device)};
+    });
     return K;
 }
 

@@ -3,7 +3,7 @@
 // Each row runs one op on tensors already on the GPU, synchronised before and after, best of `repeats` after one
 // warm-up; bytes are what the op must read and write once (so GB/s is a lower bound on the traffic), GEMM counts
 // 2·M·N·K flops. The CPU column runs the same op on CPU copies. The scan rows count the bytes as the CPU bench does
-// (forward u, Δ, z, out and B, C; backward adds gout, du, dΔ, dz, dB, dC). Not here: S4D and Longhorn (CPU only).
+// (forward u, Δ, z, out and B, C; backward adds gout, du, dΔ, dz, dB, dC). Not here: the Longhorn scan (CPU only).
 #include "tools/bench_cuda.h"
 
 #include <chrono>
@@ -103,6 +103,21 @@ void bench_cuda_kernels(int repeats) {
         // Reads p, g, m, v and writes p, m, v: 7 arrays.
         row("AdamW step", "n=" + std::to_string(n), 28.0 * double(n), false, repeats, peak,
             [&](const Device& d) { d.is_cuda() ? opt_gpu.step() : opt_cpu.step(); });
+    }
+    {  // S4D: the Vandermonde kernel and the long convolution at an S4D-layer shape
+        const int64_t H = 256, M = 32, L = 4096, Bsz = 8;
+        auto on = [](const Device& d, const Tensor& t) { return t.to(d); };
+        const Tensor log_dt = ops::add_scalar(Tensor::randn({H}, 8), -4.0), C = Tensor::randn({H, M, 2}, 9);
+        const Tensor lar = ops::mul_scalar(Tensor::randn({H, M}, 10), 0.3), ai = Tensor::randn({H, M}, 11);
+        row("s4d_kernel", "H=256 N/2=32 L=4096", 4.0 * double(H * L), false, repeats, peak, [&](const Device& d) {
+            ops::s4d_kernel(on(d, log_dt), on(d, C), on(d, lar), on(d, ai), L);
+        });
+        const Tensor u = Tensor::randn({Bsz, H, L}, 12), K = Tensor::randn({H, L}, 13);
+        const Tensor u_gpu = u.to(Device::cuda()), K_gpu = K.to(Device::cuda());
+        row("causal_conv (FFT)", "B=8 H=256 L=4096", 4.0 * double(2 * Bsz * H * L + H * L), false, repeats, peak,
+            [&](const Device& d) {
+                ops::causal_conv(d.is_cuda() ? u_gpu : u, d.is_cuda() ? K_gpu : K, ops::ConvAlgorithm::FFT);
+            });
     }
     const auto stats = cuda::memory_stats();
     std::printf("  caching allocator: peak %.1f MiB in use, %.1f MiB cached, %llu device allocations, %llu reuses\n",

@@ -24,16 +24,7 @@ using models::AnyModel;
 
 using testing::tiny_lm_config;
 
-inline models::S4DConfig tiny_s4d_config() {
-    models::S4DConfig c;
-    c.d_input = 3;
-    c.d_output = 4;
-    c.d_model = 6;
-    c.d_state = 4;
-    c.n_layers = 2;
-    c.dropout = 0.0;
-    return c;
-}
+using testing::tiny_s4d_config;
 
 // A tiny model in float64 and evaluation mode, with its batch.
 struct Subject {
