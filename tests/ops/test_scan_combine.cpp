@@ -46,3 +46,25 @@ TEST_CASE_TEMPLATE("chunked scans agree with the sequential recurrence", T, floa
         }
     }
 }
+
+TEST_CASE("the CUDA kernels' block decomposition (threads x items, warp scans, carries) equals the sequential scan") {
+    // The kernel's shape (128 threads x 4 steps = 512-step chunks) and smaller ones that exercise every part with
+    // short inputs: one warp, two warps, one item per thread.
+    const std::vector<std::pair<int, int>> shapes = {{128, 4}, {32, 1}, {64, 2}, {32, 3}};
+    for (const auto& [threads, items] : shapes)
+        for (int64_t L : {1, 2, 31, 37, 64, 127, 512, 513, 1300}) {
+            const auto a = random_vector<double>(L, uint64_t(L + 5), 0.5, 1.0), b = random_vector<double>(L, uint64_t(L + 6), -1, 1);
+            const double h0 = 0.3, g_end = -0.7;
+            const std::vector<double> h = block_scan_emulated(a, b, h0, false, threads, items);
+            const std::vector<double> gh = block_scan_emulated(a, b, g_end, true, threads, items);
+            double ref = h0, gref = g_end;
+            for (int64_t t = 0; t < L; ++t) {
+                ref = a[size_t(t)] * ref + b[size_t(t)];
+                CHECK(h[size_t(t)] == doctest::Approx(ref).epsilon(1e-12));
+            }
+            for (int64_t t = L - 1; t >= 0; --t) {
+                gref = b[size_t(t)] + (t + 1 < L ? a[size_t(t + 1)] : 1.0) * gref;
+                CHECK(gh[size_t(t)] == doctest::Approx(gref).epsilon(1e-12));
+            }
+        }
+}
