@@ -144,10 +144,9 @@ Tensor Optimizer::checked_grad(size_t g, size_t i) const {
 
 Tensor& Optimizer::buffer(size_t g, size_t i, const std::string& name) {
     Tensor& b = state_[g][i].buffers[name];
-    if (!b.defined()) {
-        const Tensor& p = groups_[g].params[i];
-        b = Tensor::zeros(p.shape(), p.dtype(), p.device());
-    }
+    const Tensor& p = groups_[g].params[i];
+    if (!b.defined()) b = Tensor::zeros(p.shape(), p.dtype(), p.device());
+    else if (b.device() != p.device()) b = copy_to(b, b.dtype(), p.device());  // the parameter was moved
     return b;
 }
 

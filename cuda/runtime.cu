@@ -62,10 +62,11 @@ void raw_device_free(void* p, void* context) {
 }
 
 Context& context(int device) {
-    static std::mutex mu;
-    static std::vector<Context*>* contexts = new std::vector<Context*>();  // leaked on purpose (see above)
-    std::lock_guard<std::mutex> lock(mu);
-    const int n = device_count();
+    // Leaked on purpose (see above): tensors freed during static destruction still find the mutex and contexts.
+    static std::mutex* mu = new std::mutex();
+    static std::vector<Context*>* contexts = new std::vector<Context*>();
+    static const int n = device_count();  // asked once, not on every allocation
+    std::lock_guard<std::mutex> lock(*mu);
     SSMTUNE_CHECK(device >= 0 && device < n, "cuda:", device, " does not exist: ", n, " CUDA device(s) visible; fix: "
                   "use an index below ", n, " or check CUDA_VISIBLE_DEVICES");
     if (contexts->empty()) contexts->assign(size_t(n), nullptr);

@@ -184,10 +184,9 @@ TEST_CASE("gpu: mixed devices and ops without a GPU kernel are clean errors") {
     }
     CHECK(msg.find("devices differ") != std::string::npos);
     msg.clear();
-    try {  // the SSM ops have no CUDA kernels yet
-        ops::softmax(g, 0);
-        Tensor A = Tensor::randn({4, 2}, 3).to(Device::cuda());
-        ops::s4d_kernel(A, A, A, A, 8);
+    try {  // the Longhorn scan has no CUDA kernel yet
+        const Tensor x = Tensor::randn({1, 2, 5}, 3).to(Device::cuda()), k = Tensor::randn({1, 3, 5}, 4).to(Device::cuda());
+        ops::longhorn_scan(x, x, k, k);
     } catch (const Error& e) {
         msg = e.what();
     }

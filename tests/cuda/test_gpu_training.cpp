@@ -2,6 +2,7 @@
 // SGD (momentum, Nesterov) on the same gradients, grad_norm and clipping, and a 2-layer MLP trained for a few
 // steps on both devices with the same data (losses and every weight compared).
 #include "autograd/optim.h"
+#include "engine/tensor_copy.h"
 #include "gpu_compare.h"
 
 using namespace ssmtune;
@@ -113,4 +114,24 @@ TEST_CASE("gpu: a 2-layer MLP trains the same on GPU and CPU") {
     CHECK(last < first);
     for (size_t k = 0; k < cpu.size(); ++k)
         expect_gpu_close(gpu[k].detach(), cpu[k].detach(), GpuTolerance{1e-4, 1e-5}, "weight " + std::to_string(k));
+}
+
+TEST_CASE("gpu: an optimizer keeps its state when its parameters move to the GPU between steps") {
+    auto make = [] {
+        Tensor p = Tensor::randn({9, 5}, 40);
+        p.set_requires_grad(true);
+        return p;
+    };
+    Tensor moved = make(), stay = make();
+    autograd::AdamW opt_moved({moved}, autograd::AdamWOptions().lr(0.05)), opt_stay({stay}, autograd::AdamWOptions().lr(0.05));
+    for (int step = 0; step < 3; ++step) {
+        if (step == 1) move_in_place({moved}, Device::cuda());  // moments made on the CPU follow at the next step
+        const Tensor g = Tensor::randn({9, 5}, 41 + uint64_t(step));
+        stay.set_grad(g);
+        moved.set_grad(g.to(moved.device()));
+        opt_stay.step();
+        opt_moved.step();
+    }
+    REQUIRE(moved.device().is_cuda());
+    expect_gpu_close(moved.detach(), stay.detach(), elementwise_tolerance(DType::F32), "parameter after 3 steps");
 }
