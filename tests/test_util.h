@@ -72,6 +72,17 @@ inline void expect_gradcheck(const autograd::TensorFn& f, const std::vector<Tens
     CHECK(report.ok);
 }
 
+// The message of the ssmtune::Error that fn throws ("" when it throws none).
+template <class Fn>
+std::string error_of(Fn&& fn) {
+    try {
+        fn();
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "";
+}
+
 // F64 tensor of the given shape with seeded normal values, requiring grad.
 inline Tensor rand_input(const Shape& shape, uint64_t seed, bool requires_grad = true, DType dtype = DType::F64) {
     Tensor t = Tensor::randn(shape, seed, dtype);

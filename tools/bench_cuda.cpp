@@ -168,11 +168,11 @@ void bench_cuda_scan(int64_t B, int64_t E, int64_t N, const std::vector<int64_t>
         }
         const double elem = 4.0, lanes = double(B * E * L), bc = double(B * N * L);
         const double fwd_bytes = elem * (4 * lanes + 2 * bc), bwd_bytes = elem * (8 * lanes + 4 * bc);
-        std::printf("%7lld | %9.3f %8.1f %5.1f%% | %9.3f %8.1f %5.1f%% | %10.2f %7.1fx | %10s %7s\n", (long long)L,
+        char cpu_columns[48] = "         -       -";
+        if (cpu > 0) std::snprintf(cpu_columns, sizeof cpu_columns, "%10.2f %7.1fx", cpu * 1e3, cpu / fwd);
+        std::printf("%7lld | %9.3f %8.1f %5.1f%% | %9.3f %8.1f %5.1f%% | %10.2f %7.1fx | %s\n", (long long)L,
                     fwd * 1e3, fwd_bytes / fwd / 1e9, 100.0 * fwd_bytes / fwd / 1e9 / peak, bwd * 1e3,
-                    bwd_bytes / bwd / 1e9, 100.0 * bwd_bytes / bwd / 1e9 / peak, naive * 1e3, naive / fwd,
-                    cpu > 0 ? std::to_string(cpu * 1e3).substr(0, 9).c_str() : "-",
-                    cpu > 0 ? (std::to_string(cpu / fwd).substr(0, 6) + "x").c_str() : "-");
+                    bwd_bytes / bwd / 1e9, 100.0 * bwd_bytes / bwd / 1e9 / peak, naive * 1e3, naive / fwd, cpu_columns);
         std::fflush(stdout);
     }
 }

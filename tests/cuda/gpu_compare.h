@@ -26,6 +26,23 @@ inline void expect_gpu_close(const Tensor& gpu, const Tensor& cpu, GpuTolerance 
     expect_close(gpu.to(Device::cpu()), cpu, tol.rtol, tol.atol, name + " (GPU vs CPU)");
 }
 
+// A copy of x on the GPU as a leaf that requires grad (x itself is left as it is).
+inline Tensor gpu_leaf(const Tensor& x) {
+    Tensor g = x.detach().to(Device::cuda());
+    g.set_requires_grad(true);
+    return g;
+}
+
+// Makes every CPU tensor of `cpu` a leaf that requires grad and returns their GPU twins (gpu_leaf).
+inline std::vector<Tensor> gpu_twins(std::vector<Tensor>& cpu) {
+    std::vector<Tensor> gpu;
+    for (Tensor& p : cpu) {
+        p.set_requires_grad(true);
+        gpu.push_back(gpu_leaf(p));
+    }
+    return gpu;
+}
+
 using TensorsFn = std::function<Tensor(const std::vector<Tensor>&)>;
 
 // f on CPU inputs and on GPU copies of them: the outputs must agree (forward tolerance), and, for inputs that
@@ -34,13 +51,10 @@ inline void expect_op_matches_cpu(const std::string& name, const TensorsFn& f, c
                                   GpuTolerance forward, GpuTolerance backward) {
     std::vector<Tensor> cpu, gpu;
     for (const Tensor& x : cpu_inputs) {
-        Tensor c = x.detach().clone(), g = x.detach().to(Device::cuda());
-        if (x.requires_grad()) {
-            c.set_requires_grad(true);
-            g.set_requires_grad(true);
-        }
+        Tensor c = x.detach().clone();
+        if (x.requires_grad()) c.set_requires_grad(true);
         cpu.push_back(c);
-        gpu.push_back(g);
+        gpu.push_back(x.requires_grad() ? gpu_leaf(x) : x.detach().to(Device::cuda()));
     }
     const Tensor out_cpu = f(cpu), out_gpu = f(gpu);
     REQUIRE(out_gpu.device().is_cuda());

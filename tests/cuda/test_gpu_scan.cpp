@@ -87,11 +87,7 @@ TEST_CASE("gpu: selective scan backward gives the same bits twice") {
     std::vector<std::vector<float>> first;
     for (int run = 0; run < 2; ++run) {
         std::vector<Tensor> g;
-        for (const Tensor& x : scan_inputs(c, DType::F32, 21)) {
-            Tensor d = x.detach().to(Device::cuda());
-            d.set_requires_grad(true);
-            g.push_back(d);
-        }
+        for (const Tensor& x : scan_inputs(c, DType::F32, 21)) g.push_back(gpu_leaf(x));
         ops::sum(ops::mul(run_scan(g, true), run_scan(g, true))).backward();
         for (size_t k = 0; k < g.size(); ++k) {
             const std::vector<float> v = g[k].grad().to_vector<float>();

@@ -15,13 +15,7 @@ namespace {
 template <class MakeOpt>
 void expect_same_updates(const std::string& name, MakeOpt make_opt, DType t) {
     std::vector<Tensor> cpu = {Tensor::randn({33, 7}, 1, t), Tensor::randn({5}, 2, t)};
-    std::vector<Tensor> gpu;
-    for (Tensor& p : cpu) {
-        p.set_requires_grad(true);
-        Tensor g = p.detach().to(Device::cuda());
-        g.set_requires_grad(true);
-        gpu.push_back(g);
-    }
+    std::vector<Tensor> gpu = gpu_twins(cpu);
     auto opt_cpu = make_opt(cpu);
     auto opt_gpu = make_opt(gpu);
     for (int step = 0; step < 4; ++step) {
@@ -63,9 +57,7 @@ TEST_CASE("gpu: grad_norm and clip_grad_norm match the CPU") {
     b.set_requires_grad(true);
     a.set_grad(Tensor::randn({100000}, 5));
     b.set_grad(Tensor::randn({17, 3}, 6));
-    Tensor ga = a.detach().to(Device::cuda()), gb = b.detach().to(Device::cuda());
-    ga.set_requires_grad(true);
-    gb.set_requires_grad(true);
+    Tensor ga = gpu_leaf(a), gb = gpu_leaf(b);
     ga.set_grad(a.grad().to(Device::cuda()));
     gb.set_grad(b.grad().to(Device::cuda()));
     CHECK(autograd::grad_norm({ga, gb}) == doctest::Approx(autograd::grad_norm({a, b})).epsilon(1e-12));
@@ -79,13 +71,7 @@ TEST_CASE("gpu: a 2-layer MLP trains the same on GPU and CPU") {
     // Parameters: w1 [32, 16], b1 [32], w2 [10, 32], b2 [10]; data: x [64, 16], labels [64].
     std::vector<Tensor> cpu = {ops::mul_scalar(Tensor::randn({32, 16}, 7, t), 0.25), Tensor::zeros({32}, t),
                                ops::mul_scalar(Tensor::randn({10, 32}, 8, t), 0.18), Tensor::zeros({10}, t)};
-    std::vector<Tensor> gpu;
-    for (Tensor& p : cpu) {
-        p.set_requires_grad(true);
-        Tensor g = p.detach().to(Device::cuda());
-        g.set_requires_grad(true);
-        gpu.push_back(g);
-    }
+    std::vector<Tensor> gpu = gpu_twins(cpu);
     const Tensor x = Tensor::randn({64, 16}, 9, t);
     std::vector<int64_t> labels(64);
     for (size_t i = 0; i < labels.size(); ++i) labels[i] = int64_t((i * 7) % 10);

@@ -17,6 +17,7 @@
 
 using namespace ssmtune;
 using ssmtune::cuda::CachingAllocator;
+using ssmtune::testing::error_of;
 
 namespace {
 
@@ -45,15 +46,6 @@ void fake_free(void* p, void* ctx) {
     d->blocks.erase(it);
     ++d->frees;
     std::free(p);
-}
-
-std::string error_of(const std::function<void()>& fn) {
-    try {
-        fn();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "";
 }
 
 }  // namespace

@@ -31,17 +31,6 @@ float float_from_bits(uint32_t u) {
 float via_half(float f) { return float(half_t(f)); }
 float via_bf16(float f) { return float(bf16_t(f)); }
 
-// Message of the Error `fn` throws ("" when it does not throw).
-template <class Fn>
-std::string error_of(Fn&& fn) {
-    try {
-        fn();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "";
-}
-
 }  // namespace
 
 // ---- factories ----

@@ -83,15 +83,6 @@ Tensor reference_linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     return Tensor::from_vector(o, shape);
 }
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "";
-}
-
 }  // namespace
 
 TEST_CASE("matmul 2-D forward matches the triple-loop reference") {
