@@ -88,17 +88,17 @@ void apply_assignments(json& config, const std::string& assignments) {
     for (const std::string& item : items) {
         const size_t eq = item.find('=');
         SSMTUNE_CHECK(eq != std::string::npos && eq > 0, "--set: expected key.path=value, got '", item, "'");
+        try {  // found by fuzzing: raw bytes that are not UTF-8 (in the value or the key path) break every dump()
+            (void)json(item).dump();
+        } catch (const json::type_error&) {
+            SSMTUNE_FAIL("--set: the assignment is not valid UTF-8 text; fix: write key.path=value in UTF-8");
+        }
         const std::string path = item.substr(0, eq), text = item.substr(eq + 1);
         json value;
         try {
             value = json::parse(text);
         } catch (const json::parse_error&) {
             value = text;  // a bare string
-            try {
-                (void)value.dump();
-            } catch (const json::type_error&) {  // found by fuzzing: raw bytes that are not UTF-8
-                SSMTUNE_FAIL("--set ", path, ": the value is not valid UTF-8 text");
-            }
         }
         json user = value;  // build {"a": {"b": value}} and merge it, so the same key checks apply
         std::vector<std::string> parts;

@@ -52,9 +52,12 @@ TEST_CASE("commands: inspect, generate and gradcheck") {
 
 TEST_CASE("fuzz regressions: every input that once crashed a fuzz target is now an ssmtune::Error or accepted") {
     // tests/fuzz/regressions/<target>_<what>: run_config: a --set value of raw non-UTF-8 bytes made the error
-    // message itself throw nlohmann::json::type_error (fuzz_run_config, first 60 s run).
+    // message itself throw nlohmann::json::type_error (fuzz_run_config, first 60 s run); the same bytes in the key
+    // path, where the key lands on a string slot, made the "must be string" message throw (CI, stop 13).
     nlohmann::json rc = tools::resolve_run_config(nlohmann::json::object(), "test");
     CHECK_THROWS_WITH_AS(tools::apply_assignments(rc, "train.batch_size=\xca"), doctest::Contains("not valid UTF-8"), Error);
+    CHECK_THROWS_WITH_AS(tools::apply_assignments(rc, "data.kind.nu#_to\xff" "ens=6"), doctest::Contains("not valid UTF-8"),
+                         Error);
     tools::apply_assignments(rc, "data.classes=[5,6,7],train.lr=0.5");  // commas inside brackets belong to the value
     CHECK(rc["data"]["classes"] == nlohmann::json::array({5, 6, 7}));
     CHECK(rc["train"]["lr"] == 0.5);
