@@ -8,8 +8,9 @@
 // Kernels: elementwise.cu (fill, strided copy, convert, unary, binary, in-place add), reduce.cu (row sums and
 // maxima, the squared-norm partials), softmax.cu (softmax rows, cross-entropy), matmul.cu (cuBLAS GEMM),
 // gather.cu (index_select/embedding, masks, where, dropout), norm.cu (rmsnorm, layernorm), conv1d.cu (Mamba's
-// depthwise causal conv), optim.cu (AdamW, SGD, scale); the SSM kernels selective_scan.cu and s4d.cu.
-// Not here: the Longhorn scan and the S4D initial-state response (CPU only).
+// depthwise causal conv), optim.cu (AdamW, SGD, scale); the SSM kernels selective_scan.cu, longhorn_scan.cu
+// and s4d.cu.
+// Not here: the S4D initial-state response (CPU only).
 #pragma once
 
 #include <cstdint>
@@ -168,6 +169,33 @@ SSMTUNE_LAUNCHER void selective_scan_forward_sequential(int device, DType dtype,
 SSMTUNE_LAUNCHER void selective_scan_backward(int device, DType dtype, const SelectiveScanParams& p,
                                               const void* chunk_states, const void* y_pre, const void* gout,
                                               const void* glast, const SelectiveScanGrads& g) SSMTUNE_LAUNCHER_BODY
+
+// ---- longhorn_scan.cu ----  Longhorn's scan (ops/ssm.h) on the selective scan's block machinery (block_scan.cuh)
+// Inputs as the CPU op's, contiguous: x, dt, z [B, E, L]; k, q [B, N, L]; D, dt_bias, y′ [E]; h0 [E, N] or
+// [B, E, N]; h′ [E, N]. Optional pointers are null. N <= kScanMaxStates; chunks of kScanChunk steps.
+struct LonghornScanParams {
+    const void *x = nullptr, *dt = nullptr, *k = nullptr, *q = nullptr, *D = nullptr, *z = nullptr,
+               *dt_bias = nullptr, *h0 = nullptr, *state_offset = nullptr, *output_offset = nullptr;
+    int64_t batch = 0, E = 0, N = 0, L = 0;
+    bool h0_batched = false;
+};
+// Gradient buffers of longhorn_scan_backward (null when not wanted, except the ones marked always). The caller
+// finishes dk = Σ_groups dk_part + 2 k Σ_groups dS_part (the normaliser ε = β / (1 + β Σ k²)).
+struct LonghornScanGrads {
+    void *dx = nullptr, *ddt = nullptr, *dz = nullptr;                  // [B, E, L]; dx, ddt always
+    void *dk_part = nullptr, *dq_part = nullptr;                        // [B, groups, N, L], zero-filled; always
+    void *dS_part = nullptr;                                            // [B, groups, L], zero-filled; always
+    void *dh0_part = nullptr, *dstate_offset_part = nullptr;            // [B, E, N]; dh0_part always
+    void *dD_part = nullptr, *ddt_bias_part = nullptr, *doutput_offset_part = nullptr;  // [B, E]; always
+};
+// out [B, E, L]; y_pre [B, E, L] (y before the gate, or null); last [B, E, N] or null; chunk_states
+// [B, E, ceil(L / kScanChunk), N] (the state after each chunk, for the backward).
+SSMTUNE_LAUNCHER void longhorn_scan_forward(int device, DType dtype, const LonghornScanParams& p, void* out,
+                                            void* y_pre, void* last, void* chunk_states) SSMTUNE_LAUNCHER_BODY
+// gout [B, E, L]; glast [B, E, N] or null. Groups of channels as scan_backward_groups(E).
+SSMTUNE_LAUNCHER void longhorn_scan_backward(int device, DType dtype, const LonghornScanParams& p,
+                                             const void* chunk_states, const void* y_pre, const void* gout,
+                                             const void* glast, const LonghornScanGrads& g) SSMTUNE_LAUNCHER_BODY
 
 // ---- s4d.cu ----  S4D's Vandermonde kernel and the causal long convolution (ops/s4d_kernel.cpp, long_conv.cpp)
 // modes [H, M, 4] doubles (Re W, Im W, Re λ, Im λ, made on the host) -> K [H, L] = 2·Re Σ_n W_n e^{λ_n l}, in double.

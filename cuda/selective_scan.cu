@@ -14,70 +14,16 @@
 // dD, dy′, dbias: per-thread partials, a fixed block tree, one value per (b, e); the caller sums over b in order.
 // No float atomics anywhere, so results are the same run to run. Mirrors ops/selective_scan.cpp (the reference).
 // Not here: complex A, grouped B/C, fused conv/projections, state sizes above 64.
-#include "cuda/kernels.h"
-#include "cuda/launch.cuh"
-#include "ops/scan_combine.h"
+#include "cuda/block_scan.cuh"
 
 namespace ssmtune::cuda {
 
 namespace {
 
+using namespace block_scan;
 using ops::ScanPair;
 using ops::scan_combine;
 using ops::scan_identity;
-
-constexpr int kScanThreads = 128, kScanItems = 4, kWarps = kScanThreads / 32;
-static_assert(kScanThreads * kScanItems == kScanChunk, "chunk = threads × items");
-constexpr unsigned kFullMask = 0xffffffffu;
-
-template <class T>
-__device__ inline T softplus20(T x) { return x <= T(20) ? log1p(exp(x)) : x; }
-template <class T>
-__device__ inline T sigmoid_dev(T x) { return T(1) / (T(1) + exp(-x)); }
-
-// The combination of the pairs of all threads before this one in processing order (ascending thread index, or
-// descending when kReverse), and the whole block's combination in `total`. Ends with a barrier, so it can be called
-// again at once.
-template <class T, bool kReverse>
-__device__ ScanPair<T> block_exclusive(ScanPair<T> agg, ScanPair<T>* warp_totals, ScanPair<T>& total) {
-    const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
-    ScanPair<T> inc = agg;
-    for (int off = 1; off < 32; off *= 2) {
-        const T oa = kReverse ? __shfl_down_sync(kFullMask, inc.a, off) : __shfl_up_sync(kFullMask, inc.a, off);
-        const T ob = kReverse ? __shfl_down_sync(kFullMask, inc.b, off) : __shfl_up_sync(kFullMask, inc.b, off);
-        if (kReverse ? lane + off < 32 : lane >= off) inc = scan_combine(ScanPair<T>{oa, ob}, inc);
-    }
-    const T ea = kReverse ? __shfl_down_sync(kFullMask, inc.a, 1) : __shfl_up_sync(kFullMask, inc.a, 1);
-    const T eb = kReverse ? __shfl_down_sync(kFullMask, inc.b, 1) : __shfl_up_sync(kFullMask, inc.b, 1);
-    const bool first_lane = kReverse ? lane == 31 : lane == 0;
-    const ScanPair<T> exclusive = first_lane ? scan_identity<T>() : ScanPair<T>{ea, eb};
-    if (kReverse ? lane == 0 : lane == 31) warp_totals[warp] = inc;
-    __syncthreads();
-    ScanPair<T> prefix = scan_identity<T>();
-    total = scan_identity<T>();
-    for (int k = 0; k < kWarps; ++k) {
-        const int w = kReverse ? kWarps - 1 - k : k;
-        if (w == warp) prefix = total;
-        total = scan_combine(total, warp_totals[w]);
-    }
-    __syncthreads();
-    return scan_combine(prefix, exclusive);
-}
-
-// Sum over the block's threads by the fixed tree (lane 0's result is returned to every thread).
-template <class T>
-__device__ T block_sum(T value, T* scratch) {
-    const int lane = int(threadIdx.x);
-    scratch[lane] = value;
-    __syncthreads();
-    for (int half = kScanThreads / 2; half > 0; half /= 2) {
-        tree_pass(scratch, lane, half);
-        __syncthreads();
-    }
-    const T total = scratch[0];
-    __syncthreads();
-    return total;
-}
 
 template <class T>
 struct Inputs {  // typed views of SelectiveScanParams

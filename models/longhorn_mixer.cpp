@@ -51,10 +51,11 @@ Tensor LonghornMixer::forward(const Tensor& hidden) {
 
 MixerState LonghornMixer::initial_state(int64_t batch, DType dtype) {
     MixerState s;
-    s.conv_state = Tensor::zeros({batch, E_, conv1d->kernel()}, dtype);
+    const Device dev = in_proj->weight().device();  // the states live with the weights (CPU or GPU)
+    s.conv_state = Tensor::zeros({batch, E_, conv1d->kernel()}, dtype, dev);
     s.ssm_state = hook_initial_state.defined()
                       ? hook_initial_state.detach().to(dtype).unsqueeze(0).expand({batch, E_, N_}).contiguous()
-                      : Tensor::zeros({batch, E_, N_}, dtype);
+                      : Tensor::zeros({batch, E_, N_}, dtype, dev);
     run_prefix(s);
     return s;
 }
@@ -76,7 +77,7 @@ Tensor LonghornMixer::step_inner(const Tensor& x, const Tensor& z, MixerState& s
     Tensor beta = ops::sigmoid(dt_proj->forward(x_dbl.narrow(1, 0, R_)));  // [B, E]
     Tensor k2 = ops::mul(k, k);                                           // [B, N]
     Tensor eps = ops::div(beta, ops::add_scalar(ops::mul(beta, ops::sum(k2, {1}, true)), 1.0));  // [B, E]
-    Tensor forget = ops::sub(Tensor::scalar(1.0, eps.dtype()), ops::mul(eps.unsqueeze(2), k2.unsqueeze(1)));
+    Tensor forget = ops::add_scalar(ops::neg(ops::mul(eps.unsqueeze(2), k2.unsqueeze(1))), 1.0);  // 1 − ε k²
     Tensor write = ops::mul(ops::mul(eps, u).unsqueeze(2), k.unsqueeze(1));  // [B, E, N]
     state.ssm_state = ops::add(ops::mul(forget, state.ssm_state), write);
     Tensor h = hook_state_offset.defined() ? ops::add(state.ssm_state, hook_state_offset) : state.ssm_state;

@@ -168,7 +168,9 @@ std::vector<int64_t> LanguageModel::generate(const std::vector<int64_t>& prompt,
         for (int64_t p = 0; p < prompt_embeddings.size(0); ++p)
             step_embedded(prompt_embeddings.select(0, p).unsqueeze(0), states);
     }
-    for (int64_t tok : prompt) logits = step(Tensor::from_vector<int64_t>({tok}, {1}), states);
+    const Device dev = norm_f_->weight().device();  // token ids go where the model is
+    const auto token = [&](int64_t id) { return Tensor::from_vector<int64_t>({id}, {1}).to(dev); };
+    for (int64_t tok : prompt) logits = step(token(tok), states);
     std::vector<int64_t> out = prompt;
     Generator gen(options.seed);
     const int64_t V = config_.vocab_size;
@@ -195,7 +197,7 @@ std::vector<int64_t> LanguageModel::generate(const std::vector<int64_t>& prompt,
             }
         }
         out.push_back(next);
-        if (i + 1 < options.max_new_tokens) logits = step(Tensor::from_vector<int64_t>({next}, {1}), states);
+        if (i + 1 < options.max_new_tokens) logits = step(token(next), states);
     }
     return out;
 }

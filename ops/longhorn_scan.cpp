@@ -8,7 +8,8 @@
 // (never dividing by the forget factor, which the official kernel does). Gradient through the normaliser:
 // ∂ε/∂β = 1/(1+βS)², ∂ε/∂S = −ε², so dk_n gains 2 k_n · Σ_e(−ε² gε) (reference/ssm-models.md §3.4).
 // Deterministic: per-block partials over channels (dk, dq, dS) and per-batch partials over the batch.
-// Not here: the official kernel's fused projections; complex states.
+// Tensors on a GPU go to ops/longhorn_scan_cuda.cpp (the same recurrence as a block-level parallel scan,
+// cuda/longhorn_scan.cu, checked against this file). Not here: the official kernel's fused projections; complex states.
 #include <algorithm>
 #include <cmath>
 
@@ -227,8 +228,15 @@ std::vector<Tensor> horn_backward(const HornArgs& a, const Tensor& ckpt_t, const
 
 }  // namespace
 
+namespace detail {
+// Tensors on a GPU: ops/longhorn_scan_cuda.cpp (kernels in cuda/longhorn_scan.cu).
+LonghornScanResult longhorn_scan_cuda(const Tensor& x, const Tensor& dt, const Tensor& k, const Tensor& q,
+                                      const LonghornScanOptions& options);
+}  // namespace detail
+
 LonghornScanResult longhorn_scan(const Tensor& x, const Tensor& dt, const Tensor& k, const Tensor& q,
                                  const LonghornScanOptions& o) {
+    if (x.defined() && x.device().is_cuda()) return detail::longhorn_scan_cuda(x, dt, k, q, o);
     const HornArgs args = prepare(x, dt, k, q, o);
     LonghornScanResult result;
     result.out = Tensor::empty({args.B, args.E, args.L}, x.dtype());

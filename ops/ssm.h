@@ -4,7 +4,8 @@
 // Files: ops/selective_scan.cpp, ops/s4d_kernel.cpp, ops/long_conv.cpp, ops/longhorn_scan.cpp; the associative
 // scan operator shared with CUDA is ops/scan_combine.h. Math and shapes: reference/ssm-models.md §0–§3 and
 // DESIGN.md's glossary (B batch, E inner width, N state size, L length, H S4D channels).
-// selective_scan also runs on a GPU (cuda/selective_scan.cu, checked against these); the others are CPU only.
+// Tensors on a GPU run the CUDA kernels (cuda/selective_scan.cu, longhorn_scan.cu, s4d.cu), checked against these;
+// the S4D initial-state response is CPU only.
 // Not here: model wiring (models/).
 #pragma once
 

@@ -3,7 +3,8 @@
 // Each row runs one op on tensors already on the GPU, synchronised before and after, best of `repeats` after one
 // warm-up; bytes are what the op must read and write once (so GB/s is a lower bound on the traffic), GEMM counts
 // 2·M·N·K flops. The CPU column runs the same op on CPU copies. The scan rows count the bytes as the CPU bench does
-// (forward u, Δ, z, out and B, C; backward adds gout, du, dΔ, dz, dB, dC). Not here: the Longhorn scan (CPU only).
+// (forward u, Δ, z, out and B, C; backward adds gout, du, dΔ, dz, dB, dC); the Longhorn rows the same with x, dt and
+// k, q in those places.
 #include "tools/bench_cuda.h"
 
 #include <chrono>
@@ -125,13 +126,42 @@ void bench_cuda_kernels(int repeats) {
                 static_cast<unsigned long long>(stats.raw_allocs), static_cast<unsigned long long>(stats.reuses));
 }
 
+namespace {
+
+// Forward and backward (gradient of Σ out, every input a leaf) of a scan on the GPU: best seconds of each.
+struct FwdBwd {
+    double fwd, bwd;
+};
+FwdBwd time_scan(int repeats, const std::function<Tensor()>& forward, const std::vector<Tensor*>& leaves) {
+    Tensor out;
+    const double fwd = best_seconds_synced(repeats, [&] { out = forward(); }, true);
+    const Tensor g = Tensor::ones(out.shape(), out.dtype(), out.device());
+    const double bwd = best_seconds_synced(repeats, [&] {
+        for (Tensor* t : leaves) t->zero_grad();
+        out.backward(g);
+    }, true);
+    return {fwd, bwd};
+}
+
+// "fwd ms, GB/s, %peak | bwd ms, GB/s, %peak" for the bytes each direction moves.
+std::string scan_columns(const FwdBwd& t, double fwd_bytes, double bwd_bytes, double peak) {
+    char text[96];
+    std::snprintf(text, sizeof text, "%9.3f %8.1f %5.1f%% | %9.3f %8.1f %5.1f%%", t.fwd * 1e3, fwd_bytes / t.fwd / 1e9,
+                  100.0 * fwd_bytes / t.fwd / 1e9 / peak, t.bwd * 1e3, bwd_bytes / t.bwd / 1e9,
+                  100.0 * bwd_bytes / t.bwd / 1e9 / peak);
+    return text;
+}
+
+}  // namespace
+
 void bench_cuda_scan(int64_t B, int64_t E, int64_t N, const std::vector<int64_t>& lengths, int repeats) {
     SSMTUNE_CHECK(cuda::available(), "bench --device cuda: no usable CUDA GPU; fix: use --device cpu");
     const double peak = cuda::peak_bandwidth_gbs();
-    std::printf("selective_scan on %s (peak %.0f GB/s), float32, B=%lld E=%lld N=%lld, z gate + softplus, best of %d\n",
+    std::printf("selective_scan and longhorn_scan on %s (peak %.0f GB/s), float32, B=%lld E=%lld N=%lld, z gate "
+                "(+ softplus for the selective scan), best of %d\n",
                 cuda::device_name().c_str(), peak, (long long)B, (long long)E, (long long)N, repeats);
-    std::printf("%7s | %9s %8s %6s | %9s %8s %6s | %10s %8s | %10s %8s\n", "L", "fwd ms", "GB/s", "%peak", "bwd ms",
-                "GB/s", "%peak", "naive ms", "speed-up", "CPU fwd ms", "GPU x");
+    std::printf("%-9s %7s | %9s %8s %6s | %9s %8s %6s | %10s %8s | %10s %8s\n", "scan", "L", "fwd ms", "GB/s", "%peak",
+                "bwd ms", "GB/s", "%peak", "naive ms", "speed-up", "CPU fwd ms", "GPU x");
     for (int64_t L : lengths) {
         const Device dev = Device::cuda();
         auto leaf = [&](Tensor t) { return t.to(dev).set_requires_grad(true); };
@@ -142,13 +172,12 @@ void bench_cuda_scan(int64_t B, int64_t E, int64_t N, const std::vector<int64_t>
         ops::SelectiveScanOptions o;
         o.z = z;
         o.delta_softplus = true;
-        Tensor out;
-        const double fwd = best_seconds_synced(repeats, [&] { out = ops::selective_scan(u, d, A, Bm, Cm, o).out; }, true);
-        const Tensor g = Tensor::ones(out.shape(), DType::F32, dev);
-        const double bwd = best_seconds_synced(repeats, [&] {
-            for (Tensor* t : {&u, &d, &z, &A, &Bm, &Cm}) t->zero_grad();
-            out.backward(g);
-        }, true);
+        const FwdBwd sel = time_scan(repeats, [&] { return ops::selective_scan(u, d, A, Bm, Cm, o).out; },
+                                     {&u, &d, &z, &A, &Bm, &Cm});
+        ops::LonghornScanOptions oh;
+        oh.z = z;
+        const FwdBwd horn = time_scan(repeats, [&] { return ops::longhorn_scan(u, d, Bm, Cm, oh).out; },
+                                      {&u, &d, &z, &Bm, &Cm});
         cuda::SelectiveScanParams p;
         p.u = u.raw_data(), p.delta = d.raw_data(), p.A = A.raw_data(), p.B = Bm.raw_data(), p.C = Cm.raw_data();
         p.z = z.raw_data(), p.batch = B, p.E = E, p.N = N, p.L = L, p.softplus = true;
@@ -156,7 +185,7 @@ void bench_cuda_scan(int64_t B, int64_t E, int64_t N, const std::vector<int64_t>
         const double naive = best_seconds_synced(std::min(repeats, 2), [&] {
             cuda::selective_scan_forward_sequential(0, DType::F32, p, naive_out.raw_data(), nullptr);
         }, true);
-        double cpu = 0;
+        double cpu_sel = 0, cpu_horn = 0;
         if (L <= 2048) {
             autograd::NoGradGuard no_grad;
             const Tensor uc = u.to(Device::cpu()), dc = d.to(Device::cpu()), Ac = A.to(Device::cpu());
@@ -164,15 +193,24 @@ void bench_cuda_scan(int64_t B, int64_t E, int64_t N, const std::vector<int64_t>
             ops::SelectiveScanOptions oc;
             oc.z = z.to(Device::cpu());
             oc.delta_softplus = true;
-            cpu = best_seconds_synced(1, [&] { ops::selective_scan(uc, dc, Ac, Bc, Cc, oc); }, false);
+            cpu_sel = best_seconds_synced(1, [&] { ops::selective_scan(uc, dc, Ac, Bc, Cc, oc); }, false);
+            ops::LonghornScanOptions ohc;
+            ohc.z = oc.z;
+            cpu_horn = best_seconds_synced(1, [&] { ops::longhorn_scan(uc, dc, Bc, Cc, ohc); }, false);
         }
+        const auto cpu_columns = [](double cpu, double fwd) {
+            char text[48] = "         -       -";
+            if (cpu > 0) std::snprintf(text, sizeof text, "%10.2f %7.1fx", cpu * 1e3, cpu / fwd);
+            return std::string(text);
+        };
         const double elem = 4.0, lanes = double(B * E * L), bc = double(B * N * L);
         const double fwd_bytes = elem * (4 * lanes + 2 * bc), bwd_bytes = elem * (8 * lanes + 4 * bc);
-        char cpu_columns[48] = "         -       -";
-        if (cpu > 0) std::snprintf(cpu_columns, sizeof cpu_columns, "%10.2f %7.1fx", cpu * 1e3, cpu / fwd);
-        std::printf("%7lld | %9.3f %8.1f %5.1f%% | %9.3f %8.1f %5.1f%% | %10.2f %7.1fx | %s\n", (long long)L,
-                    fwd * 1e3, fwd_bytes / fwd / 1e9, 100.0 * fwd_bytes / fwd / 1e9 / peak, bwd * 1e3,
-                    bwd_bytes / bwd / 1e9, 100.0 * bwd_bytes / bwd / 1e9 / peak, naive * 1e3, naive / fwd, cpu_columns);
+        std::printf("%-9s %7lld | %s | %10.2f %7.1fx | %s\n", "selective", (long long)L,
+                    scan_columns(sel, fwd_bytes, bwd_bytes, peak).c_str(), naive * 1e3, naive / sel.fwd,
+                    cpu_columns(cpu_sel, sel.fwd).c_str());
+        std::printf("%-9s %7lld | %s | %10s %8s | %s\n", "longhorn", (long long)L,
+                    scan_columns(horn, fwd_bytes, bwd_bytes, peak).c_str(), "-", "-",
+                    cpu_columns(cpu_horn, horn.fwd).c_str());
         std::fflush(stdout);
     }
 }

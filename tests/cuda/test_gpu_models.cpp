@@ -1,6 +1,7 @@
-// A whole Mamba training step on the GPU against the CPU: the same model (same seed) on both devices, the loss,
-// every parameter's gradient, and the weights after AdamW steps; and PEFT methods moved to the GPU. Every op of the Mamba LM runs on the device (embedding, rmsnorm, linear, conv1d, SiLU, softplus inside
-// the scan, the selective scan, cross-entropy, AdamW).
+// A whole Mamba and Longhorn training step on the GPU against the CPU: the same model (same seed) on both devices,
+// the loss, every parameter's gradient, and the weights after AdamW steps; and PEFT methods moved to the GPU. Every
+// op of the LMs runs on the device (embedding, rmsnorm, linear, conv1d, SiLU, softplus inside the scan, the
+// selective and Longhorn scans, cross-entropy, AdamW).
 #include "autograd/optim.h"
 #include "gpu_compare.h"
 #include "models/ssm_lm.h"
@@ -11,9 +12,9 @@ using namespace ssmtune::testing;
 
 namespace {
 
-models::LMConfig small_mamba() {
+models::LMConfig small_lm(const std::string& type = "mamba") {
     models::LMConfig c;
-    c.model_type = "mamba";
+    c.model_type = type;
     c.vocab_size = 37;
     c.hidden_size = 32;
     c.num_hidden_layers = 2;
@@ -33,38 +34,41 @@ Tensor batch_ids(int64_t B, int64_t L, int64_t V) {
 
 }  // namespace
 
-TEST_CASE("gpu: a Mamba LM training step matches the CPU (loss, every gradient, weights after AdamW)") {
-    const models::LMConfig c = small_mamba();
-    models::LanguageModel cpu(c, 5), gpu(c, 5);
-    gpu.to(Device::cuda());
-    const Tensor ids = batch_ids(2, 600, c.vocab_size), ids_gpu = ids.to(Device::cuda());  // two scan chunks
-    std::vector<Tensor> pc, pg;
-    for (auto& [n, t] : cpu.named_parameters()) pc.push_back(t);
-    for (auto& [n, t] : gpu.named_parameters()) pg.push_back(t);
-    autograd::AdamW opt_cpu(pc, autograd::AdamWOptions().lr(1e-3)), opt_gpu(pg, autograd::AdamWOptions().lr(1e-3));
-    for (int step = 0; step < 3; ++step) {
-        opt_cpu.zero_grad();
-        opt_gpu.zero_grad();
-        const Tensor l_cpu = cpu.loss(ids), l_gpu = gpu.loss(ids_gpu);
-        CHECK(l_gpu.item() == doctest::Approx(l_cpu.item()).epsilon(1e-4));
-        l_cpu.backward();
-        l_gpu.backward();
+TEST_CASE("gpu: a Mamba and a Longhorn LM training step match the CPU (loss, every gradient, weights after AdamW)") {
+    for (const char* type : {"mamba", "longhorn"}) {
+        INFO(type);
+        const models::LMConfig c = small_lm(type);
+        models::LanguageModel cpu(c, 5), gpu(c, 5);
+        gpu.to(Device::cuda());
+        const Tensor ids = batch_ids(2, 600, c.vocab_size), ids_gpu = ids.to(Device::cuda());  // two scan chunks
+        std::vector<Tensor> pc, pg;
+        for (auto& [n, t] : cpu.named_parameters()) pc.push_back(t);
+        for (auto& [n, t] : gpu.named_parameters()) pg.push_back(t);
+        autograd::AdamW opt_cpu(pc, autograd::AdamWOptions().lr(1e-3)), opt_gpu(pg, autograd::AdamWOptions().lr(1e-3));
+        for (int step = 0; step < 3; ++step) {
+            opt_cpu.zero_grad();
+            opt_gpu.zero_grad();
+            const Tensor l_cpu = cpu.loss(ids), l_gpu = gpu.loss(ids_gpu);
+            CHECK(l_gpu.item() == doctest::Approx(l_cpu.item()).epsilon(1e-4));
+            l_cpu.backward();
+            l_gpu.backward();
+            const auto nc = cpu.named_parameters(), ng = gpu.named_parameters();
+            for (size_t k = 0; k < nc.size(); ++k)
+                expect_gpu_close(ng[k].second.grad(), nc[k].second.grad(), GpuTolerance{2e-3, 2e-5},
+                                 "step " + std::to_string(step) + " gradient of " + nc[k].first);
+            opt_cpu.step();
+            opt_gpu.step();
+        }
         const auto nc = cpu.named_parameters(), ng = gpu.named_parameters();
         for (size_t k = 0; k < nc.size(); ++k)
-            expect_gpu_close(ng[k].second.grad(), nc[k].second.grad(), GpuTolerance{2e-3, 2e-5},
-                             "step " + std::to_string(step) + " gradient of " + nc[k].first);
-        opt_cpu.step();
-        opt_gpu.step();
+            expect_gpu_close(ng[k].second.detach(), nc[k].second.detach(), GpuTolerance{1e-4, 1e-5}, nc[k].first);
     }
-    const auto nc = cpu.named_parameters(), ng = gpu.named_parameters();
-    for (size_t k = 0; k < nc.size(); ++k)
-        expect_gpu_close(ng[k].second.detach(), nc[k].second.detach(), GpuTolerance{1e-4, 1e-5}, nc[k].first);
 }
 
 TEST_CASE("gpu: PEFT fine-tuning moved to the GPU (state offset, LoRA) matches the CPU") {
     for (const char* method : {R"({"peft_type": "STATE_OFFSET", "init": "random"})",
                                R"({"peft_type": "LORA", "r": 4, "target_modules": ["in_proj", "out_proj"]})"}) {
-        const models::LMConfig c = small_mamba();
+        const models::LMConfig c = small_lm();
         models::LanguageModel cpu(c, 6), gpu(c, 6);
         peft::Adapter a_cpu = peft::apply(cpu, peft::Config::parse(method));
         peft::Adapter a_gpu = peft::apply(gpu, peft::Config::parse(method));
@@ -81,5 +85,26 @@ TEST_CASE("gpu: PEFT fine-tuning moved to the GPU (state offset, LoRA) matches t
             expect_gpu_close(pg[k].second.grad(), pc[k].second.grad(), GpuTolerance{2e-3, 2e-5},
                              std::string(method) + " " + pc[k].first);
         }
+    }
+}
+
+TEST_CASE("gpu: recurrent steps and generation on the GPU (states on the device) match the CPU") {
+    for (const char* type : {"mamba", "longhorn"}) {
+        INFO(type);
+        const models::LMConfig c = small_lm(type);
+        models::LanguageModel cpu(c, 8), gpu(c, 8);
+        gpu.to(Device::cuda());
+        autograd::NoGradGuard no_grad;
+        std::vector<models::MixerState> sc = cpu.initial_states(2), sg = gpu.initial_states(2);
+        for (const models::MixerState& s : sg) CHECK(s.ssm_state.device().is_cuda());
+        for (int64_t t = 0; t < 6; ++t) {
+            const Tensor ids = Tensor::from_vector<int64_t>({t % c.vocab_size, (3 * t + 1) % c.vocab_size}, {2});
+            expect_gpu_close(gpu.step(ids.to(Device::cuda()), sg), cpu.step(ids, sc), GpuTolerance{1e-4, 1e-5},
+                             "logits of step " + std::to_string(t));
+        }
+        models::GenerationOptions greedy;
+        greedy.temperature = 0;
+        greedy.max_new_tokens = 12;
+        CHECK(gpu.generate({3, 1, 4, 1, 5}, greedy) == cpu.generate({3, 1, 4, 1, 5}, greedy));
     }
 }

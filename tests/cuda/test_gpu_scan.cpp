@@ -1,6 +1,7 @@
 // The selective scan's CUDA kernels against the CPU op (forward, every gradient) and the sequential reference:
 // every option, lengths that are not a multiple of the 512-step chunk, L = 1 and L = 16384, N from 1 to 64,
-// channel counts that span several backward groups; and the same bits on a second run (no atomics).
+// channel counts that span several backward groups; and the same bits on a second run (no atomics). Longhorn's scan
+// (cuda/longhorn_scan.cu, on the same block machinery) the same way against its CPU op and reference.
 #include "gpu_compare.h"
 #include "ops/ssm.h"
 
@@ -91,6 +92,86 @@ TEST_CASE("gpu: selective scan backward gives the same bits twice") {
         ops::sum(ops::mul(run_scan(g, true), run_scan(g, true))).backward();
         for (size_t k = 0; k < g.size(); ++k) {
             const std::vector<float> v = g[k].grad().to_vector<float>();
+            if (run == 0) first.push_back(v);
+            else CHECK(v == first[k]);
+        }
+    }
+}
+
+namespace {
+
+// Longhorn inputs in the CPU op's order: x, dt, k, q, then D, z, dt_bias, h0, h′, y′ when extras. k is scaled so
+// Σ_n k² spans small and large values of the normaliser β Σ k².
+std::vector<Tensor> horn_inputs(const ScanCase& c, DType t, uint64_t seed) {
+    auto in = [&](const Shape& s, double scale, double shift) {
+        Tensor x = ops::add_scalar(ops::mul_scalar(Tensor::randn(s, seed++, t), scale), shift);
+        x.set_requires_grad(true);
+        return x;
+    };
+    std::vector<Tensor> v = {in({c.B, c.E, c.L}, 1.0, 0.0), in({c.B, c.E, c.L}, 1.0, -1.0),
+                             in({c.B, c.N, c.L}, 0.7, 0.0), in({c.B, c.N, c.L}, 1.0, 0.0)};
+    if (c.extras) {
+        v.push_back(in({c.E}, 1.0, 0.0));
+        v.push_back(in({c.B, c.E, c.L}, 1.0, 0.0));
+        v.push_back(in({c.E}, 0.5, 0.0));
+        v.push_back(c.h0_batched ? in({c.B, c.E, c.N}, 0.5, 0.0) : in({c.E, c.N}, 0.5, 0.0));
+        v.push_back(in({c.E, c.N}, 0.5, 0.0));
+        v.push_back(in({c.E}, 0.5, 0.0));
+    }
+    return v;
+}
+
+ops::LonghornScanOptions horn_options(const std::vector<Tensor>& in, bool extras) {
+    ops::LonghornScanOptions o;
+    if (extras) {
+        o.D = in[4], o.z = in[5], o.dt_bias = in[6], o.h0 = in[7], o.state_offset = in[8], o.output_offset = in[9];
+        o.return_last_state = true;
+    }
+    return o;
+}
+
+Tensor run_horn(const std::vector<Tensor>& in, bool extras) {
+    const ops::LonghornScanResult r = ops::longhorn_scan(in[0], in[1], in[2], in[3], horn_options(in, extras));
+    return extras ? ops::concat({r.out.reshape({-1}), r.last_state.reshape({-1})}, 0) : r.out;
+}
+
+}  // namespace
+
+TEST_CASE("gpu: Longhorn scan forward and every gradient match the CPU op") {
+    const std::vector<ScanCase> cases = {
+        {2, 5, 16, 37, false, false}, {2, 5, 16, 37, true, false}, {1, 3, 4, 1, true, true},
+        {2, 33, 8, 513, true, false}, {1, 70, 16, 1300, true, true}, {2, 4, 64, 600, false, false},
+        {1, 2, 1, 512, true, false}};
+    for (DType t : {DType::F32, DType::F64})
+        for (const ScanCase& c : cases) {
+            const std::string name = std::string("Longhorn ") + (t == DType::F64 ? "F64" : "F32") + " B=" +
+                                     std::to_string(c.B) + " E=" + std::to_string(c.E) + " N=" + std::to_string(c.N) +
+                                     " L=" + std::to_string(c.L) + (c.extras ? " all options" : "") +
+                                     (c.h0_batched ? " batched h0" : "");
+            expect_op_matches_cpu(name, [&](const auto& in) { return run_horn(in, c.extras); }, horn_inputs(c, t, 3),
+                                  scan_tolerance(t), scan_tolerance(t));
+        }
+}
+
+TEST_CASE("gpu: Longhorn scan matches the sequential reference at L = 16384, and its backward gives the same bits twice") {
+    const ScanCase c{1, 3, 16, 16384, true, false};
+    const std::vector<Tensor> in = horn_inputs(c, DType::F32, 13);
+    const ops::LonghornScanResult ref =
+        ops::longhorn_scan_reference(in[0], in[1], in[2], in[3], horn_options(in, true));
+    std::vector<Tensor> g;
+    for (const Tensor& x : in) g.push_back(x.detach().to(Device::cuda()));
+    const ops::LonghornScanResult r = ops::longhorn_scan(g[0], g[1], g[2], g[3], horn_options(g, true));
+    expect_gpu_close(r.out, ref.out, scan_tolerance(DType::F32), "Longhorn out vs reference");
+    expect_gpu_close(r.last_state, ref.last_state, scan_tolerance(DType::F32), "Longhorn last state vs reference");
+
+    const ScanCase d{2, 40, 16, 700, true, false};
+    std::vector<std::vector<float>> first;
+    for (int run = 0; run < 2; ++run) {
+        std::vector<Tensor> leaves;
+        for (const Tensor& x : horn_inputs(d, DType::F32, 23)) leaves.push_back(gpu_leaf(x));
+        ops::sum(ops::mul(run_horn(leaves, true), run_horn(leaves, true))).backward();
+        for (size_t k = 0; k < leaves.size(); ++k) {
+            const std::vector<float> v = leaves[k].grad().to_vector<float>();
             if (run == 0) first.push_back(v);
             else CHECK(v == first[k]);
         }
