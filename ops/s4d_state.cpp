@@ -10,11 +10,16 @@
 //   g_C = g_W conj(h0);   g_h0 = g_W conj(C);   g_z = g_μ conj(μ′(z))  (μ′ = 1 or 1/(1 − z²/4));
 //   g_Δ = Re(g_z conj(A));   g_A = g_z Δ;   g_logA_real = −e^{logA_real} Re g_A;   g_A_imag = Im g_A;
 //   g_log_dt = Δ Σ_n g_Δ,n.
-// Threaded over channels h (each channel's sums run in a fixed order). Not here: a batch of initial states
-// (h0 is shared by the batch, as PEFT's initial-state tuning trains one h0 per layer), the D·u and B̄·u parts.
+// Threaded over channels h (each channel's sums run in a fixed order). On a GPU the O(H·M·L) sums are s4d.cu's
+// Vandermonde kernels, by the shift W e^{μ(l+1)} = (W e^{μ}) e^{μ l}: forward with the weights W e^{μ}, backward
+// Σ_l gY conj(e^{μ(l+1)}) = conj(e^{μ}) S0 and Σ_l gY (l+1) conj(e^{μ(l+1)}) = conj(e^{μ}) (S1 + S0) from the
+// kernel's sums S0 = Σ_l gY conj(e^{μl}), S1 = Σ_l gY l conj(e^{μl}); the per-mode algebra stays on the host.
+// Not here: a batch of initial states (h0 is shared by the batch, as PEFT's initial-state tuning trains one h0 per
+// layer), the D·u and B̄·u parts.
 #include <cmath>
 #include <complex>
 
+#include "cuda/kernels.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 #include "ops/ssm.h"
@@ -68,12 +73,24 @@ inline cplx mode_power(cplx mu, int64_t k) {
     return {mag * std::cos(ph), mag * std::sin(ph)};
 }
 
+// (Re, Im of W e^{μ}, Re μ, Im μ) of every mode: the Vandermonde kernel's table for the powers l + 1.
+Tensor shifted_mode_table(const StateParams& p, int64_t H, Device device) {
+    std::vector<double> t;
+    t.reserve(size_t(H * p.M * 4));
+    for (int64_t i = 0; i < H * p.M; ++i) {
+        const StateMode o = p.mode(i / p.M, i % p.M);
+        const cplx w = o.W * mode_power(o.mu, 1);
+        t.insert(t.end(), {w.real(), w.imag(), o.mu.real(), o.mu.imag()});
+    }
+    return Tensor::from_vector(t, {H, p.M, 4}).to(device);
+}
+
 void check_state_args(const Tensor& log_dt, const Tensor& C, const Tensor& lar, const Tensor& ai, const Tensor& h0,
                       int64_t L) {
     const char* op = "s4d_initial_state_response";
     for (auto [t, name] : {std::pair<const Tensor*, const char*>{&log_dt, "log_dt"}, {&C, "C"}, {&lar, "log_A_real"},
                            {&ai, "A_imag"}, {&h0, "h0"}}) {
-        check_float_input(*t, op, name);
+        check_float_input(*t, op, name, kCudaKernel);
         check_same_kind(log_dt, *t, op);
     }
     SSMTUNE_CHECK(log_dt.dim() == 1, op, ": log_dt must be [H], got ", log_dt.describe());
@@ -102,32 +119,60 @@ Tensor s4d_initial_state_response(const Tensor& log_dt, const Tensor& C, const T
                         log_A_real.to_vector<double>(),
                         A_imag.to_vector<double>(),
                         h0.to_vector<double>()};
-    std::vector<double> y(static_cast<size_t>(H * L), 0.0);
+    const Device device = log_dt.device();
+    const DType dtype = log_dt.dtype();
+    Tensor Y;
+    if (device.is_cuda()) {  // the sums on the GPU (cuda/s4d.cu), shifted by one power (see the file comment)
+        Y = Tensor::empty({H, L}, dtype, device);
+        const Tensor table = shifted_mode_table(p, H, device);
+        cuda::s4d_vandermonde(device.index, dtype, table.data<double>(), Y.raw_data(), H, M, L);
+    } else {
+        std::vector<double> y(static_cast<size_t>(H * L), 0.0);
 #pragma omp parallel for schedule(static) if (H * M * L > kParallelGrain)
-    for (int64_t h = 0; h < H; ++h) {
-        for (int64_t n = 0; n < M; ++n) {
-            const StateMode o = p.mode(h, n);
-            for (int64_t l = 0; l < L; ++l) y[size_t(h * L + l)] += 2.0 * (o.W * mode_power(o.mu, l + 1)).real();
+        for (int64_t h = 0; h < H; ++h) {
+            for (int64_t n = 0; n < M; ++n) {
+                const StateMode o = p.mode(h, n);
+                for (int64_t l = 0; l < L; ++l) y[size_t(h * L + l)] += 2.0 * (o.W * mode_power(o.mu, l + 1)).real();
+            }
         }
+        Y = Tensor::from_vector<double>(y, {H, L}).to(dtype);  // [H, L]
     }
-    Tensor Y = Tensor::from_vector<double>(y, {H, L}).to(log_dt.dtype());  // [H, L]
     autograd::record(
         "s4d_initial_state_response", {log_dt, C, log_A_real, A_imag, h0}, {Y},
-        [p, H, M, L, dtype = log_dt.dtype()](const auto& g, const auto&) {
-            const std::vector<double> gy = g[0].template to_vector<double>();
+        [p, H, M, L, dtype, device](const auto& g, const auto&) {
+            // Σ_l gY conj(Ā^{l+1}) and Σ_l gY (l+1) conj(Ā^{l+1}) for every mode.
+            std::vector<cplx> sums_w(size_t(H * M)), sums_k(size_t(H * M));
+            if (device.is_cuda()) {
+                const Tensor gy = g[0].contiguous(), table = shifted_mode_table(p, H, device);
+                Tensor sums = Tensor::empty({H, M, 4}, DType::F64, device);
+                cuda::s4d_vandermonde_backward(device.index, dtype, table.data<double>(), gy.raw_data(),
+                                               sums.data<double>(), H, M, L);
+                const std::vector<double> v = sums.to_vector<double>();
+                for (int64_t i = 0; i < H * M; ++i) {
+                    const cplx shift = std::conj(mode_power(p.mode(i / M, i % M).mu, 1));
+                    const cplx s0(v[size_t(4 * i)], v[size_t(4 * i + 1)]), s1(v[size_t(4 * i + 2)], v[size_t(4 * i + 3)]);
+                    sums_w[size_t(i)] = shift * s0;
+                    sums_k[size_t(i)] = shift * (s1 + s0);
+                }
+            } else {
+                const std::vector<double> gy = g[0].template to_vector<double>();
+#pragma omp parallel for schedule(static) if (H * M * L > kParallelGrain)
+                for (int64_t i = 0; i < H * M; ++i) {
+                    const StateMode o = p.mode(i / M, i % M);
+                    for (int64_t l = 0; l < L; ++l) {
+                        const cplx v = std::conj(mode_power(o.mu, l + 1)) * gy[size_t((i / M) * L + l)];
+                        sums_w[size_t(i)] += v;
+                        sums_k[size_t(i)] += v * double(l + 1);
+                    }
+                }
+            }
             std::vector<double> d_logdt(size_t(H), 0.0), dC(size_t(H * M * 2)), d_lar(size_t(H * M)),
                 d_ai(size_t(H * M)), dh0(size_t(H * M * 2));
-#pragma omp parallel for schedule(static) if (H * M * L > kParallelGrain)
             for (int64_t h = 0; h < H; ++h) {
                 for (int64_t n = 0; n < M; ++n) {
                     const size_t i = size_t(h * M + n);
                     const StateMode o = p.mode(h, n);
-                    cplx sum_w = 0, sum_k = 0;  // Σ gY conj(Ā^{l+1}), Σ gY (l+1) conj(Ā^{l+1})
-                    for (int64_t l = 0; l < L; ++l) {
-                        const cplx v = std::conj(mode_power(o.mu, l + 1)) * gy[size_t(h * L + l)];
-                        sum_w += v;
-                        sum_k += v * double(l + 1);
-                    }
+                    const cplx sum_w = sums_w[i], sum_k = sums_k[i];
                     const cplx gW = 2.0 * sum_w, gmu = 2.0 * std::conj(o.W) * sum_k;
                     const cplx gC = gW * std::conj(o.h0), gh0 = gW * std::conj(o.C);
                     const cplx gz = gmu * std::conj(o.dmu);
@@ -142,11 +187,11 @@ Tensor s4d_initial_state_response(const Tensor& log_dt, const Tensor& C, const T
                     d_logdt[size_t(h)] += o.dt * gdt;  // modes of one channel, in order
                 }
             }
-            return std::vector<Tensor>{Tensor::from_vector<double>(d_logdt, {H}).to(dtype),
-                                       Tensor::from_vector<double>(dC, {H, M, 2}).to(dtype),
-                                       Tensor::from_vector<double>(d_lar, {H, M}).to(dtype),
-                                       Tensor::from_vector<double>(d_ai, {H, M}).to(dtype),
-                                       Tensor::from_vector<double>(dh0, {H, M, 2}).to(dtype)};
+            return std::vector<Tensor>{Tensor::from_vector<double>(d_logdt, {H}).to(dtype).to(device),
+                                       Tensor::from_vector<double>(dC, {H, M, 2}).to(dtype).to(device),
+                                       Tensor::from_vector<double>(d_lar, {H, M}).to(dtype).to(device),
+                                       Tensor::from_vector<double>(d_ai, {H, M}).to(dtype).to(device),
+                                       Tensor::from_vector<double>(dh0, {H, M, 2}).to(dtype).to(device)};
         });
     return Y;
 }

@@ -77,7 +77,7 @@ public:
     void detach();
     bool attached() const { return method_ != nullptr; }
     // Moves the model and the method's tensors to `device` in place (hooks follow), e.g. to fine-tune on a GPU:
-    // apply on the CPU, then adapter.to(Device::cuda()). SDLoRA and SURM keep CPU-only pieces (an error on use).
+    // apply on the CPU, then adapter.to(Device::cuda()). SURM keeps CPU-only pieces (an error on use).
     void to(Device device);
 
 private:

@@ -60,7 +60,11 @@ SparseDelta::SparseDelta(models::Module& host, std::string param, std::vector<in
 
 Tensor SparseDelta::delta() {
     Tensor v = params_[0].second;  // [k]
-    Tensor dense = map_.defined() ? ops::index_select(ops::concat({v, Tensor::zeros({1}, v.dtype())}, 0), 0, map_) : v;
+    const Device dev = v.device();  // the index map and prune mask follow the values (Adapter::to moves those)
+    if (map_.defined() && map_.device() != dev) map_ = map_.to(dev);
+    if (drop_.defined() && drop_.device() != dev) drop_ = drop_.to(dev);
+    Tensor dense =
+        map_.defined() ? ops::index_select(ops::concat({v, Tensor::zeros({1}, v.dtype(), dev)}, 0), 0, map_) : v;
     dense = dense.reshape(shape_);
     if (alpha_ != 1.0) dense = ops::mul_scalar(dense, alpha_);
     if (drop_.defined()) dense = ops::sub(dense, ops::mul(host_->find_parameter(param_)->detach(), drop_));
