@@ -29,7 +29,7 @@ json default_run_config() {
         {"train",
          {{"steps", 400}, {"batch_size", 16}, {"seq_len", 128}, {"lr", 2e-3}, {"weight_decay", 0.0},
           {"schedule", "cosine"}, {"warmup_steps", 20}, {"min_lr_ratio", 0.1}, {"grad_clip", 1.0}, {"log_every", 20},
-          {"eval_every", 100}, {"save_every", 0}, {"eval_batches", 4}, {"seed", 0}}},
+          {"eval_every", 100}, {"save_every", 0}, {"eval_batches", 4}, {"seed", 0}, {"device", "cpu"}}},
         {"out", "runs/run"},
     };
 }

@@ -34,13 +34,14 @@ const char* kCommonHelp =
     "  --tokenizer FILE   tokenizer.json (byte-level BPE) for text data; default: the one next to --model, if any\n"
     "  --out DIR          output directory (default runs/<command>)\n"
     "  --steps N --lr X --batch-size N --seq-len N --seed N --eval-every N\n"
+    "  --device D         cpu (default), cuda or cuda:N: where the model trains (train.device)\n"
     "  --resume           continue from OUT/checkpoints/last (bit-identical losses)\n"
     "  --quiet            no progress output\n";
 
 std::map<std::string, std::string> common_flags(std::map<std::string, std::string> extra) {
     std::map<std::string, std::string> f = {{"config", ""},     {"set", ""},        {"data", ""},  {"task", ""},
                                             {"out", ""},        {"steps", ""},      {"tokenizer", ""},      {"lr", ""},    {"batch-size", ""},
-                                            {"seq-len", ""},    {"seed", ""},       {"eval-every", ""},
+                                            {"seq-len", ""},    {"seed", ""},       {"eval-every", ""},     {"device", ""},
                                             {"resume", Flags::kSwitch}, {"quiet", Flags::kSwitch}};
     f.insert(extra.begin(), extra.end());
     return f;
@@ -75,6 +76,7 @@ json resolve_from_flags(const Flags& flags, const std::string& command) {
     set_int("seed", "seed");
     set_int("eval-every", "eval_every");
     if (flags.is_set("lr")) rc["train"]["lr"] = flags.number("lr");
+    if (flags.is_set("device")) rc["train"]["device"] = flags.str("device");
     return resolve_run_config(rc, "run config with flags");  // re-checked after overrides
 }
 
@@ -129,12 +131,14 @@ int run_train(int argc, char** argv) {
     rc["model"] = model_cfg;
     models::AnyModel model = models::create_model(model_cfg, rc["train"]["seed"].get<uint64_t>(), "model config");
     attach_model(*w, model, rc);
+    model.module().to(w->device);  // the same initial weights on every device
     fs::create_directories(rc["out"].get<std::string>());
     models::write_json_file((fs::path(rc["out"].get<std::string>()) / "run_config.json").string(), rc);
     const bool quiet = flags.is_set("quiet");
     if (!quiet)
-        std::printf("training %s (%lld parameters) on %s data; output in %s\n", model.model_type.c_str(),
-                    (long long)model.module().num_parameters(), w->data_kind.c_str(), rc["out"].get<std::string>().c_str());
+        std::printf("training %s (%lld parameters) on %s data on %s; output in %s\n", model.model_type.c_str(),
+                    (long long)model.module().num_parameters(), w->data_kind.c_str(), w->device.str().c_str(),
+                    rc["out"].get<std::string>().c_str());
     TrainHooks hooks = model_hooks(*w, model.module().named_parameters(),
                                    [model](const std::string& dir) { models::save_model(dir, model); },
                                    [model](const std::string& dir) {
@@ -197,6 +201,8 @@ int run_eval(int argc, char** argv) {
     std::unique_ptr<peft::Adapter> adapter;
     if (flags.is_set("adapter")) adapter = std::make_unique<peft::Adapter>(peft::load(model.module(), flags.str("adapter")));
     attach_model(*w, model, rc);
+    if (adapter) adapter->to(w->device);  // the model and the adapter's tensors
+    else model.module().to(w->device);
     model.module().eval();
     const auto m = w->evaluate();
     json j = json::object();

@@ -42,6 +42,7 @@ FinetuneOutcome finetune_model(json rc, bool resume, bool quiet) {
     auto w = load_workload_data(rc);
     models::AnyModel model = models::load_model(rc["base_model"].get<std::string>());
     attach_model(*w, model, rc);
+    model.module().to(w->device);
     model.module().eval();
     out.before = w->evaluate();
     peft::Config config = peft::Config::from_json(rc["peft"], "peft");
@@ -51,6 +52,7 @@ FinetuneOutcome finetune_model(json rc, bool resume, bool quiet) {
         const int64_t steps = config.json["warmup_steps"];
         if (!quiet) std::printf("SDLoRA warm-up: %lld steps to select dimensions\n", (long long)steps);
         config = peft::sdlora_select(model.module(), config, [&](peft::Adapter& warm) {
+            warm.to(w->device);  // the warm-up tensors where the model is
             autograd::AdamW opt(warm.parameters(), autograd::AdamW::Options().lr(rc["train"]["lr"].get<double>()));
             model.module().train();
             for (int64_t i = 0; i < steps; ++i) {
@@ -63,6 +65,7 @@ FinetuneOutcome finetune_model(json rc, bool resume, bool quiet) {
         });
     }
     peft::Adapter adapter = peft::apply(model.module(), config);
+    adapter.to(w->device);  // the method's tensors are made on the host, from the same seed on every device
     rc["peft"] = config.json;
     const std::string out_dir = rc["out"];
     fs::create_directories(out_dir);

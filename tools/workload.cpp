@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "autograd/node.h"
+#include "cuda/runtime.h"
 #include "ops/ops.h"
 #include "tools/data/bpe_tokenizer.h"
 
@@ -16,11 +17,12 @@ using json = nlohmann::json;
 
 namespace {
 // Mean cross-entropy over the batch's target positions (−100 ignored), and the logits.
-Tensor lm_token_loss(models::LanguageModel& lm, const data::TokenBatch& b, Tensor* logits_out = nullptr) {
-    Tensor logits = lm.forward(b.input_ids);
+// The batch is moved to `device` (where the model is) first.
+Tensor lm_token_loss(models::LanguageModel& lm, const data::TokenBatch& b, Device device, Tensor* logits_out = nullptr) {
+    Tensor logits = lm.forward(b.input_ids.to(device));
     const int64_t V = logits.size(-1), n = b.input_ids.numel();
     if (logits_out) *logits_out = logits;
-    return ops::cross_entropy(logits.reshape({n, V}), b.targets.reshape({n}));
+    return ops::cross_entropy(logits.reshape({n, V}), b.targets.to(device).reshape({n}));
 }
 
 constexpr int64_t kPixelLevels = 256;
@@ -78,12 +80,13 @@ void attach_frame_classifier(Workload& w) {
         Tensor ix = Tensor::from_vector<int64_t>(idx, {B});
         Tensor x = ops::index_select(wp->train_images.inputs, 0, ix), y = ops::index_select(wp->train_images.labels, 0, ix);
         units = double(B);
-        return ops::cross_entropy(class_logits(x.to(wp->model.module().named_parameters().front().second.dtype())), y);
+        const DType dtype = wp->model.module().named_parameters().front().second.dtype();
+        return ops::cross_entropy(class_logits(x.to(dtype).to(wp->device)), y.to(wp->device));
     };
     w.evaluate = [wp, class_logits]() {
         return evaluate_test_images(*wp, [wp, class_logits](int64_t start, int64_t b) {
-            Tensor x = wp->test_images.inputs.narrow(0, start, b).contiguous();
-            Tensor y = wp->test_images.labels.narrow(0, start, b).contiguous();
+            Tensor x = wp->test_images.inputs.narrow(0, start, b).contiguous().to(wp->device);
+            Tensor y = wp->test_images.labels.narrow(0, start, b).contiguous().to(wp->device);
             const Tensor logits = class_logits(x);
             const std::vector<int64_t> pred = ops::argmax(logits, 1).to_vector<int64_t>(), lab = y.to_vector<int64_t>();
             double hits = 0;
@@ -105,13 +108,14 @@ void attach_pixel_token_lm(Workload& w) {
     w.train_loss = [wp](double& units) {
         const std::vector<int64_t> idx = sample_indices(*wp, wp->train_images.inputs.size(0));
         units = double(idx.size());
-        return lm_token_loss(*wp->model.lm, pixel_token_batch(wp->train_images, Tensor::from_vector<int64_t>(idx, {int64_t(idx.size())})));
+        return lm_token_loss(*wp->model.lm, pixel_token_batch(wp->train_images, Tensor::from_vector<int64_t>(idx, {int64_t(idx.size())})),
+                             wp->device);
     };
     w.evaluate = [wp]() {
         return evaluate_test_images(*wp, [wp](int64_t start, int64_t b) {
             const data::TokenBatch batch = pixel_token_batch(wp->test_images, Tensor::arange(start, start + b, 1, DType::I64));
             Tensor logits;
-            const double loss = lm_token_loss(*wp->model.lm, batch, &logits).item();
+            const double loss = lm_token_loss(*wp->model.lm, batch, wp->device, &logits).item();
             return std::make_pair(loss, data::target_accuracy(logits, batch.targets) * double(b));
         });
     };
@@ -191,8 +195,30 @@ json default_model_config(const Workload& w, const std::string& model_type) {
     return c;
 }
 
-void attach_model(Workload& w, models::AnyModel model, const json&) {
+Device resolve_device(const std::string& name, const std::string& where) {
+    if (name == "cpu") return Device::cpu();
+    int index = 0;
+    bool ok = name == "cuda";
+    if (!ok && name.rfind("cuda:", 0) == 0 && name.size() > 5 && name.size() < 9) {
+        ok = name.find_first_not_of("0123456789", 5) == std::string::npos;
+        if (ok) index = std::stoi(name.substr(5));
+    }
+    SSMTUNE_CHECK(ok, where, ": device must be cpu, cuda or cuda:N, got \"", name, "\"");
+    SSMTUNE_CHECK(cuda::built_with_cuda(), where, " is ", name, " but this build has no CUDA (nvcc was not found when it ",
+                  "was configured); fix: use cpu, or rebuild with the CUDA Toolkit installed (-DSSMTUNE_CUDA=ON)");
+    SSMTUNE_CHECK(cuda::available(), where, " is ", name, " but no CUDA GPU is usable on this machine (no driver or no ",
+                  "device); fix: use cpu, or run on a machine with an NVIDIA GPU");
+    SSMTUNE_CHECK(index < cuda::device_count(), where, " is ", name, " but this machine has ", cuda::device_count(),
+                  " GPU(s); fix: cuda:0 to cuda:", cuda::device_count() - 1);
+    return Device::cuda(index);
+}
+
+void attach_model(Workload& w, models::AnyModel model, const json& run_config) {
     w.model = model;
+    const json* train = run_config.is_object() && run_config.contains("train") ? &run_config["train"] : nullptr;
+    const json device = train && train->contains("device") ? (*train)["device"] : json("cpu");
+    SSMTUNE_CHECK(device.is_string(), "train.device must be a string (cpu, cuda or cuda:N), got ", device.dump());
+    w.device = resolve_device(device.get<std::string>(), "train.device (--device)");
     Workload* wp = &w;
     if (w.data_kind == "fashion_mnist" && model.lm && !model.lm->reads_frames()) {
         attach_pixel_token_lm(w);
@@ -219,7 +245,7 @@ void attach_model(Workload& w, models::AnyModel model, const json&) {
         data::TokenBatch b = wp->data_kind == "synthetic" ? wp->task.sample(wp->data_gen, wp->batch_size)
                                                           : wp->text.sample(wp->data_gen, wp->batch_size, wp->seq_len);
         units = double(b.input_ids.numel());
-        return lm_token_loss(*wp->model.lm, b);
+        return lm_token_loss(*wp->model.lm, b, wp->device);
     };
     w.evaluate = [wp]() {
         autograd::NoGradGuard no_grad;
@@ -228,7 +254,7 @@ void attach_model(Workload& w, models::AnyModel model, const json&) {
             Tensor logits;
             int64_t count = 0;
             for (int64_t v : b.targets.to_vector<int64_t>()) count += v != -100;
-            loss += lm_token_loss(*wp->model.lm, b, &logits).item() * double(count);
+            loss += lm_token_loss(*wp->model.lm, b, wp->device, &logits).item() * double(count);
             acc += data::target_accuracy(logits, b.targets) * double(count);
             n += double(count);
         }

@@ -3,7 +3,8 @@
 // pixel tokens (8-bit intensity per step, class token 256 + label predicted at the last pixel; pixel or permuted
 // order). Models that read real-valued frames take image sequences in any order: the S4D classifier and the
 // Mamba/Longhorn frame models (config input_size > 0; class logits read at the last frame). Any other pairing is
-// an error that says which model types fit the data.
+// an error that says which model types fit the data. Data stays on the host; each batch is moved to
+// Workload::device (train.device) at the model's door, so one workload trains on the CPU or a GPU.
 //   LM loss:    mean cross-entropy over target positions (next token for text; the task's targets for synthetic
 //               tasks). Metrics: loss, perplexity, accuracy (synthetic: on target positions), bits_per_byte (text).
 //   Image loss: cross-entropy of the class logits. Metrics: loss, accuracy.
@@ -37,6 +38,7 @@ struct Workload {
     int64_t data_vocab = 0;        // token data: the vocabulary the data needs
     int64_t num_classes = 0;       // image data
     int64_t input_features = 0;    // image data: d_input
+    Device device = Device::cpu();  // where the model is (train.device); batches are moved there
     Generator data_gen{0};         // training batches (its state is checkpointed)
     std::string units_name = "tokens";
     // Training loss of one batch drawn from data_gen; `units` = tokens or samples.
@@ -45,10 +47,15 @@ struct Workload {
     std::function<std::map<std::string, double>()> evaluate;
 };
 
+// "cpu", "cuda" or "cuda:N" (train.device, --device) as a Device; an Error naming the fix when the build has no
+// CUDA or the machine no such GPU. `where` names the setting in the message.
+Device resolve_device(const std::string& name, const std::string& where);
+
 // Loads the data described by the resolved run config's "data" and "train" sections. The model is attached
 // afterwards with attach_model (so `train` can size a fresh model to the data first).
 std::shared_ptr<Workload> load_workload_data(const nlohmann::json& run_config);
-// Builds the loss and metrics for `model` on the workload's data; errors when they do not fit together.
+// Builds the loss and metrics for `model` on the workload's data; errors when they do not fit together. Sets
+// w.device from train.device; moving the model (and an adapter) there is the caller's.
 void attach_model(Workload& w, models::AnyModel model, const nlohmann::json& run_config);
 // The default model for `train` when the config gives none: a small Mamba LM sized to the data's vocabulary,
 // or an S4D classifier sized to the image data; with model_type mamba or longhorn on image data, a small LM that

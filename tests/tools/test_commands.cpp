@@ -8,6 +8,7 @@
 #include "peft/peft.h"
 #include "tools/commands.h"
 #include "tools/run_config.h"
+#include "tools/workload.h"
 #include "tools/data/synthetic.h"
 
 using namespace ssmtune;
@@ -94,4 +95,24 @@ TEST_CASE("bench: the scan benchmark on a tiny shape, and its usage errors") {
         CHECK(cli({"bench", "--device", "cuda", "--what", "scan"}) == 1);
     }
     CHECK(cli({"bench", "--device", "cuda", "--what", "peft"}) == 1);
+}
+
+TEST_CASE("--device: cpu trains as before; a GPU that is not there, or a bad name, is one error naming the fix") {
+    const std::filesystem::path dir = scratch_dir("device_flag");
+    CHECK(cli({"train", "--task", "selective_copying", "--steps", "2", "--batch-size", "2", "--device", "cpu", "--out",
+               (dir / "cpu").string(), "--quiet"}) == 0);
+    CHECK(nlohmann::json::parse(file_bytes(dir / "cpu" / "run_config.json"))["train"]["device"] == "cpu");
+    CHECK_THROWS_WITH_AS(tools::resolve_device("tpu", "train.device"), doctest::Contains("cpu, cuda or cuda:N"), Error);
+    CHECK_THROWS_WITH_AS(tools::resolve_device("cuda:", "train.device"), doctest::Contains("cpu, cuda or cuda:N"), Error);
+    CHECK_THROWS_WITH_AS(tools::resolve_device("cuda:1x", "--device"), doctest::Contains("cpu, cuda or cuda:N"), Error);
+    CHECK(tools::resolve_device("cpu", "x") == Device::cpu());
+    if (!cuda::available()) {  // this machine: the error says what to do, and the command exits 1
+        CHECK_THROWS_WITH_AS(tools::resolve_device("cuda", "train.device"), doctest::Contains("fix: use cpu"), Error);
+        CHECK(cli({"train", "--task", "selective_copying", "--steps", "2", "--device", "cuda", "--out",
+                   (dir / "gpu").string(), "--quiet"}) == 1);
+        CHECK(cli({"train", "--task", "selective_copying", "--steps", "2", "--set", "train.device=cuda:0", "--out",
+                   (dir / "gpu").string(), "--quiet"}) == 1);
+    }
+    CHECK(cli({"train", "--task", "selective_copying", "--steps", "2", "--device", "tpu", "--out", (dir / "bad").string(),
+               "--quiet"}) == 1);
 }
