@@ -231,10 +231,15 @@ Tensor structured_product(const char* op, Kind kind, const Tensor& param, int64_
 }
 
 void check_pair(const char* op, const Tensor& param, const char* param_name, const Tensor& x) {
-    check_float_input(param, op, param_name);
-    check_float_input(x, op, "x");
+    check_float_input(param, op, param_name, kCudaKernel);
+    check_float_input(x, op, "x", kCudaKernel);
     check_same_kind(param, x, op);
 }
+
+// On a GPU the fused products run as x @ denseᵀ: the dense materializer (index gathers) and one cuBLAS GEMM, ops
+// the GPU has kernels for, with their autograd backward. O(out·in) per row instead of the FFT's O(n log n): the cost
+// of the adapted layer's own GEMM. The CPU keeps the FFT path.
+Tensor dense_product(const Tensor& dense, const Tensor& x) { return linear(x, dense, Tensor()); }
 
 // x must be [..., want]; the message names both shapes and the fix.
 void check_last_dim(const char* op, const Tensor& x, int64_t want, const char* want_name, const Tensor& param,
@@ -252,8 +257,8 @@ void check_vector(const char* op, const Tensor& v, const char* name) {
 
 // Blocks [k, n] of an LDR matrix (g or s), both non-empty.
 void check_ldr(const char* op, const Tensor& g, const Tensor& s) {
-    check_float_input(g, op, "g");
-    check_float_input(s, op, "s");
+    check_float_input(g, op, "g", kCudaKernel);
+    check_float_input(s, op, "s", kCudaKernel);
     check_same_kind(g, s, op);
     SSMTUNE_CHECK(g.dim() == 2 && g.size(0) > 0 && g.size(1) > 0, op, ": g must be [k, n] with k, n >= 1, got ",
                   g.describe(), "; fix: stack the k circulant first columns into a [k, n] tensor");
@@ -266,9 +271,9 @@ void check_ldr(const char* op, const Tensor& g, const Tensor& s) {
 Tensor gather_dense(const Tensor& param, const std::vector<int64_t>& idx, const std::vector<double>& sign,
                     const Shape& shape) {
     const int64_t n = int64_t(idx.size());
-    Tensor w = index_select(param.reshape({-1}), 0, Tensor::from_vector<int64_t>(idx, {n}));
+    Tensor w = index_select(param.reshape({-1}), 0, Tensor::from_vector<int64_t>(idx, {n}).to(param.device()));
     if (std::any_of(sign.begin(), sign.end(), [](double v) { return v < 0; }))
-        w = mul(w, Tensor::from_vector<double>(sign, {n}).to(param.dtype()));
+        w = mul(w, Tensor::from_vector<double>(sign, {n}).to(param.dtype()).to(param.device()));
     return w.reshape(shape);
 }
 
@@ -288,6 +293,7 @@ Tensor block_circulant_matmul(const Tensor& c, const Tensor& x) {
     check_block_param(op, c);
     const int64_t P = c.size(0), Q = c.size(1), b = c.size(2);
     check_last_dim(op, x, Q * b, "Q*b", c, "c", "x must be [..., Q*b]; for in features d choose c [P, d / b, b]");
+    if (x.device().is_cuda()) return dense_product(block_circulant_dense(c), x);
     return structured_product(op, Kind::Circulant, c, P, Q, b, x);
 }
 
@@ -296,6 +302,7 @@ Tensor skew_circulant_matmul(const Tensor& s, const Tensor& x) {
     check_pair(op, s, "s", x);
     check_vector(op, s, "s");
     check_last_dim(op, x, s.size(0), "n", s, "s", "s must have as many entries as x's last dim");
+    if (x.device().is_cuda()) return dense_product(skew_circulant_dense(s), x);
     return structured_product(op, Kind::Skew, s, 1, 1, s.size(0), x);
 }
 
@@ -304,6 +311,7 @@ Tensor symmetric_toeplitz_matmul(const Tensor& v, const Tensor& x) {
     check_pair(op, v, "v", x);
     check_vector(op, v, "v");
     check_last_dim(op, x, v.size(0), "n", v, "v", "v must have as many entries as x's last dim");
+    if (x.device().is_cuda()) return dense_product(symmetric_toeplitz_dense(v), x);
     return structured_product(op, Kind::Toeplitz, v, 1, 1, v.size(0), x);
 }
 
@@ -311,7 +319,7 @@ Tensor symmetric_toeplitz_matmul(const Tensor& v, const Tensor& x) {
 
 Tensor kronecker_matmul(const Tensor& Bk, const Tensor& Ak, const Tensor& x) {
     const char* op = "kronecker_matmul";
-    check_float_input(Bk, op, "Bk");
+    check_float_input(Bk, op, "Bk", kCudaKernel);
     check_pair(op, Ak, "Ak", x);
     check_same_kind(Bk, x, op);
     SSMTUNE_CHECK(Bk.dim() == 2 && Ak.dim() == 2, op, ": Bk must be [p, q] and Ak [m, k], got Bk ", Bk.describe(),
@@ -337,6 +345,7 @@ Tensor ldr_matmul(const Tensor& g, const Tensor& s, const Tensor& x) {
     check_pair(op, g, "g", x);
     const int64_t k = g.size(0), n = g.size(1);
     check_last_dim(op, x, n, "n", g, "g", "g and s must be [k, n] with n = x's last dim");
+    if (x.device().is_cuda()) return dense_product(ldr_dense(g, s), x);
     // z_i = skewcirc(s_i) x for all i at once (a [k, 1, n] block column: x is transformed once), then
     // y = Σ_i circ(g_i) z_i as a [1, k, n] block row. Both are the fused ops above with their own backward.
     Tensor z = structured_product("skew_circulant_matmul", Kind::Skew, s.reshape({k, 1, n}), k, 1, n, x);
@@ -347,7 +356,7 @@ Tensor ldr_matmul(const Tensor& g, const Tensor& s, const Tensor& x) {
 
 Tensor block_circulant_dense(const Tensor& c) {
     const char* op = "block_circulant_dense";
-    check_float_input(c, op, "c");
+    check_float_input(c, op, "c", kCudaKernel);
     check_block_param(op, c);
     const int64_t P = c.size(0), Q = c.size(1), b = c.size(2);
     std::vector<int64_t> idx(size_t(P * b * Q * b));
@@ -361,7 +370,7 @@ Tensor block_circulant_dense(const Tensor& c) {
 
 Tensor skew_circulant_dense(const Tensor& s) {
     const char* op = "skew_circulant_dense";
-    check_float_input(s, op, "s");
+    check_float_input(s, op, "s", kCudaKernel);
     check_vector(op, s, "s");
     const int64_t n = s.size(0);
     std::vector<int64_t> idx(size_t(n * n));
@@ -376,7 +385,7 @@ Tensor skew_circulant_dense(const Tensor& s) {
 
 Tensor symmetric_toeplitz_dense(const Tensor& v) {
     const char* op = "symmetric_toeplitz_dense";
-    check_float_input(v, op, "v");
+    check_float_input(v, op, "v", kCudaKernel);
     check_vector(op, v, "v");
     const int64_t n = v.size(0);
     std::vector<int64_t> idx(size_t(n * n));
@@ -387,8 +396,8 @@ Tensor symmetric_toeplitz_dense(const Tensor& v) {
 
 Tensor kronecker_dense(const Tensor& Bk, const Tensor& Ak) {
     const char* op = "kronecker_dense";
-    check_float_input(Bk, op, "Bk");
-    check_float_input(Ak, op, "Ak");
+    check_float_input(Bk, op, "Bk", kCudaKernel);
+    check_float_input(Ak, op, "Ak", kCudaKernel);
     check_same_kind(Bk, Ak, op);
     SSMTUNE_CHECK(Bk.dim() == 2 && Ak.dim() == 2, op, ": Bk must be [p, q] and Ak [m, k], got Bk ", Bk.describe(),
                   " and Ak ", Ak.describe(), "; fix: pass both Kronecker factors as matrices");

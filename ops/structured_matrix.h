@@ -5,7 +5,9 @@
 //
 // Every product acts on the last dim of x (any leading dims: [B, L, n], [n], ...) and returns the input dtype
 // (F32 or F64; the FFTs run in double). The dense materializers are the specification: each fast product
-// equals x @ denseᵀ. Not here: the SURM adapter itself (peft/), CUDA kernels, real-to-complex FFTs.
+// equals x @ denseᵀ, and on a GPU the products are computed that way (the dense materializer's index gathers and one
+// cuBLAS GEMM, with autograd's backward): O(out·in) per row, the adapted layer's own GEMM cost, instead of the CPU's
+// O(n log n) FFTs. Not here: the SURM adapter itself (peft/), FFT-based CUDA kernels, real-to-complex FFTs.
 #pragma once
 
 #include "engine/tensor.h"

@@ -77,7 +77,7 @@ public:
     void detach();
     bool attached() const { return method_ != nullptr; }
     // Moves the model and the method's tensors to `device` in place (hooks follow), e.g. to fine-tune on a GPU:
-    // apply on the CPU, then adapter.to(Device::cuda()). SURM keeps CPU-only pieces (an error on use).
+    // apply on the CPU, then adapter.to(Device::cuda()). Every method runs there (SURM's products as x @ denseᵀ).
     void to(Device device);
 
 private:

@@ -58,7 +58,7 @@ Tensor pad_last(const Tensor& x, int64_t n) {
     if (in == n) return x;
     Shape zs = x.shape();
     zs.back() = n - in;
-    return ops::concat({x, Tensor::zeros(zs, x.dtype())}, x.dim() - 1);
+    return ops::concat({x, Tensor::zeros(zs, x.dtype(), x.device())}, x.dim() - 1);
 }
 
 class SurmDelta : public models::OutputDelta {

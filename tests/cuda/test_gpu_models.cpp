@@ -65,13 +65,18 @@ TEST_CASE("gpu: a Mamba and a Longhorn LM training step match the CPU (loss, eve
     }
 }
 
-TEST_CASE("gpu: PEFT fine-tuning moved to the GPU (state offset, LoRA, prefix, SDLoRA) matches the CPU") {
+TEST_CASE("gpu: PEFT fine-tuning moved to the GPU (state offset, LoRA, prefix, SDLoRA, SURM) matches the CPU") {
     for (const char* method :
          {R"({"peft_type": "STATE_OFFSET", "init": "random"})",
           R"({"peft_type": "LORA", "r": 4, "target_modules": ["in_proj", "out_proj"]})",
           R"({"peft_type": "PREFIX", "num_virtual_tokens": 3})",
           R"({"peft_type": "SDLORA", "r": 2, "lora_alpha": 4, "init": "random", "dimensions":
-              {"0": {"channels": [1, 7, 12], "states": [[0, 3], [2], [1, 2, 3]]}, "1": {"channels": [4], "states": [[1]]}}})"}) {
+              {"0": {"channels": [1, 7, 12], "states": [[0, 3], [2], [1, 2, 3]]}, "1": {"channels": [4], "states": [[1]]}}})",
+          R"({"peft_type": "SURM", "structure": "circulant"})",
+          R"({"peft_type": "SURM", "structure": "circulant", "mode": "adapter"})",
+          R"({"peft_type": "SURM", "structure": "toeplitz"})",
+          R"({"peft_type": "SURM", "structure": "kronecker"})",
+          R"({"peft_type": "SURM", "structure": "ldr", "ldr_rank": 2})"}) {
         const models::LMConfig c = small_lm();
         models::LanguageModel cpu(c, 6), gpu(c, 6);
         peft::Adapter a_cpu = peft::apply(cpu, peft::Config::parse(method));

@@ -4,6 +4,7 @@
 #include "cuda/runtime.h"
 #include "gpu_compare.h"
 #include "ops/ssm.h"
+#include "ops/structured_matrix.h"
 
 using namespace ssmtune;
 using namespace ssmtune::testing;
@@ -272,4 +273,21 @@ TEST_CASE("gpu: causal conv1d (Mamba's short conv), forward and every gradient")
                                       summation_tolerance(t), summation_tolerance(t));
     const Tensor wide = Tensor::randn({2, 9}, 37).to(Device::cuda());
     CHECK_THROWS_AS(ops::causal_conv1d(Tensor::randn({1, 2, 5}, 38).to(Device::cuda()), wide), Error);
+}
+
+TEST_CASE("gpu: SURM's structured products (x @ denseᵀ on the GPU) match the CPU's FFT products, with gradients") {
+    for (DType t : kFloatTypes) {
+        const GpuTolerance tol = t == DType::F64 ? GpuTolerance{1e-10, 1e-11} : GpuTolerance{1e-4, 1e-4};
+        expect_op_matches_cpu("block_circulant_matmul", [](const auto& in) { return ops::block_circulant_matmul(in[0], in[1]); },
+                              {input({2, 3, 5}, 40, t), input({4, 7, 15}, 41, t)}, tol, tol);
+        expect_op_matches_cpu("skew_circulant_matmul", [](const auto& in) { return ops::skew_circulant_matmul(in[0], in[1]); },
+                              {input({12}, 42, t), input({3, 12}, 43, t)}, tol, tol);
+        expect_op_matches_cpu("symmetric_toeplitz_matmul",
+                              [](const auto& in) { return ops::symmetric_toeplitz_matmul(in[0], in[1]); },
+                              {input({9}, 44, t), input({2, 5, 9}, 45, t)}, tol, tol);
+        expect_op_matches_cpu("kronecker_matmul", [](const auto& in) { return ops::kronecker_matmul(in[0], in[1], in[2]); },
+                              {input({3, 2}, 46, t), input({4, 5}, 47, t), input({6, 10}, 48, t)}, tol, tol);
+        expect_op_matches_cpu("ldr_matmul", [](const auto& in) { return ops::ldr_matmul(in[0], in[1], in[2]); },
+                              {input({2, 8}, 49, t), input({2, 8}, 50, t), input({3, 8}, 51, t)}, tol, tol);
+    }
 }
