@@ -30,7 +30,8 @@ public:
             Tensor u = Tensor::uniform({P}, gen, 0.0, double(V), DType::F64);
             std::vector<int64_t> ids;
             for (double v : u.to_vector<double>()) ids.push_back(std::min<int64_t>(V - 1, int64_t(v)));
-            p = ops::index_select(lm_->embeddings().weight().detach(), 0, Tensor::from_vector<int64_t>(ids, {P})).clone();
+            const Tensor table = lm_->embeddings().weight().detach();  // on the model's device (CPU or GPU)
+            p = ops::index_select(table, 0, Tensor::from_vector<int64_t>(ids, {P}).to(table.device())).clone();
         }
         lm_->prompt_embeddings = trainable(p);
     }

@@ -1,6 +1,7 @@
 // The training commands with --device cuda against the same runs on the CPU: `train` (the default Mamba LM on a
-// synthetic task), `finetune` of that model (state offset, and SDLoRA with its warm-up selection), and `eval` with
-// the adapter. Same seeds, so the logged losses agree to float rounding. Built when the tools are.
+// synthetic task), `finetune` of that model (state offset, SDLoRA with its warm-up selection, prompt tuning copying
+// token embeddings on the device), and `eval` with the adapter. Same seeds, so the logged losses agree to float
+// rounding. Built when the tools are.
 #include <filesystem>
 #include <fstream>
 
@@ -43,9 +44,10 @@ TEST_CASE("gpu: train, finetune and eval with --device cuda log the CPU run's lo
     check_same_losses(out("train", "cpu"), out("train", "cuda"));
     const std::string base = out("train", "cpu") + "/model";
     for (const std::string peft : {R"({"peft_type": "STATE_OFFSET", "variant": "h"})",
-                                   R"({"peft_type": "SDLORA", "r": 2, "warmup_steps": 3})"}) {
+                                   R"({"peft_type": "SDLORA", "r": 2, "warmup_steps": 3})",
+                                   R"({"peft_type": "PROMPT", "num_virtual_tokens": 2})"}) {
         INFO(peft);
-        const std::string name = peft.find("SDLORA") != std::string::npos ? "sdlora" : "offset";
+        const std::string name = peft.substr(15, 6);  // the peft_type's first letters: a directory name
         for (const std::string device : {"cpu", "cuda"})
             REQUIRE(cli({"finetune", "--model", base, "--peft", peft, "--task", "selective_copying", "--steps", "4",
                          "--batch-size", "4", "--device", device, "--set", "train.log_every=1,train.eval_every=0",
