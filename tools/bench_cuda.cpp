@@ -16,6 +16,7 @@
 #include "autograd/optim.h"
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
+#include "models/mamba_mixer.h"
 #include "models/ssm_lm.h"
 #include "ops/ops.h"
 #include "ops/ssm.h"
@@ -226,6 +227,27 @@ void bench_cuda_mamba(int64_t B, int64_t L, int steps) {
     c.intermediate_size = 1536;
     c.time_step_rank = 48;
     c.conv_kernel = 4;
+    {  // one full layer (in_proj, conv1d, x_proj, dt_proj, scan, out_proj), forward + backward, GPU and CPU
+        Generator gen(0);
+        models::MambaMixer cpu_layer(c, gen);
+        Generator gen2(0);
+        models::MambaMixer gpu_layer(c, gen2);
+        gpu_layer.to(Device::cuda());
+        const Tensor h = Tensor::randn({B, L, c.hidden_size}, 3);
+        const auto fwd_bwd = [&](models::MambaMixer& layer, const Tensor& x) {
+            for (auto& [n, t] : layer.named_parameters()) t.zero_grad();
+            Tensor y = layer.forward(x);
+            y.backward(Tensor::ones(y.shape(), y.dtype(), y.device()));
+        };
+        const Tensor hg = h.to(Device::cuda()).set_requires_grad(true), hc = h.detach().set_requires_grad(true);
+        const double gpu = best_seconds_synced(steps, [&] { fwd_bwd(gpu_layer, hg); }, true);
+        const double cpu = best_seconds_synced(1, [&] { fwd_bwd(cpu_layer, hc); }, false);
+        std::printf("Mamba-130M layer on %s (D=768, E=1536, N=16, B=%lld, L=%lld, float32), forward + backward: GPU %.2f ms "
+                    "(%.0f tokens/s), CPU %.0f ms, GPU %.1fx\n",
+                    cuda::device_name().c_str(), (long long)B, (long long)L, gpu * 1e3, double(B * L) / gpu, cpu * 1e3,
+                    cpu / gpu);
+        std::fflush(stdout);
+    }
     models::LanguageModel model(c, 0);
     model.to(Device::cuda());
     autograd::AdamW opt(model.parameters(), autograd::AdamW::Options().lr(1e-4));
