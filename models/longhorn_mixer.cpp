@@ -50,14 +50,7 @@ Tensor LonghornMixer::forward(const Tensor& hidden) {
 }
 
 MixerState LonghornMixer::initial_state(int64_t batch, DType dtype) {
-    MixerState s;
-    const Device dev = in_proj->weight().device();  // the states live with the weights (CPU or GPU)
-    s.conv_state = Tensor::zeros({batch, E_, conv1d->kernel()}, dtype, dev);
-    s.ssm_state = hook_initial_state.defined()
-                      ? hook_initial_state.detach().to(dtype).unsqueeze(0).expand({batch, E_, N_}).contiguous()
-                      : Tensor::zeros({batch, E_, N_}, dtype, dev);
-    run_prefix(s);
-    return s;
+    return start_state(batch, dtype, E_, N_, conv1d->kernel(), in_proj->weight().device());  // states with the weights
 }
 
 Tensor LonghornMixer::step(const Tensor& hidden, MixerState& state) {

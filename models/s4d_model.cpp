@@ -188,7 +188,7 @@ Tensor S4DLayer::step(const Tensor& u, S4DState& state) {
     for (int64_t b = 0; b < B; ++b)
         for (int64_t h = 0; h < H; ++h) y[size_t(b * H + h)] += Dv[size_t(h)] * uv[size_t(b * H + h)];
     state.s = Tensor::from_vector<double>(s, state.s.shape()).to(u.dtype());
-    Tensor yt = Tensor::from_vector<double>(y, {B, H}).to(u.dtype());
+    Tensor yt = Tensor::from_vector<double>(y, {B, H}).to(u.dtype()).to(u.device());  // state.s stays on the host
     if (hook_state_offset.defined()) yt = ops::add(yt, state_offset_response().detach());
     if (hook_output_offset.defined()) yt = ops::add(yt, hook_output_offset);
     return output_conv(ops::gelu(yt).unsqueeze(2)).squeeze(2);
@@ -253,7 +253,7 @@ Tensor S4DClassifier::forward_recurrent(const Tensor& x) {
     const int64_t B = x.size(0), L = x.size(1);
     std::vector<S4DState> states;
     for (auto& l : layers_) states.push_back(l->initial_state(B, x.dtype()));
-    Tensor sum = Tensor::zeros({B, config_.d_model}, x.dtype());
+    Tensor sum = Tensor::zeros({B, config_.d_model}, x.dtype(), x.device());
     for (int64_t t = 0; t < L; ++t) {
         Tensor h = encoder_->forward(x.select(1, t));  // [B, H]
         for (size_t i = 0; i < layers_.size(); ++i) {

@@ -33,6 +33,16 @@ void Mixer::run_prefix(MixerState& state) {
     for (int64_t j = 0; j < p.size(0); ++j) step_inner(p.select(0, j).unsqueeze(0).expand({B, E}), z, state);
 }
 
+MixerState Mixer::start_state(int64_t batch, DType dtype, int64_t E, int64_t N, int64_t K, Device device) {
+    MixerState s;
+    s.conv_state = Tensor::zeros({batch, E, K}, dtype, device);
+    s.ssm_state = hook_initial_state.defined()
+                      ? hook_initial_state.detach().to(dtype).unsqueeze(0).expand({batch, E, N}).contiguous()
+                      : Tensor::zeros({batch, E, N}, dtype, device);
+    run_prefix(s);
+    return s;
+}
+
 // ---------------------------------------------------------------- LanguageModel
 LanguageModel::LanguageModel(const LMConfig& config, uint64_t seed) : config_(config) {
     config_.validate();

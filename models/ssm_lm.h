@@ -50,6 +50,9 @@ protected:
     virtual Tensor step_inner(const Tensor& x, const Tensor& z, MixerState& state) = 0;
     // Feeds the prefix rows through step_inner with z = 0 (no gradient: the recurrent mode is for inference).
     void run_prefix(MixerState& state);
+    // initial_state for a mixer of width E, state size N and conv window K whose weights are on `device`: a zero conv
+    // window, h0 broadcast over the batch (or zeros), then the prefix run through.
+    MixerState start_state(int64_t batch, DType dtype, int64_t E, int64_t N, int64_t K, Device device);
 };
 
 // Options for LanguageModel::generate.

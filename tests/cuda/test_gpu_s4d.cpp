@@ -95,3 +95,14 @@ TEST_CASE("gpu: an S4D classifier's training step matches the CPU (loss and ever
             expect_gpu_close(ng[k].second.grad(), nc[k].second.grad(), GpuTolerance{2e-3, 2e-5}, nc[k].first);
     }
 }
+
+TEST_CASE("gpu: an S4D classifier's recurrent mode on the GPU gives the CPU's logits") {
+    models::S4DConfig c = tiny_s4d_config();
+    models::S4DClassifier cpu(c, 4), gpu(c, 4);
+    gpu.to(Device::cuda());
+    cpu.eval();
+    gpu.eval();
+    const Tensor x = Tensor::randn({2, 30, 3}, 9);
+    expect_gpu_close(gpu.forward_recurrent(x.to(Device::cuda())), cpu.forward_recurrent(x), GpuTolerance{1e-4, 1e-5},
+                     "recurrent logits");
+}
