@@ -56,16 +56,7 @@ __device__ ScanPair<T> block_exclusive(ScanPair<T> agg, ScanPair<T>* warp_totals
 // Sum over the block's threads by the fixed tree (lane 0's result is returned to every thread).
 template <class T>
 __device__ T block_sum(T value, T* scratch) {
-    const int lane = int(threadIdx.x);
-    scratch[lane] = value;
-    __syncthreads();
-    for (int half = kScanThreads / 2; half > 0; half /= 2) {
-        tree_pass(scratch, lane, half);
-        __syncthreads();
-    }
-    const T total = scratch[0];
-    __syncthreads();
-    return total;
+    return block_tree_sum<kScanThreads>(value, scratch);
 }
 
 }  // namespace ssmtune::cuda::block_scan

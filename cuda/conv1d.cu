@@ -49,17 +49,11 @@ __global__ void conv_backward_params_kernel(const T* g, const T* x, T* dw, T* db
                 acc[k] += gv * double(x[(b * C + c) * L + t - (K - 1) + k]);
         }
         for (int64_t k = 0; k <= K; ++k) {
-            scratch[lane] = acc[k];
-            __syncthreads();
-            for (int half = kThreads / 2; half > 0; half /= 2) {
-                tree_pass(scratch, lane, half);
-                __syncthreads();
-            }
+            const double total = block_tree_sum<kThreads>(acc[k], scratch);
             if (lane == 0) {
-                if (k < K && dw) dw[c * K + k] = T(scratch[0]);
-                if (k == K && dbias) dbias[c] = T(scratch[0]);
+                if (k < K && dw) dw[c * K + k] = T(total);
+                if (k == K && dbias) dbias[c] = T(total);
             }
-            __syncthreads();
         }
     }
 }

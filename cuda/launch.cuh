@@ -17,6 +17,23 @@ constexpr int kThreads = 256;  // threads per block of the elementwise and row k
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);                   \
          i += int64_t(blockDim.x) * gridDim.x)
 
+// Sum of `value` over a block of kBlock lanes (threadIdx.x < kBlock) by the fixed tree of tree_pass
+// (cuda/index_math.h, CPU-tested); every lane gets the total. `scratch` holds kBlock values; ends with a barrier, so
+// it can be reused at once. Same inputs, same bits: no atomics.
+template <int kBlock, class T>
+__device__ T block_tree_sum(T value, T* scratch) {
+    const int lane = int(threadIdx.x);
+    scratch[lane] = value;
+    __syncthreads();
+    for (int half = kBlock / 2; half > 0; half /= 2) {
+        tree_pass(scratch, lane, half);
+        __syncthreads();
+    }
+    const T total = scratch[0];
+    __syncthreads();  // every lane has read scratch[0] before it is reused
+    return total;
+}
+
 inline unsigned grid_for(int64_t n) { return unsigned(launch_blocks(n, kThreads)); }
 // Blocks for one-block-per-row kernels (each block loops over rows blockIdx.x, + gridDim.x, ...).
 inline unsigned row_blocks(int64_t rows) { return unsigned(launch_blocks(rows, 1)); }

@@ -13,18 +13,7 @@ namespace ssmtune::cuda {
 namespace {
 
 // Sum of `value` over the block's lanes by the fixed tree; every lane gets the total. `scratch` has kThreads.
-__device__ double block_sum(double value, double* scratch) {
-    const int lane = int(threadIdx.x);
-    scratch[lane] = value;
-    __syncthreads();
-    for (int half = kThreads / 2; half > 0; half /= 2) {
-        tree_pass(scratch, lane, half);
-        __syncthreads();
-    }
-    const double total = scratch[0];
-    __syncthreads();  // everyone has read scratch[0] before it is reused
-    return total;
-}
+__device__ double block_sum(double value, double* scratch) { return block_tree_sum<kThreads>(value, scratch); }
 
 template <class T>
 __global__ void rmsnorm_forward_kernel(const T* x, const T* w, T* out, double* rstd, int64_t rows, int64_t D, double eps) {

@@ -48,14 +48,8 @@ __global__ void vandermonde_backward_kernel(const double* modes, const T* gK, do
             part[3] += im * double(l);
         }
         for (int k = 0; k < 4; ++k) {
-            scratch[lane] = part[k];
-            __syncthreads();
-            for (int half = kThreads / 2; half > 0; half /= 2) {
-                tree_pass(scratch, lane, half);
-                __syncthreads();
-            }
-            if (lane == 0) sums[hn * 4 + k] = scratch[0];
-            __syncthreads();
+            const double total = block_tree_sum<kThreads>(part[k], scratch);
+            if (lane == 0) sums[hn * 4 + k] = total;
         }
     }
 }

@@ -49,22 +49,40 @@ Tensor run_scan(const std::vector<Tensor>& in, bool extras) {
 
 GpuTolerance scan_tolerance(DType t) { return t == DType::F64 ? GpuTolerance{1e-9, 1e-10} : GpuTolerance{6e-4, 2e-3}; }
 
+// The shapes both scans are checked on: odd L, L = 1, one chunk + 1, several backward groups, N from 1 to 64.
+const std::vector<ScanCase> kScanCases = {
+    {2, 5, 16, 37, false, false}, {2, 5, 16, 37, true, false}, {1, 3, 4, 1, true, true},
+    {2, 33, 8, 513, true, false}, {1, 70, 16, 1300, true, true}, {2, 4, 64, 600, false, false},
+    {1, 2, 1, 512, true, false}};
+
+std::string case_name(const std::string& scan, DType t, const ScanCase& c) {
+    return scan + (t == DType::F64 ? "F64" : "F32") + " B=" + std::to_string(c.B) + " E=" + std::to_string(c.E) +
+           " N=" + std::to_string(c.N) + " L=" + std::to_string(c.L) + (c.extras ? " all options" : "") +
+           (c.h0_batched ? " batched h0" : "");
+}
+
+// The gradients of Σ f(x)² for GPU copies of `inputs`, computed twice: the same bits (no atomics).
+void expect_backward_bits_twice(const std::vector<Tensor>& inputs, const TensorsFn& f) {
+    std::vector<std::vector<float>> first;
+    for (int run = 0; run < 2; ++run) {
+        std::vector<Tensor> leaves;
+        for (const Tensor& x : inputs) leaves.push_back(gpu_leaf(x));
+        ops::sum(ops::mul(f(leaves), f(leaves))).backward();
+        for (size_t k = 0; k < leaves.size(); ++k) {
+            const std::vector<float> v = leaves[k].grad().to_vector<float>();
+            if (run == 0) first.push_back(v);
+            else CHECK(v == first[k]);
+        }
+    }
+}
+
 }  // namespace
 
 TEST_CASE("gpu: selective scan forward and every gradient match the CPU op") {
-    const std::vector<ScanCase> cases = {
-        {2, 5, 16, 37, false, false},  {2, 5, 16, 37, true, false},  {1, 3, 4, 1, true, true},
-        {2, 33, 8, 513, true, false},  {1, 70, 16, 1300, true, true}, {2, 4, 64, 600, false, false},
-        {1, 2, 1, 512, true, false}};
     for (DType t : {DType::F32, DType::F64})
-        for (const ScanCase& c : cases) {
-            const std::string name = std::string(t == DType::F64 ? "F64" : "F32") + " B=" + std::to_string(c.B) +
-                                     " E=" + std::to_string(c.E) + " N=" + std::to_string(c.N) + " L=" +
-                                     std::to_string(c.L) + (c.extras ? " all options" : "") +
-                                     (c.h0_batched ? " batched h0" : "");
-            expect_op_matches_cpu(name, [&](const auto& in) { return run_scan(in, c.extras); }, scan_inputs(c, t, 7),
-                                  scan_tolerance(t), scan_tolerance(t));
-        }
+        for (const ScanCase& c : kScanCases)
+            expect_op_matches_cpu(case_name("", t, c), [&](const auto& in) { return run_scan(in, c.extras); },
+                                  scan_inputs(c, t, 7), scan_tolerance(t), scan_tolerance(t));
 }
 
 TEST_CASE("gpu: selective scan matches the sequential reference at L = 16384") {
@@ -84,18 +102,8 @@ TEST_CASE("gpu: selective scan matches the sequential reference at L = 16384") {
 }
 
 TEST_CASE("gpu: selective scan backward gives the same bits twice") {
-    const ScanCase c{2, 40, 16, 700, true, false};
-    std::vector<std::vector<float>> first;
-    for (int run = 0; run < 2; ++run) {
-        std::vector<Tensor> g;
-        for (const Tensor& x : scan_inputs(c, DType::F32, 21)) g.push_back(gpu_leaf(x));
-        ops::sum(ops::mul(run_scan(g, true), run_scan(g, true))).backward();
-        for (size_t k = 0; k < g.size(); ++k) {
-            const std::vector<float> v = g[k].grad().to_vector<float>();
-            if (run == 0) first.push_back(v);
-            else CHECK(v == first[k]);
-        }
-    }
+    expect_backward_bits_twice(scan_inputs(ScanCase{2, 40, 16, 700, true, false}, DType::F32, 21),
+                               [](const auto& in) { return run_scan(in, true); });
 }
 
 namespace {
@@ -138,19 +146,10 @@ Tensor run_horn(const std::vector<Tensor>& in, bool extras) {
 }  // namespace
 
 TEST_CASE("gpu: Longhorn scan forward and every gradient match the CPU op") {
-    const std::vector<ScanCase> cases = {
-        {2, 5, 16, 37, false, false}, {2, 5, 16, 37, true, false}, {1, 3, 4, 1, true, true},
-        {2, 33, 8, 513, true, false}, {1, 70, 16, 1300, true, true}, {2, 4, 64, 600, false, false},
-        {1, 2, 1, 512, true, false}};
     for (DType t : {DType::F32, DType::F64})
-        for (const ScanCase& c : cases) {
-            const std::string name = std::string("Longhorn ") + (t == DType::F64 ? "F64" : "F32") + " B=" +
-                                     std::to_string(c.B) + " E=" + std::to_string(c.E) + " N=" + std::to_string(c.N) +
-                                     " L=" + std::to_string(c.L) + (c.extras ? " all options" : "") +
-                                     (c.h0_batched ? " batched h0" : "");
-            expect_op_matches_cpu(name, [&](const auto& in) { return run_horn(in, c.extras); }, horn_inputs(c, t, 3),
-                                  scan_tolerance(t), scan_tolerance(t));
-        }
+        for (const ScanCase& c : kScanCases)
+            expect_op_matches_cpu(case_name("Longhorn ", t, c), [&](const auto& in) { return run_horn(in, c.extras); },
+                                  horn_inputs(c, t, 3), scan_tolerance(t), scan_tolerance(t));
 }
 
 TEST_CASE("gpu: Longhorn scan matches the sequential reference at L = 16384, and its backward gives the same bits twice") {
@@ -164,16 +163,6 @@ TEST_CASE("gpu: Longhorn scan matches the sequential reference at L = 16384, and
     expect_gpu_close(r.out, ref.out, scan_tolerance(DType::F32), "Longhorn out vs reference");
     expect_gpu_close(r.last_state, ref.last_state, scan_tolerance(DType::F32), "Longhorn last state vs reference");
 
-    const ScanCase d{2, 40, 16, 700, true, false};
-    std::vector<std::vector<float>> first;
-    for (int run = 0; run < 2; ++run) {
-        std::vector<Tensor> leaves;
-        for (const Tensor& x : horn_inputs(d, DType::F32, 23)) leaves.push_back(gpu_leaf(x));
-        ops::sum(ops::mul(run_horn(leaves, true), run_horn(leaves, true))).backward();
-        for (size_t k = 0; k < leaves.size(); ++k) {
-            const std::vector<float> v = leaves[k].grad().to_vector<float>();
-            if (run == 0) first.push_back(v);
-            else CHECK(v == first[k]);
-        }
-    }
+    expect_backward_bits_twice(horn_inputs(ScanCase{2, 40, 16, 700, true, false}, DType::F32, 23),
+                               [](const auto& in) { return run_horn(in, true); });
 }
