@@ -66,7 +66,7 @@ void causal_conv1d_forward(int device, DType dtype, const void* x, const void* w
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "causal_conv1d_forward", [&](auto tag) {
         using T = decltype(tag);
-        conv_forward_kernel<T><<<grid_for(B * C * L), kThreads, 0, s>>>(
+        SSMTUNE_LAUNCH(grid_for(B * C * L), kThreads, s, conv_forward_kernel<T>)(
             static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<T*>(out), B, C,
             L, K);
     });
@@ -86,10 +86,10 @@ void causal_conv1d_backward(int device, DType dtype, const void* g, const void* 
     dispatch_f32_f64(dtype, "causal_conv1d_backward", [&](auto tag) {
         using T = decltype(tag);
         if (dx)
-            conv_backward_dx_kernel<T><<<grid_for(B * C * L), kThreads, 0, s>>>(
+            SSMTUNE_LAUNCH(grid_for(B * C * L), kThreads, s, conv_backward_dx_kernel<T>)(
                 static_cast<const T*>(g), static_cast<const T*>(w), static_cast<T*>(dx), B, C, L, K);
         if (dw || dbias)
-            conv_backward_params_kernel<T><<<row_blocks(C), kThreads, 0, s>>>(
+            SSMTUNE_LAUNCH(row_blocks(C), kThreads, s, conv_backward_params_kernel<T>)(
                 static_cast<const T*>(g), static_cast<const T*>(x), static_cast<T*>(dw), static_cast<T*>(dbias), B, C, L,
                 K);
     });

@@ -83,7 +83,7 @@ void index_select_forward(int device, DType dtype, const void* x, const int64_t*
     cudaStream_t s = stream(device);
     dispatch_bits(dtype, [&](auto u) {
         using U = decltype(u);
-        index_select_kernel<U><<<grid_for(total), kThreads, 0, s>>>(static_cast<const U*>(x), idx, static_cast<U*>(out),
+        SSMTUNE_LAUNCH(grid_for(total), kThreads, s, index_select_kernel<U>)(static_cast<const U*>(x), idx, static_cast<U*>(out),
                                                                     P, n, K, Q);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
@@ -96,7 +96,7 @@ void index_select_backward(int device, DType dtype, const void* g, const int64_t
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "index_select_backward", [&](auto tag) {
         using T = decltype(tag);
-        index_select_backward_kernel<T><<<grid_for(total), kThreads, 0, s>>>(
+        SSMTUNE_LAUNCH(grid_for(total), kThreads, s, index_select_backward_kernel<T>)(
             static_cast<const T*>(g), offsets, positions, static_cast<T*>(dx), P, n, K, Q);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
@@ -107,16 +107,16 @@ void nonzero_mask(int device, DType cond_dtype, const void* cond, uint8_t* mask,
     cudaStream_t s = stream(device);
     const unsigned grid = grid_for(n);
     switch (cond_dtype) {
-        case DType::F32: nonzero_mask_kernel<float><<<grid, kThreads, 0, s>>>(static_cast<const float*>(cond), mask, n, ix); break;
-        case DType::F64: nonzero_mask_kernel<double><<<grid, kThreads, 0, s>>>(static_cast<const double*>(cond), mask, n, ix); break;
-        case DType::I64: nonzero_mask_kernel<int64_t><<<grid, kThreads, 0, s>>>(static_cast<const int64_t*>(cond), mask, n, ix); break;
-        case DType::I32: nonzero_mask_kernel<int32_t><<<grid, kThreads, 0, s>>>(static_cast<const int32_t*>(cond), mask, n, ix); break;
-        case DType::I16: nonzero_mask_kernel<int16_t><<<grid, kThreads, 0, s>>>(static_cast<const int16_t*>(cond), mask, n, ix); break;
-        case DType::I8: nonzero_mask_kernel<int8_t><<<grid, kThreads, 0, s>>>(static_cast<const int8_t*>(cond), mask, n, ix); break;
+        case DType::F32: SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_kernel<float>)(static_cast<const float*>(cond), mask, n, ix); break;
+        case DType::F64: SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_kernel<double>)(static_cast<const double*>(cond), mask, n, ix); break;
+        case DType::I64: SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_kernel<int64_t>)(static_cast<const int64_t*>(cond), mask, n, ix); break;
+        case DType::I32: SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_kernel<int32_t>)(static_cast<const int32_t*>(cond), mask, n, ix); break;
+        case DType::I16: SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_kernel<int16_t>)(static_cast<const int16_t*>(cond), mask, n, ix); break;
+        case DType::I8: SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_kernel<int8_t>)(static_cast<const int8_t*>(cond), mask, n, ix); break;
         case DType::U8:
-        case DType::BOOL: nonzero_mask_kernel<uint8_t><<<grid, kThreads, 0, s>>>(static_cast<const uint8_t*>(cond), mask, n, ix); break;
+        case DType::BOOL: SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_kernel<uint8_t>)(static_cast<const uint8_t*>(cond), mask, n, ix); break;
         case DType::F16:
-        case DType::BF16: nonzero_mask_16bit_kernel<<<grid, kThreads, 0, s>>>(static_cast<const uint16_t*>(cond), mask, n, ix); break;
+        case DType::BF16: SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_16bit_kernel)(static_cast<const uint16_t*>(cond), mask, n, ix); break;
     }
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
@@ -127,7 +127,7 @@ void select_by_mask(int device, DType dtype, const uint8_t* mask, bool keep, con
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "select_by_mask", [&](auto tag) {
         using T = decltype(tag);
-        select_kernel<T><<<grid_for(n), kThreads, 0, s>>>(mask, keep, static_cast<const T*>(a), static_cast<const T*>(b),
+        SSMTUNE_LAUNCH(grid_for(n), kThreads, s, select_kernel<T>)(mask, keep, static_cast<const T*>(a), static_cast<const T*>(b),
                                                           static_cast<T*>(out), n, ix);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
@@ -135,7 +135,7 @@ void select_by_mask(int device, DType dtype, const uint8_t* mask, bool keep, con
 
 void dropout_mask(int device, uint8_t* mask, int64_t n, uint64_t seed, uint64_t first, double p) {
     if (n == 0) return;
-    dropout_mask_kernel<<<grid_for(n), kThreads, 0, stream(device)>>>(mask, n, seed, first, p);
+    SSMTUNE_LAUNCH(grid_for(n), kThreads, stream(device), dropout_mask_kernel)(mask, n, seed, first, p);
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
 
@@ -144,7 +144,7 @@ void apply_mask(int device, DType dtype, const void* src, const uint8_t* mask, d
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "apply_mask", [&](auto tag) {
         using T = decltype(tag);
-        apply_mask_kernel<T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(src), mask, T(scale),
+        SSMTUNE_LAUNCH(grid_for(n), kThreads, s, apply_mask_kernel<T>)(static_cast<const T*>(src), mask, T(scale),
                                                               static_cast<T*>(out), n);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();

@@ -12,6 +12,7 @@
 // and s4d.cu.
 // Not here: the S4D initial-state response (CPU only).
 #pragma once
+#define SSMTUNE_CUDA_KERNELS_H_SEEN  // tests/emulation/emulated_kernels.h checks it
 
 #include <cstdint>
 
@@ -20,7 +21,7 @@
 #include "engine/dtype.h"
 #include "ops/elementwise_math.h"
 
-#ifdef SSMTUNE_WITH_CUDA
+#if defined(SSMTUNE_WITH_CUDA) || defined(SSMTUNE_CUDA_EMULATION)
 #define SSMTUNE_LAUNCHER
 #define SSMTUNE_LAUNCHER_BODY ;
 #else

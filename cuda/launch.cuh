@@ -12,6 +12,14 @@ namespace ssmtune::cuda {
 
 constexpr int kThreads = 256;  // threads per block of the elementwise and row kernels (a power of two)
 
+// SSMTUNE_LAUNCH(grid, block, stream, kernel)(args...) is kernel<<<grid, block, 0, stream>>>(args...); in the host
+// emulation (cuda/emulation/host_simt.h) the same launch runs the kernel on a team of host threads.
+#ifdef SSMTUNE_CUDA_EMULATION
+#define SSMTUNE_LAUNCH(grid, block, stream, ...) ((void)(stream), ::ssmtune_simt::launch(grid, block, __VA_ARGS__))
+#else
+#define SSMTUNE_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<grid, block, 0, stream>>>
+#endif
+
 // for (i = global thread; i < n; i += grid size)
 #define SSMTUNE_GRID_LOOP(i, n)                                                                   \
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);                   \

@@ -104,7 +104,7 @@ void rmsnorm_forward(int device, DType dtype, const void* x, const void* w, void
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "rmsnorm_forward", [&](auto tag) {
         using T = decltype(tag);
-        rmsnorm_forward_kernel<T><<<row_blocks(rows), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<const T*>(w),
+        SSMTUNE_LAUNCH(row_blocks(rows), kThreads, s, rmsnorm_forward_kernel<T>)(static_cast<const T*>(x), static_cast<const T*>(w),
                                                                       static_cast<T*>(out), rstd, rows, D, eps);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
@@ -116,7 +116,7 @@ void rmsnorm_backward_dx(int device, DType dtype, const void* g, const void* x, 
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "rmsnorm_backward_dx", [&](auto tag) {
         using T = decltype(tag);
-        rmsnorm_backward_dx_kernel<T><<<row_blocks(rows), kThreads, 0, s>>>(
+        SSMTUNE_LAUNCH(row_blocks(rows), kThreads, s, rmsnorm_backward_dx_kernel<T>)(
             static_cast<const T*>(g), static_cast<const T*>(x), static_cast<const T*>(w), rstd, static_cast<T*>(dx),
             rows, D);
     });
@@ -129,7 +129,7 @@ void layernorm_forward(int device, DType dtype, const void* x, const void* w, co
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "layernorm_forward", [&](auto tag) {
         using T = decltype(tag);
-        layernorm_forward_kernel<T><<<row_blocks(rows), kThreads, 0, s>>>(
+        SSMTUNE_LAUNCH(row_blocks(rows), kThreads, s, layernorm_forward_kernel<T>)(
             static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), static_cast<T*>(out), xhat,
             rstd, rows, D, eps);
     });
@@ -142,7 +142,7 @@ void layernorm_backward_dx(int device, DType dtype, const void* g, const void* w
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "layernorm_backward_dx", [&](auto tag) {
         using T = decltype(tag);
-        layernorm_backward_dx_kernel<T><<<row_blocks(rows), kThreads, 0, s>>>(
+        SSMTUNE_LAUNCH(row_blocks(rows), kThreads, s, layernorm_backward_dx_kernel<T>)(
             static_cast<const T*>(g), static_cast<const T*>(w), xhat, rstd, static_cast<T*>(dx), rows, D);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
@@ -154,7 +154,7 @@ void norm_column_sums(int device, DType dtype, int kind, const void* g, const vo
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "norm_column_sums", [&](auto tag) {
         using T = decltype(tag);
-        column_sums_kernel<T><<<grid_for(D), kThreads, 0, s>>>(kind, static_cast<const T*>(g),
+        SSMTUNE_LAUNCH(grid_for(D), kThreads, s, column_sums_kernel<T>)(kind, static_cast<const T*>(g),
                                                                static_cast<const T*>(other), xhat, rstd,
                                                                static_cast<T*>(out), rows, D);
     });

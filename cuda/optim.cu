@@ -32,7 +32,7 @@ void adamw_update(int device, DType dtype, void* p, const void* g, void* m, void
     cudaStream_t st = stream(device);
     dispatch_f32_f64(dtype, "adamw_update", [&](auto tag) {
         using T = decltype(tag);
-        adamw_kernel<T><<<grid_for(n), kThreads, 0, st>>>(static_cast<T*>(p), static_cast<const T*>(g),
+        SSMTUNE_LAUNCH(grid_for(n), kThreads, st, adamw_kernel<T>)(static_cast<T*>(p), static_cast<const T*>(g),
                                                           static_cast<T*>(m), static_cast<T*>(v),
                                                           static_cast<T*>(vmax), n, autograd::adam_factors<T>(s));
     });
@@ -44,7 +44,7 @@ void sgd_update(int device, DType dtype, void* p, const void* g, void* buf, int6
     cudaStream_t st = stream(device);
     dispatch_f32_f64(dtype, "sgd_update", [&](auto tag) {
         using T = decltype(tag);
-        sgd_kernel<T><<<grid_for(n), kThreads, 0, st>>>(static_cast<T*>(p), static_cast<const T*>(g),
+        SSMTUNE_LAUNCH(grid_for(n), kThreads, st, sgd_kernel<T>)(static_cast<T*>(p), static_cast<const T*>(g),
                                                         static_cast<T*>(buf), n, s);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
@@ -55,7 +55,7 @@ void scale_inplace(int device, DType dtype, void* x, int64_t n, double factor) {
     cudaStream_t st = stream(device);
     dispatch_f32_f64(dtype, "scale_inplace", [&](auto tag) {
         using T = decltype(tag);
-        scale_kernel<T><<<grid_for(n), kThreads, 0, st>>>(static_cast<T*>(x), n, T(factor));
+        SSMTUNE_LAUNCH(grid_for(n), kThreads, st, scale_kernel<T>)(static_cast<T*>(x), n, T(factor));
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }

@@ -5,9 +5,13 @@
 // Not here: anything a host-only file may include (see runtime.h, kernels.h).
 #pragma once
 
+#ifdef SSMTUNE_CUDA_EMULATION
+#include "cuda/emulation/host_simt.h"  // the kernels compiled as host code (tests/emulation/)
+#else
 #include <cublas_v2.h>
 #include <cufft.h>
 #include <cuda_runtime.h>
+#endif
 
 #include "engine/error.h"
 

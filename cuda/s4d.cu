@@ -151,16 +151,16 @@ void long_conv_fft(int device, cudaStream_t s, int mode, const T* a, const T* k,
     auto* rk_p = static_cast<double*>(rk.p);
     auto* fa_p = static_cast<cufftDoubleComplex*>(fa.p);
     auto* fk_p = static_cast<cufftDoubleComplex*>(fk.p);
-    pad_rows_kernel<T><<<grid_for(rows * n), kThreads, 0, s>>>(a, rows, L, n, ra_p);
-    pad_rows_kernel<T><<<grid_for(k_rows * n), kThreads, 0, s>>>(k, k_rows, k_len, n, rk_p);
+    SSMTUNE_LAUNCH(grid_for(rows * n), kThreads, s, pad_rows_kernel<T>)(a, rows, L, n, ra_p);
+    SSMTUNE_LAUNCH(grid_for(k_rows * n), kThreads, s, pad_rows_kernel<T>)(k, k_rows, k_len, n, rk_p);
     SSMTUNE_CUDA_LAUNCH_CHECK();
     SSMTUNE_CUFFT_CHECK(cufftExecD2Z(fft_plan(device, int(n), int(rows), false, true), ra_p, fa_p));
     SSMTUNE_CUFFT_CHECK(cufftExecD2Z(fft_plan(device, int(n), int(k_rows), false, true), rk_p, fk_p));
-    spectrum_product_kernel<<<grid_for(rows * m), kThreads, 0, s>>>(fa_p, fk_p, fa_p, rows, k_rows, m, mode != 0);
+    SSMTUNE_LAUNCH(grid_for(rows * m), kThreads, s, spectrum_product_kernel)(fa_p, fk_p, fa_p, rows, k_rows, m, mode != 0);
     SSMTUNE_CUDA_LAUNCH_CHECK();
     SSMTUNE_CUFFT_CHECK(cufftExecZ2D(fft_plan(device, int(n), int(rows), true, true), fa_p, ra_p));
-    if (mode == 2) sum_batch_rows_kernel<T><<<grid_for(H * Lk), kThreads, 0, s>>>(ra_p, B, H, n, Lk, out);
-    else take_rows_kernel<T><<<grid_for(rows * L), kThreads, 0, s>>>(ra_p, rows, n, L, out);
+    if (mode == 2) SSMTUNE_LAUNCH(grid_for(H * Lk), kThreads, s, sum_batch_rows_kernel<T>)(ra_p, B, H, n, Lk, out);
+    else SSMTUNE_LAUNCH(grid_for(rows * L), kThreads, s, take_rows_kernel<T>)(ra_p, rows, n, L, out);
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
 
@@ -171,7 +171,7 @@ void s4d_vandermonde(int device, DType dtype, const double* modes, void* K, int6
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "s4d_vandermonde", [&](auto tag) {
         using T = decltype(tag);
-        vandermonde_kernel<T><<<grid_for(H * L), kThreads, 0, s>>>(modes, static_cast<T*>(K), H, M, L);
+        SSMTUNE_LAUNCH(grid_for(H * L), kThreads, s, vandermonde_kernel<T>)(modes, static_cast<T*>(K), H, M, L);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
@@ -182,7 +182,7 @@ void s4d_vandermonde_backward(int device, DType dtype, const double* modes, cons
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "s4d_vandermonde_backward", [&](auto tag) {
         using T = decltype(tag);
-        vandermonde_backward_kernel<T><<<row_blocks(H * M), kThreads, 0, s>>>(modes, static_cast<const T*>(gK), sums,
+        SSMTUNE_LAUNCH(row_blocks(H * M), kThreads, s, vandermonde_backward_kernel<T>)(modes, static_cast<const T*>(gK), sums,
                                                                               H, M, L);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
@@ -202,7 +202,7 @@ void long_conv(int device, DType dtype, int mode, bool fft, const void* a, const
         } else if (B == 0 || L == 0) {  // an empty sum
             fill(device, out, dtype, total, 0.0);
         } else {
-            conv_direct_kernel<T><<<grid_for(total), kThreads, 0, s>>>(mode, pa, pk, po, B, H, L, Lk);
+            SSMTUNE_LAUNCH(grid_for(total), kThreads, s, conv_direct_kernel<T>)(mode, pa, pk, po, B, H, L, Lk);
             SSMTUNE_CUDA_LAUNCH_CHECK();
         }
     });

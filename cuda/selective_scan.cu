@@ -301,7 +301,7 @@ void selective_scan_forward(int device, DType dtype, const SelectiveScanParams& 
     const dim3 grid(unsigned(p.E), unsigned(p.batch));
     dispatch_f32_f64(dtype, "selective_scan_forward", [&](auto tag) {
         using T = decltype(tag);
-        scan_forward_kernel<T><<<grid, kScanThreads, 0, s>>>(typed<T>(p), static_cast<T*>(out), static_cast<T*>(y_pre),
+        SSMTUNE_LAUNCH(grid, kScanThreads, s, scan_forward_kernel<T>)(typed<T>(p), static_cast<T*>(out), static_cast<T*>(y_pre),
                                                              static_cast<T*>(last), static_cast<T*>(chunk_states), chunks);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
@@ -313,7 +313,7 @@ void selective_scan_forward_sequential(int device, DType dtype, const SelectiveS
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "selective_scan_forward_sequential", [&](auto tag) {
         using T = decltype(tag);
-        scan_sequential_kernel<T><<<unsigned(launch_blocks(p.batch * p.E, 64)), 64, 0, s>>>(
+        SSMTUNE_LAUNCH(unsigned(launch_blocks(p.batch * p.E, 64)), 64, s, scan_sequential_kernel<T>)(
             typed<T>(p), static_cast<T*>(out), static_cast<T*>(last));
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
@@ -333,7 +333,7 @@ void selective_scan_backward(int device, DType dtype, const SelectiveScanParams&
                           static_cast<T*>(g.dstate_offset_part), static_cast<T*>(g.dh0_part),
                           static_cast<T*>(g.dD_part), static_cast<T*>(g.ddelta_bias_part),
                           static_cast<T*>(g.doutput_offset_part)};
-        scan_backward_kernel<T><<<grid, kScanThreads, 0, s>>>(typed<T>(p), static_cast<const T*>(chunk_states),
+        SSMTUNE_LAUNCH(grid, kScanThreads, s, scan_backward_kernel<T>)(typed<T>(p), static_cast<const T*>(chunk_states),
                                                               static_cast<const T*>(y_pre),
                                                               static_cast<const T*>(gout),
                                                               static_cast<const T*>(glast), gt, chunks, groups);

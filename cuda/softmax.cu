@@ -70,7 +70,7 @@ void softmax_rows(int device, DType dtype, const void* x, void* y, int64_t rows,
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "softmax_rows", [&](auto tag) {
         using T = decltype(tag);
-        softmax_rows_kernel<T><<<row_blocks(rows), kThreads, 0, s>>>(
+        SSMTUNE_LAUNCH(row_blocks(rows), kThreads, s, softmax_rows_kernel<T>)(
             static_cast<const T*>(x), static_cast<T*>(y), rows, n, log_space);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
@@ -82,7 +82,7 @@ void nll_rows(int device, DType dtype, const void* logp, const int64_t* target, 
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "nll_rows", [&](auto tag) {
         using T = decltype(tag);
-        nll_rows_kernel<T><<<grid_for(rows), kThreads, 0, s>>>(static_cast<const T*>(logp), target,
+        SSMTUNE_LAUNCH(grid_for(rows), kThreads, s, nll_rows_kernel<T>)(static_cast<const T*>(logp), target,
                                                                static_cast<T*>(loss_rows), rows, n, ignore_index);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
@@ -94,7 +94,7 @@ void cross_entropy_backward(int device, DType dtype, const void* logp, const int
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "cross_entropy_backward", [&](auto tag) {
         using T = decltype(tag);
-        cross_entropy_backward_kernel<T><<<grid_for(rows * n), kThreads, 0, s>>>(
+        SSMTUNE_LAUNCH(grid_for(rows * n), kThreads, s, cross_entropy_backward_kernel<T>)(
             static_cast<const T*>(logp), target, static_cast<T*>(d), rows, n, ignore_index, scale);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();

@@ -94,7 +94,9 @@ Tensor copy_to(const Tensor& src, DType dtype, Device device) {
         copy_into(out, src);
         return out;
     }
-    // A GPU is involved and the bytes need converting or gathering: do that on the host, then send.
+    // A GPU is involved and the bytes need gathering or converting. Gather where the source lives (a strided copy
+    // on its own device), convert on the host, then send.
+    if (!src.is_contiguous()) return copy_to(copy_to(src, src.dtype(), src.device()), dtype, device);
     Tensor host = src.device().is_cpu() ? src : copy_to(src, src.dtype(), Device::cpu());
     Tensor converted = copy_to(host, dtype, Device::cpu());
     return device.is_cpu() ? converted : copy_to(converted, dtype, device);

@@ -132,7 +132,7 @@ Tensor Tensor::narrow(int64_t d, int64_t start, int64_t length) const {
     sh[size_t(d)] = length;
     Tensor out = as_strided(sh, strides(), offset() + start * strides()[size_t(d)]);
     autograd::record("narrow", {*this}, {out}, [in_shape = shape(), d, start, length](const auto& g, const auto&) {
-        Tensor full = Tensor::zeros(in_shape, g[0].dtype());
+        Tensor full = Tensor::zeros(in_shape, g[0].dtype(), g[0].device());
         Tensor window = full.detach().narrow(d, start, length);
         copy_into(window, g[0]);
         return std::vector<Tensor>{full};

@@ -175,7 +175,7 @@ TEST_CASE("gpu: caching allocator reuses freed blocks and reports its bytes") {
     CHECK(cuda::memory_stats().cached == 0);
 }
 
-TEST_CASE("gpu: mixed devices and ops without a GPU kernel are clean errors") {
+TEST_CASE("gpu: mixed devices and inputs a GPU kernel cannot take are clean errors") {
     const Tensor c = Tensor::randn({3}, 18), g = c.to(Device::cuda());
     std::string msg;
     try {
@@ -185,13 +185,14 @@ TEST_CASE("gpu: mixed devices and ops without a GPU kernel are clean errors") {
     }
     CHECK(msg.find("devices differ") != std::string::npos);
     msg.clear();
-    try {  // the Longhorn scan has no CUDA kernel yet
-        const Tensor x = Tensor::randn({1, 2, 5}, 3).to(Device::cuda()), k = Tensor::randn({1, 3, 5}, 4).to(Device::cuda());
-        ops::longhorn_scan(x, x, k, k);
+    try {  // the conv kernel takes widths up to kMaxConvWidth = 8
+        const Tensor x = Tensor::randn({1, 2, 5}, 3).to(Device::cuda()), w = Tensor::randn({2, 9}, 4).to(Device::cuda());
+        ops::causal_conv1d(x, w);
     } catch (const Error& e) {
         msg = e.what();
     }
-    CHECK(msg.find("no kernel for that device") != std::string::npos);
+    CHECK(msg.find("above the CUDA kernel's") != std::string::npos);
+    CHECK(msg.find("fix: run this conv on the CPU") != std::string::npos);
 }
 
 TEST_CASE("gpu: embedding and index_select, with repeated indices in the backward") {
