@@ -90,8 +90,8 @@ void causal_conv1d_backward(int device, DType dtype, const void* g, const void* 
                 static_cast<const T*>(g), static_cast<const T*>(w), static_cast<T*>(dx), B, C, L, K);
         if (dw || dbias)
             SSMTUNE_LAUNCH(row_blocks(C), kThreads, s, conv_backward_params_kernel<T>)(
-                static_cast<const T*>(g), static_cast<const T*>(x), static_cast<T*>(dw), static_cast<T*>(dbias), B, C, L,
-                K);
+                static_cast<const T*>(g), static_cast<const T*>(x), static_cast<T*>(dw), static_cast<T*>(dbias), B, C,
+                L, K);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }

@@ -100,7 +100,8 @@ void copy_strided(int device, void* dst, const void* src, DType dtype, int64_t n
     cudaStream_t s = stream(device);
     dispatch_bits(dtype, [&](auto u) {
         using U = decltype(u);
-        SSMTUNE_LAUNCH(grid_for(n), kThreads, s, copy_strided_kernel<U>)(static_cast<U*>(dst), static_cast<const U*>(src), n, ix);
+        SSMTUNE_LAUNCH(grid_for(n), kThreads, s, copy_strided_kernel<U>)(
+            static_cast<U*>(dst), static_cast<const U*>(src), n, ix);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
@@ -112,8 +113,8 @@ void convert(int device, void* dst, DType to, const void* src, DType from, int64
         dispatch_numeric(from, [&](auto from_tag) {
             using To = decltype(to_tag);
             using From = decltype(from_tag);
-            SSMTUNE_LAUNCH(grid_for(n), kThreads, s, convert_kernel<To, From>)(static_cast<To*>(dst),
-                                                                      static_cast<const From*>(src), n);
+            SSMTUNE_LAUNCH(grid_for(n), kThreads, s, convert_kernel<To, From>)(
+                static_cast<To*>(dst), static_cast<const From*>(src), n);
         });
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
@@ -125,8 +126,8 @@ void unary_forward(int device, ops::UnaryKind kind, const ops::UnaryParams& prm,
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "unary_forward", [&](auto tag) {
         using T = decltype(tag);
-        SSMTUNE_LAUNCH(grid_for(n), kThreads, s, unary_forward_kernel<T>)(kind, prm, static_cast<const T*>(x),
-                                                                 static_cast<T*>(y), n);
+        SSMTUNE_LAUNCH(grid_for(n), kThreads, s, unary_forward_kernel<T>)(
+            kind, prm, static_cast<const T*>(x), static_cast<T*>(y), n);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
@@ -137,9 +138,9 @@ void unary_backward(int device, ops::UnaryKind kind, const ops::UnaryParams& prm
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "unary_backward", [&](auto tag) {
         using T = decltype(tag);
-        SSMTUNE_LAUNCH(grid_for(n), kThreads, s, unary_backward_kernel<T>)(kind, prm, static_cast<const T*>(g),
-                                                                  static_cast<const T*>(x), static_cast<const T*>(y),
-                                                                  static_cast<T*>(dx), n);
+        SSMTUNE_LAUNCH(grid_for(n), kThreads, s, unary_backward_kernel<T>)(
+            kind, prm, static_cast<const T*>(g), static_cast<const T*>(x), static_cast<const T*>(y),
+            static_cast<T*>(dx), n);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
@@ -150,8 +151,8 @@ void binary_forward(int device, ops::BinaryKind kind, DType dtype, const void* a
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "binary_forward", [&](auto tag) {
         using T = decltype(tag);
-        SSMTUNE_LAUNCH(grid_for(n), kThreads, s, binary_kernel<T>)(kind, static_cast<const T*>(a), static_cast<const T*>(b),
-                                                          static_cast<T*>(out), n, ix);
+        SSMTUNE_LAUNCH(grid_for(n), kThreads, s, binary_kernel<T>)(
+            kind, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out), n, ix);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
@@ -161,7 +162,8 @@ void add_inplace(int device, DType dtype, void* dst, const void* src, int64_t n,
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "add_inplace", [&](auto tag) {
         using T = decltype(tag);
-        SSMTUNE_LAUNCH(grid_for(n), kThreads, s, add_inplace_kernel<T>)(static_cast<T*>(dst), static_cast<const T*>(src), n, ix);
+        SSMTUNE_LAUNCH(grid_for(n), kThreads, s, add_inplace_kernel<T>)(
+            static_cast<T*>(dst), static_cast<const T*>(src), n, ix);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }

@@ -83,8 +83,8 @@ void index_select_forward(int device, DType dtype, const void* x, const int64_t*
     cudaStream_t s = stream(device);
     dispatch_bits(dtype, [&](auto u) {
         using U = decltype(u);
-        SSMTUNE_LAUNCH(grid_for(total), kThreads, s, index_select_kernel<U>)(static_cast<const U*>(x), idx, static_cast<U*>(out),
-                                                                    P, n, K, Q);
+        SSMTUNE_LAUNCH(grid_for(total), kThreads, s, index_select_kernel<U>)(
+            static_cast<const U*>(x), idx, static_cast<U*>(out), P, n, K, Q);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
@@ -106,17 +106,24 @@ void nonzero_mask(int device, DType cond_dtype, const void* cond, uint8_t* mask,
     if (n == 0) return;
     cudaStream_t s = stream(device);
     const unsigned grid = grid_for(n);
+    const auto launch = [&](auto tag) {  // the condition's element type C
+        using C = decltype(tag);
+        SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_kernel<C>)(static_cast<const C*>(cond), mask, n, ix);
+    };
     switch (cond_dtype) {
-        case DType::F32: SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_kernel<float>)(static_cast<const float*>(cond), mask, n, ix); break;
-        case DType::F64: SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_kernel<double>)(static_cast<const double*>(cond), mask, n, ix); break;
-        case DType::I64: SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_kernel<int64_t>)(static_cast<const int64_t*>(cond), mask, n, ix); break;
-        case DType::I32: SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_kernel<int32_t>)(static_cast<const int32_t*>(cond), mask, n, ix); break;
-        case DType::I16: SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_kernel<int16_t>)(static_cast<const int16_t*>(cond), mask, n, ix); break;
-        case DType::I8: SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_kernel<int8_t>)(static_cast<const int8_t*>(cond), mask, n, ix); break;
+        case DType::F32: launch(float{}); break;
+        case DType::F64: launch(double{}); break;
+        case DType::I64: launch(int64_t{}); break;
+        case DType::I32: launch(int32_t{}); break;
+        case DType::I16: launch(int16_t{}); break;
+        case DType::I8: launch(int8_t{}); break;
         case DType::U8:
-        case DType::BOOL: SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_kernel<uint8_t>)(static_cast<const uint8_t*>(cond), mask, n, ix); break;
+        case DType::BOOL: launch(uint8_t{}); break;
         case DType::F16:
-        case DType::BF16: SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_16bit_kernel)(static_cast<const uint16_t*>(cond), mask, n, ix); break;
+        case DType::BF16:
+            SSMTUNE_LAUNCH(grid, kThreads, s, nonzero_mask_16bit_kernel)(
+                static_cast<const uint16_t*>(cond), mask, n, ix);
+            break;
     }
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
@@ -127,8 +134,8 @@ void select_by_mask(int device, DType dtype, const uint8_t* mask, bool keep, con
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "select_by_mask", [&](auto tag) {
         using T = decltype(tag);
-        SSMTUNE_LAUNCH(grid_for(n), kThreads, s, select_kernel<T>)(mask, keep, static_cast<const T*>(a), static_cast<const T*>(b),
-                                                          static_cast<T*>(out), n, ix);
+        SSMTUNE_LAUNCH(grid_for(n), kThreads, s, select_kernel<T>)(
+            mask, keep, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out), n, ix);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
@@ -144,8 +151,8 @@ void apply_mask(int device, DType dtype, const void* src, const uint8_t* mask, d
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "apply_mask", [&](auto tag) {
         using T = decltype(tag);
-        SSMTUNE_LAUNCH(grid_for(n), kThreads, s, apply_mask_kernel<T>)(static_cast<const T*>(src), mask, T(scale),
-                                                              static_cast<T*>(out), n);
+        SSMTUNE_LAUNCH(grid_for(n), kThreads, s, apply_mask_kernel<T>)(
+            static_cast<const T*>(src), mask, T(scale), static_cast<T*>(out), n);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }

@@ -104,8 +104,8 @@ void rmsnorm_forward(int device, DType dtype, const void* x, const void* w, void
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "rmsnorm_forward", [&](auto tag) {
         using T = decltype(tag);
-        SSMTUNE_LAUNCH(row_blocks(rows), kThreads, s, rmsnorm_forward_kernel<T>)(static_cast<const T*>(x), static_cast<const T*>(w),
-                                                                      static_cast<T*>(out), rstd, rows, D, eps);
+        SSMTUNE_LAUNCH(row_blocks(rows), kThreads, s, rmsnorm_forward_kernel<T>)(
+            static_cast<const T*>(x), static_cast<const T*>(w), static_cast<T*>(out), rstd, rows, D, eps);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
@@ -154,9 +154,8 @@ void norm_column_sums(int device, DType dtype, int kind, const void* g, const vo
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "norm_column_sums", [&](auto tag) {
         using T = decltype(tag);
-        SSMTUNE_LAUNCH(grid_for(D), kThreads, s, column_sums_kernel<T>)(kind, static_cast<const T*>(g),
-                                                               static_cast<const T*>(other), xhat, rstd,
-                                                               static_cast<T*>(out), rows, D);
+        SSMTUNE_LAUNCH(grid_for(D), kThreads, s, column_sums_kernel<T>)(
+            kind, static_cast<const T*>(g), static_cast<const T*>(other), xhat, rstd, static_cast<T*>(out), rows, D);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }

@@ -32,9 +32,9 @@ void adamw_update(int device, DType dtype, void* p, const void* g, void* m, void
     cudaStream_t st = stream(device);
     dispatch_f32_f64(dtype, "adamw_update", [&](auto tag) {
         using T = decltype(tag);
-        SSMTUNE_LAUNCH(grid_for(n), kThreads, st, adamw_kernel<T>)(static_cast<T*>(p), static_cast<const T*>(g),
-                                                          static_cast<T*>(m), static_cast<T*>(v),
-                                                          static_cast<T*>(vmax), n, autograd::adam_factors<T>(s));
+        SSMTUNE_LAUNCH(grid_for(n), kThreads, st, adamw_kernel<T>)(
+            static_cast<T*>(p), static_cast<const T*>(g), static_cast<T*>(m), static_cast<T*>(v), static_cast<T*>(vmax),
+            n, autograd::adam_factors<T>(s));
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
@@ -44,8 +44,8 @@ void sgd_update(int device, DType dtype, void* p, const void* g, void* buf, int6
     cudaStream_t st = stream(device);
     dispatch_f32_f64(dtype, "sgd_update", [&](auto tag) {
         using T = decltype(tag);
-        SSMTUNE_LAUNCH(grid_for(n), kThreads, st, sgd_kernel<T>)(static_cast<T*>(p), static_cast<const T*>(g),
-                                                        static_cast<T*>(buf), n, s);
+        SSMTUNE_LAUNCH(grid_for(n), kThreads, st, sgd_kernel<T>)(
+            static_cast<T*>(p), static_cast<const T*>(g), static_cast<T*>(buf), n, s);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }

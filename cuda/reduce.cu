@@ -101,11 +101,11 @@ void sum_rows(int device, DType dtype, const void* x, void* out, int64_t rows, i
     dispatch_f32_f64(dtype, "sum_rows", [&](auto tag) {
         using T = decltype(tag);
         if (count < kRowsPerThreadBelow)
-            SSMTUNE_LAUNCH(grid_for(rows), kThreads, s, sum_rows_thread_kernel<T>)(static_cast<const T*>(x),
-                                                                          static_cast<T*>(out), rows, count, scale);
+            SSMTUNE_LAUNCH(grid_for(rows), kThreads, s, sum_rows_thread_kernel<T>)(
+                static_cast<const T*>(x), static_cast<T*>(out), rows, count, scale);
         else
-            SSMTUNE_LAUNCH(row_blocks(rows), kThreads, s, sum_rows_block_kernel<T>)(static_cast<const T*>(x),
-                                                                         static_cast<T*>(out), rows, count, scale);
+            SSMTUNE_LAUNCH(row_blocks(rows), kThreads, s, sum_rows_block_kernel<T>)(
+                static_cast<const T*>(x), static_cast<T*>(out), rows, count, scale);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
@@ -116,8 +116,8 @@ void max_rows(int device, DType dtype, const void* x, void* out, int64_t* index,
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "max_rows", [&](auto tag) {
         using T = decltype(tag);
-        SSMTUNE_LAUNCH(row_blocks(rows), kThreads, s, max_rows_kernel<T>)(static_cast<const T*>(x), static_cast<T*>(out), index,
-                                                               rows, count);
+        SSMTUNE_LAUNCH(row_blocks(rows), kThreads, s, max_rows_kernel<T>)(
+            static_cast<const T*>(x), static_cast<T*>(out), index, rows, count);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
@@ -127,8 +127,8 @@ void scatter_rows(int device, DType dtype, const void* g, const int64_t* index, 
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "scatter_rows", [&](auto tag) {
         using T = decltype(tag);
-        SSMTUNE_LAUNCH(grid_for(rows * count), kThreads, s, scatter_rows_kernel<T>)(static_cast<const T*>(g), index,
-                                                                           static_cast<T*>(dx), rows, count);
+        SSMTUNE_LAUNCH(grid_for(rows * count), kThreads, s, scatter_rows_kernel<T>)(
+            static_cast<const T*>(g), index, static_cast<T*>(dx), rows, count);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
@@ -141,7 +141,8 @@ void sum_squares_chunks(int device, DType dtype, const void* x, int64_t n, int64
     SSMTUNE_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&partials), size_t(chunks) * sizeof(double), s));
     dispatch_f32_f64(dtype, "sum_squares_chunks", [&](auto tag) {
         using T = decltype(tag);
-        SSMTUNE_LAUNCH(row_blocks(chunks), kThreads, s, sum_squares_kernel<T>)(static_cast<const T*>(x), n, chunk, partials);
+        SSMTUNE_LAUNCH(row_blocks(chunks), kThreads, s, sum_squares_kernel<T>)(
+            static_cast<const T*>(x), n, chunk, partials);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
     SSMTUNE_CUDA_CHECK(cudaMemcpyAsync(host_partials, partials, size_t(chunks) * sizeof(double),

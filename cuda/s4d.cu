@@ -156,7 +156,8 @@ void long_conv_fft(int device, cudaStream_t s, int mode, const T* a, const T* k,
     SSMTUNE_CUDA_LAUNCH_CHECK();
     SSMTUNE_CUFFT_CHECK(cufftExecD2Z(fft_plan(device, int(n), int(rows), false, true), ra_p, fa_p));
     SSMTUNE_CUFFT_CHECK(cufftExecD2Z(fft_plan(device, int(n), int(k_rows), false, true), rk_p, fk_p));
-    SSMTUNE_LAUNCH(grid_for(rows * m), kThreads, s, spectrum_product_kernel)(fa_p, fk_p, fa_p, rows, k_rows, m, mode != 0);
+    SSMTUNE_LAUNCH(grid_for(rows * m), kThreads, s, spectrum_product_kernel)(
+        fa_p, fk_p, fa_p, rows, k_rows, m, mode != 0);
     SSMTUNE_CUDA_LAUNCH_CHECK();
     SSMTUNE_CUFFT_CHECK(cufftExecZ2D(fft_plan(device, int(n), int(rows), true, true), fa_p, ra_p));
     if (mode == 2) SSMTUNE_LAUNCH(grid_for(H * Lk), kThreads, s, sum_batch_rows_kernel<T>)(ra_p, B, H, n, Lk, out);
@@ -182,8 +183,8 @@ void s4d_vandermonde_backward(int device, DType dtype, const double* modes, cons
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "s4d_vandermonde_backward", [&](auto tag) {
         using T = decltype(tag);
-        SSMTUNE_LAUNCH(row_blocks(H * M), kThreads, s, vandermonde_backward_kernel<T>)(modes, static_cast<const T*>(gK), sums,
-                                                                              H, M, L);
+        SSMTUNE_LAUNCH(row_blocks(H * M), kThreads, s, vandermonde_backward_kernel<T>)(
+            modes, static_cast<const T*>(gK), sums, H, M, L);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }

@@ -301,8 +301,9 @@ void selective_scan_forward(int device, DType dtype, const SelectiveScanParams& 
     const dim3 grid(unsigned(p.E), unsigned(p.batch));
     dispatch_f32_f64(dtype, "selective_scan_forward", [&](auto tag) {
         using T = decltype(tag);
-        SSMTUNE_LAUNCH(grid, kScanThreads, s, scan_forward_kernel<T>)(typed<T>(p), static_cast<T*>(out), static_cast<T*>(y_pre),
-                                                             static_cast<T*>(last), static_cast<T*>(chunk_states), chunks);
+        SSMTUNE_LAUNCH(grid, kScanThreads, s, scan_forward_kernel<T>)(
+            typed<T>(p), static_cast<T*>(out), static_cast<T*>(y_pre), static_cast<T*>(last),
+            static_cast<T*>(chunk_states), chunks);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }
@@ -333,10 +334,9 @@ void selective_scan_backward(int device, DType dtype, const SelectiveScanParams&
                           static_cast<T*>(g.dstate_offset_part), static_cast<T*>(g.dh0_part),
                           static_cast<T*>(g.dD_part), static_cast<T*>(g.ddelta_bias_part),
                           static_cast<T*>(g.doutput_offset_part)};
-        SSMTUNE_LAUNCH(grid, kScanThreads, s, scan_backward_kernel<T>)(typed<T>(p), static_cast<const T*>(chunk_states),
-                                                              static_cast<const T*>(y_pre),
-                                                              static_cast<const T*>(gout),
-                                                              static_cast<const T*>(glast), gt, chunks, groups);
+        SSMTUNE_LAUNCH(grid, kScanThreads, s, scan_backward_kernel<T>)(
+            typed<T>(p), static_cast<const T*>(chunk_states), static_cast<const T*>(y_pre), static_cast<const T*>(gout),
+            static_cast<const T*>(glast), gt, chunks, groups);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }

@@ -82,8 +82,8 @@ void nll_rows(int device, DType dtype, const void* logp, const int64_t* target, 
     cudaStream_t s = stream(device);
     dispatch_f32_f64(dtype, "nll_rows", [&](auto tag) {
         using T = decltype(tag);
-        SSMTUNE_LAUNCH(grid_for(rows), kThreads, s, nll_rows_kernel<T>)(static_cast<const T*>(logp), target,
-                                                               static_cast<T*>(loss_rows), rows, n, ignore_index);
+        SSMTUNE_LAUNCH(grid_for(rows), kThreads, s, nll_rows_kernel<T>)(
+            static_cast<const T*>(logp), target, static_cast<T*>(loss_rows), rows, n, ignore_index);
     });
     SSMTUNE_CUDA_LAUNCH_CHECK();
 }

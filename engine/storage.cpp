@@ -11,6 +11,24 @@
 #include "cuda/runtime.h"
 #include "engine/error.h"
 
+// Under AddressSanitizer the bytes between a buffer's size and its 64-byte rounding are poisoned, so an op (or an
+// emulated CUDA kernel, tests/emulation/) that reads or writes one element past a tensor's end is reported.
+#if defined(__SANITIZE_ADDRESS__)
+#define SSMTUNE_STORAGE_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SSMTUNE_STORAGE_ASAN 1
+#endif
+#endif
+#ifdef SSMTUNE_STORAGE_ASAN
+#include <sanitizer/asan_interface.h>
+#define SSMTUNE_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define SSMTUNE_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define SSMTUNE_POISON(p, n) ((void)(p), (void)(n))
+#define SSMTUNE_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 namespace ssmtune {
 
 namespace {
@@ -110,6 +128,7 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
     if (device.is_cpu()) {
         data_ = cpu_allocate(rounded_bytes(nbytes));
         SSMTUNE_CHECK(data_ != nullptr, "out of host memory allocating ", nbytes, " bytes");
+        SSMTUNE_POISON(static_cast<char*>(data_) + nbytes, rounded_bytes(nbytes) - nbytes);
         const size_t now = g_cpu_bytes.fetch_add(nbytes) + nbytes;
         size_t peak = g_cpu_peak.load();
         while (now > peak && !g_cpu_peak.compare_exchange_weak(peak, now)) {}
@@ -121,6 +140,7 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
 Storage::~Storage() {
     if (device_.is_cpu()) {
         g_cpu_bytes.fetch_sub(nbytes_);
+        SSMTUNE_UNPOISON(static_cast<char*>(data_) + nbytes_, rounded_bytes(nbytes_) - nbytes_);
         cpu_release(data_, rounded_bytes(nbytes_));
     } else if (g_has_cuda_backend) {
         g_cuda_backend.release(data_, nbytes_, device_.index);

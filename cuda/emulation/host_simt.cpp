@@ -1,10 +1,13 @@
-// The host emulation's machinery (cuda/emulation/host_simt.h): the block's threads as fibers (POSIX ucontext) on
+// The host emulation's machinery (cuda/emulation/host_simt.h): the block's threads as fibers (own stacks) on
 // the calling thread, each handing over to the next at every __syncthreads and warp shuffle; barriers that release
 // when every live thread of the block (or lane of the warp) waits; and the CUDA runtime, cuFFT and cuBLAS calls the
-// .cu files make, on one emulated device whose memory is host memory (direct DFTs, loop GEMMs). Under AddressSanitizer every switch is
-// announced (__sanitizer_*_switch_fiber). The entry points of cuda/runtime_internal.h come from cuda/runtime.cu
-// (SSMTUNE_CUDA_EMULATION=ON: the whole backend) or cuda/emulation/kernel_runtime.cpp (the kernel tests).
+// .cu files make, on one emulated device whose memory is host memory (direct DFTs, loop GEMMs). Under
+// AddressSanitizer every switch is announced (__sanitizer_*_switch_fiber). Switching: a few lines of assembly on
+// x86-64 Linux, POSIX ucontext elsewhere. The entry points of cuda/runtime_internal.h come from cuda/runtime.cu (SSMTUNE_CUDA_EMULATION=ON: the
+// whole backend) or cuda/emulation/kernel_runtime.cpp (the kernel tests).
+#if !(defined(__x86_64__) && defined(__linux__))
 #include <ucontext.h>
+#endif
 
 #include <algorithm>
 #include <cstdio>
@@ -40,10 +43,87 @@ namespace {
 
 constexpr size_t kFiberStackBytes = 256 * 1024;  // committed only as far as a kernel's frames reach
 
+// ---- switching between fibers ----
+// x86-64 (System V): a hand-written switch that saves the callee-saved registers, MXCSR and the x87 control word on
+// the old stack and loads the new stack pointer — no system call, unlike swapcontext (which saves the signal mask).
+// Elsewhere: POSIX ucontext.
+#if defined(__x86_64__) && defined(__linux__)
+#define SSMTUNE_SIMT_ASM_SWITCH 1
+extern "C" void ssmtune_simt_switch(void** save_sp, void* load_sp);
+asm(R"(
+    .text
+    .globl ssmtune_simt_switch
+    .type ssmtune_simt_switch, @function
+ssmtune_simt_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size ssmtune_simt_switch, .-ssmtune_simt_switch
+    .section .note.GNU-stack,"",@progbits
+    .text
+)");
+
+struct Context {
+    void* sp = nullptr;
+};
+void (*g_entry)() = nullptr;
+[[noreturn]] void context_trampoline() {
+    g_entry();
+    die("a fiber's entry returned");
+}
+// A context that starts entry() on [stack, stack + bytes) when first switched to.
+void context_start(Context& c, char* stack, size_t bytes, void (*entry)()) {
+    g_entry = entry;
+    uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + bytes) & ~uintptr_t(15);
+    auto* words = reinterpret_cast<uint64_t*>(top);
+    // From the saved stack pointer up: MXCSR + x87 control word, r15, r14, r13, r12, rbx, rbp, the return address
+    // (the trampoline), and one pad word so the trampoline starts as if called (rsp = 8 mod 16).
+    words -= 2;  // pad + the return address
+    words[0] = reinterpret_cast<uint64_t>(&context_trampoline);
+    words[1] = 0;
+    words -= 6;  // rbp, rbx, r12 .. r15
+    for (int i = 0; i < 6; ++i) words[i] = 0;
+    words -= 1;
+    words[0] = 0x1F80u | (uint64_t(0x037Fu) << 32);  // default MXCSR; default x87 control word
+    c.sp = words;
+}
+void context_switch(Context& from, Context& to) { ssmtune_simt_switch(&from.sp, to.sp); }
+#else
+struct Context {
+    ucontext_t uc;
+};
+void context_start(Context& c, char* stack, size_t bytes, void (*entry)()) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack;
+    c.uc.uc_stack.ss_size = bytes;
+    c.uc.uc_link = nullptr;
+    makecontext(&c.uc, entry, 0);
+}
+void context_switch(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+#endif
+
 enum class Wait { none, block, warp };
 
 struct Fiber {  // one CUDA thread
-    ucontext_t context;
+    Context context;
     char* stack = nullptr;
     dim3 index;
     Wait wait = Wait::none;
@@ -60,7 +140,7 @@ struct WarpBuffer {
 struct Team {  // the threads of one launch, reused block after block
     std::vector<Fiber> fibers;
     std::vector<WarpBuffer> warps;
-    ucontext_t scheduler;
+    Context scheduler;
     int current = -1;
     bool plain = false;  // the launch's threads run as plain calls (its thread 0 met no barrier)
     size_t prepared = 0;  // fibers [0, prepared) are set up for this block
@@ -92,10 +172,25 @@ void call_body(const Team& team) {
     }
 }
 
-// The next fiber of this round: the first after `from` (in thread order) that is neither done nor waiting.
+// SSMTUNE_EMULATION_SCHEDULE=reverse starts a whole run (e.g. the emulated GPU suite) in the reverse order.
+Schedule initial_schedule() {
+    const char* v = std::getenv("SSMTUNE_EMULATION_SCHEDULE");
+    return v && std::strcmp(v, "reverse") == 0 ? Schedule::reverse : Schedule::forward;
+}
+Schedule g_schedule = initial_schedule();
+
+// The round's order: position p is thread p (forward) or thread prepared − 1 − p (reverse); the map is its own
+// inverse.
+int thread_at(const Team& team, int position) {
+    return g_schedule == Schedule::forward ? position : int(team.prepared) - 1 - position;
+}
+
+// The next fiber of this round: the first at a position after `from` that is neither done nor waiting (-1: none).
 int next_runnable(const Team& team, int from) {
-    for (size_t t = size_t(from); t < team.prepared; ++t)
-        if (!team.fibers[t].done && team.fibers[t].wait == Wait::none) return int(t);
+    for (int p = from; p < int(team.prepared); ++p) {
+        const int t = thread_at(team, p);
+        if (!team.fibers[size_t(t)].done && team.fibers[size_t(t)].wait == Wait::none) return t;
+    }
     return -1;
 }
 
@@ -103,8 +198,8 @@ int next_runnable(const Team& team, int from) {
 // over; returns when some switch resumes this fiber (never, once it is done).
 void leave_fiber(Fiber& f) {
     Team& team = *t_team;
-    const int next = next_runnable(team, team.current + 1);
-    ucontext_t* target = next >= 0 ? &team.fibers[size_t(next)].context : &team.scheduler;
+    const int next = next_runnable(team, thread_at(team, team.current) + 1);
+    Context& target = next >= 0 ? team.fibers[size_t(next)].context : team.scheduler;
 #ifdef SSMTUNE_SIMT_ASAN
     __sanitizer_start_switch_fiber(f.done ? nullptr : &f.fake_stack,
                                    next >= 0 ? team.fibers[size_t(next)].stack : team.scheduler_stack,
@@ -112,7 +207,7 @@ void leave_fiber(Fiber& f) {
 #endif
     team.current = next;
     if (next >= 0) threadIdx = team.fibers[size_t(next)].index;
-    swapcontext(&f.context, target);
+    context_switch(f.context, target);
 #ifdef SSMTUNE_SIMT_ASAN
     __sanitizer_finish_switch_fiber(f.fake_stack, nullptr, nullptr);
 #endif
@@ -138,7 +233,7 @@ void resume(Team& team, int t) {
 #ifdef SSMTUNE_SIMT_ASAN
     __sanitizer_start_switch_fiber(&team.scheduler_fake_stack, f.stack, kFiberStackBytes);
 #endif
-    swapcontext(&team.scheduler, &f.context);
+    context_switch(team.scheduler, f.context);
 #ifdef SSMTUNE_SIMT_ASAN
     __sanitizer_finish_switch_fiber(team.scheduler_fake_stack, nullptr, nullptr);
 #endif
@@ -179,11 +274,7 @@ void prepare_fiber(Fiber& f) {
     f.synced = false;
     f.shuffles = 0;
     f.fake_stack = nullptr;
-    getcontext(&f.context);
-    f.context.uc_stack.ss_sp = f.stack;
-    f.context.uc_stack.ss_size = kFiberStackBytes;
-    f.context.uc_link = nullptr;
-    makecontext(&f.context, fiber_entry, 0);
+    context_start(f.context, f.stack, kFiberStackBytes, fiber_entry);
 }
 
 // Threads first .. end of the block as plain calls, one after another.
@@ -235,6 +326,9 @@ void run_block(Team& team, Mode& mode) {
 }  // namespace
 
 int lane_id() { return t_team ? t_team->current % kWarpSize : 0; }
+
+void set_schedule(Schedule s) { g_schedule = s; }
+Schedule schedule() { return g_schedule; }
 
 void sync_block() {
     Fiber& f = current_fiber();

@@ -16,8 +16,8 @@
 // O(n²) DFTs with cuFFT's conventions (unnormalised, n/2 + 1 bins, the imaginary parts of bin 0 and n/2 ignored by
 // C2R).
 //
-// Not here: timing (this says nothing about speed), races between threads (they run one at a time, so a missing
-// __syncthreads may go unnoticed), warp-synchronous code without barriers (none in ssmtune), atomics, streams'
+// Not here: timing (this says nothing about speed), true concurrency (threads take turns, so a race shows only as
+// a result that changes with set_schedule's order), warp-synchronous code without barriers (none in ssmtune), atomics, streams'
 // concurrency, cuBLAS (cuda/matmul.cu is not emulated; the GEMM is a library call).
 #pragma once
 
@@ -28,6 +28,8 @@
 #include <functional>
 #include <tuple>
 #include <type_traits>
+
+#include "cuda/emulation/schedule.h"
 
 // ---- the CUDA C++ keywords ----
 #define __global__

@@ -3,15 +3,18 @@
 // chunks), softmax / log-softmax / cross-entropy, RMSNorm and LayerNorm forward and backward, Mamba's depthwise
 // causal conv1d, S4D's Vandermonde kernel (against its formula) and the long convolution's three maps, direct and
 // through the emulated cuFFT, and the GEMM launcher's row-major mapping onto (emulated) cuBLAS, against the CPU
-// ops. Sizes stay small: each block is 256 host fibers here. The elementwise, gather and optimizer kernels (no
+// ops; and every kernel with barriers gives the same bits when each block's threads take turns in the reverse order.
+// Sizes stay small: each block is 256 host fibers here. The elementwise, gather and optimizer kernels (no
 // barriers) run in the whole-backend emulation's GPU suite (SSMTUNE_CUDA_EMULATION=ON, README).
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "ops/ops.h"
 #include "ops/ssm.h"
 #include "test_util.h"
 
+#include "cuda/emulation/schedule.h"
 #include "emulated_kernels.h"  // after the ssmtune headers (see there)
 
 using namespace ssmtune;
@@ -260,4 +263,86 @@ TEST_CASE("emulated CUDA: the GEMM launcher's row-major to cuBLAS mapping matche
                                tb ? K : N, B.size(1) * B.size(2), C.raw_data(), M * N, batch, true);
                 expect_emulated_close(C, ops::mul_scalar(ref, 2.0), t, name + " accumulated");
             }
+}
+
+namespace {
+
+// run() twice, each block's threads taking turns from thread 0 and from the last: the same bits, or a race.
+void expect_order_independent(const std::string& name, const std::function<std::vector<double>()>& run) {
+    const std::vector<double> forward = run();
+    std::vector<double> reverse;
+    {
+        const ssmtune_simt::ScheduleScope scope(ssmtune_simt::Schedule::reverse);
+        reverse = run();
+    }
+    CHECK_MESSAGE(forward == reverse, name, ": the result changes with the order the threads take turns in (a race)");
+}
+
+}  // namespace
+
+TEST_CASE("emulated CUDA: kernels with barriers give the same bits whichever thread takes its turn first") {
+    const DType t = DType::F64;
+    const int64_t rows = 3, D = 700;
+    const Tensor x = input({rows, D}, 71, t), w = input({D}, 72, t), g = input({rows, D}, 73, t);
+    expect_order_independent("sum_rows", [&] {
+        Tensor out = Tensor::empty({rows}, t);
+        cuda_emu::sum_rows(0, t, x.raw_data(), out.raw_data(), rows, D, 1.0);
+        return out.to_vector<double>();
+    });
+    expect_order_independent("max_rows", [&] {
+        Tensor out = Tensor::empty({rows}, t), index = Tensor::empty({rows}, DType::I64);
+        cuda_emu::max_rows(0, t, x.raw_data(), out.raw_data(), static_cast<int64_t*>(index.raw_data()), rows, D);
+        std::vector<double> v = out.to_vector<double>();
+        for (int64_t i : index.to_vector<int64_t>()) v.push_back(double(i));
+        return v;
+    });
+    expect_order_independent("softmax_rows", [&] {
+        Tensor y = Tensor::empty({rows, D}, t);
+        cuda_emu::softmax_rows(0, t, x.raw_data(), y.raw_data(), rows, D, true);
+        return y.to_vector<double>();
+    });
+    expect_order_independent("rmsnorm forward and dx", [&] {
+        Tensor out = Tensor::empty({rows, D}, t), rstd = Tensor::empty({rows}, DType::F64), dx = Tensor::empty({rows, D}, t);
+        cuda_emu::rmsnorm_forward(0, t, x.raw_data(), w.raw_data(), out.raw_data(), rstd.data<double>(), rows, D, 1e-5);
+        cuda_emu::rmsnorm_backward_dx(0, t, g.raw_data(), x.raw_data(), w.raw_data(), rstd.data<double>(), dx.raw_data(),
+                                      rows, D);
+        std::vector<double> v = out.to_vector<double>(), d = dx.to_vector<double>();
+        v.insert(v.end(), d.begin(), d.end());
+        return v;
+    });
+    expect_order_independent("layernorm forward and dx", [&] {
+        Tensor out = Tensor::empty({rows, D}, t), xhat = Tensor::empty({rows, D}, DType::F64);
+        Tensor rstd = Tensor::empty({rows}, DType::F64), dx = Tensor::empty({rows, D}, t);
+        cuda_emu::layernorm_forward(0, t, x.raw_data(), w.raw_data(), nullptr, out.raw_data(), xhat.data<double>(),
+                                    rstd.data<double>(), rows, D, 1e-5);
+        cuda_emu::layernorm_backward_dx(0, t, g.raw_data(), w.raw_data(), xhat.data<double>(), rstd.data<double>(),
+                                        dx.raw_data(), rows, D);
+        std::vector<double> v = out.to_vector<double>(), d = dx.to_vector<double>();
+        v.insert(v.end(), d.begin(), d.end());
+        return v;
+    });
+    expect_order_independent("squared-norm chunks", [&] {
+        std::vector<double> partials(2);
+        cuda_emu::sum_squares_chunks(0, t, x.raw_data(), rows * D, 1200, partials.data());
+        return partials;
+    });
+    expect_order_independent("conv1d backward (dw, dbias by block sums)", [&] {
+        const int64_t B = 2, C = 3, L = 300, K = 4;
+        const Tensor cx = input({B, C, L}, 74, t), cw = input({C, K}, 75, t), cg = input({B, C, L}, 76, t);
+        Tensor dx = Tensor::empty({B, C, L}, t), dw = Tensor::empty({C, K}, t), db = Tensor::empty({C}, t);
+        cuda_emu::causal_conv1d_backward(0, t, cg.raw_data(), cx.raw_data(), cw.raw_data(), dx.raw_data(), dw.raw_data(),
+                                         db.raw_data(), B, C, L, K);
+        std::vector<double> v = dw.to_vector<double>(), b = db.to_vector<double>();
+        v.insert(v.end(), b.begin(), b.end());
+        return v;
+    });
+    expect_order_independent("S4D Vandermonde backward sums", [&] {
+        const int64_t H = 2, M = 2, L = 500;
+        std::vector<double> modes(size_t(H * M * 4), 0.1);
+        for (size_t i = 2; i < modes.size(); i += 4) modes[i] = -0.01;
+        const Tensor gK = input({H, L}, 77);
+        std::vector<double> sums(size_t(H * M * 4));
+        cuda_emu::s4d_vandermonde_backward(0, t, modes.data(), gK.raw_data(), sums.data(), H, M, L);
+        return sums;
+    });
 }

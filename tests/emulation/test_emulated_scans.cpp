@@ -1,14 +1,15 @@
 // The CUDA scan kernels (cuda/selective_scan.cu, cuda/longhorn_scan.cu) executed by the host emulation
 // (cuda/emulation/host_simt.h) against the CPU ops: forward, every gradient, the last state, with and without every
 // option, lengths across the 512-step chunk, channel counts across backward groups, N up to 64; and the same bits
-// from a second backward. The partial gradients are finished the way the ops' CUDA glue finishes them
-// (ops/selective_scan_cuda.cpp, ops/longhorn_scan_cuda.cpp: sums over channel groups and over the batch, and
-// Longhorn's dk += 2 k Σ dS). Shapes are smaller than the GPU suite's (tests/cuda/test_gpu_scan.cpp): each block
-// here is 128 host threads.
+// when each block's threads take turns in the reverse order (a race between them would change them). The partial
+// gradients are finished the way the ops' CUDA glue finishes them (ops/selective_scan_cuda.cpp,
+// ops/longhorn_scan_cuda.cpp: sums over channel groups and over the batch, and Longhorn's dk += 2 k Σ dS). Shapes
+// are smaller than the GPU suite's (tests/cuda/test_gpu_scan.cpp): each block here is 128 host fibers.
 #include "ops/ops.h"
 #include "ops/ssm.h"
 #include "test_util.h"
 
+#include "cuda/emulation/schedule.h"
 #include "emulated_kernels.h"  // after the ssmtune headers (see there)
 
 using namespace ssmtune;
@@ -87,11 +88,15 @@ void expect_runs_match(const ScanRun& emu, const ScanRun& cpu, DType t, const st
     }
 }
 
-void expect_same_bits(const std::vector<Tensor>& a, const std::vector<Tensor>& b, const std::string& name) {
-    REQUIRE(a.size() == b.size());
-    for (size_t k = 0; k < a.size(); ++k) {
-        if (!a[k].defined()) continue;
-        CHECK_MESSAGE(a[k].to_vector<double>() == b[k].to_vector<double>(), name, ": gradient ", k, " differs");
+// The same bits from a run whose threads took turns in the reverse order (no race between threads of a block).
+void expect_same_bits(const ScanRun& a, const ScanRun& b, const std::string& name) {
+    CHECK_MESSAGE(a.out.to_vector<double>() == b.out.to_vector<double>(), name, ": out differs");
+    if (a.last.defined()) CHECK_MESSAGE(a.last.to_vector<double>() == b.last.to_vector<double>(), name, ": last differs");
+    REQUIRE(a.grads.size() == b.grads.size());
+    for (size_t k = 0; k < a.grads.size(); ++k) {
+        if (!a.grads[k].defined()) continue;
+        CHECK_MESSAGE(a.grads[k].to_vector<double>() == b.grads[k].to_vector<double>(), name, ": gradient ", k,
+                      " differs");
     }
 }
 
@@ -232,7 +237,8 @@ ScanRun emulated_longhorn_scan(const std::vector<Tensor>& in, const Tensor& gout
 
 const std::vector<std::string> kHornNames = {"x", "dt", "k", "q", "D", "z", "dt_bias", "h0", "h'", "y'"};
 
-// Runs both scans' kernels on every case and dtype against the CPU op; the backward twice on the first case.
+// Runs both scans' kernels on every case and dtype against the CPU op, then once more with each block's threads
+// taking turns in the reverse order: the same bits.
 template <class Inputs, class Emulated, class Cpu>
 void check_scan(const char* scan, Inputs make_inputs, Emulated emulated, Cpu cpu, const std::vector<std::string>& names) {
     for (DType t : {DType::F64, DType::F32})
@@ -246,7 +252,8 @@ void check_scan(const char* scan, Inputs make_inputs, Emulated emulated, Cpu cpu
             const Tensor glast = c.extras ? input({c.B, c.E, c.N}, 92, t, 1.0, 0.0) : Tensor();
             const ScanRun emu = emulated(in, gout, glast);
             expect_runs_match(emu, cpu_run(in, gout, glast, cpu), t, names, name);
-            if (c.E > 32) expect_same_bits(emulated(in, gout, glast).grads, emu.grads, name);
+            const ssmtune_simt::ScheduleScope reverse(ssmtune_simt::Schedule::reverse);
+            expect_same_bits(emulated(in, gout, glast), emu, name + " (threads in reverse order)");
         }
 }
 
