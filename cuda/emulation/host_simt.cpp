@@ -48,7 +48,6 @@ constexpr size_t kFiberStackBytes = 256 * 1024;  // committed only as far as a k
 // the old stack and loads the new stack pointer — no system call, unlike swapcontext (which saves the signal mask).
 // Elsewhere: POSIX ucontext.
 #if defined(__x86_64__) && defined(__linux__)
-#define SSMTUNE_SIMT_ASM_SWITCH 1
 extern "C" void ssmtune_simt_switch(void** save_sp, void* load_sp);
 asm(R"(
     .text

@@ -12,6 +12,7 @@
 
 #include "ops/ops.h"
 #include "ops/ssm.h"
+#include "emulation_util.h"
 #include "test_util.h"
 
 #include "cuda/emulation/schedule.h"
@@ -22,24 +23,9 @@ using namespace ssmtune::testing;
 
 namespace {
 
-Tensor input(const Shape& s, uint64_t seed, DType t = DType::F64, double scale = 1.0, double shift = 0.0) {
-    return ops::add_scalar(ops::mul_scalar(Tensor::randn(s, seed, t), scale), shift).contiguous();
-}
-
 void expect_emulated_close(const Tensor& actual, const Tensor& expected, DType t, const std::string& what) {
     const double rtol = t == DType::F64 ? 1e-11 : 2e-5, atol = t == DType::F64 ? 1e-12 : 2e-5;
     expect_close(actual, expected, rtol, atol, what + " (emulated CUDA kernel vs CPU op)");
-}
-
-// Leaves that require grad, cloned from `inputs` (undefined stays undefined).
-std::vector<Tensor> leaves_of(const std::vector<Tensor>& inputs) {
-    std::vector<Tensor> out;
-    for (const Tensor& x : inputs) {
-        Tensor l = x.defined() ? x.detach().clone() : Tensor();
-        if (l.defined()) l.set_requires_grad(true);
-        out.push_back(l);
-    }
-    return out;
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 // are smaller than the GPU suite's (tests/cuda/test_gpu_scan.cpp): each block here is 128 host fibers.
 #include "ops/ops.h"
 #include "ops/ssm.h"
+#include "emulation_util.h"
 #include "test_util.h"
 
 #include "cuda/emulation/schedule.h"
@@ -46,9 +47,6 @@ void expect_scan_close(const Tensor& actual, const Tensor& expected, DType t, co
     expect_close(actual, expected, rtol, atol, what + " (emulated CUDA kernel vs CPU op)");
 }
 
-Tensor input(const Shape& s, uint64_t seed, DType t, double scale, double shift) {
-    return ops::add_scalar(ops::mul_scalar(Tensor::randn(s, seed, t), scale), shift).contiguous();
-}
 const void* ptr(const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
 void* mut(Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
 
@@ -61,12 +59,7 @@ struct ScanRun {
 // The CPU op's forward and the gradients of Σ out ⊙ gout + Σ last ⊙ glast.
 template <class Op>
 ScanRun cpu_run(const std::vector<Tensor>& inputs, const Tensor& gout, const Tensor& glast, Op op) {
-    std::vector<Tensor> leaves;
-    for (const Tensor& x : inputs) {
-        Tensor l = x.defined() ? x.detach().clone() : Tensor();
-        if (l.defined()) l.set_requires_grad(true);
-        leaves.push_back(l);
-    }
+    const std::vector<Tensor> leaves = leaves_of(inputs);
     ScanRun r;
     std::tie(r.out, r.last) = op(leaves);
     Tensor loss = ops::sum(ops::mul(r.out, gout));
