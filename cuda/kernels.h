@@ -10,7 +10,9 @@
 // gather.cu (index_select/embedding, masks, where, dropout), norm.cu (rmsnorm, layernorm), conv1d.cu (Mamba's
 // depthwise causal conv), optim.cu (AdamW, SGD, scale); the SSM kernels selective_scan.cu, longhorn_scan.cu
 // and s4d.cu.
-// Not here: the S4D initial-state response (CPU only).
+// Not here: anything without its own kernel (the S4D initial-state response reuses the Vandermonde kernels shifted by
+// one power, ops/s4d_state.cpp; SURM's structured products run as a GEMM). The host emulation compiles these same
+// declarations into ssmtune::cuda_emu (cuda/emulation/host_simt.h, tests/emulation/emulated_kernels.h).
 #pragma once
 #define SSMTUNE_CUDA_KERNELS_H_SEEN  // tests/emulation/emulated_kernels.h checks it
 
