@@ -93,6 +93,22 @@ void expect_same_bits(const ScanRun& a, const ScanRun& b, const std::string& nam
     }
 }
 
+// Both scans' options after their required inputs, seeded from `seed` on: D, z, the Δ / dt bias (scale 0.5), h0,
+// h′, y′ (scale `state_scale`); six undefined tensors when the case has no options.
+void append_options(std::vector<Tensor>& v, const ScanCase& c, DType t, uint64_t seed, double state_scale) {
+    if (!c.extras) {
+        v.resize(v.size() + 6);
+        return;
+    }
+    v.push_back(input({c.E}, seed, t, 1.0, 0.0));
+    v.push_back(input({c.B, c.E, c.L}, seed + 1, t, 1.0, 0.0));
+    v.push_back(input({c.E}, seed + 2, t, 0.5, 0.0));
+    v.push_back(c.h0_batched ? input({c.B, c.E, c.N}, seed + 3, t, state_scale, 0.0)
+                             : input({c.E, c.N}, seed + 3, t, state_scale, 0.0));
+    v.push_back(input({c.E, c.N}, seed + 4, t, state_scale, 0.0));
+    v.push_back(input({c.E}, seed + 5, t, state_scale, 0.0));
+}
+
 // ---- selective scan: u, Δ, A, B, C, then D, z, Δ bias, h0, h′, y′ ----
 std::vector<Tensor> scan_inputs(const ScanCase& c, DType t, uint64_t seed) {
     // Δ raw (no softplus) without the options: kept positive, so exp(Δ A) decays and F32 does not overflow.
@@ -101,15 +117,7 @@ std::vector<Tensor> scan_inputs(const ScanCase& c, DType t, uint64_t seed) {
                                       : input({c.B, c.E, c.L}, seed + 1, t, 0.2, 0.6),
                              input({c.E, c.N}, seed + 2, t, 0.3, -1.0), input({c.B, c.N, c.L}, seed + 3, t, 1.0, 0.0),
                              input({c.B, c.N, c.L}, seed + 4, t, 1.0, 0.0)};
-    v.resize(11);
-    if (c.extras) {
-        v[5] = input({c.E}, seed + 5, t, 1.0, 0.0);
-        v[6] = input({c.B, c.E, c.L}, seed + 6, t, 1.0, 0.0);
-        v[7] = input({c.E}, seed + 7, t, 0.5, 0.0);
-        v[8] = c.h0_batched ? input({c.B, c.E, c.N}, seed + 8, t, 1.0, 0.0) : input({c.E, c.N}, seed + 8, t, 1.0, 0.0);
-        v[9] = input({c.E, c.N}, seed + 9, t, 1.0, 0.0);
-        v[10] = input({c.E}, seed + 10, t, 1.0, 0.0);
-    }
+    append_options(v, c, t, seed + 5, 1.0);
     return v;
 }
 
@@ -167,15 +175,7 @@ const std::vector<std::string> kScanNames = {"u", "delta", "A", "B", "C", "D", "
 std::vector<Tensor> horn_inputs(const ScanCase& c, DType t, uint64_t seed) {
     std::vector<Tensor> v = {input({c.B, c.E, c.L}, seed, t, 1.0, 0.0), input({c.B, c.E, c.L}, seed + 1, t, 1.0, -1.0),
                              input({c.B, c.N, c.L}, seed + 2, t, 0.7, 0.0), input({c.B, c.N, c.L}, seed + 3, t, 1.0, 0.0)};
-    v.resize(10);
-    if (c.extras) {
-        v[4] = input({c.E}, seed + 4, t, 1.0, 0.0);
-        v[5] = input({c.B, c.E, c.L}, seed + 5, t, 1.0, 0.0);
-        v[6] = input({c.E}, seed + 6, t, 0.5, 0.0);
-        v[7] = c.h0_batched ? input({c.B, c.E, c.N}, seed + 7, t, 0.5, 0.0) : input({c.E, c.N}, seed + 7, t, 0.5, 0.0);
-        v[8] = input({c.E, c.N}, seed + 8, t, 0.5, 0.0);
-        v[9] = input({c.E}, seed + 9, t, 0.5, 0.0);
-    }
+    append_options(v, c, t, seed + 4, 0.5);
     return v;
 }
 
