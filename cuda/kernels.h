@@ -163,10 +163,15 @@ struct SelectiveScanGrads {
 // null; chunk_states [B, E, ceil(L / kScanChunk), N] (the state after each chunk, for the backward).
 SSMTUNE_LAUNCHER void selective_scan_forward(int device, DType dtype, const SelectiveScanParams& p, void* out,
                                              void* y_pre, void* last, void* chunk_states) SSMTUNE_LAUNCHER_BODY
-// The naive baseline the benchmark compares with: one thread per (b, e) channel looping over time and states
+// A naive baseline the benchmark compares with: one thread per (b, e) channel looping over time and states
 // (mamba_ssm's selective_scan_ref order), out [B, E, L] and last [B, E, N] (or null). Same semantics as above.
 SSMTUNE_LAUNCHER void selective_scan_forward_sequential(int device, DType dtype, const SelectiveScanParams& p,
                                                         void* out, void* last) SSMTUNE_LAUNCHER_BODY
+// The other naive baseline: one thread per (b, e, n) state looping over time, writing each state's term of y to
+// state_terms [B, E, N, L] (a caller's buffer, B·E·N·L elements), then one thread per (b, e, t) summing the terms
+// over n in order. out [B, E, L]; last [B, E, N] or null. Same semantics as above.
+SSMTUNE_LAUNCHER void selective_scan_forward_per_state(int device, DType dtype, const SelectiveScanParams& p,
+                                                       void* out, void* last, void* state_terms) SSMTUNE_LAUNCHER_BODY
 // gout [B, E, L]; glast [B, E, N] or null. Recomputes each chunk's states from chunk_states, runs the adjoint
 // recurrence as a reverse block scan, and writes the gradients and per-(b, e) / per-group partials.
 SSMTUNE_LAUNCHER void selective_scan_backward(int device, DType dtype, const SelectiveScanParams& p,

@@ -353,6 +353,8 @@ void warp_exchange(const void* mine, void* theirs, int source_lane, size_t bytes
 void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
     const int64_t threads = int64_t(block.x) * block.y * block.z;
     if (threads < 1 || threads > 1024) die("a block of more than 1024 (or no) threads");
+    if (block.z > 64) die("a block with blockDim.z above 64");
+    if (grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) die("a grid beyond 2^31 - 1 × 65535 × 65535 blocks");
     if (int64_t(grid.x) * grid.y * grid.z == 0) return;
     if (t_team) die("a kernel launch from inside a kernel");
     Team team;

@@ -2,6 +2,7 @@
 // every option, lengths that are not a multiple of the 512-step chunk, L = 1 and L = 16384, N from 1 to 64,
 // channel counts that span several backward groups; and the same bits on a second run (no atomics). Longhorn's scan
 // (cuda/longhorn_scan.cu, on the same block machinery) the same way against its CPU op and reference.
+#include "cuda/kernels.h"
 #include "gpu_compare.h"
 #include "ops/ssm.h"
 
@@ -101,6 +102,34 @@ TEST_CASE("gpu: selective scan matches the sequential reference at L = 16384") {
     const ops::SelectiveScanResult r = ops::selective_scan(g[0], g[1], g[2], g[3], g[4], og);
     expect_gpu_close(r.out, ref.out, scan_tolerance(DType::F32), "out vs reference");
     expect_gpu_close(r.last_state, ref.last_state, scan_tolerance(DType::F32), "last state vs reference");
+}
+
+TEST_CASE("gpu: the benchmark's two naive scan kernels match the sequential reference") {
+    const ScanCase c{2, 5, 16, 1100, true, true};
+    const std::vector<Tensor> in = scan_inputs(c, DType::F32, 13);
+    ops::SelectiveScanOptions o;
+    o.D = in[5], o.z = in[6], o.delta_bias = in[7], o.delta_softplus = true, o.h0 = in[8];
+    o.state_offset = in[9], o.output_offset = in[10], o.return_last_state = true;
+    const ops::SelectiveScanResult ref = ops::selective_scan_reference(in[0], in[1], in[2], in[3], in[4], o);
+    std::vector<Tensor> g;
+    for (const Tensor& x : in) g.push_back(x.detach().to(Device::cuda()));
+    cuda::SelectiveScanParams p;
+    p.u = g[0].raw_data(), p.delta = g[1].raw_data(), p.A = g[2].raw_data(), p.B = g[3].raw_data();
+    p.C = g[4].raw_data(), p.D = g[5].raw_data(), p.z = g[6].raw_data(), p.delta_bias = g[7].raw_data();
+    p.h0 = g[8].raw_data(), p.state_offset = g[9].raw_data(), p.output_offset = g[10].raw_data();
+    p.batch = c.B, p.E = c.E, p.N = c.N, p.L = c.L, p.softplus = true, p.h0_batched = c.h0_batched;
+    for (const bool per_state : {false, true}) {
+        Tensor out = Tensor::empty({c.B, c.E, c.L}, DType::F32, Device::cuda());
+        Tensor last = Tensor::empty({c.B, c.E, c.N}, DType::F32, Device::cuda());
+        Tensor terms = Tensor::empty({c.B, c.E, c.N, c.L}, DType::F32, Device::cuda());
+        if (per_state)
+            cuda::selective_scan_forward_per_state(0, DType::F32, p, out.raw_data(), last.raw_data(), terms.raw_data());
+        else
+            cuda::selective_scan_forward_sequential(0, DType::F32, p, out.raw_data(), last.raw_data());
+        const std::string name = per_state ? "per (b, e, n) kernel" : "per (b, e) kernel";
+        expect_gpu_close(out, ref.out, scan_tolerance(DType::F32), name + " out vs reference");
+        expect_gpu_close(last, ref.last_state, scan_tolerance(DType::F32), name + " last state vs reference");
+    }
 }
 
 TEST_CASE("gpu: selective scan backward gives the same bits twice") {

@@ -256,7 +256,7 @@ TEST_CASE("emulated CUDA: selective scan kernels match the CPU op (forward, ever
     check_scan("selective scan", scan_inputs, emulated_selective_scan, cpu_selective_scan, kScanNames);
 }
 
-TEST_CASE("emulated CUDA: the naive sequential selective scan kernel matches the CPU op") {
+TEST_CASE("emulated CUDA: the two naive sequential selective scan kernels match the CPU op") {
     for (const ScanCase& c : {ScanCase{2, 3, 16, 37, true, false}, ScanCase{1, 65, 4, 9, true, true}}) {
         const std::vector<Tensor> in = scan_inputs(c, DType::F64, 5);
         cuda_emu::SelectiveScanParams p;
@@ -269,6 +269,12 @@ TEST_CASE("emulated CUDA: the naive sequential selective scan kernel matches the
         const auto [ref_out, ref_last] = cpu_selective_scan(in);
         expect_scan_close(out, ref_out, DType::F64, case_name("sequential", DType::F64, c) + " out");
         expect_scan_close(last, ref_last, DType::F64, case_name("sequential", DType::F64, c) + " last state");
+        Tensor terms = Tensor::empty({c.B, c.E, c.N, c.L}, DType::F64);
+        out = Tensor::empty({c.B, c.E, c.L}, DType::F64), last = Tensor::empty({c.B, c.E, c.N}, DType::F64);
+        cuda_emu::selective_scan_forward_per_state(0, DType::F64, p, out.raw_data(), last.raw_data(),
+                                                   terms.raw_data());
+        expect_scan_close(out, ref_out, DType::F64, case_name("per state", DType::F64, c) + " out");
+        expect_scan_close(last, ref_last, DType::F64, case_name("per state", DType::F64, c) + " last state");
     }
 }
 
