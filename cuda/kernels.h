@@ -151,11 +151,12 @@ struct SelectiveScanParams {
 constexpr int64_t kScanMaxStates = 64;
 constexpr int64_t kScanChunk = 512;  // time steps per block-scan chunk (128 threads × 4 steps)
 // Channels one backward block walks in order; dB, dC partials are per group: [B, groups, N, L].
-inline int64_t scan_backward_groups(int64_t E) { return (E + 31) / 32; }
+constexpr int64_t kScanGroupChannels = 32;
+inline int64_t scan_backward_groups(int64_t E) { return (E + kScanGroupChannels - 1) / kScanGroupChannels; }
 // Gradient buffers of selective_scan_backward (null when not wanted, except the ones marked always).
 struct SelectiveScanGrads {
     void *du = nullptr, *ddelta = nullptr, *dz = nullptr;  // [B, E, L]; du, ddelta always
-    void *dB_part = nullptr, *dC_part = nullptr;           // [B, groups, N, L], zero-filled by the caller; always
+    void *dB_part = nullptr, *dC_part = nullptr;           // [B, groups, N, L], written whole by the kernel; always
     void *dA_part = nullptr, *dstate_offset_part = nullptr, *dh0_part = nullptr;  // [B, E, N]; dA_part, dh0_part always
     void *dD_part = nullptr, *ddelta_bias_part = nullptr, *doutput_offset_part = nullptr;  // [B, E]; always
 };
@@ -191,8 +192,8 @@ struct LonghornScanParams {
 // finishes dk = Σ_groups dk_part + 2 k Σ_groups dS_part (the normaliser ε = β / (1 + β Σ k²)).
 struct LonghornScanGrads {
     void *dx = nullptr, *ddt = nullptr, *dz = nullptr;                  // [B, E, L]; dx, ddt always
-    void *dk_part = nullptr, *dq_part = nullptr;                        // [B, groups, N, L], zero-filled; always
-    void *dS_part = nullptr;                                            // [B, groups, L], zero-filled; always
+    void *dk_part = nullptr, *dq_part = nullptr;                        // [B, groups, N, L], written whole; always
+    void *dS_part = nullptr;                                            // [B, groups, L], written whole; always
     void *dh0_part = nullptr, *dstate_offset_part = nullptr;            // [B, E, N]; dh0_part always
     void *dD_part = nullptr, *ddt_bias_part = nullptr, *doutput_offset_part = nullptr;  // [B, E]; always
 };

@@ -5,11 +5,12 @@
 // is the inclusive scan of the pairs (a_t, b_t) = (1 − ε_t k_t², ε_t k_t x_t) per state n, so the forward and the
 // reverse adjoint scan are the selective scan's, with k in place of Δ·B and q in place of C. Forward: one block of
 // 128 threads per (b, e), 512-step chunks, only the state after each chunk saved. Backward: one block per (b, group
-// of 32 channels), channels in order, chunks right to left; per state the chunk's states are recomputed from the
-// saved one and gh_t = q_t gy_t + a_{t+1} gh_{t+1} runs as a reverse block scan. ε's gradient collects
+// of 32 channels), chunks right to left and within a chunk the group's channels in order; per state the chunk's
+// states are recomputed from the saved one and gh_t = q_t gy_t + a_{t+1} gh_{t+1} runs as a reverse block scan. ε's gradient collects
 // Σ_n gh (k x − k² h_{t−1}) per step; it gives ddt (through ∂ε/∂β = 1/(1+βS)² and σ′) and the normaliser's
-// dS = −ε² gε, which the caller turns into dk += 2 k Σ_e dS. dk, dq, dS: per-group partials added in channel order;
-// dD, dy′, dbias, dh′: per-(b, e) block-tree sums. No float atomics. Mirrors ops/longhorn_scan.cpp (the reference).
+// dS = −ε² gε, which the caller turns into dk += 2 k Σ_e dS. dk, dq, dS: per-group partials added in channel order
+// (the first channel writes them); dD, dy′, dbias, dh′: per chunk a fixed warp tree and the warps in order, added
+// over the chunks right to left. No float atomics. Mirrors ops/longhorn_scan.cpp (the reference).
 // Not here: the official kernel's fused projections; state sizes above 64.
 #include "cuda/block_scan.cuh"
 
@@ -127,35 +128,35 @@ struct HornGrads {  // typed views of LonghornScanGrads
 };
 
 template <class T>
-__global__ void __launch_bounds__(kScanThreads) horn_backward_kernel(HornInputs<T> in, const T* chunk_states,
+__global__ void __launch_bounds__(kScanThreads, kScanBackwardBlocksPerSM<T>) horn_backward_kernel(HornInputs<T> in, const T* chunk_states,
                                                                      const T* y_pre, const T* gout, const T* glast,
                                                                      HornGrads<T> g, int64_t chunks, int64_t groups) {
-    __shared__ T carry_back[kScanMaxStates];  // adjoint at the first step of the chunk to the right
-    __shared__ T a_chunk[kScanChunk];         // this chunk's forget factors for the current state
-    __shared__ T h_chunk[kScanChunk];         // this chunk's recomputed states for the current state
+    __shared__ T carry_back[kScanGroupChannels * kScanMaxStates];  // per channel: the adjoint at the first step of
+                                                                    // the chunk to the right
+    __shared__ T a_chunk[kScanChunk];  // this chunk's forget factors for the current channel and state
+    __shared__ T h_chunk[kScanChunk];  // this chunk's recomputed states for the current channel and state
     __shared__ ScanPair<T> warp_totals[kWarps];
-    __shared__ T scratch[kScanThreads];
+    __shared__ T state_sums[kScanMaxStates][kWarps];  // per-warp sums of this chunk's dh′ terms
+    __shared__ T channel_sums[3][kWarps];             // per-warp sums of this chunk's dD, dy′ and dbias terms
     const int64_t group = blockIdx.x, b = blockIdx.y, N = in.N, L = in.L, E = in.E;
-    const int64_t per_group = (E + groups - 1) / groups;
-    const int64_t e_begin = group * per_group, e_end = e_begin + per_group < E ? e_begin + per_group : E;
-    const int tid = int(threadIdx.x);
+    const auto [e_begin, e_end] = channel_group(group, groups, E);
+    const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
     T* dk_group = g.dk_part + (b * groups + group) * N * L;
     T* dq_group = g.dq_part + (b * groups + group) * N * L;
     T* dS_group = g.dS_part + (b * groups + group) * L;
-    for (int64_t e = e_begin; e < e_end; ++e) {
-        const int64_t lane_base = (b * E + e) * L;
-        for (int64_t n = tid; n < N; n += kScanThreads) carry_back[n] = glast ? glast[(b * E + e) * N + n] : T(0);
-        T dhoff_acc[kScanMaxStates];
-        for (int64_t n = 0; n < N; ++n) dhoff_acc[n] = T(0);
-        T dD_acc = T(0), dyoff_acc = T(0), dbias_acc = T(0);
-        __syncthreads();
-        for (int64_t c = chunks - 1; c >= 0; --c) {
-            const int64_t start = c * kScanChunk, t0 = start + int64_t(tid) * kScanItems;
-            const int64_t len = L - start < kScanChunk ? L - start : kScanChunk;  // valid steps in this chunk
-            const bool has_next = start + kScanChunk < L;
+    load_carries(carry_back, glast ? glast + (b * E + e_begin) * N : glast, (e_end - e_begin) * N);
+    // Chunks right to left, within a chunk the group's channels in order (as in selective_scan.cu): the group's dk,
+    // dq and dS partials of one chunk stay in cache while every channel adds to them; the first channel writes them.
+    for (int64_t c = chunks - 1; c >= 0; --c) {
+        const auto [start, t0, len, has_next, first_chunk] = chunk_at(c, chunks, L);
+        for (int64_t e = e_begin; e < e_end; ++e) {
+            const int64_t lane_base = (b * E + e) * L;
+            const bool first_channel = e == e_begin;
+            T* carry = carry_back + (e - e_begin) * N;
             const T eps_next = has_next ? step_sizes(in, lane_base, b, e, start + kScanChunk).eps : T(0);
             StepSizes<T> st[kScanItems];
             T xx[kScanItems], gy[kScanItems], geps[kScanItems], gx[kScanItems];
+            T dD_acc = T(0), dyoff_acc = T(0), dbias_acc = T(0);
             for (int i = 0; i < kScanItems; ++i) {
                 const int64_t t = t0 + i;
                 geps[i] = gx[i] = T(0);
@@ -221,7 +222,7 @@ __global__ void __launch_bounds__(kScanThreads) horn_backward_kernel(HornInputs<
                     rlocal[i] = i == kScanItems - 1 ? step : ops::scan_combine(rlocal[i + 1], step);
                 }
                 prefix = block_exclusive<T, true>(rlocal[0], warp_totals, total);
-                const T carry_in = carry_back[n];
+                const T carry_in = carry[n];
                 T dhoff_n = T(0);
                 for (int i = 0; i < kScanItems; ++i) {
                     const int64_t j = int64_t(tid) * kScanItems + i, t = t0 + i;
@@ -231,16 +232,18 @@ __global__ void __launch_bounds__(kScanThreads) horn_backward_kernel(HornInputs<
                     const T h_prev = j == 0 ? h_in : h_chunk[j - 1];
                     const T eps = st[i].eps, k = kk[i];
                     geps[i] += gh * (k * xx[i] - k * k * h_prev);
-                    dk_group[n * L + t] += gh * (eps * xx[i] - T(2) * eps * k * h_prev);
+                    const T dk_t = gh * (eps * xx[i] - T(2) * eps * k * h_prev), dq_t = gy[i] * (h[i] + hoff);
+                    dk_group[n * L + t] = first_channel ? dk_t : dk_group[n * L + t] + dk_t;
                     gx[i] += gh * eps * k;
-                    dq_group[n * L + t] += gy[i] * (h[i] + hoff);
+                    dq_group[n * L + t] = first_channel ? dq_t : dq_group[n * L + t] + dq_t;
                     dhoff_n += gy[i] * qn[t];
                 }
-                dhoff_acc[n] += dhoff_n;
-                __syncthreads();  // every thread has read carry_back[n], a_chunk and h_chunk
+                dhoff_n = warp_sum(dhoff_n);
+                if (lane == 0) state_sums[n][warp] = dhoff_n;
+                __syncthreads();  // every thread has read carry[n], a_chunk and h_chunk
                 if (tid == 0) {
                     const T gh_first = total.a * carry_in + total.b;  // ∂L/∂h at the chunk's first step
-                    carry_back[n] = gh_first;
+                    carry[n] = gh_first;
                     if (c == 0) g.dh0_part[(b * E + e) * N + n] = gh_first * a_chunk[0];  // ∂L/∂h_{−1}
                 }
                 __syncthreads();
@@ -249,25 +252,21 @@ __global__ void __launch_bounds__(kScanThreads) horn_backward_kernel(HornInputs<
                 const int64_t t = t0 + i;
                 if (t >= L) continue;
                 const T eps = st[i].eps, beta = st[i].beta, denom = T(1) + beta * st[i].S;
-                dS_group[t] += -eps * eps * geps[i];                                    // through ε's normaliser
+                const T dS_t = -eps * eps * geps[i];                                    // through ε's normaliser
+                dS_group[t] = first_channel ? dS_t : dS_group[t] + dS_t;
                 const T graw = geps[i] / (denom * denom) * beta * (T(1) - beta);       // ∂ε/∂β · ∂β/∂logit
                 g.ddt[lane_base + t] = graw;
                 dbias_acc += graw;
                 g.dx[lane_base + t] = gx[i] + gy[i] * (in.D ? in.D[e] : T(0));
             }
+            // Per-(b, e) sums over time: per chunk, a fixed warp tree and the warps in order; over chunks, right to
+            // left (each state's sum by thread n, the channel's by threads 0-2). No atomics.
+            add_channel_sums(dD_acc, dyoff_acc, dbias_acc, channel_sums, g.dD_part + b * E + e, g.dyoff_part + b * E + e,
+                             g.dbias_part + b * E + e, first_chunk);
+            if (tid < N && g.dhoff_part)
+                add_chunk_sum(g.dhoff_part + (b * E + e) * N + tid, state_sums[tid], first_chunk);
+            // state_sums and channel_sums are next written after the next channel's first block scan (a barrier).
         }
-        // Per-(b, e) sums over time: the fixed block tree.
-        for (int64_t n = 0; n < N; ++n) {
-            const T sH = block_sum(dhoff_acc[n], scratch);
-            if (tid == 0 && g.dhoff_part) g.dhoff_part[(b * E + e) * N + n] = sH;
-        }
-        const T sD = block_sum(dD_acc, scratch), sY = block_sum(dyoff_acc, scratch), sB = block_sum(dbias_acc, scratch);
-        if (tid == 0) {
-            g.dD_part[b * E + e] = sD;
-            g.dyoff_part[b * E + e] = sY;
-            g.dbias_part[b * E + e] = sB;
-        }
-        __syncthreads();
     }
 }
 

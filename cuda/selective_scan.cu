@@ -6,12 +6,15 @@
 // state n: each thread scans its 4 pairs, a warp-shuffle + shared-memory block scan gives every thread the
 // combination of the pairs before it, the state carried from the previous chunk is applied, and y accumulates
 // C_t (h_t + h′) in registers over n. The state after every chunk is saved ([B, E, chunks, N], not B·E·L·N).
-// Backward: one block per (b, group of 32 channels), channels in order, chunks right to left. Per chunk and state:
-// the forward scan is recomputed from the saved state, then the adjoint gh_t = C_t gy_t + a_{t+1} gh_{t+1} runs as
-// a reverse block scan of the pairs (a_{t+1}, C_t gy_t) (a_L := 1, carry-in = the last-state gradient), the
-// algorithm of chunked_scan_reverse in ops/scan_combine.h. dB and dC: each thread owns its steps, so the group's
-// channels add into the group's partial [B, groups, N, L] in order; the caller sums the groups in order. dA, dh′,
-// dD, dy′, dbias: per-thread partials, a fixed block tree, one value per (b, e); the caller sums over b in order.
+// Backward: one block per (b, group of 32 channels); chunks right to left and, within a chunk, the group's channels
+// in order (each channel's adjoint carry in shared memory). Per channel, chunk and state: the forward scan is
+// recomputed from the saved state, then the adjoint gh_t = C_t gy_t + a_{t+1} gh_{t+1} runs as a reverse block scan
+// of the pairs (a_{t+1}, C_t gy_t) (a_L := 1, carry-in = the last-state gradient), the algorithm of
+// chunked_scan_reverse in ops/scan_combine.h. dB and dC: each thread owns its steps, so the group's channels add into
+// the group's partial [B, groups, N, L] in order (the first channel writes it); chunk-outer order keeps the chunk's
+// [N, 512] slice of it in cache while the 32 channels add to it. The caller sums the groups in order. dA, dh′, dD,
+// dy′, dbias: per chunk a fixed warp-shuffle tree and the warps in order, added over the chunks right to left into
+// one value per (b, e); the caller sums over b in order.
 // No float atomics anywhere, so results are the same run to run. Mirrors ops/selective_scan.cpp (the reference).
 // Not here: complex A, grouped B/C, fused conv/projections, state sizes above 64.
 #include "cuda/block_scan.cuh"
@@ -120,33 +123,33 @@ struct Grads {  // typed views of SelectiveScanGrads
 };
 
 template <class T>
-__global__ void __launch_bounds__(kScanThreads) scan_backward_kernel(Inputs<T> in, const T* chunk_states,
+__global__ void __launch_bounds__(kScanThreads, kScanBackwardBlocksPerSM<T>) scan_backward_kernel(Inputs<T> in, const T* chunk_states,
                                                                      const T* y_pre, const T* gout, const T* glast,
                                                                      Grads<T> g, int64_t chunks, int64_t groups) {
-    __shared__ T carry_back[kScanMaxStates];  // adjoint at the first step of the chunk to the right
-    __shared__ T a_chunk[kScanChunk];         // this chunk's decays for the current state
-    __shared__ T h_chunk[kScanChunk];         // this chunk's recomputed states for the current state
+    __shared__ T carry_back[kScanGroupChannels * kScanMaxStates];  // per channel: the adjoint at the first step of
+                                                                    // the chunk to the right
+    __shared__ T a_chunk[kScanChunk];  // this chunk's decays for the current channel and state
+    __shared__ T h_chunk[kScanChunk];  // this chunk's recomputed states for the current channel and state
     __shared__ ScanPair<T> warp_totals[kWarps];
-    __shared__ T scratch[kScanThreads];
+    __shared__ T state_sums[2][kScanMaxStates][kWarps];  // per-warp sums of this chunk's dA and dh′ terms
+    __shared__ T channel_sums[3][kWarps];                // per-warp sums of this chunk's dD, dy′ and dbias terms
     const int64_t group = blockIdx.x, b = blockIdx.y, N = in.N, L = in.L, E = in.E;
-    const int64_t per_group = (E + groups - 1) / groups;
-    const int64_t e_begin = group * per_group, e_end = e_begin + per_group < E ? e_begin + per_group : E;
-    const int tid = int(threadIdx.x);
+    const auto [e_begin, e_end] = channel_group(group, groups, E);
+    const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
     T* dB_group = g.dB_part + (b * groups + group) * N * L;
     T* dC_group = g.dC_part + (b * groups + group) * N * L;
-    for (int64_t e = e_begin; e < e_end; ++e) {
-        const int64_t lane_base = (b * E + e) * L;
-        for (int64_t n = tid; n < N; n += kScanThreads) carry_back[n] = glast ? glast[(b * E + e) * N + n] : T(0);
-        T dA_acc[kScanMaxStates], dhoff_acc[kScanMaxStates];
-        for (int64_t n = 0; n < N; ++n) dA_acc[n] = dhoff_acc[n] = T(0);
-        T dD_acc = T(0), dyoff_acc = T(0), dbias_acc = T(0);
-        __syncthreads();
-        for (int64_t c = chunks - 1; c >= 0; --c) {
-            const int64_t start = c * kScanChunk, t0 = start + int64_t(tid) * kScanItems;
-            const int64_t len = L - start < kScanChunk ? L - start : kScanChunk;  // valid steps in this chunk
-            const bool has_next = start + kScanChunk < L;
+    load_carries(carry_back, glast ? glast + (b * E + e_begin) * N : glast, (e_end - e_begin) * N);
+    // Chunks right to left, and within a chunk the group's channels in order, so the group's dB and dC partials of
+    // one chunk ([N, 512] each) stay in cache while every channel adds to them; the first channel writes them.
+    for (int64_t c = chunks - 1; c >= 0; --c) {
+        const auto [start, t0, len, has_next, first_chunk] = chunk_at(c, chunks, L);
+        for (int64_t e = e_begin; e < e_end; ++e) {
+            const int64_t lane_base = (b * E + e) * L;
+            const bool first_channel = e == e_begin;
+            T* carry = carry_back + (e - e_begin) * N;
             const T dt_next = has_next ? delta_at(in, lane_base, e, start + kScanChunk) : T(0);
             T dt[kScanItems], uu[kScanItems], gy[kScanItems], slope[kScanItems], du[kScanItems], gdt[kScanItems];
+            T dD_acc = T(0), dyoff_acc = T(0), dbias_acc = T(0);
             for (int i = 0; i < kScanItems; ++i) {
                 const int64_t t = t0 + i;
                 du[i] = gdt[i] = T(0);
@@ -205,7 +208,7 @@ __global__ void __launch_bounds__(kScanThreads) scan_backward_kernel(Inputs<T> i
                     rlocal[i] = i == kScanItems - 1 ? step : scan_combine(rlocal[i + 1], step);
                 }
                 prefix = block_exclusive<T, true>(rlocal[0], warp_totals, total);
-                const T carry_in = carry_back[n];
+                const T carry_in = carry[n];
                 T dA_n = T(0), dhoff_n = T(0);
                 for (int i = 0; i < kScanItems; ++i) {
                     const int64_t k = int64_t(tid) * kScanItems + i, t = t0 + i;
@@ -217,16 +220,18 @@ __global__ void __launch_bounds__(kScanThreads) scan_backward_kernel(Inputs<T> i
                     gdt[i] += ga * a[i] * An + gh * Bn[t] * uu[i];
                     dA_n += ga * a[i] * dt[i];
                     du[i] += gh * dt[i] * Bn[t];
-                    dB_group[n * L + t] += gh * dt[i] * uu[i];
-                    dC_group[n * L + t] += gy[i] * (h[i] + hoff);
+                    const T dB_t = gh * dt[i] * uu[i], dC_t = gy[i] * (h[i] + hoff);
+                    dB_group[n * L + t] = first_channel ? dB_t : dB_group[n * L + t] + dB_t;
+                    dC_group[n * L + t] = first_channel ? dC_t : dC_group[n * L + t] + dC_t;
                     dhoff_n += gy[i] * Cn[t];
                 }
-                dA_acc[n] += dA_n;
-                dhoff_acc[n] += dhoff_n;
-                __syncthreads();  // every thread has read carry_back[n], a_chunk and h_chunk
+                dA_n = warp_sum(dA_n);
+                dhoff_n = warp_sum(dhoff_n);
+                if (lane == 0) state_sums[0][n][warp] = dA_n, state_sums[1][n][warp] = dhoff_n;
+                __syncthreads();  // every thread has read carry[n], a_chunk and h_chunk
                 if (tid == 0) {
                     const T gh_first = total.a * carry_in + total.b;  // ∂L/∂h at the chunk's first step
-                    carry_back[n] = gh_first;
+                    carry[n] = gh_first;
                     if (c == 0) g.dh0_part[(b * E + e) * N + n] = gh_first * a_chunk[0];  // ∂L/∂h_{−1}
                 }
                 __syncthreads();
@@ -239,23 +244,16 @@ __global__ void __launch_bounds__(kScanThreads) scan_backward_kernel(Inputs<T> i
                 g.ddelta[lane_base + t] = gd;
                 dbias_acc += gd;
             }
-        }
-        // Per-(b, e) sums over time: the fixed block tree.
-        for (int64_t n = 0; n < N; ++n) {
-            const T sA = block_sum(dA_acc[n], scratch);
-            const T sH = block_sum(dhoff_acc[n], scratch);
-            if (tid == 0) {
-                g.dA_part[(b * E + e) * N + n] = sA;
-                if (g.dhoff_part) g.dhoff_part[(b * E + e) * N + n] = sH;
+            // Per-(b, e) sums over time: per chunk, a fixed warp tree and the warps in order; over chunks, right to
+            // left (each state's sum by thread n, the channel's by threads 0-2). No atomics.
+            add_channel_sums(dD_acc, dyoff_acc, dbias_acc, channel_sums, g.dD_part + b * E + e, g.dyoff_part + b * E + e,
+                             g.dbias_part + b * E + e, first_chunk);
+            if (tid < N) {
+                add_chunk_sum(g.dA_part + (b * E + e) * N + tid, state_sums[0][tid], first_chunk);
+                if (g.dhoff_part) add_chunk_sum(g.dhoff_part + (b * E + e) * N + tid, state_sums[1][tid], first_chunk);
             }
+            // state_sums and channel_sums are next written after the next channel's first block scan (a barrier).
         }
-        const T sD = block_sum(dD_acc, scratch), sY = block_sum(dyoff_acc, scratch), sB = block_sum(dbias_acc, scratch);
-        if (tid == 0) {
-            g.dD_part[b * E + e] = sD;
-            g.dyoff_part[b * E + e] = sY;
-            g.dbias_part[b * E + e] = sB;
-        }
-        __syncthreads();
     }
 }
 

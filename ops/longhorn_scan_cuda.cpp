@@ -58,9 +58,9 @@ LonghornScanResult longhorn_scan_cuda(const Tensor& x, const Tensor& dt, const T
                          const auto empty = [&](const Shape& s) { return Tensor::empty(s, dtype, dev); };
                          Tensor dx = empty({Bsz, E, L}), ddt = empty({Bsz, E, L});
                          Tensor dz = p.z ? empty({Bsz, E, L}) : Tensor();
-                         Tensor dk_part = Tensor::zeros({Bsz, groups, N, L}, dtype, dev);
-                         Tensor dq_part = Tensor::zeros({Bsz, groups, N, L}, dtype, dev);
-                         Tensor dS_part = Tensor::zeros({Bsz, groups, L}, dtype, dev);
+                         Tensor dk_part = Tensor::empty({Bsz, groups, N, L}, dtype, dev);
+                         Tensor dq_part = Tensor::empty({Bsz, groups, N, L}, dtype, dev);
+                         Tensor dS_part = Tensor::empty({Bsz, groups, L}, dtype, dev);
                          Tensor dh0_part = empty({Bsz, E, N});
                          Tensor dhoff_part = p.state_offset ? empty({Bsz, E, N}) : Tensor();
                          Tensor dD_part = empty({Bsz, E}), dbias_part = empty({Bsz, E}), dyoff_part = empty({Bsz, E});

@@ -58,8 +58,7 @@ SelectiveScanResult selective_scan_cuda(const Tensor& u, const Tensor& delta, co
                          const auto empty = [&](const Shape& s) { return Tensor::empty(s, dtype, dev); };
                          Tensor du = empty({Bsz, E, L}), ddelta = empty({Bsz, E, L});
                          Tensor dz = p.z ? empty({Bsz, E, L}) : Tensor();
-                         Tensor dB_part = Tensor::zeros({Bsz, groups, N, L}, dtype, dev);
-                         Tensor dC_part = Tensor::zeros({Bsz, groups, N, L}, dtype, dev);
+                         Tensor dB_part = empty({Bsz, groups, N, L}), dC_part = empty({Bsz, groups, N, L});
                          Tensor dA_part = empty({Bsz, E, N}), dh0_part = empty({Bsz, E, N});
                          Tensor dhoff_part = p.state_offset ? empty({Bsz, E, N}) : Tensor();
                          Tensor dD_part = empty({Bsz, E}), dbias_part = empty({Bsz, E}), dyoff_part = empty({Bsz, E});

@@ -5,6 +5,8 @@
 // gradients are finished the way the ops' CUDA glue finishes them (ops/selective_scan_cuda.cpp,
 // ops/longhorn_scan_cuda.cpp: sums over channel groups and over the batch, and Longhorn's dk += 2 k Σ dS). Shapes
 // are smaller than the GPU suite's (tests/cuda/test_gpu_scan.cpp): each block here is 128 host fibers.
+#include <limits>
+
 #include "ops/ops.h"
 #include "ops/ssm.h"
 #include "emulation_util.h"
@@ -151,8 +153,9 @@ ScanRun emulated_selective_scan(const std::vector<Tensor>& in, const Tensor& gou
 
     Tensor du = Tensor::empty({Bsz, E, L}, t), ddelta = Tensor::empty({Bsz, E, L}, t);
     Tensor dz = p.z ? Tensor::empty({Bsz, E, L}, t) : Tensor();
-    Tensor dB_part = Tensor::zeros({Bsz, groups, N, L}, t), dC_part = Tensor::zeros({Bsz, groups, N, L}, t);
-    Tensor dA_part = Tensor::empty({Bsz, E, N}, t), dh0_part = Tensor::empty({Bsz, E, N}, t);
+    const double nan = std::numeric_limits<double>::quiet_NaN();  // the kernel writes every element of its partials
+    Tensor dB_part = Tensor::full({Bsz, groups, N, L}, nan, t), dC_part = Tensor::full({Bsz, groups, N, L}, nan, t);
+    Tensor dA_part = Tensor::full({Bsz, E, N}, nan, t), dh0_part = Tensor::empty({Bsz, E, N}, t);
     Tensor dhoff_part = p.state_offset ? Tensor::empty({Bsz, E, N}, t) : Tensor();
     Tensor dD_part = Tensor::empty({Bsz, E}, t), dbias_part = Tensor::empty({Bsz, E}, t);
     Tensor dyoff_part = Tensor::empty({Bsz, E}, t);
@@ -207,8 +210,9 @@ ScanRun emulated_longhorn_scan(const std::vector<Tensor>& in, const Tensor& gout
 
     Tensor dx = Tensor::empty({Bsz, E, L}, t), ddt = Tensor::empty({Bsz, E, L}, t);
     Tensor dz = p.z ? Tensor::empty({Bsz, E, L}, t) : Tensor();
-    Tensor dk_part = Tensor::zeros({Bsz, groups, N, L}, t), dq_part = Tensor::zeros({Bsz, groups, N, L}, t);
-    Tensor dS_part = Tensor::zeros({Bsz, groups, L}, t);
+    const double nan = std::numeric_limits<double>::quiet_NaN();  // the kernel writes every element of its partials
+    Tensor dk_part = Tensor::full({Bsz, groups, N, L}, nan, t), dq_part = Tensor::full({Bsz, groups, N, L}, nan, t);
+    Tensor dS_part = Tensor::full({Bsz, groups, L}, nan, t);
     Tensor dh0_part = Tensor::empty({Bsz, E, N}, t);
     Tensor dhoff_part = p.state_offset ? Tensor::empty({Bsz, E, N}, t) : Tensor();
     Tensor dD_part = Tensor::empty({Bsz, E}, t), dbias_part = Tensor::empty({Bsz, E}, t);
