@@ -80,7 +80,7 @@ __global__ void __launch_bounds__(kScanThreads) scan_forward_kernel(Inputs<T> in
             ScanPair<T> local[kScanItems];
             for (int i = 0; i < kScanItems; ++i) {
                 const bool valid = t0 + i < L;
-                const ScanPair<T> step = valid ? ScanPair<T>{exp(dt[i] * An), dt[i] * Bn[t0 + i] * uu[i]}
+                const ScanPair<T> step = valid ? ScanPair<T>{decay_exp(dt[i] * An), dt[i] * Bn[t0 + i] * uu[i]}
                                                : scan_identity<T>();
                 local[i] = i == 0 ? step : scan_combine(local[i - 1], step);
             }
@@ -182,7 +182,7 @@ __global__ void __launch_bounds__(kScanThreads, kScanBackwardBlocksPerSM<T>) sca
                 T a[kScanItems];
                 for (int i = 0; i < kScanItems; ++i) {
                     const bool valid = t0 + i < L;
-                    a[i] = valid ? exp(dt[i] * An) : T(1);
+                    a[i] = valid ? decay_exp(dt[i] * An) : T(1);
                     const ScanPair<T> step = valid ? ScanPair<T>{a[i], dt[i] * Bn[t0 + i] * uu[i]} : scan_identity<T>();
                     local[i] = i == 0 ? step : scan_combine(local[i - 1], step);
                 }
@@ -202,7 +202,7 @@ __global__ void __launch_bounds__(kScanThreads, kScanBackwardBlocksPerSM<T>) sca
                     const int64_t k = int64_t(tid) * kScanItems + i;  // index in the chunk
                     ScanPair<T> step = scan_identity<T>();
                     if (k < len) {
-                        const T a_next = k + 1 < len ? a_chunk[k + 1] : (has_next ? exp(dt_next * An) : T(1));
+                        const T a_next = k + 1 < len ? a_chunk[k + 1] : (has_next ? decay_exp(dt_next * An) : T(1));
                         step = ScanPair<T>{a_next, Cn[t0 + i] * gy[i]};
                     }
                     rlocal[i] = i == kScanItems - 1 ? step : scan_combine(rlocal[i + 1], step);
@@ -268,7 +268,7 @@ __global__ void scan_sequential_kernel(Inputs<T> in, T* out, T* last) {
             const T dt = delta_at(in, base, e, t), uu = in.u[base + t];
             T y = T(0);
             for (int64_t n = 0; n < N; ++n) {
-                h[n] = exp(dt * in.A[e * N + n]) * h[n] + dt * in.B[(b * N + n) * L + t] * uu;
+                h[n] = decay_exp(dt * in.A[e * N + n]) * h[n] + dt * in.B[(b * N + n) * L + t] * uu;
                 y += in.C[(b * N + n) * L + t] * (h[n] + (in.hoff ? in.hoff[e * N + n] : T(0)));
             }
             if (in.D) y += in.D[e] * uu;
@@ -292,7 +292,7 @@ __global__ void scan_per_state_kernel(Inputs<T> in, T* terms, T* last) {
         T h = initial_state(in, b, e, n);
         for (int64_t t = 0; t < L; ++t) {
             const T dt = delta_at(in, base, e, t);
-            h = exp(dt * a) * h + dt * in.B[(b * N + n) * L + t] * in.u[base + t];
+            h = decay_exp(dt * a) * h + dt * in.B[(b * N + n) * L + t] * in.u[base + t];
             terms[lane * L + t] = in.C[(b * N + n) * L + t] * (h + hoff);
         }
         if (last) last[lane] = h;

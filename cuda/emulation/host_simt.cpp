@@ -419,12 +419,17 @@ void twiddles(int n, std::vector<double>& c, std::vector<double>& s) {
     }
 }
 
-// C[i, j] (column-major, ldc) = α Σ_p op(A)[i, p] op(B)[p, j] + β C[i, j]; C is not read when β = 0, as in cuBLAS.
+// C[i, j] (column-major, ldc) = α Σ_p op(A)[i, p] op(B)[p, j] + β C[i, j]; C is not read when β = 0, as in cuBLAS,
+// and arguments cuBLAS rejects are rejected.
 template <class T>
 cublasStatus_t gemm_strided_batched(cublasOperation_t op_a, cublasOperation_t op_b, int m, int n, int k, T alpha,
                                     const T* A, int lda, long long stride_a, const T* B, int ldb, long long stride_b,
                                     T beta, T* C, int ldc, long long stride_c, int batch) {
-    if (m < 0 || n < 0 || k < 0 || batch < 0 || ldc < m) return CUBLAS_STATUS_INVALID_VALUE;
+    // cuBLAS's argument rules: each leading dimension at least max(1, rows of the matrix as stored).
+    const auto at_least_rows = [](int ld, int rows) { return ld >= (rows > 1 ? rows : 1); };
+    if (m < 0 || n < 0 || k < 0 || batch < 0 || !at_least_rows(lda, op_a == CUBLAS_OP_N ? m : k) ||
+        !at_least_rows(ldb, op_b == CUBLAS_OP_N ? k : n) || !at_least_rows(ldc, m))
+        return CUBLAS_STATUS_INVALID_VALUE;
     for (int b = 0; b < batch; ++b) {
         const T* a = A + b * stride_a;
         const T* bb = B + b * stride_b;
