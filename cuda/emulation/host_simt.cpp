@@ -355,7 +355,7 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
     if (threads < 1 || threads > 1024) die("a block of more than 1024 (or no) threads");
     if (block.z > 64) die("a block with blockDim.z above 64");
     if (grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) die("a grid beyond 2^31 - 1 × 65535 × 65535 blocks");
-    if (int64_t(grid.x) * grid.y * grid.z == 0) return;
+    if (int64_t(grid.x) * grid.y * grid.z == 0) die("a launch with an empty grid (CUDA: invalid configuration)");
     if (t_team) die("a kernel launch from inside a kernel");
     Team team;
     team.body = &body;

@@ -6,7 +6,9 @@
 // ssmtune::cuda_emu and never clash with the real or the stub launchers of the library they are linked with.
 //
 // The model: a launch runs its blocks one after another on the calling thread; the blockDim threads of a block are
-// fibers (POSIX ucontext), each run until its next barrier, in thread order. __shared__ is a static (one copy,
+// fibers (a small stack switch on x86-64 Linux, POSIX ucontext elsewhere), each run until its next barrier, in
+// thread order (or the reverse: schedule.h). A launch CUDA would refuse (an empty grid, more than 1024 threads a
+// block, gridDim.y or .z above 65535) aborts with a message. __shared__ is a static (one copy,
 // shared by the block; blocks do not overlap). __syncthreads releases when every live thread of the block waits
 // there; a thread that returns leaves it, as on Volta and later. __shfl_up/down_sync is an exchange through a
 // per-warp buffer and a barrier of the warp's lanes (full masks only, width 32). A barrier some live thread never
@@ -14,11 +16,11 @@
 // hanging. Device memory is host memory: cudaMallocAsync fills new buffers with 0xFF bytes (NaN in floats) so a
 // kernel that reads what nobody wrote shows up in the comparison. cuFFT's double R2C / C2R transforms are direct
 // O(n²) DFTs with cuFFT's conventions (unnormalised, n/2 + 1 bins, the imaginary parts of bin 0 and n/2 ignored by
-// C2R).
+// C2R); cuBLAS's strided-batched GEMMs are loops, and reject the leading dimensions cuBLAS rejects.
 //
 // Not here: timing (this says nothing about speed), true concurrency (threads take turns, so a race shows only as
-// a result that changes with set_schedule's order), warp-synchronous code without barriers (none in ssmtune), atomics, streams'
-// concurrency, cuBLAS (cuda/matmul.cu is not emulated; the GEMM is a library call).
+// a result that changes with the schedule's order), warp-synchronous code without barriers (none in ssmtune), atomics,
+// streams' concurrency, resource limits (registers, shared memory: tools/setup/cuda_resources.sh asks ptxas).
 #pragma once
 
 #include <cmath>
