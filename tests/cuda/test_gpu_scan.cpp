@@ -88,31 +88,35 @@ TEST_CASE("gpu: selective scan forward and every gradient match the CPU op") {
                                   scan_inputs(c, t, 7), scan_tolerance(t), scan_tolerance(t));
 }
 
-TEST_CASE("gpu: selective scan matches the sequential reference at L = 16384") {
-    const ScanCase c{1, 3, 16, 16384, true, false};
-    const std::vector<Tensor> in = scan_inputs(c, DType::F32, 11);
+namespace {
+
+// Every option of the scan from inputs made by scan_inputs with extras: D, z, Δ bias + softplus, h0, h′, y′, last state.
+ops::SelectiveScanOptions every_option(const std::vector<Tensor>& in) {
     ops::SelectiveScanOptions o;
     o.D = in[5], o.z = in[6], o.delta_bias = in[7], o.delta_softplus = true, o.h0 = in[8];
     o.state_offset = in[9], o.output_offset = in[10], o.return_last_state = true;
-    const ops::SelectiveScanResult ref = ops::selective_scan_reference(in[0], in[1], in[2], in[3], in[4], o);
+    return o;
+}
+
+// The sequential reference on the CPU inputs, and the inputs' copies on the GPU.
+std::pair<ops::SelectiveScanResult, std::vector<Tensor>> reference_and_gpu_inputs(const std::vector<Tensor>& in) {
     std::vector<Tensor> g;
     for (const Tensor& x : in) g.push_back(x.detach().to(Device::cuda()));
-    ops::SelectiveScanOptions og = o;
-    og.D = g[5], og.z = g[6], og.delta_bias = g[7], og.h0 = g[8], og.state_offset = g[9], og.output_offset = g[10];
-    const ops::SelectiveScanResult r = ops::selective_scan(g[0], g[1], g[2], g[3], g[4], og);
+    return {ops::selective_scan_reference(in[0], in[1], in[2], in[3], in[4], every_option(in)), g};
+}
+
+}  // namespace
+
+TEST_CASE("gpu: selective scan matches the sequential reference at L = 16384") {
+    const auto [ref, g] = reference_and_gpu_inputs(scan_inputs(ScanCase{1, 3, 16, 16384, true, false}, DType::F32, 11));
+    const ops::SelectiveScanResult r = ops::selective_scan(g[0], g[1], g[2], g[3], g[4], every_option(g));
     expect_gpu_close(r.out, ref.out, scan_tolerance(DType::F32), "out vs reference");
     expect_gpu_close(r.last_state, ref.last_state, scan_tolerance(DType::F32), "last state vs reference");
 }
 
 TEST_CASE("gpu: the benchmark's two naive scan kernels match the sequential reference") {
     const ScanCase c{2, 5, 16, 1100, true, true};
-    const std::vector<Tensor> in = scan_inputs(c, DType::F32, 13);
-    ops::SelectiveScanOptions o;
-    o.D = in[5], o.z = in[6], o.delta_bias = in[7], o.delta_softplus = true, o.h0 = in[8];
-    o.state_offset = in[9], o.output_offset = in[10], o.return_last_state = true;
-    const ops::SelectiveScanResult ref = ops::selective_scan_reference(in[0], in[1], in[2], in[3], in[4], o);
-    std::vector<Tensor> g;
-    for (const Tensor& x : in) g.push_back(x.detach().to(Device::cuda()));
+    const auto [ref, g] = reference_and_gpu_inputs(scan_inputs(c, DType::F32, 13));
     cuda::SelectiveScanParams p;
     p.u = g[0].raw_data(), p.delta = g[1].raw_data(), p.A = g[2].raw_data(), p.B = g[3].raw_data();
     p.C = g[4].raw_data(), p.D = g[5].raw_data(), p.z = g[6].raw_data(), p.delta_bias = g[7].raw_data();
