@@ -128,9 +128,9 @@ struct HornGrads {  // typed views of LonghornScanGrads
 };
 
 template <class T>
-__global__ void __launch_bounds__(kScanThreads, kScanBackwardBlocksPerSM<T>) horn_backward_kernel(HornInputs<T> in, const T* chunk_states,
-                                                                     const T* y_pre, const T* gout, const T* glast,
-                                                                     HornGrads<T> g, int64_t chunks, int64_t groups) {
+__global__ void __launch_bounds__(kScanThreads, kScanBackwardBlocksPerSM<T>)
+    horn_backward_kernel(HornInputs<T> in, const T* chunk_states, const T* y_pre, const T* gout, const T* glast,
+                         HornGrads<T> g, int64_t chunks, int64_t groups) {
     __shared__ T carry_back[kScanGroupChannels * kScanMaxStates];  // per channel: the adjoint at the first step of
                                                                     // the chunk to the right
     __shared__ T a_chunk[kScanChunk];  // this chunk's forget factors for the current channel and state

@@ -123,9 +123,9 @@ struct Grads {  // typed views of SelectiveScanGrads
 };
 
 template <class T>
-__global__ void __launch_bounds__(kScanThreads, kScanBackwardBlocksPerSM<T>) scan_backward_kernel(Inputs<T> in, const T* chunk_states,
-                                                                     const T* y_pre, const T* gout, const T* glast,
-                                                                     Grads<T> g, int64_t chunks, int64_t groups) {
+__global__ void __launch_bounds__(kScanThreads, kScanBackwardBlocksPerSM<T>)
+    scan_backward_kernel(Inputs<T> in, const T* chunk_states, const T* y_pre, const T* gout, const T* glast,
+                         Grads<T> g, int64_t chunks, int64_t groups) {
     __shared__ T carry_back[kScanGroupChannels * kScanMaxStates];  // per channel: the adjoint at the first step of
                                                                     // the chunk to the right
     __shared__ T a_chunk[kScanChunk];  // this chunk's decays for the current channel and state
