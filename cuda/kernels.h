@@ -228,7 +228,7 @@ SSMTUNE_LAUNCHER void scale_inplace(int device, DType dtype, void* x, int64_t n,
 
 }  // namespace ssmtune::cuda
 
-#ifndef SSMTUNE_WITH_CUDA
+#if !defined(SSMTUNE_WITH_CUDA) && !defined(SSMTUNE_CUDA_EMULATION)  // the same test as the push above
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif

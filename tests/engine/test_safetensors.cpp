@@ -112,7 +112,10 @@ TensorMap every_dtype() {
 
 void expect_same_tensors(const TensorMap& got, const TensorMap& want) {
     REQUIRE(got.size() == want.size());
-    for (const auto& [name, t] : want) {
+    for (const auto& entry : want) {
+        // Not a structured binding: INFO captures `name` in a lambda, which clang before 16 rejects for bindings.
+        const std::string& name = entry.first;
+        const Tensor& t = entry.second;
         INFO("tensor " << name);
         REQUIRE(got.count(name) == 1);
         const Tensor& g = got.at(name);

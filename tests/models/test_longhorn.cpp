@@ -191,6 +191,8 @@ TEST_CASE("longhorn golden: parameter count formula, names, init and save then l
     CHECK(loaded.lm->config().model_type == "longhorn");
     Tensor ids = tiny_ids();
     CHECK(loaded.lm->forward(ids).to_vector<float>() == any.lm->forward(ids).to_vector<float>());
-    for (auto& [name, p] : any.lm->named_parameters())
-        CHECK_MESSAGE(loaded.lm->find_parameter(name)->to_vector<float>() == p.to_vector<float>(), name);
+    for (auto& named : any.lm->named_parameters()) {
+        const std::string& name = named.first;  // not a structured binding: CHECK_MESSAGE captures it
+        CHECK_MESSAGE(loaded.lm->find_parameter(name)->to_vector<float>() == named.second.to_vector<float>(), name);
+    }
 }

@@ -77,9 +77,10 @@ TEST_CASE("mamba golden: fused model equals the float64 composite in logits loss
     ref_loss.backward();
     expect_close(logits, ref_logits, 1e-10, 1e-12, "logits");
     expect_close(loss, ref_loss, 1e-10, 1e-12, "loss");
-    for (auto& [name, p] : model.named_parameters()) {
+    for (auto& named : model.named_parameters()) {
+        const std::string& name = named.first;  // not a structured binding: REQUIRE_MESSAGE captures it
         REQUIRE_MESSAGE(fused_grads[name].defined(), name);
-        expect_close(fused_grads[name], p.grad(), 1e-8, 1e-11, name);
+        expect_close(fused_grads[name], named.second.grad(), 1e-8, 1e-11, name);
     }
 }
 

@@ -164,7 +164,9 @@ TEST_CASE("s4d golden: fused classifier equals the float64 composite (post/pre-n
         expect_close(logits, ref_logits, 1e-10, 1e-12, "logits");
         expect_close(loss, ref_loss, 1e-10, 1e-12, "loss");
         CHECK(model.named_parameters().size() == 4 + 2 * 9);  // encoder 2, decoder 2, per layer 9 (incl. norm)
-        for (auto& [name, p] : model.named_parameters()) {
+        for (auto& named : model.named_parameters()) {
+            const std::string& name = named.first;  // not a structured binding: the messages capture it
+            const Tensor& p = named.second;
             REQUIRE_MESSAGE(fused[name].defined(), name);
             REQUIRE_MESSAGE(p.grad().defined(), name);
             const CloseReport r = compare(fused[name], p.grad(), 1e-9, 1e-12);

@@ -95,7 +95,8 @@ TEST_CASE("fft round trip and convolution theorem") {
 }
 
 TEST_CASE("causal_conv direct and FFT paths match a plain loop") {
-    for (auto [L, Lk] : {std::pair<int64_t, int64_t>{5, 5}, {9, 3}, {300, 300}, {1000, 1000}, {130, 40}}) {
+    for (const auto& sizes : {std::pair<int64_t, int64_t>{5, 5}, {9, 3}, {300, 300}, {1000, 1000}, {130, 40}}) {
+        const int64_t L = sizes.first, Lk = sizes.second;  // not a structured binding: INFO captures them
         Tensor u = Tensor::randn({2, 3, L}, 4, DType::F64), K = Tensor::randn({3, Lk}, 5, DType::F64);
         Tensor ref = Tensor::zeros({2, 3, L}, DType::F64);
         if (L <= 300) {

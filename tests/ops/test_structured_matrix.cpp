@@ -177,7 +177,8 @@ TEST_CASE("structured kronecker_matmul and ldr_matmul equal x @ denseᵀ") {
 TEST_CASE("structured gradients of every op and input in float64") {
     const auto opts = gc_options();
     // Block circulant: square, tiled, b = 1, and a 1-D x.
-    for (auto [P, Q, b] : {std::array<int64_t, 3>{1, 1, 5}, {2, 3, 4}, {3, 2, 3}, {2, 2, 1}}) {
+    for (const auto& sizes : {std::array<int64_t, 3>{1, 1, 5}, {2, 3, 4}, {3, 2, 3}, {2, 2, 1}}) {
+        const int64_t P = sizes[0], Q = sizes[1], b = sizes[2];  // not a structured binding: INFO captures them
         INFO("block_circulant P " << P << " Q " << Q << " b " << b);
         expect_gradcheck([](const auto& in) { return ops::block_circulant_matmul(in[0], in[1]); },
                          {rand_input({P, Q, b}, 100 + b), rand_input({2, 3, Q * b}, 200 + b)}, opts);

@@ -101,7 +101,9 @@ inline void run_battery(const std::string& kind, const nlohmann::json& config_js
         INFO("adapter tensor " << named[i].first);
         CHECK_FALSE(bit_equal(named[i].second, start[i]));
     }
-    for (auto& [name, t] : s.module().state_dict()) {
+    for (auto& entry : s.module().state_dict()) {
+        const std::string& name = entry.first;  // not a structured binding: INFO captures it
+        const Tensor& t = entry.second;
         if (!base_before.count(name)) continue;  // the method's own tensors
         bool own = false;
         for (auto& [n, a] : named) own = own || (opt.in_place && n == name);

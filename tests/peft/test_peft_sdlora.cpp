@@ -142,7 +142,9 @@ TEST_CASE("peft sdlora: mamba selection picks the largest warm-up changes; base 
     // the base is bit-identical, nothing of the warm-up stays, requires_grad is restored
     const TensorMap after = s.module().state_dict();
     CHECK(after.size() == before.size());
-    for (auto& [n, t] : after) {
+    for (auto& entry : after) {
+        const std::string& n = entry.first;  // not a structured binding: INFO captures it
+        const Tensor& t = entry.second;
         INFO(n);
         REQUIRE(before.count(n));
         CHECK(bit_equal(t, before.at(n)));

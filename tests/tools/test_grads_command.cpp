@@ -39,9 +39,10 @@ TEST_CASE("grads writes loss logits and every parameter gradient of a language m
         CHECK(r.at("logits").shape() == Shape{2, 4, 13});
         CHECK(r.at("loss").dtype() == (std::string(dtype) == "f64" ? DType::F64 : DType::F32));
         AnyModel m = load_model(model);
-        for (auto& [name, p] : m.module().named_parameters()) {
+        for (auto& named : m.module().named_parameters()) {
+            const std::string& name = named.first;  // not a structured binding: REQUIRE_MESSAGE captures it
             REQUIRE_MESSAGE(r.count(name) == 1, name);
-            CHECK(r.at(name).shape() == p.shape());
+            CHECK(r.at(name).shape() == named.second.shape());
         }
         // the loss is the model's own mean next-token loss
         Tensor ids = load_safetensors(batch).at("input_ids");
