@@ -30,7 +30,7 @@ void expect_emulated_close(const Tensor& actual, const Tensor& expected, DType t
 
 }  // namespace
 
-TEST_CASE("emulated CUDA: row sums follow the block-reduction schedule bit for bit; maxima and squared norms") {
+TEST_CASE("emulated CUDA: row sums follow the block-reduction schedule bit for bit, maxima and squared norms") {
     for (int64_t count : {int64_t(37), int64_t(1000)}) {  // one thread per row below 64, else one block per row
         const int64_t rows = 3;
         const Tensor x = input({rows, count}, 5, DType::F32);

@@ -96,7 +96,7 @@ TEST_CASE("frame model: float64 gradients of the classification loss match finit
     }
 }
 
-TEST_CASE("frame model: save then load gives identical logits; a config that disagrees names input_size") {
+TEST_CASE("frame model: save then load gives identical logits, a config that disagrees names input_size") {
     auto lm = std::make_shared<LanguageModel>(tiny_frame_config("longhorn"), 5);
     AnyModel any{"longhorn", lm, nullptr};
     const auto dir = scratch_dir("frame_model_roundtrip");

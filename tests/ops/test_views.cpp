@@ -19,7 +19,7 @@ TEST_CASE("views share storage") {
     CHECK(tr.at({0, 0}) == 42.0);
 }
 
-TEST_CASE("reshape views when possible and copies otherwise; view refuses to copy") {
+TEST_CASE("reshape views when possible and copies otherwise, view refuses to copy") {
     Tensor t = Tensor::randn({4, 6}, 1);
     CHECK(t.reshape({2, -1, 3}).storage() == t.storage());
     Tensor tr = t.transpose(0, 1);  // [6, 4], non-contiguous

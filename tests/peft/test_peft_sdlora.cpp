@@ -73,7 +73,7 @@ TEST_CASE("peft sdlora: battery on mamba, longhorn and s4d with fixed dimensions
     run_battery("s4d", sdlora(kS4DPrunedDims), p);
 }
 
-TEST_CASE("peft sdlora: SparseDelta equals a plain-loop scatter; float64 gradcheck; worst errors") {
+TEST_CASE("peft sdlora: SparseDelta equals a plain-loop scatter, float64 gradcheck, worst errors") {
     Subject s = make_subject("s4d");
     models::S4DKernel& kernel = *s.any.s4d->layer(0).kernel;  // C [6, 2, 2]
     const std::vector<int64_t> idx = {1, 4, 5, 10, 23};
@@ -112,7 +112,7 @@ TEST_CASE("peft sdlora: SparseDelta equals a plain-loop scatter; float64 gradche
     }
 }
 
-TEST_CASE("peft sdlora: mamba selection picks the largest warm-up changes; base bit-identical") {
+TEST_CASE("peft sdlora: mamba selection picks the largest warm-up changes, base bit-identical") {
     Subject s = make_subject("mamba");
     const TensorMap before = cloned_state(s.module());
     const peft::Config cfg = peft::Config::from_json(

@@ -97,7 +97,7 @@ TEST_CASE("bench: the scan benchmark on a tiny shape, and its usage errors") {
     CHECK(cli({"bench", "--device", "cuda", "--what", "peft"}) == 1);
 }
 
-TEST_CASE("--device: cpu trains as before; a GPU that is not there, or a bad name, is one error naming the fix") {
+TEST_CASE("--device: cpu trains as before, a GPU that is not there, or a bad name, is one error naming the fix") {
     const std::filesystem::path dir = scratch_dir("device_flag");
     CHECK(cli({"train", "--task", "selective_copying", "--steps", "2", "--batch-size", "2", "--device", "cpu", "--out",
                (dir / "cpu").string(), "--quiet"}) == 0);
