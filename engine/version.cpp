@@ -1,6 +1,8 @@
 // Version string and build description (see version.h).
 #include "engine/version.h"
 
+#include "engine/cpu_isa.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -27,6 +29,7 @@ std::string build_info() {
     s += "unknown";
 #endif
     s += ", C++" + std::to_string(__cplusplus / 100 % 100);
+    s += std::string(", CPU kernels: ") + cpu_isa_name(cpu_isa()) + (SSMTUNE_CPU_DISPATCH ? " (runtime dispatch)" : "");
 #ifdef _OPENMP
     s += ", OpenMP " + std::to_string(_OPENMP) + " (" + std::to_string(cpu_threads()) + " threads)";
 #else

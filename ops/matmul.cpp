@@ -10,9 +10,11 @@
 // inside); otherwise Eigen threads the single GEMM. Each output block is owned by one thread, so results are
 // bit-identical run to run for a fixed thread count (not across thread counts: Eigen's blocking depends on it).
 // gemm_count() counts Eigen GEMM calls: one per 2-D product, i.e. one per batch entry of a batched product.
+// float GEMMs run Eigen's AVX2 + FMA build (ops/matmul_avx2.cpp) when engine/cpu_isa.h says the CPU has it.
 // Not here: BLAS backends, integer matmul. A matrix view Eigen cannot map (e.g. an expanded column) is copied once.
 #include <algorithm>
 #include <atomic>
+#include <type_traits>
 
 #include <Eigen/Core>
 
@@ -21,6 +23,7 @@
 #endif
 
 #include "cuda/kernels.h"
+#include "engine/cpu_isa.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 
@@ -122,6 +125,12 @@ template <class T>
 void gemm_accumulate(T* out, const T* a, const MatrixLayout& la, const T* b, const MatrixLayout& lb) {
     const int64_t M = la.rows, K = la.cols, N = lb.cols;
     if (M == 0 || N == 0 || K == 0) return;
+    g_gemm_count.fetch_add(1, std::memory_order_relaxed);
+#if SSMTUNE_CPU_DISPATCH
+    if constexpr (std::is_same<T, float>::value)
+        if (cpu_isa() == CpuIsa::avx2)
+            return detail::gemm_accumulate_avx2(out, M, N, K, a, la.ld, la.transposed, b, lb.ld, lb.transposed);
+#endif
     MatrixMap<T> o(out, M, N);
     auto with_b = [&](const auto& am) {
         if (lb.transposed) o.noalias() += am * ConstMatrixMap<T>(b, N, K, Eigen::OuterStride<>(lb.ld)).transpose();
@@ -129,7 +138,6 @@ void gemm_accumulate(T* out, const T* a, const MatrixLayout& la, const T* b, con
     };
     if (la.transposed) with_b(ConstMatrixMap<T>(a, K, M, Eigen::OuterStride<>(la.ld)).transpose());
     else with_b(ConstMatrixMap<T>(a, M, K, Eigen::OuterStride<>(la.ld)));
-    g_gemm_count.fetch_add(1, std::memory_order_relaxed);
 }
 
 // out (zeros [n_out, M, N] contiguous) [target[i]] += A[i] @ B[i] for every batch entry i. Entries that share

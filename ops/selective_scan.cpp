@@ -16,7 +16,9 @@
 // Not here: complex A, grouped B/C (G > 1), the fused conv/projections of mamba_ssm's MambaInnerFn.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
+#include "engine/cpu_isa.h"
 #include "ops/ops.h"
 #include "ops/scan_common.h"
 #include "ops/ssm.h"
@@ -193,39 +195,61 @@ inline void group_output(const ChannelGroup<T>& g, int64_t N, int64_t t, const T
     for (int64_t w = 0; w < kVec; ++w) y[w] += g.D[w] * u[w] + g.yoff[w];
 }
 
+// Forward of work item `item`: channel group item % groups of batch row item / groups.
 template <class T>
-void scan_forward(const ScanArgs& a, T* out, T* last, T* ckpt) {
+void forward_group(const ScanArgs& a, int64_t item, T* out, T* last, T* ckpt) {
     const T *Bt = a.Bt.data<T>(), *Ct = a.Ct.data<T>();
     const T* h0 = a.h0.defined() ? a.h0.data<T>() : nullptr;
     const bool gated = a.z.defined();
     const int64_t E = a.E, N = a.N, L = a.L, groups = (E + kVec - 1) / kVec;
-#pragma omp parallel for schedule(static) if (a.B * E * L * N > kParallelGrain)
-    for (int64_t item = 0; item < a.B * groups; ++item) {
-        ChannelGroup<T> g;
-        g.load(a, item / groups, (item % groups) * kVec, false);
-        const int64_t b = g.b;
-        std::vector<T> h(static_cast<size_t>(N * kVec), T(0)), ys(static_cast<size_t>(L * kVec));
-        for (int64_t w = 0; w < g.width; ++w)
-            if (h0)
+    ChannelGroup<T> g;
+    g.load(a, item / groups, (item % groups) * kVec, false);
+    const int64_t b = g.b;
+    std::vector<T> h(static_cast<size_t>(N * kVec), T(0)), ys(static_cast<size_t>(L * kVec));
+    for (int64_t w = 0; w < g.width; ++w)
+        if (h0)
+            for (int64_t n = 0; n < N; ++n)
+                h[size_t(n * kVec + w)] = h0[((a.h0_batched ? b * E : 0) + g.e0 + w) * N + n];
+    for (int64_t t = 0; t < L; ++t) {
+        if (t % a.ck == 0)
+            for (int64_t w = 0; w < g.width; ++w)
                 for (int64_t n = 0; n < N; ++n)
-                    h[size_t(n * kVec + w)] = h0[((a.h0_batched ? b * E : 0) + g.e0 + w) * N + n];
-        for (int64_t t = 0; t < L; ++t) {
-            if (t % a.ck == 0)
-                for (int64_t w = 0; w < g.width; ++w)
-                    for (int64_t n = 0; n < N; ++n)
-                        ckpt[((b * E + g.e0 + w) * a.nck + t / a.ck) * N + n] = h[size_t(n * kVec + w)];
-            group_step(g, N, t, Bt + (b * L + t) * N, h.data(), static_cast<T*>(nullptr));
-            T* y = ys.data() + t * kVec;
-            group_output(g, N, t, Ct + (b * L + t) * N, h.data(), y);
-            if (gated)
-                for (int64_t w = 0; w < kVec; ++w) y[w] *= g.gate[size_t(t * kVec + w)];
-        }
-        for (int64_t w = 0; w < g.width; ++w) {
-            const int64_t lane = b * E + g.e0 + w;
-            for (int64_t t = 0; t < L; ++t) out[lane * L + t] = ys[size_t(t * kVec + w)];
-            if (last)
-                for (int64_t n = 0; n < N; ++n) last[lane * N + n] = h[size_t(n * kVec + w)];
-        }
+                    ckpt[((b * E + g.e0 + w) * a.nck + t / a.ck) * N + n] = h[size_t(n * kVec + w)];
+        group_step(g, N, t, Bt + (b * L + t) * N, h.data(), static_cast<T*>(nullptr));
+        T* y = ys.data() + t * kVec;
+        group_output(g, N, t, Ct + (b * L + t) * N, h.data(), y);
+        if (gated)
+            for (int64_t w = 0; w < kVec; ++w) y[w] *= g.gate[size_t(t * kVec + w)];
+    }
+    for (int64_t w = 0; w < g.width; ++w) {
+        const int64_t lane = b * E + g.e0 + w;
+        for (int64_t t = 0; t < L; ++t) out[lane * L + t] = ys[size_t(t * kVec + w)];
+        if (last)
+            for (int64_t n = 0; n < N; ++n) last[lane * N + n] = h[size_t(n * kVec + w)];
+    }
+}
+
+#if SSMTUNE_CPU_DISPATCH
+SSMTUNE_AVX2_KERNEL void forward_group_avx2(const ScanArgs& a, int64_t item, float* out, float* last, float* ckpt) {
+    forward_group<float>(a, item, out, last, ckpt);
+}
+#endif
+
+template <class T>
+void scan_forward(const ScanArgs& a, T* out, T* last, T* ckpt) {
+    const int64_t groups = (a.E + kVec - 1) / kVec;
+    const bool avx2 = std::is_same<T, float>::value && cpu_isa() == CpuIsa::avx2;
+    (void)avx2;
+#pragma omp parallel for schedule(static) if (a.B * a.E * a.L * a.N > kParallelGrain)
+    for (int64_t item = 0; item < a.B * groups; ++item) {
+#if SSMTUNE_CPU_DISPATCH
+        if constexpr (std::is_same<T, float>::value)
+            if (avx2) {
+                forward_group_avx2(a, item, out, last, ckpt);
+                continue;
+            }
+#endif
+        forward_group<T>(a, item, out, last, ckpt);
     }
 }
 
@@ -234,141 +258,179 @@ struct ScanGrads {
     Tensor du, ddelta, dA, dB, dC, dD, dz, dbias, dh0, dhoff, dyoff;
 };
 
+// Where backward_block reads the saved states and output gradients and writes its gradients and partials.
 template <class T>
-ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& gout_t, const Tensor& glast_t) {
-    const T *Bt = a.Bt.data<T>(), *Ct = a.Ct.data<T>(), *ckpt = ckpt_t.data<T>(), *gout = gout_t.data<T>();
-    const T* glast = glast_t.defined() ? glast_t.data<T>() : nullptr;
+struct BackwardIo {
+    const T *ckpt = nullptr, *gout = nullptr, *glast = nullptr;  // glast: null without a last-state gradient
+    T *du = nullptr, *dd = nullptr, *dz = nullptr;                // [B, E, L]; dz null without z
+    T *pB = nullptr, *pC = nullptr;                               // per-item partials [items, L, N]
+    T *pA = nullptr, *pH = nullptr, *pH0 = nullptr;               // per-batch partials [B, E, N]
+    T *pD = nullptr, *pbias = nullptr, *pY = nullptr;             // per-batch partials [B, E]
+};
+
+// Backward of work item `item`: the kLaneBlock channels of block item % nblocks of batch row item / nblocks,
+// kVec at a time.
+template <class T>
+void backward_block(const ScanArgs& a, const BackwardIo<T>& io, int64_t item) {
+    const T *Bt = a.Bt.data<T>(), *Ct = a.Ct.data<T>(), *ckpt = io.ckpt, *gout = io.gout, *glast = io.glast;
     const T* z = a.z.defined() ? a.z.data<T>() : nullptr;
     const bool has_hoff = a.hoff.defined();
-    const int64_t Bsz = a.B, E = a.E, N = a.N, L = a.L, ck = a.ck;
+    const int64_t E = a.E, N = a.N, L = a.L, ck = a.ck, nblocks = (E + kLaneBlock - 1) / kLaneBlock;
+    T *du = io.du, *dd = io.dd, *dz = io.dz, *pB = io.pB, *pC = io.pC, *pA = io.pA, *pH = io.pH, *pH0 = io.pH0;
+    T *pD = io.pD, *pbias = io.pbias, *pY = io.pY;
+    const int64_t b = item / nblocks, e_begin = (item % nblocks) * kLaneBlock, e_end = std::min(E, e_begin + kLaneBlock);
+    const size_t NV = size_t(N * kVec);
+    // Per group: recomputed states hs[i] ([N][kVec], state before step start+i) and decays of the chunk, the
+    // adjoint gh, per-channel parameter gradients; per item: dB/dC per channel slot ([L][N][kVec]), summed over
+    // the slots once at the end.
+    std::vector<T> hs(size_t(ck + 1) * NV), decays(size_t(ck) * NV), gh(NV), dA_acc(NV), dH_acc(NV);
+    std::vector<T> dB_acc(size_t(L) * NV, T(0)), dC_acc(size_t(L) * NV, T(0));
+    std::vector<T> du_g(size_t(L * kVec)), dd_g(size_t(L * kVec)), dz_g(z ? size_t(L * kVec) : 0);
+    ChannelGroup<T> grp;
+    for (int64_t e0 = e_begin; e0 < e_end; e0 += kVec) {
+        grp.load(a, b, e0, true);
+        const int64_t width = std::min(kVec, e_end - e0);
+        std::vector<T> go(size_t(L * kVec), T(0));  // output gradient, time-major
+        for (int64_t w = 0; w < width; ++w)
+            for (int64_t t = 0; t < L; ++t) go[size_t(t * kVec + w)] = gout[(b * E + e0 + w) * L + t];
+        std::fill(gh.begin(), gh.end(), T(0));
+        if (glast)
+            for (int64_t w = 0; w < width; ++w)
+                for (int64_t n = 0; n < N; ++n) gh[size_t(n * kVec + w)] = glast[(b * E + e0 + w) * N + n];
+        std::fill(dA_acc.begin(), dA_acc.end(), T(0));
+        std::fill(dH_acc.begin(), dH_acc.end(), T(0));
+        T accD[kVec] = {}, accY[kVec] = {}, accBias[kVec] = {};
+        for (int64_t c = a.nck - 1; c >= 0; --c) {
+            const int64_t start = c * ck, len = std::min(ck, L - start);
+            std::fill(hs.begin(), hs.begin() + NV, T(0));
+            for (int64_t w = 0; w < width; ++w)
+                for (int64_t n = 0; n < N; ++n)
+                    hs[size_t(n * kVec + w)] = ckpt[((b * E + e0 + w) * a.nck + c) * N + n];
+            for (int64_t i = 0; i < len; ++i) {  // recompute: hs[i + 1] from hs[i], keeping the decays
+                std::copy_n(hs.data() + i * NV, NV, hs.data() + (i + 1) * NV);
+                group_step(grp, N, start + i, Bt + (b * L + start + i) * N, hs.data() + (i + 1) * NV,
+                           decays.data() + i * NV);
+            }
+            for (int64_t i = len - 1; i >= 0; --i) {
+                const int64_t t = start + i;
+                const T *Bn = Bt + (b * L + t) * N, *Cn = Ct + (b * L + t) * N;
+                const T *h_t = hs.data() + (i + 1) * NV, *h_prev = hs.data() + i * NV, *dec = decays.data() + i * NV;
+                const T *dt = grp.dt.data() + t * kVec, *u = grp.u.data() + t * kVec;
+                // Output side: out = y · SiLU(z)  →  gy, gz.
+                T gy[kVec];
+                for (int64_t w = 0; w < kVec; ++w) gy[w] = go[size_t(t * kVec + w)];
+                if (z) {
+                    T y[kVec];
+                    group_output(grp, N, t, Cn, h_t, y);
+                    for (int64_t w = 0; w < width; ++w) {
+                        const T zz = z[(b * E + e0 + w) * L + t], s = grp.sig[size_t(t * kVec + w)];
+                        dz_g[size_t(t * kVec + w)] = gy[w] * y[w] * s * (T(1) + zz * (T(1) - s));
+                    }
+                    for (int64_t w = 0; w < kVec; ++w) gy[w] *= grp.gate[size_t(t * kVec + w)];
+                }
+                T gdt[kVec] = {}, gu[kVec] = {}, dtu[kVec];
+                for (int64_t w = 0; w < kVec; ++w) {
+                    accD[w] += gy[w] * u[w];
+                    accY[w] += gy[w];
+                    dtu[w] = dt[w] * u[w];
+                }
+                T *dBt = dB_acc.data() + size_t(t) * NV, *dCt = dC_acc.data() + size_t(t) * NV;
+                for (int64_t n = 0; n < N; ++n) {
+                    const T bn = Bn[n], cn = Cn[n];
+                    const size_t o = size_t(n * kVec);
+                    const T *An = grp.A.data() + o, *ho = grp.hoff.data() + o;
+                    if (has_hoff) {
+#pragma omp simd
+                        for (int64_t w = 0; w < kVec; ++w) dH_acc[o + w] += gy[w] * cn;
+                    }
+#pragma omp simd
+                    for (int64_t w = 0; w < kVec; ++w) {
+                        dCt[o + w] += gy[w] * (h_t[o + w] + ho[w]);
+                        const T ghn = gh[o + w] + cn * gy[w];  // total ∂L/∂h_t
+                        const T ga = ghn * h_prev[o + w];       // ∂L/∂(decay)
+                        gdt[w] += ga * dec[o + w] * An[w] + ghn * bn * u[w];
+                        dA_acc[o + w] += ga * dec[o + w] * dt[w];
+                        dBt[o + w] += ghn * dtu[w];
+                        gu[w] += ghn * dt[w] * bn;
+                        gh[o + w] = ghn * dec[o + w];          // ∂L/∂h_{t−1} through this step
+                    }
+                }
+                for (int64_t w = 0; w < kVec; ++w) {
+                    du_g[size_t(t * kVec + w)] = gu[w] + gy[w] * grp.D[w];
+                    const T gdt_raw = gdt[w] * grp.slope[size_t(t * kVec + w)];
+                    dd_g[size_t(t * kVec + w)] = gdt_raw;
+                    accBias[w] += gdt_raw;
+                }
+            }
+        }
+        for (int64_t w = 0; w < width; ++w) {
+            const int64_t lane = b * E + e0 + w;
+            for (int64_t t = 0; t < L; ++t) {
+                du[lane * L + t] = du_g[size_t(t * kVec + w)];
+                dd[lane * L + t] = dd_g[size_t(t * kVec + w)];
+                if (z) dz[lane * L + t] = dz_g[size_t(t * kVec + w)];
+            }
+            for (int64_t n = 0; n < N; ++n) {
+                pA[lane * N + n] = dA_acc[size_t(n * kVec + w)];
+                if (has_hoff) pH[lane * N + n] = dH_acc[size_t(n * kVec + w)];
+                pH0[lane * N + n] = gh[size_t(n * kVec + w)];
+            }
+            pD[lane] = accD[w];
+            pY[lane] = accY[w];
+            pbias[lane] = accBias[w];
+        }
+    }
+    // dB, dC of this item: the channel slots summed in order.
+    T* item_dB = pB + item * L * N;
+    T* item_dC = pC + item * L * N;
+    for (int64_t tn = 0; tn < L * N; ++tn)
+        for (int64_t w = 0; w < kVec; ++w) {
+            item_dB[tn] += dB_acc[size_t(tn * kVec + w)];
+            item_dC[tn] += dC_acc[size_t(tn * kVec + w)];
+        }
+}
+
+#if SSMTUNE_CPU_DISPATCH
+SSMTUNE_AVX2_KERNEL void backward_block_avx2(const ScanArgs& a, const BackwardIo<float>& io, int64_t item) {
+    backward_block<float>(a, io, item);
+}
+#endif
+
+template <class T>
+ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& gout_t, const Tensor& glast_t) {
+    const bool has_hoff = a.hoff.defined(), has_z = a.z.defined();
+    const int64_t Bsz = a.B, E = a.E, N = a.N, L = a.L;
     const int64_t nblocks = (E + kLaneBlock - 1) / kLaneBlock, items = Bsz * nblocks;
     const DType dt_type = a.u.dtype();
 
     ScanGrads g;
     g.du = Tensor::empty({Bsz, E, L}, dt_type);
     g.ddelta = Tensor::empty({Bsz, E, L}, dt_type);
-    if (z) g.dz = Tensor::empty({Bsz, E, L}, dt_type);
+    if (has_z) g.dz = Tensor::empty({Bsz, E, L}, dt_type);
     // Partials: over channel blocks for dB/dC ([items, L, N]); over the batch for per-channel parameters.
     Tensor dB_part = Tensor::zeros({items, L, N}, dt_type), dC_part = Tensor::zeros({items, L, N}, dt_type);
     Tensor dA_part = Tensor::zeros({Bsz, E, N}, dt_type), dhoff_part = Tensor::zeros({Bsz, E, N}, dt_type);
     Tensor dD_part = Tensor::zeros({Bsz, E}, dt_type), dbias_part = Tensor::zeros({Bsz, E}, dt_type),
            dyoff_part = Tensor::zeros({Bsz, E}, dt_type), dh0_all = Tensor::zeros({Bsz, E, N}, dt_type);
-    T *du = g.du.data<T>(), *dd = g.ddelta.data<T>(), *dz = z ? g.dz.data<T>() : nullptr;
-    T *pB = dB_part.data<T>(), *pC = dC_part.data<T>(), *pA = dA_part.data<T>(), *pH = dhoff_part.data<T>(),
-      *pD = dD_part.data<T>(), *pbias = dbias_part.data<T>(), *pY = dyoff_part.data<T>(), *pH0 = dh0_all.data<T>();
+    BackwardIo<T> io;
+    io.ckpt = ckpt_t.data<T>(), io.gout = gout_t.data<T>(), io.glast = glast_t.defined() ? glast_t.data<T>() : nullptr;
+    io.du = g.du.data<T>(), io.dd = g.ddelta.data<T>(), io.dz = has_z ? g.dz.data<T>() : nullptr;
+    io.pB = dB_part.data<T>(), io.pC = dC_part.data<T>(), io.pA = dA_part.data<T>(), io.pH = dhoff_part.data<T>();
+    io.pH0 = dh0_all.data<T>(), io.pD = dD_part.data<T>(), io.pbias = dbias_part.data<T>();
+    io.pY = dyoff_part.data<T>();
+    const bool avx2 = std::is_same<T, float>::value && cpu_isa() == CpuIsa::avx2;
+    (void)avx2;
 
 #pragma omp parallel for schedule(static) if (Bsz * E * L * N > kParallelGrain)
     for (int64_t item = 0; item < items; ++item) {
-        const int64_t b = item / nblocks, e_begin = (item % nblocks) * kLaneBlock, e_end = std::min(E, e_begin + kLaneBlock);
-        const size_t NV = size_t(N * kVec);
-        // Per group: recomputed states hs[i] ([N][kVec], state before step start+i) and decays of the chunk, the
-        // adjoint gh, per-channel parameter gradients; per item: dB/dC per channel slot ([L][N][kVec]), summed over
-        // the slots once at the end.
-        std::vector<T> hs(size_t(ck + 1) * NV), decays(size_t(ck) * NV), gh(NV), dA_acc(NV), dH_acc(NV);
-        std::vector<T> dB_acc(size_t(L) * NV, T(0)), dC_acc(size_t(L) * NV, T(0));
-        std::vector<T> du_g(size_t(L * kVec)), dd_g(size_t(L * kVec)), dz_g(z ? size_t(L * kVec) : 0);
-        ChannelGroup<T> grp;
-        for (int64_t e0 = e_begin; e0 < e_end; e0 += kVec) {
-            grp.load(a, b, e0, true);
-            const int64_t width = std::min(kVec, e_end - e0);
-            std::vector<T> go(size_t(L * kVec), T(0));  // output gradient, time-major
-            for (int64_t w = 0; w < width; ++w)
-                for (int64_t t = 0; t < L; ++t) go[size_t(t * kVec + w)] = gout[(b * E + e0 + w) * L + t];
-            std::fill(gh.begin(), gh.end(), T(0));
-            if (glast)
-                for (int64_t w = 0; w < width; ++w)
-                    for (int64_t n = 0; n < N; ++n) gh[size_t(n * kVec + w)] = glast[(b * E + e0 + w) * N + n];
-            std::fill(dA_acc.begin(), dA_acc.end(), T(0));
-            std::fill(dH_acc.begin(), dH_acc.end(), T(0));
-            T accD[kVec] = {}, accY[kVec] = {}, accBias[kVec] = {};
-            for (int64_t c = a.nck - 1; c >= 0; --c) {
-                const int64_t start = c * ck, len = std::min(ck, L - start);
-                std::fill(hs.begin(), hs.begin() + NV, T(0));
-                for (int64_t w = 0; w < width; ++w)
-                    for (int64_t n = 0; n < N; ++n)
-                        hs[size_t(n * kVec + w)] = ckpt[((b * E + e0 + w) * a.nck + c) * N + n];
-                for (int64_t i = 0; i < len; ++i) {  // recompute: hs[i + 1] from hs[i], keeping the decays
-                    std::copy_n(hs.data() + i * NV, NV, hs.data() + (i + 1) * NV);
-                    group_step(grp, N, start + i, Bt + (b * L + start + i) * N, hs.data() + (i + 1) * NV,
-                               decays.data() + i * NV);
-                }
-                for (int64_t i = len - 1; i >= 0; --i) {
-                    const int64_t t = start + i;
-                    const T *Bn = Bt + (b * L + t) * N, *Cn = Ct + (b * L + t) * N;
-                    const T *h_t = hs.data() + (i + 1) * NV, *h_prev = hs.data() + i * NV, *dec = decays.data() + i * NV;
-                    const T *dt = grp.dt.data() + t * kVec, *u = grp.u.data() + t * kVec;
-                    // Output side: out = y · SiLU(z)  →  gy, gz.
-                    T gy[kVec];
-                    for (int64_t w = 0; w < kVec; ++w) gy[w] = go[size_t(t * kVec + w)];
-                    if (z) {
-                        T y[kVec];
-                        group_output(grp, N, t, Cn, h_t, y);
-                        for (int64_t w = 0; w < width; ++w) {
-                            const T zz = z[(b * E + e0 + w) * L + t], s = grp.sig[size_t(t * kVec + w)];
-                            dz_g[size_t(t * kVec + w)] = gy[w] * y[w] * s * (T(1) + zz * (T(1) - s));
-                        }
-                        for (int64_t w = 0; w < kVec; ++w) gy[w] *= grp.gate[size_t(t * kVec + w)];
-                    }
-                    T gdt[kVec] = {}, gu[kVec] = {}, dtu[kVec];
-                    for (int64_t w = 0; w < kVec; ++w) {
-                        accD[w] += gy[w] * u[w];
-                        accY[w] += gy[w];
-                        dtu[w] = dt[w] * u[w];
-                    }
-                    T *dBt = dB_acc.data() + size_t(t) * NV, *dCt = dC_acc.data() + size_t(t) * NV;
-                    for (int64_t n = 0; n < N; ++n) {
-                        const T bn = Bn[n], cn = Cn[n];
-                        const size_t o = size_t(n * kVec);
-                        const T *An = grp.A.data() + o, *ho = grp.hoff.data() + o;
-                        if (has_hoff) {
-#pragma omp simd
-                            for (int64_t w = 0; w < kVec; ++w) dH_acc[o + w] += gy[w] * cn;
-                        }
-#pragma omp simd
-                        for (int64_t w = 0; w < kVec; ++w) {
-                            dCt[o + w] += gy[w] * (h_t[o + w] + ho[w]);
-                            const T ghn = gh[o + w] + cn * gy[w];  // total ∂L/∂h_t
-                            const T ga = ghn * h_prev[o + w];       // ∂L/∂(decay)
-                            gdt[w] += ga * dec[o + w] * An[w] + ghn * bn * u[w];
-                            dA_acc[o + w] += ga * dec[o + w] * dt[w];
-                            dBt[o + w] += ghn * dtu[w];
-                            gu[w] += ghn * dt[w] * bn;
-                            gh[o + w] = ghn * dec[o + w];          // ∂L/∂h_{t−1} through this step
-                        }
-                    }
-                    for (int64_t w = 0; w < kVec; ++w) {
-                        du_g[size_t(t * kVec + w)] = gu[w] + gy[w] * grp.D[w];
-                        const T gdt_raw = gdt[w] * grp.slope[size_t(t * kVec + w)];
-                        dd_g[size_t(t * kVec + w)] = gdt_raw;
-                        accBias[w] += gdt_raw;
-                    }
-                }
+#if SSMTUNE_CPU_DISPATCH
+        if constexpr (std::is_same<T, float>::value)
+            if (avx2) {
+                backward_block_avx2(a, io, item);
+                continue;
             }
-            for (int64_t w = 0; w < width; ++w) {
-                const int64_t lane = b * E + e0 + w;
-                for (int64_t t = 0; t < L; ++t) {
-                    du[lane * L + t] = du_g[size_t(t * kVec + w)];
-                    dd[lane * L + t] = dd_g[size_t(t * kVec + w)];
-                    if (z) dz[lane * L + t] = dz_g[size_t(t * kVec + w)];
-                }
-                for (int64_t n = 0; n < N; ++n) {
-                    pA[lane * N + n] = dA_acc[size_t(n * kVec + w)];
-                    if (has_hoff) pH[lane * N + n] = dH_acc[size_t(n * kVec + w)];
-                    pH0[lane * N + n] = gh[size_t(n * kVec + w)];
-                }
-                pD[lane] = accD[w];
-                pY[lane] = accY[w];
-                pbias[lane] = accBias[w];
-            }
-        }
-        // dB, dC of this item: the channel slots summed in order.
-        T* item_dB = pB + item * L * N;
-        T* item_dC = pC + item * L * N;
-        for (int64_t tn = 0; tn < L * N; ++tn)
-            for (int64_t w = 0; w < kVec; ++w) {
-                item_dB[tn] += dB_acc[size_t(tn * kVec + w)];
-                item_dC[tn] += dC_acc[size_t(tn * kVec + w)];
-            }
+#endif
+        backward_block<T>(a, io, item);
     }
 
     // Fixed-order reductions of the partials.
@@ -379,8 +441,8 @@ ScanGrads scan_backward(const ScanArgs& a, const Tensor& ckpt_t, const Tensor& g
         for (int64_t blk = 0; blk < nblocks; ++blk)
             for (int64_t t = 0; t < L; ++t)
                 for (int64_t n = 0; n < N; ++n) {
-                    gB[(b * N + n) * L + t] += pB[((b * nblocks + blk) * L + t) * N + n];
-                    gC[(b * N + n) * L + t] += pC[((b * nblocks + blk) * L + t) * N + n];
+                    gB[(b * N + n) * L + t] += io.pB[((b * nblocks + blk) * L + t) * N + n];
+                    gC[(b * N + n) * L + t] += io.pC[((b * nblocks + blk) * L + t) * N + n];
                 }
     const auto sum_over_batch = [](const Tensor& part, const Shape& shape) {
         return scan_detail::sum_leading<T>(part, shape);

@@ -1,8 +1,11 @@
 // matmul and linear: forward against a plain triple-loop GEMM (broadcast batches, 1-D rules, strided views),
-// float64 gradchecks, shape errors, run-to-run determinism, and the GEMM counter behind frozen weights.
+// float64 gradchecks, shape errors, run-to-run determinism, the GEMM counter behind frozen weights, and the float
+// GEMM at each CPU level (baseline Eigen, its AVX2 + FMA build; engine/cpu_isa.h).
 #include <algorithm>
+#include <array>
 #include <cmath>
 
+#include "engine/cpu_isa.h"
 #include "test_util.h"
 
 using namespace ssmtune;
@@ -207,6 +210,43 @@ TEST_CASE("linear forward matches x w^T + bias") {
     expect_close(ops::linear(x, wt, bias), reference_linear(x, wt, bias), 1e-13, 1e-13, "linear transposed weight");
     Tensor xf = Tensor::randn({7, 40}, 54), wf = Tensor::randn({24, 40}, 55), bf = Tensor::randn({24}, 56);
     expect_close(ops::linear(xf, wf, bf), reference_linear(xf, wf, bf), 1e-5, 1e-5, "linear f32");
+}
+
+TEST_CASE("float32 matmul and linear match the double reference at each CPU level") {
+    // Odd sizes (partial register tiles), every transposition, a batch, a linear with bias and its gradients; sizes
+    // past Eigen's blocking (K = 300) so several K panels add up.
+    const CpuIsa before = cpu_isa();
+    for (const CpuIsa isa : {CpuIsa::baseline, CpuIsa::avx2}) {
+        if (!cpu_isa_available(isa)) {
+            MESSAGE("CPU level " << cpu_isa_name(isa) << " not available here: not run");
+            CHECK_THROWS_AS(set_cpu_isa(isa), Error);
+            continue;
+        }
+        set_cpu_isa(isa);
+        INFO("CPU level " << cpu_isa_name(isa));
+        for (const std::array<int64_t, 3>& mkn : std::vector<std::array<int64_t, 3>>{{37, 29, 53}, {130, 300, 70}, {1, 17, 9}}) {
+            const int64_t M = mkn[0], K = mkn[1], N = mkn[2];  // plain locals: clang < 16 cannot capture bindings
+            INFO("M, K, N = " << M << ", " << K << ", " << N);
+            const double tol = 2e-6 * std::sqrt(double(K));
+            const Tensor a = Tensor::randn({M, K}, 90), b = Tensor::randn({K, N}, 91);
+            const Tensor at = Tensor::randn({K, M}, 92).transpose(0, 1), bt = Tensor::randn({N, K}, 93).transpose(0, 1);
+            expect_close(ops::matmul(a, b), reference_matmul(a, b).to(DType::F32), tol, tol, "a b");
+            expect_close(ops::matmul(at, b), reference_matmul(at, b).to(DType::F32), tol, tol, "a^T b");
+            expect_close(ops::matmul(a, bt), reference_matmul(a, bt).to(DType::F32), tol, tol, "a b^T");
+            expect_close(ops::matmul(at, bt), reference_matmul(at, bt).to(DType::F32), tol, tol, "a^T b^T");
+        }
+        const Tensor p = Tensor::randn({3, 2, 40}, 94).permute({1, 0, 2}), q = Tensor::randn({2, 40, 11}, 95);
+        expect_close(ops::matmul(p, q), reference_matmul(p, q).to(DType::F32), 2e-5, 2e-5, "batched, permuted");
+        Tensor x = Tensor::randn({6, 9, 48}, 96).set_requires_grad(true), w = Tensor::randn({33, 48}, 97);
+        w.set_requires_grad(true);
+        const Tensor bias = Tensor::randn({33}, 98), g = Tensor::randn({6, 9, 33}, 99);
+        expect_close(ops::linear(x, w, bias), reference_linear(x, w, bias).to(DType::F32), 2e-5, 2e-5, "linear");
+        ops::sum(ops::mul(ops::linear(x, w, bias), g)).backward();
+        const Tensor g2 = g.reshape({54, 33}), x2 = x.detach().reshape({54, 48});
+        expect_close(x.grad().reshape({54, 48}), reference_matmul(g2, w.detach()).to(DType::F32), 2e-5, 2e-5, "dx");
+        expect_close(w.grad(), reference_matmul(g2.transpose(0, 1), x2).to(DType::F32), 5e-5, 5e-5, "dw");
+    }
+    set_cpu_isa(before);
 }
 
 TEST_CASE("linear gradients (float64 gradcheck)") {

@@ -1,10 +1,12 @@
 // selective_scan: forward against the sequential reference with every option, float32 vs float64, float64
 // gradients of every input, agreement with a composite version built from primitive ops through autograd,
-// last state, h0 layouts, determinism across thread counts, and argument errors.
+// last state, h0 layouts, determinism across thread counts and across the CPU levels (baseline, AVX2), and
+// argument errors.
 #include "test_util.h"
 
 #include <cmath>
 
+#include "engine/cpu_isa.h"
 #include "ops/scan_common.h"
 #include "ops/ssm.h"
 
@@ -195,6 +197,44 @@ TEST_CASE("selective_scan gives the same bits with 1 and 2 threads") {
     omp_set_num_threads(before);
     CHECK(one == two);
 #endif
+}
+
+TEST_CASE("selective_scan gives the same bits with its AVX2 copy and the baseline build") {
+    // Every option, 13 channels (one whole group of 8 and a padded one), N = 16, chunks of 7 over L = 40.
+    const auto run = [](CpuIsa isa) {
+        set_cpu_isa(isa);
+        const int64_t B = 2, E = 13, N = 16, L = 40;
+        const auto r = [](const Shape& shape, uint64_t seed, float scale = 1.0f) {
+            return (Tensor::randn(shape, seed) * scale).detach().set_requires_grad(true);
+        };
+        std::vector<Tensor> in = {r({B, E, L}, 1), r({B, E, L}, 2, 0.5f),
+                                  ops::neg(ops::exp(Tensor::randn({E, N}, 3) * 0.5f)).detach().set_requires_grad(true),
+                                  r({B, N, L}, 4), r({B, N, L}, 5), r({E}, 6), r({B, E, L}, 7), r({E}, 8, 0.3f),
+                                  r({B, E, N}, 9, 0.5f), r({E, N}, 10, 0.5f), r({E}, 11, 0.5f)};
+        ops::SelectiveScanOptions o;
+        o.D = in[5], o.z = in[6], o.delta_bias = in[7], o.delta_softplus = true, o.h0 = in[8];
+        o.state_offset = in[9], o.output_offset = in[10], o.checkpoint_every = 7, o.return_last_state = true;
+        const ops::SelectiveScanResult res = ops::selective_scan(in[0], in[1], in[2], in[3], in[4], o);
+        ops::add(ops::sum(ops::mul(res.out, Tensor::randn({B, E, L}, 12))),
+                 ops::sum(ops::mul(res.last_state, Tensor::randn({B, E, N}, 13))))
+            .backward();
+        std::vector<std::vector<float>> all = {res.out.to_vector<float>(), res.last_state.to_vector<float>()};
+        for (const Tensor& t : in) all.push_back(t.grad().to_vector<float>());
+        return all;
+    };
+    const CpuIsa before = cpu_isa();
+    if (!cpu_isa_available(CpuIsa::avx2)) {
+        MESSAGE("no AVX2 copy on this CPU or build: only the baseline runs, nothing to compare");
+        CHECK_THROWS_AS(set_cpu_isa(CpuIsa::avx2), Error);
+        return;
+    }
+    const auto base = run(CpuIsa::baseline), avx2 = run(CpuIsa::avx2);
+    set_cpu_isa(before);
+    REQUIRE(base.size() == avx2.size());
+    for (size_t i = 0; i < base.size(); ++i) {
+        INFO("tensor " << i << " (out, last state, then the gradients of u, delta, A, B, C, D, z, bias, h0, h', y')");
+        CHECK(base[i] == avx2[i]);
+    }
 }
 
 TEST_CASE("selective_scan names the argument with a wrong shape") {

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <random>
@@ -112,6 +113,19 @@ TEST_CASE("determinism: same seed and thread count give bit-identical losses and
         CHECK(train_records(a) == train_records(b));
         CHECK(file_bytes(a / "model" / "model.safetensors") == file_bytes(b / "model" / "model.safetensors"));
     }
+}
+
+TEST_CASE("environment: SSMTUNE_CPU_ISA pins the CPU level, and a misspelt value is one error line and exit 1") {
+    const auto dir = scratch_dir("cpu_isa_env");
+    const fs::path bad = dir / "bad.txt", base = dir / "baseline.txt";
+    CHECK(wait_exit(start_cli({"--version"}, bad, {"SSMTUNE_CPU_ISA=avx3"})) == 1);
+    const std::string text = file_bytes(bad);
+    INFO(text);
+    CHECK(text.rfind("error: SSMTUNE_CPU_ISA=avx3 is not a CPU level", 0) == 0);
+    CHECK(text.find("fix: set it to baseline or avx2") != std::string::npos);
+    CHECK(std::count(text.begin(), text.end(), '\n') == 1);
+    REQUIRE(wait_exit(start_cli({"--version"}, base, {"SSMTUNE_CPU_ISA=baseline"})) == 0);
+    CHECK(file_bytes(base).find("CPU kernels: baseline") != std::string::npos);
 }
 
 TEST_CASE("faults: SIGKILL at random points, then --resume, loses only the steps since the last checkpoint") {
