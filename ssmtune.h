@@ -22,6 +22,7 @@
 #include "autograd/gradcheck.h"
 #include "autograd/node.h"
 #include "autograd/optim.h"
+#include "engine/cpu_isa.h"
 #include "engine/safetensors.h"
 #include "engine/tensor.h"
 #include "ops/ops.h"

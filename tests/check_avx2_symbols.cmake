@@ -6,6 +6,7 @@
 # (a compiler helper such as __clang_call_terminate, or std::bad_alloc's constructor in sanitizer builds, is fine
 # as long as it has no vector code); weak data (typeinfo, guards) carries no code and is not checked. The entry
 # point must be in the object.
+# Works with GNU binutils and with LLVM's (llvm-nm, llvm-ar, llvm-objdump: what CMake picks for clang).
 # Usage: cmake -DNM=<nm> -DAR=<ar> -DOBJDUMP=<objdump> -DLIB=<libssmtune.a> -DWORK=<scratch dir> -P check_avx2_symbols.cmake
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
@@ -22,6 +23,11 @@ if(NOT rc EQUAL 0 OR NOT rc2 EQUAL 0)
   message(FATAL_ERROR "cannot extract or list ${member} of ${LIB}")
 endif()
 string(REPLACE "\n" ";" lines "${listing}")
+# The whole object disassembled once; each function is "<name>:" up to the next blank line, in both formats.
+execute_process(COMMAND ${OBJDUMP} -d --no-show-raw-insn ${obj} OUTPUT_VARIABLE disassembly RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "${OBJDUMP} -d ${obj} failed (${rc})")
+endif()
 set(found_entry OFF)
 set(checked 0)
 set(bad "")
@@ -36,8 +42,15 @@ foreach(line IN LISTS lines)
   endif()
   if(kind STREQUAL "W" AND NOT name MATCHES "ssmtune_eigen_avx2")
     math(EXPR checked "${checked} + 1")
-    execute_process(COMMAND ${OBJDUMP} -d --no-show-raw-insn --disassemble=${name} ${obj} OUTPUT_VARIABLE code)
-    if(code MATCHES "\t(v[a-z0-9]+ |[^\n]*%[yz]mm)")  # a VEX mnemonic (vaddss, vmovups, ...) or a ymm/zmm register
+    string(FIND "${disassembly}" "<${name}>:\n" at)
+    if(at EQUAL -1)
+      string(APPEND bad "\n  ${name} (weak, but not found in the disassembly)")
+      continue()
+    endif()
+    string(SUBSTRING "${disassembly}" ${at} -1 code)
+    string(FIND "${code}" "\n\n" end)
+    string(SUBSTRING "${code}" 0 ${end} code)
+    if(code MATCHES "\tv[a-z0-9]+[ \t]|%[yz]mm")  # a VEX mnemonic (vaddss, vmovups, ...) or a ymm/zmm register
       string(APPEND bad "\n  ${name}")
     endif()
   endif()
