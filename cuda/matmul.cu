@@ -27,12 +27,12 @@ void gemm(int device, DType dtype, bool trans_a, bool trans_b, int64_t M, int64_
         using T = decltype(tag);
         const T alpha = T(1), beta = accumulate ? T(1) : T(0);
         if constexpr (sizeof(T) == 4) {
-            SSMTUNE_CUBLAS_CHECK(cublasSgemmStridedBatched(
+            SSMTUNE_CUBLAS_CHECK(lib::cublasSgemmStridedBatched(
                 h, op_b, op_a, int(N), int(M), int(K), &alpha, static_cast<const float*>(B), int(ldb), stride_b,
                 static_cast<const float*>(A), int(lda), stride_a, &beta, static_cast<float*>(C), int(N), stride_c,
                 int(batch)));
         } else {
-            SSMTUNE_CUBLAS_CHECK(cublasDgemmStridedBatched(
+            SSMTUNE_CUBLAS_CHECK(lib::cublasDgemmStridedBatched(
                 h, op_b, op_a, int(N), int(M), int(K), &alpha, static_cast<const double*>(B), int(ldb), stride_b,
                 static_cast<const double*>(A), int(lda), stride_a, &beta, static_cast<double*>(C), int(N), stride_c,
                 int(batch)));

@@ -131,9 +131,9 @@ cublasHandle_t cublas(int device) {
     Context& ctx = context(device);
     std::lock_guard<std::mutex> lock(ctx.mu);
     if (ctx.blas == nullptr) {
-        SSMTUNE_CUBLAS_CHECK(cublasCreate(&ctx.blas));
-        SSMTUNE_CUBLAS_CHECK(cublasSetStream(ctx.blas, s));
-        SSMTUNE_CUBLAS_CHECK(cublasSetMathMode(ctx.blas, CUBLAS_DEFAULT_MATH));  // no TF32: results track the CPU
+        SSMTUNE_CUBLAS_CHECK(lib::cublasCreate(&ctx.blas));
+        SSMTUNE_CUBLAS_CHECK(lib::cublasSetStream(ctx.blas, s));
+        SSMTUNE_CUBLAS_CHECK(lib::cublasSetMathMode(ctx.blas, CUBLAS_DEFAULT_MATH));  // no TF32: results track the CPU
     }
     return ctx.blas;
 }
@@ -147,8 +147,8 @@ cufftHandle fft_plan(int device, int n, int batch, bool inverse, bool f64) {
     if (it != ctx.fft_plans.end()) return it->second;
     cufftHandle plan;
     const cufftType type = f64 ? (inverse ? CUFFT_Z2D : CUFFT_D2Z) : (inverse ? CUFFT_C2R : CUFFT_R2C);
-    SSMTUNE_CUFFT_CHECK(cufftPlan1d(&plan, n, type, batch));
-    SSMTUNE_CUFFT_CHECK(cufftSetStream(plan, s));
+    SSMTUNE_CUFFT_CHECK(lib::cufftPlan1d(&plan, n, type, batch));
+    SSMTUNE_CUFFT_CHECK(lib::cufftSetStream(plan, s));
     ctx.fft_plans.emplace(key, plan);
     return plan;
 }

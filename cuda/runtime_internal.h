@@ -1,4 +1,5 @@
 // For the .cu files only: checked-call macros and the per-device context (stream, cuBLAS, cuFFT plan cache).
+// cuBLAS and cuFFT functions are called as lib::name(...) (cuda/math_libs.h), in the emulation too.
 //
 // SSMTUNE_CUDA_CHECK / SSMTUNE_CUBLAS_CHECK / SSMTUNE_CUFFT_CHECK throw ssmtune::Error naming the call, its
 // status, file:line (added by SSMTUNE_FAIL) and a hint. SSMTUNE_CUDA_LAUNCH_CHECK() follows every kernel launch.
@@ -7,10 +8,14 @@
 
 #ifdef SSMTUNE_CUDA_EMULATION
 #include "cuda/emulation/host_simt.h"  // the kernels compiled as host code (tests/emulation/)
+namespace ssmtune::cuda::lib {         // the emulation's cuBLAS and cuFFT are plain host functions
+using ::cublasCreate, ::cublasSetStream, ::cublasSetMathMode, ::cublasSgemmStridedBatched, ::cublasDgemmStridedBatched;
+using ::cufftPlan1d, ::cufftSetStream, ::cufftExecD2Z, ::cufftExecZ2D;
+}  // namespace ssmtune::cuda::lib
 #else
-#include <cublas_v2.h>
-#include <cufft.h>
 #include <cuda_runtime.h>
+
+#include "cuda/math_libs.h"  // ssmtune::cuda::lib: cuBLAS and cuFFT, loaded on first use
 #endif
 
 #include "engine/error.h"

@@ -154,12 +154,12 @@ void long_conv_fft(int device, cudaStream_t s, int mode, const T* a, const T* k,
     SSMTUNE_LAUNCH(grid_for(rows * n), kThreads, s, pad_rows_kernel<T>)(a, rows, L, n, ra_p);
     SSMTUNE_LAUNCH(grid_for(k_rows * n), kThreads, s, pad_rows_kernel<T>)(k, k_rows, k_len, n, rk_p);
     SSMTUNE_CUDA_LAUNCH_CHECK();
-    SSMTUNE_CUFFT_CHECK(cufftExecD2Z(fft_plan(device, int(n), int(rows), false, true), ra_p, fa_p));
-    SSMTUNE_CUFFT_CHECK(cufftExecD2Z(fft_plan(device, int(n), int(k_rows), false, true), rk_p, fk_p));
+    SSMTUNE_CUFFT_CHECK(lib::cufftExecD2Z(fft_plan(device, int(n), int(rows), false, true), ra_p, fa_p));
+    SSMTUNE_CUFFT_CHECK(lib::cufftExecD2Z(fft_plan(device, int(n), int(k_rows), false, true), rk_p, fk_p));
     SSMTUNE_LAUNCH(grid_for(rows * m), kThreads, s, spectrum_product_kernel)(
         fa_p, fk_p, fa_p, rows, k_rows, m, mode != 0);
     SSMTUNE_CUDA_LAUNCH_CHECK();
-    SSMTUNE_CUFFT_CHECK(cufftExecZ2D(fft_plan(device, int(n), int(rows), true, true), fa_p, ra_p));
+    SSMTUNE_CUFFT_CHECK(lib::cufftExecZ2D(fft_plan(device, int(n), int(rows), true, true), fa_p, ra_p));
     if (mode == 2) SSMTUNE_LAUNCH(grid_for(H * Lk), kThreads, s, sum_batch_rows_kernel<T>)(ra_p, B, H, n, Lk, out);
     else SSMTUNE_LAUNCH(grid_for(rows * L), kThreads, s, take_rows_kernel<T>)(ra_p, rows, n, L, out);
     SSMTUNE_CUDA_LAUNCH_CHECK();

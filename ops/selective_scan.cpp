@@ -10,8 +10,11 @@
 // the adjoint recurrence gh_t = C_t gy_t + exp(Δ_{t+1} A) gh_{t+1} (reference/ssm-models.md §1.4), taking h_{t−1}
 // from the recomputed states (no division) and reusing the decays (one exp per state and step in each direction).
 // Determinism: lanes are grouped in fixed blocks of kLaneBlock channels; reductions over channels (dB, dC) go
-// through per-channel-slot accumulators summed in slot order, then per-block partial buffers and reductions over the batch (dA, dD, dbias, dh′, dy′, dh0) through
-// per-batch partials, all summed in a fixed order, so results do not depend on the thread count.
+// through per-channel-slot accumulators summed in slot order, then per-block partial buffers, and reductions over
+// the batch (dA, dD, dbias, dh′, dy′, dh0) through per-batch partials, all summed in a fixed order, so results do
+// not depend on the thread count.
+// CPU level: the float work items (forward_group, backward_block) have AVX2 copies (forward_group_avx2, ...), used
+// when engine/cpu_isa.h says so; no FMA and the same per-element operations, so the bits match the baseline copy.
 // Tensors on a GPU go to ops/selective_scan_cuda.cpp (block-level parallel scans, cuda/selective_scan.cu).
 // Not here: complex A, grouped B/C (G > 1), the fused conv/projections of mamba_ssm's MambaInnerFn.
 #include <algorithm>

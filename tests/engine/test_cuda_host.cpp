@@ -1,6 +1,7 @@
 // The CUDA backend's host-side logic, checked on every machine: the caching allocator's policy (over malloc),
 // the kernels' broadcast index math, launch shapes, the block-reduction schedule and the argmax rule, and the
-// clean error a CUDA launcher gives where no GPU (or no CUDA build) exists.
+// clean error a CUDA launcher gives where no GPU (or no CUDA build) exists, and that cuBLAS and cuFFT (loaded on
+// first use) resolve every function the backend calls.
 #include <algorithm>
 #include <cstdlib>
 #include <functional>
@@ -231,4 +232,17 @@ TEST_CASE("moving a model to a GPU where none is usable is one clean error, and 
     CHECK(error_of([&] { model.to(Device::cuda()); }).find("fix:") != std::string::npos);
     for (const auto& [name, t] : model.named_parameters()) CHECK(t.device().is_cpu());
     CHECK(std::isfinite(model.loss(testing::tiny_ids()).item()));
+}
+
+TEST_CASE("cuBLAS and cuFFT load on first use and every function the backend calls resolves, GPU or not") {
+    // Loaded here if no earlier test case of this process did (cuda/math_libs.h: CPU-only runs never map them).
+    const std::string loaded = cuda::load_math_libraries();
+    INFO(loaded);
+    if (!cuda::built_with_cuda()) {
+        CHECK(loaded == "none (built without CUDA)");
+    } else if (loaded.rfind("emulated", 0) != 0) {  // real CUDA (the host emulation has no libraries to load)
+        CHECK(loaded.find("libcublas.so.") != std::string::npos);
+        CHECK(loaded.find("libcufft.so.") != std::string::npos);
+        CHECK(cuda::load_math_libraries() == loaded);  // loaded once
+    }
 }

@@ -224,7 +224,8 @@ TEST_CASE("float32 matmul and linear match the double reference at each CPU leve
         }
         set_cpu_isa(isa);
         INFO("CPU level " << cpu_isa_name(isa));
-        for (const std::array<int64_t, 3>& mkn : std::vector<std::array<int64_t, 3>>{{37, 29, 53}, {130, 300, 70}, {1, 17, 9}}) {
+        const std::vector<std::array<int64_t, 3>> sizes = {{37, 29, 53}, {130, 300, 70}, {1, 17, 9}};
+        for (const std::array<int64_t, 3>& mkn : sizes) {
             const int64_t M = mkn[0], K = mkn[1], N = mkn[2];  // plain locals: clang < 16 cannot capture bindings
             INFO("M, K, N = " << M << ", " << K << ", " << N);
             const double tol = 2e-6 * std::sqrt(double(K));
