@@ -26,7 +26,7 @@ nlohmann::json read_json_file(const std::string& path) {
     ss << in.rdbuf();
     try {
         return nlohmann::json::parse(ss.str());
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for numbers beyond double
         SSMTUNE_FAIL(path, ": not valid JSON (", e.what(), ")");
     }
 }

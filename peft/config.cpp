@@ -163,7 +163,7 @@ Config Config::parse(const std::string& text, const std::string& source) {
     nlohmann::json j;
     try {
         j = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for numbers beyond double
         SSMTUNE_FAIL(source, ": not valid JSON (", e.what(), ")");
     }
     return from_json(j, source);

@@ -31,7 +31,7 @@ std::vector<std::string> plot_run(const std::string& run_dir) {
         nlohmann::json j;
         try {
             j = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::parse_error&) {
+        } catch (const nlohmann::json::exception&) {  // parse_error, out_of_range (numbers beyond double)
             SSMTUNE_FAIL(log.string(), ": line ", line_no, " is not JSON (a run killed mid-write leaves a partial last "
                          "line; delete it)");
         }

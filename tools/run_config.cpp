@@ -99,6 +99,8 @@ void apply_assignments(json& config, const std::string& assignments) {
             value = json::parse(text);
         } catch (const json::parse_error&) {
             value = text;  // a bare string
+        } catch (const json::exception& e) {  // out_of_range: a number beyond double (1e999)
+            SSMTUNE_FAIL("--set ", item, ": ", e.what(), "; fix: give a number within double range");
         }
         json user = value;  // build {"a": {"b": value}} and merge it, so the same key checks apply
         std::vector<std::string> parts;

@@ -277,3 +277,24 @@ TEST_CASE("bad inputs: run configs, IDX files, token files and damaged resume ch
     expect_error(resume, 1, "non-finite", "resume: NaN weights");
     CHECK(file_bytes(last / "trainer_state.json") == state);  // a failed resume writes nothing
 }
+
+TEST_CASE("bad inputs: a JSON number beyond double range is one error in every JSON file and flag the program reads") {
+    // nlohmann reports 1e999 as out_of_range, not parse_error; a fuzz run found an adapter config that escaped as a
+    // foreign exception (tests/fuzz/regressions/adapter_loader_number_beyond_double).
+    const auto dir = scratch_dir("bad_big_number");
+    const std::string out = "--out=" + (dir / "out").string();
+    write(dir / "run.json", R"({"train": {"lr": 1e999}})");
+    expect_error({"train", "--config", (dir / "run.json").string(), out}, 1, "not valid JSON", "run config: 1e999");
+    expect_error({"train", "--set=train.lr=1e999", out}, 1, "within double range", "--set: 1e999");
+    models::save_model((dir / "model").string(), tiny_lm());
+    write(dir / "model" / "config.json", R"({"model_type": "mamba", "hidden_size": 1e999})");
+    expect_error({"eval", "--model", (dir / "model").string(), "--task=selective_copying"}, 1, "not valid JSON",
+                 "model config: 1e999");
+    models::AnyModel lm = tiny_lm();
+    fs::create_directories(dir / "adapter");
+    write(dir / "adapter" / "adapter_config.json", R"({"peft_type": "LORA", "r": 1e999})");
+    const std::string err = error_of([&] { peft::load(lm.module(), (dir / "adapter").string()); });
+    INFO(err);
+    CHECK(err.find("not valid JSON") != std::string::npos);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"r": 1e999})", "inline"), doctest::Contains("not valid JSON"), Error);
+}

@@ -3,6 +3,9 @@
 #include "test_util.h"
 #include "tests/tools/cli_test_util.h"
 
+#include <algorithm>
+#include <fstream>
+
 #include "cuda/runtime.h"
 #include "models/checkpoint.h"
 #include "peft/peft.h"
@@ -12,6 +15,7 @@
 #include "tools/data/synthetic.h"
 
 using namespace ssmtune;
+namespace fs = std::filesystem;
 using namespace ssmtune::testing;
 
 namespace {
@@ -64,6 +68,21 @@ TEST_CASE("fuzz regressions: every input that once crashed a fuzz target is now 
     CHECK(rc["train"]["lr"] == 0.5);
     tools::apply_assignments(rc, "data.task.nm_utokens=3");  // task keys are checked by the task parser
     CHECK_THROWS_WITH_AS(data::SyntheticTask::from_json(rc["data"]["task"]), doctest::Contains("nm_utokens"), Error);
+
+    // adapter_loader_number_beyond_double (CI, stop 17): an adapter_config.json holding a 300-digit number; nlohmann
+    // throws out_of_range for a number beyond double, and the JSON readers caught only parse_error. Replayed as the
+    // fuzz target does: two length bytes, then the config, then the weights.
+    const std::string input =
+        file_bytes(fs::path(SSMTUNE_SOURCE_DIR) / "tests" / "fuzz" / "regressions" / "adapter_loader_number_beyond_double");
+    REQUIRE(input.size() > 2);
+    const size_t n = std::min(input.size() - 2, size_t(uint8_t(input[0])) << 8 | uint8_t(input[1]));
+    const auto adapter = scratch_dir("fuzz_regression_adapter");
+    std::ofstream(adapter / "adapter_config.json", std::ios::binary) << input.substr(2, n);
+    std::ofstream(adapter / "adapter_model.safetensors", std::ios::binary) << input.substr(2 + n);
+    models::AnyModel lm = models::create_model({{"model_type", "mamba"}, {"vocab_size", 11}, {"hidden_size", 8},
+                                                {"num_hidden_layers", 2}, {"state_size", 4}, {"intermediate_size", 16},
+                                                {"time_step_rank", 1}}, 1);
+    CHECK_THROWS_WITH_AS(peft::load(lm.module(), adapter.string()), doctest::Contains("not valid JSON"), Error);
 }
 
 TEST_CASE("every example run config in tools/configs resolves, and its model and PEFT sections parse") {

@@ -214,7 +214,7 @@ BpeTokenizer BpeTokenizer::from_file(const std::string& path) {
     json j;
     try {
         j = json::parse(ss.str());
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers beyond double
         SSMTUNE_FAIL(path, " is not valid JSON (", e.what(), "); fix: a tokenizer.json file as saved by Hugging Face "
                      "tokenizers");
     }
