@@ -12,8 +12,6 @@
 // builds use their own baseline), dispatch inside CUDA code.
 #pragma once
 
-#include <cstdint>
-
 namespace ssmtune {
 
 enum class CpuIsa {
@@ -45,10 +43,3 @@ const char* cpu_isa_name(CpuIsa isa);
 // every element sees the same roundings as in the baseline copy.
 #define SSMTUNE_AVX2_KERNEL __attribute__((target("avx2"), flatten))
 #endif
-
-namespace ssmtune::detail {
-// The float GEMM out[M, N] += op(a) op(b), Eigen built for AVX2 + FMA (ops/matmul_avx2.cpp); op(a) is a[M, K] with
-// leading dimension lda, or the transpose of a row-major [K, M] when a_transposed (likewise b, [K, N]).
-void gemm_accumulate_avx2(float* out, int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
-                          bool a_transposed, const float* b, int64_t ldb, bool b_transposed);
-}  // namespace ssmtune::detail

@@ -24,6 +24,7 @@
 
 #include "cuda/kernels.h"
 #include "engine/cpu_isa.h"
+#include "ops/matmul_avx2.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 

@@ -5,10 +5,12 @@
 // Eigen is included under another namespace name (`Eigen` is a macro for ssmtune_eigen_avx2 in this file). Inline
 // and template functions are emitted once per object file and the linker keeps one copy per name; were the names
 // the same as matmul.cpp's baseline Eigen, the linker could keep this file's AVX2 copy for both, and the baseline
-// path would then run AVX2 instructions on a CPU without them. So this file includes nothing but Eigen and
-// <cstdint>, and tests/ops/test_cpu_isa.cpp checks its object's weak symbols. Not here: other types (float64 keeps
-// the baseline GEMM), threading decisions (those stay in matmul.cpp; Eigen threads a lone GEMM as there).
+// path would then run AVX2 instructions on a CPU without them. So this file includes nothing but Eigen, <cstdint>
+// and two declaration-only headers, and the ctest cpu_dispatch_weak_symbols (tests/check_avx2_symbols.cmake) checks
+// its object's weak functions for AVX code. Not here: other types (float64 keeps the baseline GEMM), threading
+// decisions (those stay in matmul.cpp; Eigen threads a lone GEMM as there).
 #include "engine/cpu_isa.h"
+#include "ops/matmul_avx2.h"
 
 #if SSMTUNE_CPU_DISPATCH
 
