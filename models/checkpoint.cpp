@@ -112,11 +112,21 @@ void check_lm_config_against_weights(const LMConfig& c, const TensorMap& w, cons
 
 }  // namespace
 
+namespace {
+std::string config_model_type(const nlohmann::json& config) {
+    if (!config.is_object()) return "";
+    if (config.contains("model_type"))
+        return config["model_type"].is_string() ? config["model_type"].get<std::string>() : "";
+    // mamba_ssm's MambaConfig (state-spaces/mamba-*'s config.json) has no model_type: d_model, n_layer, ssm_cfg.
+    return config.contains("d_model") && config.contains("n_layer") ? "mamba" : "";
+}
+}  // namespace
+
 AnyModel create_model(const nlohmann::json& config, uint64_t seed, const std::string& source) {
-    SSMTUNE_CHECK(config.is_object() && config.contains("model_type") && config["model_type"].is_string(), source,
-                  ": missing \"model_type\" (one of mamba, longhorn, s4d)");
     AnyModel m;
-    m.model_type = config["model_type"].get<std::string>();
+    m.model_type = config_model_type(config);
+    SSMTUNE_CHECK(!m.model_type.empty(), source, ": missing \"model_type\" (one of mamba, longhorn, s4d)");
+    if (m.model_type == "mamba_ssm") m.model_type = "mamba";
     if (m.model_type == "mamba" || m.model_type == "longhorn") {
         m.lm = std::make_shared<LanguageModel>(LMConfig::from_json(config, source), seed);
     } else if (m.model_type == "s4d") {
@@ -161,10 +171,10 @@ AnyModel load_model(const std::string& dir) {
     // hostile config.json) is refused here instead of exhausting memory in the constructor.
     const double file_elements = count_model_elements(dir);
     double described = 0;
-    if (config.is_object() && config.contains("model_type") && config["model_type"] == "s4d")
+    const std::string model_type = config_model_type(config);
+    if (model_type == "s4d")
         described = S4DConfig::from_json(config, config_path).num_parameters();
-    else if (config.is_object() && config.contains("model_type") && config["model_type"].is_string() &&
-             (config["model_type"] == "mamba" || config["model_type"] == "longhorn"))
+    else if (model_type == "mamba" || model_type == "mamba_ssm" || model_type == "longhorn")
         described = LMConfig::from_json(config, config_path).num_parameters();
     SSMTUNE_CHECK(described <= 2 * file_elements + 1e6, config_path, ": describes a model of ", described,
                   " parameters but the weights in ", dir, " hold only ", file_elements,

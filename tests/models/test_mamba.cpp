@@ -1,6 +1,8 @@
 // Mamba LM: golden check against an independent float64 composite implementation (primitive ops, an explicit
 // loop over time), recurrent == parallel, save → load, parameter count formula, HF names, and a short training
 // run on selective copying whose loss must fall.
+#include <fstream>
+
 #include "test_util.h"
 #include "tests/models/tiny_models.h"
 
@@ -170,6 +172,37 @@ TEST_CASE("mamba accepts original state-spaces names and an untied head") {
     AnyModel loaded = load_model(dir.string());
     Tensor ids = tiny_ids();
     CHECK(loaded.lm->forward(ids).to_vector<float>() == any.lm->forward(ids).to_vector<float>());
+}
+
+TEST_CASE("mamba loads mamba_ssm's own checkpoint layout: config without model_type, padded vocab, lm_head copy") {
+    // state-spaces/mamba-130m: {d_model, n_layer, vocab_size (unpadded), ssm_cfg, pad_vocab_size_multiple, ...},
+    // backbone.embedding.weight and an lm_head.weight equal to it.
+    LMConfig c = tiny_config();
+    c.vocab_size = 16;  // what 11 pads to with a multiple of 8
+    AnyModel any{"mamba", std::make_shared<LanguageModel>(c, 13), nullptr};
+    const auto dir = scratch_dir("mamba_ssm_layout");
+    save_model(dir.string(), any);
+    TensorMap w = load_safetensors((dir / "model.safetensors").string());
+    w["backbone.embedding.weight"] = w.at("backbone.embeddings.weight");
+    w["lm_head.weight"] = w.at("backbone.embeddings.weight");
+    w.erase("backbone.embeddings.weight");
+    save_safetensors((dir / "model.safetensors").string(), w);
+    const nlohmann::json original = {{"d_model", c.hidden_size}, {"n_layer", c.num_hidden_layers},
+                                     {"vocab_size", 11}, {"pad_vocab_size_multiple", 8}, {"rms_norm", true},
+                                     {"residual_in_fp32", true}, {"fused_add_norm", true},
+                                     {"ssm_cfg", {{"d_state", c.state_size}, {"d_conv", c.conv_kernel},
+                                                  {"expand", c.intermediate_size / c.hidden_size},
+                                                  {"dt_rank", c.time_step_rank}}}};
+    REQUIRE(c.intermediate_size % c.hidden_size == 0);
+    std::ofstream(dir / "config.json") << original.dump();
+    AnyModel loaded = load_model(dir.string());
+    CHECK(loaded.model_type == "mamba");
+    CHECK(loaded.lm->config().vocab_size == 16);
+    Tensor ids = tiny_ids();
+    CHECK(loaded.lm->forward(ids).to_vector<float>() == any.lm->forward(ids).to_vector<float>());
+    // without model_type and without mamba_ssm's fields the type stays unknown
+    std::ofstream(dir / "config.json") << R"({"hidden_size": 8, "num_hidden_layers": 2})";
+    CHECK_THROWS_WITH_AS(load_model(dir.string()), doctest::Contains("missing \"model_type\""), Error);
 }
 
 TEST_CASE("mamba generate is deterministic and greedy matches argmax of the parallel logits") {
