@@ -3,7 +3,8 @@
 // under the parameter's own name — or, with --adapter, of every trainable adapter tensor under the name it has in
 // adapter_model.safetensors (the base is frozen, as in fine-tuning). Language models take `input_ids` ([B, L], I64 or I32) and use HF's mean
 // next-token loss over the B·(L−1) shifted positions; the S4D classifier takes `inputs` (F32 [B, L, d_input])
-// and `labels` (I64 [B]). Evaluation mode (no dropout). `--dtype f64` runs everything in float64.
+// and `labels` (I64 [B]), and so do the Mamba / Longhorn frame models (inputs [B, L, input_size], the logits at
+// the last frame, as training computes them). Evaluation mode (no dropout). `--dtype f64` runs everything in float64.
 // Bad input is one `error:` line and exit 1, and no output file is written.
 #include <cstdio>
 #include <memory>
@@ -50,7 +51,7 @@ int run_grads(int argc, char** argv) {
         std::printf("usage: ssmtune grads --model DIR --batch FILE --out FILE [--dtype f32|f64] [--adapter DIR]\n"
                     "Runs one forward + backward pass and writes loss, logits and every parameter gradient.\n"
                     "  --model DIR   config.json + model.safetensors (mamba, longhorn or s4d)\n"
-                    "  --batch FILE  safetensors: input_ids [B, L] (LMs) or inputs [B, L, d_input] + labels [B] (s4d)\n"
+                    "  --batch FILE  safetensors: input_ids [B, L] (LMs) or inputs [B, L, F] + labels [B] (s4d, frame models)\n"
                     "  --out FILE    safetensors file to write\n"
                     "  --dtype       f32 (default) or f64 (whole computation in float64)\n"
                     "  --adapter DIR a PEFT adapter (adapter_config.json + adapter_model.safetensors): the base is\n"
@@ -73,22 +74,24 @@ int run_grads(int argc, char** argv) {
     if (flags.is_set("adapter")) adapter = std::make_unique<peft::Adapter>(peft::load(module, flags.str("adapter")));
 
     Tensor loss, logits;
-    if (model.lm) {
+    if (model.lm && !model.lm->reads_frames()) {
         Tensor ids = batch_tensor(batch, "input_ids", batch_path);
         check_token_ids(ids, model.lm->config().vocab_size, batch_path);
         logits = model.lm->forward(ids);
         loss = models::LanguageModel::next_token_loss(logits, ids);
-    } else {
+    } else {  // the S4D classifier and the Mamba / Longhorn frame models: frames in, one label per sequence
         Tensor inputs = batch_tensor(batch, "inputs", batch_path), labels = batch_tensor(batch, "labels", batch_path);
-        const auto& c = model.s4d->config();
-        SSMTUNE_CHECK(is_floating(inputs.dtype()) && inputs.dim() == 3 && inputs.size(2) == c.d_input, batch_path,
-                      ": inputs must be float [B, L, d_input=", c.d_input, "], got ", inputs.describe());
+        const int64_t features = model.lm ? model.lm->config().input_size : model.s4d->config().d_input;
+        const int64_t classes = model.lm ? model.lm->config().vocab_size : model.s4d->config().d_output;
+        SSMTUNE_CHECK(is_floating(inputs.dtype()) && inputs.dim() == 3 && inputs.size(2) == features, batch_path,
+                      ": inputs must be float [B, L, ", model.lm ? "input_size" : "d_input", "=", features, "], got ",
+                      inputs.describe());
         SSMTUNE_CHECK((labels.dtype() == DType::I64 || labels.dtype() == DType::I32) && labels.dim() == 1 &&
                           labels.size(0) == inputs.size(0),
                       batch_path, ": labels must be I64 [B=", inputs.size(0), "], got ", labels.describe());
         for (int64_t y : labels.to_vector<int64_t>())
-            SSMTUNE_CHECK(y >= 0 && y < c.d_output, batch_path, ": label ", y, " outside [0, ", c.d_output, ")");
-        logits = model.s4d->forward(inputs.to(dtype));
+            SSMTUNE_CHECK(y >= 0 && y < classes, batch_path, ": label ", y, " outside [0, ", classes, ")");
+        logits = model.lm ? model.lm->classify_frames(inputs.to(dtype)) : model.s4d->forward(inputs.to(dtype));
         loss = ops::cross_entropy(logits, labels);
     }
     loss.backward();

@@ -1,10 +1,11 @@
-// `ssmtune grads`: happy paths for a language model (f32, f64) and the S4D classifier, and bad inputs that must
+// `ssmtune grads`: happy paths for a language model (f32, f64), the S4D classifier and a frame model, and bad inputs that must
 // give exit status 1 and leave no output file.
 #include "test_util.h"
 #include "tests/tools/cli_test_util.h"
 
 #include "engine/safetensors.h"
 #include "models/checkpoint.h"
+#include "ops/ops.h"
 #include "tools/commands.h"
 
 using namespace ssmtune;
@@ -65,6 +66,36 @@ TEST_CASE("grads runs the S4D classifier on inputs and labels") {
     TensorMap r = load_safetensors(out);
     CHECK(r.at("logits").shape() == Shape{2, 3});
     CHECK(r.count("s4_layers.0.kernel.log_dt") == 1);
+}
+
+TEST_CASE("grads runs a frame model on frames and labels, classified at the last frame") {
+    const auto dir = scratch_dir("grads_frames");
+    LMConfig c;
+    c.vocab_size = 5;  // classes
+    c.hidden_size = 8;
+    c.num_hidden_layers = 1;
+    c.state_size = 4;
+    c.intermediate_size = 16;
+    c.time_step_rank = 1;
+    c.input_size = 3;
+    c.tie_word_embeddings = false;
+    auto lm = std::make_shared<LanguageModel>(c, 4);
+    save_model((dir / "model").string(), AnyModel{"mamba", lm, nullptr});
+    const std::string batch = (dir / "batch.safetensors").string(), out = (dir / "out.safetensors").string();
+    Tensor frames = Tensor::randn({2, 6, 3}, 5), labels = Tensor::from_vector<int64_t>({4, 1}, {2});
+    save_safetensors(batch, {{"inputs", frames}, {"labels", labels}});
+    REQUIRE(cli({"grads", "--model", (dir / "model").string(), "--batch", batch, "--out", out}) == 0);
+    TensorMap r = load_safetensors(out);
+    CHECK(r.at("logits").shape() == Shape{2, 5});
+    CHECK(r.at("logits").to_vector<float>() == lm->classify_frames(frames).to_vector<float>());
+    CHECK(r.count("backbone.encoder.weight") == 1);
+    CHECK(r.at("loss").item() == doctest::Approx(ops::cross_entropy(lm->classify_frames(frames), labels).item()));
+    // token ids instead of frames, and a frame width the model does not take, are one-line errors
+    save_safetensors(batch, {{"input_ids", Tensor::from_vector<int64_t>({1, 2}, {1, 2})}});
+    CHECK(cli({"grads", "--model", (dir / "model").string(), "--batch", batch, "--out", (dir / "x").string()}) == 1);
+    save_safetensors(batch, {{"inputs", Tensor::randn({2, 6, 4}, 5)}, {"labels", labels}});
+    CHECK(cli({"grads", "--model", (dir / "model").string(), "--batch", batch, "--out", (dir / "x").string()}) == 1);
+    CHECK_FALSE(std::filesystem::exists(dir / "x"));
 }
 
 TEST_CASE("grads rejects bad input with exit 1 and writes nothing") {

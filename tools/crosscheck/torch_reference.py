@@ -155,10 +155,15 @@ def mixer(p, cfg, i, hidden, hooks, lora):
     return linear(p, m + ".out_proj", out, lora)
 
 
-def lm_forward(p, cfg, ids, hooks, lora, adapters):
-    """MambaForCausalLM / Longhorn LM: embedding, pre-norm residual blocks, norm_f, head; next-token loss."""
-    emb_w = p["backbone.embeddings.weight"]
-    h = emb_w[ids]
+def lm_forward(p, cfg, ids, hooks, lora, adapters, frames=None, labels=None):
+    """MambaForCausalLM / Longhorn LM: embedding, pre-norm residual blocks, norm_f, head; next-token loss. A frame
+    model (input_size F) encodes frames [B, L, F] with backbone.encoder and is classified at the last frame."""
+    if frames is not None:
+        h = linear(p, "backbone.encoder", frames, lora)
+        emb_w = None
+    else:
+        emb_w = p["backbone.embeddings.weight"]
+        h = emb_w[ids]
     if "backbone.embeddings" in lora:  # HF LoRA Embedding: E[ids] + s * (A^T[ids]) B^T
         A, B, s = lora["backbone.embeddings"][1]
         h = h + s * (A.T[ids] @ B.T)
@@ -179,6 +184,9 @@ def lm_forward(p, cfg, ids, hooks, lora, adapters):
     head = p["lm_head.weight"] if "lm_head.weight" in p else emb_w
     logits = linear({"w.weight": head}, "w", h, lora if "lm_head" not in lora else {"w": lora["lm_head"]})
     logits = logits[:, P:]
+    if frames is not None:
+        logits = logits[:, -1]
+        return F.cross_entropy(logits, labels), logits
     V = logits.shape[-1]
     loss = F.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))
     return loss, logits
@@ -272,6 +280,26 @@ def lm_case(rng, model_type, D=8, layers=2, N=4, expand=2, K=4, R=None, V=11, ti
             w[m + "in_proj.bias"] = u(2 * E, 0.3)
             w[m + "out_proj.bias"] = u(D, 0.3)
     batch = {"input_ids": rng.integers(0, V, size=(B, L)).astype(np.int64)}
+    return cfg, w, batch
+
+
+def with_adapter(case, make_adapter):
+    cfg, w, batch = case
+    return cfg, w, batch, make_adapter(w, cfg)
+
+
+def frame_case(rng, model_type, F_in=3, **kw):
+    """A frame model: backbone.encoder (Linear F -> D with bias) instead of the embedding, an untied head of
+    vocab_size classes, real-valued frames in, classified at the last frame."""
+    cfg, w, batch = lm_case(rng, model_type, tied=False, **kw)
+    D, V = cfg["hidden_size"], cfg["vocab_size"]
+    cfg["input_size"] = F_in
+    del w["backbone.embeddings.weight"]
+    w["backbone.encoder.weight"] = rng.normal(0, 0.5, size=(D, F_in))
+    w["backbone.encoder.bias"] = rng.normal(0, 0.1, size=D)
+    B, L = batch.pop("input_ids").shape
+    batch["inputs"] = rng.normal(size=(B, L, F_in)).astype(np.float32)
+    batch["labels"] = rng.integers(0, V, size=B).astype(np.int64)
     return cfg, w, batch
 
 
@@ -451,6 +479,15 @@ def cases():
              lambda g, m=model_type: lm_case(g, m, dt_bias=(18.0, 24.0)) + (None,)),
         ]
     out.append(("mamba original state-spaces format (d_model, padded vocab)", original_format_case))
+    for m in ("mamba", "longhorn"):
+        out += [
+            (m + " frame model", lambda g, m=m: frame_case(g, m, L=9) + (None,)),
+            (m + " frame model LORA encoder + out_proj", lambda g, m=m: with_adapter(
+                frame_case(g, m), lambda w, c: lora_adapter(g, w, c, ["encoder", "out_proj"]))),
+            (m + " frame model STATE_OFFSET h", lambda g, m=m: with_adapter(
+                frame_case(g, m), lambda w, c: per_layer_adapter(g, c, "STATE_OFFSET", "state_offset",
+                                                                 (c["intermediate_size"], c["state_size"])))),
+        ]
 
     def lm_with(model_type, make_adapter, **kw):
         def build(g):
@@ -646,6 +683,9 @@ def reference(cfg, w, batch, adapter):
     if cfg["model_type"] == "s4d":
         loss, logits = s4d_forward(p, cfg, torch.tensor(batch["inputs"], dtype=torch.float64),
                                    torch.tensor(batch["labels"]), hooks, lora)
+    elif "inputs" in batch:  # a frame model
+        loss, logits = lm_forward(p, cfg, None, hooks, lora, adapters, torch.tensor(batch["inputs"], dtype=torch.float64),
+                                  torch.tensor(batch["labels"]))
     else:
         loss, logits = lm_forward(p, cfg, torch.tensor(batch["input_ids"]), hooks, lora, adapters)
     loss.backward()
