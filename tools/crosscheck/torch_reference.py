@@ -14,8 +14,10 @@ and every gradient with the same computation written here in plain PyTorch:
     h = (1 - eps k^2) h + eps k x, y = q.h + D x) in the same block;
   - the S4D classifier as state-spaces/s4 example.py (encoder, S4D layers with the FFT convolution, GELU,
     Conv1d + GLU, residual, LayerNorm pre or post, mean over L, decoder), ZOH and bilinear;
-  - PEFT: LoRA (HF layer semantics, Linear and Embedding, rsLoRA), BitFit, state-offset h and y, initial state,
-    prompt tuning, parallel adapter.
+  - the Mamba / Longhorn frame models (backbone.encoder, untied head, classified at the last frame);
+  - PEFT: LoRA (HF layer semantics and target matching, Linear, Embedding and 1x1 Conv1d, rsLoRA), BitFit,
+    state-offset h and y, initial state, prompt, prefix, parallel adapter, SURM (circulant, Toeplitz, Kronecker,
+    LDR; lora and adapter modes) and SDLoRA (Mamba, Longhorn, S4D with pruning) as peft/*.cpp document them.
 
 Errors are relative to the largest reference magnitude of each tensor. Float64 must agree to 1e-9; float32 to
 2e-3 of the float64 reference (mamba_ssm's fp32 test tolerance is rtol 6e-4, atol 2e-3), with magnitudes below
@@ -562,6 +564,9 @@ def cases():
             lambda g, w, c: surm_adapter(g, w, c, "circulant", "lora", ["output_linear.0", "decoder"]))),
         ("s4d SURM ldr adapter output_linear.0", s4d_with(
             lambda g, w, c: surm_adapter(g, w, c, "ldr", "adapter", ["output_linear.0"]))),
+        ("s4d SDLORA pruned, zoh", s4d_with(lambda g, w, c: sdlora_s4d_adapter(g, w, c))),
+        ("s4d SDLORA unpruned, bilinear, prenorm", s4d_with(lambda g, w, c: sdlora_s4d_adapter(g, w, c, prune=False),
+                                                            prenorm=True, disc="bilinear")),
         ("s4d STATE_OFFSET h", s4d_with(lambda g, w, c: per_layer_adapter(
             g, c, "STATE_OFFSET", "state_offset", (H(c), M(c), 2), {"variant": "h"}), prenorm=True)),
         ("s4d STATE_OFFSET y", s4d_with(lambda g, w, c: per_layer_adapter(
@@ -629,6 +634,30 @@ def sdlora_adapter(g, w, c, r=2):
             "dimensions": dims}, tensors
 
 
+def sdlora_s4d_adapter(g, w, c, r=2, prune=True):
+    H, M = c["d_model"], c["d_state"] // 2
+    dims, tensors = {}, {}
+    for i in range(c["n_layers"]):
+        usable = sorted(g.choice(H, size=H - 2 if prune else H, replace=False).tolist())
+        channels = sorted(g.choice(usable, size=2, replace=False).tolist())
+        usable_states = [sorted(g.choice(M, size=M - 1 if prune else M, replace=False).tolist()) for _ in channels]
+        states = [sorted(g.choice(u, size=int(g.integers(1, len(u) + 1)), replace=False).tolist()) for u in usable_states]
+        d = {"channels": channels, "states": states}
+        if prune:
+            d.update({"usable_channels": usable, "usable_states": usable_states})
+        dims[str(i)] = d
+        k, n_pairs = "s4_layers.%d." % i, sum(len(x) for x in states)
+        tensors[k + "kernel.C_delta"] = g.normal(0, 0.3, size=2 * n_pairs)
+        tensors[k + "kernel.log_A_real_delta"] = g.normal(0, 0.3, size=n_pairs)
+        tensors[k + "kernel.A_imag_delta"] = g.normal(0, 0.3, size=n_pairs)
+        tensors[k + "kernel.log_dt_delta"] = g.normal(0, 0.3, size=H)
+        tensors[k + "D_delta"] = g.normal(0, 0.3, size=H)
+        tensors[k + "output_linear.0.bias_delta"] = g.normal(0, 0.3, size=2 * H)
+        tensors[k + "output_linear.0.lora_A.weight"] = g.normal(0, 0.3, size=(r, H, 1))
+        tensors[k + "output_linear.0.lora_B.weight"] = g.normal(0, 0.3, size=(2 * H, r, 1))
+    return {"peft_type": "SDLORA", "r": r, "lora_alpha": 3.0, "sdlora_alpha": 0.8, "dimensions": dims}, tensors
+
+
 def per_layer_adapter_pa(g, c, r=3):
     D = c["hidden_size"]
     t = {}
@@ -650,8 +679,31 @@ def sdlora_flat_indices(cfg, dims):
     return a_log, x_proj
 
 
+def sdlora_s4d_weights(p, cfg, cfg_json, t):
+    """SDT's hard mode on S4D (ssm-peft S4/, lp_method lora): C pruned outside the usable channels / states, then
+    C, log_A_real, A_imag + alpha delta at the update (channel, state) pairs; log_dt, D, output bias + delta."""
+    alpha, H, M = cfg_json["sdlora_alpha"], cfg["d_model"], cfg["d_state"] // 2
+    for layer, dims in cfg_json["dimensions"].items():
+        k = "s4_layers.%s.kernel." % layer
+        keep = torch.zeros(H, M, 2)
+        for h in dims.get("usable_channels", range(H)):
+            keep[h] = 1.0
+        for h, usable in zip(dims["channels"], dims.get("usable_states", [range(M)] * len(dims["channels"]))):
+            keep[h] = 0.0
+            keep[h, list(usable)] = 1.0
+        pairs = sorted(h * M + n for h, states in zip(dims["channels"], dims["states"]) for n in states)
+        c_idx = sorted(2 * i + j for i in pairs for j in (0, 1))
+        p[k + "C"] = (p[k + "C"] * keep).reshape(-1).index_add(0, torch.tensor(c_idx), alpha * t[k + "C_delta"]).reshape(H, M, 2)
+        for name in ("log_A_real", "A_imag"):
+            p[k + name] = p[k + name].reshape(-1).index_add(0, torch.tensor(pairs), alpha * t[k + name + "_delta"]).reshape(H, M)
+        for name in (k + "log_dt", "s4_layers.%s.D" % layer, "s4_layers.%s.output_linear.0.bias" % layer):
+            p[name] = p[name] + t[name + "_delta"]
+
+
 def sdlora_weights(p, cfg, cfg_json, t):
     """A_log' = A_log + alpha scatter(delta), x_proj.W' = W + alpha scatter(delta) (Galim et al.'s SDT)."""
+    if cfg["model_type"] == "s4d":
+        return sdlora_s4d_weights(p, cfg, cfg_json, t)
     alpha = cfg_json["sdlora_alpha"]
     for layer, dims in cfg_json["dimensions"].items():
         m = "backbone.layers.%s.mixer." % layer
