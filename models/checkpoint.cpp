@@ -179,13 +179,25 @@ AnyModel load_model(const std::string& dir) {
     SSMTUNE_CHECK(described <= 2 * file_elements + 1e6, config_path, ": describes a model of ", described,
                   " parameters but the weights in ", dir, " hold only ", file_elements,
                   " values; fix: use the config.json that came with these weights");
-    AnyModel m = create_model(config, 0, config_path);
     TensorMap w = read_model_tensors(dir);
+    // Longhorn's own code names the β projection dt_head; a mamba_ssm-style config without model_type whose
+    // weights have one is a Longhorn (a Mamba always has A_log, a Longhorn never).
+    bool has_dt_head = false;
+    for (auto& [name, t] : w) has_dt_head = has_dt_head || name.find(".mixer.dt_head.") != std::string::npos;
+    nlohmann::json typed = config;
+    if (has_dt_head && config.is_object() && !config.contains("model_type") && model_type == "mamba")
+        typed["model_type"] = "longhorn";
+    AnyModel m = create_model(typed, 0, config_path);
     if (m.lm) {
-        TensorMap renamed;  // original state-spaces checkpoints say backbone.embedding.
+        TensorMap renamed;  // original state-spaces checkpoints say backbone.embedding., Longhorn's dt_head.
         for (auto& [name, t] : w) {
+            std::string n = name;
             const std::string old_prefix = "backbone.embedding.";
-            renamed[name.rfind(old_prefix, 0) == 0 ? "backbone.embeddings." + name.substr(old_prefix.size()) : name] = t;
+            if (n.rfind(old_prefix, 0) == 0) n = "backbone.embeddings." + n.substr(old_prefix.size());
+            const size_t head = n.find(".mixer.dt_head.");
+            if (head != std::string::npos && m.model_type == "longhorn")
+                n.replace(head, std::string(".mixer.dt_head.").size(), ".mixer.dt_proj.");
+            renamed[n] = t;
         }
         w = renamed;
         if (m.lm->config().tie_word_embeddings) w.erase("lm_head.weight");  // tied: the embedding is the head

@@ -196,3 +196,36 @@ TEST_CASE("longhorn golden: parameter count formula, names, init and save then l
         CHECK_MESSAGE(loaded.lm->find_parameter(name)->to_vector<float>() == named.second.to_vector<float>(), name);
     }
 }
+
+TEST_CASE("longhorn loads its own code's layout: dt_head names, and a mamba_ssm-style config without model_type") {
+    const LMConfig c = tiny_config();
+    AnyModel any{"longhorn", std::make_shared<LanguageModel>(c, 7), nullptr};
+    const auto dir = scratch_dir("longhorn_own_layout");
+    save_model(dir.string(), any);
+    TensorMap w = load_safetensors((dir / "model.safetensors").string()), renamed;
+    for (auto& [name, t] : w) {
+        std::string n = name;
+        const size_t at = n.find(".mixer.dt_proj.");
+        if (at != std::string::npos) n.replace(at, 15, ".mixer.dt_head.");
+        if (n == "backbone.embeddings.weight") n = "backbone.embedding.weight";
+        renamed[n] = t;
+    }
+    REQUIRE(renamed.count("backbone.layers.0.mixer.dt_head.bias") == 1);
+    save_safetensors((dir / "model.safetensors").string(), renamed);
+    Tensor ids = tiny_ids();
+    const std::vector<float> expected = any.lm->forward(ids).to_vector<float>();
+    // with model_type "longhorn" (HF-style config) ...
+    AnyModel loaded = load_model(dir.string());
+    CHECK(loaded.lm->forward(ids).to_vector<float>() == expected);
+    // ... and with mamba_ssm's config fields and no model_type: dt_head (no A_log) says Longhorn
+    const nlohmann::json original = {{"d_model", c.hidden_size}, {"n_layer", c.num_hidden_layers},
+                                     {"vocab_size", c.vocab_size}, {"pad_vocab_size_multiple", 1},
+                                     {"ssm_cfg", {{"d_state", c.state_size}, {"d_conv", c.conv_kernel},
+                                                  {"expand", c.intermediate_size / c.hidden_size},
+                                                  {"dt_rank", c.time_step_rank}}}};
+    REQUIRE(c.intermediate_size % c.hidden_size == 0);
+    write_json_file((dir / "config.json").string(), original);
+    AnyModel typed = load_model(dir.string());
+    CHECK(typed.model_type == "longhorn");
+    CHECK(typed.lm->forward(ids).to_vector<float>() == expected);
+}

@@ -320,6 +320,17 @@ def original_format_case(rng):
     return cfg, w, batch, None
 
 
+def longhorn_format_case(rng):
+    """Longhorn's own code: mamba_ssm's MixerModel names and config fields, the beta projection named dt_head."""
+    cfg, w, batch = lm_case(rng, "longhorn", N=8)
+    file_weights = {n.replace(".mixer.dt_proj.", ".mixer.dt_head."): v for n, v in w.items()}
+    file_weights["backbone.embedding.weight"] = file_weights.pop("backbone.embeddings.weight")
+    cfg["file_weights"] = file_weights
+    cfg["file_config"] = {"d_model": cfg["hidden_size"], "n_layer": cfg["num_hidden_layers"],
+                          "vocab_size": cfg["vocab_size"], "ssm_cfg": {"d_state": 8}, "pad_vocab_size_multiple": 1}
+    return cfg, w, batch, None
+
+
 def s4d_case(rng, prenorm, disc, H=6, N=8, layers=2, d_input=3, d_output=4, B=3, L=9):
     cfg = {"model_type": "s4d", "d_input": d_input, "d_output": d_output, "d_model": H, "d_state": N,
            "n_layers": layers, "prenorm": prenorm, "dropout": 0.0, "init": "lin", "discretization": disc}
@@ -481,6 +492,7 @@ def cases():
              lambda g, m=model_type: lm_case(g, m, dt_bias=(18.0, 24.0)) + (None,)),
         ]
     out.append(("mamba original state-spaces format (d_model, padded vocab)", original_format_case))
+    out.append(("longhorn own layout (dt_head, no model_type)", longhorn_format_case))
     for m in ("mamba", "longhorn"):
         out += [
             (m + " frame model", lambda g, m=m: frame_case(g, m, L=9) + (None,)),
