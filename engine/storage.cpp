@@ -2,6 +2,7 @@
 #include "engine/storage.h"
 
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -40,10 +41,15 @@ std::atomic<size_t> g_cpu_peak{0};
 // The CPU buffer cache (see storage.h): free lists of large buffers keyed by their rounded size. Leaked on purpose
 // (never destroyed), so Storages that outlive static destruction can still return their buffers.
 constexpr size_t kCacheMinBytes = size_t(256) << 10;
+struct SizeClass {
+    std::vector<void*> free;  // buffers of this rounded size, last freed at the back
+    uint64_t last_use = 0;    // tick of the last take or give: the class unused longest is evicted first
+};
 struct CpuCache {
     std::mutex mu;
-    std::unordered_map<size_t, std::vector<void*>> free_lists;
+    std::unordered_map<size_t, SizeClass> classes;
     size_t cached = 0;
+    uint64_t tick = 0;
 };
 CpuCache& cpu_cache() {
     static CpuCache* cache = new CpuCache;
@@ -60,10 +66,11 @@ void* cpu_allocate(size_t rounded) {
     if (rounded >= kCacheMinBytes) {
         CpuCache& c = cpu_cache();
         std::lock_guard<std::mutex> lock(c.mu);
-        auto it = c.free_lists.find(rounded);
-        if (it != c.free_lists.end() && !it->second.empty()) {
-            void* p = it->second.back();
-            it->second.pop_back();
+        auto it = c.classes.find(rounded);
+        if (it != c.classes.end() && !it->second.free.empty()) {
+            void* p = it->second.free.back();
+            it->second.free.pop_back();
+            it->second.last_use = ++c.tick;
             c.cached -= rounded;
             return p;
         }
@@ -80,8 +87,27 @@ void cpu_release(void* p, size_t rounded) {
     if (rounded >= kCacheMinBytes) {
         CpuCache& c = cpu_cache();
         std::lock_guard<std::mutex> lock(c.mu);
-        if (c.cached + rounded <= g_cpu_peak.load()) {  // cache at most the peak in use
-            c.free_lists[rounded].push_back(p);
+        // Cache at most the peak in use. When full, buffers of the sizes unused longest make room: a shape that
+        // is gone (an earlier sequence length, a finished phase) must not keep the current step's buffers out,
+        // or each step would pay the kernel's page faults again.
+        const size_t budget = g_cpu_peak.load();
+        while (c.cached + rounded > budget) {
+            SizeClass* oldest = nullptr;
+            size_t oldest_size = 0;
+            for (auto& [size, cls] : c.classes)
+                if (size != rounded && !cls.free.empty() && (!oldest || cls.last_use < oldest->last_use)) {
+                    oldest = &cls;
+                    oldest_size = size;
+                }
+            if (!oldest) break;
+            std::free(oldest->free.back());
+            oldest->free.pop_back();
+            c.cached -= oldest_size;
+        }
+        if (c.cached + rounded <= budget) {
+            SizeClass& cls = c.classes[rounded];
+            cls.free.push_back(p);
+            cls.last_use = ++c.tick;
             c.cached += rounded;
             return;
         }
@@ -99,9 +125,9 @@ size_t cpu_cached_bytes() {
 void cpu_empty_cache() {
     CpuCache& c = cpu_cache();
     std::lock_guard<std::mutex> lock(c.mu);
-    for (auto& [size, list] : c.free_lists)
-        for (void* p : list) std::free(p);
-    c.free_lists.clear();
+    for (auto& [size, cls] : c.classes)
+        for (void* p : cls.free) std::free(p);
+    c.classes.clear();
     c.cached = 0;
 }
 

@@ -326,6 +326,29 @@ TEST_CASE("large CPU buffers are reused from the cache, bounded by the peak in u
     CHECK(cpu_cached_bytes() == 0);
 }
 
+TEST_CASE("a full CPU buffer cache releases the sizes unused longest to keep the buffer just freed") {
+    // A shape that is gone (an earlier sequence length) must not keep the current step's buffers out of the cache.
+    cpu_empty_cache();
+    reset_cpu_peak_bytes();
+    const size_t base = cpu_bytes_in_use();
+    const size_t a = (base + 4095) / 4096 * 4096 + (size_t(1) << 20), b = 2 * a + (size_t(1) << 20);  // 2a > base
+    const auto floats = [](size_t bytes) { return int64_t(bytes / sizeof(float)); };
+    {
+        Tensor a1 = Tensor::empty({floats(a)}, DType::F32), a2 = Tensor::empty({floats(a)}, DType::F32);
+    }
+    REQUIRE(cpu_cached_bytes() == 2 * a);
+    const void* b_buffer = nullptr;
+    {
+        Tensor b1 = Tensor::empty({floats(b)}, DType::F32);  // peak = base + b; 2a + b cached would exceed it
+        b_buffer = b1.raw_data();
+    }
+    CHECK(cpu_cached_bytes() == b);  // both stale a-buffers released, the b-buffer kept
+    Tensor again = Tensor::empty({floats(b)}, DType::F32);
+    CHECK(again.raw_data() == b_buffer);
+    CHECK(cpu_cached_bytes() == 0);
+    cpu_empty_cache();
+}
+
 TEST_CASE("cpu_bytes_in_use tracks live storage and the peak") {
     const size_t before = cpu_bytes_in_use();
     reset_cpu_peak_bytes();
