@@ -43,7 +43,8 @@ std::atomic<size_t> g_cpu_peak{0};
 constexpr size_t kCacheMinBytes = size_t(256) << 10;
 struct SizeClass {
     std::vector<void*> free;  // buffers of this rounded size, last freed at the back
-    uint64_t last_use = 0;    // tick of the last take or give: the class unused longest is evicted first
+    uint64_t last_use = 0;    // tick of the last request or release of this size
+    uint64_t last_request = 0;  // tick of the last request of this size (served from the cache or not)
 };
 struct CpuCache {
     std::mutex mu;
@@ -66,11 +67,11 @@ void* cpu_allocate(size_t rounded) {
     if (rounded >= kCacheMinBytes) {
         CpuCache& c = cpu_cache();
         std::lock_guard<std::mutex> lock(c.mu);
-        auto it = c.classes.find(rounded);
-        if (it != c.classes.end() && !it->second.free.empty()) {
-            void* p = it->second.free.back();
-            it->second.free.pop_back();
-            it->second.last_use = ++c.tick;
+        SizeClass& cls = c.classes[rounded];
+        cls.last_use = cls.last_request = ++c.tick;
+        if (!cls.free.empty()) {
+            void* p = cls.free.back();
+            cls.free.pop_back();
             c.cached -= rounded;
             return p;
         }
@@ -87,15 +88,18 @@ void cpu_release(void* p, size_t rounded) {
     if (rounded >= kCacheMinBytes) {
         CpuCache& c = cpu_cache();
         std::lock_guard<std::mutex> lock(c.mu);
-        // Cache at most the peak in use. When full, buffers of the sizes unused longest make room: a shape that
-        // is gone (an earlier sequence length, a finished phase) must not keep the current step's buffers out,
-        // or each step would pay the kernel's page faults again.
+        // Cache at most the peak in use. When full, cached buffers of a size left untouched since this size was
+        // last requested make room, the size unused longest first: a shape that is gone (an earlier sequence
+        // length, a finished phase) must not keep the current shapes' buffers out, or each step would pay the
+        // kernel's page faults again. Sizes in use all along are not touched (a steady loop keeps its buffers).
         const size_t budget = g_cpu_peak.load();
+        const uint64_t since = c.classes[rounded].last_request;
         while (c.cached + rounded > budget) {
             SizeClass* oldest = nullptr;
             size_t oldest_size = 0;
             for (auto& [size, cls] : c.classes)
-                if (size != rounded && !cls.free.empty() && (!oldest || cls.last_use < oldest->last_use)) {
+                if (size != rounded && !cls.free.empty() && cls.last_use < since &&
+                    (!oldest || cls.last_use < oldest->last_use)) {
                     oldest = &cls;
                     oldest_size = size;
                 }

@@ -4,8 +4,9 @@
 // ones (256 KiB and up, rounded to 4 KiB) are cached when freed and reused by the next request of the same rounded
 // size: a training loop allocates the same shapes every step, and fresh large blocks would each cost the kernel's
 // page faults (about a tenth of a CPU Mamba step before the cache). At most the peak of bytes in use is kept;
-// when that is full, the sizes unused longest are released to make room for the buffer just freed (else a
-// shape that is gone could keep the current step's buffers out for good); cpu_empty_cache() returns it all.
+// when that is full, cached buffers of sizes left untouched since the freed buffer's size was last requested are
+// released to make room for it, unused longest first (else a shape that is gone, such as an earlier sequence
+// length, could keep the current shapes' buffers out for good); cpu_empty_cache() returns it all.
 // Reused buffers are not zeroed (Tensor::empty never promised it).
 // Not here: reference-counting by hand (std::shared_ptr does it), copy-on-write.
 #pragma once

@@ -326,13 +326,14 @@ TEST_CASE("large CPU buffers are reused from the cache, bounded by the peak in u
     CHECK(cpu_cached_bytes() == 0);
 }
 
-TEST_CASE("a full CPU buffer cache releases the sizes unused longest to keep the buffer just freed") {
-    // A shape that is gone (an earlier sequence length) must not keep the current step's buffers out of the cache.
+TEST_CASE("a full CPU buffer cache makes room by releasing sizes left untouched since the freed size was requested") {
+    // A shape that is gone (an earlier sequence length) must not keep the current shapes' buffers out of the
+    // cache, but a size still in use must not be pushed out by another that is (a steady training loop).
+    const auto floats = [](size_t bytes) { return int64_t(bytes / sizeof(float)); };
     cpu_empty_cache();
     reset_cpu_peak_bytes();
     const size_t base = cpu_bytes_in_use();
     const size_t a = (base + 4095) / 4096 * 4096 + (size_t(1) << 20), b = 2 * a + (size_t(1) << 20);  // 2a > base
-    const auto floats = [](size_t bytes) { return int64_t(bytes / sizeof(float)); };
     {
         Tensor a1 = Tensor::empty({floats(a)}, DType::F32), a2 = Tensor::empty({floats(a)}, DType::F32);
     }
@@ -343,9 +344,24 @@ TEST_CASE("a full CPU buffer cache releases the sizes unused longest to keep the
         b_buffer = b1.raw_data();
     }
     CHECK(cpu_cached_bytes() == b);  // both stale a-buffers released, the b-buffer kept
-    Tensor again = Tensor::empty({floats(b)}, DType::F32);
-    CHECK(again.raw_data() == b_buffer);
-    CHECK(cpu_cached_bytes() == 0);
+    {
+        Tensor again = Tensor::empty({floats(b)}, DType::F32);
+        CHECK(again.raw_data() == b_buffer);
+        CHECK(cpu_cached_bytes() == 0);
+    }
+
+    // Both sizes in use: y (size a) is requested, then x (size b) is requested and freed while y lives; when y is
+    // freed into a full cache, x's buffer stays (used after y was requested) and y's goes back to the system.
+    cpu_empty_cache();
+    {
+        Tensor y = Tensor::empty({floats(a)}, DType::F32);
+        {
+            Tensor x = Tensor::empty({floats(b)}, DType::F32);
+        }
+        REQUIRE(cpu_cached_bytes() == b);
+        reset_cpu_peak_bytes();  // the budget is now what is in use: base + a, less than b + a
+    }
+    CHECK(cpu_cached_bytes() == b);
     cpu_empty_cache();
 }
 
