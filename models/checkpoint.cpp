@@ -110,16 +110,15 @@ void check_lm_config_against_weights(const LMConfig& c, const TensorMap& w, cons
                   w.count(m + "in_proj.bias") ? "present" : "absent");
 }
 
-}  // namespace
-
-namespace {
+// The model type a config names; mamba_ssm's MambaConfig (state-spaces/mamba-*'s config.json) has no model_type
+// but d_model, n_layer and ssm_cfg: that is a Mamba. "" when neither.
 std::string config_model_type(const nlohmann::json& config) {
     if (!config.is_object()) return "";
     if (config.contains("model_type"))
         return config["model_type"].is_string() ? config["model_type"].get<std::string>() : "";
-    // mamba_ssm's MambaConfig (state-spaces/mamba-*'s config.json) has no model_type: d_model, n_layer, ssm_cfg.
     return config.contains("d_model") && config.contains("n_layer") ? "mamba" : "";
 }
+
 }  // namespace
 
 AnyModel create_model(const nlohmann::json& config, uint64_t seed, const std::string& source) {
