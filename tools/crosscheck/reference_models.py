@@ -119,7 +119,7 @@ def lm_forward(p, cfg, ids, hooks, lora, adapters, frames=None, labels=None):
         h = h + out
     h = rms_norm(h, p["backbone.norm_f.weight"], eps)
     head = p["lm_head.weight"] if "lm_head.weight" in p else emb_w
-    logits = linear({"w.weight": head}, "w", h, lora if "lm_head" not in lora else {"w": lora["lm_head"]})
+    logits = module_hooks(lora, "lm_head", h, h @ head.T)
     logits = logits[:, P:]
     if frames is not None:
         logits = logits[:, -1]
