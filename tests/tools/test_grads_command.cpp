@@ -14,7 +14,7 @@ using namespace ssmtune::models;
 
 namespace {
 
-std::string make_lm_dir(const std::filesystem::path& dir) {
+LMConfig small_lm_config() {
     LMConfig c;
     c.vocab_size = 13;
     c.hidden_size = 8;
@@ -22,7 +22,11 @@ std::string make_lm_dir(const std::filesystem::path& dir) {
     c.state_size = 4;
     c.intermediate_size = 16;
     c.time_step_rank = 1;
-    save_model(dir.string(), AnyModel{"mamba", std::make_shared<LanguageModel>(c, 1), nullptr});
+    return c;
+}
+
+std::string make_lm_dir(const std::filesystem::path& dir) {
+    save_model(dir.string(), AnyModel{"mamba", std::make_shared<LanguageModel>(small_lm_config(), 1), nullptr});
     return dir.string();
 }
 
@@ -70,13 +74,9 @@ TEST_CASE("grads runs the S4D classifier on inputs and labels") {
 
 TEST_CASE("grads runs a frame model on frames and labels, classified at the last frame") {
     const auto dir = scratch_dir("grads_frames");
-    LMConfig c;
+    LMConfig c = small_lm_config();
     c.vocab_size = 5;  // classes
-    c.hidden_size = 8;
     c.num_hidden_layers = 1;
-    c.state_size = 4;
-    c.intermediate_size = 16;
-    c.time_step_rank = 1;
     c.input_size = 3;
     c.tie_word_embeddings = false;
     auto lm = std::make_shared<LanguageModel>(c, 4);
