@@ -100,8 +100,27 @@ std::vector<std::pair<std::string, models::Module*>> match_targets(const ModelVi
     std::string listing;
     for (const auto& t : targetable) listing += (listing.empty() ? "" : ", ") + t;
 
+    // exclude_modules (HF, LoRA): a string is a regular expression the whole name must match, a list names modules
+    // as target_modules' list does. Excluded modules are skipped before anything else is asked of them.
+    static const json no_exclusions;
+    const json& ex = config.contains("exclude_modules") ? config["exclude_modules"] : no_exclusions;
+    std::regex ex_re;
+    if (ex.is_string()) {
+        try {
+            ex_re = std::regex(ex.get<std::string>());
+        } catch (const std::regex_error& e) {
+            SSMTUNE_FAIL("exclude_modules regex ", ex.dump(), " is invalid (", e.what(), ")");
+        }
+    }
+    auto excluded = [&](const std::string& name) {
+        if (ex.is_string()) return std::regex_match(name, ex_re);
+        if (ex.is_array())
+            return std::any_of(ex.begin(), ex.end(), [&](const json& e) { return name_matches(name, e); });
+        return false;
+    };
     std::vector<std::pair<std::string, models::Module*>> out;
     auto consider = [&](const std::string& name, models::Module* m, const std::string& target) {
+        if (excluded(name)) return;
         SSMTUNE_CHECK(accept(m), "target_modules entry \"", target, "\" matches ", name, ", a ", m->type_name(),
                       ", but this method adapts ", what_accepts, "; fix: choose among: ", listing);
         if (in_layers(name) && std::none_of(out.begin(), out.end(), [&](auto& p) { return p.first == name; }))
@@ -110,7 +129,7 @@ std::vector<std::pair<std::string, models::Module*>> match_targets(const ModelVi
     if (tm.is_string() && tm == "all-linear") {
         for (auto& [name, m] : modules)
             if (!name.empty() && dynamic_cast<models::Linear*>(m) && name != "lm_head" && name != "decoder" &&
-                in_layers(name))
+                in_layers(name) && !excluded(name))
                 out.emplace_back(name, m);
     } else if (tm.is_string()) {
         std::regex re;
@@ -135,7 +154,8 @@ std::vector<std::pair<std::string, models::Module*>> match_targets(const ModelVi
         }
     }
     SSMTUNE_CHECK(!out.empty(), "target_modules ", tm.dump(), " with layers_to_transform ",
-                  config["layers_to_transform"].dump(), " selects no module; fix: choose among: ", listing);
+                  config["layers_to_transform"].dump(), ex.is_null() ? "" : " and exclude_modules " + ex.dump(),
+                  " selects no module; fix: choose among: ", listing);
     std::sort(out.begin(), out.end(), [&](auto& a, auto& b) {
         auto pos = [&](const std::string& n) {
             return std::find_if(modules.begin(), modules.end(), [&](auto& p) { return p.first == n; }) - modules.begin();

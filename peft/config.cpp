@@ -2,10 +2,12 @@
 //
 // Every type accepts HF PEFT's bookkeeping fields (task_type, base_model_name_or_path, revision, inference_mode,
 // auto_mapping, peft_version) plus `layers_to_transform` and our `init_seed` (seed of random inits). LORA
-// accepts HF LoraConfig's fields; those naming features we do not implement are accepted only at their
-// default value (e.g. use_dora must be false), so an HF file that needs them is refused instead of misread.
+// accepts HF LoraConfig's fields (rank_pattern, alpha_pattern and exclude_modules included); those naming features
+// we do not implement are accepted only at their default value (e.g. use_dora must be false), so an HF file that
+// needs them is refused instead of misread.
 // Not here: what the fields mean (each method's file), YAML configs.
 #include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "models/checkpoint.h"
@@ -83,13 +85,31 @@ void check_unsupported_lora_fields(const Json& j, const std::string& source) {
     must("bias", j["bias"] == "none", "set it to \"none\" (train biases with BITFIT instead)");
     must("fan_in_fan_out", j["fan_in_fan_out"] == false, "set it to false (our Linear weights are [out, in])");
     must("lora_bias", j["lora_bias"] == false, "set it to false");
-    for (const char* key : {"modules_to_save", "layer_replication", "target_parameters", "exclude_modules"})
+    for (const char* key : {"modules_to_save", "layer_replication", "target_parameters"})
         must(key, j[key].is_null() || (j[key].is_array() && j[key].empty()), "remove it");
-    for (const char* key : {"rank_pattern", "alpha_pattern"})
-        must(key, j[key].is_null() || (j[key].is_object() && j[key].empty()), "remove it (one rank for all targets)");
     const Json& init = j["init_lora_weights"];
     must("init_lora_weights", init == true || init == false || init == "gaussian",
          "use true (Kaiming A, zero B), false (random B too) or \"gaussian\"");
+}
+
+// rank_pattern / alpha_pattern: {module pattern: value}; exclude_modules: a regex string or a list of names.
+void check_lora_patterns(const Json& j, const std::string& source) {
+    for (const char* key : {"rank_pattern", "alpha_pattern"}) {
+        if (j[key].is_null()) continue;
+        SSMTUNE_CHECK(j[key].is_object(), source, ": \"", key, "\" must be an object {module pattern: value}, got ",
+                      j[key].dump());
+        for (auto it = j[key].begin(); it != j[key].end(); ++it) {
+            const Json& v = it.value();
+            const bool ok = key[0] == 'r' ? v.is_number_integer() && v.get<int64_t>() >= 1 && v.get<int64_t>() <= (1 << 16)
+                                          : v.is_number() && std::abs(v.get<double>()) <= 1e9;
+            SSMTUNE_CHECK(ok, source, ": ", key, "[\"", it.key(), "\"] = ", v.dump(), " must be ",
+                          key[0] == 'r' ? "an integer rank in [1, 65536]" : "a number (the module's lora_alpha)");
+        }
+    }
+    const Json& ex = j["exclude_modules"];
+    SSMTUNE_CHECK(ex.is_null() || ex.is_string() ||
+                  (ex.is_array() && std::all_of(ex.begin(), ex.end(), [](const Json& e) { return e.is_string(); })),
+                  source, ": \"exclude_modules\" must be a regex string or a list of module names, got ", ex.dump());
 }
 
 void check_number(const Json& j, const char* key, double lo, double hi, const std::string& source, bool integer) {
@@ -130,7 +150,10 @@ Config Config::from_json(const nlohmann::json& in, const std::string& source) {
         out[k] = v;
     }
     out["peft_type"] = type;
-    if (type == "LORA") check_unsupported_lora_fields(out, source);
+    if (type == "LORA") {
+        check_unsupported_lora_fields(out, source);
+        check_lora_patterns(out, source);
+    }
     check_number(out, "r", 1, 1 << 16, source, true);
     check_number(out, "lora_alpha", -1e9, 1e9, source, false);
     check_number(out, "lora_dropout", 0, 0.999, source, false);

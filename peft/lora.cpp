@@ -10,8 +10,11 @@
 // Default targets when target_modules is null: in_proj, x_proj, dt_proj, out_proj for Mamba/Longhorn (the
 // linear projections); encoder, output_linear.0, decoder for S4D.
 // Merging an embedding adapter into a tied model first unties the LM head (HF's tied head would silently change).
-// Not here: DoRA, LoRA on the depthwise conv1d (HF forbids it on Mamba too), per-module rank patterns.
+// rank_pattern / alpha_pattern give single modules their own r / lora_alpha (so their own s), exclude_modules
+// removes modules from the match (peft/adapter.cpp), as in HF.
+// Not here: DoRA, LoRA on the depthwise conv1d (HF forbids it on Mamba too).
 #include <cmath>
+#include <regex>
 
 #include "autograd/node.h"
 #include "engine/tensor_copy.h"
@@ -22,10 +25,39 @@ namespace ssmtune::peft {
 
 using json = nlohmann::json;
 
-LoraSettings LoraSettings::from_config(const json& c) {
+namespace {
+
+// rank_pattern / alpha_pattern as HF's get_pattern_key reads them: a key applies to a module whose full name matches
+// (.*\.)?(key) as a whole. HF takes the first matching key in the file's order; a parsed JSON object keeps no order,
+// so two keys that match one module with different values are refused rather than resolved by chance.
+const json* pattern_value(const json& c, const char* field, const std::string& module) {
+    if (module.empty() || !c.contains(field) || !c.at(field).is_object()) return nullptr;
+    const json* found = nullptr;
+    std::string found_key;
+    for (auto it = c.at(field).begin(); it != c.at(field).end(); ++it) {
+        std::regex re;
+        try {
+            re = std::regex("(.*\\.)?(" + it.key() + ")");
+        } catch (const std::regex_error& e) {
+            SSMTUNE_FAIL(field, " key \"", it.key(), "\" is not a valid regular expression (", e.what(), ")");
+        }
+        if (!std::regex_match(module, re)) continue;
+        SSMTUNE_CHECK(!found || *found == it.value(), field, " keys \"", found_key, "\" and \"", it.key(),
+                      "\" both match ", module, " with different values; fix: make the keys select disjoint modules");
+        found = &it.value();
+        found_key = it.key();
+    }
+    return found;
+}
+
+}  // namespace
+
+LoraSettings LoraSettings::from_config(const json& c, const std::string& module) {
     LoraSettings s;
-    s.r = c["r"].get<int64_t>();
-    const double alpha = c["lora_alpha"].get<double>();
+    const json* r = pattern_value(c, "rank_pattern", module);
+    const json* a = pattern_value(c, "alpha_pattern", module);
+    s.r = (r ? *r : c.at("r")).get<int64_t>();
+    const double alpha = (a ? *a : c.at("lora_alpha")).get<double>();
     s.scale = c["use_rslora"].get<bool>() ? alpha / std::sqrt(double(s.r)) : alpha / double(s.r);
     s.dropout = c["lora_dropout"].get<double>();
     const json& init = c.contains("init_lora_weights") ? c["init_lora_weights"] : json(true);
@@ -124,24 +156,30 @@ LoraAttachment attach_lora(ModelView& model, const json& config, Generator& gen)
     if (c["target_modules"].is_null()) c["target_modules"] = default_lora_targets(model);
     att.settings = LoraSettings::from_config(c);
     const DType dtype = model.dtype();
-    for (auto& [name, m] : match_targets(model, c, lora_can_target, "Linear, Embedding and 1x1 Conv1d modules")) {
-        auto* host = static_cast<models::DeltaHost*>(m);
-        SSMTUNE_CHECK(!host->delta(), name, " already carries an adapter; fix: detach it first");
-        Tensor* w = host->find_parameter("weight");
-        const int64_t max_rank = w ? std::max(w->size(0), w->size(1)) : 0;
-        SSMTUNE_CHECK(att.settings.r <= max_rank, "LoRA r = ", att.settings.r, " exceeds the size of ", name, " ",
-                      shape_str(w ? w->shape() : Shape{}), "; fix: r <= ", max_rank, " (a larger rank adds nothing)");
-        std::shared_ptr<models::OutputDelta> delta;
-        if (auto* lin = dynamic_cast<models::Linear*>(m)) {
-            delta = std::make_shared<LoraLinear>(lin->in_features(), lin->out_features(), att.settings, gen, dtype, false);
-        } else if (auto* emb = dynamic_cast<models::Embedding*>(m)) {
-            delta = std::make_shared<LoraEmbedding>(emb->weight().size(0), emb->weight().size(1), att.settings, gen, dtype);
-        } else {
-            auto* conv = dynamic_cast<models::PointwiseConv1d*>(m);
-            delta = std::make_shared<LoraLinear>(conv->weight().size(1), conv->weight().size(0), att.settings, gen, dtype, true);
+    try {  // a module that fails (rank too large, ambiguous pattern) leaves none attached
+        for (auto& [name, m] : match_targets(model, c, lora_can_target, "Linear, Embedding and 1x1 Conv1d modules")) {
+            const LoraSettings settings = LoraSettings::from_config(c, name);
+            auto* host = static_cast<models::DeltaHost*>(m);
+            SSMTUNE_CHECK(!host->delta(), name, " already carries an adapter; fix: detach it first");
+            Tensor* w = host->find_parameter("weight");
+            const int64_t max_rank = w ? std::max(w->size(0), w->size(1)) : 0;
+            SSMTUNE_CHECK(settings.r <= max_rank, "LoRA r = ", settings.r, " exceeds the size of ", name, " ",
+                          shape_str(w ? w->shape() : Shape{}), "; fix: r <= ", max_rank, " (a larger rank adds nothing)");
+            std::shared_ptr<models::OutputDelta> delta;
+            if (auto* lin = dynamic_cast<models::Linear*>(m)) {
+                delta = std::make_shared<LoraLinear>(lin->in_features(), lin->out_features(), settings, gen, dtype, false);
+            } else if (auto* emb = dynamic_cast<models::Embedding*>(m)) {
+                delta = std::make_shared<LoraEmbedding>(emb->weight().size(0), emb->weight().size(1), settings, gen, dtype);
+            } else {
+                auto* conv = dynamic_cast<models::PointwiseConv1d*>(m);
+                delta = std::make_shared<LoraLinear>(conv->weight().size(1), conv->weight().size(0), settings, gen, dtype, true);
+            }
+            host->attach_delta("lora", delta);
+            att.hosts.emplace_back(name, host);
         }
-        host->attach_delta("lora", delta);
-        att.hosts.emplace_back(name, host);
+    } catch (...) {
+        att.detach();
+        throw;
     }
     att.targets = c["target_modules"];
     return att;

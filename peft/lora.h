@@ -16,7 +16,8 @@ struct LoraSettings {
     double scale = 1.0;    // lora_alpha / r, or lora_alpha / √r (rsLoRA)
     double dropout = 0.0;
     std::string init = "default";  // default (A Kaiming, B zero) | gaussian | random (B non-zero too)
-    static LoraSettings from_config(const nlohmann::json& config);
+    // module: a full module name, to apply rank_pattern / alpha_pattern (empty: the config's r and lora_alpha).
+    static LoraSettings from_config(const nlohmann::json& config, const std::string& module = "");
 };
 
 // The LoRA deltas attached to the matched modules of one model.

@@ -181,24 +181,29 @@ public:
         auto accept = [](models::Module* m) {
             return dynamic_cast<models::Linear*>(m) || dynamic_cast<models::PointwiseConv1d*>(m);
         };
-        for (auto& [name, m] : match_targets(model, cfg, accept, "Linear and 1x1 Conv1d modules")) {
-            auto* host = static_cast<models::DeltaHost*>(m);
-            SSMTUNE_CHECK(!host->delta(), name, " already carries an adapter; fix: detach it first");
-            int64_t in, out;
-            bool conv = false;
-            if (auto* lin = dynamic_cast<models::Linear*>(m)) {
-                in = lin->in_features();
-                out = lin->out_features();
-            } else {
-                auto* pc = static_cast<models::PointwiseConv1d*>(m);
-                in = pc->weight().size(1);
-                out = pc->weight().size(0);
-                conv = true;
+        try {  // a module that fails (e.g. a block size that does not divide it) leaves none attached
+            for (auto& [name, m] : match_targets(model, cfg, accept, "Linear and 1x1 Conv1d modules")) {
+                auto* host = static_cast<models::DeltaHost*>(m);
+                SSMTUNE_CHECK(!host->delta(), name, " already carries an adapter; fix: detach it first");
+                int64_t in, out;
+                bool conv = false;
+                if (auto* lin = dynamic_cast<models::Linear*>(m)) {
+                    in = lin->in_features();
+                    out = lin->out_features();
+                } else {
+                    auto* pc = static_cast<models::PointwiseConv1d*>(m);
+                    in = pc->weight().size(1);
+                    out = pc->weight().size(0);
+                    conv = true;
+                }
+                auto delta = std::make_shared<SurmDelta>(in, out, conv, s, gen, model.dtype(), name);
+                for (auto& [pn, t] : delta->named_parameters()) trainable(t);
+                host->attach_delta("surm", delta);
+                hosts_.emplace_back(name, host);
             }
-            auto delta = std::make_shared<SurmDelta>(in, out, conv, s, gen, model.dtype(), name);
-            for (auto& [pn, t] : delta->named_parameters()) trainable(t);
-            host->attach_delta("surm", delta);
-            hosts_.emplace_back(name, host);
+        } catch (...) {
+            detach();
+            throw;
         }
     }
     std::vector<std::pair<std::string, Tensor>> tensors() const override {

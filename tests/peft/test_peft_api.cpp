@@ -4,6 +4,7 @@
 #include "tests/peft/peft_test_util.h"
 
 #include <fstream>
+#include <map>
 
 #include "engine/safetensors.h"
 #include "ops/ops.h"
@@ -116,6 +117,95 @@ TEST_CASE("peft lora: an adapter written by hand in HF's layout loads and gives 
     CHECK(cfg["lora_alpha"] == 8);
     CHECK(cfg["target_modules"] == json::array({"in_proj"}));
     CHECK(cfg["task_type"] == "CAUSAL_LM");
+}
+
+TEST_CASE("peft lora: rank_pattern, alpha_pattern and exclude_modules as HF reads them") {
+    const auto dir = testing::scratch_dir("peft_lora_patterns");
+    Subject s = make_subject("mamba");
+    // a pattern key applies where the full name matches (.*\.)?(key): "in_proj" everywhere, "layers.1.mixer.in_proj"
+    // ('.' a regex dot) in layer 1 only; layer 1's in_proj gets r = 3 (both keys give 3), out_proj lora_alpha 6
+    const peft::Config config = peft::Config::parse(R"({"peft_type": "LORA", "r": 2, "lora_alpha": 4,
+        "target_modules": ["in_proj", "out_proj"], "init_lora_weights": false,
+        "rank_pattern": {"layers.1.mixer.in_proj": 3, "mixer.in_p.*": 3}, "alpha_pattern": {"out_proj": 6}})");
+    peft::Adapter a = peft::apply(s.module(), config);
+    std::map<std::string, Tensor> p;
+    for (auto& [n, t] : a.named_parameters()) p[n] = t;
+    const std::string l0 = "backbone.layers.0.mixer.", l1 = "backbone.layers.1.mixer.";
+    CHECK(p.at(l0 + "in_proj.lora_A.weight").shape() == Shape{3, 8});
+    CHECK(p.at(l1 + "in_proj.lora_A.weight").shape() == Shape{3, 8});
+    CHECK(p.at(l1 + "in_proj.lora_B.weight").shape() == Shape{32, 3});
+    CHECK(p.at(l0 + "out_proj.lora_A.weight").shape() == Shape{2, 16});
+    // the output is W + (alpha_m / r_m) B A per module
+    Subject expected = make_subject("mamba");
+    for (const std::string& l : {l0, l1}) {
+        for (auto [proj, scale] : {std::pair<const char*, double>{"in_proj", 4.0 / 3}, {"out_proj", 6.0 / 2}}) {
+            const std::string m = l + proj;
+            Tensor& w = *expected.module().find_parameter(m + ".weight");
+            w = ops::add(w.detach(), ops::mul_scalar(ops::matmul(p.at(m + ".lora_B.weight").detach(),
+                                                                 p.at(m + ".lora_A.weight").detach()), scale));
+        }
+    }
+    testing::expect_close(s.output(), expected.output(), 0, 1e-12, "rank/alpha pattern output");
+    // saved and loaded again: the patterns travel in adapter_config.json and rebuild the same shapes
+    a.save(dir.string());
+    json saved = models::read_json_file((dir / "adapter_config.json").string());
+    CHECK(saved["rank_pattern"]["mixer.in_p.*"] == 3);
+    CHECK(saved["alpha_pattern"]["out_proj"] == 6);
+    Subject again = make_subject("mamba");
+    peft::load(again.module(), dir.string());
+    testing::expect_close(again.output(), s.output(), 0, 1e-15, "reloaded pattern adapter");
+    a.detach();
+
+    // exclude_modules: a list as target_modules' list, a regex on the full name; excluded modules are skipped
+    // before their type is asked about (conv1d may be named when it is excluded)
+    peft::Adapter ex = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "r": 1,
+        "target_modules": "all-linear", "exclude_modules": ["x_proj", "layers.0.mixer.dt_proj"]})"));
+    CHECK(ex.named_parameters().size() == 2 * 5);  // 8 projections - 2 x_proj - layer 0's dt_proj
+    for (auto& [n, t] : ex.named_parameters()) {
+        CHECK(n.find("x_proj") == std::string::npos);
+        CHECK(n.find("layers.0.mixer.dt_proj") == std::string::npos);
+    }
+    ex.detach();
+    peft::Adapter rx = peft::apply(s.module(), peft::Config::parse(R"j({"peft_type": "LORA", "r": 1,
+        "target_modules": ["in_proj", "conv1d"], "exclude_modules": ".*(layers\\.0\\..*|conv1d)"})j"));
+    REQUIRE(rx.named_parameters().size() == 2);
+    CHECK(rx.named_parameters()[0].first == l1 + "in_proj.lora_A.weight");
+    rx.detach();
+
+    // errors: everything excluded, two keys with different values for one module, bad values
+    auto apply_error = [&](const char* config_text) -> std::string {
+        try {
+            peft::apply(s.module(), peft::Config::parse(config_text));
+        } catch (const Error& e) {
+            return e.what();
+        }
+        return "no error";
+    };
+    CHECK(apply_error(R"({"peft_type": "LORA", "target_modules": ["in_proj"], "exclude_modules": "in_proj|.*in_proj"})")
+              .find("and exclude_modules \"in_proj|.*in_proj\" selects no module") != std::string::npos);
+    CHECK(apply_error(R"({"peft_type": "LORA", "target_modules": ["in_proj"], "rank_pattern": {"in_proj": 3, "layers.1.mixer.in_proj": 4}})")
+              .find("rank_pattern keys \"in_proj\" and \"layers.1.mixer.in_proj\" both match backbone.layers.1.mixer.in_proj") != std::string::npos);
+    CHECK(apply_error(R"({"peft_type": "LORA", "rank_pattern": {"(": 3}})").find("not a valid regular expression") !=
+          std::string::npos);
+    CHECK(apply_error(R"({"peft_type": "LORA", "rank_pattern": {"in_proj": 0}})")
+              .find("rank_pattern[\"in_proj\"] = 0 must be an integer rank") != std::string::npos);
+    CHECK(apply_error(R"({"peft_type": "LORA", "alpha_pattern": {"in_proj": "big"}})")
+              .find("must be a number") != std::string::npos);
+    CHECK(apply_error(R"({"peft_type": "LORA", "rank_pattern": [3]})").find("must be an object") != std::string::npos);
+    CHECK(apply_error(R"({"peft_type": "LORA", "exclude_modules": 5})").find("must be a regex string or a list") !=
+          std::string::npos);
+    CHECK(apply_error(R"({"peft_type": "LORA", "rank_pattern": {"dt_proj": 17}})")
+              .find("LoRA r = 17 exceeds the size of backbone.layers.0.mixer.dt_proj") != std::string::npos);
+    // a SURM block size that divides in_proj but not x_proj fails at layer 0's x_proj, after its in_proj
+    CHECK(apply_error(R"({"peft_type": "SURM", "block_size": 8, "target_modules": ["in_proj", "x_proj"]})")
+              .find("block_size 8") != std::string::npos);
+    // failed applies left the model as it was: every base tensor trainable, no module carrying a delta (the
+    // ambiguous pattern and the large rank failed after earlier modules had their adapters)
+    for (auto& [n, t] : s.module().named_parameters()) CHECK(t.requires_grad());
+    for (auto& [n, m] : s.module().named_modules())
+        if (auto* host = dynamic_cast<models::DeltaHost*>(m)) CHECK_MESSAGE(!host->delta(), n);
+    peft::Adapter after = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA"})"));
+    CHECK(after.named_parameters().size() == 2 * 2 * 4);
 }
 
 TEST_CASE("peft load: an adapter for another base is a clear error") {

@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from reference_models import sdlora_flat_indices
+from reference_models import hf_pattern_value, sdlora_flat_indices
 
 
 def lm_case(rng, model_type, D=8, layers=2, N=4, expand=2, K=4, R=None, V=11, tied=True, use_bias=False,
@@ -114,10 +114,14 @@ def s4d_case(rng, prenorm, disc, H=6, N=8, layers=2, d_input=3, d_output=4, B=3,
     return cfg, w, batch
 
 
-def hf_targets(module, targets, layers=None):
+def hf_targets(module, targets, layers=None, exclude=None):
     """HF PEFT's matching: a string is a regular expression the whole name must match ("all-linear": every Linear
     but the output head); a list matches a name equal to an entry or ending in "." + entry; layers_to_transform
-    keeps the listed layer indices."""
+    keeps the listed layer indices; exclude_modules (a regex or a list, read the same way) removes names first."""
+    if isinstance(exclude, str) and re.fullmatch(exclude, module):
+        return False
+    if isinstance(exclude, list) and any(module == e or module.endswith("." + e) for e in exclude):
+        return False
     if layers is not None:
         found = re.search(r"(^|\.)(layers|s4_layers)\.(\d+)\.", module)
         if not found or int(found.group(3)) not in layers:
@@ -129,18 +133,23 @@ def hf_targets(module, targets, layers=None):
     return any(module == t or module.endswith("." + t) for t in targets)
 
 
-def lora_adapter(rng, w, cfg, targets, r=3, alpha=5.0, rslora=False, layers=None):
-    """HF LoRA tensors for every module matching the targets; B non-zero so the adapter acts."""
+def lora_adapter(rng, w, cfg, targets, r=3, alpha=5.0, rslora=False, layers=None, rank_pattern=None,
+                 alpha_pattern=None, exclude=None):
+    """HF LoRA tensors for every module matching the targets (each module's rank from rank_pattern as HF resolves
+    it); B non-zero so the adapter acts."""
     cfg_json = {"peft_type": "LORA", "r": r, "lora_alpha": alpha, "target_modules": targets, "use_rslora": rslora}
-    if layers is not None:
-        cfg_json["layers_to_transform"] = layers
+    for key, value in (("layers_to_transform", layers), ("rank_pattern", rank_pattern),
+                       ("alpha_pattern", alpha_pattern), ("exclude_modules", exclude)):
+        if value is not None:
+            cfg_json[key] = value
     tensors = {}
     for name in sorted(w):
         if not name.endswith(".weight"):
             continue
         module = name[:-len(".weight")]
-        if not hf_targets(module, targets, layers):
+        if not hf_targets(module, targets, layers, exclude):
             continue
+        r = hf_pattern_value(rank_pattern, module, cfg_json["r"])
         shape = w[name].shape
         if module.endswith("embeddings"):
             tensors[module + ".lora_embedding_A"] = rng.normal(0, 0.3, size=(r, shape[0]))
@@ -299,6 +308,17 @@ def cases():
              lm_with(m, lambda g, w, c: lora_adapter(g, w, c, r".*layers\.1\.mixer\.(in_proj|x_proj)"))),
             (m + " LORA all-linear, layers_to_transform [0]",
              lm_with(m, lambda g, w, c: lora_adapter(g, w, c, "all-linear", layers=[0]), tied=False)),
+            (m + " LORA rank_pattern + alpha_pattern + exclude_modules list",
+             lm_with(m, lambda g, w, c: lora_adapter(
+                 g, w, c, ["in_proj", "x_proj", "dt_proj", "out_proj", "embeddings"], r=2, alpha=3.0,
+                 rank_pattern={"layers.1.mixer.in_proj": 5, "x_pro.": 1, "embeddings": 4},
+                 alpha_pattern={"out_proj": 7.0, "backbone.layers.0.mixer.x_proj": 0.5},
+                 exclude=["layers.0.mixer.dt_proj"]))),
+            (m + " LORA rslora rank_pattern, exclude_modules regex",
+             lm_with(m, lambda g, w, c: lora_adapter(
+                 g, w, c, "all-linear", r=3, alpha=4.0, rslora=True, rank_pattern={"out_proj": 6},
+                 alpha_pattern={"mixer.in_proj": 9.0}, exclude=r".*layers\.1\.mixer\.(x|dt)_proj"),
+                     tied=False)),
             (m + " STATE_OFFSET h",
              lm_with(m, lambda g, w, c: per_layer_adapter(g, c, "STATE_OFFSET", "state_offset",
                                                           (E(c), c["state_size"]), {"variant": "h"}))),

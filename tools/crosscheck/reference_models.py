@@ -14,6 +14,7 @@ in float64 autograd, independent of ssmtune's code, from the definitions the pap
 Not here: dropout (everything runs as in evaluation mode), the recurrent step mode.
 """
 import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -227,6 +228,15 @@ def surm_hook(cfg_json, t):
     return ("delta", lambda x, fout: alpha * (x @ dense(x.shape[-1], fout).T))
 
 
+def hf_pattern_value(pattern, module, default):
+    """HF PEFT's rank_pattern / alpha_pattern lookup (get_pattern_key): the first key, in order, such that the
+    module's full name matches (.*\\.)?(key)$; the config's r / lora_alpha when none does."""
+    for key, value in (pattern or {}).items():
+        if re.match(r"(.*\.)?(%s)$" % key, module):
+            return value
+    return default
+
+
 def split_adapter(cfg_json, tensors, cfg):
     """Turns adapter tensors (torch leaves) into the forward's hooks / lora / parallel-adapter dictionaries."""
     hooks, lora, adapters = {}, {}, {}
@@ -237,13 +247,14 @@ def split_adapter(cfg_json, tensors, cfg):
         for module, params in list(lora.items()):
             lora[module] = surm_hook(cfg_json, params)
     elif cfg_json["peft_type"] in ("LORA", "SDLORA"):
-        r = cfg_json["r"]
-        s = cfg_json["lora_alpha"] / (math.sqrt(r) if cfg_json.get("use_rslora") else r)
         for name, t in tensors.items():
             for a_suffix, b_suffix in ((".lora_A.weight", ".lora_B.weight"),
                                        (".lora_embedding_A", ".lora_embedding_B")):
                 if name.endswith(a_suffix):
                     module = name[:-len(a_suffix)]
+                    r = hf_pattern_value(cfg_json.get("rank_pattern"), module, cfg_json["r"])
+                    alpha = hf_pattern_value(cfg_json.get("alpha_pattern"), module, cfg_json["lora_alpha"])
+                    s = alpha / (math.sqrt(r) if cfg_json.get("use_rslora") else r)
                     A, B = t, tensors[module + b_suffix]
                     if A.dim() == 3:  # a 1x1 Conv1d's [r, in, 1], [out, r, 1]
                         A, B = A[..., 0], B[..., 0]
