@@ -17,6 +17,29 @@ void read_field(const nlohmann::json& j, const char* key, T& out, const std::str
     }
 }
 
+// Fields of mamba_ssm's MambaConfig and HF's MambaConfig that describe a block other than ours (RMSNorm -> mixer ->
+// residual, SiLU): refused, since reading past them would build a different network that loads the same tensors.
+void check_block_layout(const nlohmann::json& j, const std::string& source) {
+    auto refuse = [&](const char* key, bool ok, const char* what) {
+        SSMTUNE_CHECK(ok, source, ": \"", key, "\" = ", j.at(key).dump(), " asks for ", what,
+                      ", which this loader does not build; fix: a Mamba-1 / Longhorn checkpoint with RMSNorm blocks");
+    };
+    if (j.contains("rms_norm") && !j.at("rms_norm").is_null())
+        refuse("rms_norm", j.at("rms_norm") == true, "LayerNorm instead of RMSNorm");
+    if (j.contains("hidden_act") && !j.at("hidden_act").is_null())
+        refuse("hidden_act", j.at("hidden_act") == "silu", "an activation other than SiLU");
+    if (j.contains("d_intermediate") && !j.at("d_intermediate").is_null())
+        refuse("d_intermediate", j.at("d_intermediate") == 0, "an MLP after each mixer");
+    if (j.contains("attn_layer_idx") && !j.at("attn_layer_idx").is_null())
+        refuse("attn_layer_idx", j.at("attn_layer_idx").is_array() && j.at("attn_layer_idx").empty(),
+               "attention layers (a hybrid model)");
+    if (j.contains("ssm_cfg") && j.at("ssm_cfg").is_object() && j.at("ssm_cfg").contains("layer")) {
+        const auto& layer = j.at("ssm_cfg").at("layer");
+        SSMTUNE_CHECK(layer == "Mamba1", source, ": ssm_cfg \"layer\" = ", layer.dump(),
+                      " is not a mixer this loader builds (Mamba1); fix: a Mamba-1 checkpoint (Mamba-2 is not implemented)");
+    }
+}
+
 }  // namespace
 
 LMConfig LMConfig::from_json(const nlohmann::json& j, const std::string& source) {
@@ -29,11 +52,19 @@ LMConfig LMConfig::from_json(const nlohmann::json& j, const std::string& source)
     // Original state-spaces names first, HF names override.
     read_field(j, "d_model", c.hidden_size, source);
     read_field(j, "n_layer", c.num_hidden_layers, source);
-    if (j.contains("ssm_cfg") && j.at("ssm_cfg").is_object()) {
+    check_block_layout(j, source);
+    if (j.contains("ssm_cfg") && j.at("ssm_cfg").is_object()) {  // mamba_ssm's Mamba(...) arguments
         const auto& s = j.at("ssm_cfg");
         read_field(s, "d_state", c.state_size, source);
         read_field(s, "d_conv", c.conv_kernel, source);
         read_field(s, "expand", c.expand, source);
+        read_field(s, "bias", c.use_bias, source);
+        read_field(s, "conv_bias", c.use_conv_bias, source);
+        read_field(s, "dt_min", c.time_step_min, source);
+        read_field(s, "dt_max", c.time_step_max, source);
+        read_field(s, "dt_init_floor", c.time_step_floor, source);
+        read_field(s, "dt_scale", c.time_step_scale, source);
+        read_field(s, "dt_init", c.time_step_init_scheme, source);
     }
     read_field(j, "hidden_size", c.hidden_size, source);
     read_field(j, "num_hidden_layers", c.num_hidden_layers, source);

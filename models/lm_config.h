@@ -3,8 +3,11 @@
 // Field names are HuggingFace MambaConfig's (hidden_size, num_hidden_layers, state_size, expand or
 // intermediate_size, conv_kernel, time_step_rank ("auto" = ceil(D/16)), layer_norm_epsilon, use_bias,
 // use_conv_bias, vocab_size, tie_word_embeddings, time_step_*), and the original state-spaces names (d_model,
-// n_layer, d_inner, ssm_cfg.d_state/d_conv/expand/dt_rank, pad_vocab_size_multiple) are accepted on read.
-// Unknown keys are ignored (configs carry many); wrong types or impossible values are Errors naming the field.
+// n_layer, d_inner, pad_vocab_size_multiple, and mamba_ssm's ssm_cfg: d_state/d_conv/expand/dt_rank/bias/conv_bias/
+// dt_min/dt_max/dt_init/dt_scale/dt_init_floor) are accepted on read.
+// Unknown keys are ignored (configs carry many); wrong types or impossible values are Errors naming the field, and
+// so are fields that ask for another block (rms_norm false, hidden_act not silu, d_intermediate > 0, attention
+// layers, ssm_cfg.layer other than Mamba1).
 // Our one addition, input_size (written only when set): > 0 makes a frame model that reads real-valued frames
 // [B, L, input_size] through backbone.encoder (Linear with bias) instead of token ids through the embedding, for
 // sequence classification (Fashion-MNIST by row); vocab_size is then the number of outputs and the head is

@@ -205,6 +205,42 @@ TEST_CASE("mamba loads mamba_ssm's own checkpoint layout: config without model_t
     CHECK_THROWS_WITH_AS(load_model(dir.string()), doctest::Contains("missing \"model_type\""), Error);
 }
 
+TEST_CASE("mamba config: mamba_ssm's ssm_cfg arguments are read, configs for other blocks are refused") {
+    const nlohmann::json base = {{"d_model", 8}, {"n_layer", 2}, {"vocab_size", 11},
+                                 {"ssm_cfg", {{"layer", "Mamba1"}, {"bias", true}, {"conv_bias", false},
+                                              {"dt_min", 0.002}, {"dt_max", 0.2}, {"dt_init", "constant"},
+                                              {"dt_scale", 0.5}, {"dt_init_floor", 2e-4}}}};
+    nlohmann::json j = base;
+    j["model_type"] = "mamba";
+    const LMConfig c = LMConfig::from_json(j, "config.json");
+    CHECK(c.use_bias);
+    CHECK_FALSE(c.use_conv_bias);
+    CHECK(c.time_step_min == 0.002);
+    CHECK(c.time_step_max == 0.2);
+    CHECK(c.time_step_init_scheme == "constant");
+    CHECK(c.time_step_scale == 0.5);
+    CHECK(c.time_step_floor == 2e-4);
+    // HF names given as well win over ssm_cfg, as for the other fields
+    j["use_bias"] = false;
+    CHECK_FALSE(LMConfig::from_json(j, "config.json").use_bias);
+    // fields that ask for a different block: one-line errors naming the field
+    const std::pair<nlohmann::json, const char*> refused[] = {
+        {{{"rms_norm", false}}, "\"rms_norm\" = false asks for LayerNorm instead of RMSNorm"},
+        {{{"hidden_act", "gelu"}}, "\"hidden_act\" = \"gelu\" asks for an activation other than SiLU"},
+        {{{"d_intermediate", 64}}, "\"d_intermediate\" = 64 asks for an MLP after each mixer"},
+        {{{"attn_layer_idx", {1}}}, "asks for attention layers"},
+        {{{"ssm_cfg", {{"layer", "Mamba2"}}}}, "ssm_cfg \"layer\" = \"Mamba2\" is not a mixer this loader builds"},
+    };
+    for (const auto& [patch, message] : refused) {
+        nlohmann::json bad = base;
+        bad.update(patch);
+        CHECK_THROWS_WITH_AS(LMConfig::from_json(bad, "config.json"), doctest::Contains(message), Error);
+    }
+    // the values that describe our blocks pass (mamba_ssm and HF write them)
+    j.update({{"rms_norm", true}, {"hidden_act", "silu"}, {"d_intermediate", 0}, {"attn_layer_idx", nlohmann::json::array()}});
+    CHECK_NOTHROW(LMConfig::from_json(j, "config.json"));
+}
+
 TEST_CASE("mamba generate is deterministic and greedy matches argmax of the parallel logits") {
     LanguageModel model(tiny_config(), 4);
     model.eval();
