@@ -306,6 +306,7 @@ Adapter apply(models::Module& model, const Config& config) {
     try {
         if (type == "FULL") method = make_full(view, config);
         else if (type == "BITFIT") method = make_bitfit(view, config);
+        else if (type == "PARTIAL") method = make_partial(view, config);
         else if (type == "LORA") method = make_lora(view, config);
         else if (type == "STATE_OFFSET") method = make_state_offset(view, config);
         else if (type == "INITIAL_STATE") method = make_initial_state(view, config);

@@ -60,6 +60,7 @@ const std::map<std::string, Json>& type_defaults() {
         t["PROMPT"] = {{"num_virtual_tokens", 16}, {"prompt_tuning_init", "SAMPLE_VOCAB"}};
         t["PREFIX"] = {{"num_virtual_tokens", 16}, {"init_std", 0.02}};
         t["BITFIT"] = {{"bias_names", nullptr}};
+        t["PARTIAL"] = {{"param_names", nullptr}};
         t["PARALLEL_ADAPTER"] = {{"target_modules", nullptr}, {"r", 16}, {"scaling", 4.0}, {"activation", "relu"},
                                  {"init", "lora"}, {"adapter_dropout", 0.0}};
         t["SURM"] = {{"structure", "circulant"}, {"mode", "lora"}, {"target_modules", nullptr}, {"block_size", 0},

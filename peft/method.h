@@ -22,7 +22,7 @@ public:
     virtual ~Method() = default;
     // The trainable tensors under their adapter-file names (no base_model.model. prefix).
     virtual std::vector<std::pair<std::string, Tensor>> tensors() const = 0;
-    // False for methods that train base tensors in place (FULL, BITFIT): they add nothing to "all params".
+    // False for methods that train base tensors in place (FULL, BITFIT, PARTIAL): they add nothing to "all params".
     virtual bool adds_tensors() const { return true; }
     // Empty when merge() is possible, else the reason.
     virtual std::string merge_refusal() const = 0;
@@ -61,6 +61,7 @@ Tensor trainable(Tensor t);
 // Factory of every method (one function per file).
 std::unique_ptr<Method> make_full(ModelView& model, const Config& config);
 std::unique_ptr<Method> make_bitfit(ModelView& model, const Config& config);
+std::unique_ptr<Method> make_partial(ModelView& model, const Config& config);
 std::unique_ptr<Method> make_lora(ModelView& model, const Config& config);
 std::unique_ptr<Method> make_state_offset(ModelView& model, const Config& config);
 std::unique_ptr<Method> make_initial_state(ModelView& model, const Config& config);

@@ -72,8 +72,8 @@ public:
     std::string merge_refusal() const;
     // Folds the method into the base weights (outputs unchanged) and detaches it.
     void merge();
-    // Removes the method from the model and restores requires_grad; the base weights are as before (for
-    // FULL and BITFIT, which train base tensors in place, the trained values stay).
+    // Removes the method from the model and restores requires_grad; the base weights are as before (FULL, which
+    // trains every base tensor in place, keeps the trained values; BITFIT and PARTIAL restore the originals).
     void detach();
     bool attached() const { return method_ != nullptr; }
     // Moves the model and the method's tensors to `device` in place (hooks follow), e.g. to fine-tune on a GPU:

@@ -1,6 +1,11 @@
-// The PEFT battery (peft_test_util.h) for FULL, BITFIT, LORA, STATE_OFFSET, INITIAL_STATE and PROMPT on every
-// model each supports.
+// The PEFT battery (peft_test_util.h) for FULL, BITFIT, PARTIAL, LORA, STATE_OFFSET, INITIAL_STATE and PROMPT on
+// every model each supports.
 #include "tests/peft/peft_test_util.h"
+
+#include <algorithm>
+
+#include "engine/tensor_copy.h"
+#include "ops/ops.h"
 
 using namespace ssmtune::peft_test;
 using nlohmann::json;
@@ -21,6 +26,73 @@ TEST_CASE("peft battery: BITFIT") {
         o.in_place = true;
         run_battery(kind, {{"peft_type", "BITFIT"}}, o);
     }
+}
+
+TEST_CASE("peft battery: PARTIAL") {
+    BatteryOptions o;
+    o.mergeable = true;
+    o.in_place = true;
+    run_battery("mamba", {{"peft_type", "PARTIAL"}, {"param_names", {"A_log", "D", "conv1d"}}}, o);
+    run_battery("longhorn", {{"peft_type", "PARTIAL"}, {"param_names", {"dt_proj.bias", "x_proj"}},
+                             {"layers_to_transform", {1}}}, o);
+    run_battery("s4d", {{"peft_type", "PARTIAL"}, {"param_names", {"kernel.log_dt", "D"}}}, o);
+}
+
+TEST_CASE("peft PARTIAL: what each entry names, counts, detach restores, errors list the parameters") {
+    Subject s = make_subject("mamba");
+    TensorMap before;
+    for (auto& [n, t] : s.module().state_dict()) before[n] = t.detach().clone();
+    peft::Adapter a = peft::apply(s.module(), peft::Config::parse(
+        R"({"peft_type": "PARTIAL", "param_names": ["conv1d", "A_log", "backbone.layers.1.mixer.D", "mixer.A_log"]})"));
+    std::vector<std::string> names;
+    for (auto& [n, t] : a.named_parameters()) names.push_back(n);
+    // in the model's order, each once; "conv1d" names the module's weight and bias, D only layer 1's
+    const std::vector<std::string> expected = {
+        "backbone.layers.0.mixer.A_log", "backbone.layers.0.mixer.conv1d.weight", "backbone.layers.0.mixer.conv1d.bias",
+        "backbone.layers.1.mixer.A_log", "backbone.layers.1.mixer.D", "backbone.layers.1.mixer.conv1d.weight",
+        "backbone.layers.1.mixer.conv1d.bias"};
+    CHECK(names == expected);
+    // tiny Mamba: E = 16, K = 3, N = 4: per layer conv 16*3 + 16, A_log 16*4; plus one D of 16
+    CHECK(a.num_trainable() == 2 * (16 * 3 + 16 + 16 * 4) + 16);
+    CHECK(a.num_total() == s.module().num_parameters());  // adds nothing
+    for (auto& [n, t] : s.module().named_parameters())
+        CHECK_MESSAGE(t.requires_grad() == (std::find(expected.begin(), expected.end(), n) != expected.end()), n);
+    // a step moves them; detach puts the originals back
+    Tensor loss = s.loss();
+    loss.backward();
+    for (auto& [n, t] : a.named_parameters()) {
+        autograd::NoGradGuard no_grad;
+        copy_into(t, ops::sub(t.detach(), ops::mul_scalar(t.grad(), 0.1)));
+    }
+    CHECK_FALSE(bit_equal(s.module().state_dict().at("backbone.layers.0.mixer.A_log"),
+                          before.at("backbone.layers.0.mixer.A_log")));
+    a.detach();
+    for (auto& [n, t] : s.module().state_dict()) CHECK_MESSAGE(bit_equal(t, before.at(n)), n);
+
+    auto apply_error = [&](const char* text) -> std::string {
+        try {
+            peft::apply(s.module(), peft::Config::parse(text));
+        } catch (const Error& e) {
+            return e.what();
+        }
+        return "no error";
+    };
+    CHECK(apply_error(R"({"peft_type": "PARTIAL"})").find("\"param_names\" must be a non-empty list") != std::string::npos);
+    CHECK(apply_error(R"({"peft_type": "PARTIAL", "param_names": ["B"]})")
+              .find("entry \"B\" matches no parameter of this model; fix: choose among: backbone.embeddings.weight") !=
+          std::string::npos);
+    CHECK(apply_error(R"({"peft_type": "PARTIAL", "param_names": ["in_proj"], "layers_to_transform": [0],
+                        "bias_names": ["x"]})").find("unknown key \"bias_names\" for peft_type PARTIAL") !=
+          std::string::npos);
+    // a top-level module names its tensors too (S4D's encoder)
+    Subject s4d = make_subject("s4d");
+    peft::Adapter enc = peft::apply(s4d.module(), peft::Config::parse(R"({"peft_type": "PARTIAL", "param_names": ["encoder"]})"));
+    REQUIRE(enc.named_parameters().size() == 2);
+    CHECK(enc.named_parameters()[0].first == "encoder.weight");
+    CHECK(enc.named_parameters()[1].first == "encoder.bias");
+    // "D" is a whole part of a name, not a substring: dt_proj is not named by it
+    peft::Adapter d = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "PARTIAL", "param_names": ["D"]})"));
+    CHECK(d.named_parameters().size() == 2);
 }
 
 TEST_CASE("peft battery: LORA") {

@@ -163,6 +163,18 @@ def lora_adapter(rng, w, cfg, targets, r=3, alpha=5.0, rslora=False, layers=None
     return cfg_json, tensors
 
 
+def partial_adapter(rng, w, names, layers=None):
+    """PARTIAL (ssm-peft's layer_freeze): new values for every parameter an entry names - a run of whole
+    dot-separated parts of its name (the full name, a suffix like "D", a module like "conv1d" or "encoder")."""
+    cfg_json = {"peft_type": "PARTIAL", "param_names": names}
+    if layers is not None:
+        cfg_json["layers_to_transform"] = layers
+    chosen = [n for n in sorted(w) if any(("." + e + ".") in ("." + n + ".") for e in names)]
+    if layers is not None:
+        chosen = [n for n in chosen if any(".layers.%d." % l in n or n.startswith("s4_layers.%d." % l) for l in layers)]
+    return cfg_json, {n: w[n] + rng.normal(0, 0.2, size=w[n].shape) for n in chosen}
+
+
 def per_layer_adapter(rng, cfg, peft_type, name, shape_of, extra=None):
     layers = cfg.get("num_hidden_layers", cfg.get("n_layers"))
     where = "backbone.layers.%d.mixer." if "num_hidden_layers" in cfg else "s4_layers.%d."
@@ -336,6 +348,8 @@ def cases():
                                          {"prompt_embeddings": g.normal(0, 0.5, size=(4, c["hidden_size"]))}))),
             (m + " PARALLEL_ADAPTER gelu",
              lm_with(m, lambda g, w, c: per_layer_adapter_pa(g, c))),
+            (m + " PARTIAL conv1d, D, dt_proj.bias in layer 1",
+             lm_with(m, lambda g, w, c: partial_adapter(g, w, ["conv1d", "D", "dt_proj.bias"], layers=[1]))),
             (m + " BITFIT",
              lm_with(m, lambda g, w, c: ({"peft_type": "BITFIT"},
                                          {n: g.normal(0, 0.5, size=w[n].shape) for n in w if n.endswith(".bias")}),
@@ -373,6 +387,7 @@ def cases():
             lambda g, w, c: surm_adapter(g, w, c, "circulant", "lora", ["output_linear.0", "decoder"]))),
         ("s4d SURM ldr adapter output_linear.0", s4d_with(
             lambda g, w, c: surm_adapter(g, w, c, "ldr", "adapter", ["output_linear.0"]))),
+        ("s4d PARTIAL kernel, encoder", s4d_with(lambda g, w, c: partial_adapter(g, w, ["kernel", "encoder"]))),
         ("s4d SDLORA pruned, zoh", s4d_with(lambda g, w, c: sdlora_s4d_adapter(g, w, c))),
         ("s4d SDLORA unpruned, bilinear, prenorm", s4d_with(lambda g, w, c: sdlora_s4d_adapter(g, w, c, prune=False),
                                                             prenorm=True, disc="bilinear")),

@@ -94,7 +94,7 @@ def reference(cfg, w, batch, adapter):
         cfg_json, tensors = adapter
         t = {n: torch.tensor(v, dtype=torch.float64, requires_grad=True) for n, v in tensors.items()}
         trainable = t
-        if cfg_json["peft_type"] == "BITFIT":
+        if cfg_json["peft_type"] in ("BITFIT", "PARTIAL"):  # base tensors trained in place
             p.update(t)
         else:
             hooks, lora, adapters = split_adapter(cfg_json, t, cfg)
