@@ -77,12 +77,23 @@ Tensor MambaMixer::forward(const Tensor& hidden) {
     opt.state_offset = hook_state_offset;
     opt.output_offset = hook_output_offset;
     Tensor y = ops::selective_scan(u, delta, A, B, C, opt).out;            // [B, E, L]
+    if (hook_A_log_ext.defined()) {  // the k added states: their own scan, same u, Δ and gate, no D (already in y)
+        Tensor ut = u.transpose(1, 2);                                     // [B, L, E]
+        ops::SelectiveScanOptions ext;
+        ext.z = z;
+        ext.delta_softplus = true;
+        Tensor B_ext = ops::linear(ut, hook_B_ext).transpose(1, 2).contiguous();  // [B, k, L]
+        Tensor C_ext = ops::linear(ut, hook_C_ext).transpose(1, 2).contiguous();  // [B, k, L]
+        Tensor A_ext = ops::neg(ops::exp(hook_A_log_ext));                        // [E, k]
+        y = ops::add(y, ops::selective_scan(u, delta, A_ext, B_ext, C_ext, ext).out);
+    }
     if (P > 0) y = y.narrow(2, P, y.size(2) - P);                          // drop the prefix positions
     return out_proj->forward(y.transpose(1, 2));                           // [B, L, D]
 }
 
 MixerState MambaMixer::initial_state(int64_t batch, DType dtype) {
-    return start_state(batch, dtype, E_, N_, conv1d->kernel(), in_proj->weight().device());  // states with the weights
+    const int64_t k = hook_A_log_ext.defined() ? hook_A_log_ext.size(1) : 0;  // Additional-scan's states after the N
+    return start_state(batch, dtype, E_, N_ + k, conv1d->kernel(), in_proj->weight().device());  // with the weights
 }
 
 Tensor MambaMixer::step(const Tensor& hidden, MixerState& state) {
@@ -103,6 +114,11 @@ Tensor MambaMixer::step_inner(const Tensor& x, const Tensor& z, MixerState& stat
     Tensor B = x_dbl.narrow(1, R_, N_), C = x_dbl.narrow(1, R_ + N_, N_);  // [B, N]
     Tensor delta = ops::softplus(dt_proj->forward(dt));               // [B, E]
     Tensor A = ops::neg(ops::exp(effective(size_t(0))));                           // [E, N]
+    if (hook_A_log_ext.defined()) {  // Additional-scan: one recurrence over N + k states
+        A = ops::concat({A, ops::neg(ops::exp(hook_A_log_ext))}, 1);                // [E, N + k]
+        B = ops::concat({B, ops::linear(u, hook_B_ext)}, 1);                         // [B, N + k]
+        C = ops::concat({C, ops::linear(u, hook_C_ext)}, 1);
+    }
     Tensor dA = ops::exp(ops::mul(delta.unsqueeze(2), A));            // [B, E, N]
     Tensor dBu = ops::mul(ops::mul(delta, u).unsqueeze(2), B.unsqueeze(1));
     state.ssm_state = ops::add(ops::mul(dA, state.ssm_state), dBu);  // h_t

@@ -4,7 +4,8 @@
 // Parameters (HF names under backbone.layers.{i}.mixer.): in_proj.weight [2E, D] (+bias if use_bias),
 // conv1d.weight [E, 1, K], conv1d.bias [E], x_proj.weight [R+2N, E], dt_proj.weight [E, R], dt_proj.bias [E],
 // A_log [E, N], D [E], out_proj.weight [D, E] (+bias). Init as mamba_ssm (reference/ssm-models.md §1.2, §1.5).
-// PEFT hooks (Mixer): h0, h′, y′ on the scan and prefix vectors prepended to x after in_proj, in both modes.
+// PEFT hooks (Mixer): h0, h′, y′ on the scan, prefix vectors prepended to x after in_proj, and Additional-scan's
+// k extra states (a second scan in the parallel mode, one N + k recurrence in the step), in both modes.
 // Not here: the fused "inner" kernel path of mamba_ssm (we go through the generic ops and the fused scan).
 #pragma once
 

@@ -42,6 +42,9 @@ public:
     // the sequence, conv/scan/gate run on P + L positions, and the first P are dropped before out_proj. In the
     // recurrent mode initial_state() runs the P positions through one-step updates with z = 0.
     Tensor hook_prefix;
+    // Additional-scan (reference/peft-methods.md §4.4; Mamba only): k more states per channel with A = −exp(A_log_ext)
+    // [E, k] and B, C rows [k, E] applied to the conv output u as x_proj's B and C rows are; same Δ, same gate.
+    Tensor hook_A_log_ext, hook_B_ext, hook_C_ext;
 
 protected:
     // Prepends the prefix to x and zeros to z ([B, E, L] -> [B, E, P + L]); returns P (0 when no prefix).

@@ -315,6 +315,7 @@ Adapter apply(models::Module& model, const Config& config) {
         else if (type == "PARALLEL_ADAPTER") method = make_parallel_adapter(view, config);
         else if (type == "SDLORA") method = make_sdlora(view, config);
         else if (type == "SURM") method = make_surm(view, config);
+        else if (type == "ADDITIONAL_SCAN") method = make_additional_scan(view, config);
         else SSMTUNE_FAIL("unknown peft_type ", type);
     } catch (...) {
         for (auto& [t, flag] : saved) t.set_requires_grad(flag);

@@ -57,6 +57,7 @@ const std::map<std::string, Json>& type_defaults() {
                             {"select_channel_ratio", 1.0}, {"select_state_ratio", 1.0}});
         t["STATE_OFFSET"] = {{"variant", "h"}, {"init", "zero"}};
         t["INITIAL_STATE"] = {{"init", "zero"}};
+        t["ADDITIONAL_SCAN"] = {{"d_state", 8}, {"init", "zero"}};
         t["PROMPT"] = {{"num_virtual_tokens", 16}, {"prompt_tuning_init", "SAMPLE_VOCAB"}};
         t["PREFIX"] = {{"num_virtual_tokens", 16}, {"init_std", 0.02}};
         t["BITFIT"] = {{"bias_names", nullptr}};

@@ -265,6 +265,8 @@ int mamba_transfer(const Flags& flags) {
         {"state-offset h", {{"peft_type", "STATE_OFFSET"}, {"variant", "h"}}, 1e-2},
         {"state-offset y", {{"peft_type", "STATE_OFFSET"}, {"variant", "y"}}, 1e-2},
         {"initial state", {{"peft_type", "INITIAL_STATE"}}, 1e-2},
+        {"additional scan (k=4)", {{"peft_type", "ADDITIONAL_SCAN"}, {"d_state", 4}}, 4e-3},
+        {"partial (A_log, D)", {{"peft_type", "PARTIAL"}, {"param_names", {"A_log", "D"}}}, 1e-2},
         {"prompt (16 tokens)", {{"peft_type", "PROMPT"}, {"num_virtual_tokens", 16}}, 1e-2},
         {"prefix (4 per layer)", {{"peft_type", "PREFIX"}, {"num_virtual_tokens", 4}}, 1e-2},
         {"BitFit", {{"peft_type", "BITFIT"}}, 1e-2},
@@ -307,6 +309,7 @@ int mamba_transfer(const Flags& flags) {
         claims.push_back(buf);
     }
     claims.push_back(claim("state-offset h >= initial state (Kang et al.)", rows, "state-offset h", "initial state", false));
+    claims.push_back(claim("state-offset h >= additional scan (Kang et al.)", rows, "state-offset h", "additional scan", false));
     claims.push_back(claim("LoRA on linear projections better than LoRA on SSM modules (Galim et al.)", rows, "LoRA (in/out_proj", "LoRA on SSM", false));
     claims.push_back(claim("SDLoRA >= LoRA at a similar budget (Galim et al.)", rows, "SDLoRA", "LoRA (in/out_proj", false));
     claims.push_back(claim("SURM (circulant) vs LoRA at a similar budget (Sehanobish et al.: SURM >= LoRA)", rows, "SURM", "LoRA (in/out_proj", false));

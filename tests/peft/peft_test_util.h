@@ -11,6 +11,7 @@
 #include <regex>
 #include <string>
 
+#include "autograd/node.h"
 #include "autograd/optim.h"
 #include "models/checkpoint.h"
 #include "peft/peft.h"
@@ -51,6 +52,18 @@ inline Subject make_subject(const std::string& kind, uint64_t seed = 3) {
     s.module().to(DType::F64);
     s.module().eval();
     return s;
+}
+
+// LM logits from the parallel forward equal the token-by-token recurrent mode started from initial_states().
+inline void check_lm_recurrent(Subject& s, double atol) {
+    autograd::NoGradGuard no_grad;
+    models::LanguageModel& lm = *s.any.lm;
+    const Tensor logits = lm.forward(s.ids);  // [B, L, V]
+    auto states = lm.initial_states(s.ids.size(0));
+    for (int64_t t = 0; t < s.ids.size(1); ++t) {
+        const Tensor step_logits = lm.step(s.ids.select(1, t).contiguous(), states);
+        testing::expect_close(step_logits, logits.select(1, t), 0.0, atol, "step " + std::to_string(t));
+    }
 }
 
 inline bool bit_equal(const Tensor& a, const Tensor& b) {

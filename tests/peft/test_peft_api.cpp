@@ -25,7 +25,7 @@ TEST_CASE("peft config: defaults, unknown types and keys, unsupported HF fields"
     CHECK(c.json["use_rslora"] == false);
     CHECK(peft::Config::parse(R"({"peft_type": "STATE_OFFSET"})").json["variant"] == "h");
     CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "ADALORA"})"),
-                         doctest::Contains("unknown peft_type \"ADALORA\"; known: BITFIT, FULL"), Error);
+                         doctest::Contains("unknown peft_type \"ADALORA\"; known: ADDITIONAL_SCAN, BITFIT, FULL"), Error);
     CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "rank": 4})"),
                          doctest::Contains("unknown key \"rank\" for peft_type LORA; valid keys: alora_invocation_tokens"), Error);
     CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "use_dora": true})"),

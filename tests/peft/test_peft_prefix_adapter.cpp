@@ -15,18 +15,6 @@ using nlohmann::json;
 
 namespace {
 
-// LM logits from the parallel forward equal the token-by-token recurrent mode started from initial_states().
-void check_lm_recurrent(Subject& s, double atol) {
-    autograd::NoGradGuard no_grad;
-    models::LanguageModel& lm = *s.any.lm;
-    const Tensor logits = lm.forward(s.ids);  // [B, L, V]
-    auto states = lm.initial_states(s.ids.size(0));
-    for (int64_t t = 0; t < s.ids.size(1); ++t) {
-        const Tensor step_logits = lm.step(s.ids.select(1, t).contiguous(), states);
-        testing::expect_close(step_logits, logits.select(1, t), 0.0, atol, "step " + std::to_string(t));
-    }
-}
-
 double max_abs_diff(const Tensor& a, const Tensor& b) {
     auto va = a.to_vector<double>(), vb = b.to_vector<double>();
     double m = 0;

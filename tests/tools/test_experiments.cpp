@@ -29,7 +29,7 @@ TEST_CASE("experiments run on tiny settings and write their tables") {
     CHECK(md.find("## Claims") != std::string::npos);
     CHECK(md.find("state-offset h >= initial state") != std::string::npos);
     REQUIRE(cli({"experiment", "mamba-transfer", "--base-steps", "2", "--iters", "1", "--out", (dir / "mamba").string()}) == 0);
-    CHECK(lines(dir / "mamba" / "results.csv") == 1 + 12);
+    CHECK(lines(dir / "mamba" / "results.csv") == 1 + 14);
     CHECK(file_bytes(dir / "mamba" / "results.md").find("prompt/prefix weaker than state-based") != std::string::npos);
     CHECK(cli({"experiment", "nope"}) == 2);
     CHECK(cli({"experiment", "s4d-synthetic", "--iters", "0"}) == 2);

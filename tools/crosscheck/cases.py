@@ -175,6 +175,22 @@ def partial_adapter(rng, w, names, layers=None):
     return cfg_json, {n: w[n] + rng.normal(0, 0.2, size=w[n].shape) for n in chosen}
 
 
+def additional_scan_adapter(rng, cfg, k, layers=None):
+    """Additional-scan: per layer A_log_ext [E, k] (spread decays), x_proj_B_ext and x_proj_C_ext [k, E], all
+    non-zero."""
+    E = cfg["intermediate_size"]
+    cfg_json = {"peft_type": "ADDITIONAL_SCAN", "d_state": k}
+    if layers is not None:
+        cfg_json["layers_to_transform"] = layers
+    tensors = {}
+    for i in (layers if layers is not None else range(cfg["num_hidden_layers"])):
+        m = "backbone.layers.%d.mixer." % i
+        tensors[m + "A_log_ext"] = rng.uniform(-1.0, 2.5, size=(E, k))
+        tensors[m + "x_proj_B_ext"] = rng.normal(0, 0.4, size=(k, E))
+        tensors[m + "x_proj_C_ext"] = rng.normal(0, 0.4, size=(k, E))
+    return cfg_json, tensors
+
+
 def per_layer_adapter(rng, cfg, peft_type, name, shape_of, extra=None):
     layers = cfg.get("num_hidden_layers", cfg.get("n_layers"))
     where = "backbone.layers.%d.mixer." if "num_hidden_layers" in cfg else "s4_layers.%d."
@@ -355,6 +371,9 @@ def cases():
                                          {n: g.normal(0, 0.5, size=w[n].shape) for n in w if n.endswith(".bias")}),
                      use_bias=True)),
         ]
+    out.append(("mamba ADDITIONAL_SCAN k=3", lm_with("mamba", lambda g, w, c: additional_scan_adapter(g, c, 3))))
+    out.append(("mamba ADDITIONAL_SCAN k=5 layer 0, N=6", lm_with("mamba", lambda g, w, c: additional_scan_adapter(
+        g, c, 5, layers=[0]), N=6)))
     for m in ("mamba", "longhorn"):
         out += [
             (m + " SURM %s %s" % (structure, mode),

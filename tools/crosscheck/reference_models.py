@@ -64,13 +64,19 @@ def mixer(p, cfg, i, hidden, hooks, lora):
     x_dbl = linear(p, m + ".x_proj", u, lora)
     dt_low, Bm, Cm = x_dbl[..., :R], x_dbl[..., R:R + N], x_dbl[..., R + N:]
     dt_raw = linear(p, m + ".dt_proj", dt_low, lora)  # bias included
+    A_log = p.get(m + ".A_log")
+    if m + ".A_log_ext" in hooks:  # Additional-scan: a Mamba with N + k states, the added B, C rows applied to u
+        A_log = torch.cat([A_log, hooks[m + ".A_log_ext"]], dim=1)
+        Bm = torch.cat([Bm, u @ hooks[m + ".x_proj_B_ext"].T], dim=-1)
+        Cm = torch.cat([Cm, u @ hooks[m + ".x_proj_C_ext"].T], dim=-1)
+        N = A_log.shape[1]
     Bt, L, E = u.shape
     h = hooks.get(m + ".initial_state", torch.zeros(E, N)).expand(Bt, E, N)
     offset = hooks.get(m + ".state_offset")
     ys = []
     if cfg["model_type"] == "mamba":
         dt = F.softplus(dt_raw)  # threshold 20, as the kernel
-        A = -torch.exp(p[m + ".A_log"])
+        A = -torch.exp(A_log)
         for t in range(L):
             a = torch.exp(dt[:, t, :, None] * A)
             h = a * h + (dt[:, t, :, None] * Bm[:, t, None, :]) * u[:, t, :, None]
