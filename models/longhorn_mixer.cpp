@@ -42,7 +42,7 @@ Tensor LonghornMixer::forward(const Tensor& hidden) {
     opt.D = effective("D");
     opt.z = z;
     opt.h0 = hook_initial_state;
-    opt.state_offset = hook_state_offset;
+    opt.state_offset = state_offset();
     opt.output_offset = hook_output_offset;
     Tensor y = ops::longhorn_scan(u, dt, k, q, opt).out;            // [B, E, L]
     if (P > 0) y = y.narrow(2, P, y.size(2) - P);                   // drop the prefix positions
@@ -73,7 +73,8 @@ Tensor LonghornMixer::step_inner(const Tensor& x, const Tensor& z, MixerState& s
     Tensor forget = ops::add_scalar(ops::neg(ops::mul(eps.unsqueeze(2), k2.unsqueeze(1))), 1.0);  // 1 − ε k²
     Tensor write = ops::mul(ops::mul(eps, u).unsqueeze(2), k.unsqueeze(1));  // [B, E, N]
     state.ssm_state = ops::add(ops::mul(forget, state.ssm_state), write);
-    Tensor h = hook_state_offset.defined() ? ops::add(state.ssm_state, hook_state_offset) : state.ssm_state;
+    const Tensor offset = state_offset();
+    Tensor h = offset.defined() ? ops::add(state.ssm_state, offset) : state.ssm_state;
     Tensor y = ops::add(ops::sum(ops::mul(h, q.unsqueeze(1)), {2}), ops::mul(effective("D"), u));  // [B, E]
     if (hook_output_offset.defined()) y = ops::add(y, hook_output_offset);
     return ops::mul(y, ops::silu(z));  // [B, E]

@@ -74,7 +74,7 @@ Tensor MambaMixer::forward(const Tensor& hidden) {
     opt.z = z;
     opt.delta_softplus = true;
     opt.h0 = hook_initial_state;
-    opt.state_offset = hook_state_offset;
+    opt.state_offset = state_offset();
     opt.output_offset = hook_output_offset;
     Tensor y = ops::selective_scan(u, delta, A, B, C, opt).out;            // [B, E, L]
     if (hook_A_log_ext.defined()) {  // the k added states: their own scan, same u, Δ and gate, no D (already in y)
@@ -122,7 +122,8 @@ Tensor MambaMixer::step_inner(const Tensor& x, const Tensor& z, MixerState& stat
     Tensor dA = ops::exp(ops::mul(delta.unsqueeze(2), A));            // [B, E, N]
     Tensor dBu = ops::mul(ops::mul(delta, u).unsqueeze(2), B.unsqueeze(1));
     state.ssm_state = ops::add(ops::mul(dA, state.ssm_state), dBu);  // h_t
-    Tensor h = hook_state_offset.defined() ? ops::add(state.ssm_state, hook_state_offset) : state.ssm_state;
+    const Tensor offset = state_offset();
+    Tensor h = offset.defined() ? ops::add(state.ssm_state, offset) : state.ssm_state;
     Tensor y = ops::add(ops::sum(ops::mul(h, C.unsqueeze(1)), {2}), ops::mul(effective(size_t(1)), u));  // [B, E]
     if (hook_output_offset.defined()) y = ops::add(y, hook_output_offset);
     return ops::mul(y, ops::silu(z));                                 // [B, E]

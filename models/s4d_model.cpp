@@ -119,7 +119,7 @@ Tensor S4DLayer::forward(const Tensor& u, Generator& dropout_gen) {
     const int64_t L = u.size(2);
     Tensor K = kernel->forward(L);                                    // [H, L]
     Tensor y = ops::add(ops::causal_conv(u, K), ops::mul(u, effective(size_t(0)).unsqueeze(1)));  // K * u + D u
-    if (hook_state_offset.defined()) y = ops::add(y, state_offset_response().unsqueeze(1));
+    if (has_state_offset()) y = ops::add(y, state_offset_response().unsqueeze(1));
     if (hook_initial_state.defined())  // + 2·Re Σ_n C_n Ā_n^{t+1} h0_n: the recurrence started from s_{−1} = h0
         y = ops::add(y, ops::s4d_initial_state_response(
                             kernel->effective("log_dt"), kernel->effective("C"), kernel->effective("log_A_real"),
@@ -139,9 +139,13 @@ Tensor S4DLayer::forward(const Tensor& u, Generator& dropout_gen) {
 // 2·Re Σ_n C_n h′_n per channel: the read-out of a constant state offset h′ [H, N/2, 2] → [H].
 Tensor S4DLayer::state_offset_response() {
     Tensor C = kernel->effective("C");  // [H, N/2, 2]
-    const int64_t M = config_.d_state / 2;
-    Tensor re = ops::sub(ops::mul(C.narrow(2, 0, 1), hook_state_offset.narrow(2, 0, 1)),
-                         ops::mul(C.narrow(2, 1, 1), hook_state_offset.narrow(2, 1, 1)));  // [H, M, 1]
+    const int64_t H = config_.d_model, M = config_.d_state / 2;
+    const Tensor& A = hook_state_offset_lora_A;  // low rank: [H, r] · [r, 2M] -> [H, M, 2]
+    const Tensor h = hook_state_offset.defined()
+                         ? hook_state_offset
+                         : ops::matmul(hook_state_offset_lora_B, A.reshape({A.size(0), 2 * M})).reshape({H, M, 2});
+    Tensor re = ops::sub(ops::mul(C.narrow(2, 0, 1), h.narrow(2, 0, 1)),
+                         ops::mul(C.narrow(2, 1, 1), h.narrow(2, 1, 1)));  // [H, M, 1]
     return ops::mul_scalar(ops::sum(re.reshape({config_.d_model, M}), {1}), 2.0);
 }
 
@@ -189,7 +193,7 @@ Tensor S4DLayer::step(const Tensor& u, S4DState& state) {
         for (int64_t h = 0; h < H; ++h) y[size_t(b * H + h)] += Dv[size_t(h)] * uv[size_t(b * H + h)];
     state.s = Tensor::from_vector<double>(s, state.s.shape()).to(u.dtype());
     Tensor yt = Tensor::from_vector<double>(y, {B, H}).to(u.dtype()).to(u.device());  // state.s stays on the host
-    if (hook_state_offset.defined()) yt = ops::add(yt, state_offset_response().detach());
+    if (has_state_offset()) yt = ops::add(yt, state_offset_response().detach());
     if (hook_output_offset.defined()) yt = ops::add(yt, hook_output_offset);
     return output_conv(ops::gelu(yt).unsqueeze(2)).squeeze(2);
 }

@@ -76,6 +76,9 @@ public:
     //   y′ [H];  state offset h′ [H, N/2, 2]: + 2·Re Σ_n C_n h′_n;  initial state h0 [H, N/2, 2] (s_{−1} = h0):
     //   + 2·Re Σ_n C_n Ā_n^{t+1} h0_n (ops::s4d_initial_state_response), also the start state of step().
     Tensor hook_output_offset, hook_state_offset, hook_initial_state;
+    // Low-rank h′ = lora_B [H, r] · lora_A [r, N/2, 2] (STATE_OFFSET with "r"); read when hook_state_offset is undefined.
+    Tensor hook_state_offset_lora_B, hook_state_offset_lora_A;
+    bool has_state_offset() const { return hook_state_offset.defined() || hook_state_offset_lora_B.defined(); }
 
 private:
     Tensor output_conv(const Tensor& y);  // GLU(Conv1d(H → 2H, 1)) over channels, y [B, H, L]

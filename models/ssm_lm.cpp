@@ -13,6 +13,11 @@
 namespace ssmtune::models {
 
 // ---------------------------------------------------------------- Mixer prefix hook
+Tensor Mixer::state_offset() const {
+    if (hook_state_offset.defined() || !hook_state_offset_lora_B.defined()) return hook_state_offset;
+    return ops::matmul(hook_state_offset_lora_B, hook_state_offset_lora_A);  // [E, r] · [r, N]
+}
+
 int64_t Mixer::prepend_prefix(Tensor& x, Tensor& z) const {
     if (!hook_prefix.defined()) return 0;
     const int64_t B = x.size(0), E = x.size(1), P = hook_prefix.size(0);

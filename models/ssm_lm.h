@@ -37,6 +37,10 @@ public:
     // Scan hooks set by peft/ (undefined = off). Registered as parameters by the PEFT method when attached.
     Tensor hook_initial_state;  // h0 [E, N]
     Tensor hook_state_offset;   // h′ [E, N]
+    // Low-rank h′ = lora_B [E, r] · lora_A [r, N] (STATE_OFFSET with "r"); read when hook_state_offset is undefined.
+    Tensor hook_state_offset_lora_B, hook_state_offset_lora_A;
+    // The h′ the scan reads: the full hook, the low-rank product, or undefined.
+    Tensor state_offset() const;
     Tensor hook_output_offset;  // y′ [E]
     // Prefix vectors p [P, E] (reference/peft-methods.md §4.5): after in_proj, x ← [p; x] and z ← [0; z] along
     // the sequence, conv/scan/gate run on P + L positions, and the first P are dropped before out_proj. In the

@@ -55,7 +55,7 @@ const std::map<std::string, Json>& type_defaults() {
         t["SDLORA"].update({{"sdlora_alpha", 1.0}, {"channel_ratio", 0.01}, {"state_ratio", 0.25},
                             {"warmup_steps", 500}, {"dimensions", nullptr}, {"init", "zero"}, {"seq_len", 64},
                             {"select_channel_ratio", 1.0}, {"select_state_ratio", 1.0}});
-        t["STATE_OFFSET"] = {{"variant", "h"}, {"init", "zero"}};
+        t["STATE_OFFSET"] = {{"variant", "h"}, {"init", "zero"}, {"r", 0}};
         t["INITIAL_STATE"] = {{"init", "zero"}};
         t["ADDITIONAL_SCAN"] = {{"d_state", 8}, {"init", "zero"}};
         t["PROMPT"] = {{"num_virtual_tokens", 16}, {"prompt_tuning_init", "SAMPLE_VOCAB"}};
@@ -156,7 +156,7 @@ Config Config::from_json(const nlohmann::json& in, const std::string& source) {
         check_unsupported_lora_fields(out, source);
         check_lora_patterns(out, source);
     }
-    check_number(out, "r", 1, 1 << 16, source, true);
+    check_number(out, "r", type == "STATE_OFFSET" ? 0 : 1, 1 << 16, source, true);  // STATE_OFFSET: 0 = full h′
     check_number(out, "lora_alpha", -1e9, 1e9, source, false);
     check_number(out, "lora_dropout", 0, 0.999, source, false);
     check_number(out, "adapter_dropout", 0, 0.999, source, false);

@@ -9,7 +9,13 @@
 // s4_layers.{i}. with complex mode tensors as real pairs: h′ and h0 [H, N/2, 2] (h′ adds 2·Re Σ_n C_n h′_n, a
 // per-channel constant; h0 adds 2·Re Σ_n C_n Ā_n^{t+1} h0_n), y′ [H]. Zero init by default ("random": N(0, 0.1²)).
 // None of them folds into the weights (merge refuses): h′ and y′ act after the recurrence, h0 before it.
-// Not here: the low-rank h′ = B_r A_r form and conv initial states of ssm-peft.
+// STATE_OFFSET "h" with "r" > 0 is the low-rank form of ssm-state-tuning (notes §4.1 b): h′ = B_r A_r with
+// B_r [E, r] zero and A_r [r, N] kaiming-uniform(a=√5) (U(±1/√N); S4D: A_r [r, N/2, 2], fan-in N), r(E + N) per
+// layer; files ...state_offset_lora_B [E, r] and ...state_offset_lora_A [r, N] ("random" init draws B_r like A_r).
+// Not here: ssm-state-tuning's r_ratio reshape of the low-rank factors, and ssm-peft's conv initial states.
+#include <algorithm>
+#include <cmath>
+
 #include "peft/method.h"
 
 namespace ssmtune::peft {
@@ -29,6 +35,16 @@ public:
         };
         const char* leaf = hook == Hook::StateOffset ? "state_offset" : hook == Hook::OutputOffset ? "output_offset"
                                                                                                    : "initial_state";
+        const nlohmann::json rj = config.json.contains("r") ? config.json.at("r") : nlohmann::json(0);  // STATE_OFFSET
+        SSMTUNE_CHECK(rj.is_number_integer() && rj.get<int64_t>() >= 0, "STATE_OFFSET \"r\" must be 0 (a full h′) or a "
+                      "rank >= 1 (h′ = B A), got ", rj.dump());
+        rank_ = rj.get<int64_t>();
+        SSMTUNE_CHECK(rank_ == 0 || hook == Hook::StateOffset, "STATE_OFFSET \"r\" = ", rank_, " needs variant \"h\": "
+                      "the output offset y′ [E] is a vector; fix: \"r\": 0");
+        if (rank_ > 0) {
+            attach_low_rank(model, config, gen, random);
+            return;
+        }
         for (int64_t i : selected_layers(config.json, model)) {
             if (model.lm) {
                 const auto& c = model.lm->config();
@@ -56,17 +72,56 @@ public:
                    : "a state/output offset acts on the scan read-out at every step and is not a weight";
     }
     void detach() override {
-        for (auto* m : lm_mixers_) slot(m->hook_state_offset, m->hook_output_offset, m->hook_initial_state) = Tensor();
-        for (auto* l : s4d_layers_) slot(l->hook_state_offset, l->hook_output_offset, l->hook_initial_state) = Tensor();
+        for (auto* m : lm_mixers_) {
+            slot(m->hook_state_offset, m->hook_output_offset, m->hook_initial_state) = Tensor();
+            m->hook_state_offset_lora_B = m->hook_state_offset_lora_A = Tensor();
+        }
+        for (auto* l : s4d_layers_) {
+            slot(l->hook_state_offset, l->hook_output_offset, l->hook_initial_state) = Tensor();
+            l->hook_state_offset_lora_B = l->hook_state_offset_lora_A = Tensor();
+        }
         lm_mixers_.clear();
         s4d_layers_.clear();
     }
 
 private:
+    // h′ = B_r A_r per selected layer: B_r [E, r] zero (or drawn like A_r), A_r [r, N] (S4D [r, N/2, 2]) U(±1/√N).
+    void attach_low_rank(ModelView& model, const Config& config, Generator& gen, bool random) {
+        const DType dtype = model.dtype();
+        const int64_t E = model.lm ? model.lm->config().intermediate_size : model.s4d->config().d_model;
+        const int64_t N = model.lm ? model.lm->config().state_size : model.s4d->config().d_state;
+        SSMTUNE_CHECK(rank_ <= std::min(E, N), "STATE_OFFSET \"r\" = ", rank_, " exceeds min(E, N) = ", std::min(E, N),
+                      " of this ", model.kind(), " model (a full h′ [", E, ", ", N, "] has no higher rank); fix: \"r\" <= ",
+                      std::min(E, N), ", or 0 for the full h′");
+        const Shape a_shape = model.lm ? Shape{rank_, N} : Shape{rank_, N / 2, 2};
+        const double a_bound = 1.0 / std::sqrt(double(N)), b_bound = 1.0 / std::sqrt(double(rank_));
+        for (int64_t i : selected_layers(config.json, model)) {
+            Tensor b = trainable(random ? Tensor::uniform({E, rank_}, gen, -b_bound, b_bound).to(dtype)
+                                        : Tensor::zeros({E, rank_}, dtype));
+            Tensor a = trainable(Tensor::uniform(a_shape, gen, -a_bound, a_bound).to(dtype));
+            std::string pre;
+            if (model.lm) {
+                models::Mixer& mixer = model.lm->mixer(i);
+                mixer.hook_state_offset_lora_B = b;
+                mixer.hook_state_offset_lora_A = a;
+                lm_mixers_.push_back(&mixer);
+                pre = "backbone.layers." + std::to_string(i) + ".mixer.";
+            } else {
+                models::S4DLayer& layer = model.s4d->layer(i);
+                layer.hook_state_offset_lora_B = b;
+                layer.hook_state_offset_lora_A = a;
+                s4d_layers_.push_back(&layer);
+                pre = "s4_layers." + std::to_string(i) + ".";
+            }
+            tensors_.emplace_back(pre + "state_offset_lora_A", a);
+            tensors_.emplace_back(pre + "state_offset_lora_B", b);
+        }
+    }
     Tensor& slot(Tensor& state_offset, Tensor& output_offset, Tensor& initial_state) const {
         return hook_ == Hook::StateOffset ? state_offset : hook_ == Hook::OutputOffset ? output_offset : initial_state;
     }
     Hook hook_;
+    int64_t rank_ = 0;  // STATE_OFFSET "r": 0 = full h′
     std::vector<std::pair<std::string, Tensor>> tensors_;
     std::vector<models::Mixer*> lm_mixers_;
     std::vector<models::S4DLayer*> s4d_layers_;

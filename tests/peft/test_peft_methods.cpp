@@ -3,6 +3,7 @@
 #include "tests/peft/peft_test_util.h"
 
 #include <algorithm>
+#include <map>
 
 #include "engine/tensor_copy.h"
 #include "ops/ops.h"
@@ -114,6 +115,54 @@ TEST_CASE("peft battery: STATE_OFFSET h and y") {
         run_battery(kind, {{"peft_type", "STATE_OFFSET"}, {"variant", "h"}}, o);
         run_battery(kind, {{"peft_type", "STATE_OFFSET"}, {"variant", "y"}}, o);
     }
+}
+
+TEST_CASE("peft battery: STATE_OFFSET low rank (r)") {
+    BatteryOptions o;
+    o.random_init = {{"init", "random"}};
+    for (const char* kind : {"mamba", "longhorn", "s4d"}) run_battery(kind, {{"peft_type", "STATE_OFFSET"}, {"r", 2}}, o);
+    run_battery("mamba", {{"peft_type", "STATE_OFFSET"}, {"r", 1}, {"layers_to_transform", {0}}}, o);
+}
+
+TEST_CASE("peft state offset low rank: equals the full h′ = B A in both modes, counts, names, errors") {
+    for (const char* kind : {"mamba", "longhorn", "s4d"}) {
+        INFO(kind);
+        Subject s = make_subject(kind);
+        peft::Adapter a = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "STATE_OFFSET", "r": 2, "init": "random"})"));
+        std::map<std::string, Tensor> lr;
+        for (auto& [n, t] : a.named_parameters()) lr[n] = t.detach();
+        // the same offsets as full h′ tensors, multiplied out by hand
+        Subject full = make_subject(kind);
+        peft::Adapter f = peft::apply(full.module(), peft::Config::parse(R"({"peft_type": "STATE_OFFSET"})"));
+        REQUIRE(lr.size() == 2 * f.named_parameters().size());
+        for (auto& [n, t] : f.named_parameters()) {
+            const Tensor B = lr.at(n + "_lora_B"), A = lr.at(n + "_lora_A");  // [E, r], [r, N] (S4D [r, N/2, 2])
+            CHECK(B.shape() == Shape{t.size(0), 2});
+            autograd::NoGradGuard no_grad;
+            copy_into(t, ops::matmul(B, A.reshape({2, A.numel() / 2})).reshape(t.shape()));
+        }
+        testing::expect_close(s.output(), full.output(), 0.0, 1e-12, "low-rank h′ vs the full h′ = B A");
+        if (s.any.lm) {
+            check_lm_recurrent(s, 1e-10);
+        } else {
+            autograd::NoGradGuard no_grad;
+            testing::expect_close(s.any.s4d->forward_recurrent(s.x), s.output(), 0.0, 1e-10, "s4d recurrent");
+        }
+        a.detach();
+        f.detach();
+        CHECK(bit_equal(s.output(), full.output()));
+    }
+    Subject s = make_subject("mamba");
+    peft::Adapter a = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "STATE_OFFSET", "r": 3})"));
+    CHECK(a.num_trainable() == 2 * 3 * (16 + 4));  // layers x r(E + N)
+    CHECK(a.named_parameters()[0].first == "backbone.layers.0.mixer.state_offset_lora_A");
+    CHECK(a.named_parameters()[0].second.shape() == Shape{3, 4});
+    for (double v : a.named_parameters()[1].second.to_vector<double>()) CHECK(v == 0.0);  // B_r zero: h′ = 0 at init
+    a.detach();
+    CHECK_THROWS_WITH_AS(peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "STATE_OFFSET", "variant": "y", "r": 2})")),
+                         doctest::Contains("\"r\" = 2 needs variant \"h\""), Error);
+    CHECK_THROWS_WITH_AS(peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "STATE_OFFSET", "r": 5})")),
+                         doctest::Contains("\"r\" = 5 exceeds min(E, N) = 4"), Error);
 }
 
 TEST_CASE("peft battery: INITIAL_STATE") {

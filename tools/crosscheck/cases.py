@@ -191,6 +191,20 @@ def additional_scan_adapter(rng, cfg, k, layers=None):
     return cfg_json, tensors
 
 
+def low_rank_offset_adapter(rng, cfg, r):
+    """STATE_OFFSET h with rank r: h' = B_r A_r per layer, B_r [E, r] and A_r [r, N] (S4D: [H, r], [r, N/2, 2])."""
+    lm = "num_hidden_layers" in cfg
+    layers = cfg["num_hidden_layers"] if lm else cfg["n_layers"]
+    E = cfg["intermediate_size"] if lm else cfg["d_model"]
+    a_shape = (r, cfg["state_size"]) if lm else (r, cfg["d_state"] // 2, 2)
+    tensors = {}
+    for i in range(layers):
+        pre = ("backbone.layers.%d.mixer." if lm else "s4_layers.%d.") % i
+        tensors[pre + "state_offset_lora_A"] = rng.normal(0, 0.5, size=a_shape)
+        tensors[pre + "state_offset_lora_B"] = rng.normal(0, 0.5, size=(E, r))
+    return {"peft_type": "STATE_OFFSET", "variant": "h", "r": r}, tensors
+
+
 def per_layer_adapter(rng, cfg, peft_type, name, shape_of, extra=None):
     layers = cfg.get("num_hidden_layers", cfg.get("n_layers"))
     where = "backbone.layers.%d.mixer." if "num_hidden_layers" in cfg else "s4_layers.%d."
@@ -350,6 +364,8 @@ def cases():
             (m + " STATE_OFFSET h",
              lm_with(m, lambda g, w, c: per_layer_adapter(g, c, "STATE_OFFSET", "state_offset",
                                                           (E(c), c["state_size"]), {"variant": "h"}))),
+            (m + " STATE_OFFSET h low rank r=2",
+             lm_with(m, lambda g, w, c: low_rank_offset_adapter(g, c, 2))),
             (m + " STATE_OFFSET y",
              lm_with(m, lambda g, w, c: per_layer_adapter(g, c, "STATE_OFFSET", "output_offset", (E(c),),
                                                           {"variant": "y"}))),
@@ -412,6 +428,7 @@ def cases():
                                                             prenorm=True, disc="bilinear")),
         ("s4d STATE_OFFSET h", s4d_with(lambda g, w, c: per_layer_adapter(
             g, c, "STATE_OFFSET", "state_offset", (H(c), M(c), 2), {"variant": "h"}), prenorm=True)),
+        ("s4d STATE_OFFSET h low rank r=2", s4d_with(lambda g, w, c: low_rank_offset_adapter(g, c, 2))),
         ("s4d STATE_OFFSET y", s4d_with(lambda g, w, c: per_layer_adapter(
             g, c, "STATE_OFFSET", "output_offset", (H(c),), {"variant": "y"}))),
         ("s4d INITIAL_STATE zoh", s4d_with(lambda g, w, c: per_layer_adapter(

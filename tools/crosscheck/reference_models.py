@@ -73,6 +73,8 @@ def mixer(p, cfg, i, hidden, hooks, lora):
     Bt, L, E = u.shape
     h = hooks.get(m + ".initial_state", torch.zeros(E, N)).expand(Bt, E, N)
     offset = hooks.get(m + ".state_offset")
+    if m + ".state_offset_lora_B" in hooks:  # low-rank state offset h' = B_r A_r
+        offset = hooks[m + ".state_offset_lora_B"] @ hooks[m + ".state_offset_lora_A"]
     ys = []
     if cfg["model_type"] == "mamba":
         dt = F.softplus(dt_raw)  # threshold 20, as the kernel
@@ -171,6 +173,10 @@ def s4d_forward(p, cfg, inputs, labels, hooks, lora):
         K, C, abar = s4d_kernel(p, s + ".kernel", L, cfg["discretization"])
         y = torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(K, n=2 * L), n=2 * L)[..., :L]
         y = y + u * p[s + ".D"][:, None]
+        if s + ".state_offset_lora_B" in hooks:  # low-rank h' = B_r A_r, A_r [r, M, 2]
+            B_r, A_r = hooks[s + ".state_offset_lora_B"], hooks[s + ".state_offset_lora_A"]
+            hooks = dict(hooks)
+            hooks[s + ".state_offset"] = (B_r @ A_r.reshape(A_r.shape[0], -1)).reshape(B_r.shape[0], -1, 2)
         if s + ".state_offset" in hooks:  # + 2 Re sum_n C_n h'_n, per channel
             ho = hooks[s + ".state_offset"]
             y = y + 2 * (C * torch.complex(ho[..., 0], ho[..., 1])).sum(-1).real[:, None]
