@@ -33,7 +33,7 @@ Tensor LonghornMixer::forward(const Tensor& hidden) {
     Tensor x = xz.narrow(2, 0, E_).transpose(1, 2).contiguous();    // [B, E, L]
     Tensor z = xz.narrow(2, E_, E_).transpose(1, 2).contiguous();   // [B, E, L]
     const int64_t P = prepend_prefix(x, z);                         // PEFT prefix: x, z [B, E, P + L]
-    Tensor u = ops::silu(conv1d->forward(x));                       // [B, E, L]
+    Tensor u = ops::silu(causal_conv(*conv1d, x));                  // [B, E, L]
     Tensor x_dbl = x_proj->forward(u.transpose(1, 2));              // [B, L, R + 2N]
     Tensor k = x_dbl.narrow(2, R_, N_).transpose(1, 2).contiguous();       // [B, N, L]
     Tensor q = x_dbl.narrow(2, R_ + N_, N_).transpose(1, 2).contiguous();  // [B, N, L]

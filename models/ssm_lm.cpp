@@ -38,9 +38,22 @@ void Mixer::run_prefix(MixerState& state) {
     for (int64_t j = 0; j < p.size(0); ++j) step_inner(p.select(0, j).unsqueeze(0).expand({B, E}), z, state);
 }
 
+Tensor Mixer::causal_conv(DepthwiseConv1d& conv, const Tensor& x) const {
+    if (!hook_conv_initial_state.defined()) return conv.forward(x);
+    const int64_t B = x.size(0), E = x.size(1), L = x.size(2), K1 = conv.kernel() - 1;
+    SSMTUNE_CHECK(hook_conv_initial_state.shape() == Shape({E, K1}), "conv initial state hook must be [E=", E, ", K-1=", K1,
+                  "], got ", hook_conv_initial_state.describe());
+    Tensor c0 = hook_conv_initial_state.unsqueeze(0).expand({B, E, K1});          // [B, E, K-1]
+    return conv.forward(ops::concat({c0, x}, 2)).narrow(2, K1, L).contiguous();  // [B, E, L]
+}
+
 MixerState Mixer::start_state(int64_t batch, DType dtype, int64_t E, int64_t N, int64_t K, Device device) {
     MixerState s;
     s.conv_state = Tensor::zeros({batch, E, K}, dtype, device);
+    if (hook_conv_initial_state.defined())  // the window before the first token: [0, c0] (its oldest slot drops out)
+        s.conv_state = ops::concat({Tensor::zeros({batch, E, 1}, dtype, device),
+                                    hook_conv_initial_state.detach().to(dtype).unsqueeze(0).expand({batch, E, K - 1})},
+                                   2).contiguous();
     s.ssm_state = hook_initial_state.defined()
                       ? hook_initial_state.detach().to(dtype).unsqueeze(0).expand({batch, E, N}).contiguous()
                       : Tensor::zeros({batch, E, N}, dtype, device);

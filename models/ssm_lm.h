@@ -49,8 +49,13 @@ public:
     // Additional-scan (reference/peft-methods.md §4.4; Mamba only): k more states per channel with A = −exp(A_log_ext)
     // [E, k] and B, C rows [k, E] applied to the conv output u as x_proj's B and C rows are; same Δ, same gate.
     Tensor hook_A_log_ext, hook_B_ext, hook_C_ext;
+    // Conv initial state c0 [E, K−1] (INITIAL_STATE with conv_init_state, ssm-peft): the K−1 inputs the causal conv
+    // sees before the first position, in place of its zero padding; in the step mode, the start of the conv window.
+    Tensor hook_conv_initial_state;
 
 protected:
+    // conv(x) for x [B, E, L], with hook_conv_initial_state (when set) in place of the left zero padding.
+    Tensor causal_conv(DepthwiseConv1d& conv, const Tensor& x) const;
     // Prepends the prefix to x and zeros to z ([B, E, L] -> [B, E, P + L]); returns P (0 when no prefix).
     int64_t prepend_prefix(Tensor& x, Tensor& z) const;
     // One recurrent step after in_proj: x, z [B, E] -> the gated scan output y ⊙ SiLU(z) [B, E] (before out_proj).

@@ -56,7 +56,7 @@ const std::map<std::string, Json>& type_defaults() {
                             {"warmup_steps", 500}, {"dimensions", nullptr}, {"init", "zero"}, {"seq_len", 64},
                             {"select_channel_ratio", 1.0}, {"select_state_ratio", 1.0}});
         t["STATE_OFFSET"] = {{"variant", "h"}, {"init", "zero"}, {"r", 0}};
-        t["INITIAL_STATE"] = {{"init", "zero"}};
+        t["INITIAL_STATE"] = {{"init", "zero"}, {"conv_init_state", false}};
         t["ADDITIONAL_SCAN"] = {{"d_state", 8}, {"init", "zero"}};
         t["PROMPT"] = {{"num_virtual_tokens", 16}, {"prompt_tuning_init", "SAMPLE_VOCAB"}};
         t["PREFIX"] = {{"num_virtual_tokens", 16}, {"init_std", 0.02}};
@@ -172,6 +172,9 @@ Config Config::from_json(const nlohmann::json& in, const std::string& source) {
     SSMTUNE_CHECK(tm.is_null() || tm.is_string() || (tm.is_array() && !tm.empty() &&
                   std::all_of(tm.begin(), tm.end(), [](const Json& e) { return e.is_string(); })),
                   source, ": \"target_modules\" must be a list of module names, a regex string or null, got ", tm.dump());
+    if (type == "INITIAL_STATE")
+        SSMTUNE_CHECK(out["conv_init_state"].is_boolean(), source, ": INITIAL_STATE \"conv_init_state\" must be true or "
+                      "false, got ", out["conv_init_state"].dump());
     if (type == "STATE_OFFSET")
         SSMTUNE_CHECK(out["variant"] == "h" || out["variant"] == "y", source,
                       ": STATE_OFFSET \"variant\" must be \"h\" (state offset) or \"y\" (output offset), got ",

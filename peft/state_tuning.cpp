@@ -12,7 +12,10 @@
 // STATE_OFFSET "h" with "r" > 0 is the low-rank form of ssm-state-tuning (notes §4.1 b): h′ = B_r A_r with
 // B_r [E, r] zero and A_r [r, N] kaiming-uniform(a=√5) (U(±1/√N); S4D: A_r [r, N/2, 2], fan-in N), r(E + N) per
 // layer; files ...state_offset_lora_B [E, r] and ...state_offset_lora_A [r, N] ("random" init draws B_r like A_r).
-// Not here: ssm-state-tuning's r_ratio reshape of the low-rank factors, and ssm-peft's conv initial states.
+// INITIAL_STATE with "conv_init_state": true adds ssm-peft's conv initial state (notes §3): per LM layer c0 [E, K−1],
+// the K−1 inputs the causal conv sees before the first position instead of zeros (file ...mixer.conv_initial_state;
+// zero init, "random" N(0, 0.1²)); E(K−1) more per layer. Not on S4D, which has no conv.
+// Not here: ssm-state-tuning's r_ratio reshape of the low-rank factors.
 #include <algorithm>
 #include <cmath>
 
@@ -45,6 +48,11 @@ public:
             attach_low_rank(model, config, gen, random);
             return;
         }
+        const bool conv_state = config.json.contains("conv_init_state") && config.json.at("conv_init_state") == true;
+        SSMTUNE_CHECK(!conv_state || model.lm, "INITIAL_STATE \"conv_init_state\" trains the start of Mamba's and "
+                      "Longhorn's causal conv window; the S4D classifier has no such conv; fix: \"conv_init_state\": false");
+        SSMTUNE_CHECK(!conv_state || model.lm->config().conv_kernel > 1, "INITIAL_STATE \"conv_init_state\": conv_kernel "
+                      "1 has no padding to replace; fix: \"conv_init_state\": false");
         for (int64_t i : selected_layers(config.json, model)) {
             if (model.lm) {
                 const auto& c = model.lm->config();
@@ -54,6 +62,11 @@ public:
                 slot(mixer.hook_state_offset, mixer.hook_output_offset, mixer.hook_initial_state) = t;
                 lm_mixers_.push_back(&mixer);
                 tensors_.emplace_back("backbone.layers." + std::to_string(i) + ".mixer." + leaf, t);
+                if (conv_state) {  // c0 [E, K−1] in place of the conv's zero padding
+                    mixer.hook_conv_initial_state = make(Shape{E, c.conv_kernel - 1});
+                    tensors_.emplace_back("backbone.layers." + std::to_string(i) + ".mixer.conv_initial_state",
+                                          mixer.hook_conv_initial_state);
+                }
             } else {
                 const auto& c = model.s4d->config();
                 const int64_t H = c.d_model, M = c.d_state / 2;
@@ -74,7 +87,7 @@ public:
     void detach() override {
         for (auto* m : lm_mixers_) {
             slot(m->hook_state_offset, m->hook_output_offset, m->hook_initial_state) = Tensor();
-            m->hook_state_offset_lora_B = m->hook_state_offset_lora_A = Tensor();
+            m->hook_state_offset_lora_B = m->hook_state_offset_lora_A = m->hook_conv_initial_state = Tensor();
         }
         for (auto* l : s4d_layers_) {
             slot(l->hook_state_offset, l->hook_output_offset, l->hook_initial_state) = Tensor();

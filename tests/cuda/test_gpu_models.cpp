@@ -70,6 +70,7 @@ TEST_CASE("gpu: PEFT fine-tuning moved to the GPU (state offset, LoRA, prefix, S
          {R"({"peft_type": "STATE_OFFSET", "init": "random"})",
           R"({"peft_type": "ADDITIONAL_SCAN", "d_state": 4, "init": "random"})",
           R"({"peft_type": "STATE_OFFSET", "r": 2, "init": "random"})",
+          R"({"peft_type": "INITIAL_STATE", "conv_init_state": true, "init": "random"})",
           R"({"peft_type": "LORA", "r": 4, "target_modules": ["in_proj", "out_proj"]})",
           R"({"peft_type": "PREFIX", "num_virtual_tokens": 3})",
           R"({"peft_type": "SDLORA", "r": 2, "lora_alpha": 4, "init": "random", "dimensions":

@@ -169,6 +169,40 @@ TEST_CASE("peft battery: INITIAL_STATE") {
     BatteryOptions o;
     o.random_init = {{"init", "random"}};
     for (const char* kind : {"mamba", "longhorn", "s4d"}) run_battery(kind, {{"peft_type", "INITIAL_STATE"}}, o);
+    for (const char* kind : {"mamba", "longhorn"})
+        run_battery(kind, {{"peft_type", "INITIAL_STATE"}, {"conv_init_state", true}}, o);
+}
+
+TEST_CASE("peft initial state with conv_init_state: c0 starts the conv window in both modes, counts, errors") {
+    for (const char* kind : {"mamba", "longhorn"}) {
+        INFO(kind);
+        Subject s = make_subject(kind);
+        const Tensor base = s.output().detach();
+        peft::Adapter a = peft::apply(s.module(), peft::Config::parse(
+                                                      R"({"peft_type": "INITIAL_STATE", "conv_init_state": true, "init": "random"})"));
+        const auto p = a.named_parameters();
+        REQUIRE(p.size() == 4);
+        CHECK(p[1].first == "backbone.layers.0.mixer.conv_initial_state");
+        CHECK(p[1].second.shape() == Shape{16, 2});  // [E, K-1]
+        CHECK(a.num_trainable() == 2 * (16 * 4 + 16 * 2));  // layers x (E·N + E·(K−1))
+        check_lm_recurrent(s, 1e-10);  // the step mode starts its window at [0, c0]
+        // c0 alone (h0 set back to zero) still changes the output
+        {
+            autograd::NoGradGuard no_grad;
+            for (auto& [n, t] : a.named_parameters())
+                if (n.find("conv_initial_state") == std::string::npos) copy_into(t, ops::mul_scalar(t.detach(), 0.0));
+        }
+        const Tensor with_c0 = s.output().detach();
+        CHECK_FALSE(bit_equal(with_c0, base));
+        check_lm_recurrent(s, 1e-10);
+        a.detach();
+        CHECK(bit_equal(s.output(), base));
+    }
+    Subject s4d = make_subject("s4d");
+    CHECK_THROWS_WITH_AS(peft::apply(s4d.module(), peft::Config::parse(R"({"peft_type": "INITIAL_STATE", "conv_init_state": true})")),
+                         doctest::Contains("the S4D classifier has no such conv"), Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "INITIAL_STATE", "conv_init_state": 1})"),
+                         doctest::Contains("\"conv_init_state\" must be true or false"), Error);
 }
 
 TEST_CASE("peft s4d state hooks: the convolution mode equals the recurrent mode") {

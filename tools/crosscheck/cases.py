@@ -212,6 +212,16 @@ def per_layer_adapter(rng, cfg, peft_type, name, shape_of, extra=None):
     return dict({"peft_type": peft_type}, **(extra or {})), tensors
 
 
+def initial_state_with_conv(rng, cfg):
+    """INITIAL_STATE with ssm-peft's conv initial state: per layer h0 [E, N] and c0 [E, K-1]."""
+    E, N, K = cfg["intermediate_size"], cfg["state_size"], cfg["conv_kernel"]
+    tensors = {}
+    for i in range(cfg["num_hidden_layers"]):
+        tensors["backbone.layers.%d.mixer.initial_state" % i] = rng.normal(0, 0.4, size=(E, N))
+        tensors["backbone.layers.%d.mixer.conv_initial_state" % i] = rng.normal(0, 0.6, size=(E, K - 1))
+    return {"peft_type": "INITIAL_STATE", "conv_init_state": True}, tensors
+
+
 def surm_adapter(g, w, c, structure, mode, targets):
     cfg_json = {"peft_type": "SURM", "structure": structure, "mode": mode, "target_modules": targets,
                 "surm_alpha": 0.7, "ldr_rank": 2, "activation": "gelu"}
@@ -372,6 +382,8 @@ def cases():
             (m + " INITIAL_STATE",
              lm_with(m, lambda g, w, c: per_layer_adapter(g, c, "INITIAL_STATE", "initial_state",
                                                           (E(c), c["state_size"])))),
+            (m + " INITIAL_STATE + conv_init_state",
+             lm_with(m, lambda g, w, c: initial_state_with_conv(g, c), K=4)),
             (m + " PREFIX 3",
              lm_with(m, lambda g, w, c: per_layer_adapter(g, c, "PREFIX", "prefix", (3, E(c)),
                                                           {"num_virtual_tokens": 3}))),

@@ -24,9 +24,13 @@ def rms_norm(x, w, eps):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
-def causal_depthwise_conv(x, w, b):
-    """x [B, L, E], w [E, 1, K], b [E] or None: nn.Conv1d(groups=E, padding=K-1) keeping the first L outputs."""
+def causal_depthwise_conv(x, w, b, c0=None):
+    """x [B, L, E], w [E, 1, K], b [E] or None: nn.Conv1d(groups=E, padding=K-1) keeping the first L outputs; with a
+    conv initial state c0 [E, K-1] (ssm-peft) the left padding is c0 instead of zeros (an unpadded conv over [c0; x])."""
     L, K = x.shape[1], w.shape[-1]
+    if c0 is not None:
+        xt = torch.cat([c0.expand(x.shape[0], -1, -1), x.transpose(1, 2)], dim=2)  # [B, E, K-1+L]
+        return F.conv1d(xt, w, b, groups=x.shape[2]).transpose(1, 2)
     y = F.conv1d(x.transpose(1, 2), w, b, padding=K - 1, groups=x.shape[2])[..., :L]
     return y.transpose(1, 2)
 
@@ -60,7 +64,8 @@ def mixer(p, cfg, i, hidden, hooks, lora):
         P = pre.shape[0]
         x = torch.cat([pre.expand(x.shape[0], -1, -1), x], dim=1)
         z = torch.cat([torch.zeros(z.shape[0], P, z.shape[2]), z], dim=1)
-    u = F.silu(causal_depthwise_conv(x, p[m + ".conv1d.weight"], p.get(m + ".conv1d.bias")))
+    u = F.silu(causal_depthwise_conv(x, p[m + ".conv1d.weight"], p.get(m + ".conv1d.bias"),
+                                     hooks.get(m + ".conv_initial_state")))
     x_dbl = linear(p, m + ".x_proj", u, lora)
     dt_low, Bm, Cm = x_dbl[..., :R], x_dbl[..., R:R + N], x_dbl[..., R + N:]
     dt_raw = linear(p, m + ".dt_proj", dt_low, lora)  # bias included
