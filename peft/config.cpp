@@ -87,14 +87,15 @@ void check_unsupported_lora_fields(const Json& j, const std::string& source) {
     must("bias", j["bias"] == "none", "set it to \"none\" (train biases with BITFIT instead)");
     must("fan_in_fan_out", j["fan_in_fan_out"] == false, "set it to false (our Linear weights are [out, in])");
     must("lora_bias", j["lora_bias"] == false, "set it to false");
-    for (const char* key : {"modules_to_save", "layer_replication", "target_parameters"})
+    for (const char* key : {"layer_replication", "target_parameters"})
         must(key, j[key].is_null() || (j[key].is_array() && j[key].empty()), "remove it");
     const Json& init = j["init_lora_weights"];
     must("init_lora_weights", init == true || init == false || init == "gaussian",
          "use true (Kaiming A, zero B), false (random B too) or \"gaussian\"");
 }
 
-// rank_pattern / alpha_pattern: {module pattern: value}; exclude_modules: a regex string or a list of names.
+// rank_pattern / alpha_pattern: {module pattern: value}; exclude_modules: a regex string or a list of names;
+// modules_to_save: a list of module names.
 void check_lora_patterns(const Json& j, const std::string& source) {
     for (const char* key : {"rank_pattern", "alpha_pattern"}) {
         if (j[key].is_null()) continue;
@@ -108,6 +109,11 @@ void check_lora_patterns(const Json& j, const std::string& source) {
                           key[0] == 'r' ? "an integer rank in [1, 65536]" : "a number (the module's lora_alpha)");
         }
     }
+    const Json& ms = j["modules_to_save"];
+    SSMTUNE_CHECK(ms.is_null() || (ms.is_array() && std::all_of(ms.begin(), ms.end(), [](const Json& e) {
+                      return e.is_string() && !e.get<std::string>().empty();
+                  })),
+                  source, ": \"modules_to_save\" must be a list of module names, got ", ms.dump());
     const Json& ex = j["exclude_modules"];
     SSMTUNE_CHECK(ex.is_null() || ex.is_string() ||
                   (ex.is_array() && std::all_of(ex.begin(), ex.end(), [](const Json& e) { return e.is_string(); })),

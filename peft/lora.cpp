@@ -11,8 +11,9 @@
 // linear projections); encoder, output_linear.0, decoder for S4D.
 // Merging an embedding adapter into a tied model first unties the LM head (HF's tied head would silently change).
 // rank_pattern / alpha_pattern give single modules their own r / lora_alpha (so their own s), exclude_modules
-// removes modules from the match (peft/adapter.cpp), as in HF.
+// removes modules from the match (peft/adapter.cpp), modules_to_save trains whole modules beside the LoRA, as in HF.
 // Not here: DoRA, LoRA on the depthwise conv1d (HF forbids it on Mamba too).
+#include <algorithm>
 #include <cmath>
 #include <regex>
 
@@ -226,16 +227,76 @@ public:
     LoraMethod(ModelView& model, const Config& config) : model_(model) {
         Generator gen(config.json["init_seed"].get<uint64_t>());
         att_ = attach_lora(model_, config.json, gen);
+        try {
+            if (config.json.contains("modules_to_save")) attach_modules_to_save(config.json.at("modules_to_save"));
+        } catch (...) {
+            detach();
+            throw;
+        }
     }
-    std::vector<std::pair<std::string, Tensor>> tensors() const override { return att_.tensors(); }
+    std::vector<std::pair<std::string, Tensor>> tensors() const override {
+        auto out = att_.tensors();
+        out.insert(out.end(), saved_.begin(), saved_.end());
+        return out;
+    }
     std::string merge_refusal() const override { return ""; }
-    void merge() override { att_.merge(model_); }
-    void detach() override { att_.detach(); }
+    void merge() override {
+        att_.merge(model_);
+        originals_.clear();  // the trained modules are the merged model's
+    }
+    void detach() override {
+        att_.detach();
+        autograd::NoGradGuard no_grad;
+        for (size_t i = 0; i < originals_.size(); ++i) copy_into(saved_[i].second, originals_[i]);
+        originals_.clear();
+    }
     json saved_config() const override { return {{"target_modules", att_.targets}}; }
 
 private:
+    // modules_to_save (HF): every parameter of each module whose name ends with an entry (HF's plain endswith) is
+    // trained too, in place, its original kept and put back on detach; the file holds it under its own name, as HF
+    // saves its trained copy. HF trains a copy beside the original, so on a tied model the embedding or head would
+    // stop being tied: refused (fix: untie). A module that is, or holds, a LoRA target is refused too.
+    void attach_modules_to_save(const json& list) {
+        if (list.is_null()) return;
+        const auto modules = model_.module->named_modules();
+        std::string listing;
+        for (auto& [name, m] : modules)
+            if (!name.empty() && !m->named_parameters().empty()) listing += (listing.empty() ? "" : ", ") + name;
+        const models::Module* tied_embedding =
+            model_.lm && !model_.lm->reads_frames() && model_.lm->config().tie_word_embeddings ? &model_.lm->embeddings()
+                                                                                                 : nullptr;
+        for (const json& e : list) {
+            const std::string entry = e.get<std::string>();
+            bool any = false;
+            for (auto& [name, m] : modules) {
+                if (name.empty() || name.size() < entry.size() ||
+                    name.compare(name.size() - entry.size(), entry.size(), entry) != 0)
+                    continue;
+                any = true;
+                for (auto& [host_name, host] : att_.hosts)
+                    SSMTUNE_CHECK(host_name != name && host_name.rfind(name + ".", 0) != 0, "modules_to_save entry \"",
+                                  entry, "\" matches ", name, ", which ", host_name == name ? "is" : "holds",
+                                  " the LoRA target ", host_name, "; fix: keep the two lists apart");
+                SSMTUNE_CHECK(m != tied_embedding, "modules_to_save entry \"", entry, "\" matches ", name, ", which is tied "
+                              "to the LM head: HF trains a copy, after which the two differ; fix: a model with "
+                              "\"tie_word_embeddings\": false");
+                for (auto& [pname, t] : m->named_parameters()) {
+                    const std::string full = name + "." + pname;
+                    if (std::any_of(saved_.begin(), saved_.end(), [&](const auto& p) { return p.first == full; })) continue;
+                    originals_.push_back(t.detach().clone());
+                    saved_.emplace_back(full, trainable(t));
+                }
+            }
+            SSMTUNE_CHECK(any, "modules_to_save entry \"", entry, "\" matches no module of this ", model_.kind(),
+                          " model (a name must end with it); fix: choose among: ", listing);
+        }
+    }
+
     ModelView model_;
     LoraAttachment att_;
+    std::vector<std::pair<std::string, Tensor>> saved_;  // modules_to_save parameters, trained in place
+    std::vector<Tensor> originals_;                       // their values before training
 };
 }  // namespace
 

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "engine/safetensors.h"
+#include "engine/tensor_copy.h"
 #include "ops/ops.h"
 #include "tests/tools/cli_test_util.h"
 
@@ -206,6 +207,82 @@ TEST_CASE("peft lora: rank_pattern, alpha_pattern and exclude_modules as HF read
         if (auto* host = dynamic_cast<models::DeltaHost*>(m)) CHECK_MESSAGE(!host->delta(), n);
     peft::Adapter after = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA"})"));
     CHECK(after.named_parameters().size() == 2 * 2 * 4);
+}
+
+TEST_CASE("peft lora: modules_to_save trains whole modules beside the LoRA, saved as HF saves them") {
+    const auto dir = testing::scratch_dir("peft_modules_to_save");
+    auto untied = [] {
+        models::LMConfig c = tiny_lm_config("mamba");
+        c.tie_word_embeddings = false;
+        Subject s = make_subject("mamba");
+        s.any.lm = std::make_shared<models::LanguageModel>(c, 3);
+        s.module().to(DType::F64);
+        s.module().eval();
+        return s;
+    };
+    Subject s = untied();
+    const Tensor base = s.output().detach();
+    const int64_t base_params = s.module().num_parameters();
+    peft::Adapter a = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "r": 2,
+        "target_modules": ["in_proj"], "modules_to_save": ["lm_head", "mixer.dt_proj"], "init_lora_weights": false})"));
+    std::map<std::string, Tensor> p;
+    for (auto& [n, t] : a.named_parameters()) p[n] = t;
+    for (const char* n : {"lm_head.weight", "backbone.layers.0.mixer.dt_proj.weight", "backbone.layers.1.mixer.dt_proj.bias"})
+        CHECK_MESSAGE(p.count(n) == 1, n);
+    // LoRA 2 x r(8 + 32), lm_head 11 x 8, dt_proj 2 x (16 x 2 + 16); HF's "all params" counts the trained copies too
+    CHECK(a.num_trainable() == 160 + 88 + 96);
+    CHECK(a.num_total() == base_params + 160 + 88 + 96);
+    CHECK(s.module().find_parameter("lm_head.weight")->requires_grad());
+    CHECK_FALSE(s.module().find_parameter("backbone.layers.0.mixer.out_proj.weight")->requires_grad());
+    Tensor loss = s.loss();
+    loss.backward();
+    CHECK(p.at("lm_head.weight").grad().defined());
+    {  // a training step's worth of change to every trained tensor
+        autograd::NoGradGuard no_grad;
+        for (auto& [n, t] : a.named_parameters()) copy_into(t, ops::sub(t.detach(), ops::mul_scalar(t.grad(), 0.5)));
+    }
+    const Tensor adapted = s.output().detach();
+    a.save(dir.string());
+    const TensorMap file = load_safetensors((dir / "adapter_model.safetensors").string());
+    CHECK(file.count("base_model.model.lm_head.weight") == 1);
+    CHECK(file.count("base_model.model.backbone.layers.1.mixer.dt_proj.weight") == 1);
+    CHECK(models::read_json_file((dir / "adapter_config.json").string())["modules_to_save"] ==
+          json::array({"lm_head", "mixer.dt_proj"}));
+    {  // loaded into a fresh copy of the base: the same outputs
+        Subject fresh = untied();
+        peft::Adapter loaded = peft::load(fresh.module(), dir.string());
+        testing::expect_close(fresh.output(), adapted, 0, 1e-15, "reloaded LoRA + modules_to_save");
+        loaded.merge();  // the trained modules stay, the LoRA folds in
+        testing::expect_close(fresh.output(), adapted, 0, 1e-12, "merged LoRA + modules_to_save");
+    }
+    a.detach();  // the saved modules go back to their original values
+    CHECK(bit_equal(s.output(), base));
+    for (auto& [n, t] : s.module().named_parameters()) CHECK(t.requires_grad());
+
+    auto apply_error = [&](Subject& m, const char* text) -> std::string {
+        try {
+            peft::apply(m.module(), peft::Config::parse(text));
+        } catch (const Error& e) {
+            return e.what();
+        }
+        return "no error";
+    };
+    CHECK(apply_error(s, R"({"peft_type": "LORA", "target_modules": ["out_proj"], "modules_to_save": ["out_proj"]})")
+              .find("matches backbone.layers.0.mixer.out_proj, which is the LoRA target") != std::string::npos);
+    CHECK(apply_error(s, R"({"peft_type": "LORA", "target_modules": ["in_proj"], "modules_to_save": ["mixer"]})")
+              .find("which holds the LoRA target backbone.layers.0.mixer.in_proj") != std::string::npos);
+    CHECK(apply_error(s, R"({"peft_type": "LORA", "modules_to_save": ["classifier"]})")
+              .find("\"classifier\" matches no module of this mamba model (a name must end with it)") != std::string::npos);
+    CHECK(apply_error(s, R"({"peft_type": "LORA", "modules_to_save": "lm_head"})").find("must be a list of module names") !=
+          std::string::npos);
+    Subject tied = make_subject("mamba");
+    CHECK(apply_error(tied, R"({"peft_type": "LORA", "target_modules": ["in_proj"], "modules_to_save": ["embeddings"]})")
+              .find("which is tied to the LM head") != std::string::npos);
+    for (Subject* m : {&s, &tied}) {  // failed applies left both as they were
+        for (auto& [n, t] : m->module().named_parameters()) CHECK(t.requires_grad());
+        for (auto& [n, mod] : m->module().named_modules())
+            if (auto* host = dynamic_cast<models::DeltaHost*>(mod)) CHECK_MESSAGE(!host->delta(), n);
+    }
 }
 
 TEST_CASE("peft load: an adapter for another base is a clear error") {

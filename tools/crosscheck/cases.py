@@ -134,12 +134,13 @@ def hf_targets(module, targets, layers=None, exclude=None):
 
 
 def lora_adapter(rng, w, cfg, targets, r=3, alpha=5.0, rslora=False, layers=None, rank_pattern=None,
-                 alpha_pattern=None, exclude=None):
+                 alpha_pattern=None, exclude=None, modules_to_save=None):
     """HF LoRA tensors for every module matching the targets (each module's rank from rank_pattern as HF resolves
     it); B non-zero so the adapter acts."""
     cfg_json = {"peft_type": "LORA", "r": r, "lora_alpha": alpha, "target_modules": targets, "use_rslora": rslora}
     for key, value in (("layers_to_transform", layers), ("rank_pattern", rank_pattern),
-                       ("alpha_pattern", alpha_pattern), ("exclude_modules", exclude)):
+                       ("alpha_pattern", alpha_pattern), ("exclude_modules", exclude),
+                       ("modules_to_save", modules_to_save)):
         if value is not None:
             cfg_json[key] = value
     tensors = {}
@@ -160,6 +161,11 @@ def lora_adapter(rng, w, cfg, targets, r=3, alpha=5.0, rslora=False, layers=None
         else:
             tensors[module + ".lora_A.weight"] = rng.normal(0, 0.3, size=(r, shape[1]))
             tensors[module + ".lora_B.weight"] = rng.normal(0, 0.3, size=(shape[0], r))
+    # modules_to_save (HF): every parameter of a module whose name ends with an entry, trained as a copy
+    modules = {n.rsplit(".", k)[0] for n in w for k in range(1, n.count(".") + 1)}
+    for module in sorted(m for m in modules if any(m.endswith(e) for e in (modules_to_save or []))):
+        for name in sorted(n for n in w if n.startswith(module + ".")):
+            tensors[name] = w[name] + rng.normal(0, 0.2, size=w[name].shape)
     return cfg_json, tensors
 
 
@@ -366,6 +372,9 @@ def cases():
                  rank_pattern={"layers.1.mixer.in_proj": 5, "x_pro.": 1, "embeddings": 4},
                  alpha_pattern={"out_proj": 7.0, "backbone.layers.0.mixer.x_proj": 0.5},
                  exclude=["layers.0.mixer.dt_proj"]))),
+            (m + " LORA in_proj + modules_to_save lm_head, dt_proj",
+             lm_with(m, lambda g, w, c: lora_adapter(g, w, c, ["in_proj"], r=2,
+                                                     modules_to_save=["lm_head", "dt_proj"]), tied=False)),
             (m + " LORA rslora rank_pattern, exclude_modules regex",
              lm_with(m, lambda g, w, c: lora_adapter(
                  g, w, c, "all-linear", r=3, alpha=4.0, rslora=True, rank_pattern={"out_proj": 6},

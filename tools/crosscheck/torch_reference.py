@@ -98,6 +98,8 @@ def reference(cfg, w, batch, adapter):
             p.update(t)
         else:
             hooks, lora, adapters = split_adapter(cfg_json, t, cfg)
+        if cfg_json.get("modules_to_save"):  # LoRA's modules_to_save: the file holds trained copies of base tensors
+            p.update({n: v for n, v in t.items() if n in p})
         if cfg_json["peft_type"] == "SDLORA":
             sdlora_weights(p, cfg, cfg_json, t)
     else:
