@@ -49,6 +49,15 @@ std::vector<int64_t> selected_layers(const json& config, const ModelView& model)
         for (int64_t i = 0; i < model.num_layers(); ++i) out.push_back(i);
         return out;
     }
+    // HF's layers_pattern names the module list the indices count in; ours is "layers" (LMs) or "s4_layers" (S4D)
+    if (config.contains("layers_pattern") && !config["layers_pattern"].is_null()) {
+        const json& pattern = config["layers_pattern"];
+        const std::string ours = model.s4d ? "s4_layers" : "layers";
+        const json names = pattern.is_array() ? pattern : json::array({pattern});
+        SSMTUNE_CHECK(std::any_of(names.begin(), names.end(), [&](const json& n) { return n == ours; }),
+                      "layers_pattern ", pattern.dump(), " names no layer list of this ", model.kind(), " model (its layers "
+                      "are \"", ours, "\"); fix: \"layers_pattern\": \"", ours, "\" or null");
+    }
     const json list = sel.is_array() ? sel : json::array({sel});
     for (const json& v : list) {
         SSMTUNE_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < model.num_layers(),

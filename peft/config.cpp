@@ -3,7 +3,7 @@
 // Every type accepts HF PEFT's bookkeeping fields (task_type, base_model_name_or_path, revision, inference_mode,
 // auto_mapping, peft_version) plus `layers_to_transform` and our `init_seed` (seed of random inits). LORA
 // accepts HF LoraConfig's fields (rank_pattern, alpha_pattern and exclude_modules included); those naming features
-// we do not implement are accepted only at their default value (e.g. use_dora must be false), so an HF file that
+// we do not implement are accepted only at their default value (e.g. lora_bias must be false), so an HF file that
 // needs them is refused instead of misread.
 // Not here: what the fields mean (each method's file), YAML configs.
 #include <algorithm>
@@ -83,7 +83,7 @@ void check_unsupported_lora_fields(const Json& j, const std::string& source) {
     auto must = [&](const char* key, bool ok, const char* fix) {
         SSMTUNE_CHECK(ok, source, ": LORA field \"", key, "\" = ", j[key].dump(), " is not supported; fix: ", fix);
     };
-    must("use_dora", j["use_dora"] == false, "set it to false (DoRA is not implemented)");
+    must("use_dora", j["use_dora"].is_boolean(), "true or false (DoRA on Linear modules)");
     must("bias", j["bias"] == "none", "set it to \"none\" (train biases with BITFIT instead)");
     must("fan_in_fan_out", j["fan_in_fan_out"] == false, "set it to false (our Linear weights are [out, in])");
     must("lora_bias", j["lora_bias"] == false, "set it to false");

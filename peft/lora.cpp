@@ -12,7 +12,8 @@
 // Merging an embedding adapter into a tied model first unties the LM head (HF's tied head would silently change).
 // rank_pattern / alpha_pattern give single modules their own r / lora_alpha (so their own s), exclude_modules
 // removes modules from the match (peft/adapter.cpp), modules_to_save trains whole modules beside the LoRA, as in HF.
-// Not here: DoRA, LoRA on the depthwise conv1d (HF forbids it on Mamba too).
+// use_dora: DoRA on Linear modules (DoraLinear below; HF's also covers Embedding and Conv, refused here).
+// Not here: LoRA on the depthwise conv1d (HF forbids it on Mamba too).
 #include <algorithm>
 #include <cmath>
 #include <regex>
@@ -63,6 +64,7 @@ LoraSettings LoraSettings::from_config(const json& c, const std::string& module)
     s.dropout = c["lora_dropout"].get<double>();
     const json& init = c.contains("init_lora_weights") ? c["init_lora_weights"] : json(true);
     s.init = init == false ? "random" : init == "gaussian" ? "gaussian" : "default";
+    s.dora = c.contains("use_dora") && c.at("use_dora") == true;
     return s;
 }
 
@@ -95,7 +97,7 @@ public:
     Tensor A() { return a_->weight(); }
     Tensor B() { return b_->weight(); }
     Tensor forward(const Tensor& x) override {
-        Tensor in = is_training() && s_.dropout > 0 ? ops::dropout(x, s_.dropout, true, gen_) : x;
+        Tensor in = dropped(x);
         if (conv_) {  // x [B, in, L]
             Tensor a = A(), b = B();
             Tensor ax = ops::matmul(a.reshape({a.size(0), a.size(1)}), in);         // [B, r, L]
@@ -111,11 +113,47 @@ public:
     }
     std::string type_name() const override { return "LoraLayer"; }
 
-private:
+protected:
+    Tensor dropped(const Tensor& x) { return is_training() && s_.dropout > 0 ? ops::dropout(x, s_.dropout, true, gen_) : x; }
     LoraSettings s_;
+
+private:
     Generator gen_;
     bool conv_;
     std::shared_ptr<WeightHolder> a_, b_;
+};
+
+// DoRA (Liu et al. 2024) on a Linear, as HF's DoraLinearLayer computes it: with x′ = dropout(x) and the row norms
+// n = ‖W + s·B A‖ (over inputs) held constant in backward (DoRA §4.3, HF detaches them),
+//   out = W x + b + (m/n − 1) ⊙ W x′ + (m/n) ⊙ s·B A x′,   m [out] initialised to n (so out = W x + b + s·B A x at init)
+// merged: W ← (m/n) ⊙ (W + s·B A) row by row, b unchanged. File name <module>.lora_magnitude_vector [out].
+class DoraLinear : public LoraLinear {
+public:
+    DoraLinear(models::Linear* host, const LoraSettings& s, Generator& gen, DType dtype)
+        : LoraLinear(host->in_features(), host->out_features(), s, gen, dtype, false), host_(host) {
+        register_parameter("lora_magnitude_vector", trainable(weight_norm()));
+    }
+    Tensor forward(const Tensor& x) override {
+        Tensor in = dropped(x);
+        const Tensor scale = ops::div(params_[0].second, weight_norm());                   // m / n  [out]
+        Tensor wx = ops::linear(in, host_->weight());                                     // W x′   [..., out]
+        Tensor lora = ops::mul_scalar(ops::linear(ops::linear(in, A()), B()), s_.scale);  // s·B A x′
+        return ops::add(ops::mul(wx, ops::add_scalar(scale, -1.0)), ops::mul(lora, scale));
+    }
+    Tensor merged_weight() {  // (m / n) ⊙ (W + s·B A), row by row
+        autograd::NoGradGuard no_grad;
+        Tensor w = ops::add(host_->weight().detach(), delta_weight().detach());
+        return ops::mul(w, ops::div(params_[0].second.detach(), weight_norm()).unsqueeze(1));
+    }
+    std::string type_name() const override { return "DoraLayer"; }
+
+private:
+    Tensor weight_norm() {  // n = ‖W + s·B A‖ per output row, outside the graph
+        autograd::NoGradGuard no_grad;
+        Tensor w = ops::add(host_->weight().detach(), delta_weight().detach());
+        return ops::sqrt(ops::sum(ops::mul(w, w), {1}));
+    }
+    models::Linear* host_;
 };
 
 class LoraEmbedding : public models::OutputDelta {
@@ -167,7 +205,11 @@ LoraAttachment attach_lora(ModelView& model, const json& config, Generator& gen)
             SSMTUNE_CHECK(settings.r <= max_rank, "LoRA r = ", settings.r, " exceeds the size of ", name, " ",
                           shape_str(w ? w->shape() : Shape{}), "; fix: r <= ", max_rank, " (a larger rank adds nothing)");
             std::shared_ptr<models::OutputDelta> delta;
-            if (auto* lin = dynamic_cast<models::Linear*>(m)) {
+            SSMTUNE_CHECK(!settings.dora || dynamic_cast<models::Linear*>(m), "LoRA use_dora: DoRA is implemented for Linear "
+                          "modules, and ", name, " is a ", m->type_name(), "; fix: target Linear modules only, or use_dora false");
+            if (auto* lin = dynamic_cast<models::Linear*>(m); lin && settings.dora) {
+                delta = std::make_shared<DoraLinear>(lin, settings, gen, dtype);
+            } else if (lin) {
                 delta = std::make_shared<LoraLinear>(lin->in_features(), lin->out_features(), settings, gen, dtype, false);
             } else if (auto* emb = dynamic_cast<models::Embedding*>(m)) {
                 delta = std::make_shared<LoraEmbedding>(emb->weight().size(0), emb->weight().size(1), settings, gen, dtype);
@@ -203,6 +245,10 @@ void LoraAttachment::merge(ModelView& model) {
             if (model.lm && &model.lm->embeddings() == emb) model.lm->untie_lm_head();
             Tensor w = emb->weight();
             copy_merged(w, static_cast<LoraEmbedding*>(host->delta())->delta_weight());
+        } else if (auto* dora = dynamic_cast<DoraLinear*>(host->delta())) {
+            Tensor w = *host->find_parameter("weight");
+            autograd::NoGradGuard no_grad;
+            copy_into(w, dora->merged_weight());
         } else {
             Tensor w = *host->find_parameter("weight");
             copy_merged(w, static_cast<LoraLinear*>(host->delta())->delta_weight());

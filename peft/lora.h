@@ -16,6 +16,7 @@ struct LoraSettings {
     double scale = 1.0;    // lora_alpha / r, or lora_alpha / √r (rsLoRA)
     double dropout = 0.0;
     std::string init = "default";  // default (A Kaiming, B zero) | gaussian | random (B non-zero too)
+    bool dora = false;             // use_dora: DoRA on Linear modules
     // module: a full module name, to apply rank_pattern / alpha_pattern (empty: the config's r and lora_alpha).
     static LoraSettings from_config(const nlohmann::json& config, const std::string& module = "");
 };

@@ -10,7 +10,7 @@
 // expose (OutputDelta on Linear/Embedding/PointwiseConv1d, ParameterDelta on any parameter, the mixers' scan
 // hooks, the LM's prompt embeddings). Files follow HuggingFace PEFT: names carry the `base_model.model.` prefix;
 // LORA uses HF's exact tensor names and config fields so adapters go both ways.
-// Not here: several adapters at once on one model, quantised bases, DoRA and other LoRA variants.
+// Not here: several adapters at once on one model, quantised bases, LoRA variants other than DoRA on Linear.
 #pragma once
 
 #include <memory>

@@ -29,8 +29,10 @@ TEST_CASE("peft config: defaults, unknown types and keys, unsupported HF fields"
                          doctest::Contains("unknown peft_type \"ADALORA\"; known: ADDITIONAL_SCAN, BITFIT, FULL"), Error);
     CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "rank": 4})"),
                          doctest::Contains("unknown key \"rank\" for peft_type LORA; valid keys: alora_invocation_tokens"), Error);
-    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "use_dora": true})"),
-                         doctest::Contains("\"use_dora\" = true is not supported"), Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "lora_bias": true})"),
+                         doctest::Contains("\"lora_bias\" = true is not supported"), Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "use_dora": 1})"),
+                         doctest::Contains("\"use_dora\" = 1 is not supported; fix: true or false"), Error);
     CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "STATE_OFFSET", "variant": "z"})"),
                          doctest::Contains("\"variant\" must be \"h\""), Error);
     CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "r": 0})"), doctest::Contains("\"r\" = 0"), Error);
@@ -49,6 +51,13 @@ TEST_CASE("peft targets: misses and wrong module types are errors that list what
                          doctest::Contains("a Conv1d, but this method adapts Linear, Embedding and 1x1 Conv1d"), Error);
     CHECK_THROWS_WITH_AS(peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "layers_to_transform": [5]})")),
                          doctest::Contains("not a layer index of this 2-layer model"), Error);
+    // layers_pattern (HF) must name the list the indices count in
+    CHECK_THROWS_WITH_AS(peft::apply(s.module(), peft::Config::parse(
+                             R"({"peft_type": "LORA", "layers_to_transform": [1], "layers_pattern": "blocks"})")),
+                         doctest::Contains("layers_pattern \"blocks\" names no layer list of this mamba model (its layers "
+                                           "are \"layers\")"), Error);
+    peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "layers_to_transform": [1],
+                                                    "layers_pattern": ["h", "layers"]})")).detach();
     // a failed apply leaves the model as it was (nothing frozen, nothing attached)
     CHECK(s.module().named_parameters().size() == before.size());
     for (auto& [n, t] : s.module().named_parameters()) CHECK(t.requires_grad());

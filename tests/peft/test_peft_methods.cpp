@@ -108,6 +108,61 @@ TEST_CASE("peft battery: LORA") {
                              {"target_modules", {"x_proj"}}, {"layers_to_transform", {1}}}, o);
 }
 
+TEST_CASE("peft battery: LORA with DoRA") {
+    BatteryOptions o;
+    o.mergeable = true;
+    o.gradcheck = false;  // DoRA holds its weight norm constant in backward: checked by the test below instead
+    o.random_init = {{"init_lora_weights", false}};
+    run_battery("mamba", {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 4}, {"use_dora", true}}, o);
+    run_battery("longhorn", {{"peft_type", "LORA"}, {"r", 2}, {"use_dora", true}, {"target_modules", {"x_proj", "out_proj"}}}, o);
+    run_battery("s4d", {{"peft_type", "LORA"}, {"r", 2}, {"use_dora", true}, {"target_modules", {"encoder", "decoder"}}}, o);
+}
+
+TEST_CASE("peft DoRA: outputs and gradients equal (m/n)(W + s B A) with the row norms n held constant") {
+    Subject s = make_subject("mamba");
+    peft::Adapter a = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "r": 2, "lora_alpha": 3,
+        "use_dora": true, "target_modules": ["out_proj"], "init_lora_weights": false})"));
+    std::map<std::string, Tensor> p;
+    for (auto& [n, t] : a.named_parameters()) p[n] = t;
+    const std::string m0 = "backbone.layers.0.mixer.out_proj.";
+    REQUIRE(p.count(m0 + "lora_magnitude_vector") == 1);
+    CHECK(p.at(m0 + "lora_magnitude_vector").shape() == Shape{8});
+    {  // m starts at ‖W + s B A‖ row by row; move it away so that m / n differs from 1
+        autograd::NoGradGuard no_grad;
+        for (int i = 0; i < 2; ++i) {
+            const std::string m = "backbone.layers." + std::to_string(i) + ".mixer.out_proj.";
+            const Tensor w = ops::add(s.module().find_parameter(m + "weight")->detach(),
+                                      ops::mul_scalar(ops::matmul(p.at(m + "lora_B.weight"), p.at(m + "lora_A.weight")), 1.5));
+            testing::expect_close(p.at(m + "lora_magnitude_vector"), ops::sqrt(ops::sum(ops::mul(w, w), {1})), 0, 1e-14,
+                                  "initial magnitude");
+            Tensor& mag = p.at(m + "lora_magnitude_vector");
+            copy_into(mag, ops::mul(mag.detach(), ops::add_scalar(ops::mul_scalar(Tensor::randn({8}, 30 + i, DType::F64), 0.3), 1.0)));
+        }
+    }
+    // the twin: out_proj.weight = (m / n) ⊙ (W + s B A) from leaf copies of A, B, m, with n as plain numbers
+    Subject twin = make_subject("mamba");
+    std::map<std::string, Tensor> leaves;
+    for (auto& [n, t] : p) leaves[n] = t.detach().clone().set_requires_grad(true);
+    for (int i = 0; i < 2; ++i) {
+        const std::string m = "backbone.layers." + std::to_string(i) + ".mixer.out_proj.";
+        Tensor& w = *twin.module().find_parameter(m + "weight");
+        const Tensor base_w = w.detach();
+        const Tensor full = ops::add(base_w, ops::mul_scalar(ops::matmul(leaves.at(m + "lora_B.weight"), leaves.at(m + "lora_A.weight")), 1.5));
+        const Tensor fd = full.detach();
+        const Tensor n = ops::sqrt(ops::sum(ops::mul(fd, fd), {1}));
+        w = ops::mul(full, ops::div(leaves.at(m + "lora_magnitude_vector"), n).unsqueeze(1));
+    }
+    Tensor l1 = s.loss(), l2 = twin.loss();
+    CHECK(l1.item() == doctest::Approx(l2.item()).epsilon(1e-12));
+    l1.backward();
+    l2.backward();
+    for (auto& [n, t] : p) testing::expect_close(t.grad(), leaves.at(n).grad(), 1e-9, 1e-12, "DoRA gradient " + n);
+    a.detach();
+    CHECK_THROWS_WITH_AS(peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "use_dora": true,
+        "target_modules": ["embeddings"]})")), doctest::Contains("DoRA is implemented for Linear modules, and "
+                                                                  "backbone.embeddings is a Embedding"), Error);
+}
+
 TEST_CASE("peft battery: STATE_OFFSET h and y") {
     BatteryOptions o;
     o.random_init = {{"init", "random"}};

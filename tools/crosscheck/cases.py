@@ -134,13 +134,13 @@ def hf_targets(module, targets, layers=None, exclude=None):
 
 
 def lora_adapter(rng, w, cfg, targets, r=3, alpha=5.0, rslora=False, layers=None, rank_pattern=None,
-                 alpha_pattern=None, exclude=None, modules_to_save=None):
+                 alpha_pattern=None, exclude=None, modules_to_save=None, dora=False):
     """HF LoRA tensors for every module matching the targets (each module's rank from rank_pattern as HF resolves
     it); B non-zero so the adapter acts."""
     cfg_json = {"peft_type": "LORA", "r": r, "lora_alpha": alpha, "target_modules": targets, "use_rslora": rslora}
     for key, value in (("layers_to_transform", layers), ("rank_pattern", rank_pattern),
                        ("alpha_pattern", alpha_pattern), ("exclude_modules", exclude),
-                       ("modules_to_save", modules_to_save)):
+                       ("modules_to_save", modules_to_save), ("use_dora", dora or None)):
         if value is not None:
             cfg_json[key] = value
     tensors = {}
@@ -161,6 +161,8 @@ def lora_adapter(rng, w, cfg, targets, r=3, alpha=5.0, rslora=False, layers=None
         else:
             tensors[module + ".lora_A.weight"] = rng.normal(0, 0.3, size=(r, shape[1]))
             tensors[module + ".lora_B.weight"] = rng.normal(0, 0.3, size=(shape[0], r))
+            if dora:  # a magnitude away from the row norms, so that m / n differs from 1
+                tensors[module + ".lora_magnitude_vector"] = rng.uniform(0.5, 2.0, size=shape[0])
     # modules_to_save (HF): every parameter of a module whose name ends with an entry, trained as a copy
     modules = {n.rsplit(".", k)[0] for n in w for k in range(1, n.count(".") + 1)}
     for module in sorted(m for m in modules if any(m.endswith(e) for e in (modules_to_save or []))):
@@ -375,6 +377,9 @@ def cases():
             (m + " LORA in_proj + modules_to_save lm_head, dt_proj",
              lm_with(m, lambda g, w, c: lora_adapter(g, w, c, ["in_proj"], r=2,
                                                      modules_to_save=["lm_head", "dt_proj"]), tied=False)),
+            (m + " LORA DoRA in_proj, out_proj, dt_proj",
+             lm_with(m, lambda g, w, c: lora_adapter(g, w, c, ["in_proj", "out_proj", "dt_proj"], r=2, dora=True),
+                     use_bias=True)),
             (m + " LORA rslora rank_pattern, exclude_modules regex",
              lm_with(m, lambda g, w, c: lora_adapter(
                  g, w, c, "all-linear", r=3, alpha=4.0, rslora=True, rank_pattern={"out_proj": 6},
@@ -443,6 +448,8 @@ def cases():
             lambda g, w, c: surm_adapter(g, w, c, "circulant", "lora", ["output_linear.0", "decoder"]))),
         ("s4d SURM ldr adapter output_linear.0", s4d_with(
             lambda g, w, c: surm_adapter(g, w, c, "ldr", "adapter", ["output_linear.0"]))),
+        ("s4d LORA DoRA encoder, decoder", s4d_with(lambda g, w, c: lora_adapter(g, w, c, ["encoder", "decoder"],
+                                                                                  dora=True))),
         ("s4d PARTIAL kernel, encoder", s4d_with(lambda g, w, c: partial_adapter(g, w, ["kernel", "encoder"]))),
         ("s4d SDLORA pruned, zoh", s4d_with(lambda g, w, c: sdlora_s4d_adapter(g, w, c))),
         ("s4d SDLORA unpruned, bilinear, prenorm", s4d_with(lambda g, w, c: sdlora_s4d_adapter(g, w, c, prune=False),

@@ -254,7 +254,14 @@ def hf_pattern_value(pattern, module, default):
     return default
 
 
-def split_adapter(cfg_json, tensors, cfg):
+def dora_delta(W, A, B, s, m):
+    """HF's DoraLinearLayer: (m/n - 1) * W x + (m/n) * s B A x, n = ||W + s B A|| per output row, detached."""
+    n = torch.linalg.norm(W + s * (B @ A).detach(), dim=1).detach()
+    scale = m / n
+    return lambda x, fout: (scale - 1) * (x @ W.T) + scale * (s * ((x @ A.T) @ B.T))
+
+
+def split_adapter(cfg_json, tensors, cfg, p=None):
     """Turns adapter tensors (torch leaves) into the forward's hooks / lora / parallel-adapter dictionaries."""
     hooks, lora, adapters = {}, {}, {}
     if cfg_json["peft_type"] == "SURM":
@@ -277,6 +284,9 @@ def split_adapter(cfg_json, tensors, cfg):
                         A, B = A[..., 0], B[..., 0]
                     if a_suffix == ".lora_embedding_A":
                         lora[module] = ("embedding", (A, B, s))
+                    elif module + ".lora_magnitude_vector" in tensors:  # DoRA
+                        lora[module] = ("delta", dora_delta(p[module + ".weight"], A, B, s,
+                                                            tensors[module + ".lora_magnitude_vector"]))
                     else:
                         lora[module] = ("delta", lambda x, fout, A=A, B=B, s=s: s * ((x @ A.T) @ B.T))
     elif cfg_json["peft_type"] == "PARALLEL_ADAPTER":

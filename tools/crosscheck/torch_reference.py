@@ -97,7 +97,7 @@ def reference(cfg, w, batch, adapter):
         if cfg_json["peft_type"] in ("BITFIT", "PARTIAL"):  # base tensors trained in place
             p.update(t)
         else:
-            hooks, lora, adapters = split_adapter(cfg_json, t, cfg)
+            hooks, lora, adapters = split_adapter(cfg_json, t, cfg, p)
         if cfg_json.get("modules_to_save"):  # LoRA's modules_to_save: the file holds trained copies of base tensors
             p.update({n: v for n, v in t.items() if n in p})
         if cfg_json["peft_type"] == "SDLORA":
