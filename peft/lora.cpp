@@ -12,7 +12,7 @@
 // Merging an embedding adapter into a tied model first unties the LM head (HF's tied head would silently change).
 // rank_pattern / alpha_pattern give single modules their own r / lora_alpha (so their own s), exclude_modules
 // removes modules from the match (peft/adapter.cpp), modules_to_save trains whole modules beside the LoRA, as in HF.
-// use_dora: DoRA on Linear modules (DoraLinear below; HF's also covers Embedding and Conv, refused here).
+// use_dora: DoRA on Linear, 1x1 Conv1d (DoraDelta) and Embedding (DoraEmbedding) modules, as HF's.
 // Not here: LoRA on the depthwise conv1d (HF forbids it on Mamba too).
 #include <algorithm>
 #include <cmath>
@@ -96,9 +96,10 @@ public:
     }
     Tensor A() { return a_->weight(); }
     Tensor B() { return b_->weight(); }
-    Tensor forward(const Tensor& x) override {
-        Tensor in = dropped(x);
-        if (conv_) {  // x [B, in, L]
+    Tensor forward(const Tensor& x) override { return product(dropped(x)); }
+    // s · B A x for an input already dropped out: x [..., in] -> [..., out] (conv: [B, in, L] -> [B, out, L]).
+    Tensor product(const Tensor& in) {
+        if (conv_) {
             Tensor a = A(), b = B();
             Tensor ax = ops::matmul(a.reshape({a.size(0), a.size(1)}), in);         // [B, r, L]
             return ops::mul_scalar(ops::matmul(b.reshape({b.size(0), b.size(1)}), ax), s_.scale);
@@ -123,37 +124,47 @@ private:
     std::shared_ptr<WeightHolder> a_, b_;
 };
 
-// DoRA (Liu et al. 2024) on a Linear, as HF's DoraLinearLayer computes it: with x′ = dropout(x) and the row norms
-// n = ‖W + s·B A‖ (over inputs) held constant in backward (DoRA §4.3, HF detaches them),
-//   out = W x + b + (m/n − 1) ⊙ W x′ + (m/n) ⊙ s·B A x′,   m [out] initialised to n (so out = W x + b + s·B A x at init)
-// merged: W ← (m/n) ⊙ (W + s·B A) row by row, b unchanged. File name <module>.lora_magnitude_vector [out].
-class DoraLinear : public LoraLinear {
+// DoRA (Liu et al. 2024) on a Linear or a 1x1 Conv1d, as HF's DoraLinearLayer / DoraConv1dLayer compute it: with
+// x′ = dropout(x) and the norms n = ‖W + s·B A‖ of each output row (over the inputs) held constant in backward (DoRA
+// §4.3: HF detaches them),
+//   out = W x + b + (m/n − 1) ⊙ W x′ + (m/n) ⊙ s·B A x′,   m initialised to n (so out = W x + b + s·B A x at init)
+// merged: W ← (m/n) ⊙ (W + s·B A) row by row, b unchanged. File name <module>.lora_magnitude_vector, [out] for a
+// Linear and [1, out, 1] for a Conv1d, as HF's.
+class DoraDelta : public LoraLinear {
 public:
-    DoraLinear(models::Linear* host, const LoraSettings& s, Generator& gen, DType dtype)
-        : LoraLinear(host->in_features(), host->out_features(), s, gen, dtype, false), host_(host) {
-        register_parameter("lora_magnitude_vector", trainable(weight_norm()));
+    DoraDelta(models::DeltaHost* host, int64_t in, int64_t out, const LoraSettings& s, Generator& gen, DType dtype, bool conv)
+        : LoraLinear(in, out, s, gen, dtype, conv), host_(host), conv_(conv), out_(out) {
+        Tensor n = weight_norm();
+        register_parameter("lora_magnitude_vector", trainable(conv ? n.reshape({1, out, 1}) : n));
     }
     Tensor forward(const Tensor& x) override {
         Tensor in = dropped(x);
-        const Tensor scale = ops::div(params_[0].second, weight_norm());                   // m / n  [out]
-        Tensor wx = ops::linear(in, host_->weight());                                     // W x′   [..., out]
-        Tensor lora = ops::mul_scalar(ops::linear(ops::linear(in, A()), B()), s_.scale);  // s·B A x′
-        return ops::add(ops::mul(wx, ops::add_scalar(scale, -1.0)), ops::mul(lora, scale));
+        Tensor scale = ops::div(params_[0].second.reshape({out_}), weight_norm());  // m / n  [out]
+        if (conv_) scale = scale.unsqueeze(1);                                      // [out, 1] over positions
+        Tensor wx = conv_ ? ops::matmul(base_weight(), in) : ops::linear(in, base_weight());  // W x′
+        return ops::add(ops::mul(wx, ops::add_scalar(scale, -1.0)), ops::mul(product(in), scale));
     }
-    Tensor merged_weight() {  // (m / n) ⊙ (W + s·B A), row by row
+    Tensor merged_weight() {  // (m / n) ⊙ (W + s·B A), row by row, in the host's shape
         autograd::NoGradGuard no_grad;
-        Tensor w = ops::add(host_->weight().detach(), delta_weight().detach());
-        return ops::mul(w, ops::div(params_[0].second.detach(), weight_norm()).unsqueeze(1));
+        Tensor w = ops::add(base_weight().detach(), delta_weight().detach().reshape({out_, -1}));
+        w = ops::mul(w, ops::div(params_[0].second.detach().reshape({out_}), weight_norm()).unsqueeze(1));
+        return conv_ ? w.reshape({w.size(0), w.size(1), 1}) : w;
     }
     std::string type_name() const override { return "DoraLayer"; }
 
 private:
+    Tensor base_weight() {  // W as [out, in]
+        const Tensor& w = *host_->find_parameter("weight");
+        return conv_ ? w.reshape({w.size(0), w.size(1)}) : w;
+    }
     Tensor weight_norm() {  // n = ‖W + s·B A‖ per output row, outside the graph
         autograd::NoGradGuard no_grad;
-        Tensor w = ops::add(host_->weight().detach(), delta_weight().detach());
+        Tensor w = ops::add(base_weight().detach(), delta_weight().detach().reshape({out_, -1}));
         return ops::sqrt(ops::sum(ops::mul(w, w), {1}));
     }
-    models::Linear* host_;
+    models::DeltaHost* host_;
+    bool conv_;
+    int64_t out_;
 };
 
 class LoraEmbedding : public models::OutputDelta {
@@ -175,6 +186,36 @@ public:
 
 private:
     LoraSettings s_;
+};
+
+// DoRA on an Embedding E [V, D], as HF's DoraEmbeddingLayer: the norms run over the vocabulary, one per embedding
+// dimension, n = ‖(E + s·(B A)ᵀ)[:, d]‖ (held constant in backward), m [D] initialised to n, and
+//   out = E[ids] + (m/n − 1) ⊙ E[ids] + (m/n) ⊙ s·(Aᵀ[ids]) Bᵀ;   merged: E ← (E + s·(B A)ᵀ) ⊙ (m/n) column by column.
+class DoraEmbedding : public LoraEmbedding {
+public:
+    DoraEmbedding(models::Embedding* host, const LoraSettings& s, Generator& gen, DType dtype)
+        : LoraEmbedding(host->weight().size(0), host->weight().size(1), s, gen, dtype), host_(host) {
+        register_parameter("lora_magnitude_vector", trainable(weight_norm()));
+    }
+    Tensor forward(const Tensor& ids) override {
+        const Tensor scale = ops::div(params_[2].second, weight_norm());  // m / n  [D]
+        Tensor base = ops::embedding(host_->weight(), ids);                 // E[ids] [..., D]
+        return ops::add(ops::mul(base, ops::add_scalar(scale, -1.0)), ops::mul(LoraEmbedding::forward(ids), scale));
+    }
+    Tensor merged_weight() {
+        autograd::NoGradGuard no_grad;
+        Tensor w = ops::add(host_->weight().detach(), delta_weight().detach());
+        return ops::mul(w, ops::div(params_[2].second.detach(), weight_norm()).unsqueeze(0));
+    }
+    std::string type_name() const override { return "DoraEmbedding"; }
+
+private:
+    Tensor weight_norm() {  // n [D]: column norms of E + s·(B A)ᵀ, outside the graph
+        autograd::NoGradGuard no_grad;
+        Tensor w = ops::add(host_->weight().detach(), delta_weight().detach());
+        return ops::sqrt(ops::sum(ops::mul(w, w), {0}));
+    }
+    models::Embedding* host_;
 };
 
 }  // namespace
@@ -205,17 +246,18 @@ LoraAttachment attach_lora(ModelView& model, const json& config, Generator& gen)
             SSMTUNE_CHECK(settings.r <= max_rank, "LoRA r = ", settings.r, " exceeds the size of ", name, " ",
                           shape_str(w ? w->shape() : Shape{}), "; fix: r <= ", max_rank, " (a larger rank adds nothing)");
             std::shared_ptr<models::OutputDelta> delta;
-            SSMTUNE_CHECK(!settings.dora || dynamic_cast<models::Linear*>(m), "LoRA use_dora: DoRA is implemented for Linear "
-                          "modules, and ", name, " is a ", m->type_name(), "; fix: target Linear modules only, or use_dora false");
             if (auto* lin = dynamic_cast<models::Linear*>(m); lin && settings.dora) {
-                delta = std::make_shared<DoraLinear>(lin, settings, gen, dtype);
+                delta = std::make_shared<DoraDelta>(host, lin->in_features(), lin->out_features(), settings, gen, dtype, false);
             } else if (lin) {
                 delta = std::make_shared<LoraLinear>(lin->in_features(), lin->out_features(), settings, gen, dtype, false);
             } else if (auto* emb = dynamic_cast<models::Embedding*>(m)) {
-                delta = std::make_shared<LoraEmbedding>(emb->weight().size(0), emb->weight().size(1), settings, gen, dtype);
+                if (settings.dora) delta = std::make_shared<DoraEmbedding>(emb, settings, gen, dtype);
+                else delta = std::make_shared<LoraEmbedding>(emb->weight().size(0), emb->weight().size(1), settings, gen, dtype);
             } else {
                 auto* conv = dynamic_cast<models::PointwiseConv1d*>(m);
-                delta = std::make_shared<LoraLinear>(conv->weight().size(1), conv->weight().size(0), settings, gen, dtype, true);
+                const int64_t in = conv->weight().size(1), out = conv->weight().size(0);
+                if (settings.dora) delta = std::make_shared<DoraDelta>(host, in, out, settings, gen, dtype, true);
+                else delta = std::make_shared<LoraLinear>(in, out, settings, gen, dtype, true);
             }
             host->attach_delta("lora", delta);
             att.hosts.emplace_back(name, host);
@@ -244,8 +286,13 @@ void LoraAttachment::merge(ModelView& model) {
         if (auto* emb = dynamic_cast<models::Embedding*>(host)) {
             if (model.lm && &model.lm->embeddings() == emb) model.lm->untie_lm_head();
             Tensor w = emb->weight();
-            copy_merged(w, static_cast<LoraEmbedding*>(host->delta())->delta_weight());
-        } else if (auto* dora = dynamic_cast<DoraLinear*>(host->delta())) {
+            if (auto* dora = dynamic_cast<DoraEmbedding*>(host->delta())) {
+                autograd::NoGradGuard no_grad;
+                copy_into(w, dora->merged_weight());
+            } else {
+                copy_merged(w, static_cast<LoraEmbedding*>(host->delta())->delta_weight());
+            }
+        } else if (auto* dora = dynamic_cast<DoraDelta*>(host->delta())) {
             Tensor w = *host->find_parameter("weight");
             autograd::NoGradGuard no_grad;
             copy_into(w, dora->merged_weight());

@@ -115,7 +115,8 @@ TEST_CASE("peft battery: LORA with DoRA") {
     o.random_init = {{"init_lora_weights", false}};
     run_battery("mamba", {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 4}, {"use_dora", true}}, o);
     run_battery("longhorn", {{"peft_type", "LORA"}, {"r", 2}, {"use_dora", true}, {"target_modules", {"x_proj", "out_proj"}}}, o);
-    run_battery("s4d", {{"peft_type", "LORA"}, {"r", 2}, {"use_dora", true}, {"target_modules", {"encoder", "decoder"}}}, o);
+    run_battery("mamba", {{"peft_type", "LORA"}, {"r", 2}, {"use_dora", true}, {"target_modules", {"embeddings", "in_proj"}}}, o);
+    run_battery("s4d", {{"peft_type", "LORA"}, {"r", 2}, {"use_dora", true}}, o);  // encoder, output_linear.0 (1x1 conv), decoder
 }
 
 TEST_CASE("peft DoRA: outputs and gradients equal (m/n)(W + s B A) with the row norms n held constant") {
@@ -158,9 +159,14 @@ TEST_CASE("peft DoRA: outputs and gradients equal (m/n)(W + s B A) with the row 
     l2.backward();
     for (auto& [n, t] : p) testing::expect_close(t.grad(), leaves.at(n).grad(), 1e-9, 1e-12, "DoRA gradient " + n);
     a.detach();
-    CHECK_THROWS_WITH_AS(peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "use_dora": true,
-        "target_modules": ["embeddings"]})")), doctest::Contains("DoRA is implemented for Linear modules, and "
-                                                                  "backbone.embeddings is a Embedding"), Error);
+    // on an embedding E [V, D] the norms run over the vocabulary: m [D] starts at the column norms of E
+    peft::Adapter e = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "use_dora": true,
+        "target_modules": ["embeddings"]})"));
+    REQUIRE(e.named_parameters().size() == 3);
+    CHECK(e.named_parameters()[2].first == "backbone.embeddings.lora_magnitude_vector");
+    const Tensor E = s.module().find_parameter("backbone.embeddings.weight")->detach();
+    testing::expect_close(e.named_parameters()[2].second, ops::sqrt(ops::sum(ops::mul(E, E), {0})), 0, 1e-14,
+                          "embedding magnitude");
 }
 
 TEST_CASE("peft battery: STATE_OFFSET h and y") {

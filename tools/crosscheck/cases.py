@@ -155,9 +155,13 @@ def lora_adapter(rng, w, cfg, targets, r=3, alpha=5.0, rslora=False, layers=None
         if module.endswith("embeddings"):
             tensors[module + ".lora_embedding_A"] = rng.normal(0, 0.3, size=(r, shape[0]))
             tensors[module + ".lora_embedding_B"] = rng.normal(0, 0.3, size=(shape[1], r))
+            if dora:
+                tensors[module + ".lora_magnitude_vector"] = rng.uniform(0.5, 2.0, size=shape[1])
         elif len(shape) == 3:  # 1x1 Conv1d
             tensors[module + ".lora_A.weight"] = rng.normal(0, 0.3, size=(r, shape[1], 1))
             tensors[module + ".lora_B.weight"] = rng.normal(0, 0.3, size=(shape[0], r, 1))
+            if dora:  # HF's conv magnitude is [1, out, 1]
+                tensors[module + ".lora_magnitude_vector"] = rng.uniform(0.5, 2.0, size=(1, shape[0], 1))
         else:
             tensors[module + ".lora_A.weight"] = rng.normal(0, 0.3, size=(r, shape[1]))
             tensors[module + ".lora_B.weight"] = rng.normal(0, 0.3, size=(shape[0], r))
@@ -380,6 +384,8 @@ def cases():
             (m + " LORA DoRA in_proj, out_proj, dt_proj",
              lm_with(m, lambda g, w, c: lora_adapter(g, w, c, ["in_proj", "out_proj", "dt_proj"], r=2, dora=True),
                      use_bias=True)),
+            (m + " LORA DoRA embeddings, x_proj (tied)",
+             lm_with(m, lambda g, w, c: lora_adapter(g, w, c, ["embeddings", "x_proj"], r=2, dora=True))),
             (m + " LORA rslora rank_pattern, exclude_modules regex",
              lm_with(m, lambda g, w, c: lora_adapter(
                  g, w, c, "all-linear", r=3, alpha=4.0, rslora=True, rank_pattern={"out_proj": 6},
@@ -448,8 +454,8 @@ def cases():
             lambda g, w, c: surm_adapter(g, w, c, "circulant", "lora", ["output_linear.0", "decoder"]))),
         ("s4d SURM ldr adapter output_linear.0", s4d_with(
             lambda g, w, c: surm_adapter(g, w, c, "ldr", "adapter", ["output_linear.0"]))),
-        ("s4d LORA DoRA encoder, decoder", s4d_with(lambda g, w, c: lora_adapter(g, w, c, ["encoder", "decoder"],
-                                                                                  dora=True))),
+        ("s4d LORA DoRA encoder, output_linear.0, decoder", s4d_with(lambda g, w, c: lora_adapter(
+            g, w, c, ["encoder", "output_linear.0", "decoder"], dora=True))),
         ("s4d PARTIAL kernel, encoder", s4d_with(lambda g, w, c: partial_adapter(g, w, ["kernel", "encoder"]))),
         ("s4d SDLORA pruned, zoh", s4d_with(lambda g, w, c: sdlora_s4d_adapter(g, w, c))),
         ("s4d SDLORA unpruned, bilinear, prenorm", s4d_with(lambda g, w, c: sdlora_s4d_adapter(g, w, c, prune=False),

@@ -116,8 +116,14 @@ def lm_forward(p, cfg, ids, hooks, lora, adapters, frames=None, labels=None):
         emb_w = p["backbone.embeddings.weight"]
         h = emb_w[ids]
     if "backbone.embeddings" in lora:  # HF LoRA Embedding: E[ids] + s * (A^T[ids]) B^T
-        A, B, s = lora["backbone.embeddings"][1]
-        h = h + s * (A.T[ids] @ B.T)
+        A, B, s = lora["backbone.embeddings"][1][:3]
+        if len(lora["backbone.embeddings"][1]) == 4:  # DoRA (HF's DoraEmbeddingLayer): norms over the vocabulary
+            m = lora["backbone.embeddings"][1][3]
+            E = p["backbone.embeddings.weight"]
+            scale = m / torch.linalg.norm(E.T + s * (B @ A).detach(), dim=1).detach()  # [D]
+            h = scale * h + scale * (s * (A.T[ids] @ B.T))
+        else:
+            h = h + s * (A.T[ids] @ B.T)
     P = 0
     if "prompt_embeddings" in hooks:
         pr = hooks["prompt_embeddings"]
@@ -280,13 +286,15 @@ def split_adapter(cfg_json, tensors, cfg, p=None):
                     alpha = hf_pattern_value(cfg_json.get("alpha_pattern"), module, cfg_json["lora_alpha"])
                     s = alpha / (math.sqrt(r) if cfg_json.get("use_rslora") else r)
                     A, B = t, tensors[module + b_suffix]
+                    W = p[module + ".weight"] if p is not None and module + ".weight" in p else None
                     if A.dim() == 3:  # a 1x1 Conv1d's [r, in, 1], [out, r, 1]
-                        A, B = A[..., 0], B[..., 0]
+                        A, B, W = A[..., 0], B[..., 0], W[..., 0]
                     if a_suffix == ".lora_embedding_A":
-                        lora[module] = ("embedding", (A, B, s))
+                        mag = tensors.get(module + ".lora_magnitude_vector")
+                        lora[module] = ("embedding", (A, B, s) if mag is None else (A, B, s, mag))
                     elif module + ".lora_magnitude_vector" in tensors:  # DoRA
-                        lora[module] = ("delta", dora_delta(p[module + ".weight"], A, B, s,
-                                                            tensors[module + ".lora_magnitude_vector"]))
+                        lora[module] = ("delta", dora_delta(W, A, B, s,  # magnitude [out], conv [1, out, 1]
+                                                            tensors[module + ".lora_magnitude_vector"].reshape(-1)))
                     else:
                         lora[module] = ("delta", lambda x, fout, A=A, B=B, s=s: s * ((x @ A.T) @ B.T))
     elif cfg_json["peft_type"] == "PARALLEL_ADAPTER":
