@@ -61,6 +61,49 @@ put("adapter_loader", "lora", split2(json.dumps({"peft_type": "LORA", "r": 2, "t
                                       safetensors(lora)))
 so = {"base_model.model.backbone.layers.%d.mixer.state_offset" % i: full([16, 4]) for i in range(2)}
 put("adapter_loader", "state_offset", split2(json.dumps({"peft_type": "STATE_OFFSET"}).encode(), safetensors(so)))
+# LoRA with HF's per-module fields and DoRA: layer 1's in_proj at r 3, out_proj only in layer 1, dt_proj trained whole
+mx = "base_model.model.backbone.layers.%d.mixer."
+pat = {}
+for i in range(2):
+    r = 3 if i == 1 else 2
+    pat[mx % i + "in_proj.lora_A.weight"] = full([r, 8])
+    pat[mx % i + "in_proj.lora_B.weight"] = full([32, r])
+    pat[mx % i + "in_proj.lora_magnitude_vector"] = full([32], 1.0)
+    pat[mx % i + "dt_proj.weight"] = full([16, 1])
+    pat[mx % i + "dt_proj.bias"] = full([16])
+pat[mx % 1 + "out_proj.lora_A.weight"] = full([2, 16])
+pat[mx % 1 + "out_proj.lora_B.weight"] = full([8, 2])
+pat[mx % 1 + "out_proj.lora_magnitude_vector"] = full([8], 1.0)
+put("adapter_loader", "lora_patterns_dora", split2(json.dumps({
+    "peft_type": "LORA", "r": 2, "target_modules": ["in_proj", "out_proj"], "use_dora": True,
+    "rank_pattern": {"layers.1.mixer.in_proj": 3}, "alpha_pattern": {"out_proj": 4},
+    "exclude_modules": ["layers.0.mixer.out_proj"], "modules_to_save": ["dt_proj"]}).encode(), safetensors(pat)))
+ext = {}
+for i in range(2):
+    ext[mx % i + "A_log_ext"] = full([16, 2], 1.5)
+    ext[mx % i + "x_proj_B_ext"] = full([2, 16])
+    ext[mx % i + "x_proj_C_ext"] = full([2, 16])
+put("adapter_loader", "additional_scan", split2(json.dumps({"peft_type": "ADDITIONAL_SCAN", "d_state": 2}).encode(),
+                                                 safetensors(ext)))
+lr = {}
+for i in range(2):
+    lr[mx % i + "state_offset_lora_A"] = full([2, 4])
+    lr[mx % i + "state_offset_lora_B"] = full([16, 2])
+put("adapter_loader", "state_offset_low_rank", split2(json.dumps({"peft_type": "STATE_OFFSET", "r": 2}).encode(),
+                                                       safetensors(lr)))
+ic = {}
+for i in range(2):
+    ic[mx % i + "initial_state"] = full([16, 4])
+    ic[mx % i + "conv_initial_state"] = full([16, 3])
+put("adapter_loader", "initial_state_conv", split2(json.dumps({"peft_type": "INITIAL_STATE",
+                                                                "conv_init_state": True}).encode(), safetensors(ic)))
+pa = {}
+for i in range(2):
+    pa[mx % i + "A_log"] = full([16, 4], 0.5)
+    pa[mx % i + "conv1d.weight"] = full([16, 1, 4])
+    pa[mx % i + "conv1d.bias"] = full([16])
+put("adapter_loader", "partial", split2(json.dumps({"peft_type": "PARTIAL", "param_names": ["A_log", "conv1d"]}).encode(),
+                                         safetensors(pa)))
 # IDX: 2 images of 3x2 and their labels
 img = struct.pack(">IIII", 0x803, 2, 3, 2) + bytes(range(12))
 lab = struct.pack(">II", 0x801, 2) + bytes([3, 7])
