@@ -73,7 +73,8 @@ std::unique_ptr<InPlaceMethod> make_named(ModelView& model, const nlohmann::json
         for (const auto& entry : names) {
             SSMTUNE_CHECK(entry.is_string(), type, " \"", field, "\" entries must be strings, got ", entry.dump());
             bool any = false;
-            for (auto& [name, t] : params) {
+            for (auto& [param_name, t] : params) {
+                const std::string name = param_name;  // a plain copy: lambdas cannot capture bindings before C++20
                 if (!names_it(name, entry.get<std::string>())) continue;
                 SSMTUNE_CHECK(of_kind(name), type, " \"", field, "\" entry \"", entry.get<std::string>(), "\" matches ",
                               name, ", which is not a ", kind, "; fix: choose among: ", available);

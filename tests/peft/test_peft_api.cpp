@@ -212,8 +212,10 @@ TEST_CASE("peft lora: rank_pattern, alpha_pattern and exclude_modules as HF read
     // failed applies left the model as it was: every base tensor trainable, no module carrying a delta (the
     // ambiguous pattern and the large rank failed after earlier modules had their adapters)
     for (auto& [n, t] : s.module().named_parameters()) CHECK(t.requires_grad());
-    for (auto& [n, m] : s.module().named_modules())
-        if (auto* host = dynamic_cast<models::DeltaHost*>(m)) CHECK_MESSAGE(!host->delta(), n);
+    for (auto& named : s.module().named_modules()) {  // (no structured binding: doctest's message captures it)
+        const std::string n = named.first;
+        if (auto* host = dynamic_cast<models::DeltaHost*>(named.second)) CHECK_MESSAGE(!host->delta(), n);
+    }
     peft::Adapter after = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA"})"));
     CHECK(after.named_parameters().size() == 2 * 2 * 4);
 }
@@ -289,8 +291,10 @@ TEST_CASE("peft lora: modules_to_save trains whole modules beside the LoRA, save
               .find("which is tied to the LM head") != std::string::npos);
     for (Subject* m : {&s, &tied}) {  // failed applies left both as they were
         for (auto& [n, t] : m->module().named_parameters()) CHECK(t.requires_grad());
-        for (auto& [n, mod] : m->module().named_modules())
-            if (auto* host = dynamic_cast<models::DeltaHost*>(mod)) CHECK_MESSAGE(!host->delta(), n);
+        for (auto& named : m->module().named_modules()) {
+            const std::string n = named.first;
+            if (auto* host = dynamic_cast<models::DeltaHost*>(named.second)) CHECK_MESSAGE(!host->delta(), n);
+        }
     }
 }
 

@@ -56,8 +56,10 @@ TEST_CASE("peft PARTIAL: what each entry names, counts, detach restores, errors 
     // tiny Mamba: E = 16, K = 3, N = 4: per layer conv 16*3 + 16, A_log 16*4; plus one D of 16
     CHECK(a.num_trainable() == 2 * (16 * 3 + 16 + 16 * 4) + 16);
     CHECK(a.num_total() == s.module().num_parameters());  // adds nothing
-    for (auto& [n, t] : s.module().named_parameters())
-        CHECK_MESSAGE(t.requires_grad() == (std::find(expected.begin(), expected.end(), n) != expected.end()), n);
+    for (auto& named : s.module().named_parameters()) {  // (no structured binding: doctest's message captures it)
+        const std::string n = named.first;
+        CHECK_MESSAGE(named.second.requires_grad() == (std::find(expected.begin(), expected.end(), n) != expected.end()), n);
+    }
     // a step moves them; detach puts the originals back
     Tensor loss = s.loss();
     loss.backward();
@@ -68,7 +70,10 @@ TEST_CASE("peft PARTIAL: what each entry names, counts, detach restores, errors 
     CHECK_FALSE(bit_equal(s.module().state_dict().at("backbone.layers.0.mixer.A_log"),
                           before.at("backbone.layers.0.mixer.A_log")));
     a.detach();
-    for (auto& [n, t] : s.module().state_dict()) CHECK_MESSAGE(bit_equal(t, before.at(n)), n);
+    for (auto& named : s.module().state_dict()) {
+        const std::string n = named.first;
+        CHECK_MESSAGE(bit_equal(named.second, before.at(n)), n);
+    }
 
     auto apply_error = [&](const char* text) -> std::string {
         try {
