@@ -146,8 +146,8 @@ public:
     }
     Tensor merged_weight() {  // (m / n) ⊙ (W + s·B A), row by row, in the host's shape
         autograd::NoGradGuard no_grad;
-        Tensor w = ops::add(base_weight().detach(), delta_weight().detach().reshape({out_, -1}));
-        w = ops::mul(w, ops::div(params_[0].second.detach().reshape({out_}), weight_norm()).unsqueeze(1));
+        Tensor w = dense();
+        w = ops::mul(w, ops::div(params_[0].second.detach().reshape({out_}), row_norms(w)).unsqueeze(1));
         return conv_ ? w.reshape({w.size(0), w.size(1), 1}) : w;
     }
     std::string type_name() const override { return "DoraLayer"; }
@@ -157,10 +157,14 @@ private:
         const Tensor& w = *host_->find_parameter("weight");
         return conv_ ? w.reshape({w.size(0), w.size(1)}) : w;
     }
+    Tensor dense() {  // W + s·B A as [out, in], outside the graph
+        autograd::NoGradGuard no_grad;
+        return ops::add(base_weight().detach(), delta_weight().detach().reshape({out_, -1}));
+    }
+    static Tensor row_norms(const Tensor& w) { return ops::sqrt(ops::sum(ops::mul(w, w), {1})); }
     Tensor weight_norm() {  // n = ‖W + s·B A‖ per output row, outside the graph
         autograd::NoGradGuard no_grad;
-        Tensor w = ops::add(base_weight().detach(), delta_weight().detach().reshape({out_, -1}));
-        return ops::sqrt(ops::sum(ops::mul(w, w), {1}));
+        return row_norms(dense());
     }
     models::DeltaHost* host_;
     bool conv_;
@@ -204,16 +208,20 @@ public:
     }
     Tensor merged_weight() {
         autograd::NoGradGuard no_grad;
-        Tensor w = ops::add(host_->weight().detach(), delta_weight().detach());
-        return ops::mul(w, ops::div(params_[2].second.detach(), weight_norm()).unsqueeze(0));
+        Tensor w = dense();
+        return ops::mul(w, ops::div(params_[2].second.detach(), column_norms(w)).unsqueeze(0));
     }
     std::string type_name() const override { return "DoraEmbedding"; }
 
 private:
+    Tensor dense() {  // E + s·(B A)ᵀ [V, D], outside the graph
+        autograd::NoGradGuard no_grad;
+        return ops::add(host_->weight().detach(), delta_weight().detach());
+    }
+    static Tensor column_norms(const Tensor& w) { return ops::sqrt(ops::sum(ops::mul(w, w), {0})); }
     Tensor weight_norm() {  // n [D]: column norms of E + s·(B A)ᵀ, outside the graph
         autograd::NoGradGuard no_grad;
-        Tensor w = ops::add(host_->weight().detach(), delta_weight().detach());
-        return ops::sqrt(ops::sum(ops::mul(w, w), {0}));
+        return column_norms(dense());
     }
     models::Embedding* host_;
 };

@@ -66,6 +66,16 @@ inline void check_lm_recurrent(Subject& s, double atol) {
     }
 }
 
+// The message of the Error that applying this config to `model` throws ("no error" when none is thrown).
+inline std::string apply_error(models::Module& model, const char* config_text) {
+    try {
+        peft::apply(model, peft::Config::parse(config_text));
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "no error";
+}
+
 inline bool bit_equal(const Tensor& a, const Tensor& b) {
     if (a.shape() != b.shape()) return false;
     auto va = a.to_vector<double>(), vb = b.to_vector<double>();
