@@ -139,10 +139,19 @@ public:
     }
     Tensor forward(const Tensor& x) override {
         Tensor in = dropped(x);
-        Tensor scale = ops::div(params_[0].second.reshape({out_}), weight_norm());  // m / n  [out]
-        if (conv_) scale = scale.unsqueeze(1);                                      // [out, 1] over positions
+        const Tensor scale = magnitude_scale();
         Tensor wx = conv_ ? ops::matmul(base_weight(), in) : ops::linear(in, base_weight());  // W x′
         return ops::add(ops::mul(wx, ops::add_scalar(scale, -1.0)), ops::mul(product(in), scale));
+    }
+    // Without dropout x′ = x, so W x′ = out − b: like HF (which passes the host's result as base_result) we reuse the
+    // host's output instead of a second product with W: out + (m/n − 1)(out − b) + (m/n) s·B A x = (m/n)(out − b +
+    // s·B A x) + b.
+    Tensor apply(const Tensor& out, const Tensor& x) override {
+        if (is_training() && s_.dropout > 0) return ops::add(out, forward(x));
+        const Tensor* bias = host_->find_parameter("bias");
+        const Tensor b = bias ? (conv_ ? bias->unsqueeze(1) : *bias) : Tensor();  // [out] (conv: [out, 1])
+        Tensor y = ops::mul(ops::add(b.defined() ? ops::sub(out, b) : out, product(x)), magnitude_scale());
+        return b.defined() ? ops::add(y, b) : y;
     }
     Tensor merged_weight() {  // (m / n) ⊙ (W + s·B A), row by row, in the host's shape
         autograd::NoGradGuard no_grad;
@@ -153,6 +162,10 @@ public:
     std::string type_name() const override { return "DoraLayer"; }
 
 private:
+    Tensor magnitude_scale() {  // m / n: [out], or [out, 1] over a conv's positions
+        Tensor scale = ops::div(params_[0].second.reshape({out_}), weight_norm());
+        return conv_ ? scale.unsqueeze(1) : scale;
+    }
     Tensor base_weight() {  // W as [out, in]
         const Tensor& w = *host_->find_parameter("weight");
         return conv_ ? w.reshape({w.size(0), w.size(1)}) : w;

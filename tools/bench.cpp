@@ -203,9 +203,13 @@ void bench_peft(int64_t D, int64_t layers, int64_t B, int64_t L, int64_t V, int 
     const std::vector<std::pair<std::string, std::string>> methods = {
         {"FULL", R"({"peft_type": "FULL"})"},
         {"LORA r=8 (in/x/dt/out_proj)", R"({"peft_type": "LORA", "r": 8})"},
+        {"LORA r=8 DoRA", R"({"peft_type": "LORA", "r": 8, "use_dora": true})"},
         {"STATE_OFFSET h", R"({"peft_type": "STATE_OFFSET", "variant": "h"})"},
+        {"STATE_OFFSET h r=4", R"({"peft_type": "STATE_OFFSET", "variant": "h", "r": 4})"},
         {"STATE_OFFSET y", R"({"peft_type": "STATE_OFFSET", "variant": "y"})"},
         {"INITIAL_STATE", R"({"peft_type": "INITIAL_STATE"})"},
+        {"ADDITIONAL_SCAN k=8", R"({"peft_type": "ADDITIONAL_SCAN"})"},
+        {"PARTIAL A_log, D", R"({"peft_type": "PARTIAL", "param_names": ["A_log", "D"]})"},
         {"PREFIX (16)", R"({"peft_type": "PREFIX"})"},
         {"BITFIT", R"({"peft_type": "BITFIT"})"},
         {"PARALLEL_ADAPTER r=16", R"({"peft_type": "PARALLEL_ADAPTER"})"},

@@ -156,6 +156,28 @@ TEST_CASE("peft DoRA: outputs and gradients equal (m/n)(W + s B A) with the row 
     l2.backward();
     for (auto& [n, t] : p) testing::expect_close(t.grad(), leaves.at(n).grad(), 1e-9, 1e-12, "DoRA gradient " + n);
     a.detach();
+    // the two routes to a DoRA output agree: out + forward(x) (taken under dropout, W x′ recomputed) and apply(out, x)
+    // (reuses the host's out − b), on Linears with and without a bias and on S4D's 1x1 conv
+    for (const char* kind : {"s4d", "mamba"}) {
+        Subject t = make_subject(kind);
+        peft::Adapter d = peft::apply(t.module(), peft::Config::from_json(
+            {{"peft_type", "LORA"}, {"r", 2}, {"use_dora", true}, {"init_lora_weights", false},
+             {"target_modules", t.any.lm ? json::array({"in_proj"}) : json::array({"encoder", "output_linear.0"})}}));
+        for (auto& named : t.module().named_modules()) {
+            auto* host = dynamic_cast<models::DeltaHost*>(named.second);
+            if (!host || !host->delta()) continue;
+            const std::string where = named.first;
+            const Tensor* bias = host->find_parameter("bias");
+            const bool conv = host->find_parameter("weight")->dim() == 3;
+            const Tensor w = host->find_parameter("weight")->detach();
+            const int64_t in = w.size(1), out = w.size(0);
+            const Tensor x = conv ? Tensor::randn({2, in, 5}, 3, DType::F64) : Tensor::randn({2, 5, in}, 3, DType::F64);
+            Tensor y = conv ? ops::matmul(w.reshape({out, in}), x) : ops::linear(x, w);
+            if (bias) y = ops::add(y, conv ? bias->unsqueeze(1) : *bias);
+            testing::expect_close(host->delta()->apply(y, x), ops::add(y, host->delta()->forward(x)), 0, 1e-12,
+                                  "DoRA apply vs forward at " + where);
+        }
+    }
     // on an embedding E [V, D] the norms run over the vocabulary: m [D] starts at the column norms of E
     peft::Adapter e = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "use_dora": true,
         "target_modules": ["embeddings"]})"));
