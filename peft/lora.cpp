@@ -262,10 +262,8 @@ LoraAttachment attach_lora(ModelView& model, const json& config, Generator& gen)
             const LoraSettings settings = LoraSettings::from_config(c, name);
             auto* host = static_cast<models::DeltaHost*>(m);
             SSMTUNE_CHECK(!host->delta(), name, " already carries an adapter; fix: detach it first");
-            Tensor* w = host->find_parameter("weight");
-            const int64_t max_rank = w ? std::max(w->size(0), w->size(1)) : 0;
-            SSMTUNE_CHECK(settings.r <= max_rank, "LoRA r = ", settings.r, " exceeds the size of ", name, " ",
-                          shape_str(w ? w->shape() : Shape{}), "; fix: r <= ", max_rank, " (a larger rank adds nothing)");
+            // any r >= 1, also one larger than both sides of the weight (HF's update_layer allows it; B A then
+            // has rank min(in, out) and the extra rows train as HF's do)
             std::shared_ptr<models::OutputDelta> delta;
             if (auto* lin = dynamic_cast<models::Linear*>(m); lin && settings.dora) {
                 delta = std::make_shared<DoraDelta>(host, lin->in_features(), lin->out_features(), settings, gen, dtype, false);

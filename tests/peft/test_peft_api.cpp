@@ -196,13 +196,23 @@ TEST_CASE("peft lora: rank_pattern, alpha_pattern and exclude_modules as HF read
     CHECK(apply_error(s.module(), R"({"peft_type": "LORA", "rank_pattern": [3]})").find("must be an object") != std::string::npos);
     CHECK(apply_error(s.module(), R"({"peft_type": "LORA", "exclude_modules": 5})").find("must be a regex string or a list") !=
           std::string::npos);
-    CHECK(apply_error(s.module(), R"({"peft_type": "LORA", "rank_pattern": {"dt_proj": 17}})")
-              .find("LoRA r = 17 exceeds the size of backbone.layers.0.mixer.dt_proj") != std::string::npos);
+    {  // a rank above both sides of a module is allowed, as in HF (dt_proj is [E, R] = [16, 2] here)
+        peft::Adapter big = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "target_modules": ["dt_proj"],
+            "rank_pattern": {"dt_proj": 17}})"));
+        const auto named = big.named_parameters();
+        REQUIRE(named.size() == 2 * 2);
+        const Tensor* w = s.module().find_parameter("backbone.layers.0.mixer.dt_proj.weight");
+        REQUIRE(w);
+        CHECK(17 > std::max(w->size(0), w->size(1)));
+        CHECK(named[0].second.shape() == Shape{17, w->size(1)});  // lora_A [r, in]
+        CHECK(named[1].second.shape() == Shape{w->size(0), 17});  // lora_B [out, r]
+        big.detach();
+    }
     // a SURM block size that divides in_proj but not x_proj fails at layer 0's x_proj, after its in_proj
     CHECK(apply_error(s.module(), R"({"peft_type": "SURM", "block_size": 8, "target_modules": ["in_proj", "x_proj"]})")
               .find("block_size 8") != std::string::npos);
     // failed applies left the model as it was: every base tensor trainable, no module carrying a delta (the
-    // ambiguous pattern and the large rank failed after earlier modules had their adapters)
+    // ambiguous pattern failed after earlier modules had their adapters)
     for (auto& [n, t] : s.module().named_parameters()) CHECK(t.requires_grad());
     for (auto& named : s.module().named_modules()) {  // (no structured binding: doctest's message captures it)
         const std::string n = named.first;

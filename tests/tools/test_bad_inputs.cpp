@@ -147,8 +147,8 @@ TEST_CASE("bad inputs: adapters, data files, flags and resume checkpoints") {
     expect_error({"eval", "--model", model, "--adapter", adapter_variant("a_type", R"({"peft_type": 3})", good_adapter),
                   task}, 1, "peft_type", "adapter: wrong type");
     expect_error({"eval", "--model", model, "--adapter",
-                  adapter_variant("a_huge", R"({"peft_type": "LORA", "r": 60000})", good_adapter), task}, 1,
-                 "exceeds the size", "adapter: huge rank");
+                  adapter_variant("a_huge", R"({"peft_type": "LORA", "r": 100000000})", good_adapter), task}, 1,
+                 "out of range", "adapter: huge rank");
     {
         TensorMap w = load_safetensors((dir / "lora" / "adapter_model.safetensors").string());
         Tensor& t = w.begin()->second;

@@ -471,3 +471,141 @@ def cases():
             g, c, "INITIAL_STATE", "initial_state", (H(c), M(c), 2)), disc="bilinear")),
     ]
     return out
+
+
+# ------------------------------------------------------------------------------------------------ random cases
+def _subset(g, items, at_least=1):
+    """A random non-empty subset of items, in their order."""
+    k = int(g.integers(at_least, len(items) + 1))
+    chosen = set(g.choice(len(items), size=k, replace=False).tolist())
+    return [x for i, x in enumerate(items) if i in chosen]
+
+
+def random_lm_adapter(g, w, c):
+    """A random adapter for a Mamba or Longhorn LM case (None: the base model alone)."""
+    mamba, E, layers = c["model_type"] == "mamba", c["intermediate_size"], c["num_hidden_layers"]
+    frame = "input_size" in c
+    first = "encoder" if frame else "embeddings"
+    some_layers = lambda: sorted(g.choice(layers, size=int(g.integers(1, layers + 1)), replace=False).tolist())
+    kinds = ["none", "lora", "lora", "dora", "offset_h", "offset_h_r", "offset_y", "initial", "prefix",
+             "parallel", "partial", "surm", "sdlora"]
+    if not frame:
+        kinds.append("prompt")
+    if c["conv_kernel"] >= 2:
+        kinds.append("initial_conv")
+    if c.get("use_bias") or c.get("use_conv_bias"):
+        kinds.append("bitfit")
+    if mamba:
+        kinds.append("additional_scan")
+    kind = kinds[int(g.integers(len(kinds)))]
+    if kind == "none":
+        return None
+    if kind in ("lora", "dora"):
+        modules = ["in_proj", "x_proj", "dt_proj", "out_proj"] + ([first] if kind == "lora" or not frame else [])
+        if not c["tie_word_embeddings"] and g.random() < 0.3:
+            modules.append("lm_head")
+        targets = _subset(g, modules)
+        layer_sel = some_layers() if g.random() < 0.3 else None
+        if layer_sel is not None and all(t in (first, "lm_head") for t in targets):
+            targets.append("out_proj")  # layers_to_transform keeps no module outside the layers
+        return lora_adapter(g, w, c, targets, r=int(g.integers(1, 6)), alpha=float(g.uniform(0.5, 16)),
+                            rslora=bool(g.random() < 0.3), layers=layer_sel, dora=kind == "dora")
+    if kind == "offset_h":
+        return per_layer_adapter(g, c, "STATE_OFFSET", "state_offset", (E, c["state_size"]), {"variant": "h"})
+    if kind == "offset_h_r":
+        return low_rank_offset_adapter(g, c, int(g.integers(1, 4)))
+    if kind == "offset_y":
+        return per_layer_adapter(g, c, "STATE_OFFSET", "output_offset", (E,), {"variant": "y"})
+    if kind == "initial":
+        return per_layer_adapter(g, c, "INITIAL_STATE", "initial_state", (E, c["state_size"]))
+    if kind == "initial_conv":
+        return initial_state_with_conv(g, c)
+    if kind == "prefix":
+        n = int(g.integers(1, 6))
+        return per_layer_adapter(g, c, "PREFIX", "prefix", (n, E), {"num_virtual_tokens": n})
+    if kind == "prompt":
+        n = int(g.integers(1, 6))
+        return ({"peft_type": "PROMPT", "num_virtual_tokens": n},
+                {"prompt_embeddings": g.normal(0, 0.5, size=(n, c["hidden_size"]))})
+    if kind == "parallel":
+        return per_layer_adapter_pa(g, c, r=int(g.integers(1, 5)))
+    if kind == "partial":
+        names = _subset(g, ["conv1d", "D", "dt_proj.bias", "x_proj", "norm_f"] + (["A_log"] if mamba else []))
+        return partial_adapter(g, w, names, layers=some_layers() if g.random() < 0.3 else None)
+    if kind == "bitfit":
+        return ({"peft_type": "BITFIT"},
+                {n: g.normal(0, 0.5, size=w[n].shape) for n in w if n.endswith(".bias")})
+    if kind == "additional_scan":
+        return additional_scan_adapter(g, c, int(g.integers(1, 5)), layers=some_layers() if g.random() < 0.3 else None)
+    if kind == "surm":
+        structure = ["circulant", "toeplitz", "kronecker", "ldr"][int(g.integers(4))]
+        mode = "lora" if g.random() < 0.6 else "adapter"
+        pool = ["in_proj", "x_proj", "dt_proj", "out_proj"] if mode == "lora" else ["in_proj", "out_proj"]
+        return surm_adapter(g, w, c, structure, mode, _subset(g, pool))
+    if E < 3:
+        return None
+    return sdlora_adapter(g, w, c, r=int(g.integers(1, 4)))
+
+
+def random_s4d_adapter(g, w, c):
+    H, M = c["d_model"], c["d_state"] // 2
+    kinds = ["none", "lora", "dora", "surm", "partial", "offset_h", "offset_h_r", "offset_y", "initial"]
+    if H >= 4 and M >= 2:
+        kinds.append("sdlora")
+    kind = kinds[int(g.integers(len(kinds)))]
+    if kind == "none":
+        return None
+    if kind in ("lora", "dora"):
+        return lora_adapter(g, w, c, _subset(g, ["encoder", "output_linear.0", "decoder"]), r=int(g.integers(1, 5)),
+                            alpha=float(g.uniform(0.5, 8)), rslora=bool(g.random() < 0.3), dora=kind == "dora")
+    if kind == "surm":
+        structure = ["circulant", "toeplitz", "kronecker", "ldr"][int(g.integers(4))]
+        mode = "lora" if g.random() < 0.6 else "adapter"
+        targets = _subset(g, ["output_linear.0", "decoder"]) if mode == "lora" else ["output_linear.0"]
+        return surm_adapter(g, w, c, structure, mode, targets)
+    if kind == "partial":
+        return partial_adapter(g, w, _subset(g, ["kernel", "encoder", "D", "norms", "log_dt"]))
+    if kind == "offset_h":
+        return per_layer_adapter(g, c, "STATE_OFFSET", "state_offset", (H, M, 2), {"variant": "h"})
+    if kind == "offset_h_r":
+        return low_rank_offset_adapter(g, c, int(g.integers(1, 4)))
+    if kind == "offset_y":
+        return per_layer_adapter(g, c, "STATE_OFFSET", "output_offset", (H,), {"variant": "y"})
+    if kind == "initial":
+        return per_layer_adapter(g, c, "INITIAL_STATE", "initial_state", (H, M, 2))
+    return sdlora_s4d_adapter(g, w, c, r=int(g.integers(1, 3)), prune=bool(g.random() < 0.5))
+
+
+def random_case(g):
+    """A model of random size and options (lengths across the scan's 64-step checkpoints, channel counts across its
+    8-wide groups, odd state sizes, 1-tap convolutions) with a random adapter; returns (name, cfg, w, batch,
+    adapter)."""
+    kind = ["mamba", "longhorn", "s4d"][int(g.choice(3, p=[0.4, 0.35, 0.25]))]
+    L = int(g.integers(1, 80)) if g.random() < 0.6 else int(g.integers(60, 200))
+    if kind == "s4d":
+        cfg, w, batch = s4d_case(g, bool(g.random() < 0.5), "zoh" if g.random() < 0.5 else "bilinear",
+                                 H=int(g.integers(1, 13)), N=2 * int(g.integers(1, 9)), layers=int(g.integers(1, 4)),
+                                 d_input=int(g.integers(1, 5)), d_output=int(g.integers(2, 6)),
+                                 B=int(g.integers(1, 4)), L=min(L, 64))
+        adapter = random_s4d_adapter(g, w, cfg)
+        desc = "H=%d N=%d layers=%d L=%d %s %s" % (cfg["d_model"], cfg["d_state"], cfg["n_layers"], min(L, 64),
+                                                  "prenorm" if cfg["prenorm"] else "postnorm", cfg["discretization"])
+    else:
+        D = int(g.integers(1, 25))
+        E = int(g.integers(1, 72)) if g.random() < 0.4 else None
+        kw = dict(D=D, layers=int(g.integers(1, 4)), N=int(g.integers(1, 18)), expand=int(g.integers(1, 4)),
+                  K=int(g.integers(1, 6)), R=int(g.integers(1, 5)), V=int(g.integers(2, 30)),
+                  tied=bool(g.random() < 0.5), use_bias=bool(g.random() < 0.3), conv_bias=bool(g.random() < 0.7),
+                  B=int(g.integers(1, 4)), L=L, E=E, eps=float([1e-5, 1e-6, 1e-3][int(g.integers(3))]),
+                  dt_bias=[(-4.0, 0.5), (-7.0, -2.0), (15.0, 25.0)][int(g.integers(3))])
+        frame = g.random() < 0.15
+        if frame:
+            cfg, w, batch = frame_case(g, kind, F_in=int(g.integers(1, 5)), **{k: v for k, v in kw.items()
+                                                                              if k != "tied"})
+        else:
+            cfg, w, batch = lm_case(g, kind, **kw)
+        adapter = random_lm_adapter(g, w, cfg)
+        desc = "%sD=%d E=%d N=%d K=%d R=%d L=%d" % ("frame " if frame else "", D, cfg["intermediate_size"],
+                                                    cfg["state_size"], cfg["conv_kernel"], cfg["time_step_rank"], L)
+    name = "random %s %s %s" % (kind, desc, adapter[0]["peft_type"] if adapter else "base")
+    return name, cfg, w, batch, adapter

@@ -23,7 +23,10 @@ Errors are relative to the largest reference magnitude of each tensor. Float64 m
 2e-3 of the float64 reference (mamba_ssm's fp32 test tolerance is rtol 6e-4, atol 2e-3), with magnitudes below
 1e-5 counted as 1e-5 (an absolute floor, for gradients that float32 itself rounds to zero).
 
-usage: torch_reference.py --ssmtune build/tools/ssmtune [--keep DIR] [--only NAME]
+With --random N the script draws N cases instead (cases.random_case: random sizes across the scan's checkpoint
+and lane boundaries, random options, a random adapter of any kind the model takes), reproducible from --seed.
+
+usage: torch_reference.py --ssmtune build/tools/ssmtune [--keep DIR] [--only NAME] [--random N [--seed S]]
 Exit 0 when every case agrees, 1 when one does not, 77 when PyTorch (Debian's python3-torch) is absent.
 """
 import argparse
@@ -48,7 +51,7 @@ except ImportError:
 torch.set_default_dtype(torch.float64)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cases import cases  # noqa: E402  (after the PyTorch check, which decides exit 77)
+from cases import cases, random_case  # noqa: E402  (after the PyTorch check, which decides exit 77)
 from reference_models import lm_forward, s4d_forward, sdlora_weights, split_adapter  # noqa: E402
 
 
@@ -146,6 +149,10 @@ def main():
     ap.add_argument("--ssmtune", required=True)
     ap.add_argument("--keep", help="write the cases' files under this directory and keep them")
     ap.add_argument("--only", help="run the cases whose name contains this text")
+    ap.add_argument("--random", type=int, default=0, metavar="N",
+                    help="run N cases of random sizes, options and adapters (cases.random_case) instead of the fixed "
+                         "list")
+    ap.add_argument("--seed", type=int, default=0, help="the first random case's seed (case i uses seed + i)")
     a = ap.parse_args()
     if not (os.path.isfile(a.ssmtune) and os.access(a.ssmtune, os.X_OK)):
         print("error: --ssmtune %s is not an executable; fix: build first (bash tools/setup/build.sh) and pass "
@@ -154,7 +161,14 @@ def main():
     root = a.keep or tempfile.mkdtemp(prefix="ssmtune_crosscheck_")
     failures = 0
     print("%-52s %8s %22s %22s" % ("case", "tensors", "float64 worst", "float32 worst"))
-    for index, (name, build) in enumerate(cases()):
+    if a.random > 0:
+        def drawn(seed):
+            name, cfg, w, batch, adapter = random_case(np.random.default_rng(seed))
+            return "%s (seed %d)" % (name, seed), lambda g: (cfg, w, batch, adapter)
+        todo = [drawn(a.seed + i) for i in range(a.random)]
+    else:
+        todo = cases()
+    for index, (name, build) in enumerate(todo):
         if a.only and a.only not in name:
             continue
         g = np.random.default_rng(1000 + index)
