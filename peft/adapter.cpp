@@ -211,7 +211,7 @@ int64_t Adapter::num_trainable() const {
     return n;
 }
 
-int64_t Adapter::num_total() const { return base_params_ + (method_ && method_->adds_tensors() ? num_trainable() : 0); }
+int64_t Adapter::num_total() const { return base_params_ + (method_ ? method_->num_added() : 0); }
 
 std::string Adapter::trainable_report() const {
     const int64_t n = num_trainable(), m = num_total();

@@ -84,9 +84,15 @@ void check_unsupported_lora_fields(const Json& j, const std::string& source) {
         SSMTUNE_CHECK(ok, source, ": LORA field \"", key, "\" = ", j[key].dump(), " is not supported; fix: ", fix);
     };
     must("use_dora", j["use_dora"].is_boolean(), "true or false (DoRA on Linear modules)");
-    must("bias", j["bias"] == "none", "set it to \"none\" (train biases with BITFIT instead)");
+    must("bias", j["bias"] == "none" || j["bias"] == "all" || j["bias"] == "lora_only",
+         "\"none\", \"all\" (every bias trains too) or \"lora_only\" (the LoRA targets' biases)");
     must("fan_in_fan_out", j["fan_in_fan_out"] == false, "set it to false (our Linear weights are [out, in])");
-    must("lora_bias", j["lora_bias"] == false, "set it to false");
+    must("lora_bias", j["lora_bias"].is_boolean(), "true or false");
+    // as HF's LoraConfig: lora_bias only with the plain inits, and not with DoRA
+    must("lora_bias", j["lora_bias"] == false || j["init_lora_weights"].is_boolean(),
+         "lora_bias needs init_lora_weights true or false");
+    must("lora_bias", j["lora_bias"] == false || j["use_dora"] != true, "lora_bias is not supported with DoRA (nor in "
+         "HF PEFT): set one of them to false");
     for (const char* key : {"layer_replication", "target_parameters"})
         must(key, j[key].is_null() || (j[key].is_array() && j[key].empty()), "remove it");
     const Json& init = j["init_lora_weights"];

@@ -13,6 +13,7 @@
 // rank_pattern / alpha_pattern give single modules their own r / lora_alpha (so their own s), exclude_modules
 // removes modules from the match (peft/adapter.cpp), modules_to_save trains whole modules beside the LoRA, as in HF.
 // use_dora: DoRA on Linear, 1x1 Conv1d (DoraDelta) and Embedding (DoraEmbedding) modules, as HF's.
+// bias "all" / "lora_only" trains biases in place beside the LoRA; lora_bias gives lora_B a bias (s · b_B added).
 // Not here: LoRA on the depthwise conv1d (HF forbids it on Mamba too).
 #include <algorithm>
 #include <cmath>
@@ -65,6 +66,7 @@ LoraSettings LoraSettings::from_config(const json& c, const std::string& module)
     const json& init = c.contains("init_lora_weights") ? c["init_lora_weights"] : json(true);
     s.init = init == false ? "random" : init == "gaussian" ? "gaussian" : "default";
     s.dora = c.contains("use_dora") && c.at("use_dora") == true;
+    s.lora_bias = c.contains("lora_bias") && c.at("lora_bias") == true;
     return s;
 }
 
@@ -75,11 +77,16 @@ Tensor kaiming_a(int64_t r, int64_t fan_in, Generator& gen, DType dtype) {
     return Tensor::uniform({r, fan_in}, gen, -bound, bound).to(dtype);
 }
 
-// A child holding one tensor named "weight" (HF's lora_A / lora_B are nn.Linear or nn.Conv1d modules).
+// A child holding a tensor named "weight" and, for lora_B under lora_bias, one named "bias" (HF's lora_A / lora_B
+// are nn.Linear or nn.Conv1d modules).
 class WeightHolder : public models::Module {
 public:
-    explicit WeightHolder(Tensor w) { register_parameter("weight", w); }
+    explicit WeightHolder(Tensor w, Tensor bias = Tensor()) {
+        register_parameter("weight", w);
+        if (bias.defined()) register_parameter("bias", bias);
+    }
     Tensor weight() const { return params_[0].second; }
+    Tensor bias() const { return params_.size() > 1 ? params_[1].second : Tensor(); }  // undefined without lora_bias
     std::string type_name() const override { return "Linear"; }
 };
 
@@ -91,21 +98,30 @@ public:
                                         : kaiming_a(s.r, in, gen, dtype);
         Tensor b = s.init == "random" ? kaiming_a(out, s.r, gen, dtype) : Tensor::zeros({out, s.r}, dtype);
         if (conv) { a = a.reshape({s.r, in, 1}); b = b.reshape({out, s.r, 1}); }
+        // lora_bias: b_B [out], zero like B (init_lora_weights false: nn.Linear's default, U(±1/√r))
+        Tensor bias;
+        if (s.lora_bias)
+            bias = s.init == "random" ? Tensor::uniform({out}, gen, -1.0 / std::sqrt(double(s.r)), 1.0 / std::sqrt(double(s.r))).to(dtype)
+                                      : Tensor::zeros({out}, dtype);
         a_ = register_module("lora_A", std::make_shared<WeightHolder>(trainable(a)));
-        b_ = register_module("lora_B", std::make_shared<WeightHolder>(trainable(b)));
+        b_ = register_module("lora_B", std::make_shared<WeightHolder>(trainable(b), bias.defined() ? trainable(bias) : bias));
     }
     Tensor A() { return a_->weight(); }
     Tensor B() { return b_->weight(); }
     Tensor forward(const Tensor& x) override { return product(dropped(x)); }
-    // s · B A x for an input already dropped out: x [..., in] -> [..., out] (conv: [B, in, L] -> [B, out, L]).
+    // s · (B A x + b_B) for an input already dropped out: x [..., in] -> [..., out] (conv: [B, in, L] -> [B, out, L]).
     Tensor product(const Tensor& in) {
         if (conv_) {
             Tensor a = A(), b = B();
             Tensor ax = ops::matmul(a.reshape({a.size(0), a.size(1)}), in);         // [B, r, L]
-            return ops::mul_scalar(ops::matmul(b.reshape({b.size(0), b.size(1)}), ax), s_.scale);
+            Tensor bax = ops::matmul(b.reshape({b.size(0), b.size(1)}), ax);        // [B, out, L]
+            if (b_->bias().defined()) bax = ops::add(bax, b_->bias().unsqueeze(1));
+            return ops::mul_scalar(bax, s_.scale);
         }
-        return ops::mul_scalar(ops::linear(ops::linear(in, A()), B()), s_.scale);  // [..., out]
+        return ops::mul_scalar(ops::linear(ops::linear(in, A()), B(), b_->bias()), s_.scale);  // [..., out]
     }
+    // s · b_B [out] (merged into the host's bias), undefined without lora_bias.
+    Tensor delta_bias() { return b_->bias().defined() ? ops::mul_scalar(b_->bias(), s_.scale) : Tensor(); }
     // s · B A as [out, in] (conv: [out, in, 1]).
     Tensor delta_weight() {
         Tensor a = A(), b = B();
@@ -270,6 +286,8 @@ LoraAttachment attach_lora(ModelView& model, const json& config, Generator& gen)
             } else if (lin) {
                 delta = std::make_shared<LoraLinear>(lin->in_features(), lin->out_features(), settings, gen, dtype, false);
             } else if (auto* emb = dynamic_cast<models::Embedding*>(m)) {
+                SSMTUNE_CHECK(!settings.lora_bias, "lora_bias is not supported on the embedding ", name, " (nor in HF "
+                              "PEFT); fix: \"lora_bias\": false, or leave the embedding out of target_modules");
                 if (settings.dora) delta = std::make_shared<DoraEmbedding>(emb, settings, gen, dtype);
                 else delta = std::make_shared<LoraEmbedding>(emb->weight().size(0), emb->weight().size(1), settings, gen, dtype);
             } else {
@@ -316,10 +334,24 @@ void LoraAttachment::merge(ModelView& model) {
             autograd::NoGradGuard no_grad;
             copy_into(w, dora->merged_weight());
         } else {
+            auto* lora = static_cast<LoraLinear*>(host->delta());
             Tensor w = *host->find_parameter("weight");
-            copy_merged(w, static_cast<LoraLinear*>(host->delta())->delta_weight());
+            copy_merged(w, lora->delta_weight());
+            if (Tensor db = lora->delta_bias(); db.defined()) {  // lora_bias: b += s · b_B (merge_refusal checked b)
+                Tensor b = *host->find_parameter("bias");
+                copy_merged(b, db);
+            }
         }
     }
+}
+
+std::string LoraAttachment::merge_refusal() const {
+    if (!settings.lora_bias) return "";
+    for (auto& [name, host] : hosts)
+        if (!host->find_parameter("bias"))
+            return "lora_bias: " + name + " has no bias to fold lora_B's bias into (HF refuses this merge too); "
+                   "fix: keep the adapter unmerged";
+    return "";
 }
 
 void LoraAttachment::copy_merged(Tensor& w, const Tensor& delta) {
@@ -341,6 +373,7 @@ public:
         att_ = attach_lora(model_, config.json, gen);
         try {
             if (config.json.contains("modules_to_save")) attach_modules_to_save(config.json.at("modules_to_save"));
+            if (config.json.contains("bias")) train_biases(config.json.at("bias").get<std::string>());
         } catch (...) {
             detach();
             throw;
@@ -351,7 +384,14 @@ public:
         out.insert(out.end(), saved_.begin(), saved_.end());
         return out;
     }
-    std::string merge_refusal() const override { return ""; }
+    std::string merge_refusal() const override { return att_.merge_refusal(); }
+    // "all params" as HF counts them: the LoRA tensors and the modules_to_save copies are new, the biases that
+    // "bias" trains are the model's own
+    int64_t num_added() const override {
+        int64_t n = -in_place_elements_;
+        for (auto& [name, t] : tensors()) n += t.numel();
+        return n;
+    }
     void merge() override {
         att_.merge(model_);
         originals_.clear();  // the trained modules are the merged model's
@@ -405,10 +445,41 @@ private:
         }
     }
 
+    // HF's "bias": "all" trains every parameter whose name contains "bias" (HF's substring test), "lora_only" the
+    // bias of each LoRA target; in place, originals put back on detach, like modules_to_save (whose biases it
+    // leaves to that list). File names as HF's state dict has them: a LoRA target's own bias sits under its
+    // wrapped base layer, "<module>.base_layer.bias"; any other keeps its name.
+    void train_biases(const std::string& mode) {
+        if (mode == "none") return;
+        std::vector<std::pair<std::string, Tensor>> chosen;
+        if (mode == "all") {
+            for (auto& [name, t] : model_.module->named_parameters())
+                if (name.find("bias") != std::string::npos) chosen.emplace_back(name, t);
+        } else {
+            for (auto& [name, host] : att_.hosts)
+                if (Tensor* b = host->find_parameter("bias")) chosen.emplace_back(name + ".bias", *b);
+        }
+        auto own = att_.tensors();  // lora_B's own bias (lora_bias) is in the model's parameters by now
+        own.insert(own.end(), saved_.begin(), saved_.end());
+        for (auto& [name, t] : chosen) {
+            const bool trained = std::any_of(own.begin(), own.end(), [&](const auto& p) {
+                return p.second.impl_ptr() == t.impl_ptr();
+            });
+            if (trained) continue;  // lora_B's bias, or a modules_to_save module's bias
+            std::string file_name = name;
+            for (auto& [host_name, host] : att_.hosts)
+                if (name == host_name + ".bias") file_name = host_name + ".base_layer.bias";
+            originals_.push_back(t.detach().clone());
+            saved_.emplace_back(file_name, trainable(t));
+            in_place_elements_ += t.numel();
+        }
+    }
+
     ModelView model_;
     LoraAttachment att_;
-    std::vector<std::pair<std::string, Tensor>> saved_;  // modules_to_save parameters, trained in place
+    std::vector<std::pair<std::string, Tensor>> saved_;  // modules_to_save parameters and "bias" biases, in place
     std::vector<Tensor> originals_;                       // their values before training
+    int64_t in_place_elements_ = 0;                       // of which the biases (not new tensors: see num_added)
 };
 }  // namespace
 

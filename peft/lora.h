@@ -17,6 +17,7 @@ struct LoraSettings {
     double dropout = 0.0;
     std::string init = "default";  // default (A Kaiming, B zero) | gaussian | random (B non-zero too)
     bool dora = false;             // use_dora: DoRA on Linear modules
+    bool lora_bias = false;        // lora_bias: lora_B carries a bias (out += s · b_B)
     // module: a full module name, to apply rank_pattern / alpha_pattern (empty: the config's r and lora_alpha).
     static LoraSettings from_config(const nlohmann::json& config, const std::string& module = "");
 };
@@ -28,6 +29,7 @@ struct LoraAttachment {
     std::vector<std::pair<std::string, models::DeltaHost*>> hosts;  // module name -> host carrying the delta
     std::vector<std::pair<std::string, Tensor>> tensors() const;     // HF file names, no prefix
     void merge(ModelView& model);
+    std::string merge_refusal() const;  // empty, or why merge() cannot fold the adapter (lora_bias without a bias)
     void detach();
     static void copy_merged(Tensor& w, const Tensor& delta);
 };

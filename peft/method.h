@@ -22,8 +22,13 @@ public:
     virtual ~Method() = default;
     // The trainable tensors under their adapter-file names (no base_model.model. prefix).
     virtual std::vector<std::pair<std::string, Tensor>> tensors() const = 0;
-    // False for methods that train base tensors in place (FULL, BITFIT, PARTIAL): they add nothing to "all params".
-    virtual bool adds_tensors() const { return true; }
+    // How many elements the method adds to the model ("all params" = base + this): every tensor of tensors() by
+    // default; methods that train base tensors in place (FULL, BITFIT, PARTIAL, LoRA's "bias") add none for them.
+    virtual int64_t num_added() const {
+        int64_t n = 0;
+        for (auto& [name, t] : tensors()) n += t.numel();
+        return n;
+    }
     // Empty when merge() is possible, else the reason.
     virtual std::string merge_refusal() const = 0;
     virtual void merge() {}

@@ -23,7 +23,7 @@ namespace {
 class InPlaceMethod : public Method {
 public:
     std::vector<std::pair<std::string, Tensor>> tensors() const override { return tensors_; }
-    bool adds_tensors() const override { return false; }
+    int64_t num_added() const override { return 0; }
     std::string merge_refusal() const override { return ""; }
     void detach() override {
         autograd::NoGradGuard no_grad;

@@ -103,9 +103,7 @@ private:
         const DType dtype = model.dtype();
         const int64_t E = model.lm ? model.lm->config().intermediate_size : model.s4d->config().d_model;
         const int64_t N = model.lm ? model.lm->config().state_size : model.s4d->config().d_state;
-        SSMTUNE_CHECK(rank_ <= std::min(E, N), "STATE_OFFSET \"r\" = ", rank_, " exceeds min(E, N) = ", std::min(E, N),
-                      " of this ", model.kind(), " model (a full h′ [", E, ", ", N, "] has no higher rank); fix: \"r\" <= ",
-                      std::min(E, N), ", or 0 for the full h′");
+        // any r >= 1, also above min(E, N) (h′ then has full rank; as LoRA's r, and Kang et al.'s code sets no bound)
         const Shape a_shape = model.lm ? Shape{rank_, N} : Shape{rank_, N / 2, 2};
         const double a_bound = 1.0 / std::sqrt(double(N)), b_bound = 1.0 / std::sqrt(double(rank_));
         for (int64_t i : selected_layers(config.json, model)) {

@@ -85,7 +85,7 @@ inline bool bit_equal(const Tensor& a, const Tensor& b) {
 struct BatteryOptions {
     bool zero_init = true;    // a fresh adapter leaves the outputs unchanged
     bool mergeable = false;
-    bool in_place = false;    // FULL / BITFIT: trains base tensors
+    bool in_place = false;    // FULL / BITFIT / LoRA's "bias": trains base tensors
     // Config overrides that give a non-zero start, for the gradcheck (e.g. {"init": "random"}).
     nlohmann::json random_init = nlohmann::json::object();
     double merge_atol = 1e-10;
@@ -132,7 +132,11 @@ inline void run_battery(const std::string& kind, const nlohmann::json& config_js
         const Tensor& t = entry.second;
         if (!base_before.count(name)) continue;  // the method's own tensors
         bool own = false;
-        for (auto& [n, a] : named) own = own || (opt.in_place && n == name);
+        for (auto& [n, a] : named) {  // (LoRA's "bias" files a target's bias as <module>.base_layer.bias)
+            const size_t at = n.find(".base_layer.");
+            const std::string base_name = at == std::string::npos ? n : n.substr(0, at) + n.substr(at + 11);
+            own = own || (opt.in_place && base_name == name);
+        }
         if (own) continue;
         INFO("base tensor " << name);
         CHECK(bit_equal(t, base_before[name]));

@@ -29,8 +29,8 @@ TEST_CASE("peft config: defaults, unknown types and keys, unsupported HF fields"
                          doctest::Contains("unknown peft_type \"ADALORA\"; known: ADDITIONAL_SCAN, BITFIT, FULL"), Error);
     CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "rank": 4})"),
                          doctest::Contains("unknown key \"rank\" for peft_type LORA; valid keys: alora_invocation_tokens"), Error);
-    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "lora_bias": true})"),
-                         doctest::Contains("\"lora_bias\" = true is not supported"), Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "fan_in_fan_out": true})"),
+                         doctest::Contains("\"fan_in_fan_out\" = true is not supported"), Error);
     CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "use_dora": 1})"),
                          doctest::Contains("\"use_dora\" = 1 is not supported; fix: true or false"), Error);
     CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "STATE_OFFSET", "variant": "z"})"),
@@ -290,6 +290,93 @@ TEST_CASE("peft lora: modules_to_save trains whole modules beside the LoRA, save
             if (auto* host = dynamic_cast<models::DeltaHost*>(named.second)) CHECK_MESSAGE(!host->delta(), n);
         }
     }
+}
+
+TEST_CASE("peft lora: bias all / lora_only train biases in place under HF's names, lora_bias adds s b_B") {
+    const auto dir = testing::scratch_dir("peft_lora_bias");
+    Subject s = make_subject("mamba");  // conv1d and dt_proj have biases, in_proj / out_proj do not
+    const Tensor base = s.output().detach();
+    const int64_t base_params = s.module().num_parameters();
+    peft::Adapter a = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "r": 2, "bias": "all",
+        "init_lora_weights": false})"));
+    std::map<std::string, Tensor> p;
+    for (auto& [n, t] : a.named_parameters()) p[n] = t;
+    const std::string l1 = "backbone.layers.1.mixer.";
+    // a target's own bias under its wrapped base layer, any other bias under its own name (HF's state dict)
+    CHECK(p.count(l1 + "dt_proj.base_layer.bias") == 1);
+    CHECK(p.count(l1 + "conv1d.bias") == 1);
+    CHECK(p.count(l1 + "dt_proj.bias") == 0);
+    CHECK(p.size() == 2 * (4 * 2 + 2));  // per layer: 4 LoRA pairs, conv1d.bias, dt_proj's bias
+    CHECK(p.at(l1 + "conv1d.bias").impl_ptr() == s.module().find_parameter(l1 + "conv1d.bias")->impl_ptr());
+    int64_t lora_elements = 0, bias_elements = 0;
+    for (auto& [n, t] : p) (n.find("lora_") != std::string::npos ? lora_elements : bias_elements) += t.numel();
+    CHECK(bias_elements == 2 * (16 + 16));
+    CHECK(a.num_trainable() == lora_elements + bias_elements);
+    CHECK(a.num_total() == base_params + lora_elements);  // the biases are the model's own, counted once
+    {  // a step's worth of change everywhere, then save and load into a fresh base
+        Tensor loss = s.loss();
+        loss.backward();
+        autograd::NoGradGuard no_grad;
+        for (auto& [n, t] : p) copy_into(t, ops::sub(t.detach(), ops::mul_scalar(t.grad(), 0.5)));
+    }
+    const Tensor adapted = s.output().detach();
+    CHECK_FALSE(bit_equal(adapted, base));
+    a.save(dir.string());
+    const TensorMap file = load_safetensors((dir / "adapter_model.safetensors").string());
+    CHECK(file.count("base_model.model." + l1 + "dt_proj.base_layer.bias") == 1);
+    {
+        Subject fresh = make_subject("mamba");
+        peft::Adapter loaded = peft::load(fresh.module(), dir.string());
+        CHECK(bit_equal(fresh.output(), adapted));
+        loaded.merge();  // LoRA folds in, the trained biases stay
+        testing::expect_close(fresh.output(), adapted, 0, 1e-12, "merged LoRA + biases");
+    }
+    a.detach();  // biases back to their values before training
+    CHECK(bit_equal(s.output(), base));
+    for (auto& [n, t] : s.module().named_parameters()) CHECK(t.requires_grad());
+
+    // lora_only: only the targets' biases (in_proj has none, dt_proj has one)
+    peft::Adapter only = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "r": 1, "bias": "lora_only",
+        "target_modules": ["in_proj", "dt_proj"]})"));
+    int64_t biases = 0;
+    for (auto& [n, t] : only.named_parameters()) biases += n.find("base_layer.bias") != std::string::npos;
+    CHECK(biases == 2);
+    CHECK(only.named_parameters().size() == 2 * (2 * 2 + 1));
+    only.detach();
+
+    // lora_bias: out = W x + b + s (B A x + b_B); merged into b, so a module without a bias cannot merge
+    peft::Adapter lb = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "r": 2, "lora_alpha": 3,
+        "lora_bias": true, "target_modules": ["dt_proj"]})"));
+    Tensor bB;
+    for (auto& [n, t] : lb.named_parameters())
+        if (n == l1 + "dt_proj.lora_B.bias") bB = t;
+    REQUIRE(bB.defined());
+    CHECK(bB.shape() == Shape{16});
+    CHECK(bit_equal(s.output(), base));  // zero B and b_B at init
+    {
+        autograd::NoGradGuard no_grad;
+        copy_into(bB, Tensor::full({16}, 0.25, DType::F64));
+    }
+    auto* dt = s.module().find_module(l1 + "dt_proj");
+    const Tensor x = Tensor::randn({3, 2}, uint64_t(5), DType::F64);
+    const Tensor want = ops::add(ops::linear(x, *dt->find_parameter("weight"), *dt->find_parameter("bias")),
+                                 Tensor::full({16}, 0.25 * 1.5, DType::F64));  // s = 3 / 2
+    testing::expect_close(static_cast<models::Linear*>(dt)->forward(x), want, 0, 1e-15, "lora_bias output");
+    CHECK(lb.merge_refusal().empty());
+    lb.detach();
+    peft::Adapter nb = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "lora_bias": true,
+        "target_modules": ["in_proj"]})"));
+    CHECK(nb.merge_refusal().find("has no bias to fold lora_B's bias into") != std::string::npos);
+    CHECK_THROWS_AS(nb.merge(), Error);
+    nb.detach();
+
+    CHECK(apply_error(s.module(), R"({"peft_type": "LORA", "lora_bias": true, "target_modules": ["embeddings"]})")
+              .find("lora_bias is not supported on the embedding") != std::string::npos);
+    CHECK(apply_error(s.module(), R"({"peft_type": "LORA", "lora_bias": true, "use_dora": true})").find("not supported with DoRA") !=
+          std::string::npos);
+    CHECK(apply_error(s.module(), R"({"peft_type": "LORA", "lora_bias": true, "init_lora_weights": "gaussian"})")
+              .find("lora_bias needs init_lora_weights true or false") != std::string::npos);
+    CHECK(apply_error(s.module(), R"({"peft_type": "LORA", "bias": "some"})").find("\"lora_only\"") != std::string::npos);
 }
 
 TEST_CASE("peft load: an adapter for another base is a clear error") {

@@ -105,6 +105,20 @@ TEST_CASE("peft battery: LORA") {
                              {"target_modules", {"x_proj"}}, {"layers_to_transform", {1}}}, o);
 }
 
+TEST_CASE("peft battery: LORA training biases (bias all, lora_only) and with lora_bias") {
+    BatteryOptions o;
+    o.mergeable = true;
+    o.in_place = true;
+    o.random_init = {{"init_lora_weights", false}};
+    // conv1d.bias and dt_proj.bias train in place beside the LoRA
+    run_battery("mamba", {{"peft_type", "LORA"}, {"r", 2}, {"bias", "all"}}, o);
+    run_battery("longhorn", {{"peft_type", "LORA"}, {"r", 2}, {"bias", "lora_only"}, {"target_modules", {"dt_proj", "out_proj"}}}, o);
+    // S4D: encoder, output_linear.0 (1x1 conv) and decoder all have biases, so lora_bias merges everywhere
+    run_battery("s4d", {{"peft_type", "LORA"}, {"r", 2}, {"bias", "lora_only"}, {"lora_bias", true}}, o);
+    o.in_place = false;
+    run_battery("mamba", {{"peft_type", "LORA"}, {"r", 2}, {"lora_bias", true}, {"target_modules", {"dt_proj"}}}, o);
+}
+
 TEST_CASE("peft battery: LORA with DoRA") {
     BatteryOptions o;
     o.mergeable = true;
@@ -241,8 +255,10 @@ TEST_CASE("peft state offset low rank: equals the full h′ = B A in both modes,
     a.detach();
     CHECK_THROWS_WITH_AS(peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "STATE_OFFSET", "variant": "y", "r": 2})")),
                          doctest::Contains("\"r\" = 2 needs variant \"h\""), Error);
-    CHECK_THROWS_WITH_AS(peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "STATE_OFFSET", "r": 5})")),
-                         doctest::Contains("\"r\" = 5 exceeds min(E, N) = 4"), Error);
+    // a rank above min(E, N) = 4 is allowed (h′ = B_r A_r then has full rank), as LoRA's
+    peft::Adapter big = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "STATE_OFFSET", "r": 5})"));
+    CHECK(big.named_parameters()[0].second.shape() == Shape{5, 4});
+    big.detach();
 }
 
 TEST_CASE("peft battery: INITIAL_STATE") {

@@ -134,13 +134,15 @@ def hf_targets(module, targets, layers=None, exclude=None):
 
 
 def lora_adapter(rng, w, cfg, targets, r=3, alpha=5.0, rslora=False, layers=None, rank_pattern=None,
-                 alpha_pattern=None, exclude=None, modules_to_save=None, dora=False):
+                 alpha_pattern=None, exclude=None, modules_to_save=None, dora=False, bias=None, lora_bias=False):
     """HF LoRA tensors for every module matching the targets (each module's rank from rank_pattern as HF resolves
-    it); B non-zero so the adapter acts."""
+    it); B non-zero so the adapter acts. bias "all" / "lora_only": trained biases as HF's state dict names them (a
+    target's own bias under <module>.base_layer.bias); lora_bias: a bias on each lora_B."""
     cfg_json = {"peft_type": "LORA", "r": r, "lora_alpha": alpha, "target_modules": targets, "use_rslora": rslora}
     for key, value in (("layers_to_transform", layers), ("rank_pattern", rank_pattern),
                        ("alpha_pattern", alpha_pattern), ("exclude_modules", exclude),
-                       ("modules_to_save", modules_to_save), ("use_dora", dora or None)):
+                       ("modules_to_save", modules_to_save), ("use_dora", dora or None), ("bias", bias),
+                       ("lora_bias", lora_bias or None)):
         if value is not None:
             cfg_json[key] = value
     tensors = {}
@@ -167,11 +169,23 @@ def lora_adapter(rng, w, cfg, targets, r=3, alpha=5.0, rslora=False, layers=None
             tensors[module + ".lora_B.weight"] = rng.normal(0, 0.3, size=(shape[0], r))
             if dora:  # a magnitude away from the row norms, so that m / n differs from 1
                 tensors[module + ".lora_magnitude_vector"] = rng.uniform(0.5, 2.0, size=shape[0])
+        if lora_bias and not module.endswith("embeddings"):
+            tensors[module + ".lora_B.bias"] = rng.normal(0, 0.3, size=shape[0])
     # modules_to_save (HF): every parameter of a module whose name ends with an entry, trained as a copy
     modules = {n.rsplit(".", k)[0] for n in w for k in range(1, n.count(".") + 1)}
+    saved = set()
     for module in sorted(m for m in modules if any(m.endswith(e) for e in (modules_to_save or []))):
         for name in sorted(n for n in w if n.startswith(module + ".")):
             tensors[name] = w[name] + rng.normal(0, 0.2, size=w[name].shape)
+            saved.add(name)
+    targets_hit = {n[:-len(".weight")] for n in w if n.endswith(".weight") and
+                   hf_targets(n[:-len(".weight")], targets, layers, exclude)}
+    for name in sorted(w):
+        module = name[:-len(".bias")] if name.endswith(".bias") else None
+        chosen = (bias == "all" and "bias" in name) or (bias == "lora_only" and module in targets_hit)
+        if chosen and name not in saved:
+            file_name = module + ".base_layer.bias" if module in targets_hit else name
+            tensors[file_name] = w[name] + rng.normal(0, 0.3, size=w[name].shape)
     return cfg_json, tensors
 
 
@@ -391,6 +405,11 @@ def cases():
                  g, w, c, "all-linear", r=3, alpha=4.0, rslora=True, rank_pattern={"out_proj": 6},
                  alpha_pattern={"mixer.in_proj": 9.0}, exclude=r".*layers\.1\.mixer\.(x|dt)_proj"),
                      tied=False)),
+            (m + " LORA bias all + lora_bias, projection biases",
+             lm_with(m, lambda g, w, c: lora_adapter(g, w, c, ["in_proj", "dt_proj", "out_proj"], r=2, bias="all",
+                                                     lora_bias=True), use_bias=True)),
+            (m + " LORA bias lora_only, dt_proj + x_proj",
+             lm_with(m, lambda g, w, c: lora_adapter(g, w, c, ["dt_proj", "x_proj"], r=2, bias="lora_only"))),
             (m + " STATE_OFFSET h",
              lm_with(m, lambda g, w, c: per_layer_adapter(g, c, "STATE_OFFSET", "state_offset",
                                                           (E(c), c["state_size"]), {"variant": "h"}))),
@@ -450,6 +469,8 @@ def cases():
     out += [
         ("s4d LORA encoder, output_linear.0, decoder",
          s4d_with(lambda g, w, c: lora_adapter(g, w, c, ["encoder", "output_linear.0", "decoder"]))),
+        ("s4d LORA lora_bias + bias lora_only (1x1 conv too)", s4d_with(lambda g, w, c: lora_adapter(
+            g, w, c, ["encoder", "output_linear.0", "decoder"], bias="lora_only", lora_bias=True))),
         ("s4d SURM circulant lora output_linear.0", s4d_with(
             lambda g, w, c: surm_adapter(g, w, c, "circulant", "lora", ["output_linear.0", "decoder"]))),
         ("s4d SURM ldr adapter output_linear.0", s4d_with(
@@ -508,8 +529,11 @@ def random_lm_adapter(g, w, c):
         layer_sel = some_layers() if g.random() < 0.3 else None
         if layer_sel is not None and all(t in (first, "lm_head") for t in targets):
             targets.append("out_proj")  # layers_to_transform keeps no module outside the layers
+        bias = ["none", "all", "lora_only"][int(g.integers(3))] if kind == "lora" else "none"
+        lora_bias = kind == "lora" and first not in targets and bool(g.random() < 0.4)
         return lora_adapter(g, w, c, targets, r=int(g.integers(1, 6)), alpha=float(g.uniform(0.5, 16)),
-                            rslora=bool(g.random() < 0.3), layers=layer_sel, dora=kind == "dora")
+                            rslora=bool(g.random() < 0.3), layers=layer_sel, dora=kind == "dora",
+                            bias=None if bias == "none" else bias, lora_bias=lora_bias)
     if kind == "offset_h":
         return per_layer_adapter(g, c, "STATE_OFFSET", "state_offset", (E, c["state_size"]), {"variant": "h"})
     if kind == "offset_h_r":
@@ -556,8 +580,10 @@ def random_s4d_adapter(g, w, c):
     if kind == "none":
         return None
     if kind in ("lora", "dora"):
+        bias = ["none", "all", "lora_only"][int(g.integers(3))] if kind == "lora" else "none"
         return lora_adapter(g, w, c, _subset(g, ["encoder", "output_linear.0", "decoder"]), r=int(g.integers(1, 5)),
-                            alpha=float(g.uniform(0.5, 8)), rslora=bool(g.random() < 0.3), dora=kind == "dora")
+                            alpha=float(g.uniform(0.5, 8)), rslora=bool(g.random() < 0.3), dora=kind == "dora",
+                            bias=None if bias == "none" else bias, lora_bias=kind == "lora" and bool(g.random() < 0.4))
     if kind == "surm":
         structure = ["circulant", "toeplitz", "kronecker", "ldr"][int(g.integers(4))]
         mode = "lora" if g.random() < 0.6 else "adapter"
@@ -599,6 +625,8 @@ def random_case(g):
                   B=int(g.integers(1, 4)), L=L, E=E, eps=float([1e-5, 1e-6, 1e-3][int(g.integers(3))]),
                   dt_bias=[(-4.0, 0.5), (-7.0, -2.0), (15.0, 25.0)][int(g.integers(3))])
         frame = g.random() < 0.15
+        if not frame:  # the next-token loss needs two tokens
+            kw["L"] = L = max(L, 2)
         if frame:
             cfg, w, batch = frame_case(g, kind, F_in=int(g.integers(1, 5)), **{k: v for k, v in kw.items()
                                                                               if k != "tied"})

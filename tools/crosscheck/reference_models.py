@@ -295,8 +295,10 @@ def split_adapter(cfg_json, tensors, cfg, p=None):
                     elif module + ".lora_magnitude_vector" in tensors:  # DoRA
                         lora[module] = ("delta", dora_delta(W, A, B, s,  # magnitude [out], conv [1, out, 1]
                                                             tensors[module + ".lora_magnitude_vector"].reshape(-1)))
-                    else:
-                        lora[module] = ("delta", lambda x, fout, A=A, B=B, s=s: s * ((x @ A.T) @ B.T))
+                    else:  # HF's lora_bias: lora_B carries a bias, scaled with the product
+                        bB = tensors.get(module + ".lora_B.bias")
+                        lora[module] = ("delta", lambda x, fout, A=A, B=B, s=s, bB=bB:
+                                        s * ((x @ A.T) @ B.T + (0 if bB is None else bB)))
     elif cfg_json["peft_type"] == "PARALLEL_ADAPTER":
         for name, t in tensors.items():
             module, _, rest = name.partition(".adapter.")

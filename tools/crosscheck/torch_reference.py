@@ -21,7 +21,9 @@ and every gradient with the same computation written in plain PyTorch (reference
 
 Errors are relative to the largest reference magnitude of each tensor. Float64 must agree to 1e-9; float32 to
 2e-3 of the float64 reference (mamba_ssm's fp32 test tolerance is rtol 6e-4, atol 2e-3), with magnitudes below
-1e-5 counted as 1e-5 (an absolute floor, for gradients that float32 itself rounds to zero).
+1e-5 counted as 1e-5 (an absolute floor, for gradients that float32 itself rounds to zero); at float64 magnitudes
+below 1e-3 count as 1e-3 (absolute errors below 1e-12 pass), for gradients that are zero in exact arithmetic but carry
+rounding noise.
 
 With --random N the script draws N cases instead (cases.random_case: random sizes across the scan's checkpoint
 and lane boundaries, random options, a random adapter of any kind the model takes), reproducible from --seed.
@@ -39,6 +41,9 @@ import tempfile
 
 F64_TOL = 1e-9
 F32_TOL = 2e-3
+F64_FLOOR = 1e-3  # an absolute floor (errors below 1e-12 pass): a gradient that is zero in exact arithmetic (an
+#                   S4D LayerNorm over H = 1 feature passes none back) carries rounding noise, amplified by the
+#                   norm's 1/sqrt(eps), of up to ~1e-13 in either implementation
 F32_FLOOR = 1e-5  # an absolute floor: float32 rounds sigmoid(20) to 1, so beta(1 - beta) = 0 (as PyTorch's own f32)
 
 try:
@@ -101,8 +106,9 @@ def reference(cfg, w, batch, adapter):
             p.update(t)
         else:
             hooks, lora, adapters = split_adapter(cfg_json, t, cfg, p)
-        if cfg_json.get("modules_to_save"):  # LoRA's modules_to_save: the file holds trained copies of base tensors
-            p.update({n: v for n, v in t.items() if n in p})
+        if cfg_json["peft_type"] == "LORA":  # modules_to_save and "bias": the file holds trained base tensors (a
+            # LoRA target's own bias as <module>.base_layer.bias, as HF's state dict names it)
+            p.update({n.replace(".base_layer.", "."): v for n, v in t.items() if n.replace(".base_layer.", ".") in p})
         if cfg_json["peft_type"] == "SDLORA":
             sdlora_weights(p, cfg, cfg_json, t)
     else:
@@ -196,7 +202,7 @@ def main():
         want = reference(cfg, w, batch, adapter)
         row = []
         ok = True
-        for dtype, tol, floor in (("f64", F64_TOL, 1e-12), ("f32", F32_TOL, F32_FLOOR)):
+        for dtype, tol, floor in (("f64", F64_TOL, F64_FLOOR), ("f32", F32_TOL, F32_FLOOR)):
             out = os.path.join(d, "grads_%s.safetensors" % dtype)
             r = subprocess.run([a.ssmtune, "grads", "--model", os.path.join(d, "model"), "--batch",
                                 os.path.join(d, "batch.safetensors"), "--out", out, "--dtype", dtype] + cmd_tail,
