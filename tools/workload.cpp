@@ -10,6 +10,7 @@
 #include "cuda/runtime.h"
 #include "ops/ops.h"
 #include "tools/data/bpe_tokenizer.h"
+#include "tools/data/class_metrics.h"
 
 namespace ssmtune::tools {
 
@@ -29,7 +30,7 @@ constexpr int64_t kPixelLevels = 256;
 
 // Images as token sequences for a language model (Mamba, Longhorn): each pixel's 8-bit intensity is a token
 // (0–255, one pixel per step: order pixel or permuted), and the target at the last pixel is the class token
-// 256 + label; every other position is ignored. Loss: cross-entropy there; accuracy: argmax over the vocabulary.
+// 256 + label; every other position is ignored. Loss: cross-entropy there; the answer: argmax over the vocabulary.
 data::TokenBatch pixel_token_batch(const data::ImageSequences& images, const Tensor& index) {
     const Tensor x = ops::index_select(images.inputs, 0, index).contiguous();  // [B, L, 1], intensities / 255
     const Tensor y = ops::index_select(images.labels, 0, index);
@@ -50,25 +51,27 @@ std::vector<int64_t> sample_indices(Workload& w, int64_t n) {
     return idx;
 }
 
-// Loss and accuracy over all test images, in batches of the training batch size, without autograd.
-// `batch_metrics(start, count)` gives that batch's mean loss and its number of correct predictions.
+// Loss, accuracy, macro-F1 and MCC over all test images, in batches of the training batch size, without autograd.
+// `batch_metrics(start, count, predicted)` gives that batch's mean loss and appends its predicted classes.
 std::map<std::string, double> evaluate_test_images(
-    const Workload& w, const std::function<std::pair<double, double>(int64_t start, int64_t count)>& batch_metrics) {
+    const Workload& w,
+    const std::function<double(int64_t start, int64_t count, std::vector<int64_t>& predicted)>& batch_metrics) {
     autograd::NoGradGuard no_grad;
     const int64_t n = w.test_images.inputs.size(0);
-    double loss = 0, hits = 0;
+    double loss = 0;
+    std::vector<int64_t> predicted;
     for (int64_t start = 0; start < n; start += w.batch_size) {
         const int64_t b = std::min(w.batch_size, n - start);
-        const auto [batch_loss, batch_hits] = batch_metrics(start, b);
-        loss += batch_loss * double(b);
-        hits += batch_hits;
+        loss += batch_metrics(start, b, predicted) * double(b);
     }
-    return {{"loss", loss / double(n)}, {"accuracy", hits / double(n)}};
+    std::map<std::string, double> out = data::classification_metrics(predicted, w.test_images.labels.to_vector<int64_t>());
+    out["loss"] = loss / double(n);
+    return out;
 }
 
 // Image classification for the models that read real-valued frames: the S4D classifier (logits [B, C]) and the
 // Mamba/Longhorn frame models (logits [B, L, C]; the prediction is read at the last frame, which has seen them all).
-// Loss: cross-entropy of the class logits; metrics: loss, accuracy.
+// Loss: cross-entropy of the class logits; metrics: loss, accuracy, macro-F1, MCC.
 void attach_frame_classifier(Workload& w) {
     Workload* wp = &w;
     const auto class_logits = [wp](const Tensor& x) {
@@ -84,14 +87,12 @@ void attach_frame_classifier(Workload& w) {
         return ops::cross_entropy(class_logits(x.to(dtype).to(wp->device)), y.to(wp->device));
     };
     w.evaluate = [wp, class_logits]() {
-        return evaluate_test_images(*wp, [wp, class_logits](int64_t start, int64_t b) {
+        return evaluate_test_images(*wp, [wp, class_logits](int64_t start, int64_t b, std::vector<int64_t>& predicted) {
             Tensor x = wp->test_images.inputs.narrow(0, start, b).contiguous().to(wp->device);
             Tensor y = wp->test_images.labels.narrow(0, start, b).contiguous().to(wp->device);
             const Tensor logits = class_logits(x);
-            const std::vector<int64_t> pred = ops::argmax(logits, 1).to_vector<int64_t>(), lab = y.to_vector<int64_t>();
-            double hits = 0;
-            for (size_t i = 0; i < lab.size(); ++i) hits += pred[i] == lab[i];
-            return std::make_pair(ops::cross_entropy(logits, y).item(), hits);
+            for (int64_t p : ops::argmax(logits, 1).to_vector<int64_t>()) predicted.push_back(p);
+            return ops::cross_entropy(logits, y).item();
         });
     };
 }
@@ -112,11 +113,15 @@ void attach_pixel_token_lm(Workload& w) {
                              wp->device);
     };
     w.evaluate = [wp]() {
-        return evaluate_test_images(*wp, [wp](int64_t start, int64_t b) {
+        return evaluate_test_images(*wp, [wp](int64_t start, int64_t b, std::vector<int64_t>& predicted) {
             const data::TokenBatch batch = pixel_token_batch(wp->test_images, Tensor::arange(start, start + b, 1, DType::I64));
             Tensor logits;
             const double loss = lm_token_loss(*wp->model.lm, batch, wp->device, &logits).item();
-            return std::make_pair(loss, data::target_accuracy(logits, batch.targets) * double(b));
+            // the answer is the token predicted at the last pixel: class token 256 + c means class c; a pixel token
+            // (an answer that is no class) stays a label of its own, below 0
+            const int64_t L = logits.size(1);
+            for (int64_t p : ops::argmax(logits.narrow(1, L - 1, 1).contiguous(), 2).to_vector<int64_t>()) predicted.push_back(p - kPixelLevels);
+            return loss;
         });
     };
 }

@@ -15,6 +15,7 @@
 #include "models/checkpoint.h"
 #include "tools/commands.h"
 #include "tools/data/bpe_tokenizer.h"
+#include "tools/data/class_metrics.h"
 #include "tools/data/idx.h"
 #include "tools/data/synthetic.h"
 #include "tools/data/text.h"
@@ -539,6 +540,23 @@ TEST_CASE("data: finetune and eval encode text with the tokenizer.json next to a
                "--tokenizer", (dir / "model" / "tokenizer.json").string()}) == 0);
 }
 
+TEST_CASE("data: accuracy, macro-F1 and MCC as scikit-learn computes them") {
+    // 3 classes: confusion rows (truth) [1 1 0], [0 2 0], [1 0 2]
+    auto m = data::classification_metrics({0, 1, 1, 1, 2, 0, 2}, {0, 0, 1, 1, 2, 2, 2});
+    CHECK(m.at("accuracy") == doctest::Approx(5.0 / 7));
+    CHECK(m.at("macro_f1") == doctest::Approx((0.5 + 0.8 + 0.8) / 3));  // 2tp / (2tp + fp + fn) per class
+    CHECK(m.at("mcc") == doctest::Approx(19.0 / 32));                   // (5·7 − 16) / √((49 − 17)(49 − 17))
+    // scikit-learn's documented examples: f1_score(..., average="macro") = 0.2667, matthews_corrcoef = −0.3333
+    CHECK(data::classification_metrics({0, 2, 1, 0, 0, 1}, {0, 1, 2, 0, 1, 2}).at("macro_f1") == doctest::Approx(0.26666667));
+    CHECK(data::classification_metrics({1, -1, 1, 1}, {1, 1, 1, -1}).at("mcc") == doctest::Approx(-1.0 / 3));
+    // a prediction outside the truth's classes is a label of its own; one predicted label: MCC 0
+    m = data::classification_metrics({0, 0, 7}, {0, 1, 1});
+    CHECK(m.at("macro_f1") == doctest::Approx((2.0 / 3 + 0 + 0) / 3));
+    CHECK(data::classification_metrics({1, 1, 1}, {0, 1, 1}).at("mcc") == 0.0);
+    CHECK(data::classification_metrics({0, 1}, {0, 1}).at("mcc") == 1.0);
+    CHECK_THROWS_AS(data::classification_metrics({0}, {0, 1}), Error);
+}
+
 namespace {
 
 // 16 images of 2x3 pixels in IDX files (train and test the same): class 0 dark (intensities 0..15), class 1
@@ -555,8 +573,8 @@ void write_dark_bright_images(const std::filesystem::path& dir) {
     }
 }
 
-// The accuracy of the last evaluation in a run's metrics.jsonl.
-double last_eval_accuracy(const std::filesystem::path& run) {
+// A metric (accuracy by default) of the last evaluation in a run's metrics.jsonl.
+double last_eval_accuracy(const std::filesystem::path& run, const std::string& metric = "accuracy") {
     nlohmann::json last;
     std::ifstream log(run / "metrics.jsonl");
     for (std::string line; std::getline(log, line);) {
@@ -564,8 +582,8 @@ double last_eval_accuracy(const std::filesystem::path& run) {
         if (j.contains("split")) last = j;
     }
     INFO("final eval: " << last.dump());
-    REQUIRE(last.contains("accuracy"));
-    return last["accuracy"].get<double>();
+    REQUIRE(last.contains(metric));
+    return last[metric].get<double>();
 }
 
 }  // namespace
@@ -583,6 +601,8 @@ TEST_CASE("data: Mamba and Longhorn read Fashion-MNIST as pixel tokens and learn
         CHECK(rc["model"]["vocab_size"] == 256 + 10);  // pixel levels + the 10 Fashion-MNIST class tokens
         INFO(type);
         CHECK(last_eval_accuracy(out) == 1.0);  // dark vs bright, read from the last pixel's logits
+        CHECK(last_eval_accuracy(out, "macro_f1") == 1.0);
+        CHECK(last_eval_accuracy(out, "mcc") == 1.0);
     }
     // row order gives 3 features per step, which a token model cannot read
     CHECK(cli({"eval", "--model", (dir / "mamba" / "model").string(), "--data", dir.string(), "--set",
@@ -603,6 +623,8 @@ TEST_CASE("data: Mamba and Longhorn frame models read Fashion-MNIST rows, fine-t
         CHECK(rc["model"]["input_size"] == 3);  // one row of 3 pixels per step
         CHECK(rc["model"]["vocab_size"] == 10);  // the class head
         CHECK(last_eval_accuracy(out) == 1.0);
+        CHECK(last_eval_accuracy(out, "macro_f1") == 1.0);
+        CHECK(last_eval_accuracy(out, "mcc") == 1.0);
         const std::string model = (out / "model").string();
         CHECK(cli({"eval", "--model", model, "--data", dir.string(), "--set", "data.order=row"}) == 0);
         // PEFT on a frame model: state offset (the default) and LoRA train, write adapters, and evaluate with them
