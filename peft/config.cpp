@@ -8,6 +8,7 @@
 // Not here: what the fields mean (each method's file), YAML configs.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <map>
 
 #include "models/checkpoint.h"
@@ -86,7 +87,7 @@ void check_unsupported_lora_fields(const Json& j, const std::string& source) {
     must("use_dora", j["use_dora"].is_boolean(), "true or false (DoRA on Linear modules)");
     must("bias", j["bias"] == "none" || j["bias"] == "all" || j["bias"] == "lora_only",
          "\"none\", \"all\" (every bias trains too) or \"lora_only\" (the LoRA targets' biases)");
-    must("fan_in_fan_out", j["fan_in_fan_out"] == false, "set it to false (our Linear weights are [out, in])");
+    must("fan_in_fan_out", j["fan_in_fan_out"].is_boolean(), "true or false");
     must("lora_bias", j["lora_bias"].is_boolean(), "true or false");
     // as HF's LoraConfig: lora_bias only with the plain inits, and not with DoRA
     must("lora_bias", j["lora_bias"] == false || j["init_lora_weights"].is_boolean(),
@@ -164,6 +165,13 @@ Config Config::from_json(const nlohmann::json& in, const std::string& source) {
         out[k] = v;
     }
     out["peft_type"] = type;
+    if (type == "LORA" && out["fan_in_fan_out"] == true) {
+        // HF sets it back to false, with a warning, for every nn.Linear target (the flag is for GPT-2's Conv1D,
+        // which stores [in, out]); every module we can target stores [out, in]
+        std::fprintf(stderr, "warning: %s: fan_in_fan_out is true, but every module LoRA can target here stores its "
+                     "weight as [out, in]; setting it to false (as HF PEFT does for Linear targets)\n", source.c_str());
+        out["fan_in_fan_out"] = false;
+    }
     if (type == "LORA") {
         check_unsupported_lora_fields(out, source);
         check_lora_patterns(out, source);

@@ -73,6 +73,8 @@ TEST_CASE("gpu: PEFT fine-tuning moved to the GPU (state offset, LoRA, prefix, S
           R"({"peft_type": "INITIAL_STATE", "conv_init_state": true, "init": "random"})",
           R"({"peft_type": "LORA", "r": 4, "target_modules": ["in_proj", "out_proj"]})",
           R"({"peft_type": "LORA", "r": 2, "target_modules": ["in_proj"], "modules_to_save": ["dt_proj"]})",
+          R"({"peft_type": "LORA", "r": 2, "bias": "all", "lora_bias": true, "init_lora_weights": false,
+              "target_modules": ["dt_proj", "out_proj"]})",
           R"({"peft_type": "LORA", "r": 2, "use_dora": true, "init_lora_weights": false,
               "target_modules": ["embeddings", "in_proj", "x_proj", "out_proj"]})",
           R"({"peft_type": "PREFIX", "num_virtual_tokens": 3})",
