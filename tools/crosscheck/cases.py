@@ -635,5 +635,7 @@ def random_case(g):
         adapter = random_lm_adapter(g, w, cfg)
         desc = "%sD=%d E=%d N=%d K=%d R=%d L=%d" % ("frame " if frame else "", D, cfg["intermediate_size"],
                                                     cfg["state_size"], cfg["conv_kernel"], cfg["time_step_rank"], L)
+    if adapter is not None and not adapter[1]:  # a selection that names nothing here (norm_f in a layer subset)
+        adapter = None
     name = "random %s %s %s" % (kind, desc, adapter[0]["peft_type"] if adapter else "base")
     return name, cfg, w, batch, adapter
