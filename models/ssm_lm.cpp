@@ -166,6 +166,12 @@ std::vector<MixerState> LanguageModel::initial_states(int64_t batch) {
     std::vector<MixerState> states;
     const DType dtype = norm_f_->weight().dtype();
     for (auto& m : mixers_) states.push_back(m->initial_state(batch, dtype));
+    if (prompt_embeddings.defined()) {  // PEFT prompt: its virtual tokens come first, as in forward()
+        autograd::NoGradGuard no_grad;
+        for (int64_t p = 0; p < prompt_embeddings.size(0); ++p)
+            step_embedded(prompt_embeddings.select(0, p).unsqueeze(0).expand({batch, config_.hidden_size}).contiguous(),
+                          states);
+    }
     return states;
 }
 
@@ -190,12 +196,8 @@ std::vector<int64_t> LanguageModel::generate(const std::vector<int64_t>& prompt,
     embeddings();  // frame models cannot generate tokens: Error here
     SSMTUNE_CHECK(options.temperature >= 0, "generate: temperature must be >= 0, got ", options.temperature);
     autograd::NoGradGuard no_grad;
-    std::vector<MixerState> states = initial_states(1);
+    std::vector<MixerState> states = initial_states(1);  // (a PEFT prompt's virtual tokens already run through)
     Tensor logits;
-    if (prompt_embeddings.defined()) {  // virtual tokens first
-        for (int64_t p = 0; p < prompt_embeddings.size(0); ++p)
-            step_embedded(prompt_embeddings.select(0, p).unsqueeze(0), states);
-    }
     const Device dev = norm_f_->weight().device();  // token ids go where the model is
     const auto token = [&](int64_t id) { return Tensor::from_vector<int64_t>({id}, {1}).to(dev); };
     for (int64_t tok : prompt) logits = step(token(tok), states);

@@ -91,6 +91,8 @@ public:
     Tensor loss(const Tensor& ids);
     static Tensor next_token_loss(const Tensor& logits, const Tensor& ids);
 
+    // The states before the first token: zero, or what PEFT hooks put there (initial states, the prefix run
+    // through, the prompt's virtual tokens run through), so that initial_states + step per token = forward.
     std::vector<MixerState> initial_states(int64_t batch);
     Tensor step(const Tensor& ids, std::vector<MixerState>& states);  // ids [B] -> logits [B, V]
     // Continues each prompt token by token with the recurrent mode; returns prompt + new tokens.

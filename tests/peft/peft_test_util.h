@@ -13,7 +13,9 @@
 
 #include "autograd/node.h"
 #include "autograd/optim.h"
+#include "engine/tensor_copy.h"
 #include "models/checkpoint.h"
+#include "ops/ops.h"
 #include "peft/peft.h"
 #include "tests/test_util.h"
 #include "tests/models/tiny_models.h"
@@ -64,6 +66,14 @@ inline void check_lm_recurrent(Subject& s, double atol) {
         const Tensor step_logits = lm.step(s.ids.select(1, t).contiguous(), states);
         testing::expect_close(step_logits, logits.select(1, t), 0.0, atol, "step " + std::to_string(t));
     }
+}
+
+// Adds seeded noise (0.3 · N(0, 1)) to every adapter tensor, biases and in-place base tensors included, so that
+// zero-initialised tensors act.
+inline void randomize(peft::Adapter& a, uint64_t seed) {
+    autograd::NoGradGuard no_grad;
+    for (auto& [name, t] : a.named_parameters())
+        copy_into(t, ops::add(t.detach(), ops::mul_scalar(Tensor::randn(t.shape(), seed++, t.dtype()), 0.3)));
 }
 
 // The message of the Error that applying this config to `model` throws ("no error" when none is thrown).

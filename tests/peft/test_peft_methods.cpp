@@ -324,3 +324,20 @@ TEST_CASE("peft battery: PROMPT") {
     o.zero_init = false;
     for (const char* kind : {"mamba", "longhorn"}) run_battery(kind, {{"peft_type", "PROMPT"}, {"num_virtual_tokens", 3}}, o);
 }
+
+TEST_CASE("peft prompt: initial_states runs the virtual tokens, so step by step equals the parallel forward") {
+    for (const char* kind : {"mamba", "longhorn"}) {
+        INFO(kind);
+        Subject s = make_subject(kind);
+        peft::Adapter a = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "PROMPT", "num_virtual_tokens": 3})"));
+        check_lm_recurrent(s, 1e-10);  // batch 2: the virtual tokens broadcast over the batch
+        // and generate (which starts from initial_states) continues with the parallel forward's argmax
+        models::GenerationOptions g;
+        g.max_new_tokens = 1;
+        g.temperature = 0;
+        const std::vector<int64_t> prompt{1, 4, 2};
+        const auto out = s.any.lm->generate(prompt, g);
+        const Tensor logits = s.any.lm->forward(Tensor::from_vector<int64_t>(prompt, {1, 3})).select(1, 2);
+        CHECK(out.back() == ops::argmax(logits, 1).to_vector<int64_t>()[0]);
+    }
+}

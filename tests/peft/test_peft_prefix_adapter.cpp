@@ -50,14 +50,6 @@ std::vector<double> adapter_reference(const std::vector<double>& x, int64_t M, i
     return y;
 }
 
-// Gives every adapter tensor (biases included) seeded non-zero values.
-void randomize(peft::Adapter& a, uint64_t seed) {
-    autograd::NoGradGuard no_grad;
-    for (auto& [name, t] : a.named_parameters()) {
-        copy_into(t, ops::mul_scalar(Tensor::randn(t.shape(), seed++, t.dtype()), 0.3));
-    }
-}
-
 }  // namespace
 
 TEST_CASE("peft prefix battery on mamba and longhorn") {
