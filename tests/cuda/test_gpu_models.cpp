@@ -123,5 +123,15 @@ TEST_CASE("gpu: recurrent steps and generation on the GPU (states on the device)
         greedy.temperature = 0;
         greedy.max_new_tokens = 12;
         CHECK(gpu.generate({3, 1, 4, 1, 5}, greedy) == cpu.generate({3, 1, 4, 1, 5}, greedy));
+        // a PEFT prompt: initial_states runs its virtual tokens on the device, broadcast over the batch
+        const peft::Config prompt = peft::Config::parse(R"({"peft_type": "PROMPT", "num_virtual_tokens": 3})");
+        peft::Adapter pc = peft::apply(cpu, prompt), pg = peft::apply(gpu, prompt);
+        pg.to(Device::cuda());
+        sc = cpu.initial_states(2);
+        sg = gpu.initial_states(2);
+        const Tensor ids = Tensor::from_vector<int64_t>({1, 2}, {2});
+        expect_gpu_close(gpu.step(ids.to(Device::cuda()), sg), cpu.step(ids, sc), GpuTolerance{1e-4, 1e-5},
+                         "logits after the prompt's virtual tokens");
+        CHECK(gpu.generate({3, 1, 4}, greedy) == cpu.generate({3, 1, 4}, greedy));
     }
 }
