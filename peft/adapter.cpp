@@ -1,7 +1,8 @@
 // The Adapter object and the adapter directory format (HF PEFT's): freezing, the trainable-parameter report,
 // save/load of adapter_config.json + adapter_model.safetensors, merge and detach; plus the helpers every method
 // shares (model view, layer selection, HF-style target matching).
-// Not here: the methods themselves (one file each), multiple adapters on one model.
+// Also Adapter::disable / enable and AdapterSet (several named adapters, one attached at a time).
+// Not here: the methods themselves (one file each), two adapters active at once.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -184,11 +185,13 @@ Adapter& Adapter::operator=(Adapter&&) noexcept = default;
 Adapter::~Adapter() = default;
 
 std::vector<std::pair<std::string, Tensor>> Adapter::named_parameters() const {
+    if (disabled_) return held_;
     SSMTUNE_CHECK(method_, "this adapter was detached or merged; fix: apply a new one");
     return method_->tensors();
 }
 
 void Adapter::to(Device device) {
+    SSMTUNE_CHECK(!disabled_, "this adapter is disabled; fix: enable() it first, or move the model with Module::to");
     SSMTUNE_CHECK(method_, "this adapter was detached or merged; fix: move the model with Module::to");
     std::vector<Tensor> all;
     std::unordered_set<const TensorImpl*> seen;
@@ -211,7 +214,9 @@ int64_t Adapter::num_trainable() const {
     return n;
 }
 
-int64_t Adapter::num_total() const { return base_params_ + (method_ ? method_->num_added() : 0); }
+int64_t Adapter::num_total() const {
+    return base_params_ + (disabled_ ? held_added_ : method_ ? method_->num_added() : 0);
+}
 
 std::string Adapter::trainable_report() const {
     const int64_t n = num_trainable(), m = num_total();
@@ -233,9 +238,11 @@ void Adapter::save(const std::string& dir) const {
     SSMTUNE_CHECK(!ec && fs::is_directory(dir), "cannot create adapter directory ", dir, ": ", ec.message());
     TensorMap tensors;
     for (auto& [name, t] : named_parameters()) tensors[kFilePrefix + name] = t.detach().contiguous();
-    json cfg = config_.json;
-    const json extra = method_->saved_config();
-    for (auto& [k, v] : extra.items()) cfg[k] = v;
+    json cfg = disabled_ ? held_config_ : config_.json;
+    if (!disabled_) {
+        const json extra = method_->saved_config();
+        for (auto& [k, v] : extra.items()) cfg[k] = v;
+    }
     save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), tensors);
     models::write_json_file((fs::path(dir) / "adapter_config.json").string(), cfg);
 }
@@ -278,6 +285,7 @@ void Adapter::load_weights(const std::string& dir) {
 }
 
 std::string Adapter::merge_refusal() const {
+    SSMTUNE_CHECK(!disabled_, "this adapter is disabled; fix: enable() it first");
     SSMTUNE_CHECK(method_, "this adapter was detached or merged already");
     return method_->merge_refusal();
 }
@@ -294,11 +302,122 @@ void Adapter::merge() {
 }
 
 void Adapter::detach() {
+    if (disabled_) {  // nothing on the model: forget the held tensors
+        disabled_ = false;
+        held_.clear();
+        return;
+    }
     if (!method_) return;
     method_->detach();
     method_.reset();
     for (auto& [t, flag] : saved_requires_grad_) t.set_requires_grad(flag);
     saved_requires_grad_.clear();
+}
+
+void Adapter::disable() {
+    SSMTUNE_CHECK(!disabled_, "this adapter is disabled already");
+    SSMTUNE_CHECK(method_, "this adapter was detached or merged; fix: apply a new one");
+    SSMTUNE_CHECK(config_.peft_type() != "FULL", "FULL trains every base weight in place, so there is no base model to "
+                  "switch back to; fix: keep a copy of the base model instead");
+    held_config_ = config_.json;
+    const json extra = method_->saved_config();  // (a named value: items() must not outlive it)
+    for (auto& [k, v] : extra.items()) held_config_[k] = v;
+    held_added_ = method_->num_added();
+    std::vector<std::pair<std::string, Tensor>> held;
+    {
+        autograd::NoGradGuard no_grad;
+        for (auto& [name, t] : method_->tensors()) held.emplace_back(name, t.detach().clone().set_requires_grad(true));
+    }
+    detach();  // the base as before apply (in-place methods put their originals back)
+    held_ = std::move(held);
+    disabled_ = true;
+}
+
+void Adapter::enable() {
+    SSMTUNE_CHECK(disabled_, "this adapter is not disabled");
+    // apply again (same config, the method's additions included), then the held values; on the held tensors' device
+    Adapter again = apply(*model_, Config::from_json(held_config_, "disabled adapter"));
+    auto fresh = again.method_->tensors();
+    SSMTUNE_CHECK(fresh.size() == held_.size(), "enable: the method was applied again with ", fresh.size(),
+                  " tensors, but ", held_.size(), " were held; fix: do not change the model while an adapter is disabled");
+    const Device device = held_.empty() ? Device::cpu() : held_.front().second.device();
+    if (!device.is_cpu()) again.to(device);
+    fresh = again.method_->tensors();
+    {
+        autograd::NoGradGuard no_grad;
+        for (size_t i = 0; i < fresh.size(); ++i) {
+            SSMTUNE_CHECK(fresh[i].first == held_[i].first && fresh[i].second.shape() == held_[i].second.shape(),
+                          "enable: held tensor ", held_[i].first, " ", shape_str(held_[i].second.shape()), " does not fit ",
+                          fresh[i].first, " ", shape_str(fresh[i].second.shape()),
+                          "; fix: do not change the model while an adapter is disabled");
+            copy_into(fresh[i].second, held_[i].second);
+        }
+    }
+    method_ = std::move(again.method_);
+    saved_requires_grad_ = std::move(again.saved_requires_grad_);
+    held_.clear();
+    disabled_ = false;
+}
+
+// ---------------------------------------------------------------- AdapterSet
+Adapter& AdapterSet::insert(const std::string& name, Adapter adapter) {
+    adapters_.emplace_back(name, std::make_unique<Adapter>(std::move(adapter)));
+    adapters_.back().second->disable();
+    return *adapters_.back().second;
+}
+
+Adapter& AdapterSet::add(const std::string& name, const Config& config) {
+    SSMTUNE_CHECK(!name.empty(), "AdapterSet: an adapter needs a non-empty name");
+    for (auto& [n, a] : adapters_) SSMTUNE_CHECK(n != name, "AdapterSet: an adapter named \"", name, "\" exists already; fix: "
+                                                 "remove it first or choose another name");
+    const std::string was = active_;
+    set_active("");  // the hooks free for the new one
+    Adapter& a = insert(name, apply(*model_, config));
+    set_active(was);
+    return a;
+}
+
+Adapter& AdapterSet::load(const std::string& name, const std::string& dir) {
+    SSMTUNE_CHECK(!name.empty(), "AdapterSet: an adapter needs a non-empty name");
+    for (auto& [n, a] : adapters_) SSMTUNE_CHECK(n != name, "AdapterSet: an adapter named \"", name, "\" exists already; fix: "
+                                                 "remove it first or choose another name");
+    const std::string was = active_;
+    set_active("");
+    Adapter& a = insert(name, peft::load(*model_, dir));
+    set_active(was);
+    return a;
+}
+
+Adapter& AdapterSet::get(const std::string& name) {
+    for (auto& [n, a] : adapters_)
+        if (n == name) return *a;
+    std::string known;
+    for (auto& [n, a] : adapters_) known += (known.empty() ? "" : ", ") + n;
+    SSMTUNE_FAIL("AdapterSet: no adapter named \"", name, "\"; known: ", known.empty() ? "(none)" : known);
+}
+
+std::vector<std::string> AdapterSet::names() const {
+    std::vector<std::string> out;
+    for (auto& [n, a] : adapters_) out.push_back(n);
+    return out;
+}
+
+void AdapterSet::set_active(const std::string& name) {
+    if (name == active_) return;
+    if (!name.empty()) get(name);  // an unknown name fails before anything changes
+    if (!active_.empty()) get(active_).disable();
+    active_.clear();
+    if (!name.empty()) {
+        get(name).enable();
+        active_ = name;
+    }
+}
+
+void AdapterSet::remove(const std::string& name) {
+    get(name).detach();
+    if (active_ == name) active_.clear();
+    for (size_t i = 0; i < adapters_.size(); ++i)
+        if (adapters_[i].first == name) adapters_.erase(adapters_.begin() + std::ptrdiff_t(i));
 }
 
 // ---------------------------------------------------------------- apply / load

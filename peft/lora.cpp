@@ -461,7 +461,9 @@ private:
         }
         auto own = att_.tensors();  // lora_B's own bias (lora_bias) is in the model's parameters by now
         own.insert(own.end(), saved_.begin(), saved_.end());
-        for (auto& [name, t] : chosen) {
+        for (auto& entry : chosen) {  // (no structured binding: clang 14 cannot capture one in the lambda)
+            const std::string& name = entry.first;
+            const Tensor& t = entry.second;
             const bool trained = std::any_of(own.begin(), own.end(), [&](const auto& p) {
                 return p.second.impl_ptr() == t.impl_ptr();
             });

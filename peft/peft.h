@@ -10,7 +10,9 @@
 // expose (OutputDelta on Linear/Embedding/PointwiseConv1d, ParameterDelta on any parameter, the mixers' scan
 // hooks, the LM's prompt embeddings). Files follow HuggingFace PEFT: names carry the `base_model.model.` prefix;
 // LORA uses HF's exact tensor names and config fields so adapters go both ways.
-// Not here: several adapters at once on one model, quantised bases, LoRA variants other than DoRA on Linear.
+// Several adapters on one model: AdapterSet (below) holds them by name with at most one attached at a time (HF's
+// add_adapter / set_adapter); Adapter::disable / enable is HF's disable_adapter.
+// Not here: two adapters active at once (combined outputs), quantised bases, LoRA variants other than DoRA.
 #pragma once
 
 #include <memory>
@@ -76,6 +78,14 @@ public:
     // trains every base tensor in place, keeps the trained values; BITFIT and PARTIAL restore the originals).
     void detach();
     bool attached() const { return method_ != nullptr; }
+    // Takes the method off the model and keeps its tensors apart (the model computes as its base: HF's
+    // disable_adapter); enable() applies it again with those values, outputs bit for bit as before. While disabled,
+    // named_parameters() gives the held tensors (save() works, and what is written to them is what enable() puts
+    // back). After enable() the tensors are new objects: build the optimizer again. FULL, which trains the base in
+    // place and keeps its values on detach, cannot be disabled.
+    void disable();
+    void enable();
+    bool disabled() const { return disabled_; }
     // Moves the model and the method's tensors to `device` in place (hooks follow), e.g. to fine-tune on a GPU:
     // apply on the CPU, then adapter.to(Device::cuda()). Every method runs there (SURM's products as x @ denseᵀ).
     void to(Device device);
@@ -87,6 +97,32 @@ private:
     std::unique_ptr<Method> method_;
     int64_t base_params_;
     std::vector<std::pair<Tensor, bool>> saved_requires_grad_;
+    // while disabled: the tensors, the config to apply again (with what the method adds to it), its num_added()
+    bool disabled_ = false;
+    std::vector<std::pair<std::string, Tensor>> held_;
+    nlohmann::json held_config_;
+    int64_t held_added_ = 0;
+};
+
+// Several named adapters on one model, at most one attached (active) at a time; the others are held disabled
+// (Adapter::disable), so switching costs one detach and one apply, not a reload. As HF's PeftModel: add() and load()
+// leave the active adapter as it was, set_active() switches, set_active("") runs the base model.
+class AdapterSet {
+public:
+    explicit AdapterSet(models::Module& model) : model_(&model) {}
+    Adapter& add(const std::string& name, const Config& config);    // applied fresh, held disabled
+    Adapter& load(const std::string& name, const std::string& dir);  // peft::load, held disabled
+    void set_active(const std::string& name);                        // "" = none
+    const std::string& active() const { return active_; }
+    Adapter& get(const std::string& name);
+    std::vector<std::string> names() const;
+    void remove(const std::string& name);  // detaches it (the active one too) and forgets it
+
+private:
+    Adapter& insert(const std::string& name, Adapter adapter);
+    models::Module* model_;
+    std::vector<std::pair<std::string, std::unique_ptr<Adapter>>> adapters_;
+    std::string active_;
 };
 
 // Freezes `model` and attaches the method of `config`. Errors list what exists when a target matches nothing.

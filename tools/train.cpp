@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "models/checkpoint.h"
 #include "peft/peft.h"
@@ -188,8 +189,10 @@ int run_finetune(int argc, char** argv) {
 int run_eval(int argc, char** argv) {
     Flags flags(argc, argv, common_flags({{"model", ""}, {"adapter", ""}}), "eval");
     if (flags.help()) {
-        std::printf("usage: ssmtune eval --model DIR [--adapter DIR] [--data PATH | --task NAME] [options]\n"
-                    "Prints loss, perplexity, accuracy (and bits per byte for text) on the validation/test data.\n%s",
+        std::printf("usage: ssmtune eval --model DIR [--adapter DIR[,DIR...]] [--data PATH | --task NAME] [options]\n"
+                    "Prints loss, perplexity, accuracy (and bits per byte for text) on the validation/test data as one\n"
+                    "JSON line. Several adapter directories (comma-separated) are loaded onto the one base model and\n"
+                    "evaluated in turn (peft::AdapterSet): one line each, with its \"adapter\".\n%s",
                     kCommonHelp);
         return 0;
     }
@@ -198,16 +201,39 @@ int run_eval(int argc, char** argv) {
     rc["base_model"] = flags.str("model");  // its tokenizer.json, if any, encodes text data
     auto w = load_workload_data(rc);
     models::AnyModel model = models::load_model(flags.str("model"));
-    std::unique_ptr<peft::Adapter> adapter;
-    if (flags.is_set("adapter")) adapter = std::make_unique<peft::Adapter>(peft::load(model.module(), flags.str("adapter")));
+    std::vector<std::string> dirs;  // --adapter A,B,C
+    if (flags.is_set("adapter")) {
+        std::stringstream list(flags.str("adapter"));
+        for (std::string d; std::getline(list, d, ',');)
+            if (!d.empty()) dirs.push_back(d);
+        if (dirs.empty()) throw UsageError("eval: --adapter needs a directory");
+    }
+    auto print = [](const std::map<std::string, double>& m, const std::string& adapter) {
+        json j = json::object();
+        for (auto& [k, v] : m) j[k] = v;
+        if (!adapter.empty()) j["adapter"] = adapter;
+        std::printf("%s\n", j.dump().c_str());
+    };
+    if (dirs.size() <= 1) {
+        std::unique_ptr<peft::Adapter> adapter;
+        if (!dirs.empty()) adapter = std::make_unique<peft::Adapter>(peft::load(model.module(), dirs[0]));
+        attach_model(*w, model, rc);
+        if (adapter) adapter->to(w->device);  // the model and the adapter's tensors
+        else model.module().to(w->device);
+        model.module().eval();
+        print(w->evaluate(), "");
+        return 0;
+    }
+    // several: one base, every adapter loaded once, then evaluated in turn
+    peft::AdapterSet set(model.module());
+    for (const std::string& d : dirs) set.load(d, d);
     attach_model(*w, model, rc);
-    if (adapter) adapter->to(w->device);  // the model and the adapter's tensors
-    else model.module().to(w->device);
-    model.module().eval();
-    const auto m = w->evaluate();
-    json j = json::object();
-    for (auto& [k, v] : m) j[k] = v;
-    std::printf("%s\n", j.dump().c_str());
+    for (const std::string& d : dirs) {
+        set.set_active(d);
+        set.get(d).to(w->device);  // (the model is there after the first)
+        model.module().eval();
+        print(w->evaluate(), d);
+    }
     return 0;
 }
 

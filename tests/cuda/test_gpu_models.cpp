@@ -135,3 +135,28 @@ TEST_CASE("gpu: recurrent steps and generation on the GPU (states on the device)
         CHECK(gpu.generate({3, 1, 4}, greedy) == cpu.generate({3, 1, 4}, greedy));
     }
 }
+
+TEST_CASE("gpu: adapters disabled and switched on the device (AdapterSet) give the same outputs again") {
+    const models::LMConfig c = small_lm();
+    models::LanguageModel m(c, 9);
+    m.to(Device::cuda());
+    const Tensor ids = batch_ids(2, 40, c.vocab_size).to(Device::cuda());
+    autograd::NoGradGuard no_grad;
+    const Tensor base = m.forward(ids).to(Device::cpu());
+    peft::AdapterSet set(m);
+    set.add("lora", peft::Config::parse(R"({"peft_type": "LORA", "r": 2, "init_lora_weights": false, "bias": "all"})"));
+    set.add("offset", peft::Config::parse(R"({"peft_type": "STATE_OFFSET", "init": "random"})"));
+    set.set_active("lora");
+    set.get("lora").to(Device::cuda());  // applied on the host, moved with the model
+    const Tensor out_lora = m.forward(ids).to(Device::cpu());
+    set.set_active("offset");
+    set.get("offset").to(Device::cuda());
+    const Tensor out_offset = m.forward(ids).to(Device::cpu());
+    set.set_active("lora");  // held on the device while disabled: enabled there again
+    for (auto& [n, t] : set.get("lora").named_parameters()) CHECK(t.device().is_cuda());
+    CHECK(m.forward(ids).to(Device::cpu()).to_vector<double>() == out_lora.to_vector<double>());
+    set.set_active("offset");
+    CHECK(m.forward(ids).to(Device::cpu()).to_vector<double>() == out_offset.to_vector<double>());
+    set.set_active("");
+    CHECK(m.forward(ids).to(Device::cpu()).to_vector<double>() == base.to_vector<double>());
+}

@@ -5,6 +5,7 @@
 
 #include <fstream>
 #include <map>
+#include <sstream>
 
 #include "engine/safetensors.h"
 #include "engine/tensor_copy.h"
@@ -14,6 +15,7 @@
 using namespace ssmtune;
 using namespace ssmtune::peft_test;
 using ssmtune::testing::cli;
+using ssmtune::testing::cli_stdout;
 using nlohmann::json;
 
 namespace {
@@ -425,6 +427,31 @@ TEST_CASE("peft commands: grads --adapter and merge") {
     CHECK(cli({"merge", "--model", (dir / "base").string(), "--adapter", (dir / "so").string(), "--out",
                (dir / "merged_so").string()}) == 1);
     CHECK_FALSE(std::filesystem::exists(dir / "merged_so"));
+
+    // eval with several adapters: one base, each adapter in turn (AdapterSet), one JSON line each, the same
+    // figures as evaluating each alone
+    const std::string base = (dir / "base").string(), lora = (dir / "lora").string(), so_dir = (dir / "so").string();
+    const std::vector<std::string> task = {"--task", "selective_copying", "--set", "train.eval_batches=1,train.batch_size=2"};
+    auto eval = [&](const std::string& adapters) {
+        std::vector<std::string> args = {"eval", "--model", base, "--adapter", adapters};
+        args.insert(args.end(), task.begin(), task.end());
+        const auto result = cli_stdout(args);
+        REQUIRE(result.first == 0);
+        std::vector<json> lines;
+        std::stringstream text(result.second);
+        for (std::string line; std::getline(text, line);) lines.push_back(json::parse(line));
+        return lines;
+    };
+    const auto both = eval(lora + "," + so_dir);
+    REQUIRE(both.size() == 2);
+    CHECK(both[0]["adapter"] == lora);
+    CHECK(both[1]["adapter"] == so_dir);
+    const auto alone_lora = eval(lora), alone_so = eval(so_dir);
+    REQUIRE(alone_lora.size() == 1);
+    CHECK(alone_lora[0].count("adapter") == 0);
+    CHECK(both[0]["loss"] == alone_lora[0]["loss"]);
+    CHECK(both[1]["loss"] == alone_so[0]["loss"]);
+    CHECK(both[0]["loss"] != both[1]["loss"]);
 }
 
 TEST_CASE("peft: frozen weights cost no weight-gradient GEMM") {
