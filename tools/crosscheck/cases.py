@@ -602,6 +602,21 @@ def random_s4d_adapter(g, w, c):
     return sdlora_s4d_adapter(g, w, c, r=int(g.integers(1, 3)), prune=bool(g.random() < 0.5))
 
 
+def random_large_case(g):
+    """A Mamba or Longhorn LM of larger random size (D 16-64, E 60-199, N 8-32, L 100-599) with a random adapter."""
+    kind = ["mamba", "longhorn"][int(g.integers(2))]
+    D, L = int(g.integers(16, 65)), int(g.integers(100, 600))
+    cfg, w, batch = lm_case(g, kind, D=D, layers=int(g.integers(1, 3)), N=int(g.integers(8, 33)), K=4,
+                            R=int(g.integers(2, 8)), V=int(g.integers(20, 60)), tied=bool(g.random() < 0.5),
+                            use_bias=bool(g.random() < 0.3), B=int(g.integers(1, 3)), L=L, E=int(g.integers(60, 200)))
+    adapter = random_lm_adapter(g, w, cfg)
+    if adapter is not None and not adapter[1]:
+        adapter = None
+    name = "large %s D=%d E=%d N=%d L=%d %s" % (kind, D, cfg["intermediate_size"], cfg["state_size"], L,
+                                                adapter[0]["peft_type"] if adapter else "base")
+    return name, cfg, w, batch, adapter
+
+
 def random_case(g):
     """A model of random size and options (lengths across the scan's 64-step checkpoints, channel counts across its
     8-wide groups, odd state sizes, 1-tap convolutions) with a random adapter; returns (name, cfg, w, batch,

@@ -28,7 +28,7 @@ rounding noise.
 With --random N the script draws N cases instead (cases.random_case: random sizes across the scan's checkpoint
 and lane boundaries, random options, a random adapter of any kind the model takes), reproducible from --seed.
 
-usage: torch_reference.py --ssmtune build/tools/ssmtune [--keep DIR] [--only NAME] [--random N [--seed S]]
+usage: torch_reference.py --ssmtune build/tools/ssmtune [--keep DIR] [--only NAME] [--random N [--seed S] [--large]]
 Exit 0 when every case agrees, 1 when one does not, 77 when PyTorch (Debian's python3-torch) is absent.
 """
 import argparse
@@ -56,7 +56,7 @@ except ImportError:
 torch.set_default_dtype(torch.float64)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cases import cases, random_case  # noqa: E402  (after the PyTorch check, which decides exit 77)
+from cases import cases, random_case, random_large_case  # noqa: E402  (after the PyTorch check, which decides exit 77)
 from reference_models import lm_forward, s4d_forward, sdlora_weights, split_adapter  # noqa: E402
 
 
@@ -159,6 +159,8 @@ def main():
                     help="run N cases of random sizes, options and adapters (cases.random_case) instead of the fixed "
                          "list")
     ap.add_argument("--seed", type=int, default=0, help="the first random case's seed (case i uses seed + i)")
+    ap.add_argument("--large", action="store_true", help="with --random: larger Mamba / Longhorn models (D 16-64, "
+                    "E 60-199, N 8-32, L 100-599)")
     a = ap.parse_args()
     if not (os.path.isfile(a.ssmtune) and os.access(a.ssmtune, os.X_OK)):
         print("error: --ssmtune %s is not an executable; fix: build first (bash tools/setup/build.sh) and pass "
@@ -169,7 +171,7 @@ def main():
     print("%-52s %8s %22s %22s" % ("case", "tensors", "float64 worst", "float32 worst"))
     if a.random > 0:
         def drawn(seed):
-            name, cfg, w, batch, adapter = random_case(np.random.default_rng(seed))
+            name, cfg, w, batch, adapter = (random_large_case if a.large else random_case)(np.random.default_rng(seed))
             return "%s (seed %d)" % (name, seed), lambda g: (cfg, w, batch, adapter)
         todo = [drawn(a.seed + i) for i in range(a.random)]
     else:
