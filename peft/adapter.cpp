@@ -238,11 +238,7 @@ void Adapter::save(const std::string& dir) const {
     SSMTUNE_CHECK(!ec && fs::is_directory(dir), "cannot create adapter directory ", dir, ": ", ec.message());
     TensorMap tensors;
     for (auto& [name, t] : named_parameters()) tensors[kFilePrefix + name] = t.detach().contiguous();
-    json cfg = disabled_ ? held_config_ : config_.json;
-    if (!disabled_) {
-        const json extra = method_->saved_config();
-        for (auto& [k, v] : extra.items()) cfg[k] = v;
-    }
+    const json cfg = disabled_ ? held_config_ : full_config();
     save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), tensors);
     models::write_json_file((fs::path(dir) / "adapter_config.json").string(), cfg);
 }
@@ -314,14 +310,19 @@ void Adapter::detach() {
     saved_requires_grad_.clear();
 }
 
+json Adapter::full_config() const {
+    json cfg = config_.json;
+    const json extra = method_->saved_config();  // (a named value: items() must not outlive it)
+    for (auto& [k, v] : extra.items()) cfg[k] = v;
+    return cfg;
+}
+
 void Adapter::disable() {
     SSMTUNE_CHECK(!disabled_, "this adapter is disabled already");
     SSMTUNE_CHECK(method_, "this adapter was detached or merged; fix: apply a new one");
     SSMTUNE_CHECK(config_.peft_type() != "FULL", "FULL trains every base weight in place, so there is no base model to "
                   "switch back to; fix: keep a copy of the base model instead");
-    held_config_ = config_.json;
-    const json extra = method_->saved_config();  // (a named value: items() must not outlive it)
-    for (auto& [k, v] : extra.items()) held_config_[k] = v;
+    held_config_ = full_config();
     held_added_ = method_->num_added();
     std::vector<std::pair<std::string, Tensor>> held;
     {
@@ -337,12 +338,11 @@ void Adapter::enable() {
     SSMTUNE_CHECK(disabled_, "this adapter is not disabled");
     // apply again (same config, the method's additions included), then the held values; on the held tensors' device
     Adapter again = apply(*model_, Config::from_json(held_config_, "disabled adapter"));
+    const Device device = held_.empty() ? Device::cpu() : held_.front().second.device();
+    if (!device.is_cpu()) again.to(device);
     auto fresh = again.method_->tensors();
     SSMTUNE_CHECK(fresh.size() == held_.size(), "enable: the method was applied again with ", fresh.size(),
                   " tensors, but ", held_.size(), " were held; fix: do not change the model while an adapter is disabled");
-    const Device device = held_.empty() ? Device::cpu() : held_.front().second.device();
-    if (!device.is_cpu()) again.to(device);
-    fresh = again.method_->tensors();
     {
         autograd::NoGradGuard no_grad;
         for (size_t i = 0; i < fresh.size(); ++i) {
@@ -360,32 +360,24 @@ void Adapter::enable() {
 }
 
 // ---------------------------------------------------------------- AdapterSet
-Adapter& AdapterSet::insert(const std::string& name, Adapter adapter) {
-    adapters_.emplace_back(name, std::make_unique<Adapter>(std::move(adapter)));
-    adapters_.back().second->disable();
-    return *adapters_.back().second;
-}
-
-Adapter& AdapterSet::add(const std::string& name, const Config& config) {
+Adapter& AdapterSet::insert(const std::string& name, const std::function<Adapter()>& make) {
     SSMTUNE_CHECK(!name.empty(), "AdapterSet: an adapter needs a non-empty name");
     for (auto& [n, a] : adapters_) SSMTUNE_CHECK(n != name, "AdapterSet: an adapter named \"", name, "\" exists already; fix: "
                                                  "remove it first or choose another name");
     const std::string was = active_;
     set_active("");  // the hooks free for the new one
-    Adapter& a = insert(name, apply(*model_, config));
+    adapters_.emplace_back(name, std::make_unique<Adapter>(make()));
+    adapters_.back().second->disable();
     set_active(was);
-    return a;
+    return *adapters_.back().second;
+}
+
+Adapter& AdapterSet::add(const std::string& name, const Config& config) {
+    return insert(name, [&] { return apply(*model_, config); });
 }
 
 Adapter& AdapterSet::load(const std::string& name, const std::string& dir) {
-    SSMTUNE_CHECK(!name.empty(), "AdapterSet: an adapter needs a non-empty name");
-    for (auto& [n, a] : adapters_) SSMTUNE_CHECK(n != name, "AdapterSet: an adapter named \"", name, "\" exists already; fix: "
-                                                 "remove it first or choose another name");
-    const std::string was = active_;
-    set_active("");
-    Adapter& a = insert(name, peft::load(*model_, dir));
-    set_active(was);
-    return a;
+    return insert(name, [&] { return peft::load(*model_, dir); });
 }
 
 Adapter& AdapterSet::get(const std::string& name) {

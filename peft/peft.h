@@ -15,6 +15,7 @@
 // Not here: two adapters active at once (combined outputs), quantised bases, LoRA variants other than DoRA.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -92,6 +93,7 @@ public:
 
 private:
     friend Adapter apply(models::Module& model, const Config& config);
+    nlohmann::json full_config() const;  // config_ with what the method adds to it (adapter_config.json)
     models::Module* model_;
     Config config_;
     std::unique_ptr<Method> method_;
@@ -119,7 +121,9 @@ public:
     void remove(const std::string& name);  // detaches it (the active one too) and forgets it
 
 private:
-    Adapter& insert(const std::string& name, Adapter adapter);
+    // Makes the adapter with nothing attached (the active one disabled meanwhile), holds it disabled, restores the
+    // active one.
+    Adapter& insert(const std::string& name, const std::function<Adapter()>& make);
     models::Module* model_;
     std::vector<std::pair<std::string, std::unique_ptr<Adapter>>> adapters_;
     std::string active_;

@@ -39,7 +39,8 @@ struct Subject {
     Tensor loss() { return any.lm ? any.lm->loss(ids) : any.s4d->loss(x, labels); }
 };
 
-inline Subject make_subject(const std::string& kind, uint64_t seed = 3) {
+// `tied` false gives a language model its own lm_head (for modules_to_save lm_head); S4D has no head to tie.
+inline Subject make_subject(const std::string& kind, uint64_t seed = 3, bool tied = true) {
     Subject s;
     s.kind = kind;
     s.any.model_type = kind;
@@ -48,7 +49,9 @@ inline Subject make_subject(const std::string& kind, uint64_t seed = 3) {
         s.x = Tensor::randn({2, 5, 3}, seed + 1, DType::F64);
         s.labels = Tensor::from_vector<int64_t>({1, 3}, {2});
     } else {
-        s.any.lm = std::make_shared<models::LanguageModel>(tiny_lm_config(kind), seed);
+        models::LMConfig c = tiny_lm_config(kind);
+        c.tie_word_embeddings = tied;
+        s.any.lm = std::make_shared<models::LanguageModel>(c, seed);
         s.ids = Tensor::from_vector<int64_t>({1, 4, 2, 9, 0, 3, 7, 5, 5, 10, 2, 1, 8, 6}, {2, 7});
     }
     s.module().to(DType::F64);

@@ -33,14 +33,7 @@ TEST_CASE("peft disable / enable: base outputs while disabled, the adapted ones 
         const auto& [kind, config] = cases[i];
         const std::string label = std::string(kind) + " " + config.dump();
         INFO(label);
-        Subject s = make_subject(kind);
-        if (std::string(kind) != "s4d") {  // an untied head, for modules_to_save lm_head
-            models::LMConfig c = s.any.lm->config();
-            c.tie_word_embeddings = false;
-            s.any.lm = std::make_shared<models::LanguageModel>(c, 3);
-            s.module().to(DType::F64);
-            s.module().eval();
-        }
+        Subject s = make_subject(kind, 3, /*tied=*/false);  // an untied head, for modules_to_save lm_head
         const Tensor base = s.output().detach();
         peft::Adapter a = peft::apply(s.module(), peft::Config::from_json(config));
         randomize(a, 50 + i);
@@ -67,14 +60,7 @@ TEST_CASE("peft disable / enable: base outputs while disabled, the adapted ones 
         loss.backward();
         for (auto& named : names_after) CHECK_MESSAGE(named.second.grad().defined(), named.first);
         {  // what was saved while disabled loads into a fresh base with the same outputs
-            Subject fresh = make_subject(kind);
-            if (std::string(kind) != "s4d") {
-                models::LMConfig c = fresh.any.lm->config();
-                c.tie_word_embeddings = false;
-                fresh.any.lm = std::make_shared<models::LanguageModel>(c, 3);
-                fresh.module().to(DType::F64);
-                fresh.module().eval();
-            }
+            Subject fresh = make_subject(kind, 3, /*tied=*/false);
             peft::Adapter loaded = peft::load(fresh.module(), dir.string());
             CHECK(bit_equal(fresh.output(), adapted));
         }

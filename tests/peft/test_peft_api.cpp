@@ -15,7 +15,7 @@
 using namespace ssmtune;
 using namespace ssmtune::peft_test;
 using ssmtune::testing::cli;
-using ssmtune::testing::cli_stdout;
+using ssmtune::testing::cli_captured;
 using nlohmann::json;
 
 namespace {
@@ -228,15 +228,7 @@ TEST_CASE("peft lora: rank_pattern, alpha_pattern and exclude_modules as HF read
 
 TEST_CASE("peft lora: modules_to_save trains whole modules beside the LoRA, saved as HF saves them") {
     const auto dir = testing::scratch_dir("peft_modules_to_save");
-    auto untied = [] {
-        models::LMConfig c = tiny_lm_config("mamba");
-        c.tie_word_embeddings = false;
-        Subject s = make_subject("mamba");
-        s.any.lm = std::make_shared<models::LanguageModel>(c, 3);
-        s.module().to(DType::F64);
-        s.module().eval();
-        return s;
-    };
+    auto untied = [] { return make_subject("mamba", 3, /*tied=*/false); };
     Subject s = untied();
     const Tensor base = s.output().detach();
     const int64_t base_params = s.module().num_parameters();
@@ -435,7 +427,7 @@ TEST_CASE("peft commands: grads --adapter and merge") {
     auto eval = [&](const std::string& adapters) {
         std::vector<std::string> args = {"eval", "--model", base, "--adapter", adapters};
         args.insert(args.end(), task.begin(), task.end());
-        const auto result = cli_stdout(args);
+        const auto result = cli_captured(args, 1);
         REQUIRE(result.first == 0);
         std::vector<json> lines;
         std::stringstream text(result.second);

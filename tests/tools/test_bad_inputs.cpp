@@ -12,6 +12,7 @@
 #include "engine/safetensors.h"
 #include "models/checkpoint.h"
 #include "peft/peft.h"
+#include "tests/tools/cli_test_util.h"
 #include "tools/commands.h"
 
 using namespace ssmtune;
@@ -26,21 +27,9 @@ struct Outcome {
 };
 
 // Runs the CLI in-process with stderr captured.
-Outcome run(std::vector<std::string> args) {
-    args.insert(args.begin(), "ssmtune");
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    const fs::path cap = fs::temp_directory_path() / ("ssmtune_stderr_" + std::to_string(::getpid()));
-    std::fflush(stderr);
-    const int saved = ::dup(2);
-    FILE* f = std::fopen(cap.c_str(), "w");
-    ::dup2(::fileno(f), 2);
-    const int status = tools::run_cli(int(argv.size()), argv.data());
-    std::fflush(stderr);
-    ::dup2(saved, 2);
-    ::close(saved);
-    std::fclose(f);
-    return {status, file_bytes(cap)};
+Outcome run(const std::vector<std::string>& args) {
+    auto [status, err] = cli_captured(args, 2);
+    return {status, err};
 }
 
 // Exit `status` and exactly one line that starts with "error:" and contains `needle`.

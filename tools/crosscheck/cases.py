@@ -503,7 +503,13 @@ def _subset(g, items, at_least=1):
 
 
 def random_lm_adapter(g, w, c):
-    """A random adapter for a Mamba or Longhorn LM case (None: the base model alone)."""
+    """A random adapter for a Mamba or Longhorn LM case (None: the base model alone, also when the draw selects no
+    tensor here, e.g. norm_f in a layer subset)."""
+    adapter = _draw_lm_adapter(g, w, c)
+    return adapter if adapter is None or adapter[1] else None
+
+
+def _draw_lm_adapter(g, w, c):
     mamba, E, layers = c["model_type"] == "mamba", c["intermediate_size"], c["num_hidden_layers"]
     frame = "input_size" in c
     first = "encoder" if frame else "embeddings"
@@ -610,8 +616,6 @@ def random_large_case(g):
                             R=int(g.integers(2, 8)), V=int(g.integers(20, 60)), tied=bool(g.random() < 0.5),
                             use_bias=bool(g.random() < 0.3), B=int(g.integers(1, 3)), L=L, E=int(g.integers(60, 200)))
     adapter = random_lm_adapter(g, w, cfg)
-    if adapter is not None and not adapter[1]:
-        adapter = None
     name = "large %s D=%d E=%d N=%d L=%d %s" % (kind, D, cfg["intermediate_size"], cfg["state_size"], L,
                                                 adapter[0]["peft_type"] if adapter else "base")
     return name, cfg, w, batch, adapter
@@ -650,7 +654,5 @@ def random_case(g):
         adapter = random_lm_adapter(g, w, cfg)
         desc = "%sD=%d E=%d N=%d K=%d R=%d L=%d" % ("frame " if frame else "", D, cfg["intermediate_size"],
                                                     cfg["state_size"], cfg["conv_kernel"], cfg["time_step_rank"], L)
-    if adapter is not None and not adapter[1]:  # a selection that names nothing here (norm_f in a layer subset)
-        adapter = None
     name = "random %s %s %s" % (kind, desc, adapter[0]["peft_type"] if adapter else "base")
     return name, cfg, w, batch, adapter
