@@ -366,8 +366,16 @@ Adapter& AdapterSet::insert(const std::string& name, const std::function<Adapter
                                                  "remove it first or choose another name");
     const std::string was = active_;
     set_active("");  // the hooks free for the new one
-    adapters_.emplace_back(name, std::make_unique<Adapter>(make()));
-    adapters_.back().second->disable();
+    std::unique_ptr<Adapter> made;
+    try {
+        made = std::make_unique<Adapter>(make());
+        made->disable();
+    } catch (...) {  // a config or directory that fails leaves the set as it was, the active adapter attached
+        if (made) made->detach();
+        set_active(was);
+        throw;
+    }
+    adapters_.emplace_back(name, std::move(made));
     set_active(was);
     return *adapters_.back().second;
 }

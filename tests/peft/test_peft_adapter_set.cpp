@@ -118,6 +118,11 @@ TEST_CASE("peft AdapterSet: named adapters on one model, one active, switching g
     CHECK_THROWS_WITH_AS(set.add("lora", peft::Config::parse(R"({"peft_type": "BITFIT"})")), doctest::Contains("exists already"),
                          Error);
     set.set_active("offset");
+    // a config that fails to apply leaves the set as it was, the active adapter still attached
+    CHECK_THROWS_AS(set.add("bad", peft::Config::parse(R"({"peft_type": "LORA", "target_modules": ["nowhere"]})")), Error);
+    CHECK(set.active() == "offset");
+    CHECK(bit_equal(s.output(), out_offset));
+    CHECK(set.names().size() == 3);
     set.remove("offset");  // the active one: the model is the base again
     CHECK(set.active().empty());
     CHECK(bit_equal(s.output(), base));
