@@ -16,6 +16,7 @@
 #include "engine/safetensors.h"
 #include "engine/tensor_copy.h"
 #include "models/checkpoint.h"
+#include "peft/lora_init.h"
 #include "peft/method.h"
 
 namespace ssmtune::peft {
@@ -232,15 +233,31 @@ std::string Adapter::trainable_report() const {
 
 void Adapter::print_trainable_parameters() const { std::printf("%s\n", trainable_report().c_str()); }
 
-void Adapter::save(const std::string& dir) const {
+namespace {
+void write_adapter(const std::string& dir, const std::vector<std::pair<std::string, Tensor>>& named, const json& cfg) {
     std::error_code ec;
     fs::create_directories(dir, ec);
     SSMTUNE_CHECK(!ec && fs::is_directory(dir), "cannot create adapter directory ", dir, ": ", ec.message());
     TensorMap tensors;
-    for (auto& [name, t] : named_parameters()) tensors[kFilePrefix + name] = t.detach().contiguous();
-    const json cfg = disabled_ ? held_config_ : full_config();
+    for (auto& [name, t] : named) tensors[kFilePrefix + name] = t.detach().contiguous();
     save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), tensors);
     models::write_json_file((fs::path(dir) / "adapter_config.json").string(), cfg);
+}
+}  // namespace
+
+void Adapter::save(const std::string& dir) const {
+    write_adapter(dir, named_parameters(), disabled_ ? held_config_ : full_config());
+}
+
+void Adapter::save_as_lora(const std::string& dir) const {
+    SSMTUNE_CHECK(!disabled_, "save_as_lora: this adapter is disabled; fix: enable() it first");
+    SSMTUNE_CHECK(method_, "save_as_lora: this adapter was detached or merged already");
+    const auto tensors = method_->plain_lora_tensors();
+    SSMTUNE_CHECK(!tensors.empty(), "save_as_lora: only a LORA adapter whose init_lora_weights rewrote the base "
+                  "weights (\"pissa\", \"pissa_niter_K\", \"olora\") has a plain-LoRA form; this one (", config_.peft_type(),
+                  config_.peft_type() == "LORA" ? ", init_lora_weights " + config_.json["init_lora_weights"].dump() : "",
+                  ") runs on the unmodified base already; fix: save() it");
+    write_adapter(dir, tensors, plain_lora_config(full_config()));
 }
 
 void Adapter::load_weights(const std::string& dir) {

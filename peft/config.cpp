@@ -12,6 +12,7 @@
 #include <map>
 
 #include "models/checkpoint.h"
+#include "peft/lora_init.h"
 #include "peft/peft.h"
 
 namespace ssmtune::peft {
@@ -96,9 +97,8 @@ void check_unsupported_lora_fields(const Json& j, const std::string& source) {
          "HF PEFT): set one of them to false");
     for (const char* key : {"layer_replication", "target_parameters"})
         must(key, j[key].is_null() || (j[key].is_array() && j[key].empty()), "remove it");
-    const Json& init = j["init_lora_weights"];
-    must("init_lora_weights", init == true || init == false || init == "gaussian",
-         "use true (Kaiming A, zero B), false (random B too) or \"gaussian\"");
+    const std::string init_fix = lora_init_refusal(j["init_lora_weights"]);
+    must("init_lora_weights", init_fix.empty(), init_fix.c_str());
 }
 
 // rank_pattern / alpha_pattern: {module pattern: value}; exclude_modules: a regex string or a list of names;

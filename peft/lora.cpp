@@ -6,7 +6,8 @@
 //   s = lora_alpha / r, or lora_alpha / √r with use_rslora. Merge: W += s·B A (embedding: E += s·(B A)ᵀ).
 // File names: <module>.lora_A.weight / .lora_B.weight, embeddings <module>.lora_embedding_A / _B (no ".weight"),
 // as HF's get_peft_model_state_dict writes them. init_lora_weights=false draws B like A (a non-zero start, used
-// by tests); "gaussian" draws A from N(0, 1/r).
+// by tests); "gaussian" draws A from N(0, 1/r); "pissa", "pissa_niter_K", "olora" and "orthogonal" come from
+// lora_init.cpp (PiSSA and OLoRA also rewrite the base weight to W − s·B A; detach puts it back).
 // Default targets when target_modules is null: in_proj, x_proj, dt_proj, out_proj for Mamba/Longhorn (the
 // linear projections); encoder, output_linear.0, decoder for S4D.
 // Merging an embedding adapter into a tied model first unties the LM head (HF's tied head would silently change).
@@ -23,6 +24,7 @@
 #include "engine/tensor_copy.h"
 #include "ops/ops.h"
 #include "peft/lora.h"
+#include "peft/lora_init.h"
 
 namespace ssmtune::peft {
 
@@ -64,7 +66,7 @@ LoraSettings LoraSettings::from_config(const json& c, const std::string& module)
     s.scale = c["use_rslora"].get<bool>() ? alpha / std::sqrt(double(s.r)) : alpha / double(s.r);
     s.dropout = c["lora_dropout"].get<double>();
     const json& init = c.contains("init_lora_weights") ? c["init_lora_weights"] : json(true);
-    s.init = init == false ? "random" : init == "gaussian" ? "gaussian" : "default";
+    s.init = init == false ? "random" : init.is_string() ? init.get<std::string>() : "default";
     s.dora = c.contains("use_dora") && c.at("use_dora") == true;
     s.lora_bias = c.contains("lora_bias") && c.at("lora_bias") == true;
     return s;
@@ -92,11 +94,19 @@ public:
 
 class LoraLinear : public models::OutputDelta {
 public:
-    LoraLinear(int64_t in, int64_t out, const LoraSettings& s, Generator& gen, DType dtype, bool conv)
+    // start: A and B from an init of lora_init.cpp (PiSSA, OLoRA, orthogonal), else drawn here
+    LoraLinear(int64_t in, int64_t out, const LoraSettings& s, Generator& gen, DType dtype, bool conv,
+               const LoraStart* start = nullptr)
         : s_(s), gen_(gen.seed() * 7919 + gen.advance(1)), conv_(conv) {
-        Tensor a = s.init == "gaussian" ? Tensor::randn({s.r, in}, gen, DType::F64, 0.0, 1.0 / double(s.r)).to(dtype)
-                                        : kaiming_a(s.r, in, gen, dtype);
-        Tensor b = s.init == "random" ? kaiming_a(out, s.r, gen, dtype) : Tensor::zeros({out, s.r}, dtype);
+        Tensor a, b;
+        if (start) {
+            a = start->a;
+            b = start->b;
+        } else {
+            a = s.init == "gaussian" ? Tensor::randn({s.r, in}, gen, DType::F64, 0.0, 1.0 / double(s.r)).to(dtype)
+                                     : kaiming_a(s.r, in, gen, dtype);
+            b = s.init == "random" ? kaiming_a(out, s.r, gen, dtype) : Tensor::zeros({out, s.r}, dtype);
+        }
         if (conv) { a = a.reshape({s.r, in, 1}); b = b.reshape({out, s.r, 1}); }
         // lora_bias: b_B [out], zero like B (init_lora_weights false: nn.Linear's default, U(±1/√r))
         Tensor bias;
@@ -148,8 +158,9 @@ private:
 // Linear and [1, out, 1] for a Conv1d, as HF's.
 class DoraDelta : public LoraLinear {
 public:
-    DoraDelta(models::DeltaHost* host, int64_t in, int64_t out, const LoraSettings& s, Generator& gen, DType dtype, bool conv)
-        : LoraLinear(in, out, s, gen, dtype, conv), host_(host), conv_(conv), out_(out) {
+    DoraDelta(models::DeltaHost* host, int64_t in, int64_t out, const LoraSettings& s, Generator& gen, DType dtype, bool conv,
+              const LoraStart* start = nullptr)
+        : LoraLinear(in, out, s, gen, dtype, conv, start), host_(host), conv_(conv), out_(out) {
         Tensor n = weight_norm();
         register_parameter("lora_magnitude_vector", trainable(conv ? n.reshape({1, out, 1}) : n));
     }
@@ -281,10 +292,24 @@ LoraAttachment attach_lora(ModelView& model, const json& config, Generator& gen)
             // any r >= 1, also one larger than both sides of the weight (HF's update_layer allows it; B A then
             // has rank min(in, out) and the extra rows train as HF's do)
             std::shared_ptr<models::OutputDelta> delta;
-            if (auto* lin = dynamic_cast<models::Linear*>(m); lin && settings.dora) {
-                delta = std::make_shared<DoraDelta>(host, lin->in_features(), lin->out_features(), settings, gen, dtype, false);
+            auto* lin = dynamic_cast<models::Linear*>(m);
+            LoraStart start;
+            if (lin && lora_init_is_computed(settings.init)) {
+                // HF's order: the init (and PiSSA / OLoRA's new base W − s·B A) first, then DoRA's magnitude from it
+                start = lora_computed_start(settings.init, name, lin->weight(), settings.r, settings.scale, gen, dtype);
+                if (start.residual.defined()) {
+                    att.base_originals.emplace_back(lin->weight(), lin->weight().detach().clone());
+                    autograd::NoGradGuard no_grad;
+                    copy_into(lin->weight(), start.residual);
+                }
+            }
+            const LoraStart* computed = start.a.defined() ? &start : nullptr;
+            if (lin && settings.dora) {
+                delta = std::make_shared<DoraDelta>(host, lin->in_features(), lin->out_features(), settings, gen, dtype,
+                                                    false, computed);
             } else if (lin) {
-                delta = std::make_shared<LoraLinear>(lin->in_features(), lin->out_features(), settings, gen, dtype, false);
+                delta = std::make_shared<LoraLinear>(lin->in_features(), lin->out_features(), settings, gen, dtype,
+                                                     false, computed);
             } else if (auto* emb = dynamic_cast<models::Embedding*>(m)) {
                 SSMTUNE_CHECK(!settings.lora_bias, "lora_bias is not supported on the embedding ", name, " (nor in HF "
                               "PEFT); fix: \"lora_bias\": false, or leave the embedding out of target_modules");
@@ -292,12 +317,20 @@ LoraAttachment attach_lora(ModelView& model, const json& config, Generator& gen)
                 else delta = std::make_shared<LoraEmbedding>(emb->weight().size(0), emb->weight().size(1), settings, gen, dtype);
             } else {
                 auto* conv = dynamic_cast<models::PointwiseConv1d*>(m);
+                SSMTUNE_CHECK(!lora_init_is_computed(settings.init), "init_lora_weights \"", settings.init, "\" works on "
+                              "Linear modules, not on the 1x1 Conv1d ", name, " (HF PEFT raises for conv layers too); "
+                              "fix: leave it out of target_modules, or init_lora_weights true");
                 const int64_t in = conv->weight().size(1), out = conv->weight().size(0);
                 if (settings.dora) delta = std::make_shared<DoraDelta>(host, in, out, settings, gen, dtype, true);
                 else delta = std::make_shared<LoraLinear>(in, out, settings, gen, dtype, true);
             }
             host->attach_delta("lora", delta);
             att.hosts.emplace_back(name, host);
+            if (lora_init_changes_base(settings.init))
+                for (auto& [pname, t] : delta->named_parameters())
+                    if (pname == "lora_A.weight" || pname == "lora_B.weight" || pname == "lora_embedding_A" ||
+                        pname == "lora_embedding_B")
+                        att.initial.emplace_back(name + "." + pname, t.detach().clone());
         }
     } catch (...) {
         att.detach();
@@ -319,6 +352,7 @@ std::vector<std::pair<std::string, Tensor>> LoraAttachment::tensors() const {
 }
 
 void LoraAttachment::merge(ModelView& model) {
+    base_originals.clear();  // the merged weights are W − s·B0 A0 + s·B A: the merged model keeps them
     for (auto& [name, host] : hosts) {
         if (auto* emb = dynamic_cast<models::Embedding*>(host)) {
             if (model.lm && &model.lm->embeddings() == emb) model.lm->untie_lm_head();
@@ -363,6 +397,10 @@ void LoraAttachment::copy_merged(Tensor& w, const Tensor& delta) {
 void LoraAttachment::detach() {
     for (auto& [name, host] : hosts) host->detach_delta();
     hosts.clear();
+    autograd::NoGradGuard no_grad;
+    for (auto& [weight, original] : base_originals) copy_into(weight, original);
+    base_originals.clear();
+    initial.clear();
 }
 
 namespace {
@@ -403,6 +441,28 @@ public:
         originals_.clear();
     }
     json saved_config() const override { return {{"target_modules", att_.targets}}; }
+    // PiSSA / OLoRA as a plain LoRA of the original base (HF's subtract_mutated_init): W_res + s·B A = W + s·(B A −
+    // B0 A0) = W + s·[B, −B0] [A; A0], so rank 2r with A′ = [A; A0], B′ = [B, −B0]; the other tensors (DoRA's
+    // magnitude, trained biases, modules_to_save) as they are (HF drops them; they are part of the adapted model).
+    std::vector<std::pair<std::string, Tensor>> plain_lora_tensors() const override {
+        if (att_.initial.empty()) return {};
+        autograd::NoGradGuard no_grad;
+        std::vector<std::pair<std::string, Tensor>> out;
+        for (auto& entry : tensors()) {  // (no structured binding: clang 14 cannot capture one in the lambda)
+            const std::string& name = entry.first;
+            const Tensor now = entry.second.detach().to(Device::cpu());
+            auto it = std::find_if(att_.initial.begin(), att_.initial.end(), [&](const auto& p) { return p.first == name; });
+            if (it == att_.initial.end()) {
+                out.emplace_back(name, now);
+                continue;
+            }
+            const Tensor start = it->second.to(Device::cpu());
+            // `initial` holds <module>.lora_A.weight, .lora_B.weight, .lora_embedding_A and .lora_embedding_B only
+            const bool is_b = name.find(".lora_B.weight") != std::string::npos || name.find(".lora_embedding_B") != std::string::npos;
+            out.emplace_back(name, is_b ? ops::concat({now, ops::neg(start)}, 1) : ops::concat({now, start}, 0));
+        }
+        return out;
+    }
 
 private:
     // modules_to_save (HF): every parameter of each module whose name ends with an entry (HF's plain endswith) is

@@ -15,7 +15,8 @@ struct LoraSettings {
     int64_t r = 8;
     double scale = 1.0;    // lora_alpha / r, or lora_alpha / √r (rsLoRA)
     double dropout = 0.0;
-    std::string init = "default";  // default (A Kaiming, B zero) | gaussian | random (B non-zero too)
+    // default (A Kaiming, B zero) | gaussian | random (B non-zero too) | pissa | pissa_niter_K | olora | orthogonal
+    std::string init = "default";
     bool dora = false;             // use_dora: DoRA on Linear modules
     bool lora_bias = false;        // lora_bias: lora_B carries a bias (out += s · b_B)
     // module: a full module name, to apply rank_pattern / alpha_pattern (empty: the config's r and lora_alpha).
@@ -27,6 +28,10 @@ struct LoraAttachment {
     LoraSettings settings;
     nlohmann::json targets;  // the resolved target_modules
     std::vector<std::pair<std::string, models::DeltaHost*>> hosts;  // module name -> host carrying the delta
+    // PiSSA / OLoRA: each rewritten base weight with its value before (put back on detach, dropped by merge), and the
+    // starting value of every LoRA tensor under its file name (for the plain-LoRA form: [A; A0], [B, −B0])
+    std::vector<std::pair<Tensor, Tensor>> base_originals;
+    std::vector<std::pair<std::string, Tensor>> initial;
     std::vector<std::pair<std::string, Tensor>> tensors() const;     // HF file names, no prefix
     void merge(ModelView& model);
     std::string merge_refusal() const;  // empty, or why merge() cannot fold the adapter (lora_bias without a bias)

@@ -36,6 +36,9 @@ public:
     virtual void detach() = 0;
     // Fields the method adds to adapter_config.json when saving (e.g. SDLoRA's selected dimensions).
     virtual nlohmann::json saved_config() const { return nlohmann::json::object(); }
+    // The tensors of the equivalent plain LoRA on the original base (lora_init.h, plain_lora_config), for a LORA
+    // whose init rewrote the base weights (PiSSA, OLoRA); empty for every other method and init.
+    virtual std::vector<std::pair<std::string, Tensor>> plain_lora_tensors() const { return {}; }
 };
 
 // The model an adapter is attached to, with its kind resolved once.

@@ -67,6 +67,11 @@ public:
 
     // adapter_config.json + adapter_model.safetensors (names prefixed base_model.model.), written atomically.
     void save(const std::string& dir) const;
+    // A LORA adapter whose init rewrote the base weights (init_lora_weights "pissa", "pissa_niter_K", "olora") as the
+    // equivalent plain LoRA of the original base, rank 2r (HF's save_pretrained with
+    // path_initial_model_for_weight_conversion): loads with init_lora_weights true on the unmodified base, gives the
+    // same outputs, merges the same way. Any other adapter is an Error (save() is already plain).
+    void save_as_lora(const std::string& dir) const;
     // Copies the tensors of DIR/adapter_model.safetensors into this adapter (strict: missing, unexpected and
     // wrongly shaped names are one Error that lists them).
     void load_weights(const std::string& dir);

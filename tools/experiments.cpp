@@ -261,6 +261,8 @@ int mamba_transfer(const Flags& flags) {
         {"FULL", {{"peft_type", "FULL"}}, 1e-3},
         {"LoRA (in/out_proj, r=1)", {{"peft_type", "LORA"}, {"r", 1}, {"lora_alpha", 2}, {"target_modules", {"in_proj", "out_proj"}}}, 3e-3},
         {"LoRA on SSM (x_proj/dt_proj, r=2)", {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 4}, {"target_modules", {"x_proj", "dt_proj"}}}, 3e-3},
+        {"PiSSA (in/out_proj, r=1)", {{"peft_type", "LORA"}, {"r", 1}, {"lora_alpha", 2}, {"init_lora_weights", "pissa"}, {"target_modules", {"in_proj", "out_proj"}}}, 3e-3},
+        {"OLoRA (in/out_proj, r=1)", {{"peft_type", "LORA"}, {"r", 1}, {"lora_alpha", 2}, {"init_lora_weights", "olora"}, {"target_modules", {"in_proj", "out_proj"}}}, 3e-3},
         {"SDLoRA", {{"peft_type", "SDLORA"}, {"r", 1}, {"lora_alpha", 2}, {"channel_ratio", 0.05}, {"state_ratio", 0.25}, {"warmup_steps", 30}}, 3e-3},
         {"state-offset h", {{"peft_type", "STATE_OFFSET"}, {"variant", "h"}}, 1e-2},
         {"state-offset y", {{"peft_type", "STATE_OFFSET"}, {"variant", "y"}}, 1e-2},
@@ -313,6 +315,7 @@ int mamba_transfer(const Flags& flags) {
     claims.push_back(claim("LoRA on linear projections better than LoRA on SSM modules (Galim et al.)", rows, "LoRA (in/out_proj", "LoRA on SSM", false));
     claims.push_back(claim("SDLoRA >= LoRA at a similar budget (Galim et al.)", rows, "SDLoRA", "LoRA (in/out_proj", false));
     claims.push_back(claim("SURM (circulant) vs LoRA at a similar budget (Sehanobish et al.: SURM >= LoRA)", rows, "SURM", "LoRA (in/out_proj", false));
+    claims.push_back(claim("PiSSA >= LoRA at the same rank, steps and learning rate (Meng et al.: PiSSA converges faster)", rows, "PiSSA", "LoRA (in/out_proj", false));
     write_results(out, "Mamba transfer: selective copying -> reversed order, accuracy on the output positions", "accuracy",
                   false, rows, claims);
     return 0;

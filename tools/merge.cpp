@@ -2,6 +2,8 @@
 // model directory (config.json + model.safetensors) whose outputs equal the adapted model's. Works for LORA,
 // SURM, BITFIT, SDLORA and FULL; the state, prompt, prefix and adapter methods say why they cannot merge.
 // A LoRA on the embedding of a tied model unties the head (lm_head.weight is written, tie_word_embeddings false).
+// `ssmtune convert --model DIR --adapter DIR --out DIR`: writes a PiSSA / OLoRA adapter (a LoRA whose init rewrote the
+// base weights) as the equivalent plain LoRA of the original base, rank 2r (peft::Adapter::save_as_lora).
 // Not here: merging several adapters, safe_merge's NaN check (the merged weights are checked finite instead).
 #include <cmath>
 #include <cstdio>
@@ -40,6 +42,33 @@ int run_merge(int argc, char** argv) {
     models::save_model(flags.str("out"), model);
     std::printf("merged %s adapter %s into %s; wrote %s\n", type.c_str(), flags.str("adapter").c_str(),
                 flags.str("model").c_str(), flags.str("out").c_str());
+    return 0;
+}
+
+int run_convert(int argc, char** argv) {
+    Flags flags(argc, argv, {{"model", ""}, {"adapter", ""}, {"out", ""}}, "convert");
+    if (flags.help()) {
+        std::printf("usage: ssmtune convert --model DIR --adapter DIR --out DIR\n"
+                    "Writes a LoRA adapter whose init rewrote the base weights (init_lora_weights \"pissa\",\n"
+                    "\"pissa_niter_K\", \"olora\") as the equivalent plain LoRA of the original base: rank 2r,\n"
+                    "init_lora_weights true, the same outputs (HF's path_initial_model_for_weight_conversion).\n"
+                    "  --model DIR    the base model the adapter was trained on (unmodified)\n"
+                    "  --adapter DIR  the PiSSA / OLoRA adapter\n"
+                    "  --out DIR      where the plain LoRA adapter is written (must differ from --adapter)\n");
+        return 0;
+    }
+    for (const char* required : {"model", "adapter", "out"})
+        if (!flags.is_set(required)) throw UsageError(std::string("convert: --") + required + " is required");
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (fs::exists(flags.str("out")) && fs::equivalent(flags.str("out"), flags.str("adapter"), ec))
+        throw UsageError("convert: --out must not be the adapter's directory");
+    models::AnyModel model = models::load_model(flags.str("model"));
+    peft::Adapter adapter = peft::load(model.module(), flags.str("adapter"));
+    adapter.save_as_lora(flags.str("out"));
+    std::printf("wrote %s: the %s adapter %s as a plain LoRA of rank %lld on %s\n", flags.str("out").c_str(),
+                adapter.config().json["init_lora_weights"].get<std::string>().c_str(), flags.str("adapter").c_str(),
+                static_cast<long long>(2 * adapter.config().json["r"].get<int64_t>()), flags.str("model").c_str());
     return 0;
 }
 

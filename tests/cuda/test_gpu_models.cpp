@@ -3,8 +3,10 @@
 // op of the LMs runs on the device (embedding, rmsnorm, linear, conv1d, SiLU, softplus inside the scan, the
 // selective and Longhorn scans, cross-entropy, AdamW).
 #include "autograd/optim.h"
+#include "engine/tensor_copy.h"
 #include "gpu_compare.h"
 #include "models/ssm_lm.h"
+#include "ops/ops.h"
 #include "peft/peft.h"
 
 using namespace ssmtune;
@@ -77,6 +79,9 @@ TEST_CASE("gpu: PEFT fine-tuning moved to the GPU (state offset, LoRA, prefix, S
               "target_modules": ["dt_proj", "out_proj"]})",
           R"({"peft_type": "LORA", "r": 2, "use_dora": true, "init_lora_weights": false,
               "target_modules": ["embeddings", "in_proj", "x_proj", "out_proj"]})",
+          R"({"peft_type": "LORA", "r": 2, "init_lora_weights": "pissa", "use_dora": true,
+              "target_modules": ["in_proj", "out_proj"]})",
+          R"({"peft_type": "LORA", "r": 3, "init_lora_weights": "olora", "target_modules": ["x_proj", "dt_proj"]})",
           R"({"peft_type": "PREFIX", "num_virtual_tokens": 3})",
           R"({"peft_type": "SDLORA", "r": 2, "lora_alpha": 4, "init": "random", "dimensions":
               {"0": {"channels": [1, 7, 12], "states": [[0, 3], [2], [1, 2, 3]]}, "1": {"channels": [4], "states": [[1]]}}})",
@@ -146,6 +151,17 @@ TEST_CASE("gpu: adapters disabled and switched on the device (AdapterSet) give t
     peft::AdapterSet set(m);
     set.add("lora", peft::Config::parse(R"({"peft_type": "LORA", "r": 2, "init_lora_weights": false, "bias": "all"})"));
     set.add("offset", peft::Config::parse(R"({"peft_type": "STATE_OFFSET", "init": "random"})"));
+    // PiSSA rewrites the base weights on the device (the init computed on the host from the device's values)
+    set.add("pissa", peft::Config::parse(R"({"peft_type": "LORA", "r": 2, "init_lora_weights": "pissa_niter_2"})"));
+    CHECK(m.forward(ids).to(Device::cpu()).to_vector<double>() == base.to_vector<double>());  // held: the base again
+    set.set_active("pissa");
+    set.get("pissa").to(Device::cuda());
+    for (auto& [n, t] : set.get("pissa").named_parameters()) {
+        CHECK(t.device().is_cuda());
+        copy_into(t, ops::mul_scalar(t, 1.5));  // away from the start, so the adapted model differs from the base
+    }
+    const Tensor out_pissa = m.forward(ids).to(Device::cpu());
+    CHECK(out_pissa.to_vector<double>() != base.to_vector<double>());
     set.set_active("lora");
     set.get("lora").to(Device::cuda());  // applied on the host, moved with the model
     const Tensor out_lora = m.forward(ids).to(Device::cpu());
@@ -157,6 +173,8 @@ TEST_CASE("gpu: adapters disabled and switched on the device (AdapterSet) give t
     CHECK(m.forward(ids).to(Device::cpu()).to_vector<double>() == out_lora.to_vector<double>());
     set.set_active("offset");
     CHECK(m.forward(ids).to(Device::cpu()).to_vector<double>() == out_offset.to_vector<double>());
+    set.set_active("pissa");
+    CHECK(m.forward(ids).to(Device::cpu()).to_vector<double>() == out_pissa.to_vector<double>());
     set.set_active("");
     CHECK(m.forward(ids).to(Device::cpu()).to_vector<double>() == base.to_vector<double>());
 }

@@ -29,8 +29,9 @@ TEST_CASE("experiments run on tiny settings and write their tables") {
     CHECK(md.find("## Claims") != std::string::npos);
     CHECK(md.find("state-offset h >= initial state") != std::string::npos);
     REQUIRE(cli({"experiment", "mamba-transfer", "--base-steps", "2", "--iters", "1", "--out", (dir / "mamba").string()}) == 0);
-    CHECK(lines(dir / "mamba" / "results.csv") == 1 + 14);
+    CHECK(lines(dir / "mamba" / "results.csv") == 1 + 16);
     CHECK(file_bytes(dir / "mamba" / "results.md").find("prompt/prefix weaker than state-based") != std::string::npos);
+    CHECK(file_bytes(dir / "mamba" / "results.md").find("PiSSA >= LoRA") != std::string::npos);
     CHECK(cli({"experiment", "nope"}) == 2);
     CHECK(cli({"experiment", "s4d-synthetic", "--iters", "0"}) == 2);
     CHECK(cli({"experiment", "--help"}) == 0);

@@ -134,15 +134,17 @@ def hf_targets(module, targets, layers=None, exclude=None):
 
 
 def lora_adapter(rng, w, cfg, targets, r=3, alpha=5.0, rslora=False, layers=None, rank_pattern=None,
-                 alpha_pattern=None, exclude=None, modules_to_save=None, dora=False, bias=None, lora_bias=False):
+                 alpha_pattern=None, exclude=None, modules_to_save=None, dora=False, bias=None, lora_bias=False,
+                 init=None):
     """HF LoRA tensors for every module matching the targets (each module's rank from rank_pattern as HF resolves
     it); B non-zero so the adapter acts. bias "all" / "lora_only": trained biases as HF's state dict names them (a
-    target's own bias under <module>.base_layer.bias); lora_bias: a bias on each lora_B."""
+    target's own bias under <module>.base_layer.bias); lora_bias: a bias on each lora_B; init: init_lora_weights
+    ("pissa" / "olora": the base weights of the Linear targets become W - s B0 A0 on load, as in HF)."""
     cfg_json = {"peft_type": "LORA", "r": r, "lora_alpha": alpha, "target_modules": targets, "use_rslora": rslora}
     for key, value in (("layers_to_transform", layers), ("rank_pattern", rank_pattern),
                        ("alpha_pattern", alpha_pattern), ("exclude_modules", exclude),
                        ("modules_to_save", modules_to_save), ("use_dora", dora or None), ("bias", bias),
-                       ("lora_bias", lora_bias or None)):
+                       ("lora_bias", lora_bias or None), ("init_lora_weights", init)):
         if value is not None:
             cfg_json[key] = value
     tensors = {}
@@ -410,6 +412,15 @@ def cases():
                                                      lora_bias=True), use_bias=True)),
             (m + " LORA bias lora_only, dt_proj + x_proj",
              lm_with(m, lambda g, w, c: lora_adapter(g, w, c, ["dt_proj", "x_proj"], r=2, bias="lora_only"))),
+            (m + " LORA PiSSA in/x/out_proj + embedding",
+             lm_with(m, lambda g, w, c: lora_adapter(g, w, c, ["in_proj", "x_proj", "out_proj", "embeddings"], r=3,
+                                                     init="pissa"))),
+            (m + " LORA OLoRA rslora rank_pattern, untied head",
+             lm_with(m, lambda g, w, c: lora_adapter(g, w, c, ["in_proj", "dt_proj", "lm_head"], r=1, alpha=3.0,
+                                                     rslora=True, rank_pattern={"in_proj": 4}, init="olora"),
+                     tied=False)),
+            (m + " LORA PiSSA + DoRA x_proj, out_proj",
+             lm_with(m, lambda g, w, c: lora_adapter(g, w, c, ["x_proj", "out_proj"], r=2, dora=True, init="pissa"))),
             (m + " STATE_OFFSET h",
              lm_with(m, lambda g, w, c: per_layer_adapter(g, c, "STATE_OFFSET", "state_offset",
                                                           (E(c), c["state_size"]), {"variant": "h"}))),
@@ -477,6 +488,9 @@ def cases():
             lambda g, w, c: surm_adapter(g, w, c, "ldr", "adapter", ["output_linear.0"]))),
         ("s4d LORA DoRA encoder, output_linear.0, decoder", s4d_with(lambda g, w, c: lora_adapter(
             g, w, c, ["encoder", "output_linear.0", "decoder"], dora=True))),
+        ("s4d LORA PiSSA encoder, decoder", s4d_with(lambda g, w, c: lora_adapter(
+            g, w, c, ["encoder", "decoder"], r=2, init="pissa"))),
+        ("s4d LORA OLoRA decoder", s4d_with(lambda g, w, c: lora_adapter(g, w, c, ["decoder"], r=3, init="olora"))),
         ("s4d PARTIAL kernel, encoder", s4d_with(lambda g, w, c: partial_adapter(g, w, ["kernel", "encoder"]))),
         ("s4d SDLORA pruned, zoh", s4d_with(lambda g, w, c: sdlora_s4d_adapter(g, w, c))),
         ("s4d SDLORA unpruned, bilinear, prenorm", s4d_with(lambda g, w, c: sdlora_s4d_adapter(g, w, c, prune=False),
@@ -515,7 +529,7 @@ def _draw_lm_adapter(g, w, c):
     first = "encoder" if frame else "embeddings"
     some_layers = lambda: sorted(g.choice(layers, size=int(g.integers(1, layers + 1)), replace=False).tolist())
     kinds = ["none", "lora", "lora", "dora", "offset_h", "offset_h_r", "offset_y", "initial", "prefix",
-             "parallel", "partial", "surm", "sdlora"]
+             "parallel", "partial", "surm", "sdlora", "lora_init"]
     if not frame:
         kinds.append("prompt")
     if c["conv_kernel"] >= 2:
@@ -540,6 +554,9 @@ def _draw_lm_adapter(g, w, c):
         return lora_adapter(g, w, c, targets, r=int(g.integers(1, 6)), alpha=float(g.uniform(0.5, 16)),
                             rslora=bool(g.random() < 0.3), layers=layer_sel, dora=kind == "dora",
                             bias=None if bias == "none" else bias, lora_bias=lora_bias)
+    if kind == "lora_init":
+        modules = ["in_proj", "x_proj", "dt_proj", "out_proj", first] + ([] if c["tie_word_embeddings"] else ["lm_head"])
+        return weight_init_lora(g, w, c, _subset(g, modules))
     if kind == "offset_h":
         return per_layer_adapter(g, c, "STATE_OFFSET", "state_offset", (E, c["state_size"]), {"variant": "h"})
     if kind == "offset_h_r":
@@ -577,14 +594,26 @@ def _draw_lm_adapter(g, w, c):
     return sdlora_adapter(g, w, c, r=int(g.integers(1, 4)))
 
 
+def weight_init_lora(g, w, c, targets):
+    """A LoRA with init_lora_weights "pissa" or "olora" on random targets: a rank no larger than any targeted
+    weight's smaller side (both inits take r components of it), DoRA and rsLoRA at random."""
+    sides = [min(w[n].shape) for n in w if n.endswith(".weight") and len(w[n].shape) == 2
+             and not n.endswith("embeddings.weight") and hf_targets(n[:-len(".weight")], targets, None, None)]
+    r = int(g.integers(1, min(sides + [5]) + 1))
+    return lora_adapter(g, w, c, targets, r=r, alpha=float(g.uniform(0.5, 16)), rslora=bool(g.random() < 0.3),
+                        dora=bool(g.random() < 0.3), init=["pissa", "olora"][int(g.integers(2))])
+
+
 def random_s4d_adapter(g, w, c):
     H, M = c["d_model"], c["d_state"] // 2
-    kinds = ["none", "lora", "dora", "surm", "partial", "offset_h", "offset_h_r", "offset_y", "initial"]
+    kinds = ["none", "lora", "dora", "surm", "partial", "offset_h", "offset_h_r", "offset_y", "initial", "lora_init"]
     if H >= 4 and M >= 2:
         kinds.append("sdlora")
     kind = kinds[int(g.integers(len(kinds)))]
     if kind == "none":
         return None
+    if kind == "lora_init":  # Linear targets only (HF refuses these inits on a Conv1d)
+        return weight_init_lora(g, w, c, _subset(g, ["encoder", "decoder"]))
     if kind in ("lora", "dora"):
         bias = ["none", "all", "lora_only"][int(g.integers(3))] if kind == "lora" else "none"
         return lora_adapter(g, w, c, _subset(g, ["encoder", "output_linear.0", "decoder"]), r=int(g.integers(1, 5)),

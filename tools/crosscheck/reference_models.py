@@ -267,6 +267,32 @@ def dora_delta(W, A, B, s, m):
     return lambda x, fout: (scale - 1) * (x @ W.T) + scale * (s * ((x @ A.T) @ B.T))
 
 
+def hf_weight_init_residual(p, cfg_json, tensors):
+    """HF's pissa_init / olora_init, run again when an adapter with init_lora_weights "pissa" / "olora" loads: the
+    base weight of each Linear target becomes W - s B0 A0 (PiSSA: S_r / s split as sqrt into A0 = diag V_r^T,
+    B0 = U_r diag, from torch.linalg.svd; OLoRA: A0 = R[:r], B0 = Q[:, :r] from torch.linalg.qr), then the file's A
+    and B act on it. s B0 A0 does not depend on the factorisations' sign conventions."""
+    init = cfg_json.get("init_lora_weights", True)
+    if init not in ("pissa", "olora"):
+        return
+    for name in tensors:
+        if not name.endswith(".lora_A.weight") or tensors[name].dim() != 2:
+            continue
+        module = name[:-len(".lora_A.weight")]
+        r = hf_pattern_value(cfg_json.get("rank_pattern"), module, cfg_json["r"])
+        alpha = hf_pattern_value(cfg_json.get("alpha_pattern"), module, cfg_json["lora_alpha"])
+        s = alpha / (math.sqrt(r) if cfg_json.get("use_rslora") else r)
+        W = p[module + ".weight"]
+        if init == "pissa":
+            V, S, Uh = torch.linalg.svd(W, full_matrices=False)
+            Sr = S[:r] / s
+            A0, B0 = torch.diag(torch.sqrt(Sr)) @ Uh[:r], V[:, :r] @ torch.diag(torch.sqrt(Sr))
+        else:
+            Q, R = torch.linalg.qr(W)
+            A0, B0 = R[:r], Q[:, :r]
+        p[module + ".weight"] = W - s * B0 @ A0
+
+
 def split_adapter(cfg_json, tensors, cfg, p=None):
     """Turns adapter tensors (torch leaves) into the forward's hooks / lora / parallel-adapter dictionaries."""
     hooks, lora, adapters = {}, {}, {}

@@ -16,7 +16,8 @@ and every gradient with the same computation written in plain PyTorch (reference
     Conv1d + GLU, residual, LayerNorm pre or post, mean over L, decoder), ZOH and bilinear;
   - the Mamba / Longhorn frame models (backbone.encoder, untied head, classified at the last frame);
   - PEFT: LoRA (HF layer semantics and target matching, Linear, Embedding and 1x1 Conv1d, rsLoRA), BitFit,
-    state-offset h and y, initial state, prompt, prefix, parallel adapter, SURM (circulant, Toeplitz, Kronecker,
+    PiSSA / OLoRA inits (the base weight becomes W - s B0 A0 on load, as HF's), state-offset h and y, initial
+    state, prompt, prefix, parallel adapter, SURM (circulant, Toeplitz, Kronecker,
     LDR; lora and adapter modes) and SDLoRA (Mamba, Longhorn, S4D with pruning) as peft/*.cpp document them.
 
 Errors are relative to the largest reference magnitude of each tensor. Float64 must agree to 1e-9; float32 to
@@ -57,7 +58,7 @@ torch.set_default_dtype(torch.float64)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cases import cases, random_case, random_large_case  # noqa: E402  (after the PyTorch check, which decides exit 77)
-from reference_models import lm_forward, s4d_forward, sdlora_weights, split_adapter  # noqa: E402
+from reference_models import hf_weight_init_residual, lm_forward, s4d_forward, sdlora_weights, split_adapter  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------- safetensors
@@ -105,6 +106,8 @@ def reference(cfg, w, batch, adapter):
         if cfg_json["peft_type"] in ("BITFIT", "PARTIAL"):  # base tensors trained in place
             p.update(t)
         else:
+            if cfg_json["peft_type"] == "LORA":  # PiSSA / OLoRA rewrite the base weights first (HF's order)
+                hf_weight_init_residual(p, cfg_json, t)
             hooks, lora, adapters = split_adapter(cfg_json, t, cfg, p)
         if cfg_json["peft_type"] == "LORA":  # modules_to_save and "bias": the file holds trained base tensors (a
             # LoRA target's own bias as <module>.base_layer.bias, as HF's state dict names it)
