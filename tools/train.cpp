@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "models/checkpoint.h"
+#include "peft/lora_init.h"
 #include "peft/peft.h"
 #include "tools/commands.h"
 #include "tools/run_config.h"
@@ -182,6 +183,11 @@ int run_finetune(int argc, char** argv) {
         print_metrics("before", out.before);
         print_metrics("after ", out.after);
         std::printf("%s\nadapter: %s\n", out.report.c_str(), out.adapter_dir.c_str());
+        const json& init = rc["peft"].value("init_lora_weights", json(true));
+        if (init.is_string() && peft::lora_init_changes_base(init.get<std::string>()))
+            std::printf("(its init rewrote the base weights, which loading it on the original base does again; "
+                        "`ssmtune convert --model %s --adapter %s --out DIR` writes it as a plain LoRA)\n",
+                        rc["base_model"].get<std::string>().c_str(), out.adapter_dir.c_str());
     }
     return out.interrupted ? 130 : 0;
 }

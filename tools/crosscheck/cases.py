@@ -133,6 +133,23 @@ def hf_targets(module, targets, layers=None, exclude=None):
     return any(module == t or module.endswith("." + t) for t in targets)
 
 
+def lora_scale(cfg_json, module, r):
+    """The module's s: lora_alpha (or its alpha_pattern value) / r, or / sqrt(r) under rsLoRA."""
+    alpha = hf_pattern_value(cfg_json.get("alpha_pattern"), module, cfg_json["lora_alpha"])
+    return alpha / (math.sqrt(r) if cfg_json.get("use_rslora") else r)
+
+
+def weight_init_start(weight, init, r, s):
+    """HF's PiSSA / OLoRA start (A0 [r, in], B0 [out, r]) of a weight as the program reads it (float32 values)."""
+    W = weight.astype(np.float32).astype(np.float64)
+    if init == "pissa":
+        U, S, Vh = np.linalg.svd(W, full_matrices=False)
+        root = np.sqrt(S[:r] / s)
+        return root[:, None] * Vh[:r], U[:, :r] * root[None, :]
+    Q, R = np.linalg.qr(W)
+    return R[:r], Q[:, :r]
+
+
 def lora_adapter(rng, w, cfg, targets, r=3, alpha=5.0, rslora=False, layers=None, rank_pattern=None,
                  alpha_pattern=None, exclude=None, modules_to_save=None, dora=False, bias=None, lora_bias=False,
                  init=None):
@@ -166,6 +183,12 @@ def lora_adapter(rng, w, cfg, targets, r=3, alpha=5.0, rslora=False, layers=None
             tensors[module + ".lora_B.weight"] = rng.normal(0, 0.3, size=(shape[0], r, 1))
             if dora:  # HF's conv magnitude is [1, out, 1]
                 tensors[module + ".lora_magnitude_vector"] = rng.uniform(0.5, 2.0, size=(1, shape[0], 1))
+        elif init in ("pissa", "olora"):  # a trained adapter near its start (HF's A0, B0 from numpy's factorisation)
+            A0, B0 = weight_init_start(w[name], init, r, lora_scale(cfg_json, module, r))
+            tensors[module + ".lora_A.weight"] = A0 + rng.normal(0, 0.1, size=A0.shape)
+            tensors[module + ".lora_B.weight"] = B0 + rng.normal(0, 0.1, size=B0.shape)
+            if dora:
+                tensors[module + ".lora_magnitude_vector"] = rng.uniform(0.5, 2.0, size=shape[0])
         else:
             tensors[module + ".lora_A.weight"] = rng.normal(0, 0.3, size=(r, shape[1]))
             tensors[module + ".lora_B.weight"] = rng.normal(0, 0.3, size=(shape[0], r))
@@ -646,8 +669,16 @@ def random_large_case(g):
                             use_bias=bool(g.random() < 0.3), B=int(g.integers(1, 3)), L=L, E=int(g.integers(60, 200)))
     adapter = random_lm_adapter(g, w, cfg)
     name = "large %s D=%d E=%d N=%d L=%d %s" % (kind, D, cfg["intermediate_size"], cfg["state_size"], L,
-                                                adapter[0]["peft_type"] if adapter else "base")
+                                                adapter_label(adapter))
     return name, cfg, w, batch, adapter
+
+
+def adapter_label(adapter):
+    """The adapter's type in a case name, with a LoRA init that reads the weight (PiSSA, OLoRA)."""
+    if not adapter:
+        return "base"
+    init = adapter[0].get("init_lora_weights")
+    return adapter[0]["peft_type"] + (" " + init if isinstance(init, str) else "")
 
 
 def random_case(g):
@@ -683,5 +714,5 @@ def random_case(g):
         adapter = random_lm_adapter(g, w, cfg)
         desc = "%sD=%d E=%d N=%d K=%d R=%d L=%d" % ("frame " if frame else "", D, cfg["intermediate_size"],
                                                     cfg["state_size"], cfg["conv_kernel"], cfg["time_step_rank"], L)
-    name = "random %s %s %s" % (kind, desc, adapter[0]["peft_type"] if adapter else "base")
+    name = "random %s %s %s" % (kind, desc, adapter_label(adapter))
     return name, cfg, w, batch, adapter
