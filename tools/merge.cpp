@@ -15,6 +15,18 @@
 
 namespace ssmtune::tools {
 
+namespace {
+// The checks merge and convert share: --model, --adapter and --out are all given, and --out is not the input
+// directory named by `kept` ("model" or "adapter"), which writing there would overwrite.
+void check_model_adapter_out(const Flags& flags, const std::string& command, const char* kept, const char* kept_what) {
+    for (const char* required : {"model", "adapter", "out"})
+        if (!flags.is_set(required)) throw UsageError(command + ": --" + required + " is required");
+    std::error_code ec;
+    if (std::filesystem::exists(flags.str("out")) && std::filesystem::equivalent(flags.str("out"), flags.str(kept), ec))
+        throw UsageError(command + ": --out must not be the " + kept_what + " directory");
+}
+}  // namespace
+
 int run_merge(int argc, char** argv) {
     Flags flags(argc, argv, {{"model", ""}, {"adapter", ""}, {"out", ""}}, "merge");
     if (flags.help()) {
@@ -25,12 +37,7 @@ int run_merge(int argc, char** argv) {
                     "  --out DIR      where the merged model is written (must differ from --model)\n");
         return 0;
     }
-    for (const char* required : {"model", "adapter", "out"})
-        if (!flags.is_set(required)) throw UsageError(std::string("merge: --") + required + " is required");
-    namespace fs = std::filesystem;
-    std::error_code ec;
-    if (fs::exists(flags.str("out")) && fs::equivalent(flags.str("out"), flags.str("model"), ec))
-        throw UsageError("merge: --out must not be the base model's directory");
+    check_model_adapter_out(flags, "merge", "model", "base model's");
     models::AnyModel model = models::load_model(flags.str("model"));
     peft::Adapter adapter = peft::load(model.module(), flags.str("adapter"));
     const std::string type = adapter.config().peft_type();
@@ -57,12 +64,7 @@ int run_convert(int argc, char** argv) {
                     "  --out DIR      where the plain LoRA adapter is written (must differ from --adapter)\n");
         return 0;
     }
-    for (const char* required : {"model", "adapter", "out"})
-        if (!flags.is_set(required)) throw UsageError(std::string("convert: --") + required + " is required");
-    namespace fs = std::filesystem;
-    std::error_code ec;
-    if (fs::exists(flags.str("out")) && fs::equivalent(flags.str("out"), flags.str("adapter"), ec))
-        throw UsageError("convert: --out must not be the adapter's directory");
+    check_model_adapter_out(flags, "convert", "adapter", "adapter's");
     models::AnyModel model = models::load_model(flags.str("model"));
     peft::Adapter adapter = peft::load(model.module(), flags.str("adapter"));
     adapter.save_as_lora(flags.str("out"));
