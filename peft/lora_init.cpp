@@ -68,10 +68,14 @@ Mat approximate_basis(const Mat& m, int64_t q, int64_t niter, Generator& gen) {
     return basis;
 }
 
+// "pissa_niter_K" with K in [0, kMaxPowerIterations] (HF allows any K; a huge one would run for hours, so it is
+// refused like every other huge size; PiSSA's authors use 4 to 16).
+constexpr int64_t kMaxPowerIterations = 1000;
+constexpr int64_t kMaxOrthogonalRank = 4096;
 bool is_pissa_niter(const std::string& init, int64_t* niter) {
-    static const std::regex re("pissa_niter_([0-9]{1,6})");
+    static const std::regex re("pissa_niter_([0-9]{1,4})");
     std::smatch match;
-    if (!std::regex_match(init, match, re)) return false;
+    if (!std::regex_match(init, match, re) || std::stoll(match[1].str()) > kMaxPowerIterations) return false;
     if (niter) *niter = std::stoll(match[1].str());
     return true;
 }
@@ -109,7 +113,7 @@ std::string lora_init_refusal(const json& init) {
         return v + " derives A and B from activation statistics gathered on data beforehand, which is not built; use "
                    "\"pissa\" (the weight's own principal part) or true";
     return "true (Kaiming A, zero B), false (random B too), \"gaussian\", \"pissa\", \"pissa_niter_K\" (K power "
-           "iterations), \"olora\" or \"orthogonal\"";
+           "iterations, 0 to " + std::to_string(kMaxPowerIterations) + "), \"olora\" or \"orthogonal\"";
 }
 
 LowRankSvd svd_lowrank(const std::vector<double>& values, int64_t rows, int64_t cols, int64_t q, int64_t niter,
@@ -141,6 +145,9 @@ LoraStart lora_computed_start(const std::string& init, const std::string& module
     if (init == "orthogonal") {
         SSMTUNE_CHECK(r % 2 == 0, "init_lora_weights \"orthogonal\" needs an even rank, but ", module, " has r = ", r,
                       " (HF refuses it too); fix: an even r, or rank_pattern for this module");
+        // the r × r QR costs r³: a rank in the tens of thousands would run for hours and take gigabytes
+        SSMTUNE_CHECK(r <= kMaxOrthogonalRank, "init_lora_weights \"orthogonal\" factors a random r × r matrix, and r = ",
+                      r, " (", module, ") is above the ", kMaxOrthogonalRank, " allowed; fix: a smaller r");
         const Mat q = thin_q(gaussian(r, r, gen));  // [r, r], orthonormal rows
         Mat q_odd(r / 2, r), q_even(r / 2, r);      // HF's Q[0::2] and Q[1::2]
         for (int64_t i = 0; i < r / 2; ++i) {

@@ -59,6 +59,9 @@ for i in range(2):
     lora[q + "lora_B.weight"] = full([32, 2])
 put("adapter_loader", "lora", split2(json.dumps({"peft_type": "LORA", "r": 2, "target_modules": ["in_proj"]}).encode(),
                                       safetensors(lora)))
+# LoRA inits that read the weight: the load rewrites in_proj to W - s B0 A0 (randomized SVD) and puts it back on detach
+put("adapter_loader", "lora_pissa", split2(json.dumps({"peft_type": "LORA", "r": 2, "target_modules": ["in_proj"],
+                                                        "init_lora_weights": "pissa_niter_2"}).encode(), safetensors(lora)))
 so = {"base_model.model.backbone.layers.%d.mixer.state_offset" % i: full([16, 4]) for i in range(2)}
 put("adapter_loader", "state_offset", split2(json.dumps({"peft_type": "STATE_OFFSET"}).encode(), safetensors(so)))
 # LoRA with HF's per-module fields and DoRA: layer 1's in_proj at r 3, out_proj only in layer 1, dt_proj trained whole

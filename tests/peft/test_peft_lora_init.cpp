@@ -164,6 +164,8 @@ TEST_CASE("peft orthogonal init: B A = 0 with both factors non-zero, odd ranks r
     Subject t = make_subject("mamba");
     CHECK(apply_error(t.module(), R"({"peft_type": "LORA", "r": 3, "init_lora_weights": "orthogonal"})")
               .find("even rank") != std::string::npos);
+    CHECK(apply_error(t.module(), R"({"peft_type": "LORA", "r": 65536, "init_lora_weights": "orthogonal"})")
+              .find("4096 allowed") != std::string::npos);  // refused before the r × r draw
 }
 
 TEST_CASE("peft LoRA inits: what is refused, and why") {
@@ -178,6 +180,9 @@ TEST_CASE("peft LoRA inits: what is refused, and why") {
     CHECK(apply_error(s.module(), R"({"peft_type": "LORA", "init_lora_weights": "loftq"})").find("quantised") != std::string::npos);
     CHECK(apply_error(s.module(), R"({"peft_type": "LORA", "init_lora_weights": "eva"})").find("activation") != std::string::npos);
     CHECK(apply_error(s.module(), R"({"peft_type": "LORA", "init_lora_weights": "pissa_niter_"})").find("pissa_niter_K") != std::string::npos);
+    // a huge iteration count is refused before any work (it would run for hours)
+    CHECK(apply_error(s.module(), R"({"peft_type": "LORA", "init_lora_weights": "pissa_niter_1001"})").find("0 to 1000") != std::string::npos);
+    CHECK(apply_error(s.module(), R"({"peft_type": "LORA", "init_lora_weights": "pissa_niter_99999999"})").find("0 to 1000") != std::string::npos);
     CHECK(apply_error(s.module(), R"({"peft_type": "LORA", "init_lora_weights": "pissa", "lora_bias": true})")
               .find("lora_bias needs") != std::string::npos);
     Subject c = make_subject("s4d");  // the default targets include output_linear.0, a 1x1 Conv1d
