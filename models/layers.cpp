@@ -1,6 +1,7 @@
 // Linear, Embedding, RMSNorm, LayerNorm (see layers.h).
 #include "models/layers.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "ops/ops.h"
@@ -16,21 +17,25 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator& 
     if (bias) register_parameter("bias", Tensor::uniform({out_features}, gen, -bound, bound));
 }
 
-Tensor DeltaHost::ops_add(const Tensor& a, const Tensor& b) { return ops::add(a, b); }
-
 Tensor OutputDelta::apply(const Tensor& out, const Tensor& x) { return ops::add(out, forward(x)); }
 
 void DeltaHost::attach_delta(const std::string& adapter_name, std::shared_ptr<OutputDelta> delta) {
-    SSMTUNE_CHECK(!delta_, "this ", type_name(), " already has an adapter attached; fix: detach it first");
-    delta_ = delta;
+    SSMTUNE_CHECK(delta, "attach_delta: no delta given");
+    std::string name = adapter_name;
+    for (int k = 2; std::any_of(children_.begin(), children_.end(), [&](const auto& c) { return c.first == name; }); ++k)
+        name = adapter_name + "_" + std::to_string(k);
     delta->train(is_training());  // an adapter follows its host's train/eval mode
-    register_module(adapter_name, delta);
+    deltas_.push_back(delta);
+    register_module(name, delta);
 }
 
-void DeltaHost::detach_delta() {
-    if (!delta_) return;
-    remove_child(delta_.get());
-    delta_.reset();
+void DeltaHost::detach_delta(const OutputDelta* delta) {
+    for (auto it = deltas_.begin(); it != deltas_.end(); ++it) {
+        if (it->get() != delta) continue;
+        remove_child(delta);
+        deltas_.erase(it);
+        return;
+    }
 }
 
 Tensor Linear::forward(const Tensor& x) {

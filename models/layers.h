@@ -26,20 +26,28 @@ public:
     virtual Tensor apply(const Tensor& out, const Tensor& x);
 };
 
-// A layer that can carry one OutputDelta (registered as a child named by the adapter, so its tensors appear in
-// named_parameters() under e.g. "in_proj.lora").
+// A layer that can carry OutputDeltas (each registered as a child named by the adapter, so its tensors appear in
+// named_parameters() under e.g. "in_proj.lora"). Several apply in the order attached, each to the output so far
+// (out <- d.apply(out, x)), as HF's LoRA layer loops over its active adapters; the methods decide which may share a
+// host (LoRA with LoRA only).
 class DeltaHost : public Module {
 public:
+    // The child is named adapter_name, or adapter_name + "_2", "_3", ... when that name is taken.
     void attach_delta(const std::string& adapter_name, std::shared_ptr<OutputDelta> delta);
-    void detach_delta();
-    OutputDelta* delta() { return delta_.get(); }
-    // out + delta(x) when a delta is attached, else out (public: the LM and the S4D classifier apply the delta of
-    // a whole mixer / S4D layer where they call it).
-    Tensor add_delta(const Tensor& out, const Tensor& x) { return delta_ ? delta_->apply(out, x) : out; }
+    void detach_delta(const OutputDelta* delta);  // that one (nothing when it is not attached here)
+    OutputDelta* delta() { return deltas_.empty() ? nullptr : deltas_.front().get(); }  // the first attached
+    const std::vector<std::shared_ptr<OutputDelta>>& deltas() const { return deltas_; }
+    // out with every delta applied in order, or out itself (public: the LM and the S4D classifier apply the deltas
+    // of a whole mixer / S4D layer where they call it).
+    Tensor add_delta(const Tensor& out, const Tensor& x) {
+        if (deltas_.empty()) return out;
+        Tensor y = deltas_.front()->apply(out, x);
+        for (size_t i = 1; i < deltas_.size(); ++i) y = deltas_[i]->apply(y, x);
+        return y;
+    }
 
 private:
-    static Tensor ops_add(const Tensor& a, const Tensor& b);
-    std::shared_ptr<OutputDelta> delta_;
+    std::vector<std::shared_ptr<OutputDelta>> deltas_;
 };
 
 class Linear : public DeltaHost {

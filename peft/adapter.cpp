@@ -16,6 +16,7 @@
 #include "engine/safetensors.h"
 #include "engine/tensor_copy.h"
 #include "models/checkpoint.h"
+#include "peft/lora.h"
 #include "peft/lora_init.h"
 #include "peft/method.h"
 
@@ -378,16 +379,17 @@ void Adapter::enable() {
 
 // ---------------------------------------------------------------- AdapterSet
 Adapter& AdapterSet::insert(const std::string& name, const std::function<Adapter()>& make) {
-    SSMTUNE_CHECK(!name.empty(), "AdapterSet: an adapter needs a non-empty name");
+    SSMTUNE_CHECK(!name.empty() && name.find('+') == std::string::npos, "AdapterSet: an adapter needs a non-empty "
+                  "name without '+' (which joins the names of adapters active together), got \"", name, "\"");
     for (auto& [n, a] : adapters_) SSMTUNE_CHECK(n != name, "AdapterSet: an adapter named \"", name, "\" exists already; fix: "
                                                  "remove it first or choose another name");
-    const std::string was = active_;
+    const std::vector<std::string> was = active_;
     set_active("");  // the hooks free for the new one
     std::unique_ptr<Adapter> made;
     try {
         made = std::make_unique<Adapter>(make());
         made->disable();
-    } catch (...) {  // a config or directory that fails leaves the set as it was, the active adapter attached
+    } catch (...) {  // a config or directory that fails leaves the set as it was, the active adapters attached
         if (made) made->detach();
         set_active(was);
         throw;
@@ -406,6 +408,10 @@ Adapter& AdapterSet::load(const std::string& name, const std::string& dir) {
 }
 
 Adapter& AdapterSet::get(const std::string& name) {
+    return const_cast<Adapter&>(static_cast<const AdapterSet*>(this)->get(name));
+}
+
+const Adapter& AdapterSet::get(const std::string& name) const {
     for (auto& [n, a] : adapters_)
         if (n == name) return *a;
     std::string known;
@@ -419,20 +425,73 @@ std::vector<std::string> AdapterSet::names() const {
     return out;
 }
 
+std::string AdapterSet::active() const {
+    std::string out;
+    for (auto& n : active_) out += (out.empty() ? "" : "+") + n;
+    return out;
+}
+
 void AdapterSet::set_active(const std::string& name) {
-    if (name == active_) return;
-    if (!name.empty()) get(name);  // an unknown name fails before anything changes
-    if (!active_.empty()) get(active_).disable();
-    active_.clear();
-    if (!name.empty()) {
-        get(name).enable();
-        active_ = name;
+    set_active(name.empty() ? std::vector<std::string>{} : std::vector<std::string>{name});
+}
+
+void AdapterSet::check_combinable(const std::vector<std::string>& names) {
+    for (size_t i = 0; i < names.size(); ++i) {
+        get(names[i]);  // an unknown name fails before anything changes
+        for (size_t j = 0; j < i; ++j)
+            SSMTUNE_CHECK(names[j] != names[i], "AdapterSet: \"", names[i], "\" is listed twice; fix: name each adapter once");
+    }
+    if (names.size() < 2) return;
+    for (size_t i = 0; i < names.size(); ++i) {
+        const json& c = get(names[i]).config().json;
+        const std::string why =
+            c.at("peft_type") != "LORA" ? "is " + c.at("peft_type").get<std::string>() + "; only LORA adapters are active together"
+            : c.contains("bias") && c.at("bias") != "none" ? "trains base biases in place (\"bias\")"
+            : c.contains("modules_to_save") && !c.at("modules_to_save").is_null() && !c.at("modules_to_save").empty()
+                ? "trains whole modules in place (\"modules_to_save\"; HF refuses several active adapters with it too)"
+            : i > 0 && lora_init_changes_base(LoraSettings::from_config(c).init)
+                ? "rewrites the base weights (init_lora_weights \"" + LoraSettings::from_config(c).init +
+                      "\"), which the adapters before it read; fix: list it first"
+                : "";
+        SSMTUNE_CHECK(why.empty(), "AdapterSet: \"", names[i], "\" cannot be active together with other adapters: it ", why);
     }
 }
 
+void AdapterSet::set_active(const std::vector<std::string>& names) {
+    if (names == active_) return;
+    check_combinable(names);
+    const std::vector<std::string> was = active_;
+    // off in the reverse order of attaching, so each puts back what it found (requires_grad, rewritten weights)
+    for (size_t i = active_.size(); i-- > 0;) get(active_[i]).disable();
+    active_.clear();
+    try {
+        for (const std::string& n : names) {
+            get(n).enable();
+            active_.push_back(n);
+        }
+    } catch (...) {  // (an adapter that does not fit beside the others) back to the adapters active before
+        for (size_t i = active_.size(); i-- > 0;) get(active_[i]).disable();
+        active_.clear();
+        for (const std::string& n : was) {
+            get(n).enable();
+            active_.push_back(n);
+        }
+        throw;
+    }
+    if (active_.size() > 1)  // each enable() froze the adapters before it: all active adapters train (HF's set_adapter)
+        for (const std::string& n : active_)
+            for (Tensor& t : get(n).parameters()) t.set_requires_grad(true);
+}
+
 void AdapterSet::remove(const std::string& name) {
+    get(name);
+    if (std::find(active_.begin(), active_.end(), name) != active_.end()) {
+        std::vector<std::string> rest;
+        for (auto& n : active_)
+            if (n != name) rest.push_back(n);
+        set_active(rest);  // (the others detach and attach again in order, so each restores what it found)
+    }
     get(name).detach();
-    if (active_ == name) active_.clear();
     for (size_t i = 0; i < adapters_.size(); ++i)
         if (adapters_[i].first == name) adapters_.erase(adapters_.begin() + std::ptrdiff_t(i));
 }

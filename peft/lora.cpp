@@ -15,6 +15,10 @@
 // removes modules from the match (peft/adapter.cpp), modules_to_save trains whole modules beside the LoRA, as in HF.
 // use_dora: DoRA on Linear, 1x1 Conv1d (DoraDelta) and Embedding (DoraEmbedding) modules, as HF's.
 // bias "all" / "lora_only" trains biases in place beside the LoRA; lora_bias gives lora_B a bias (s · b_B added).
+// Several LoRA adapters on one module (peft::apply twice, or AdapterSet::set_active with a list) apply in the order
+// attached, each to the output so far, as HF's layer loops over its active adapters; so a DoRA adapter scales the
+// adapters before it too (HF's base_result is the result so far). Merging while a module carries a DoRA adapter and
+// another one is refused (the merged outputs would differ); a base-rewriting init (PiSSA, OLoRA) must come first.
 // Not here: LoRA on the depthwise conv1d (HF forbids it on Mamba too).
 #include <algorithm>
 #include <cmath>
@@ -246,6 +250,12 @@ public:
         Tensor base = ops::embedding(host_->weight(), ids);                 // E[ids] [..., D]
         return ops::add(ops::mul(base, ops::add_scalar(scale, -1.0)), ops::mul(LoraEmbedding::forward(ids), scale));
     }
+    // HF's DoraEmbeddingVariant: result <- (m/n) ⊙ result + (m/n) ⊙ s·(Aᵀ[ids]) Bᵀ, with `result` the host's output
+    // so far (E[ids] alone, or with the LoRA adapters attached before this one): forward's value when alone.
+    Tensor apply(const Tensor& out, const Tensor& ids) override {
+        const Tensor scale = ops::div(params_[2].second, weight_norm());
+        return ops::mul(ops::add(out, LoraEmbedding::forward(ids)), scale);
+    }
     Tensor merged_weight() {
         autograd::NoGradGuard no_grad;
         Tensor w = dense();
@@ -265,6 +275,14 @@ private:
     }
     models::Embedding* host_;
 };
+
+bool is_lora_delta(const models::OutputDelta* d) {
+    return dynamic_cast<const LoraLinear*>(d) || dynamic_cast<const LoraEmbedding*>(d);
+}
+
+bool is_dora_delta(const models::OutputDelta* d) {
+    return dynamic_cast<const DoraDelta*>(d) || dynamic_cast<const DoraEmbedding*>(d);
+}
 
 }  // namespace
 
@@ -288,7 +306,13 @@ LoraAttachment attach_lora(ModelView& model, const json& config, Generator& gen)
         for (auto& [name, m] : match_targets(model, c, lora_can_target, "Linear, Embedding and 1x1 Conv1d modules")) {
             const LoraSettings settings = LoraSettings::from_config(c, name);
             auto* host = static_cast<models::DeltaHost*>(m);
-            SSMTUNE_CHECK(!host->delta(), name, " already carries an adapter; fix: detach it first");
+            for (auto& other : host->deltas()) {  // LoRA beside LoRA only (HF's several active adapters)
+                SSMTUNE_CHECK(is_lora_delta(other.get()), name, " already carries a ", other->type_name(), " adapter, "
+                              "and LoRA shares a module only with LoRA; fix: detach it first");
+                SSMTUNE_CHECK(!lora_init_changes_base(settings.init), "init_lora_weights \"", settings.init, "\" rewrites ",
+                              name, "'s weight, which the LoRA adapter already on it reads; fix: attach (or activate) "
+                              "this adapter first");
+            }
             // any r >= 1, also one larger than both sides of the weight (HF's update_layer allows it; B A then
             // has rank min(in, out) and the extra rows train as HF's do)
             std::shared_ptr<models::OutputDelta> delta;
@@ -326,6 +350,7 @@ LoraAttachment attach_lora(ModelView& model, const json& config, Generator& gen)
             }
             host->attach_delta("lora", delta);
             att.hosts.emplace_back(name, host);
+            att.deltas.push_back(delta);
             if (lora_init_changes_base(settings.init))
                 for (auto& [pname, t] : delta->named_parameters())
                     if (pname == "lora_A.weight" || pname == "lora_B.weight" || pname == "lora_embedding_A" ||
@@ -342,10 +367,10 @@ LoraAttachment attach_lora(ModelView& model, const json& config, Generator& gen)
 
 std::vector<std::pair<std::string, Tensor>> LoraAttachment::tensors() const {
     std::vector<std::pair<std::string, Tensor>> out;
-    for (auto& [name, host] : hosts) {
-        for (auto& [pname, t] : host->delta()->named_parameters()) {
+    for (size_t i = 0; i < hosts.size(); ++i) {
+        for (auto& [pname, t] : deltas[i]->named_parameters()) {
             // "lora_A.weight" / "lora_embedding_A" as HF names them.
-            out.emplace_back(name + "." + pname, t);
+            out.emplace_back(hosts[i].first + "." + pname, t);
         }
     }
     return out;
@@ -353,22 +378,24 @@ std::vector<std::pair<std::string, Tensor>> LoraAttachment::tensors() const {
 
 void LoraAttachment::merge(ModelView& model) {
     base_originals.clear();  // the merged weights are W − s·B0 A0 + s·B A: the merged model keeps them
-    for (auto& [name, host] : hosts) {
+    for (size_t i = 0; i < hosts.size(); ++i) {
+        models::DeltaHost* host = hosts[i].second;
+        models::OutputDelta* delta = deltas[i].get();
         if (auto* emb = dynamic_cast<models::Embedding*>(host)) {
             if (model.lm && &model.lm->embeddings() == emb) model.lm->untie_lm_head();
             Tensor w = emb->weight();
-            if (auto* dora = dynamic_cast<DoraEmbedding*>(host->delta())) {
+            if (auto* dora = dynamic_cast<DoraEmbedding*>(delta)) {
                 autograd::NoGradGuard no_grad;
                 copy_into(w, dora->merged_weight());
             } else {
-                copy_merged(w, static_cast<LoraEmbedding*>(host->delta())->delta_weight());
+                copy_merged(w, static_cast<LoraEmbedding*>(delta)->delta_weight());
             }
-        } else if (auto* dora = dynamic_cast<DoraDelta*>(host->delta())) {
+        } else if (auto* dora = dynamic_cast<DoraDelta*>(delta)) {
             Tensor w = *host->find_parameter("weight");
             autograd::NoGradGuard no_grad;
             copy_into(w, dora->merged_weight());
         } else {
-            auto* lora = static_cast<LoraLinear*>(host->delta());
+            auto* lora = static_cast<LoraLinear*>(delta);
             Tensor w = *host->find_parameter("weight");
             copy_merged(w, lora->delta_weight());
             if (Tensor db = lora->delta_bias(); db.defined()) {  // lora_bias: b += s · b_B (merge_refusal checked b)
@@ -380,6 +407,15 @@ void LoraAttachment::merge(ModelView& model) {
 }
 
 std::string LoraAttachment::merge_refusal() const {
+    // Beside other adapters, plain LoRA deltas add and merge in any order; a DoRA delta reads the host's weight and
+    // scales the output before it, so merging it, or another adapter under it, would change the outputs.
+    for (auto& [name, host] : hosts) {
+        const auto& all = host->deltas();
+        if (all.size() > 1 && std::any_of(all.begin(), all.end(), [](const auto& d) { return is_dora_delta(d.get()); }))
+            return name + " carries " + std::to_string(all.size()) + " LoRA adapters, one of them DoRA, whose output "
+                   "depends on the weight and on the adapters before it; fix: make this adapter the only one active "
+                   "(AdapterSet::set_active) before merging";
+    }
     if (!settings.lora_bias) return "";
     for (auto& [name, host] : hosts)
         if (!host->find_parameter("bias"))
@@ -395,8 +431,9 @@ void LoraAttachment::copy_merged(Tensor& w, const Tensor& delta) {
 }
 
 void LoraAttachment::detach() {
-    for (auto& [name, host] : hosts) host->detach_delta();
+    for (size_t i = 0; i < deltas.size(); ++i) hosts[i].second->detach_delta(deltas[i].get());
     hosts.clear();
+    deltas.clear();
     autograd::NoGradGuard no_grad;
     for (auto& [weight, original] : base_originals) copy_into(weight, original);
     base_originals.clear();
@@ -410,6 +447,12 @@ public:
         Generator gen(config.json["init_seed"].get<uint64_t>());
         att_ = attach_lora(model_, config.json, gen);
         try {
+            const bool in_place = (config.json.contains("modules_to_save") && !config.json.at("modules_to_save").is_null() &&
+                                   !config.json.at("modules_to_save").empty()) ||
+                                  (config.json.contains("bias") && config.json.at("bias") != "none");
+            SSMTUNE_CHECK(!in_place || !other_adapters_on_model(), "this LoRA trains base tensors in place (\"bias\" or "
+                          "\"modules_to_save\"), and the model carries another LoRA adapter already, whose tensors and "
+                          "outputs those would mix with; fix: make it the only adapter on the model");
             if (config.json.contains("modules_to_save")) attach_modules_to_save(config.json.at("modules_to_save"));
             if (config.json.contains("bias")) train_biases(config.json.at("bias").get<std::string>());
         } catch (...) {
@@ -465,6 +508,12 @@ public:
     }
 
 private:
+    bool other_adapters_on_model() const {  // an OutputDelta on some module that is not one of ours
+        size_t n = 0;
+        for (auto& [name, m] : model_.module->named_modules())
+            if (auto* host = dynamic_cast<models::DeltaHost*>(m)) n += host->deltas().size();
+        return n > att_.deltas.size();
+    }
     // modules_to_save (HF): every parameter of each module whose name ends with an entry (HF's plain endswith) is
     // trained too, in place, its original kept and put back on detach; the file holds it under its own name, as HF
     // saves its trained copy. HF trains a copy beside the original, so on a tied model the embedding or head would

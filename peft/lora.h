@@ -3,6 +3,7 @@
 // Not here: the method object (lora.cpp), the SSM-side deltas (sdlora.cpp).
 #pragma once
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,6 +29,7 @@ struct LoraAttachment {
     LoraSettings settings;
     nlohmann::json targets;  // the resolved target_modules
     std::vector<std::pair<std::string, models::DeltaHost*>> hosts;  // module name -> host carrying the delta
+    std::vector<std::shared_ptr<models::OutputDelta>> deltas;       // the delta on hosts[i] (a host may carry others)
     // PiSSA / OLoRA: each rewritten base weight with its value before (put back on detach, dropped by merge), and the
     // starting value of every LoRA tensor under its file name (for the plain-LoRA form: [A; A0], [B, −B0])
     std::vector<std::pair<Tensor, Tensor>> base_originals;

@@ -168,7 +168,7 @@ public:
                " nonlinearity f between its two projections does not fold into a weight";
     }
     void detach() override {
-        for (auto& [name, host] : hosts_) host->detach_delta();
+        for (auto& [name, host] : hosts_) host->detach_delta(host->delta());  // (alone on its host: LoRA shares only with LoRA)
         hosts_.clear();
     }
 

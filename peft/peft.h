@@ -10,12 +10,13 @@
 // expose (OutputDelta on Linear/Embedding/PointwiseConv1d, ParameterDelta on any parameter, the mixers' scan
 // hooks, the LM's prompt embeddings). Files follow HuggingFace PEFT: names carry the `base_model.model.` prefix;
 // LORA uses HF's exact tensor names and config fields so adapters go both ways.
-// Several adapters on one model: AdapterSet (below) holds them by name with at most one attached at a time (HF's
-// add_adapter / set_adapter); Adapter::disable / enable is HF's disable_adapter.
-// Not here: two adapters active at once (combined outputs), quantised bases, LoRA variants other than DoRA.
+// Several adapters on one model: AdapterSet (below) holds them by name, one or (LORA) several attached at a time
+// (HF's add_adapter / set_adapter); Adapter::disable / enable is HF's disable_adapter.
+// Not here: methods other than LORA active together, quantised bases, LoRA variants other than DoRA.
 #pragma once
 
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <utility>
@@ -111,27 +112,36 @@ private:
     int64_t held_added_ = 0;
 };
 
-// Several named adapters on one model, at most one attached (active) at a time; the others are held disabled
-// (Adapter::disable), so switching costs one detach and one apply, not a reload. As HF's PeftModel: add() and load()
-// leave the active adapter as it was, set_active() switches, set_active("") runs the base model.
+// Several named adapters on one model; the active ones are attached, the others held disabled (Adapter::disable), so
+// switching costs a detach and an apply, not a reload. As HF's PeftModel: add() and load() leave the active adapters
+// as they were, set_active() switches, set_active("") runs the base model.
+// Several LORA adapters can be active at once (HF's set_adapter with a list): each module computes its base output,
+// then each adapter's term in the list's order on the output so far (plain LoRA adds s·B A x, so the order does not
+// matter; DoRA scales the output so far, as HF's does). All active adapters train (HF's set_adapter makes them
+// trainable). Not with in-place parts (bias, modules_to_save), and a base-rewriting init (PiSSA, OLoRA) only first.
 class AdapterSet {
 public:
     explicit AdapterSet(models::Module& model) : model_(&model) {}
     Adapter& add(const std::string& name, const Config& config);    // applied fresh, held disabled
     Adapter& load(const std::string& name, const std::string& dir);  // peft::load, held disabled
     void set_active(const std::string& name);                        // "" = none
-    const std::string& active() const { return active_; }
+    void set_active(const std::vector<std::string>& names);          // several at once (LORA only), in this order
+    void set_active(std::initializer_list<std::string> names) { set_active(std::vector<std::string>(names)); }  // {"a", "b"}
+    std::string active() const;  // the active adapter's name, "" for none, several joined by "+"
+    const std::vector<std::string>& active_names() const { return active_; }
     Adapter& get(const std::string& name);
+    const Adapter& get(const std::string& name) const;
     std::vector<std::string> names() const;
-    void remove(const std::string& name);  // detaches it (the active one too) and forgets it
+    void remove(const std::string& name);  // detaches it (an active one too: the others stay active) and forgets it
 
 private:
-    // Makes the adapter with nothing attached (the active one disabled meanwhile), holds it disabled, restores the
-    // active one.
+    // Makes the adapter with nothing attached (the active ones disabled meanwhile), holds it disabled, restores the
+    // active ones.
     Adapter& insert(const std::string& name, const std::function<Adapter()>& make);
+    void check_combinable(const std::vector<std::string>& names);  // the rules above, before anything changes
     models::Module* model_;
     std::vector<std::pair<std::string, std::unique_ptr<Adapter>>> adapters_;
-    std::string active_;
+    std::vector<std::string> active_;  // in the order attached
 };
 
 // Freezes `model` and attaches the method of `config`. Errors list what exists when a target matches nothing.

@@ -225,7 +225,7 @@ public:
         }
     }
     void detach() override {
-        for (auto& [name, host] : hosts_) host->detach_delta();
+        for (auto& [name, host] : hosts_) host->detach_delta(host->delta());  // (alone on its host: LoRA shares only with LoRA)
         hosts_.clear();
     }
     json saved_config() const override { return {{"target_modules", targets_}}; }
