@@ -1,7 +1,8 @@
-// `ssmtune grads --model DIR --batch FILE --out FILE [--dtype f32|f64] [--adapter DIR]`: one forward and backward
-// pass of a model on a batch, written as safetensors: `loss` (scalar), `logits`, and the gradient of every parameter
-// under the parameter's own name — or, with --adapter, of every trainable adapter tensor under the name it has in
-// adapter_model.safetensors (the base is frozen, as in fine-tuning). Language models take `input_ids` ([B, L], I64 or I32) and use HF's mean
+// `ssmtune grads --model DIR --batch FILE --out FILE [--dtype f32|f64] [--adapter DIR[+DIR...]]`: one forward and
+// backward pass of a model on a batch, written as safetensors: `loss` (scalar), `logits`, and the gradient of every
+// parameter under the parameter's own name — or, with --adapter, of every trainable adapter tensor under the name it
+// has in adapter_model.safetensors (the base is frozen, as in fine-tuning); with "A+B" (LoRA adapters active together)
+// each name is preceded by the adapter's position: "1/base_model.model...", "2/...". Language models take `input_ids` ([B, L], I64 or I32) and use HF's mean
 // next-token loss over the B·(L−1) shifted positions; the S4D classifier takes `inputs` (F32 [B, L, d_input])
 // and `labels` (I64 [B]), and so do the Mamba / Longhorn frame models (inputs [B, L, input_size], the logits at
 // the last frame, as training computes them). Evaluation mode (no dropout). `--dtype f64` runs everything in float64.
@@ -14,6 +15,7 @@
 #include "models/checkpoint.h"
 #include "ops/ops.h"
 #include "peft/peft.h"
+#include "tools/adapter_group.h"
 #include "tools/commands.h"
 
 namespace ssmtune::tools {
@@ -55,7 +57,8 @@ int run_grads(int argc, char** argv) {
                     "  --out FILE    safetensors file to write\n"
                     "  --dtype       f32 (default) or f64 (whole computation in float64)\n"
                     "  --adapter DIR a PEFT adapter (adapter_config.json + adapter_model.safetensors): the base is\n"
-                    "                frozen and the output holds the gradients of the adapter's tensors instead\n");
+                    "                frozen and the output holds the gradients of the adapter's tensors instead;\n"
+                    "                A+B: LoRA adapters active together, names prefixed \"1/\", \"2/\", ...\n");
         return 0;
     }
     for (const char* required : {"model", "batch", "out"})
@@ -70,8 +73,8 @@ int run_grads(int argc, char** argv) {
     models::Module& module = model.module();
     module.eval();
     module.to(dtype);
-    std::unique_ptr<peft::Adapter> adapter;
-    if (flags.is_set("adapter")) adapter = std::make_unique<peft::Adapter>(peft::load(module, flags.str("adapter")));
+    std::unique_ptr<AdapterGroup> adapter;
+    if (flags.is_set("adapter")) adapter = std::make_unique<AdapterGroup>(module, flags.str("adapter"));
 
     Tensor loss, logits;
     if (model.lm && !model.lm->reads_frames()) {
@@ -99,10 +102,10 @@ int run_grads(int argc, char** argv) {
     TensorMap out;
     out["loss"] = loss.detach();
     out["logits"] = logits.detach();
-    auto params = adapter ? adapter->named_parameters() : module.named_parameters();
+    auto params = adapter ? adapter->named_tensors() : module.named_parameters();
     for (auto& [name, p] : params) {
         Tensor g = p.grad();
-        out[(adapter ? std::string(peft::kAdapterTensorPrefix) : std::string()) + name] = g.defined() ? g : Tensor::zeros(p.shape(), p.dtype());
+        out[name] = g.defined() ? g : Tensor::zeros(p.shape(), p.dtype());
     }
     save_safetensors(flags.str("out"), out);
     std::printf("loss %.8g; wrote %zu tensors to %s\n", loss.item(), out.size(), flags.str("out").c_str());

@@ -1,7 +1,7 @@
 // `ssmtune inspect --model DIR [--peft CONFIG]`: a model summary — type, config, every parameter with its shape and
 // size, per-layer and total counts — and, with --peft (a JSON file or inline JSON), which tensors that PEFT config
 // would train, with HF's trainable-parameter line. Nothing is written.
-// `ssmtune generate --model DIR [--adapter DIR] --prompt TEXT|--ids 1,2,3 ...`: greedy / temperature / top-k
+// `ssmtune generate --model DIR [--adapter DIR[+DIR]] --prompt TEXT|--ids 1,2,3 ...`: greedy / temperature / top-k
 // sampling with the recurrent step mode (O(1) work per token); byte-level models print text.
 // Not here: tokenizer-based prompts for HF checkpoints (pass --ids; the BPE tokenizer lives in tools/data).
 #include <cstdio>
@@ -11,6 +11,7 @@
 
 #include "models/checkpoint.h"
 #include "peft/peft.h"
+#include "tools/adapter_group.h"
 #include "tools/commands.h"
 
 namespace ssmtune::tools {
@@ -76,7 +77,7 @@ int run_generate(int argc, char** argv) {
                  {"temperature", "0"}, {"top-k", "0"}, {"seed", "0"}},
                 "generate");
     if (flags.help()) {
-        std::printf("usage: ssmtune generate --model DIR [--adapter DIR] (--prompt TEXT | --ids 1,2,3)\n"
+        std::printf("usage: ssmtune generate --model DIR [--adapter DIR[+DIR...]] (--prompt TEXT | --ids 1,2,3)\n"
                     "                        [--max-new-tokens 64] [--temperature 0] [--top-k 0] [--seed 0]\n"
                     "Continues the prompt token by token with the recurrent step mode. --temperature 0 is greedy.\n"
                     "--prompt encodes text as bytes (vocabulary 256 models); --ids gives token ids directly.\n");
@@ -87,8 +88,8 @@ int run_generate(int argc, char** argv) {
     models::AnyModel model = models::load_model(flags.str("model"));
     if (!model.lm) throw UsageError("generate: " + flags.str("model") + " is an S4D classifier; generation needs a language model");
     model.module().eval();
-    std::unique_ptr<peft::Adapter> adapter;
-    if (flags.is_set("adapter")) adapter = std::make_unique<peft::Adapter>(peft::load(model.module(), flags.str("adapter")));
+    std::unique_ptr<AdapterGroup> adapter;  // A+B: LoRA adapters active together
+    if (flags.is_set("adapter")) adapter = std::make_unique<AdapterGroup>(model.module(), flags.str("adapter"));
     const int64_t V = model.lm->config().vocab_size;
     std::vector<int64_t> prompt;
     const bool bytes = flags.is_set("prompt");

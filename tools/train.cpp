@@ -7,6 +7,7 @@
 //   eval      loss / perplexity / accuracy / bits per byte of a model (+ --adapter) on the data.
 // Every run writes its resolved config to OUT/run_config.json. Flags override the config file.
 // Not here: the loop itself (trainer.cpp), data (tools/data/), the main job (quickstart.cpp).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -16,6 +17,7 @@
 #include "models/checkpoint.h"
 #include "peft/lora_init.h"
 #include "peft/peft.h"
+#include "tools/adapter_group.h"
 #include "tools/commands.h"
 #include "tools/run_config.h"
 #include "tools/train_common.h"
@@ -198,7 +200,8 @@ int run_eval(int argc, char** argv) {
         std::printf("usage: ssmtune eval --model DIR [--adapter DIR[,DIR...]] [--data PATH | --task NAME] [options]\n"
                     "Prints loss, perplexity, accuracy (and bits per byte for text) on the validation/test data as one\n"
                     "JSON line. Several adapter directories (comma-separated) are loaded onto the one base model and\n"
-                    "evaluated in turn (peft::AdapterSet): one line each, with its \"adapter\".\n%s",
+                    "evaluated in turn (peft::AdapterSet): one line each, with its \"adapter\". An entry A+B evaluates\n"
+                    "LoRA adapters active together (each module adds their terms, as HF's set_adapter([A, B])).\n%s",
                     kCommonHelp);
         return 0;
     }
@@ -220,7 +223,7 @@ int run_eval(int argc, char** argv) {
         if (!adapter.empty()) j["adapter"] = adapter;
         std::printf("%s\n", j.dump().c_str());
     };
-    if (dirs.size() <= 1) {
+    if (dirs.size() <= 1 && (dirs.empty() || split_adapter_group(dirs[0]).size() == 1)) {
         std::unique_ptr<peft::Adapter> adapter;
         if (!dirs.empty()) adapter = std::make_unique<peft::Adapter>(peft::load(model.module(), dirs[0]));
         attach_model(*w, model, rc);
@@ -230,15 +233,25 @@ int run_eval(int argc, char** argv) {
         print(w->evaluate(), "");
         return 0;
     }
-    // several: one base, every adapter loaded once, then evaluated in turn
+    // several: one base, every adapter directory loaded once, then each entry evaluated in turn, an entry A+B with
+    // A and B active together
     peft::AdapterSet set(model.module());
-    for (const std::string& d : dirs) set.load(d, d);
-    attach_model(*w, model, rc);
+    std::vector<std::vector<std::string>> groups;  // the set names of each entry
     for (const std::string& d : dirs) {
-        set.set_active(d);
-        set.get(d).to(w->device);  // (the model is there after the first)
+        std::vector<std::string> names;
+        for (const std::string& part : split_adapter_group(d)) {
+            names.push_back(adapter_set_name(part));
+            const auto known = set.names();
+            if (std::find(known.begin(), known.end(), names.back()) == known.end()) set.load(names.back(), part);
+        }
+        groups.push_back(names);
+    }
+    attach_model(*w, model, rc);
+    for (size_t i = 0; i < dirs.size(); ++i) {
+        set.set_active(groups[i]);
+        for (const std::string& n : groups[i]) set.get(n).to(w->device);  // (the model is there after the first)
         model.module().eval();
-        print(w->evaluate(), d);
+        print(w->evaluate(), dirs[i]);
     }
     return 0;
 }

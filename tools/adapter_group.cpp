@@ -1,0 +1,59 @@
+// --adapter "A+B": several adapter directories active together (see adapter_group.h).
+#include "tools/adapter_group.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "tools/commands.h"
+
+namespace ssmtune::tools {
+
+std::vector<std::string> split_adapter_group(const std::string& value) {
+    std::error_code ec;
+    if (value.find('+') == std::string::npos || std::filesystem::is_directory(value, ec)) return {value};
+    std::vector<std::string> dirs;
+    size_t start = 0;
+    while (true) {
+        const size_t plus = value.find('+', start);
+        const std::string part = value.substr(start, plus == std::string::npos ? std::string::npos : plus - start);
+        if (part.empty())
+            throw UsageError("--adapter \"" + value + "\": an empty name around '+' (A+B activates the adapter "
+                             "directories A and B together)");
+        if (std::find(dirs.begin(), dirs.end(), part) != dirs.end())
+            throw UsageError("--adapter \"" + value + "\" names " + part + " twice");
+        dirs.push_back(part);
+        if (plus == std::string::npos) return dirs;
+        start = plus + 1;
+    }
+}
+
+std::string adapter_set_name(const std::string& dir) {
+    std::string name = dir;
+    std::replace(name.begin(), name.end(), '+', '_');
+    return name;
+}
+
+AdapterGroup::AdapterGroup(models::Module& model, const std::string& value)
+    : set_(model), dirs_(split_adapter_group(value)) {
+    std::vector<std::string> names;
+    for (const std::string& dir : dirs_) {
+        names.push_back(adapter_set_name(dir));
+        set_.load(names.back(), dir);
+    }
+    set_.set_active(names);
+}
+
+std::vector<std::pair<std::string, Tensor>> AdapterGroup::named_tensors() const {
+    std::vector<std::pair<std::string, Tensor>> out;
+    for (size_t i = 0; i < dirs_.size(); ++i) {
+        const std::string prefix = (dirs_.size() > 1 ? std::to_string(i + 1) + "/" : "") + peft::kAdapterTensorPrefix;
+        for (auto& [name, t] : set_.get(adapter_set_name(dirs_[i])).named_parameters()) out.emplace_back(prefix + name, t);
+    }
+    return out;
+}
+
+void AdapterGroup::to(Device device) {
+    for (const std::string& dir : dirs_) set_.get(adapter_set_name(dir)).to(device);
+}
+
+}  // namespace ssmtune::tools

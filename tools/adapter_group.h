@@ -1,0 +1,39 @@
+// `--adapter` values that name several adapter directories active together, "A+B" (peft::AdapterSet::set_active
+// with a list: LORA adapters, each module adding their terms in that order), for the commands that run a model with
+// an adapter (eval, grads, generate). A value that names an existing directory is that one directory, '+' or not.
+// Not here: loading a single adapter (peft::load), switching between groups (the eval command does it on its set).
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "peft/peft.h"
+
+namespace ssmtune::tools {
+
+// The directories of one --adapter value: "A+B" -> {A, B}; an existing directory, or a value without '+', -> {value}.
+// An empty part ("A+", "+B") or a directory named twice is a UsageError.
+std::vector<std::string> split_adapter_group(const std::string& value);
+
+// The name an adapter directory gets in a peft::AdapterSet (which joins names with '+'): the directory, '+' as '_'.
+std::string adapter_set_name(const std::string& dir);
+
+// The adapters of one --adapter value loaded onto `model` (each directory once, in the order given) and active
+// together. With one directory this is peft::load's adapter, held in a set.
+class AdapterGroup {
+public:
+    AdapterGroup(models::Module& model, const std::string& value);
+    // The trainable tensors under their adapter-file names (prefixed base_model.model.); with several adapters each
+    // name is preceded by the adapter's position in the value and '/': "1/base_model.model....", "2/...".
+    // (Errors about the set name each adapter by its directory.)
+    std::vector<std::pair<std::string, Tensor>> named_tensors() const;
+    void to(Device device);  // every adapter (and the model) to `device`
+    size_t size() const { return dirs_.size(); }
+
+private:
+    peft::AdapterSet set_;
+    std::vector<std::string> dirs_;
+};
+
+}  // namespace ssmtune::tools
