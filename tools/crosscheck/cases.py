@@ -528,6 +528,25 @@ def cases():
         ("s4d INITIAL_STATE bilinear", s4d_with(lambda g, w, c: per_layer_adapter(
             g, c, "INITIAL_STATE", "initial_state", (H(c), M(c), 2)), disc="bilinear")),
     ]
+    # LoRA adapters active together (a list: `grads --adapter A+B`, HF's set_adapter([...]))
+    out += [
+        ("mamba LORA x2 active together (in_proj, embeddings shared; rslora)", lm_with("mamba", lambda g, w, c: [
+            lora_adapter(g, w, c, ["in_proj", "x_proj", "embeddings"], r=2),
+            lora_adapter(g, w, c, ["in_proj", "dt_proj", "embeddings"], r=3, alpha=4.0, rslora=True)])),
+        ("longhorn LORA lora_bias + DoRA active together, projection biases", lm_with("longhorn", lambda g, w, c: [
+            lora_adapter(g, w, c, ["in_proj", "dt_proj", "out_proj"], r=2, lora_bias=True),
+            lora_adapter(g, w, c, ["dt_proj", "out_proj", "embeddings"], r=2, dora=True)], use_bias=True)),
+        ("mamba DoRA + LORA + DoRA active together (embeddings, x_proj, untied head)", lm_with("mamba", lambda g, w, c: [
+            lora_adapter(g, w, c, ["embeddings", "x_proj"], r=2, dora=True),
+            lora_adapter(g, w, c, ["embeddings", "x_proj", "lm_head"], r=1, alpha=2.0),
+            lora_adapter(g, w, c, ["x_proj", "embeddings", "lm_head"], r=3, dora=True)], tied=False)),
+        ("mamba PiSSA then DoRA on the same modules, active together", lm_with("mamba", lambda g, w, c: [
+            lora_adapter(g, w, c, ["in_proj", "out_proj"], r=2, init="pissa"),
+            lora_adapter(g, w, c, ["in_proj", "out_proj"], r=2, dora=True)])),
+        ("s4d LORA lora_bias + DoRA active together (1x1 conv too)", s4d_with(lambda g, w, c: [
+            lora_adapter(g, w, c, ["encoder", "output_linear.0", "decoder"], lora_bias=True),
+            lora_adapter(g, w, c, ["output_linear.0", "decoder"], r=2, dora=True)])),
+    ]
     return out
 
 
@@ -543,6 +562,8 @@ def random_lm_adapter(g, w, c):
     """A random adapter for a Mamba or Longhorn LM case (None: the base model alone, also when the draw selects no
     tensor here, e.g. norm_f in a layer subset)."""
     adapter = _draw_lm_adapter(g, w, c)
+    if isinstance(adapter, list):  # adapters active together: each must hold a tensor
+        return adapter if all(a[1] for a in adapter) else None
     return adapter if adapter is None or adapter[1] else None
 
 
@@ -552,7 +573,7 @@ def _draw_lm_adapter(g, w, c):
     first = "encoder" if frame else "embeddings"
     some_layers = lambda: sorted(g.choice(layers, size=int(g.integers(1, layers + 1)), replace=False).tolist())
     kinds = ["none", "lora", "lora", "dora", "offset_h", "offset_h_r", "offset_y", "initial", "prefix",
-             "parallel", "partial", "surm", "sdlora", "lora_init"]
+             "parallel", "partial", "surm", "sdlora", "lora_init", "multi"]
     if not frame:
         kinds.append("prompt")
     if c["conv_kernel"] >= 2:
@@ -580,6 +601,9 @@ def _draw_lm_adapter(g, w, c):
     if kind == "lora_init":
         modules = ["in_proj", "x_proj", "dt_proj", "out_proj", first] + ([] if c["tie_word_embeddings"] else ["lm_head"])
         return weight_init_lora(g, w, c, _subset(g, modules))
+    if kind == "multi":
+        modules = ["in_proj", "x_proj", "dt_proj", "out_proj"] + ([] if c["tie_word_embeddings"] else ["lm_head"])
+        return multi_lora(g, w, c, modules, [] if frame else [first], some_layers)
     if kind == "offset_h":
         return per_layer_adapter(g, c, "STATE_OFFSET", "state_offset", (E, c["state_size"]), {"variant": "h"})
     if kind == "offset_h_r":
@@ -617,6 +641,27 @@ def _draw_lm_adapter(g, w, c):
     return sdlora_adapter(g, w, c, r=int(g.integers(1, 4)))
 
 
+def multi_lora(g, w, c, linears, embeddings, some_layers=None):
+    """2-3 LoRA adapters active together (a list; HF's set_adapter([...])) on random, overlapping targets: random r,
+    alpha, rsLoRA, layer subsets, DoRA (not with lora_bias, as HF), lora_bias (not on embeddings); the first may be a
+    PiSSA / OLoRA adapter (Linear targets only), which rewrites the base the others then read."""
+    group = []
+    for k in range(int(g.integers(2, 4))):
+        if k == 0 and g.random() < 0.2:
+            group.append(weight_init_lora(g, w, c, _subset(g, [m for m in linears if m != "output_linear.0"] or ["decoder"])))
+            continue
+        dora = bool(g.random() < 0.3)
+        targets = _subset(g, linears + embeddings)
+        layer_sel = some_layers() if some_layers is not None and g.random() < 0.3 else None
+        if layer_sel is not None and all(t in embeddings + ["lm_head"] for t in targets):
+            targets.append("out_proj")  # layers_to_transform keeps no module outside the layers
+        group.append(lora_adapter(g, w, c, targets, r=int(g.integers(1, 5)), alpha=float(g.uniform(0.5, 12)),
+                                  rslora=bool(g.random() < 0.3), layers=layer_sel, dora=dora,
+                                  lora_bias=not dora and not any(t in embeddings for t in targets) and
+                                  bool(g.random() < 0.4)))
+    return group
+
+
 def weight_init_lora(g, w, c, targets):
     """A LoRA with init_lora_weights "pissa" or "olora" on random targets: a rank no larger than any targeted
     weight's smaller side (both inits take r components of it), DoRA and rsLoRA at random."""
@@ -629,7 +674,8 @@ def weight_init_lora(g, w, c, targets):
 
 def random_s4d_adapter(g, w, c):
     H, M = c["d_model"], c["d_state"] // 2
-    kinds = ["none", "lora", "dora", "surm", "partial", "offset_h", "offset_h_r", "offset_y", "initial", "lora_init"]
+    kinds = ["none", "lora", "dora", "surm", "partial", "offset_h", "offset_h_r", "offset_y", "initial", "lora_init",
+             "multi"]
     if H >= 4 and M >= 2:
         kinds.append("sdlora")
     kind = kinds[int(g.integers(len(kinds)))]
@@ -637,6 +683,8 @@ def random_s4d_adapter(g, w, c):
         return None
     if kind == "lora_init":  # Linear targets only (HF refuses these inits on a Conv1d)
         return weight_init_lora(g, w, c, _subset(g, ["encoder", "decoder"]))
+    if kind == "multi":
+        return multi_lora(g, w, c, ["encoder", "output_linear.0", "decoder"], [])
     if kind in ("lora", "dora"):
         bias = ["none", "all", "lora_only"][int(g.integers(3))] if kind == "lora" else "none"
         return lora_adapter(g, w, c, _subset(g, ["encoder", "output_linear.0", "decoder"]), r=int(g.integers(1, 5)),
@@ -674,9 +722,12 @@ def random_large_case(g):
 
 
 def adapter_label(adapter):
-    """The adapter's type in a case name, with a LoRA init that reads the weight (PiSSA, OLoRA)."""
+    """The adapter's type in a case name, with a LoRA init that reads the weight (PiSSA, OLoRA); adapters active
+    together joined by '+'."""
     if not adapter:
         return "base"
+    if isinstance(adapter, list):
+        return "+".join(adapter_label(a) for a in adapter)
     init = adapter[0].get("init_lora_weights")
     return adapter[0]["peft_type"] + (" " + init if isinstance(init, str) else "")
 

@@ -44,11 +44,17 @@ def linear(p, prefix, x, lora):
 
 
 def module_hooks(lora, prefix, x, y):
-    """lora[prefix]: ("delta", f) adds f(x, out_features) (LoRA's s B A x, SURM's lora mode); ("after", f) maps y to f(y) (SURM's
-    adapter mode). x and y with features last."""
-    if prefix in lora:
-        kind, f = lora[prefix]
-        y = y + f(x, y.shape[-1]) if kind == "delta" else f(y)
+    """lora[prefix]: ("delta", f) adds f(x, out_features) (LoRA's s B A x, SURM's lora mode); ("after", f) maps y to
+    f(y) (SURM's adapter mode); ("dora", f) maps y to f(x, y) (HF's DoRA variant, which reads the output so far). A
+    list of them (adapters active together, HF's set_adapter([...])) applies in order. x and y with features last."""
+    entries = lora.get(prefix, [])
+    for kind, f in (entries if isinstance(entries, list) else [entries]):
+        if kind == "delta":
+            y = y + f(x, y.shape[-1])
+        elif kind == "dora":
+            y = f(x, y)
+        else:
+            y = f(y)
     return y
 
 
@@ -115,14 +121,15 @@ def lm_forward(p, cfg, ids, hooks, lora, adapters, frames=None, labels=None):
     else:
         emb_w = p["backbone.embeddings.weight"]
         h = emb_w[ids]
-    if "backbone.embeddings" in lora:  # HF LoRA Embedding: E[ids] + s * (A^T[ids]) B^T
-        A, B, s = lora["backbone.embeddings"][1][:3]
-        if len(lora["backbone.embeddings"][1]) == 4:  # DoRA (HF's DoraEmbeddingLayer): norms over the vocabulary
-            m = lora["backbone.embeddings"][1][3]
+    entries = lora.get("backbone.embeddings", [])
+    for _, params in (entries if isinstance(entries, list) else [entries]):  # HF LoRA Embedding, adapters in order
+        A, B, s = params[:3]
+        if len(params) == 4:  # DoRA (HF's DoraEmbeddingVariant): result = (m/n) result + (m/n) s A^T[ids] B^T
+            m = params[3]
             E = p["backbone.embeddings.weight"]
-            scale = m / torch.linalg.norm(E.T + s * (B @ A).detach(), dim=1).detach()  # [D]
+            scale = m / torch.linalg.norm(E.T + s * (B @ A).detach(), dim=1).detach()  # [D], norms over the vocabulary
             h = scale * h + scale * (s * (A.T[ids] @ B.T))
-        else:
+        else:  # E[ids] + s * (A^T[ids]) B^T
             h = h + s * (A.T[ids] @ B.T)
     P = 0
     if "prompt_embeddings" in hooks:
@@ -260,11 +267,18 @@ def hf_pattern_value(pattern, module, default):
     return default
 
 
-def dora_delta(W, A, B, s, m):
-    """HF's DoraLinearLayer: (m/n - 1) * W x + (m/n) * s B A x, n = ||W + s B A|| per output row, detached."""
+def dora_hook(W, bias, A, B, s, m):
+    """HF's DoraLinearVariant in eval mode: result + (m/n - 1) * (result - bias) + (m/n) * s B A x, n = ||W + s B A||
+    per output row, detached; `result` is the module's output so far (W x + bias alone, or with the adapters active
+    before this one: HF passes it as base_result). bias() gives the module's bias when called (a trained one under
+    LoRA's "bias"), or None."""
     n = torch.linalg.norm(W + s * (B @ A).detach(), dim=1).detach()
     scale = m / n
-    return lambda x, fout: (scale - 1) * (x @ W.T) + scale * (s * ((x @ A.T) @ B.T))
+
+    def hook(x, y):
+        b = bias()
+        return y + (scale - 1) * (y - (0 if b is None else b)) + scale * (s * ((x @ A.T) @ B.T))
+    return hook
 
 
 def hf_weight_init_residual(p, cfg_json, tensors):
@@ -313,14 +327,15 @@ def split_adapter(cfg_json, tensors, cfg, p=None):
                     s = alpha / (math.sqrt(r) if cfg_json.get("use_rslora") else r)
                     A, B = t, tensors[module + b_suffix]
                     W = p[module + ".weight"] if p is not None and module + ".weight" in p else None
+                    bias = lambda module=module: p.get(module + ".bias") if p is not None else None
                     if A.dim() == 3:  # a 1x1 Conv1d's [r, in, 1], [out, r, 1]
                         A, B, W = A[..., 0], B[..., 0], W[..., 0]
                     if a_suffix == ".lora_embedding_A":
                         mag = tensors.get(module + ".lora_magnitude_vector")
                         lora[module] = ("embedding", (A, B, s) if mag is None else (A, B, s, mag))
                     elif module + ".lora_magnitude_vector" in tensors:  # DoRA
-                        lora[module] = ("delta", dora_delta(W, A, B, s,  # magnitude [out], conv [1, out, 1]
-                                                            tensors[module + ".lora_magnitude_vector"].reshape(-1)))
+                        lora[module] = ("dora", dora_hook(W, bias, A, B, s,  # magnitude [out], conv [1, out, 1]
+                                                          tensors[module + ".lora_magnitude_vector"].reshape(-1)))
                     else:  # HF's lora_bias: lora_B carries a bias, scaled with the product
                         bB = tensors.get(module + ".lora_B.bias")
                         lora[module] = ("delta", lambda x, fout, A=A, B=B, s=s, bB=bB:

@@ -95,25 +95,33 @@ def load_safetensors(path):
 
 
 def reference(cfg, w, batch, adapter):
-    """Loss, logits and gradients (of the base, or of the adapter's tensors) in float64 autograd."""
+    """Loss, logits and gradients (of the base, or of the adapter's tensors) in float64 autograd. `adapter` is None,
+    one (config, tensors) pair, or a list of LoRA pairs active together (HF's set_adapter([...]): each module adds
+    their terms in the list's order; gradients named "1/...", "2/..." by position)."""
     p = {n: torch.tensor(v, dtype=torch.float64) for n, v in w.items()}
-    trainable = p
+    trainables = [("", p)]
     hooks, lora, adapters = {}, {}, {}
     if adapter is not None:
-        cfg_json, tensors = adapter
-        t = {n: torch.tensor(v, dtype=torch.float64, requires_grad=True) for n, v in tensors.items()}
-        trainable = t
-        if cfg_json["peft_type"] in ("BITFIT", "PARTIAL"):  # base tensors trained in place
-            p.update(t)
-        else:
-            if cfg_json["peft_type"] == "LORA":  # PiSSA / OLoRA rewrite the base weights first (HF's order)
-                hf_weight_init_residual(p, cfg_json, t)
-            hooks, lora, adapters = split_adapter(cfg_json, t, cfg, p)
-        if cfg_json["peft_type"] == "LORA":  # modules_to_save and "bias": the file holds trained base tensors (a
-            # LoRA target's own bias as <module>.base_layer.bias, as HF's state dict names it)
-            p.update({n.replace(".base_layer.", "."): v for n, v in t.items() if n.replace(".base_layer.", ".") in p})
-        if cfg_json["peft_type"] == "SDLORA":
-            sdlora_weights(p, cfg, cfg_json, t)
+        group = adapter if isinstance(adapter, list) else [adapter]
+        trainables = []
+        for k, (cfg_json, tensors) in enumerate(group):
+            t = {n: torch.tensor(v, dtype=torch.float64, requires_grad=True) for n, v in tensors.items()}
+            trainables.append(("%d/" % (k + 1) if isinstance(adapter, list) else "", t))
+            if cfg_json["peft_type"] in ("BITFIT", "PARTIAL"):  # base tensors trained in place
+                p.update(t)
+            else:
+                if cfg_json["peft_type"] == "LORA":  # PiSSA / OLoRA rewrite the base weights first (HF's order)
+                    hf_weight_init_residual(p, cfg_json, t)
+                h, lo, ad = split_adapter(cfg_json, t, cfg, p)
+                hooks.update(h)
+                adapters.update(ad)
+                for module, entry in lo.items():
+                    lora.setdefault(module, []).append(entry)
+            if cfg_json["peft_type"] == "LORA":  # modules_to_save and "bias": the file holds trained base tensors (a
+                # LoRA target's own bias as <module>.base_layer.bias, as HF's state dict names it)
+                p.update({n.replace(".base_layer.", "."): v for n, v in t.items() if n.replace(".base_layer.", ".") in p})
+            if cfg_json["peft_type"] == "SDLORA":
+                sdlora_weights(p, cfg, cfg_json, t)
     else:
         for v in p.values():
             v.requires_grad_(True)
@@ -128,8 +136,9 @@ def reference(cfg, w, batch, adapter):
     loss.backward()
     prefix = "base_model.model." if adapter is not None else ""
     out = {"loss": loss.detach().numpy(), "logits": logits.detach().numpy()}
-    for n, v in trainable.items():
-        out[prefix + n] = v.grad.numpy() if v.grad is not None else np.zeros(v.shape)
+    for position, trainable in trainables:
+        for n, v in trainable.items():
+            out[position + prefix + n] = v.grad.numpy() if v.grad is not None else np.zeros(v.shape)
     return out
 
 
@@ -195,15 +204,18 @@ def main():
         w = {n: v.astype(np.float32).astype(np.float64) for n, v in w.items()}
         save_safetensors(os.path.join(d, "batch.safetensors"), batch)
         cmd_tail = []
-        if adapter is not None:
-            cfg_json, tensors = adapter
-            os.makedirs(os.path.join(d, "adapter"), exist_ok=True)
-            with open(os.path.join(d, "adapter", "adapter_config.json"), "w") as f:
-                json.dump(cfg_json, f)
-            save_safetensors(os.path.join(d, "adapter", "adapter_model.safetensors"),
-                             {"base_model.model." + n: v.astype(np.float32) for n, v in tensors.items()})
-            adapter = (cfg_json, {n: v.astype(np.float32).astype(np.float64) for n, v in tensors.items()})
-            cmd_tail = ["--adapter", os.path.join(d, "adapter")]
+        if adapter is not None:  # one adapter, or a list active together ("--adapter A+B")
+            group, dirs = [], []
+            for k, (cfg_json, tensors) in enumerate(adapter if isinstance(adapter, list) else [adapter]):
+                dirs.append(os.path.join(d, "adapter" if not isinstance(adapter, list) else "adapter%d" % (k + 1)))
+                os.makedirs(dirs[-1], exist_ok=True)
+                with open(os.path.join(dirs[-1], "adapter_config.json"), "w") as f:
+                    json.dump(cfg_json, f)
+                save_safetensors(os.path.join(dirs[-1], "adapter_model.safetensors"),
+                                 {"base_model.model." + n: v.astype(np.float32) for n, v in tensors.items()})
+                group.append((cfg_json, {n: v.astype(np.float32).astype(np.float64) for n, v in tensors.items()}))
+            adapter = group if isinstance(adapter, list) else group[0]
+            cmd_tail = ["--adapter", "+".join(dirs)]
         want = reference(cfg, w, batch, adapter)
         row = []
         ok = True
