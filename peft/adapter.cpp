@@ -353,6 +353,8 @@ void Adapter::disable() {
 }
 
 void Adapter::enable() {
+    SSMTUNE_CHECK(disabled_ || method_, "this adapter was merged or detached, so there is nothing to enable; fix: load "
+                  "or apply it again");
     SSMTUNE_CHECK(disabled_, "this adapter is not disabled");
     // apply again (same config, the method's additions included), then the held values; on the held tensors' device
     Adapter again = apply(*model_, Config::from_json(held_config_, "disabled adapter"));
@@ -461,8 +463,10 @@ void AdapterSet::set_active(const std::vector<std::string>& names) {
     if (names == active_) return;
     check_combinable(names);
     const std::vector<std::string> was = active_;
-    // off in the reverse order of attaching, so each puts back what it found (requires_grad, rewritten weights)
-    for (size_t i = active_.size(); i-- > 0;) get(active_[i]).disable();
+    // off in the reverse order of attaching, so each puts back what it found (requires_grad, rewritten weights); one
+    // merged (or detached) meanwhile is part of the base now and stays off
+    for (size_t i = active_.size(); i-- > 0;)
+        if (get(active_[i]).attached()) get(active_[i]).disable();
     active_.clear();
     try {
         for (const std::string& n : names) {
@@ -473,6 +477,7 @@ void AdapterSet::set_active(const std::vector<std::string>& names) {
         for (size_t i = active_.size(); i-- > 0;) get(active_[i]).disable();
         active_.clear();
         for (const std::string& n : was) {
+            if (!get(n).disabled()) continue;  // merged meanwhile
             get(n).enable();
             active_.push_back(n);
         }

@@ -201,9 +201,10 @@ private:
         const Tensor& w = *host_->find_parameter("weight");
         return conv_ ? w.reshape({w.size(0), w.size(1)}) : w;
     }
-    Tensor dense() {  // W + s·B A as [out, in], outside the graph
-        autograd::NoGradGuard no_grad;
-        return ops::add(base_weight().detach(), delta_weight().detach().reshape({out_, -1}));
+    Tensor dense() {  // W + s·B A as [out, in], outside the graph, on the adapter's device (W read across when the
+        autograd::NoGradGuard no_grad;  // adapter is made on the host for a model on a GPU: Adapter::to moves it after)
+        const Tensor delta = delta_weight().detach().reshape({out_, -1});
+        return ops::add(base_weight().detach().to(delta.device()), delta);
     }
     static Tensor row_norms(const Tensor& w) { return ops::sqrt(ops::sum(ops::mul(w, w), {1})); }
     Tensor weight_norm() {  // n = ‖W + s·B A‖ per output row, outside the graph
@@ -264,9 +265,10 @@ public:
     std::string type_name() const override { return "DoraEmbedding"; }
 
 private:
-    Tensor dense() {  // E + s·(B A)ᵀ [V, D], outside the graph
+    Tensor dense() {  // E + s·(B A)ᵀ [V, D], outside the graph, on the adapter's device (as DoraDelta's)
         autograd::NoGradGuard no_grad;
-        return ops::add(host_->weight().detach(), delta_weight().detach());
+        const Tensor delta = delta_weight().detach();
+        return ops::add(host_->weight().detach().to(delta.device()), delta);
     }
     static Tensor column_norms(const Tensor& w) { return ops::sqrt(ops::sum(ops::mul(w, w), {0})); }
     Tensor weight_norm() {  // n [D]: column norms of E + s·(B A)ᵀ, outside the graph

@@ -83,6 +83,9 @@ public:
     void merge();
     // Removes the method from the model and restores requires_grad; the base weights are as before (FULL, which
     // trains every base tensor in place, keeps the trained values; BITFIT and PARTIAL restore the originals).
+    // With several adapters on one model (peft::apply twice), detach or merge them in the reverse order of applying:
+    // each restores the requires_grad flags it found, so taking an earlier one off first leaves the base trainable
+    // while a later one is attached (AdapterSet::set_active freezes it again at the next switch).
     void detach();
     bool attached() const { return method_ != nullptr; }
     // Takes the method off the model and keeps its tensors apart (the model computes as its base: HF's

@@ -52,6 +52,20 @@ std::vector<std::pair<std::string, Tensor>> AdapterGroup::named_tensors() const 
     return out;
 }
 
+void AdapterGroup::merge() {
+    for (const std::string& dir : dirs_) {
+        const std::string why = set_.get(adapter_set_name(dir)).merge_refusal();
+        SSMTUNE_CHECK(why.empty(), "the adapter in ", dir, " cannot be merged into the base weights: ", why);
+    }
+    for (size_t i = dirs_.size(); i-- > 0;) set_.get(adapter_set_name(dirs_[i])).merge();
+}
+
+std::string AdapterGroup::peft_types() const {
+    std::string out;
+    for (const std::string& dir : dirs_) out += (out.empty() ? "" : "+") + set_.get(adapter_set_name(dir)).config().peft_type();
+    return out;
+}
+
 void AdapterGroup::to(Device device) {
     for (const std::string& dir : dirs_) set_.get(adapter_set_name(dir)).to(device);
 }

@@ -1,6 +1,7 @@
 // `--adapter` values that name several adapter directories active together, "A+B" (peft::AdapterSet::set_active
 // with a list: LORA adapters, each module adding their terms in that order), for the commands that run a model with
-// an adapter (eval, grads, generate). A value that names an existing directory is that one directory, '+' or not.
+// an adapter (eval, grads, generate, merge). A value that names an existing directory is that one directory, '+' or
+// not.
 // Not here: loading a single adapter (peft::load), switching between groups (the eval command does it on its set).
 #pragma once
 
@@ -29,6 +30,10 @@ public:
     // (Errors about the set name each adapter by its directory.)
     std::vector<std::pair<std::string, Tensor>> named_tensors() const;
     void to(Device device);  // every adapter (and the model) to `device`
+    // Folds every adapter into the base weights, the last first (HF's merge_and_unload of the active adapters); each
+    // one's merge_refusal is checked before anything changes (a module shared with a DoRA adapter is refused).
+    void merge();
+    std::string peft_types() const;  // "LORA", or "LORA+LORA"
     size_t size() const { return dirs_.size(); }
 
 private:

@@ -4,13 +4,15 @@
 // A LoRA on the embedding of a tied model unties the head (lm_head.weight is written, tie_word_embeddings false).
 // `ssmtune convert --model DIR --adapter DIR --out DIR`: writes a PiSSA / OLoRA adapter (a LoRA whose init rewrote the
 // base weights) as the equivalent plain LoRA of the original base, rank 2r (peft::Adapter::save_as_lora).
-// Not here: merging several adapters, safe_merge's NaN check (the merged weights are checked finite instead).
+// `--adapter A+B` merges LoRA adapters active together (HF's merge_and_unload with several active adapters).
+// Not here: safe_merge's NaN check (the merged weights are checked finite instead).
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 
 #include "models/checkpoint.h"
 #include "peft/peft.h"
+#include "tools/adapter_group.h"
 #include "tools/commands.h"
 
 namespace ssmtune::tools {
@@ -30,17 +32,18 @@ void check_model_adapter_out(const Flags& flags, const std::string& command, con
 int run_merge(int argc, char** argv) {
     Flags flags(argc, argv, {{"model", ""}, {"adapter", ""}, {"out", ""}}, "merge");
     if (flags.help()) {
-        std::printf("usage: ssmtune merge --model DIR --adapter DIR --out DIR\n"
+        std::printf("usage: ssmtune merge --model DIR --adapter DIR[+DIR...] --out DIR\n"
                     "Folds a PEFT adapter into the base weights and writes a plain model directory.\n"
                     "  --model DIR    the base model (config.json + model.safetensors)\n"
-                    "  --adapter DIR  adapter_config.json + adapter_model.safetensors\n"
+                    "  --adapter DIR  adapter_config.json + adapter_model.safetensors; A+B: LoRA adapters\n"
+                    "                 active together, all merged\n"
                     "  --out DIR      where the merged model is written (must differ from --model)\n");
         return 0;
     }
     check_model_adapter_out(flags, "merge", "model", "base model's");
     models::AnyModel model = models::load_model(flags.str("model"));
-    peft::Adapter adapter = peft::load(model.module(), flags.str("adapter"));
-    const std::string type = adapter.config().peft_type();
+    AdapterGroup adapter(model.module(), flags.str("adapter"));
+    const std::string type = adapter.peft_types();
     adapter.merge();  // refuses with the reason for methods that cannot merge
     for (auto& [name, t] : model.module().named_parameters())
         for (double v : t.to_vector<double>())

@@ -177,4 +177,23 @@ TEST_CASE("gpu: adapters disabled and switched on the device (AdapterSet) give t
     CHECK(m.forward(ids).to(Device::cpu()).to_vector<double>() == out_pissa.to_vector<double>());
     set.set_active("");
     CHECK(m.forward(ids).to(Device::cpu()).to_vector<double>() == base.to_vector<double>());
+    // LoRA adapters active together on the device (PiSSA first, then DoRA), against the same pair on the host
+    set.add("dora", peft::Config::parse(R"({"peft_type": "LORA", "r": 3, "use_dora": true, "init_lora_weights": false})"));
+    set.set_active({"pissa", "dora"});
+    set.get("dora").to(Device::cuda());
+    const Tensor out_pair = m.forward(ids).to(Device::cpu());
+    models::LanguageModel host(c, 9);
+    peft::AdapterSet host_set(host);
+    for (const char* name : {"pissa", "dora"}) {
+        const auto values = set.get(name).named_parameters();
+        auto held = host_set.add(name, set.get(name).config()).named_parameters();  // held: enable() puts them back
+        REQUIRE(values.size() == held.size());
+        for (size_t i = 0; i < held.size(); ++i) copy_into(held[i].second, values[i].second.to(Device::cpu()));
+    }
+    host_set.set_active({"pissa", "dora"});
+    expect_gpu_close(m.forward(ids), host.forward(ids.to(Device::cpu())), GpuTolerance{1e-4, 1e-5}, "PiSSA + DoRA active together");
+    set.set_active("");
+    CHECK(m.forward(ids).to(Device::cpu()).to_vector<double>() == base.to_vector<double>());
+    set.set_active({"pissa", "dora"});
+    CHECK(m.forward(ids).to(Device::cpu()).to_vector<double>() == out_pair.to_vector<double>());
 }

@@ -67,9 +67,17 @@ TEST_CASE("peft several LoRA adapters active: the terms add, as with both merged
     for (auto& named : s.module().named_parameters()) CHECK_MESSAGE(named.second.requires_grad(), named.first);  // as before any adapter
     set.set_active({"a", "b"});
     CHECK(bit_equal(s.output(), both));
-    // a plain LoRA merges beside another plain one (the terms add)
+    // a plain LoRA merges beside another plain one (the terms add); the merged one is part of the base from then on
     set.get("a").merge();
     testing::expect_close(s.output(), both, 1e-12, 1e-12, "a merged, b active");
+    const Tensor merged_a = s.output().detach();
+    set.set_active("b");  // (re-attaches b: the base frozen again, which a's merge, out of order, had undone)
+    CHECK(bit_equal(s.output(), merged_a));
+    for (auto& named : s.module().named_parameters())
+        CHECK_MESSAGE(named.second.requires_grad() == (named.first.find(".lora") != std::string::npos), named.first);
+    set.set_active("");
+    CHECK_THROWS_WITH_AS(set.set_active("a"), doctest::Contains("was merged or detached"), Error);
+    CHECK(set.active().empty());
 }
 
 TEST_CASE("peft several LoRA adapters: removing the active ones keeps the others, and loads give the same outputs") {

@@ -113,6 +113,41 @@ TEST_CASE("peft random sizes: step mode = parallel forward, save/load round trip
     CHECK(trials >= 100);
 }
 
+TEST_CASE("peft random sizes, LoRA adapters active together: step mode = parallel forward, sum of plain ones = merged") {
+    for (uint64_t seed = 100; seed < 112; ++seed) {
+        std::mt19937_64 rng(seed);
+        const models::LMConfig c = random_lm_config(rng, seed % 2 ? "longhorn" : "mamba");
+        INFO("seed " << seed << " " << c.model_type << " D=" << c.hidden_size << " E=" << c.intermediate_size
+                     << " N=" << c.state_size << " K=" << c.conv_kernel << " R=" << c.time_step_rank);
+        Subject s;
+        s.kind = c.model_type;
+        s.any.model_type = c.model_type;
+        s.any.lm = std::make_shared<models::LanguageModel>(c, seed);
+        s.module().to(DType::F64);
+        s.module().eval();
+        s.ids = Tensor::from_vector<int64_t>({0, 1 % c.vocab_size, 5 % c.vocab_size, 3 % c.vocab_size, 2 % c.vocab_size}, {1, 5});
+        peft::AdapterSet set(s.module());
+        const std::vector<std::pair<const char*, json>> adapters = {
+            {"pissa", {{"peft_type", "LORA"}, {"r", 1}, {"init_lora_weights", "pissa"}, {"target_modules", {"in_proj", "out_proj"}}}},
+            {"all", {{"peft_type", "LORA"}, {"r", 3}, {"lora_alpha", 5}, {"target_modules", "all-linear"}}},
+            {"rs", {{"peft_type", "LORA"}, {"r", 2}, {"use_rslora", true}, {"lora_bias", seed % 3 == 0},
+                    {"target_modules", {"in_proj", "dt_proj"}}}},
+            {"dora", {{"peft_type", "LORA"}, {"r", 2}, {"use_dora", true}, {"target_modules", {"embeddings", "x_proj", "out_proj"}}}},
+        };
+        for (size_t i = 0; i < adapters.size(); ++i) randomize(set.add(adapters[i].first, peft::Config::from_json(adapters[i].second)), seed * 10 + i);
+        set.set_active({"pissa", "all", "rs", "dora"});
+        check_lm_recurrent(s, 1e-10);
+        set.set_active({"all", "rs"});
+        check_lm_recurrent(s, 1e-10);
+        const Tensor both = s.output().detach();
+        if (!adapters[2].second["lora_bias"].get<bool>() || c.use_bias) {  // lora_bias merges into a bias only
+            set.get("all").merge();
+            set.get("rs").merge();
+            testing::expect_close(s.output(), both, 0.0, 1e-10, "both merged");
+        }
+    }
+}
+
 TEST_CASE("peft random sizes, S4D: recurrent = convolution, save/load round trip, merged = unmerged") {
     int trials = 0;
     for (uint64_t seed = 0; seed < 16; ++seed) {

@@ -1,6 +1,6 @@
 // `--adapter A+B` (LoRA adapters active together) in the commands that run a model with an adapter: grads names each
-// adapter's gradients by its position, generate runs, eval evaluates a pair beside a single adapter; an empty part
-// is a usage error, an adapter that cannot join is one error line and exit 1.
+// adapter's gradients by its position, merge folds both, generate runs, eval evaluates a pair beside a single
+// adapter; an empty part is a usage error, an adapter that cannot join (or merge) is one error line and exit 1.
 #include "test_util.h"
 #include "tests/tools/cli_test_util.h"
 
@@ -30,7 +30,7 @@ TEST_CASE("split_adapter_group: A+B is two directories, an existing directory wi
     CHECK(tools::adapter_set_name("runs/c++/adapter") == "runs/c__/adapter");
 }
 
-TEST_CASE("commands take --adapter A+B: grads names each adapter's gradients, eval and generate run the pair") {
+TEST_CASE("commands take --adapter A+B: grads names each adapter gradients, merge folds both, eval and generate run the pair") {
     const auto dir = testing::scratch_dir("peft_multi_cli");
     models::LMConfig c = testing::tiny_lm_config("mamba");
     models::AnyModel model{"mamba", std::make_shared<models::LanguageModel>(c, 4), nullptr};
@@ -52,6 +52,9 @@ TEST_CASE("commands take --adapter A+B: grads names each adapter's gradients, ev
     CHECK(g.count("1/base_model.model.backbone.layers.0.mixer.x_proj.lora_A.weight") == 1);
     CHECK(g.count("2/base_model.model.backbone.layers.0.mixer.dt_proj.lora_B.weight") == 1);
     CHECK(g.size() == 2 + set.get("a").named_parameters().size() + set.get("b").named_parameters().size());
+    // merge folds both (HF's merge_and_unload of the active adapters): the merged model's loss is the pair's
+    REQUIRE(cli({"merge", "--model", (dir / "model").string(), "--adapter", pair, "--out", (dir / "merged").string()}) == 0);
+    CHECK(models::load_model((dir / "merged").string()).lm->loss(ids).item() == doctest::Approx(loss).epsilon(1e-5));
     CHECK(cli({"generate", "--model", (dir / "model").string(), "--adapter", pair, "--ids", "1,2", "--max-new-tokens", "2"}) == 0);
     const std::string task = "data.task.span=8,data.task.num_memorize=2,data.task.num_tokens=4,train.batch_size=4,"
                              "train.eval_batches=1";
@@ -61,9 +64,16 @@ TEST_CASE("commands take --adapter A+B: grads names each adapter's gradients, ev
     CHECK(r.second.find("\"adapter\":\"" + pair + "\"") != std::string::npos);
     CHECK(r.second.find("\"adapter\":\"" + (dir / "a").string() + "\"") != std::string::npos);
     CHECK(cli({"eval", "--model", (dir / "model").string(), "--adapter", (dir / "a").string() + "+", "--set", task}) == 2);
-    // a STATE_OFFSET adapter cannot join: one error line, exit 1
+    // a STATE_OFFSET adapter cannot join: one error line, exit 1; nor merge a DoRA adapter beside another on a module
     peft::AdapterSet other(model.module());
     other.add("offset", peft::Config::parse(R"({"peft_type": "STATE_OFFSET"})")).save((dir / "offset").string());
+    other.add("dora", peft::Config::parse(R"({"peft_type": "LORA", "use_dora": true, "target_modules": ["in_proj"]})"))
+        .save((dir / "dora").string());
+    const auto refused = cli_captured({"merge", "--model", (dir / "model").string(), "--adapter",
+                                       (dir / "a").string() + "+" + (dir / "dora").string(), "--out", (dir / "m2").string()}, 2);
+    CHECK(refused.first == 1);
+    CHECK(refused.second.find("one of them DoRA") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(dir / "m2"));
     const auto bad = cli_captured({"eval", "--model", (dir / "model").string(), "--adapter",
                                    (dir / "a").string() + "+" + (dir / "offset").string(), "--set", task}, 2);
     CHECK(bad.first == 1);
