@@ -448,9 +448,9 @@ void AdapterSet::check_combinable(const std::vector<std::string>& names) {
         const json& c = get(names[i]).config().json;
         const std::string why =
             c.at("peft_type") != "LORA" ? "is " + c.at("peft_type").get<std::string>() + "; only LORA adapters are active together"
-            : c.contains("bias") && c.at("bias") != "none" ? "trains base biases in place (\"bias\")"
-            : c.contains("modules_to_save") && !c.at("modules_to_save").is_null() && !c.at("modules_to_save").empty()
-                ? "trains whole modules in place (\"modules_to_save\"; HF refuses several active adapters with it too)"
+            : lora_trains_base_in_place(c)
+                ? "trains base tensors in place (\"bias\" or \"modules_to_save\"; HF refuses several active adapters "
+                  "with modules_to_save too)"
             : i > 0 && lora_init_changes_base(LoraSettings::from_config(c).init)
                 ? "rewrites the base weights (init_lora_weights \"" + LoraSettings::from_config(c).init +
                       "\"), which the adapters before it read; fix: list it first"

@@ -288,6 +288,11 @@ bool is_dora_delta(const models::OutputDelta* d) {
 
 }  // namespace
 
+bool lora_trains_base_in_place(const json& c) {
+    const bool saves = c.contains("modules_to_save") && !c.at("modules_to_save").is_null() && !c.at("modules_to_save").empty();
+    return saves || (c.contains("bias") && c.at("bias") != "none");
+}
+
 json default_lora_targets(const ModelView& model) {
     if (model.s4d) return json::array({"encoder", "output_linear.0", "decoder"});
     return json::array({"in_proj", "x_proj", "dt_proj", "out_proj"});
@@ -449,10 +454,7 @@ public:
         Generator gen(config.json["init_seed"].get<uint64_t>());
         att_ = attach_lora(model_, config.json, gen);
         try {
-            const bool in_place = (config.json.contains("modules_to_save") && !config.json.at("modules_to_save").is_null() &&
-                                   !config.json.at("modules_to_save").empty()) ||
-                                  (config.json.contains("bias") && config.json.at("bias") != "none");
-            SSMTUNE_CHECK(!in_place || !other_adapters_on_model(), "this LoRA trains base tensors in place (\"bias\" or "
+            SSMTUNE_CHECK(!lora_trains_base_in_place(config.json) || !other_adapters_on_model(), "this LoRA trains base tensors in place (\"bias\" or "
                           "\"modules_to_save\"), and the model carries another LoRA adapter already, whose tensors and "
                           "outputs those would mix with; fix: make it the only adapter on the model");
             if (config.json.contains("modules_to_save")) attach_modules_to_save(config.json.at("modules_to_save"));

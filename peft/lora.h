@@ -42,6 +42,9 @@ struct LoraAttachment {
 };
 
 nlohmann::json default_lora_targets(const ModelView& model);
+// Whether a LORA config trains base tensors in place ("bias" other than "none", a non-empty "modules_to_save"), which
+// keeps it from sharing the model with other LoRA adapters.
+bool lora_trains_base_in_place(const nlohmann::json& config);
 bool lora_can_target(models::Module* m);
 // Attaches LoRA to the modules `config["target_modules"]` selects (null: the model's default list).
 LoraAttachment attach_lora(ModelView& model, const nlohmann::json& config, Generator& gen);

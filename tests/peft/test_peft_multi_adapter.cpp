@@ -198,8 +198,8 @@ TEST_CASE("peft several adapters: what cannot be active together is refused, and
     const Tensor both = s.output().detach();
     const std::vector<std::pair<std::vector<std::string>, const char*>> refused = {
         {{"a", "offset"}, "only LORA adapters are active together"},
-        {{"a", "bias"}, "trains base biases in place"},
-        {{"save", "b"}, "modules_to_save"},
+        {{"a", "bias"}, "trains base tensors in place"},
+        {{"save", "b"}, "trains base tensors in place"},
         {{"a", "pissa"}, "fix: list it first"},
         {{"a", "a"}, "listed twice"},
         {{"a", "nope"}, "no adapter named \"nope\""},
