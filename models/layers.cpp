@@ -19,6 +19,16 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator& 
 
 Tensor OutputDelta::apply(const Tensor& out, const Tensor& x) { return ops::add(out, forward(x)); }
 
+Tensor OutputDelta::masked(const Tensor& term) const {
+    if (!sample_mask_.defined()) return term;
+    SSMTUNE_CHECK(term.dim() >= 1 && term.size(0) == sample_mask_.size(0), "per-sample adapters were set for a batch of ",
+                  sample_mask_.size(0), " samples, but this batch holds ", term.dim() ? term.size(0) : 0,
+                  "; fix: set_batch_adapters with one name per sample of the batch");
+    Shape shape(size_t(term.dim()), 1);
+    shape[0] = sample_mask_.size(0);
+    return ops::mul(term, sample_mask_.reshape(shape));
+}
+
 void DeltaHost::attach_delta(const std::string& adapter_name, std::shared_ptr<OutputDelta> delta) {
     SSMTUNE_CHECK(delta, "attach_delta: no delta given");
     std::string name = adapter_name;

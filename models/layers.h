@@ -24,6 +24,15 @@ public:
     // The host's output with the delta applied: out + forward(x) by default; a sequential adapter (SURM's
     // adapter mode) overrides it to act on `out` itself.
     virtual Tensor apply(const Tensor& out, const Tensor& x);
+    // Per-sample adapters (peft::AdapterSet::set_batch_adapters): a mask [B], 1 for the samples this delta serves and
+    // 0 for the others, by which a delta that supports it (LoRA) multiplies its term row by row; undefined = all.
+    void set_sample_mask(Tensor mask) { sample_mask_ = std::move(mask); }
+
+protected:
+    Tensor masked(const Tensor& term) const;  // term [B, ...] ⊙ the mask over B, or term when no mask is set
+
+private:
+    Tensor sample_mask_;
 };
 
 // A layer that can carry OutputDeltas (each registered as a child named by the adapter, so its tensors appear in

@@ -335,6 +335,11 @@ json Adapter::full_config() const {
     return cfg;
 }
 
+void Adapter::set_sample_mask(const Tensor& mask) {
+    SSMTUNE_CHECK(method_ && !disabled_, "set_sample_mask: this adapter is not attached; fix: enable() it first");
+    method_->set_sample_mask(mask);
+}
+
 void Adapter::disable() {
     SSMTUNE_CHECK(!disabled_, "this adapter is disabled already");
     SSMTUNE_CHECK(method_, "this adapter was detached or merged; fix: apply a new one");
@@ -460,6 +465,11 @@ void AdapterSet::check_combinable(const std::vector<std::string>& names) {
 }
 
 void AdapterSet::set_active(const std::vector<std::string>& names) {
+    if (per_sample_) {  // back to whole batches
+        for (const std::string& n : active_)
+            if (get(n).attached()) get(n).set_sample_mask(Tensor());
+        per_sample_ = false;
+    }
     if (names == active_) return;
     check_combinable(names);
     const std::vector<std::string> was = active_;
@@ -486,6 +496,31 @@ void AdapterSet::set_active(const std::vector<std::string>& names) {
     if (active_.size() > 1)  // each enable() froze the adapters before it: all active adapters train (HF's set_adapter)
         for (const std::string& n : active_)
             for (Tensor& t : get(n).parameters()) t.set_requires_grad(true);
+}
+
+void AdapterSet::set_batch_adapters(const std::vector<std::string>& per_sample) {
+    SSMTUNE_CHECK(!per_sample.empty(), "set_batch_adapters: give one adapter name (or \"", kBaseAdapter, "\") per sample");
+    std::vector<std::string> distinct;
+    for (const std::string& n : per_sample)
+        if (n != kBaseAdapter && std::find(distinct.begin(), distinct.end(), n) == distinct.end()) distinct.push_back(n);
+    for (const std::string& n : distinct) {  // what set_active checks for several, here for one too
+        const json& c = get(n).config().json;
+        const std::string why =
+            c.at("peft_type") != "LORA" ? "is " + c.at("peft_type").get<std::string>() + "; per-sample adapters are LORA"
+            : c.contains("use_dora") && c.at("use_dora") == true ? "uses DoRA, whose norms scale the whole output (HF refuses it too)"
+            : lora_trains_base_in_place(c) ? "trains base tensors in place, which every sample would see"
+            : lora_init_changes_base(LoraSettings::from_config(c).init)
+                ? "rewrites the base weights (init_lora_weights \"" + LoraSettings::from_config(c).init + "\"), which every sample would see"
+                : "";
+        SSMTUNE_CHECK(why.empty(), "set_batch_adapters: \"", n, "\" cannot serve single samples: it ", why);
+    }
+    set_active(distinct);
+    for (const std::string& n : distinct) {
+        std::vector<double> mask;
+        for (const std::string& m : per_sample) mask.push_back(m == n ? 1.0 : 0.0);
+        get(n).set_sample_mask(Tensor::from_vector<double>(mask, {int64_t(mask.size())}));
+    }
+    per_sample_ = true;
 }
 
 void AdapterSet::remove(const std::string& name) {

@@ -122,7 +122,7 @@ public:
     }
     Tensor A() { return a_->weight(); }
     Tensor B() { return b_->weight(); }
-    Tensor forward(const Tensor& x) override { return product(dropped(x)); }
+    Tensor forward(const Tensor& x) override { return masked(product(dropped(x))); }
     // s · (B A x + b_B) for an input already dropped out: x [..., in] -> [..., out] (conv: [B, in, L] -> [B, out, L]).
     Tensor product(const Tensor& in) {
         if (conv_) {
@@ -226,7 +226,7 @@ public:
     }
     Tensor forward(const Tensor& ids) override {
         Tensor after_a = ops::embedding(params_[0].second.transpose(0, 1).contiguous(), ids);  // [..., r]
-        return ops::mul_scalar(ops::linear(after_a, params_[1].second), s_.scale);            // [..., D]
+        return masked(ops::mul_scalar(ops::linear(after_a, params_[1].second), s_.scale));    // [..., D]
     }
     Tensor delta_weight() {  // [V, D] = s·(B A)ᵀ
         return ops::mul_scalar(ops::matmul(params_[1].second, params_[0].second), s_.scale).transpose(0, 1).contiguous();
@@ -437,6 +437,15 @@ void LoraAttachment::copy_merged(Tensor& w, const Tensor& delta) {
     copy_into(w, merged);
 }
 
+void LoraAttachment::set_sample_mask(const Tensor& mask) {
+    for (auto& d : deltas) {
+        SSMTUNE_CHECK(!is_dora_delta(d.get()), "per-sample adapters do not work with DoRA (nor in HF PEFT): its norms "
+                      "scale the whole output; fix: run the DoRA adapter on its own batch");
+        const Tensor p = d->named_parameters().front().second;  // (a copy: the list is a temporary)
+        d->set_sample_mask(mask.defined() ? mask.to(p.dtype()).to(p.device()) : Tensor());
+    }
+}
+
 void LoraAttachment::detach() {
     for (size_t i = 0; i < deltas.size(); ++i) hosts[i].second->detach_delta(deltas[i].get());
     hosts.clear();
@@ -488,6 +497,7 @@ public:
         originals_.clear();
     }
     json saved_config() const override { return {{"target_modules", att_.targets}}; }
+    void set_sample_mask(const Tensor& mask) override { att_.set_sample_mask(mask); }
     // PiSSA / OLoRA as a plain LoRA of the original base (HF's subtract_mutated_init): W_res + s·B A = W + s·(B A −
     // B0 A0) = W + s·[B, −B0] [A; A0], so rank 2r with A′ = [A; A0], B′ = [B, −B0]; the other tensors (DoRA's
     // magnitude, trained biases, modules_to_save) as they are (HF drops them; they are part of the adapted model).

@@ -38,6 +38,7 @@ struct LoraAttachment {
     void merge(ModelView& model);
     std::string merge_refusal() const;  // empty, or why merge() cannot fold the adapter (lora_bias without a bias)
     void detach();
+    void set_sample_mask(const Tensor& mask);  // every delta's (models::OutputDelta::set_sample_mask); not DoRA
     static void copy_merged(Tensor& w, const Tensor& delta);
 };
 

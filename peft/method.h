@@ -39,6 +39,10 @@ public:
     // The tensors of the equivalent plain LoRA on the original base (lora_init.h, plain_lora_config), for a LORA
     // whose init rewrote the base weights (PiSSA, OLoRA); empty for every other method and init.
     virtual std::vector<std::pair<std::string, Tensor>> plain_lora_tensors() const { return {}; }
+    // Per-sample adapters: mask [B] (1 for the samples this adapter serves), undefined to clear. LORA only.
+    virtual void set_sample_mask(const Tensor& mask) {
+        SSMTUNE_CHECK(!mask.defined(), "per-sample adapters work with LORA adapters only");
+    }
 };
 
 // The model an adapter is attached to, with its kind resolved once.

@@ -12,7 +12,7 @@
 // LORA uses HF's exact tensor names and config fields so adapters go both ways.
 // Several adapters on one model: AdapterSet (below) holds them by name, one or (LORA) several attached at a time
 // (HF's add_adapter / set_adapter); Adapter::disable / enable is HF's disable_adapter.
-// Not here: methods other than LORA active together, quantised bases, LoRA variants other than DoRA.
+// Not here: methods other than LORA active together or per sample, quantised bases, LoRA variants other than DoRA.
 #pragma once
 
 #include <functional>
@@ -96,6 +96,9 @@ public:
     void disable();
     void enable();
     bool disabled() const { return disabled_; }
+    // Per-sample use (AdapterSet::set_batch_adapters): the adapter's terms count for the samples where mask [B] is 1
+    // and not where it is 0; an undefined mask clears it. LORA only (not DoRA).
+    void set_sample_mask(const Tensor& mask);
     // Moves the model and the method's tensors to `device` in place (hooks follow), e.g. to fine-tune on a GPU:
     // apply on the CPU, then adapter.to(Device::cuda()). Every method runs there (SURM's products as x @ denseᵀ).
     void to(Device device);
@@ -132,6 +135,13 @@ public:
     void set_active(std::initializer_list<std::string> names) { set_active(std::vector<std::string>(names)); }  // {"a", "b"}
     std::string active() const;  // the active adapter's name, "" for none, several joined by "+"
     const std::vector<std::string>& active_names() const { return active_; }
+    // One adapter per sample of the next batches (HF's adapter_names= "mixed batch"): per_sample[i] names sample i's
+    // LORA adapter, or kBaseAdapter for the base model; the named adapters are attached together and each counts only
+    // for its own samples. Not DoRA, not in-place parts, not a base-rewriting init (all samples would see it), as in
+    // HF; unlike HF also in training mode (each adapter's gradient comes from its own samples). A batch of another
+    // size is an error; set_active() ends it. Call it after moving the adapters to their device.
+    static constexpr const char* kBaseAdapter = "__base__";
+    void set_batch_adapters(const std::vector<std::string>& per_sample);
     Adapter& get(const std::string& name);
     const Adapter& get(const std::string& name) const;
     std::vector<std::string> names() const;
@@ -145,6 +155,7 @@ private:
     models::Module* model_;
     std::vector<std::pair<std::string, std::unique_ptr<Adapter>>> adapters_;
     std::vector<std::string> active_;  // in the order attached
+    bool per_sample_ = false;          // the active adapters carry sample masks (set_batch_adapters)
 };
 
 // Freezes `model` and attaches the method of `config`. Errors list what exists when a target matches nothing.

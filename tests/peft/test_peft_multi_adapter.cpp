@@ -3,6 +3,8 @@
 // so far as HF's variant does (checked on one Linear and on the embedding against the formula), all active adapters
 // train (float64 gradcheck), switching between groups and single adapters is bit for bit, removing one keeps the
 // others, and what cannot combine is refused before anything changes (the commands: tests/tools/test_adapter_group.cpp).
+// One adapter per sample (set_batch_adapters, HF's mixed batch): each sample as alone with its adapter, step mode too,
+// gradients from its own samples, refusals.
 #include "tests/peft/peft_test_util.h"
 
 using namespace ssmtune;
@@ -241,4 +243,87 @@ TEST_CASE("peft apply twice: LoRA beside LoRA on one module, other kinds keep a 
               .find("already carries a") != std::string::npos);
     p.detach();
     CHECK(bit_equal(s.output(), base));
+}
+
+TEST_CASE("peft per-sample adapters: each sample computes as with its own adapter alone, in the step mode too") {
+    for (const char* kind : {"mamba", "longhorn", "s4d"}) {
+        INFO(std::string(kind));
+        Subject s = make_subject(kind, 3, /*tied=*/false);
+        if (s.any.lm)
+            s.ids = Tensor::from_vector<int64_t>({1, 4, 2, 9, 0, 3, 7, 5, 5, 10, 2, 1, 8, 6, 3, 3, 0, 9, 4, 1, 2}, {3, 7});
+        else
+            s.x = Tensor::randn({3, 5, 3}, 11, DType::F64);
+        const json a = s.any.lm ? kLoraA : json{{"peft_type", "LORA"}, {"r", 2}};
+        const json b = s.any.lm ? json{{"peft_type", "LORA"}, {"r", 3}, {"lora_bias", true}, {"target_modules", {"in_proj", "dt_proj"}}}
+                                : json{{"peft_type", "LORA"}, {"r", 3}, {"lora_bias", true}, {"target_modules", {"output_linear.0", "decoder"}}};
+        peft::AdapterSet set(s.module());
+        randomize(set.add("a", peft::Config::from_json(a)), 21);
+        randomize(set.add("b", peft::Config::from_json(b)), 22);
+        const std::vector<std::string> per_sample = {"a", peft::AdapterSet::kBaseAdapter, "b"};
+        set.set_batch_adapters(per_sample);
+        const Tensor mixed = s.output().detach();
+        if (s.any.lm) check_lm_recurrent(s, 1e-10);
+        for (int64_t i = 0; i < 3; ++i) {
+            set.set_active(per_sample[size_t(i)] == peft::AdapterSet::kBaseAdapter ? "" : per_sample[size_t(i)]);
+            const Tensor alone = s.any.lm ? s.any.lm->forward(s.ids.narrow(0, i, 1)) : s.any.s4d->forward(s.x.narrow(0, i, 1));
+            testing::expect_close(mixed.narrow(0, i, 1), alone, 1e-12, 1e-12, "sample " + std::to_string(i));
+        }
+        // set_active ends the per-sample mode: "a" for the whole batch again
+        set.set_batch_adapters({"b", "a", "a"});
+        set.set_active("a");
+        const Tensor all_a = s.output().detach();
+        set.set_active("");
+        set.set_active("a");
+        CHECK(bit_equal(s.output(), all_a));
+    }
+}
+
+TEST_CASE("peft per-sample adapters: float64 gradcheck, each adapter learns from its own samples") {
+    Subject s = make_subject("mamba", 3, /*tied=*/false);
+    s.ids = Tensor::from_vector<int64_t>({1, 4, 2, 9, 0, 3, 7, 5, 5, 10, 2, 1, 8, 6, 3, 3, 0, 9, 4, 1, 2}, {3, 7});
+    peft::AdapterSet set(s.module());
+    randomize(set.add("a", peft::Config::from_json(kLoraA)), 31);
+    randomize(set.add("b", peft::Config::from_json(kLoraB)), 32);
+    set.set_batch_adapters({"b", "a", "b"});
+    std::vector<Tensor> inputs = set.get("a").parameters();
+    for (Tensor& t : set.get("b").parameters()) inputs.push_back(t);
+    autograd::GradcheckOptions opt;
+    opt.max_checked_per_input = 5;
+    const auto r = autograd::gradcheck([&](const std::vector<Tensor>&) { return s.loss(); }, inputs, opt);
+    INFO(r.summary());
+    CHECK(r.ok);
+    // a's gradient is that of sample 1 alone (the loss is a mean over the B·(L−1) positions: sample 1 holds a third)
+    for (Tensor& t : inputs) t.zero_grad();
+    s.loss().backward();
+    const auto mixed_grads = set.get("a").named_parameters();
+    std::vector<Tensor> g_mixed;
+    for (auto& named : mixed_grads) g_mixed.push_back(named.second.grad().detach().clone());
+    set.set_active("a");
+    const Tensor one = s.ids.narrow(0, 1, 1);
+    for (auto& named : set.get("a").named_parameters()) named.second.zero_grad();
+    ops::mul_scalar(s.any.lm->loss(one), 1.0 / 3.0).backward();
+    const auto alone = set.get("a").named_parameters();
+    for (size_t i = 0; i < alone.size(); ++i)
+        testing::expect_close(g_mixed[i], alone[i].second.grad(), 1e-12, 1e-12, alone[i].first);
+}
+
+TEST_CASE("peft per-sample adapters: what cannot serve single samples is refused, and a batch must match the names") {
+    Subject s = make_subject("mamba", 3, /*tied=*/false);
+    peft::AdapterSet set(s.module());
+    randomize(set.add("a", peft::Config::from_json(kLoraA)), 1);
+    set.add("dora", peft::Config::parse(R"({"peft_type": "LORA", "use_dora": true})"));
+    set.add("pissa", peft::Config::parse(R"({"peft_type": "LORA", "r": 2, "init_lora_weights": "olora", "target_modules": ["out_proj"]})"));
+    set.add("bias", peft::Config::parse(R"({"peft_type": "LORA", "bias": "lora_only"})"));
+    set.add("offset", peft::Config::parse(R"({"peft_type": "STATE_OFFSET"})"));
+    const std::vector<std::pair<std::string, const char*>> refused = {
+        {"dora", "uses DoRA"}, {"pissa", "rewrites the base weights"}, {"bias", "trains base tensors in place"},
+        {"offset", "per-sample adapters are LORA"}, {"nope", "no adapter named \"nope\""}};
+    for (auto& entry : refused) {
+        INFO(entry.first);
+        CHECK_THROWS_WITH_AS(set.set_batch_adapters({"a", entry.first}), doctest::Contains(entry.second), Error);
+        CHECK(set.active().empty());
+    }
+    set.set_batch_adapters({"a", "a", peft::AdapterSet::kBaseAdapter});  // 3 names, a batch of 2
+    CHECK_THROWS_WITH_AS(s.output(), doctest::Contains("set for a batch of 3 samples, but this batch holds 2"), Error);
+    CHECK_THROWS_AS(set.set_batch_adapters({}), Error);
 }
