@@ -60,6 +60,17 @@ void AdapterGroup::merge() {
     for (size_t i = dirs_.size(); i-- > 0;) set_.get(adapter_set_name(dirs_[i])).merge();
 }
 
+void AdapterGroup::set_per_sample(const std::vector<std::string>& per_sample) {
+    std::vector<std::string> names;
+    for (const std::string& entry : per_sample) {
+        const bool known = entry == peft::AdapterSet::kBaseAdapter || std::find(dirs_.begin(), dirs_.end(), entry) != dirs_.end();
+        SSMTUNE_CHECK(known, "per-sample adapter ", entry, " is not among the loaded adapter directories; fix: name one of "
+                      "them or ", peft::AdapterSet::kBaseAdapter);
+        names.push_back(entry == peft::AdapterSet::kBaseAdapter ? entry : adapter_set_name(entry));
+    }
+    set_.set_batch_adapters(names);
+}
+
 std::string AdapterGroup::peft_types() const {
     std::string out;
     for (const std::string& dir : dirs_) out += (out.empty() ? "" : "+") + set_.get(adapter_set_name(dir)).config().peft_type();

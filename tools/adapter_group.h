@@ -34,6 +34,9 @@ public:
     // one's merge_refusal is checked before anything changes (a module shared with a DoRA adapter is refused).
     void merge();
     std::string peft_types() const;  // "LORA", or "LORA+LORA"
+    // One adapter per sample (peft::AdapterSet::set_batch_adapters): per_sample[i] is one of this group's directories,
+    // or "__base__".
+    void set_per_sample(const std::vector<std::string>& per_sample);
     size_t size() const { return dirs_.size(); }
 
 private:

@@ -2,13 +2,16 @@
 // backward pass of a model on a batch, written as safetensors: `loss` (scalar), `logits`, and the gradient of every
 // parameter under the parameter's own name — or, with --adapter, of every trainable adapter tensor under the name it
 // has in adapter_model.safetensors (the base is frozen, as in fine-tuning); with "A+B" (LoRA adapters active together)
-// each name is preceded by the adapter's position: "1/base_model.model...", "2/...". Language models take `input_ids` ([B, L], I64 or I32) and use HF's mean
+// each name is preceded by the adapter's position: "1/base_model.model...", "2/...". `--per-sample A,__base__,B`
+// gives each sample of the batch its own LoRA adapter directory (or the base model), named by first appearance. Language models take `input_ids` ([B, L], I64 or I32) and use HF's mean
 // next-token loss over the B·(L−1) shifted positions; the S4D classifier takes `inputs` (F32 [B, L, d_input])
 // and `labels` (I64 [B]), and so do the Mamba / Longhorn frame models (inputs [B, L, input_size], the logits at
 // the last frame, as training computes them). Evaluation mode (no dropout). `--dtype f64` runs everything in float64.
 // Bad input is one `error:` line and exit 1, and no output file is written.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <sstream>
 
 #include "autograd/node.h"
 #include "engine/safetensors.h"
@@ -47,7 +50,7 @@ void check_token_ids(const Tensor& ids, int64_t vocab, const std::string& path) 
 }  // namespace
 
 int run_grads(int argc, char** argv) {
-    Flags flags(argc, argv, {{"model", ""}, {"batch", ""}, {"out", ""}, {"dtype", "f32"}, {"adapter", ""}},
+    Flags flags(argc, argv, {{"model", ""}, {"batch", ""}, {"out", ""}, {"dtype", "f32"}, {"adapter", ""}, {"per-sample", ""}},
                 "grads");
     if (flags.help()) {
         std::printf("usage: ssmtune grads --model DIR --batch FILE --out FILE [--dtype f32|f64] [--adapter DIR]\n"
@@ -58,7 +61,9 @@ int run_grads(int argc, char** argv) {
                     "  --dtype       f32 (default) or f64 (whole computation in float64)\n"
                     "  --adapter DIR a PEFT adapter (adapter_config.json + adapter_model.safetensors): the base is\n"
                     "                frozen and the output holds the gradients of the adapter's tensors instead;\n"
-                    "                A+B: LoRA adapters active together, names prefixed \"1/\", \"2/\", ...\n");
+                    "                A+B: LoRA adapters active together, names prefixed \"1/\", \"2/\", ...\n"
+                    "  --per-sample A,__base__,B  one LoRA adapter directory (or the base) per sample of the batch,\n"
+                    "                gradients prefixed \"1/\", \"2/\" in order of first appearance\n");
         return 0;
     }
     for (const char* required : {"model", "batch", "out"})
@@ -73,8 +78,25 @@ int run_grads(int argc, char** argv) {
     models::Module& module = model.module();
     module.eval();
     module.to(dtype);
+    if (flags.is_set("adapter") && flags.is_set("per-sample"))
+        throw UsageError("grads: give --adapter or --per-sample, not both");
     std::unique_ptr<AdapterGroup> adapter;
     if (flags.is_set("adapter")) adapter = std::make_unique<AdapterGroup>(module, flags.str("adapter"));
+    if (flags.is_set("per-sample")) {  // the distinct directories, loaded together, then one per sample
+        std::vector<std::string> per_sample, distinct;
+        std::stringstream list(flags.str("per-sample"));
+        for (std::string d; std::getline(list, d, ',');) {
+            if (d.empty()) throw UsageError("grads: --per-sample has an empty entry");
+            per_sample.push_back(d);
+            if (d != peft::AdapterSet::kBaseAdapter && std::find(distinct.begin(), distinct.end(), d) == distinct.end())
+                distinct.push_back(d);
+        }
+        if (distinct.empty()) throw UsageError("grads: --per-sample names no adapter directory");
+        std::string joined;
+        for (const std::string& d : distinct) joined += (joined.empty() ? "" : "+") + d;
+        adapter = std::make_unique<AdapterGroup>(module, joined);
+        adapter->set_per_sample(per_sample);
+    }
 
     Tensor loss, logits;
     if (model.lm && !model.lm->reads_frames()) {
