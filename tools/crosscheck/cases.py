@@ -547,6 +547,20 @@ def cases():
             lora_adapter(g, w, c, ["encoder", "output_linear.0", "decoder"], lora_bias=True),
             lora_adapter(g, w, c, ["output_linear.0", "decoder"], r=2, dora=True)])),
     ]
+    # one LoRA adapter per sample (HF's adapter_names= mixed batch: `grads --per-sample A,__base__,B`)
+    out += [
+        ("mamba per-sample LORA a, base, b, a (untied head)", lm_with("mamba", lambda g, w, c: {
+            "per_sample": [0, None, 1, 0], "adapters": [
+                lora_adapter(g, w, c, ["in_proj", "x_proj", "embeddings", "lm_head"], r=2),
+                lora_adapter(g, w, c, ["in_proj", "dt_proj"], r=3, alpha=4.0, rslora=True, lora_bias=True)]},
+            tied=False, B=4)),
+        ("longhorn per-sample LORA base, a", lm_with("longhorn", lambda g, w, c: {
+            "per_sample": [None, 0], "adapters": [lora_adapter(g, w, c, "all-linear", r=2)]}, B=2)),
+        ("s4d per-sample LORA a, b, b (1x1 conv too)", s4d_with(lambda g, w, c: {
+            "per_sample": [0, 1, 1], "adapters": [
+                lora_adapter(g, w, c, ["encoder", "output_linear.0"], r=2),
+                lora_adapter(g, w, c, ["output_linear.0", "decoder"], r=3, lora_bias=True)]})),
+    ]
     return out
 
 
@@ -560,8 +574,11 @@ def _subset(g, items, at_least=1):
 
 def random_lm_adapter(g, w, c):
     """A random adapter for a Mamba or Longhorn LM case (None: the base model alone, also when the draw selects no
-    tensor here, e.g. norm_f in a layer subset)."""
+    tensor here, e.g. norm_f in a layer subset); per-sample adapters come back as {"adapters": [...]} for
+    assign_per_sample."""
     adapter = _draw_lm_adapter(g, w, c)
+    if isinstance(adapter, dict):
+        return adapter if all(a[1] for a in adapter["adapters"]) else None
     if isinstance(adapter, list):  # adapters active together: each must hold a tensor
         return adapter if all(a[1] for a in adapter) else None
     return adapter if adapter is None or adapter[1] else None
@@ -573,7 +590,7 @@ def _draw_lm_adapter(g, w, c):
     first = "encoder" if frame else "embeddings"
     some_layers = lambda: sorted(g.choice(layers, size=int(g.integers(1, layers + 1)), replace=False).tolist())
     kinds = ["none", "lora", "lora", "dora", "offset_h", "offset_h_r", "offset_y", "initial", "prefix",
-             "parallel", "partial", "surm", "sdlora", "lora_init", "multi"]
+             "parallel", "partial", "surm", "sdlora", "lora_init", "multi", "per_sample"]
     if not frame:
         kinds.append("prompt")
     if c["conv_kernel"] >= 2:
@@ -601,8 +618,10 @@ def _draw_lm_adapter(g, w, c):
     if kind == "lora_init":
         modules = ["in_proj", "x_proj", "dt_proj", "out_proj", first] + ([] if c["tie_word_embeddings"] else ["lm_head"])
         return weight_init_lora(g, w, c, _subset(g, modules))
-    if kind == "multi":
+    if kind in ("multi", "per_sample"):
         modules = ["in_proj", "x_proj", "dt_proj", "out_proj"] + ([] if c["tie_word_embeddings"] else ["lm_head"])
+        if kind == "per_sample":
+            return {"adapters": plain_loras(g, w, c, modules, [] if frame else [first])}
         return multi_lora(g, w, c, modules, [] if frame else [first], some_layers)
     if kind == "offset_h":
         return per_layer_adapter(g, c, "STATE_OFFSET", "state_offset", (E, c["state_size"]), {"variant": "h"})
@@ -662,6 +681,31 @@ def multi_lora(g, w, c, linears, embeddings, some_layers=None):
     return group
 
 
+def plain_loras(g, w, c, linears, embeddings):
+    """1-2 LoRA adapters that can serve single samples (no DoRA, no in-place parts, no base-rewriting init; HF's
+    mixed batch): random targets, r, alpha, rsLoRA, lora_bias."""
+    out = []
+    for _ in range(int(g.integers(1, 3))):
+        targets = _subset(g, linears + embeddings)
+        out.append(lora_adapter(g, w, c, targets, r=int(g.integers(1, 5)), alpha=float(g.uniform(0.5, 12)),
+                                rslora=bool(g.random() < 0.3),
+                                lora_bias=not any(t in embeddings for t in targets) and bool(g.random() < 0.4)))
+    return out
+
+
+def assign_per_sample(g, adapter, B):
+    """Gives each of the B samples one of the adapters or the base (None), adapters renumbered by first use and the
+    unused dropped; None when no sample uses one."""
+    if not isinstance(adapter, dict):
+        return adapter
+    drawn = [None if x == len(adapter["adapters"]) else int(x) for x in g.integers(0, len(adapter["adapters"]) + 1, size=B)]
+    order = [k for i, k in enumerate(drawn) if k is not None and k not in drawn[:i]]
+    if not order:
+        return None
+    return {"per_sample": [None if k is None else order.index(k) for k in drawn],
+            "adapters": [adapter["adapters"][k] for k in order]}
+
+
 def weight_init_lora(g, w, c, targets):
     """A LoRA with init_lora_weights "pissa" or "olora" on random targets: a rank no larger than any targeted
     weight's smaller side (both inits take r components of it), DoRA and rsLoRA at random."""
@@ -675,7 +719,7 @@ def weight_init_lora(g, w, c, targets):
 def random_s4d_adapter(g, w, c):
     H, M = c["d_model"], c["d_state"] // 2
     kinds = ["none", "lora", "dora", "surm", "partial", "offset_h", "offset_h_r", "offset_y", "initial", "lora_init",
-             "multi"]
+             "multi", "per_sample"]
     if H >= 4 and M >= 2:
         kinds.append("sdlora")
     kind = kinds[int(g.integers(len(kinds)))]
@@ -685,6 +729,8 @@ def random_s4d_adapter(g, w, c):
         return weight_init_lora(g, w, c, _subset(g, ["encoder", "decoder"]))
     if kind == "multi":
         return multi_lora(g, w, c, ["encoder", "output_linear.0", "decoder"], [])
+    if kind == "per_sample":
+        return {"adapters": plain_loras(g, w, c, ["encoder", "output_linear.0", "decoder"], [])}
     if kind in ("lora", "dora"):
         bias = ["none", "all", "lora_only"][int(g.integers(3))] if kind == "lora" else "none"
         return lora_adapter(g, w, c, _subset(g, ["encoder", "output_linear.0", "decoder"]), r=int(g.integers(1, 5)),
@@ -715,7 +761,7 @@ def random_large_case(g):
     cfg, w, batch = lm_case(g, kind, D=D, layers=int(g.integers(1, 3)), N=int(g.integers(8, 33)), K=4,
                             R=int(g.integers(2, 8)), V=int(g.integers(20, 60)), tied=bool(g.random() < 0.5),
                             use_bias=bool(g.random() < 0.3), B=int(g.integers(1, 3)), L=L, E=int(g.integers(60, 200)))
-    adapter = random_lm_adapter(g, w, cfg)
+    adapter = assign_per_sample(g, random_lm_adapter(g, w, cfg), len(next(iter(batch.values()))))
     name = "large %s D=%d E=%d N=%d L=%d %s" % (kind, D, cfg["intermediate_size"], cfg["state_size"], L,
                                                 adapter_label(adapter))
     return name, cfg, w, batch, adapter
@@ -723,9 +769,11 @@ def random_large_case(g):
 
 def adapter_label(adapter):
     """The adapter's type in a case name, with a LoRA init that reads the weight (PiSSA, OLoRA); adapters active
-    together joined by '+'."""
+    together joined by '+'; per-sample ones as "per-sample" and each sample's adapter."""
     if not adapter:
         return "base"
+    if isinstance(adapter, dict):
+        return "per-sample LORA [%s]" % ",".join("-" if k is None else str(k + 1) for k in adapter["per_sample"])
     if isinstance(adapter, list):
         return "+".join(adapter_label(a) for a in adapter)
     init = adapter[0].get("init_lora_weights")
@@ -743,7 +791,7 @@ def random_case(g):
                                  H=int(g.integers(1, 13)), N=2 * int(g.integers(1, 9)), layers=int(g.integers(1, 4)),
                                  d_input=int(g.integers(1, 5)), d_output=int(g.integers(2, 6)),
                                  B=int(g.integers(1, 4)), L=min(L, 64))
-        adapter = random_s4d_adapter(g, w, cfg)
+        adapter = assign_per_sample(g, random_s4d_adapter(g, w, cfg), len(next(iter(batch.values()))))
         desc = "H=%d N=%d layers=%d L=%d %s %s" % (cfg["d_model"], cfg["d_state"], cfg["n_layers"], min(L, 64),
                                                   "prenorm" if cfg["prenorm"] else "postnorm", cfg["discretization"])
     else:
@@ -762,7 +810,7 @@ def random_case(g):
                                                                               if k != "tied"})
         else:
             cfg, w, batch = lm_case(g, kind, **kw)
-        adapter = random_lm_adapter(g, w, cfg)
+        adapter = assign_per_sample(g, random_lm_adapter(g, w, cfg), len(next(iter(batch.values()))))
         desc = "%sD=%d E=%d N=%d K=%d R=%d L=%d" % ("frame " if frame else "", D, cfg["intermediate_size"],
                                                     cfg["state_size"], cfg["conv_kernel"], cfg["time_step_rank"], L)
     name = "random %s %s %s" % (kind, desc, adapter_label(adapter))

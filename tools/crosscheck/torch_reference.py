@@ -142,6 +142,29 @@ def reference(cfg, w, batch, adapter):
     return out
 
 
+def per_sample_reference(cfg, w, batch, case):
+    """HF's mixed batch (adapter_names=[...]): case["per_sample"][i] is the index of sample i's adapter in
+    case["adapters"], or None for the base model. Each sample runs alone with its adapter; the batch loss is the mean of
+    the per-sample losses (equal lengths: HF's next-token mean and the classifiers' cross-entropy mean agree), so an
+    adapter's gradient is the sum over its samples divided by B. Gradients named "1/...", "2/..." by adapter when
+    there are several."""
+    per_sample, adapters = case["per_sample"], case["adapters"]
+    used = [k for i, k in enumerate(per_sample) if k is not None and k not in per_sample[:i]]
+    assert used == list(range(len(adapters))), "a per-sample case lists its adapters in order of first use"
+    B = len(per_sample)
+    loss, logits, grads = 0.0, [], {}
+    for i, k in enumerate(per_sample):
+        one = {n: v[i:i + 1] for n, v in batch.items()}
+        r = reference(cfg, w, one, None if k is None else adapters[k])
+        loss += r.pop("loss") / B
+        logits.append(r.pop("logits"))
+        if k is not None:
+            prefix = "%d/" % (k + 1) if len(adapters) > 1 else ""
+            for n, g in r.items():
+                grads[prefix + n] = grads.get(prefix + n, 0) + g / B
+    return dict(grads, loss=np.asarray(loss), logits=np.concatenate(logits, axis=0))
+
+
 def compare(got, want, floor):
     """Worst per-tensor error relative to max(the tensor's largest reference magnitude, floor); names missing on
     either side."""
@@ -204,6 +227,9 @@ def main():
         w = {n: v.astype(np.float32).astype(np.float64) for n, v in w.items()}
         save_safetensors(os.path.join(d, "batch.safetensors"), batch)
         cmd_tail = []
+        per_sample = adapter.get("per_sample") if isinstance(adapter, dict) else None
+        if per_sample is not None:  # one adapter per sample ("--per-sample A,__base__,B")
+            adapter = adapter["adapters"]
         if adapter is not None:  # one adapter, or a list active together ("--adapter A+B")
             group, dirs = [], []
             for k, (cfg_json, tensors) in enumerate(adapter if isinstance(adapter, list) else [adapter]):
@@ -216,7 +242,11 @@ def main():
                 group.append((cfg_json, {n: v.astype(np.float32).astype(np.float64) for n, v in tensors.items()}))
             adapter = group if isinstance(adapter, list) else group[0]
             cmd_tail = ["--adapter", "+".join(dirs)]
-        want = reference(cfg, w, batch, adapter)
+        if per_sample is not None:
+            cmd_tail = ["--per-sample", ",".join("__base__" if k is None else dirs[k] for k in per_sample)]
+            want = per_sample_reference(cfg, w, batch, {"per_sample": per_sample, "adapters": group})
+        else:
+            want = reference(cfg, w, batch, adapter)
         row = []
         ok = True
         for dtype, tol, floor in (("f64", F64_TOL, F64_FLOOR), ("f32", F32_TOL, F32_FLOOR)):
