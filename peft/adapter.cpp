@@ -390,7 +390,7 @@ Adapter& AdapterSet::insert(const std::string& name, const std::function<Adapter
                   "name without '+' (which joins the names of adapters active together), got \"", name, "\"");
     for (auto& [n, a] : adapters_) SSMTUNE_CHECK(n != name, "AdapterSet: an adapter named \"", name, "\" exists already; fix: "
                                                  "remove it first or choose another name");
-    const std::vector<std::string> was = active_;
+    const std::vector<std::string> was = active_, was_per_sample = per_sample_;
     set_active("");  // the hooks free for the new one
     std::unique_ptr<Adapter> made;
     try {
@@ -399,10 +399,12 @@ Adapter& AdapterSet::insert(const std::string& name, const std::function<Adapter
     } catch (...) {  // a config or directory that fails leaves the set as it was, the active adapters attached
         if (made) made->detach();
         set_active(was);
+        if (!was_per_sample.empty()) set_batch_adapters(was_per_sample);
         throw;
     }
     adapters_.emplace_back(name, std::move(made));
     set_active(was);
+    if (!was_per_sample.empty()) set_batch_adapters(was_per_sample);
     return *adapters_.back().second;
 }
 
@@ -465,10 +467,10 @@ void AdapterSet::check_combinable(const std::vector<std::string>& names) {
 }
 
 void AdapterSet::set_active(const std::vector<std::string>& names) {
-    if (per_sample_) {  // back to whole batches
+    if (!per_sample_.empty()) {  // back to whole batches
         for (const std::string& n : active_)
             if (get(n).attached()) get(n).set_sample_mask(Tensor());
-        per_sample_ = false;
+        per_sample_.clear();
     }
     if (names == active_) return;
     check_combinable(names);
@@ -520,7 +522,7 @@ void AdapterSet::set_batch_adapters(const std::vector<std::string>& per_sample) 
         for (const std::string& m : per_sample) mask.push_back(m == n ? 1.0 : 0.0);
         get(n).set_sample_mask(Tensor::from_vector<double>(mask, {int64_t(mask.size())}));
     }
-    per_sample_ = true;
+    per_sample_ = per_sample;
 }
 
 void AdapterSet::remove(const std::string& name) {

@@ -139,7 +139,8 @@ public:
     // LORA adapter, or kBaseAdapter for the base model; the named adapters are attached together and each counts only
     // for its own samples. Not DoRA, not in-place parts, not a base-rewriting init (all samples would see it), as in
     // HF; unlike HF also in training mode (each adapter's gradient comes from its own samples). A batch of another
-    // size is an error; set_active() ends it. Call it after moving the adapters to their device.
+    // size is an error; set_active() ends it (add() and load() keep it). Call it after moving the adapters to their
+    // device.
     static constexpr const char* kBaseAdapter = "__base__";
     void set_batch_adapters(const std::vector<std::string>& per_sample);
     Adapter& get(const std::string& name);
@@ -155,7 +156,7 @@ private:
     models::Module* model_;
     std::vector<std::pair<std::string, std::unique_ptr<Adapter>>> adapters_;
     std::vector<std::string> active_;  // in the order attached
-    bool per_sample_ = false;          // the active adapters carry sample masks (set_batch_adapters)
+    std::vector<std::string> per_sample_;  // set_batch_adapters' names while the active adapters carry sample masks
 };
 
 // Freezes `model` and attaches the method of `config`. Errors list what exists when a target matches nothing.

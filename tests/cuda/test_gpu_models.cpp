@@ -196,4 +196,15 @@ TEST_CASE("gpu: adapters disabled and switched on the device (AdapterSet) give t
     CHECK(m.forward(ids).to(Device::cpu()).to_vector<double>() == base.to_vector<double>());
     set.set_active({"pissa", "dora"});
     CHECK(m.forward(ids).to(Device::cpu()).to_vector<double>() == out_pair.to_vector<double>());
+    // one adapter per sample on the device (the masks follow the adapter's tensors there)
+    set.add("plain", peft::Config::parse(R"({"peft_type": "LORA", "r": 2, "init_lora_weights": false})"));
+    set.set_active("plain");
+    set.get("plain").to(Device::cuda());
+    const Tensor out_plain = m.forward(ids).to(Device::cpu());
+    set.set_batch_adapters({"plain", peft::AdapterSet::kBaseAdapter});
+    const Tensor mixed = m.forward(ids);
+    expect_gpu_close(mixed.narrow(0, 0, 1).contiguous(), out_plain.narrow(0, 0, 1).contiguous(), GpuTolerance{1e-5, 1e-6},
+                     "per-sample: sample 0 with the adapter");
+    expect_gpu_close(mixed.narrow(0, 1, 1).contiguous(), base.narrow(0, 1, 1).contiguous(), GpuTolerance{1e-5, 1e-6},
+                     "per-sample: sample 1 on the base");
 }

@@ -268,7 +268,10 @@ TEST_CASE("peft per-sample adapters: each sample computes as with its own adapte
             const Tensor alone = s.any.lm ? s.any.lm->forward(s.ids.narrow(0, i, 1)) : s.any.s4d->forward(s.x.narrow(0, i, 1));
             testing::expect_close(mixed.narrow(0, i, 1), alone, 1e-12, 1e-12, "sample " + std::to_string(i));
         }
-        // set_active ends the per-sample mode: "a" for the whole batch again
+        // add() keeps the per-sample mode; set_active ends it: "a" for the whole batch again
+        set.set_batch_adapters(per_sample);
+        set.add("c", peft::Config::from_json(b));
+        CHECK(bit_equal(s.output(), mixed));
         set.set_batch_adapters({"b", "a", "a"});
         set.set_active("a");
         const Tensor all_a = s.output().detach();
