@@ -444,6 +444,26 @@ void AdapterSet::set_active(const std::string& name) {
     set_active(name.empty() ? std::vector<std::string>{} : std::vector<std::string>{name});
 }
 
+namespace {
+// Why an adapter's config keeps it from sharing the model with other adapters, or "" when it can: active together
+// (a base-rewriting init only `first`) or per sample (also not DoRA, and no base rewrite at all: every sample sees it).
+std::string sharing_refusal(const json& c, bool per_sample, bool first) {
+    const std::string type = c.at("peft_type").get<std::string>();
+    if (type != "LORA") return "is " + type + (per_sample ? "; per-sample adapters are LORA" : "; only LORA adapters are active together");
+    if (per_sample && c.contains("use_dora") && c.at("use_dora") == true)
+        return "uses DoRA, whose norms scale the whole output (HF refuses it too)";
+    if (lora_trains_base_in_place(c))
+        return per_sample ? "trains base tensors in place, which every sample would see"
+                          : "trains base tensors in place (\"bias\" or \"modules_to_save\"; HF refuses several active "
+                            "adapters with modules_to_save too)";
+    const std::string init = LoraSettings::from_config(c).init;
+    if (lora_init_changes_base(init) && (per_sample || !first))
+        return "rewrites the base weights (init_lora_weights \"" + init + "\"), " +
+               (per_sample ? "which every sample would see" : "which the adapters before it read; fix: list it first");
+    return "";
+}
+}  // namespace
+
 void AdapterSet::check_combinable(const std::vector<std::string>& names) {
     for (size_t i = 0; i < names.size(); ++i) {
         get(names[i]);  // an unknown name fails before anything changes
@@ -452,16 +472,7 @@ void AdapterSet::check_combinable(const std::vector<std::string>& names) {
     }
     if (names.size() < 2) return;
     for (size_t i = 0; i < names.size(); ++i) {
-        const json& c = get(names[i]).config().json;
-        const std::string why =
-            c.at("peft_type") != "LORA" ? "is " + c.at("peft_type").get<std::string>() + "; only LORA adapters are active together"
-            : lora_trains_base_in_place(c)
-                ? "trains base tensors in place (\"bias\" or \"modules_to_save\"; HF refuses several active adapters "
-                  "with modules_to_save too)"
-            : i > 0 && lora_init_changes_base(LoraSettings::from_config(c).init)
-                ? "rewrites the base weights (init_lora_weights \"" + LoraSettings::from_config(c).init +
-                      "\"), which the adapters before it read; fix: list it first"
-                : "";
+        const std::string why = sharing_refusal(get(names[i]).config().json, /*per_sample=*/false, /*first=*/i == 0);
         SSMTUNE_CHECK(why.empty(), "AdapterSet: \"", names[i], "\" cannot be active together with other adapters: it ", why);
     }
 }
@@ -506,14 +517,7 @@ void AdapterSet::set_batch_adapters(const std::vector<std::string>& per_sample) 
     for (const std::string& n : per_sample)
         if (n != kBaseAdapter && std::find(distinct.begin(), distinct.end(), n) == distinct.end()) distinct.push_back(n);
     for (const std::string& n : distinct) {  // what set_active checks for several, here for one too
-        const json& c = get(n).config().json;
-        const std::string why =
-            c.at("peft_type") != "LORA" ? "is " + c.at("peft_type").get<std::string>() + "; per-sample adapters are LORA"
-            : c.contains("use_dora") && c.at("use_dora") == true ? "uses DoRA, whose norms scale the whole output (HF refuses it too)"
-            : lora_trains_base_in_place(c) ? "trains base tensors in place, which every sample would see"
-            : lora_init_changes_base(LoraSettings::from_config(c).init)
-                ? "rewrites the base weights (init_lora_weights \"" + LoraSettings::from_config(c).init + "\"), which every sample would see"
-                : "";
+        const std::string why = sharing_refusal(get(n).config().json, /*per_sample=*/true, /*first=*/false);
         SSMTUNE_CHECK(why.empty(), "set_batch_adapters: \"", n, "\" cannot serve single samples: it ", why);
     }
     set_active(distinct);

@@ -31,14 +31,25 @@ Tensor merged_outputs(const std::vector<std::string>& dirs) {
     return s.output().detach();
 }
 
+// kLoraA as "a" and kLoraB as "b" in `set`, randomised from seed, seed + 1.
+void add_pair(peft::AdapterSet& set, uint64_t seed) {
+    randomize(set.add("a", peft::Config::from_json(kLoraA)), seed);
+    randomize(set.add("b", peft::Config::from_json(kLoraB)), seed + 1);
+}
+
+// Only the adapters' tensors train (`adapters_on`), or every base tensor does, as before any adapter.
+void check_trainable(Subject& s, bool adapters_on) {
+    for (auto& named : s.module().named_parameters())
+        CHECK_MESSAGE(named.second.requires_grad() == (!adapters_on || named.first.find(".lora") != std::string::npos), named.first);
+}
+
 }  // namespace
 
 TEST_CASE("peft several LoRA adapters active: the terms add, as with both merged, in either order") {
     Subject s = make_subject("mamba", 3, /*tied=*/false);
     const Tensor base = s.output().detach();
     peft::AdapterSet set(s.module());
-    randomize(set.add("a", peft::Config::from_json(kLoraA)), 1);
-    randomize(set.add("b", peft::Config::from_json(kLoraB)), 2);
+    add_pair(set, 1);
     const auto dir = testing::scratch_dir("peft_multi_add");
     set.get("a").save((dir / "a").string());
     set.get("b").save((dir / "b").string());
@@ -53,10 +64,7 @@ TEST_CASE("peft several LoRA adapters active: the terms add, as with both merged
     set.set_active(std::vector<std::string>{"b", "a"});
     testing::expect_close(s.output(), both, 1e-13, 1e-13, "b+a");
     // every active adapter trains, the base does not
-    for (auto& named : s.module().named_parameters()) {
-        const bool adapter_tensor = named.first.find(".lora") != std::string::npos;
-        CHECK_MESSAGE(named.second.requires_grad() == adapter_tensor, named.first);
-    }
+    check_trainable(s, /*adapters_on=*/true);
     Tensor loss = s.loss();
     loss.backward();
     for (const char* name : {"a", "b"})
@@ -66,7 +74,7 @@ TEST_CASE("peft several LoRA adapters active: the terms add, as with both merged
     CHECK(bit_equal(s.output(), out_a));
     set.set_active("");
     CHECK(bit_equal(s.output(), base));
-    for (auto& named : s.module().named_parameters()) CHECK_MESSAGE(named.second.requires_grad(), named.first);  // as before any adapter
+    check_trainable(s, /*adapters_on=*/false);  // as before any adapter
     set.set_active({"a", "b"});
     CHECK(bit_equal(s.output(), both));
     // a plain LoRA merges beside another plain one (the terms add); the merged one is part of the base from then on
@@ -75,8 +83,7 @@ TEST_CASE("peft several LoRA adapters active: the terms add, as with both merged
     const Tensor merged_a = s.output().detach();
     set.set_active("b");  // (re-attaches b: the base frozen again, which a's merge, out of order, had undone)
     CHECK(bit_equal(s.output(), merged_a));
-    for (auto& named : s.module().named_parameters())
-        CHECK_MESSAGE(named.second.requires_grad() == (named.first.find(".lora") != std::string::npos), named.first);
+    check_trainable(s, /*adapters_on=*/true);
     set.set_active("");
     CHECK_THROWS_WITH_AS(set.set_active("a"), doctest::Contains("was merged or detached"), Error);
     CHECK(set.active().empty());
@@ -86,8 +93,7 @@ TEST_CASE("peft several LoRA adapters: removing the active ones keeps the others
     Subject s = make_subject("mamba", 3, /*tied=*/false);
     const Tensor base = s.output().detach();
     peft::AdapterSet set(s.module());
-    randomize(set.add("a", peft::Config::from_json(kLoraA)), 3);
-    randomize(set.add("b", peft::Config::from_json(kLoraB)), 4);
+    add_pair(set, 3);
     const auto dir = testing::scratch_dir("peft_multi_remove");
     set.get("a").save((dir / "a").string());
     set.get("b").save((dir / "b").string());
@@ -106,11 +112,10 @@ TEST_CASE("peft several LoRA adapters: removing the active ones keeps the others
     set.remove("a");
     CHECK(set.active() == "b");
     CHECK(bit_equal(s.output(), out_b));
-    for (auto& named : s.module().named_parameters())
-        CHECK_MESSAGE(named.second.requires_grad() == (named.first.find(".lora") != std::string::npos), named.first);
+    check_trainable(s, /*adapters_on=*/true);
     set.remove("b");
     CHECK(bit_equal(s.output(), base));
-    for (auto& named : s.module().named_parameters()) CHECK_MESSAGE(named.second.requires_grad(), named.first);
+    check_trainable(s, /*adapters_on=*/false);
 }
 
 TEST_CASE("peft several LoRA adapters with DoRA: each module scales the output so far, as HF's DoRA variant") {
@@ -189,8 +194,7 @@ TEST_CASE("peft several LoRA adapters: float64 gradcheck of every active adapter
 TEST_CASE("peft several adapters: what cannot be active together is refused, and the set stays as it was") {
     Subject s = make_subject("mamba", 3, /*tied=*/false);
     peft::AdapterSet set(s.module());
-    randomize(set.add("a", peft::Config::from_json(kLoraA)), 1);
-    randomize(set.add("b", peft::Config::from_json(kLoraB)), 2);
+    add_pair(set, 1);
     set.add("offset", peft::Config::parse(R"({"peft_type": "STATE_OFFSET"})"));
     set.add("bias", peft::Config::parse(R"({"peft_type": "LORA", "r": 2, "bias": "all"})"));
     set.add("save", peft::Config::parse(R"({"peft_type": "LORA", "r": 2, "modules_to_save": ["lm_head"]})"));
@@ -237,7 +241,7 @@ TEST_CASE("peft apply twice: LoRA beside LoRA on one module, other kinds keep a 
     b.detach();
     a.detach();
     CHECK(bit_equal(s.output(), base));
-    for (auto& named : s.module().named_parameters()) CHECK_MESSAGE(named.second.requires_grad(), named.first);
+    check_trainable(s, /*adapters_on=*/false);
     peft::Adapter p = peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "SURM", "target_modules": ["out_proj"]})"));
     CHECK(apply_error(s.module(), R"({"peft_type": "LORA", "target_modules": ["out_proj"]})")
               .find("already carries a") != std::string::npos);
@@ -285,8 +289,7 @@ TEST_CASE("peft per-sample adapters: float64 gradcheck, each adapter learns from
     Subject s = make_subject("mamba", 3, /*tied=*/false);
     s.ids = Tensor::from_vector<int64_t>({1, 4, 2, 9, 0, 3, 7, 5, 5, 10, 2, 1, 8, 6, 3, 3, 0, 9, 4, 1, 2}, {3, 7});
     peft::AdapterSet set(s.module());
-    randomize(set.add("a", peft::Config::from_json(kLoraA)), 31);
-    randomize(set.add("b", peft::Config::from_json(kLoraB)), 32);
+    add_pair(set, 31);
     set.set_batch_adapters({"b", "a", "b"});
     std::vector<Tensor> inputs = set.get("a").parameters();
     for (Tensor& t : set.get("b").parameters()) inputs.push_back(t);
