@@ -34,7 +34,9 @@ std::string adapter_set_name(const std::string& dir) {
 }
 
 AdapterGroup::AdapterGroup(models::Module& model, const std::string& value)
-    : set_(model), dirs_(split_adapter_group(value)) {
+    : AdapterGroup(model, split_adapter_group(value)) {}
+
+AdapterGroup::AdapterGroup(models::Module& model, std::vector<std::string> dirs) : set_(model), dirs_(std::move(dirs)) {
     std::vector<std::string> names;
     for (const std::string& dir : dirs_) {
         names.push_back(adapter_set_name(dir));

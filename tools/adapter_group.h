@@ -25,6 +25,8 @@ std::string adapter_set_name(const std::string& dir);
 class AdapterGroup {
 public:
     AdapterGroup(models::Module& model, const std::string& value);
+    // The directories themselves (each once), e.g. the distinct entries of --per-sample: no '+' splitting.
+    AdapterGroup(models::Module& model, std::vector<std::string> dirs);
     // The trainable tensors under their adapter-file names (prefixed base_model.model.); with several adapters each
     // name is preceded by the adapter's position in the value and '/': "1/base_model.model....", "2/...".
     // (Errors about the set name each adapter by its directory.)

@@ -92,9 +92,7 @@ int run_grads(int argc, char** argv) {
                 distinct.push_back(d);
         }
         if (distinct.empty()) throw UsageError("grads: --per-sample names no adapter directory");
-        std::string joined;
-        for (const std::string& d : distinct) joined += (joined.empty() ? "" : "+") + d;
-        adapter = std::make_unique<AdapterGroup>(module, joined);
+        adapter = std::make_unique<AdapterGroup>(module, distinct);
         adapter->set_per_sample(per_sample);
     }
 

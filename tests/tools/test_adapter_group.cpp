@@ -79,3 +79,28 @@ TEST_CASE("commands take --adapter A+B: grads names each adapter gradients, merg
     CHECK(bad.first == 1);
     CHECK(bad.second.find((dir / "offset").string() + "\" cannot be active together") != std::string::npos);
 }
+
+TEST_CASE("grads --per-sample: one adapter directory per sample, a directory with a plus sign in its name too") {
+    const auto dir = testing::scratch_dir("peft_per_sample_cli");
+    models::LMConfig c = testing::tiny_lm_config("mamba");
+    models::AnyModel model{"mamba", std::make_shared<models::LanguageModel>(c, 4), nullptr};
+    models::save_model((dir / "model").string(), model);
+    peft::AdapterSet set(model.module());
+    peft_test::randomize(set.add("a", peft::Config::from_json(kLoraA)), 3);
+    peft_test::randomize(set.add("b", peft::Config::from_json(kLoraB)), 4);
+    const std::string a = (dir / "a+1").string(), b = (dir / "b").string();  // "a+1" is one directory
+    set.get("a").save(a);
+    set.get("b").save(b);
+    set.set_batch_adapters({"b", peft::AdapterSet::kBaseAdapter, "a"});
+    const Tensor ids = Tensor::from_vector<int64_t>({1, 4, 2, 9, 0, 3, 7, 5, 6, 2, 8, 1}, {3, 4});
+    const double loss = model.lm->loss(ids).item();
+    save_safetensors((dir / "batch.safetensors").string(), {{"input_ids", ids}});
+    REQUIRE(cli({"grads", "--model", (dir / "model").string(), "--batch", (dir / "batch.safetensors").string(), "--out",
+                 (dir / "g.safetensors").string(), "--per-sample", b + ",__base__," + a}) == 0);
+    const TensorMap g = load_safetensors((dir / "g.safetensors").string());
+    CHECK(g.at("loss").item() == doctest::Approx(loss).epsilon(1e-6));
+    CHECK(g.count("1/base_model.model.backbone.layers.0.mixer.dt_proj.lora_B.weight") == 1);  // b first: first used
+    CHECK(g.count("2/base_model.model.backbone.layers.0.mixer.x_proj.lora_A.weight") == 1);
+    CHECK(cli({"grads", "--model", (dir / "model").string(), "--batch", (dir / "batch.safetensors").string(), "--out",
+               (dir / "g2.safetensors").string(), "--per-sample", b + ",," + a}) == 2);
+}
