@@ -247,7 +247,12 @@ void write_adapter(const std::string& dir, const std::vector<std::pair<std::stri
 }  // namespace
 
 void Adapter::save(const std::string& dir) const {
-    write_adapter(dir, named_parameters(), disabled_ ? held_config_ : full_config());
+    write_adapter(dir, named_parameters(), saved_config());
+}
+
+json Adapter::saved_config() const {
+    SSMTUNE_CHECK(disabled_ || method_, "this adapter was detached or merged already");
+    return disabled_ ? held_config_ : full_config();
 }
 
 void Adapter::save_as_lora(const std::string& dir) const {

@@ -50,6 +50,18 @@ struct Config {
 
 class Method;  // peft/method.h
 
+// How AdapterSet::add_weighted_adapter combines LORA adapters (HF's add_weighted_adapter arguments).
+struct WeightedAdapterOptions {
+    // cat | linear | svd | ties | ties_svd | dare_linear | dare_ties | dare_linear_svd | dare_ties_svd |
+    // magnitude_prune | magnitude_prune_svd (HF's default: svd); with one adapter always linear, as HF
+    std::string combination_type = "svd";
+    int64_t svd_rank = 0;         // the *_svd types' rank; 0: the largest of the adapters' ranks
+    double svd_clamp = -1;        // a quantile in [0, 1] the SVD factors are clamped to (±); < 0: no clamping
+    double density = -1;          // the fraction kept by ties / dare / magnitude_prune (required there)
+    std::string majority_sign_method = "total";  // ties: "total" (sign of the sum) or "frequency" (of the signs)
+    uint64_t seed = 0;            // dare's random masks (ours, not torch's draws)
+};
+
 class Adapter {
 public:
     Adapter(models::Module& model, Config config, std::unique_ptr<Method> method, int64_t base_params);
@@ -68,6 +80,8 @@ public:
 
     // adapter_config.json + adapter_model.safetensors (names prefixed base_model.model.), written atomically.
     void save(const std::string& dir) const;
+    // The adapter_config.json save() writes (the config with what the method resolved, e.g. target_modules).
+    nlohmann::json saved_config() const;
     // A LORA adapter whose init rewrote the base weights (init_lora_weights "pissa", "pissa_niter_K", "olora") as the
     // equivalent plain LoRA of the original base, rank 2r (HF's save_pretrained with
     // path_initial_model_for_weight_conversion): loads with init_lora_weights true on the unmodified base, gives the
@@ -147,6 +161,13 @@ public:
     const Adapter& get(const std::string& name) const;
     std::vector<std::string> names() const;
     void remove(const std::string& name);  // detaches it (an active one too: the others stay active) and forgets it
+    // A new adapter `new_name` combining LORA adapters with weights (HF's add_weighted_adapter; peft/weighted_adapter.cpp
+    // has the math of each combination type), added held disabled like add(). Its config is the first adapter's with
+    // r = lora_alpha = the new rank (so s = 1), no rsLoRA, no rank / alpha patterns and the union of the
+    // target_modules. Refused, before anything changes: other methods, DoRA, lora_bias, in-place parts (bias,
+    // modules_to_save), a base-rewriting init, a module of an adapter the new config would not reach (HF drops it).
+    Adapter& add_weighted_adapter(const std::vector<std::string>& names, const std::vector<double>& weights,
+                                  const std::string& new_name, const WeightedAdapterOptions& options = {});
 
 private:
     // Makes the adapter with nothing attached (the active ones disabled meanwhile), holds it disabled, restores the
