@@ -84,7 +84,7 @@ TEST_CASE("peft add_weighted_adapter cat: exact, the pair active together, and e
     testing::expect_close(s.output(), both, 1e-12, 1e-12, "cat(a, b) vs a+b active");
     // general weights: per module B A = Σ w_i s_i B_i A_i, an adapter absent from a module contributing nothing
     const peft::Adapter& mixed = set.add_weighted_adapter({"a", "b"}, {0.7, -1.3}, "mixed", cat);
-    for (const std::string m : {kInProj, std::string("backbone.layers.1.mixer.dt_proj"), std::string("backbone.embeddings")}) {
+    for (const std::string& m : {kInProj, std::string("backbone.layers.1.mixer.dt_proj"), std::string("backbone.embeddings")}) {
         int64_t rows = 0, cols = 0;
         const auto got = delta(mixed, m, 1.0, rows, cols);
         std::vector<double> want(got.size(), 0.0);
@@ -128,7 +128,7 @@ TEST_CASE("peft add_weighted_adapter linear: A and B merged apart with signed sq
     peft::WeightedAdapterOptions linear;
     linear.combination_type = "linear";
     const peft::Adapter& ac = set.add_weighted_adapter({"a", "c"}, {0.6, -2.0}, "ac", linear);
-    for (const std::string m : {kInProj, std::string("backbone.layers.1.mixer.x_proj")}) {  // both, then a only
+    for (const std::string& m : {kInProj, std::string("backbone.layers.1.mixer.x_proj")}) {  // both, then a only
         for (const char* side : {".lora_A.weight", ".lora_B.weight"}) {
             const auto got = factor(ac, m + side);
             std::vector<double> want(got.size(), 0.0);
