@@ -233,6 +233,8 @@ Adapter& AdapterSet::add_weighted_adapter(const std::vector<std::string>& names,
     for (const auto& t : types) known += (known.empty() ? "" : ", ") + t;
     SSMTUNE_CHECK(std::find(types.begin(), types.end(), options.combination_type) != types.end(), where,
                   "unknown combination_type \"", options.combination_type, "\"; known: ", known);
+    SSMTUNE_CHECK(options.svd_rank >= 0, where, "svd_rank ", options.svd_rank, " is negative; fix: 0 (the largest "
+                  "rank of the adapters) or a positive rank");
     SSMTUNE_CHECK(options.svd_clamp < 0 || options.svd_clamp <= 1, where, "svd_clamp ", options.svd_clamp,
                   " is a quantile, so in [0, 1]");
     for (double w : weights) SSMTUNE_CHECK(std::isfinite(w), where, "a weight is not finite");

@@ -26,6 +26,7 @@ void print_usage(FILE* out) {
                  "  grads       loss, logits and every parameter gradient of a model on a batch (safetensors)\n"
                  "  merge       fold a PEFT adapter into the base weights and write a plain model\n"
                  "  convert     write a PiSSA / OLoRA adapter as the equivalent plain LoRA of the original base\n"
+                 "  combine     combine LoRA adapters into a new one (HF's add_weighted_adapter: cat, svd, ties, ...)\n"
                  "  plot        redraw a run's loss/accuracy plots (SVG) from its metrics log\n"
                  "  inspect     model summary: layers, shapes, parameter counts, what a PEFT config trains\n"
                  "  generate    sample from a language model (+ adapter) with the recurrent step mode\n"
@@ -62,6 +63,7 @@ int run_cli(int argc, char** argv) {
         if (command == "grads") return run_grads(argc - 2, argv + 2);
         if (command == "merge") return run_merge(argc - 2, argv + 2);
         if (command == "convert") return run_convert(argc - 2, argv + 2);
+        if (command == "combine") return run_combine(argc - 2, argv + 2);
         if (command == "plot") return run_plot(argc - 2, argv + 2);
         if (command == "inspect") return run_inspect(argc - 2, argv + 2);
         if (command == "generate") return run_generate(argc - 2, argv + 2);

@@ -40,6 +40,7 @@ int run_bench(int argc, char** argv);
 int run_grads(int argc, char** argv);
 int run_merge(int argc, char** argv);
 int run_convert(int argc, char** argv);
+int run_combine(int argc, char** argv);
 int run_plot(int argc, char** argv);
 int run_inspect(int argc, char** argv);
 int run_generate(int argc, char** argv);

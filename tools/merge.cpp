@@ -5,10 +5,14 @@
 // `ssmtune convert --model DIR --adapter DIR --out DIR`: writes a PiSSA / OLoRA adapter (a LoRA whose init rewrote the
 // base weights) as the equivalent plain LoRA of the original base, rank 2r (peft::Adapter::save_as_lora).
 // `--adapter A+B` merges LoRA adapters active together (HF's merge_and_unload with several active adapters).
+// `ssmtune combine --model DIR --adapter A,B --weights 1,0.5 --out DIR`: a new LoRA adapter combining several
+// (peft::AdapterSet::add_weighted_adapter, HF's add_weighted_adapter).
 // Not here: safe_merge's NaN check (the merged weights are checked finite instead).
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <sstream>
 
 #include "models/checkpoint.h"
 #include "peft/peft.h"
@@ -74,6 +78,76 @@ int run_convert(int argc, char** argv) {
     std::printf("wrote %s: the %s adapter %s as a plain LoRA of rank %lld on %s\n", flags.str("out").c_str(),
                 adapter.config().json["init_lora_weights"].get<std::string>().c_str(), flags.str("adapter").c_str(),
                 static_cast<long long>(2 * adapter.config().json["r"].get<int64_t>()), flags.str("model").c_str());
+    return 0;
+}
+
+int run_combine(int argc, char** argv) {
+    Flags flags(argc, argv, {{"model", ""}, {"adapter", ""}, {"weights", ""}, {"out", ""}, {"combination", "svd"},
+                             {"svd-rank", "0"}, {"svd-clamp", "-1"}, {"density", "-1"}, {"majority-sign", "total"},
+                             {"seed", "0"}}, "combine");
+    if (flags.help()) {
+        std::printf("usage: ssmtune combine --model DIR --adapter DIR,DIR[,...] --weights W,W[,...] --out DIR [options]\n"
+                    "Writes a new LoRA adapter combining LoRA adapters of one base model, as HF PEFT's\n"
+                    "add_weighted_adapter: config of the first adapter with r = lora_alpha = the new rank.\n"
+                    "  --model DIR          the base model the adapters were trained on\n"
+                    "  --adapter A,B        the LoRA adapter directories, in order (the first gives the config)\n"
+                    "  --weights W,W        one weight per adapter (negative subtracts)\n"
+                    "  --out DIR            where the combined adapter is written (none of the inputs)\n"
+                    "  --combination TYPE   svd (default, HF's), cat (exact: rank = the sum), linear, ties,\n"
+                    "                       ties_svd, dare_linear, dare_ties, dare_linear_svd, dare_ties_svd,\n"
+                    "                       magnitude_prune, magnitude_prune_svd\n"
+                    "  --svd-rank R         the *svd types' rank (default: the largest of the adapters')\n"
+                    "  --svd-clamp Q        clamp the SVD factors to ± their Q-quantile (0..1; default none)\n"
+                    "  --density D          fraction kept by ties / dare / magnitude_prune (required there)\n"
+                    "  --majority-sign M    ties: total (default) or frequency\n"
+                    "  --seed S             dare's random masks (default 0)\n");
+        return 0;
+    }
+    for (const char* required : {"model", "adapter", "weights", "out"})
+        if (!flags.is_set(required)) throw UsageError(std::string("combine: --") + required + " is required");
+    auto split = [](const std::string& list) {
+        std::vector<std::string> out;
+        std::stringstream in(list);
+        for (std::string part; std::getline(in, part, ',');) out.push_back(part);
+        return out;
+    };
+    const std::vector<std::string> dirs = split(flags.str("adapter"));
+    std::vector<double> weights;
+    for (const std::string& w : split(flags.str("weights"))) {
+        char* end = nullptr;
+        weights.push_back(std::strtod(w.c_str(), &end));
+        if (w.empty() || *end != '\0' || !std::isfinite(weights.back()))
+            throw UsageError("combine: --weights expects numbers separated by commas, got '" + flags.str("weights") + "'");
+    }
+    if (dirs.size() != weights.size())
+        throw UsageError("combine: " + std::to_string(dirs.size()) + " adapter directories but " +
+                         std::to_string(weights.size()) + " weights; give one weight per adapter");
+    std::error_code ec;
+    for (const std::string& dir : dirs) {
+        if (dir.empty()) throw UsageError("combine: --adapter has an empty entry");
+        if (std::filesystem::exists(flags.str("out")) && std::filesystem::equivalent(flags.str("out"), dir, ec))
+            throw UsageError("combine: --out must not be one of the input adapter directories");
+    }
+    peft::WeightedAdapterOptions options;
+    options.combination_type = flags.str("combination");
+    options.svd_rank = flags.integer("svd-rank");
+    options.svd_clamp = flags.number("svd-clamp");
+    options.density = flags.number("density");
+    options.majority_sign_method = flags.str("majority-sign");
+    options.seed = static_cast<uint64_t>(flags.integer("seed"));
+    models::AnyModel model = models::load_model(flags.str("model"));
+    peft::AdapterSet set(model.module());
+    std::vector<std::string> names;
+    for (const std::string& dir : dirs) {
+        names.push_back(adapter_set_name(dir));
+        set.load(names.back(), dir);
+    }
+    const peft::Adapter& combined = set.add_weighted_adapter(names, weights, "__combined__", options);
+    combined.save(flags.str("out"));
+    std::printf("combined %zu LoRA adapter(s) (%s) into %s: r %lld, %lld tensors\n", dirs.size(),
+                dirs.size() == 1 ? "linear" : options.combination_type.c_str(), flags.str("out").c_str(),
+                static_cast<long long>(combined.saved_config()["r"].get<int64_t>()),
+                static_cast<long long>(combined.named_parameters().size()));
     return 0;
 }
 

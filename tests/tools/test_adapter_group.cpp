@@ -104,3 +104,46 @@ TEST_CASE("grads --per-sample: one adapter directory per sample, a directory wit
     CHECK(cli({"grads", "--model", (dir / "model").string(), "--batch", (dir / "batch.safetensors").string(), "--out",
                (dir / "g2.safetensors").string(), "--per-sample", b + ",," + a}) == 2);
 }
+
+TEST_CASE("combine writes the LoRA adapters' combination: cat of a pair computes as the pair active together") {
+    const auto dir = testing::scratch_dir("peft_combine_cli");
+    models::LMConfig c = testing::tiny_lm_config("mamba");
+    models::AnyModel model{"mamba", std::make_shared<models::LanguageModel>(c, 4), nullptr};
+    models::save_model((dir / "model").string(), model);
+    peft::AdapterSet set(model.module());
+    peft_test::randomize(set.add("a", peft::Config::from_json(kLoraA)), 5);
+    peft_test::randomize(set.add("b", peft::Config::from_json(kLoraB)), 6);
+    set.get("a").save((dir / "a").string());
+    set.get("b").save((dir / "b").string());
+    set.set_active(std::vector<std::string>{"a", "b"});
+    const Tensor ids = Tensor::from_vector<int64_t>({1, 4, 2, 9, 0, 3, 7, 5}, {2, 4});
+    const double loss = model.lm->loss(ids).item();
+    save_safetensors((dir / "batch.safetensors").string(), {{"input_ids", ids}});
+    const std::string pair = (dir / "a").string() + "," + (dir / "b").string();
+    const auto r = cli_captured({"combine", "--model", (dir / "model").string(), "--adapter", pair, "--weights", "1,1",
+                                 "--combination", "cat", "--out", (dir / "ab").string()}, 1);
+    REQUIRE(r.first == 0);
+    CHECK(r.second.find("r 5") != std::string::npos);
+    REQUIRE(cli({"grads", "--model", (dir / "model").string(), "--batch", (dir / "batch.safetensors").string(), "--out",
+                 (dir / "g.safetensors").string(), "--adapter", (dir / "ab").string()}) == 0);
+    CHECK(load_safetensors((dir / "g.safetensors").string()).at("loss").item() == doctest::Approx(loss).epsilon(1e-6));
+    // the default (svd), TIES with a density: written; usage mistakes exit 2, a refusal 1 with its reason
+    CHECK(cli({"combine", "--model", (dir / "model").string(), "--adapter", pair, "--weights", "0.5,-1", "--out",
+               (dir / "svd").string()}) == 1);  // dt_proj [16, 2] has no third singular value
+    CHECK(cli({"combine", "--model", (dir / "model").string(), "--adapter", pair, "--weights", "0.5,-1", "--svd-rank", "2",
+               "--out", (dir / "svd").string()}) == 0);
+    CHECK(cli({"combine", "--model", (dir / "model").string(), "--adapter", pair, "--weights", "1,2", "--combination",
+               "ties_svd", "--density", "0.5", "--svd-rank", "2", "--out", (dir / "ties").string()}) == 0);
+    CHECK(peft::Config::from_file((dir / "ties" / "adapter_config.json").string()).json["r"] == 2);
+    CHECK(cli({"combine", "--model", (dir / "model").string(), "--adapter", pair, "--weights", "1", "--out",
+               (dir / "x").string()}) == 2);
+    CHECK(cli({"combine", "--model", (dir / "model").string(), "--adapter", pair, "--weights", "1,x", "--out",
+               (dir / "x").string()}) == 2);
+    CHECK(cli({"combine", "--model", (dir / "model").string(), "--adapter", pair, "--weights", "1,1", "--out",
+               (dir / "a").string()}) == 2);
+    const auto refused = cli_captured({"combine", "--model", (dir / "model").string(), "--adapter", pair, "--weights",
+                                       "1,1", "--combination", "ties", "--out", (dir / "x").string()}, 2);
+    CHECK(refused.first == 1);
+    CHECK(refused.second.find("needs adapters of one rank") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(dir / "x"));
+}
