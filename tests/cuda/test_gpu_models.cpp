@@ -207,4 +207,15 @@ TEST_CASE("gpu: adapters disabled and switched on the device (AdapterSet) give t
                      "per-sample: sample 0 with the adapter");
     expect_gpu_close(mixed.narrow(0, 1, 1).contiguous(), base.narrow(0, 1, 1).contiguous(), GpuTolerance{1e-5, 1e-6},
                      "per-sample: sample 1 on the base");
+    // adapters on the device combined (add_weighted_adapter, cat): the new one, moved there, computes as the pair
+    set.add("plain2", peft::Config::parse(R"({"peft_type": "LORA", "r": 3, "lora_alpha": 5, "init_lora_weights": false})"));
+    set.set_active({"plain", "plain2"});
+    set.get("plain2").to(Device::cuda());
+    const Tensor out_two = m.forward(ids).to(Device::cpu());
+    peft::WeightedAdapterOptions cat;
+    cat.combination_type = "cat";
+    set.add_weighted_adapter({"plain", "plain2"}, {1.0, 1.0}, "both", cat);
+    set.set_active("both");
+    set.get("both").to(Device::cuda());
+    expect_gpu_close(m.forward(ids), out_two, GpuTolerance{1e-5, 1e-6}, "cat of two adapters on the device");
 }
