@@ -106,13 +106,19 @@ Tensor LanguageModel::lm_head_weight() {
 }
 
 Tensor LanguageModel::apply_head(const Tensor& h) {
-    // Tied: the embedding matrix itself (an adapter on the embedding lookup does not change the head, as in HF).
-    if (config_.tie_word_embeddings) return ops::linear(h, embeddings_->weight());
+    // Tied: the embedding matrix itself (an adapter on the embedding lookup does not change the head, as in HF,
+    // except trainable tokens, whose rows HF ties to the head as well).
+    if (config_.tie_word_embeddings) {
+        const Tensor logits = ops::linear(h, embeddings_->weight());
+        return tied_head_delta ? tied_head_delta->apply(logits, h) : logits;
+    }
     return lm_head_->forward(h);
 }
 
 void LanguageModel::untie_lm_head() {
     if (!config_.tie_word_embeddings) return;
+    SSMTUNE_CHECK(!tied_head_delta, "cannot untie the head while trainable tokens tie their rows to it; fix: detach or "
+                  "merge that adapter first");
     Generator gen(0);
     lm_head_ = register_module("lm_head", std::make_shared<Linear>(config_.hidden_size, config_.vocab_size, false, gen));
     lm_head_->weight() = embeddings_->weight().detach().clone().set_requires_grad(embeddings_->weight().requires_grad());

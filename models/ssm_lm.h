@@ -110,6 +110,9 @@ public:
     // PEFT prompt hook: [P, D] virtual token embeddings prepended to every sequence; their positions are
     // dropped from the logits so outputs stay aligned with `ids`.
     Tensor prompt_embeddings;
+    // PEFT hook on the head of a tied model (which has no lm_head module to carry it): logits <- d.apply(logits, h).
+    // Trainable tokens use it, so that the head reads their rows as the embedding does (HF's tied adapter).
+    std::shared_ptr<OutputDelta> tied_head_delta;
 
     std::string type_name() const override {
         return std::string(config_.model_type == "mamba" ? "Mamba" : "Longhorn") +

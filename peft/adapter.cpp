@@ -457,6 +457,9 @@ std::string sharing_refusal(const json& c, bool per_sample, bool first) {
     if (type != "LORA") return "is " + type + (per_sample ? "; per-sample adapters are LORA" : "; only LORA adapters are active together");
     if (per_sample && c.contains("use_dora") && c.at("use_dora") == true)
         return "uses DoRA, whose norms scale the whole output (HF refuses it too)";
+    if (c.contains("trainable_token_indices") && !c.at("trainable_token_indices").is_null())
+        return "trains tokens (trainable_token_indices), whose rows replace the embedding's and keep the module to "
+               "themselves";
     if (lora_trains_base_in_place(c))
         return per_sample ? "trains base tensors in place, which every sample would see"
                           : "trains base tensors in place (\"bias\" or \"modules_to_save\"; HF refuses several active "
@@ -571,6 +574,7 @@ Adapter apply(models::Module& model, const Config& config) {
         else if (type == "SDLORA") method = make_sdlora(view, config);
         else if (type == "SURM") method = make_surm(view, config);
         else if (type == "ADDITIONAL_SCAN") method = make_additional_scan(view, config);
+        else if (type == "TRAINABLE_TOKENS") method = make_trainable_tokens(view, config);
         else SSMTUNE_FAIL("unknown peft_type ", type);
     } catch (...) {
         for (auto& [t, flag] : saved) t.set_requires_grad(flag);

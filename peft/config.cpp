@@ -66,6 +66,7 @@ const std::map<std::string, Json>& type_defaults() {
         t["PARTIAL"] = {{"param_names", nullptr}};
         t["PARALLEL_ADAPTER"] = {{"target_modules", nullptr}, {"r", 16}, {"scaling", 4.0}, {"activation", "relu"},
                                  {"init", "lora"}, {"adapter_dropout", 0.0}};
+        t["TRAINABLE_TOKENS"] = {{"token_indices", Json::array()}, {"target_modules", nullptr}, {"init_weights", true}};
         t["SURM"] = {{"structure", "circulant"}, {"mode", "lora"}, {"target_modules", nullptr}, {"block_size", 0},
                      {"ldr_rank", 1}, {"kron_factor", 0}, {"surm_alpha", 1.0}, {"activation", "gelu"},
                      {"surm_dropout", 0.0}, {"init", "zero"}};
@@ -97,6 +98,15 @@ void check_unsupported_lora_fields(const Json& j, const std::string& source) {
          "HF PEFT): set one of them to false");
     for (const char* key : {"layer_replication", "target_parameters"})
         must(key, j[key].is_null() || (j[key].is_array() && j[key].empty()), "remove it");
+    // features that change the outputs and that we do not implement: refused rather than ignored
+    must("use_qalora", j["use_qalora"].is_null() || j["use_qalora"] == false, "false (QA-LoRA is for quantised bases)");
+    must("alora_invocation_tokens", j["alora_invocation_tokens"].is_null(), "remove it (activated LoRA is not implemented)");
+    must("arrow_config", j["arrow_config"].is_null(), "remove it (Arrow routing is not implemented)");
+    must("ensure_weight_tying", j["ensure_weight_tying"].is_null() || j["ensure_weight_tying"] == false,
+         "false (trainable tokens on a tied model are tied already; a LoRA on the embedding of a tied model does not "
+         "reach the head, as HF's default)");
+    must("trainable_token_indices", j["trainable_token_indices"].is_null() || j["trainable_token_indices"].is_array() ||
+         j["trainable_token_indices"].is_object(), "a list of token ids or an object {module: [ids]}");
     const std::string init_fix = lora_init_refusal(j["init_lora_weights"]);
     must("init_lora_weights", init_fix.empty(), init_fix.c_str());
 }

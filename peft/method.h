@@ -83,5 +83,6 @@ std::unique_ptr<Method> make_parallel_adapter(ModelView& model, const Config& co
 std::unique_ptr<Method> make_sdlora(ModelView& model, const Config& config);
 std::unique_ptr<Method> make_surm(ModelView& model, const Config& config);
 std::unique_ptr<Method> make_additional_scan(ModelView& model, const Config& config);
+std::unique_ptr<Method> make_trainable_tokens(ModelView& model, const Config& config);
 
 }  // namespace ssmtune::peft

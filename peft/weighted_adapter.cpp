@@ -148,6 +148,8 @@ std::string refusal(const json& c) {
     const LoraSettings s = LoraSettings::from_config(c);
     if (s.dora) return "uses DoRA, whose magnitudes do not combine (HF keeps the new adapter's own, peft #3761)";
     if (s.lora_bias) return "has lora_bias, which HF's combination drops (peft #3761)";
+    if (c.contains("trainable_token_indices") && !c.at("trainable_token_indices").is_null())
+        return "trains tokens (trainable_token_indices), which add_weighted_adapter does not combine";
     if (lora_trains_base_in_place(c))
         return "trains base tensors in place (\"bias\" or \"modules_to_save\"), which the combined adapter would not carry";
     if (lora_init_changes_base(s.init))

@@ -214,6 +214,29 @@ def lora_adapter(rng, w, cfg, targets, r=3, alpha=5.0, rslora=False, layers=None
     return cfg_json, tensors
 
 
+def tokens_adapter(rng, w, cfg, indices, targets=None, lora_targets=None, init=True):
+    """Trainable tokens: TRAINABLE_TOKENS on `targets` (None: the input embedding), or with lora_targets a LoRA whose
+    trainable_token_indices is `indices` (a list: the input embedding; a dict {module: list}). Rows near the
+    matrix's own (a trained start) or, init False, N(0, 1) as HF's init_weights=False."""
+    def rows(module, idx):
+        W = w[module + ".weight"]
+        return W[idx] + rng.normal(0, 0.3, size=(len(idx), W.shape[1])) if init else rng.normal(size=(len(idx), W.shape[1]))
+    if lora_targets is None:
+        cfg_json = {"peft_type": "TRAINABLE_TOKENS", "token_indices": indices, "init_weights": init}
+        if targets is not None:
+            cfg_json["target_modules"] = targets
+        modules = ["backbone.embeddings"] if targets is None else [m for m in ("backbone.embeddings", "lm_head")
+                                                                   if any(m.endswith(t) for t in targets)]
+        return cfg_json, {m + ".trainable_tokens_delta": rows(m, indices) for m in modules}
+    cfg_json, tensors = lora_adapter(rng, w, cfg, lora_targets, r=2, alpha=3.0)
+    cfg_json["trainable_token_indices"] = indices
+    spec = indices if isinstance(indices, dict) else {"embeddings": indices}
+    for key, idx in spec.items():
+        module = "lm_head" if key == "lm_head" else "backbone.embeddings"
+        tensors[module + ".token_adapter.trainable_tokens_delta"] = rows(module, idx)
+    return cfg_json, tensors
+
+
 def partial_adapter(rng, w, names, layers=None):
     """PARTIAL (ssm-peft's layer_freeze): new values for every parameter an entry names - a run of whole
     dot-separated parts of its name (the full name, a suffix like "D", a module like "conv1d" or "encoder")."""
@@ -547,6 +570,17 @@ def cases():
             lora_adapter(g, w, c, ["encoder", "output_linear.0", "decoder"], lora_bias=True),
             lora_adapter(g, w, c, ["output_linear.0", "decoder"], r=2, dora=True)])),
     ]
+    # trainable tokens (TRAINABLE_TOKENS, LoRA's trainable_token_indices): rows of the embedding / head replaced
+    out += [
+        ("mamba TRAINABLE_TOKENS (tied: the head reads the rows)", lm_with("mamba", lambda g, w, c: tokens_adapter(
+            g, w, c, [2, 7, 3]))),
+        ("longhorn TRAINABLE_TOKENS embedding + lm_head, random rows", lm_with("longhorn", lambda g, w, c: tokens_adapter(
+            g, w, c, [10, 0], targets=["embeddings", "lm_head"], init=False), tied=False)),
+        ("mamba LORA + trainable_token_indices (tied)", lm_with("mamba", lambda g, w, c: tokens_adapter(
+            g, w, c, [1, 5], lora_targets=["in_proj", "out_proj"]))),
+        ("mamba LORA + trainable_token_indices {embeddings, lm_head}", lm_with("mamba", lambda g, w, c: tokens_adapter(
+            g, w, c, {"embeddings": [4], "lm_head": [6, 2, 9]}, lora_targets=["x_proj"]), tied=False)),
+    ]
     # one LoRA adapter per sample (HF's adapter_names= mixed batch: `grads --per-sample A,__base__,B`)
     out += [
         ("mamba per-sample LORA a, base, b, a (untied head)", lm_with("mamba", lambda g, w, c: {
@@ -592,7 +626,7 @@ def _draw_lm_adapter(g, w, c):
     kinds = ["none", "lora", "lora", "dora", "offset_h", "offset_h_r", "offset_y", "initial", "prefix",
              "parallel", "partial", "surm", "sdlora", "lora_init", "multi", "per_sample"]
     if not frame:
-        kinds.append("prompt")
+        kinds += ["prompt", "tokens"]
     if c["conv_kernel"] >= 2:
         kinds.append("initial_conv")
     if c.get("use_bias") or c.get("use_conv_bias"):
@@ -623,6 +657,16 @@ def _draw_lm_adapter(g, w, c):
         if kind == "per_sample":
             return {"adapters": plain_loras(g, w, c, modules, [] if frame else [first])}
         return multi_lora(g, w, c, modules, [] if frame else [first], some_layers)
+    if kind == "tokens":  # TRAINABLE_TOKENS or a LoRA with trainable_token_indices, a few distinct ids
+        V = c["vocab_size"]
+        pick = lambda: sorted(g.choice(V, size=int(g.integers(1, min(V, 4) + 1)), replace=False).tolist(),
+                              key=lambda _: g.random())
+        untied = not c["tie_word_embeddings"]
+        if g.random() < 0.5:
+            targets = None if not untied or g.random() < 0.5 else _subset(g, ["embeddings", "lm_head"])
+            return tokens_adapter(g, w, c, pick(), targets=targets, init=bool(g.random() < 0.7))
+        spec = {"embeddings": pick(), "lm_head": pick()} if untied and g.random() < 0.5 else pick()
+        return tokens_adapter(g, w, c, spec, lora_targets=_subset(g, ["in_proj", "x_proj", "dt_proj", "out_proj"]))
     if kind == "offset_h":
         return per_layer_adapter(g, c, "STATE_OFFSET", "state_offset", (E, c["state_size"]), {"variant": "h"})
     if kind == "offset_h_r":
@@ -743,6 +787,16 @@ def random_s4d_adapter(g, w, c):
         return surm_adapter(g, w, c, structure, mode, targets)
     if kind == "partial":
         return partial_adapter(g, w, _subset(g, ["kernel", "encoder", "D", "norms", "log_dt"]))
+    if kind == "tokens":  # TRAINABLE_TOKENS or a LoRA with trainable_token_indices, a few distinct ids
+        V = c["vocab_size"]
+        pick = lambda: sorted(g.choice(V, size=int(g.integers(1, min(V, 4) + 1)), replace=False).tolist(),
+                              key=lambda _: g.random())
+        untied = not c["tie_word_embeddings"]
+        if g.random() < 0.5:
+            targets = None if not untied or g.random() < 0.5 else _subset(g, ["embeddings", "lm_head"])
+            return tokens_adapter(g, w, c, pick(), targets=targets, init=bool(g.random() < 0.7))
+        spec = {"embeddings": pick(), "lm_head": pick()} if untied and g.random() < 0.5 else pick()
+        return tokens_adapter(g, w, c, spec, lora_targets=_subset(g, ["in_proj", "x_proj", "dt_proj", "out_proj"]))
     if kind == "offset_h":
         return per_layer_adapter(g, c, "STATE_OFFSET", "state_offset", (H, M, 2), {"variant": "h"})
     if kind == "offset_h_r":
@@ -777,7 +831,8 @@ def adapter_label(adapter):
     if isinstance(adapter, list):
         return "+".join(adapter_label(a) for a in adapter)
     init = adapter[0].get("init_lora_weights")
-    return adapter[0]["peft_type"] + (" " + init if isinstance(init, str) else "")
+    return (adapter[0]["peft_type"] + (" " + init if isinstance(init, str) else "") +
+            (" + tokens" if adapter[0].get("trainable_token_indices") is not None else ""))
 
 
 def random_case(g):

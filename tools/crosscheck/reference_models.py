@@ -307,6 +307,23 @@ def hf_weight_init_residual(p, cfg_json, tensors):
         p[module + ".weight"] = W - s * B0 @ A0
 
 
+def hf_trainable_tokens(p, cfg_json, tensors):
+    """HF's TrainableTokensLayer (TRAINABLE_TOKENS, or LoRA's trainable_token_indices): the module's weight becomes
+    W.index_copy(0, indices, rows) for the embedding lookup and, on a tied model, for the head too (HF ties a second
+    layer to the rows; lm_forward's tied head reads the embedding's weight); an lm_head target likewise."""
+    spec = cfg_json.get("token_indices") if cfg_json["peft_type"] == "TRAINABLE_TOKENS" else cfg_json["trainable_token_indices"]
+    for name, rows in tensors.items():
+        if not name.endswith("trainable_tokens_delta"):
+            continue
+        module = name[:-len(".trainable_tokens_delta")]
+        module = module[:-len(".token_adapter")] if module.endswith(".token_adapter") else module
+        if isinstance(spec, dict):
+            indices = next(v for k, v in spec.items() if module.endswith(k))
+        else:
+            indices = spec
+        p[module + ".weight"] = p[module + ".weight"].index_copy(0, torch.tensor(indices), rows)
+
+
 def split_adapter(cfg_json, tensors, cfg, p=None):
     """Turns adapter tensors (torch leaves) into the forward's hooks / lora / parallel-adapter dictionaries."""
     hooks, lora, adapters = {}, {}, {}

@@ -17,7 +17,8 @@ and every gradient with the same computation written in plain PyTorch (reference
   - the Mamba / Longhorn frame models (backbone.encoder, untied head, classified at the last frame);
   - PEFT: LoRA (HF layer semantics and target matching, Linear, Embedding and 1x1 Conv1d, rsLoRA), BitFit,
     PiSSA / OLoRA inits (the base weight becomes W - s B0 A0 on load, as HF's), state-offset h and y, initial
-    state, prompt, prefix, parallel adapter, SURM (circulant, Toeplitz, Kronecker,
+    state, prompt, prefix, parallel adapter, trainable tokens (HF's index_copy, the tied head reading the rows),
+    SURM (circulant, Toeplitz, Kronecker,
     LDR; lora and adapter modes) and SDLoRA (Mamba, Longhorn, S4D with pruning) as peft/*.cpp document them.
 
 Errors are relative to the largest reference magnitude of each tensor. Float64 must agree to 1e-9; float32 to
@@ -58,7 +59,7 @@ torch.set_default_dtype(torch.float64)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cases import cases, random_case, random_large_case  # noqa: E402  (after the PyTorch check, which decides exit 77)
-from reference_models import hf_weight_init_residual, lm_forward, s4d_forward, sdlora_weights, split_adapter  # noqa: E402
+from reference_models import hf_trainable_tokens, hf_weight_init_residual, lm_forward, s4d_forward, sdlora_weights, split_adapter  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------- safetensors
@@ -109,6 +110,8 @@ def reference(cfg, w, batch, adapter):
             trainables.append(("%d/" % (k + 1) if isinstance(adapter, list) else "", t))
             if cfg_json["peft_type"] in ("BITFIT", "PARTIAL"):  # base tensors trained in place
                 p.update(t)
+            elif cfg_json["peft_type"] == "TRAINABLE_TOKENS":
+                hf_trainable_tokens(p, cfg_json, t)
             else:
                 if cfg_json["peft_type"] == "LORA":  # PiSSA / OLoRA rewrite the base weights first (HF's order)
                     hf_weight_init_residual(p, cfg_json, t)
@@ -122,6 +125,8 @@ def reference(cfg, w, batch, adapter):
                 p.update({n.replace(".base_layer.", "."): v for n, v in t.items() if n.replace(".base_layer.", ".") in p})
             if cfg_json["peft_type"] == "SDLORA":
                 sdlora_weights(p, cfg, cfg_json, t)
+            if cfg_json["peft_type"] == "LORA" and cfg_json.get("trainable_token_indices") is not None:
+                hf_trainable_tokens(p, cfg_json, t)
     else:
         for v in p.values():
             v.requires_grad_(True)
