@@ -23,6 +23,8 @@ TEST_CASE("peft disable / enable: base outputs while disabled, the adapted ones 
         {"longhorn", {{"peft_type", "PARTIAL"}, {"param_names", {"conv1d", "D"}}}},
         {"mamba", {{"peft_type", "BITFIT"}}},
         {"mamba", {{"peft_type", "ADDITIONAL_SCAN"}, {"d_state", 2}}},
+        {"mamba", {{"peft_type", "TRAINABLE_TOKENS"}, {"token_indices", {3, 1}}}},
+        {"longhorn", {{"peft_type", "LORA"}, {"r", 2}, {"target_modules", {"out_proj"}}, {"trainable_token_indices", {2, 8}}}},
         {"mamba", {{"peft_type", "SDLORA"}, {"r", 2}, {"dimensions", {{"0", {{"channels", {1, 5}}, {"states", {{0}, {1, 2}}}}},
                                                                       {"1", {{"channels", {3}}, {"states", {{3}}}}}}}}},
         {"s4d", {{"peft_type", "LORA"}, {"r", 2}}},
