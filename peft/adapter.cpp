@@ -460,6 +460,9 @@ std::string sharing_refusal(const json& c, bool per_sample, bool first) {
     if (c.contains("trainable_token_indices") && !c.at("trainable_token_indices").is_null())
         return "trains tokens (trainable_token_indices), whose rows replace the embedding's and keep the module to "
                "themselves";
+    if (c.contains("target_parameters") && c.at("target_parameters").is_array() && !c.at("target_parameters").empty())
+        return "adapts parameters (target_parameters), one change per parameter (HF's parameter wrapper serves no "
+               "mixed batch either)";
     if (lora_trains_base_in_place(c))
         return per_sample ? "trains base tensors in place, which every sample would see"
                           : "trains base tensors in place (\"bias\" or \"modules_to_save\"; HF refuses several active "

@@ -96,8 +96,12 @@ void check_unsupported_lora_fields(const Json& j, const std::string& source) {
          "lora_bias needs init_lora_weights true or false");
     must("lora_bias", j["lora_bias"] == false || j["use_dora"] != true, "lora_bias is not supported with DoRA (nor in "
          "HF PEFT): set one of them to false");
-    for (const char* key : {"layer_replication", "target_parameters"})
-        must(key, j[key].is_null() || (j[key].is_array() && j[key].empty()), "remove it");
+    must("layer_replication", j["layer_replication"].is_null() || (j["layer_replication"].is_array() &&
+         j["layer_replication"].empty()), "remove it (HF replicates the layers of Llama-, BERT- and Falcon-like models only)");
+    const Json& tp = j["target_parameters"];
+    must("target_parameters", tp.is_null() || (tp.is_array() && std::all_of(tp.begin(), tp.end(), [](const Json& e) {
+             return e.is_string() && !e.get<std::string>().empty();
+         })), "a list of parameter names (\"A_log\", \"x_proj.weight\")");
     // features that change the outputs and that we do not implement: refused rather than ignored
     must("use_qalora", j["use_qalora"].is_null() || j["use_qalora"] == false, "false (QA-LoRA is for quantised bases)");
     must("alora_invocation_tokens", j["alora_invocation_tokens"].is_null(), "remove it (activated LoRA is not implemented)");
@@ -199,7 +203,9 @@ Config Config::from_json(const nlohmann::json& in, const std::string& source) {
     check_number(out, "ldr_rank", 1, 256, source, true);
     check_number(out, "init_seed", 0, 1.8e19, source, true);
     const Json& tm = out.contains("target_modules") ? out["target_modules"] : Json();
-    SSMTUNE_CHECK(tm.is_null() || tm.is_string() || (tm.is_array() && !tm.empty() &&
+    const bool params_only = out.contains("target_parameters") && out["target_parameters"].is_array() &&
+                             !out["target_parameters"].empty();  // LoRA on parameters alone: target_modules []
+    SSMTUNE_CHECK(tm.is_null() || tm.is_string() || (tm.is_array() && (!tm.empty() || params_only) &&
                   std::all_of(tm.begin(), tm.end(), [](const Json& e) { return e.is_string(); })),
                   source, ": \"target_modules\" must be a list of module names, a regex string or null, got ", tm.dump());
     if (type == "INITIAL_STATE")

@@ -29,6 +29,7 @@
 #include "ops/ops.h"
 #include "peft/lora.h"
 #include "peft/lora_init.h"
+#include "peft/lora_params.h"
 #include "peft/trainable_tokens.h"
 
 namespace ssmtune::peft {
@@ -309,6 +310,8 @@ LoraAttachment attach_lora(ModelView& model, const json& config, Generator& gen)
     json c = config;
     if (c["target_modules"].is_null()) c["target_modules"] = default_lora_targets(model);
     att.settings = LoraSettings::from_config(c);
+    att.targets = c["target_modules"];
+    if (c["target_modules"].is_array() && c["target_modules"].empty()) return att;  // target_parameters only
     const DType dtype = model.dtype();
     try {  // a module that fails (rank too large, ambiguous pattern) leaves none attached
         for (auto& [name, m] : match_targets(model, c, lora_can_target, "Linear, Embedding and 1x1 Conv1d modules")) {
@@ -470,7 +473,10 @@ public:
             if (config.json.contains("modules_to_save")) attach_modules_to_save(config.json.at("modules_to_save"));
             if (config.json.contains("bias")) train_biases(config.json.at("bias").get<std::string>());
             if (config.json.contains("trainable_token_indices"))
-                attach_trainable_tokens_of(config.json.at("trainable_token_indices"), gen);
+                tokens_ = attach_lora_trainable_tokens(model_, config.json.at("trainable_token_indices"), gen);
+            std::vector<std::string> module_targets;
+            for (auto& host : att_.hosts) module_targets.push_back(host.first);
+            params_ = attach_lora_parameters(model_, config.json, module_targets, gen);
         } catch (...) {
             detach();
             throw;
@@ -480,6 +486,8 @@ public:
         auto out = att_.tensors();
         out.insert(out.end(), saved_.begin(), saved_.end());
         for (const auto& t : tokens_) out.emplace_back(t.module + ".token_adapter.trainable_tokens_delta", t.rows);
+        for (const auto& p : params_)
+            for (auto& named : p.tensors()) out.push_back(named);
         return out;
     }
     std::string merge_refusal() const override { return att_.merge_refusal(); }
@@ -493,11 +501,14 @@ public:
     void merge() override {
         att_.merge(model_);
         for (auto& t : tokens_) t.merge();
+        for (auto& p : params_) p.merge();
         originals_.clear();  // the trained modules are the merged model's
     }
     void detach() override {
         for (auto& t : tokens_) t.detach();
         tokens_.clear();
+        for (auto& p : params_) p.detach();
+        params_.clear();
         att_.detach();
         autograd::NoGradGuard no_grad;
         for (size_t i = 0; i < originals_.size(); ++i) copy_into(saved_[i].second, originals_[i]);
@@ -529,33 +540,6 @@ public:
     }
 
 private:
-    // trainable_token_indices (HF, peft >= 0.15): a list trains those rows of the input embedding, an object
-    // {module: list} those of each module whose name ends with the key (HF's plain suffix test; an Embedding or the
-    // LM head), with HF's TrainableTokensWrapper names (<module>.token_adapter.trainable_tokens_delta). On a tied
-    // model the head reads the embedding's rows too, as HF ties them. A LoRA target cannot also train tokens.
-    void attach_trainable_tokens_of(const json& spec, Generator& gen) {
-        if (spec.is_null()) return;
-        SSMTUNE_CHECK(spec.is_array() || spec.is_object(), "LORA \"trainable_token_indices\" must be a list of token "
-                      "ids (the input embedding's) or an object {module: [ids]}, got ", spec.dump());
-        SSMTUNE_CHECK(model_.lm, "trainable_token_indices trains rows of a token embedding; this is an S4D classifier; "
-                      "fix: remove it");
-        if (spec.is_array()) {
-            tokens_.push_back(attach_trainable_tokens(model_, "backbone.embeddings", &model_.lm->embeddings(), spec, true, gen));
-            return;
-        }
-        for (auto it = spec.begin(); it != spec.end(); ++it) {
-            bool found = false;
-            for (auto& [name, m] : model_.module->named_modules()) {
-                if (name.size() < it.key().size() || name.compare(name.size() - it.key().size(), it.key().size(), it.key()) != 0)
-                    continue;
-                if (!trainable_tokens_can_target(model_, m)) continue;
-                found = true;
-                tokens_.push_back(attach_trainable_tokens(model_, name, m, it.value(), true, gen));
-            }
-            SSMTUNE_CHECK(found, "trainable_token_indices key \"", it.key(), "\" names no Embedding or LM head of this ",
-                          model_.kind(), " model; fix: \"embeddings\" (the input embedding) or \"lm_head\" (untied)");
-        }
-    }
     bool other_adapters_on_model() const {  // an OutputDelta on some module that is not one of ours
         size_t n = 0;
         for (auto& [name, m] : model_.module->named_modules())
@@ -638,6 +622,7 @@ private:
     LoraAttachment att_;
     std::vector<std::pair<std::string, Tensor>> saved_;  // modules_to_save parameters and "bias" biases, in place
     std::vector<TrainableTokens> tokens_;                 // trainable_token_indices
+    std::vector<ParamLora> params_;                       // target_parameters
     std::vector<Tensor> originals_;                       // their values before training
     int64_t in_place_elements_ = 0;                       // of which the biases (not new tensors: see num_added)
 };

@@ -176,6 +176,37 @@ void TrainableTokens::detach() {
     tied_lm = nullptr;
 }
 
+std::vector<TrainableTokens> attach_lora_trainable_tokens(ModelView& model, const json& spec, Generator& gen) {
+    std::vector<TrainableTokens> out;
+    if (spec.is_null()) return out;
+    SSMTUNE_CHECK(spec.is_array() || spec.is_object(), "LORA \"trainable_token_indices\" must be a list of token ids "
+                  "(the input embedding's) or an object {module: [ids]}, got ", spec.dump());
+    SSMTUNE_CHECK(model.lm, "trainable_token_indices trains rows of a token embedding; this is an S4D classifier; "
+                  "fix: remove it");
+    try {
+        if (spec.is_array()) {
+            out.push_back(attach_trainable_tokens(model, "backbone.embeddings", &model.lm->embeddings(), spec, true, gen));
+            return out;
+        }
+        for (auto it = spec.begin(); it != spec.end(); ++it) {
+            const std::string& key = it.key();
+            bool found = false;
+            for (auto& [name, m] : model.module->named_modules()) {
+                if (name.size() < key.size() || name.compare(name.size() - key.size(), key.size(), key) != 0) continue;
+                if (!trainable_tokens_can_target(model, m)) continue;
+                found = true;
+                out.push_back(attach_trainable_tokens(model, name, m, it.value(), true, gen));
+            }
+            SSMTUNE_CHECK(found, "trainable_token_indices key \"", key, "\" names no Embedding or LM head of this ",
+                          model.kind(), " model; fix: \"embeddings\" (the input embedding) or \"lm_head\" (untied)");
+        }
+    } catch (...) {
+        for (auto& t : out) t.detach();
+        throw;
+    }
+    return out;
+}
+
 namespace {
 
 class TrainableTokensMethod : public Method {

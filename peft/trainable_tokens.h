@@ -40,4 +40,10 @@ bool trainable_tokens_can_target(const ModelView& model, models::Module* m);
 TrainableTokens attach_trainable_tokens(ModelView& model, const std::string& name, models::Module* m,
                                         const nlohmann::json& indices, bool init_weights, Generator& gen);
 
+// LoRA's trainable_token_indices (HF, peft >= 0.15): a list trains those rows of the input embedding, an object
+// {module: list} those of each Embedding or LM head whose name ends with the key (HF's plain suffix test; a key that
+// names none is an Error). Rows start as the matrix's own (HF's wrapper default). File names:
+// <module>.token_adapter.trainable_tokens_delta (HF's TrainableTokensWrapper).
+std::vector<TrainableTokens> attach_lora_trainable_tokens(ModelView& model, const nlohmann::json& spec, Generator& gen);
+
 }  // namespace ssmtune::peft

@@ -150,6 +150,8 @@ std::string refusal(const json& c) {
     if (s.lora_bias) return "has lora_bias, which HF's combination drops (peft #3761)";
     if (c.contains("trainable_token_indices") && !c.at("trainable_token_indices").is_null())
         return "trains tokens (trainable_token_indices), which add_weighted_adapter does not combine";
+    if (c.contains("target_parameters") && c.at("target_parameters").is_array() && !c.at("target_parameters").empty())
+        return "adapts parameters (target_parameters), which HF's add_weighted_adapter refuses too";
     if (lora_trains_base_in_place(c))
         return "trains base tensors in place (\"bias\" or \"modules_to_save\"), which the combined adapter would not carry";
     if (lora_init_changes_base(s.init))

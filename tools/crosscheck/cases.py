@@ -237,6 +237,23 @@ def tokens_adapter(rng, w, cfg, indices, targets=None, lora_targets=None, init=T
     return cfg_json, tensors
 
 
+def param_lora_adapter(rng, w, cfg, params, modules=(), r=2, alpha=3.0, rslora=False, rank_pattern=None):
+    """LoRA on parameters (HF's target_parameters) beside LoRA on `modules`: for each parameter named by `params`
+    (a full name or a suffix at a '.'), A [r·E, in] and B [out, r·E] named after its module (E = 1 for a 2-D
+    [out, in] parameter; [E, in, out] for a 3-D one), both non-zero."""
+    cfg_json, tensors = lora_adapter(rng, w, cfg, list(modules), r=r, alpha=alpha, rslora=rslora, rank_pattern=rank_pattern)
+    cfg_json["target_parameters"] = list(params)
+    for key in sorted(w):
+        if not any(key == t or key.endswith("." + t) for t in params):
+            continue
+        module, shape = key.rpartition(".")[0], w[key].shape
+        rk = hf_pattern_value(rank_pattern, key, r)
+        E, n_in, n_out = (shape[0], shape[1], shape[2]) if len(shape) == 3 else (1, shape[1], shape[0])
+        tensors[module + ".lora_A.weight"] = rng.normal(0, 0.3, size=(rk * E, n_in))
+        tensors[module + ".lora_B.weight"] = rng.normal(0, 0.3, size=(n_out, rk * E))
+    return cfg_json, tensors
+
+
 def partial_adapter(rng, w, names, layers=None):
     """PARTIAL (ssm-peft's layer_freeze): new values for every parameter an entry names - a run of whole
     dot-separated parts of its name (the full name, a suffix like "D", a module like "conv1d" or "encoder")."""
@@ -570,6 +587,19 @@ def cases():
             lora_adapter(g, w, c, ["encoder", "output_linear.0", "decoder"], lora_bias=True),
             lora_adapter(g, w, c, ["output_linear.0", "decoder"], r=2, dora=True)])),
     ]
+    # LoRA on parameters (HF's target_parameters): 2-D ones and 3-D ones in HF's experts layout
+    out += [
+        ("mamba LORA on A_log (target_parameters), rsLoRA, rank pattern", lm_with("mamba", lambda g, w, c: param_lora_adapter(
+            g, w, c, ["A_log"], r=3, alpha=5.0, rslora=True, rank_pattern={"layers.1.mixer.A_log": 1}))),
+        ("mamba LORA on conv1d.weight (3-D [E, 1, K])", lm_with("mamba", lambda g, w, c: param_lora_adapter(
+            g, w, c, ["conv1d.weight"], modules=["out_proj"]))),
+        ("longhorn LORA on x_proj.weight beside in_proj", lm_with("longhorn", lambda g, w, c: param_lora_adapter(
+            g, w, c, ["x_proj.weight"], modules=["in_proj"]))),
+        ("s4d LORA on kernel.C (3-D [H, N/2, 2])", s4d_with(lambda g, w, c: param_lora_adapter(
+            g, w, c, ["kernel.C"], alpha=4.0))),
+        ("s4d LORA on layer 0 log_A_real beside decoder", s4d_with(lambda g, w, c: param_lora_adapter(
+            g, w, c, ["s4_layers.0.kernel.log_A_real"], modules=["decoder"]))),
+    ]
     # trainable tokens (TRAINABLE_TOKENS, LoRA's trainable_token_indices): rows of the embedding / head replaced
     out += [
         ("mamba TRAINABLE_TOKENS (tied: the head reads the rows)", lm_with("mamba", lambda g, w, c: tokens_adapter(
@@ -625,6 +655,7 @@ def _draw_lm_adapter(g, w, c):
     some_layers = lambda: sorted(g.choice(layers, size=int(g.integers(1, layers + 1)), replace=False).tolist())
     kinds = ["none", "lora", "lora", "dora", "offset_h", "offset_h_r", "offset_y", "initial", "prefix",
              "parallel", "partial", "surm", "sdlora", "lora_init", "multi", "per_sample"]
+    kinds.append("param_lora")
     if not frame:
         kinds += ["prompt", "tokens"]
     if c["conv_kernel"] >= 2:
@@ -657,6 +688,14 @@ def _draw_lm_adapter(g, w, c):
         if kind == "per_sample":
             return {"adapters": plain_loras(g, w, c, modules, [] if frame else [first])}
         return multi_lora(g, w, c, modules, [] if frame else [first], some_layers)
+    if kind == "param_lora":  # LoRA on parameters (HF's target_parameters), one per module, beside module LoRA
+        pool = (["A_log"] if mamba else []) + ["x_proj.weight", "dt_proj.weight", "conv1d.weight", "in_proj.weight"]
+        params = _subset(g, pool)
+        rest = [m for m in ["in_proj", "x_proj", "dt_proj", "out_proj"] if m + ".weight" not in params]
+        modules = _subset(g, rest) if rest and g.random() < 0.5 else []
+        r = int(g.integers(1, 4))
+        return param_lora_adapter(g, w, c, params, modules=modules, r=r, alpha=float(g.uniform(0.5, 8)),
+                                  rslora=bool(g.random() < 0.3))
     if kind == "tokens":  # TRAINABLE_TOKENS or a LoRA with trainable_token_indices, a few distinct ids
         V = c["vocab_size"]
         pick = lambda: sorted(g.choice(V, size=int(g.integers(1, min(V, 4) + 1)), replace=False).tolist(),
@@ -763,7 +802,7 @@ def weight_init_lora(g, w, c, targets):
 def random_s4d_adapter(g, w, c):
     H, M = c["d_model"], c["d_state"] // 2
     kinds = ["none", "lora", "dora", "surm", "partial", "offset_h", "offset_h_r", "offset_y", "initial", "lora_init",
-             "multi", "per_sample"]
+             "multi", "per_sample", "param_lora"]
     if H >= 4 and M >= 2:
         kinds.append("sdlora")
     kind = kinds[int(g.integers(len(kinds)))]
@@ -787,16 +826,12 @@ def random_s4d_adapter(g, w, c):
         return surm_adapter(g, w, c, structure, mode, targets)
     if kind == "partial":
         return partial_adapter(g, w, _subset(g, ["kernel", "encoder", "D", "norms", "log_dt"]))
-    if kind == "tokens":  # TRAINABLE_TOKENS or a LoRA with trainable_token_indices, a few distinct ids
-        V = c["vocab_size"]
-        pick = lambda: sorted(g.choice(V, size=int(g.integers(1, min(V, 4) + 1)), replace=False).tolist(),
-                              key=lambda _: g.random())
-        untied = not c["tie_word_embeddings"]
-        if g.random() < 0.5:
-            targets = None if not untied or g.random() < 0.5 else _subset(g, ["embeddings", "lm_head"])
-            return tokens_adapter(g, w, c, pick(), targets=targets, init=bool(g.random() < 0.7))
-        spec = {"embeddings": pick(), "lm_head": pick()} if untied and g.random() < 0.5 else pick()
-        return tokens_adapter(g, w, c, spec, lora_targets=_subset(g, ["in_proj", "x_proj", "dt_proj", "out_proj"]))
+    if kind == "param_lora":  # one kernel parameter (2-D or the 3-D C) and/or the 3-D 1x1 conv weight, beside LoRA
+        params = _subset(g, [["kernel.log_A_real", "kernel.A_imag", "kernel.C"][int(g.integers(3))],
+                             "output_linear.0.weight", "decoder.weight"])
+        modules = [m for m in _subset(g, ["encoder", "output_linear.0", "decoder"]) if m + ".weight" not in params]
+        return param_lora_adapter(g, w, c, params, modules=modules if g.random() < 0.5 else [], r=int(g.integers(1, 4)),
+                                  alpha=float(g.uniform(0.5, 8)), rslora=bool(g.random() < 0.3))
     if kind == "offset_h":
         return per_layer_adapter(g, c, "STATE_OFFSET", "state_offset", (H, M, 2), {"variant": "h"})
     if kind == "offset_h_r":
@@ -832,7 +867,8 @@ def adapter_label(adapter):
         return "+".join(adapter_label(a) for a in adapter)
     init = adapter[0].get("init_lora_weights")
     return (adapter[0]["peft_type"] + (" " + init if isinstance(init, str) else "") +
-            (" + tokens" if adapter[0].get("trainable_token_indices") is not None else ""))
+            (" + tokens" if adapter[0].get("trainable_token_indices") is not None else "") +
+            (" on parameters" if adapter[0].get("target_parameters") else ""))
 
 
 def random_case(g):

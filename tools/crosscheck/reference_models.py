@@ -324,6 +324,31 @@ def hf_trainable_tokens(p, cfg_json, tensors):
         p[module + ".weight"] = p[module + ".weight"].index_copy(0, torch.tensor(indices), rows)
 
 
+def hf_param_lora(p, cfg_json, tensors):
+    """HF's lora.ParamWrapper (target_parameters): each targeted parameter P (key "<module>.<param>" equal to an
+    entry or ending in "." + entry) becomes P + s * delta while its module runs: B @ A for a 2-D P, and for a 3-D
+    P [experts, in, out] einsum("o r e, e r i -> e i o", B.reshape(out, r, E), A.reshape(E, r, in)). r and alpha
+    from rank_pattern / alpha_pattern by the key. Returns the tensor names it consumed."""
+    used = set()
+    for key in sorted(p):
+        if not any(key == t or key.endswith("." + t) for t in cfg_json.get("target_parameters") or []):
+            continue
+        module = key.rpartition(".")[0]
+        A, B = tensors[module + ".lora_A.weight"], tensors[module + ".lora_B.weight"]
+        r = hf_pattern_value(cfg_json.get("rank_pattern"), key, cfg_json["r"])
+        alpha = hf_pattern_value(cfg_json.get("alpha_pattern"), key, cfg_json["lora_alpha"])
+        s = alpha / (math.sqrt(r) if cfg_json.get("use_rslora") else r)
+        P = p[key]
+        if P.dim() == 2:
+            delta = B @ A
+        else:
+            E, n_in, n_out = P.shape
+            delta = torch.einsum("ore,eri->eio", B.reshape(n_out, r, E), A.reshape(E, r, n_in))
+        p[key] = P + s * delta
+        used.update({module + ".lora_A.weight", module + ".lora_B.weight"})
+    return used
+
+
 def split_adapter(cfg_json, tensors, cfg, p=None):
     """Turns adapter tensors (torch leaves) into the forward's hooks / lora / parallel-adapter dictionaries."""
     hooks, lora, adapters = {}, {}, {}

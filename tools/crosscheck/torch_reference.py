@@ -59,7 +59,7 @@ torch.set_default_dtype(torch.float64)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cases import cases, random_case, random_large_case  # noqa: E402  (after the PyTorch check, which decides exit 77)
-from reference_models import hf_trainable_tokens, hf_weight_init_residual, lm_forward, s4d_forward, sdlora_weights, split_adapter  # noqa: E402
+from reference_models import hf_param_lora, hf_trainable_tokens, hf_weight_init_residual, lm_forward, s4d_forward, sdlora_weights, split_adapter  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------- safetensors
@@ -115,7 +115,8 @@ def reference(cfg, w, batch, adapter):
             else:
                 if cfg_json["peft_type"] == "LORA":  # PiSSA / OLoRA rewrite the base weights first (HF's order)
                     hf_weight_init_residual(p, cfg_json, t)
-                h, lo, ad = split_adapter(cfg_json, t, cfg, p)
+                consumed = hf_param_lora(p, cfg_json, t) if cfg_json["peft_type"] == "LORA" else set()
+                h, lo, ad = split_adapter(cfg_json, {n: v for n, v in t.items() if n not in consumed}, cfg, p)
                 hooks.update(h)
                 adapters.update(ad)
                 for module, entry in lo.items():
