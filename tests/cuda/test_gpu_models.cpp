@@ -84,6 +84,8 @@ TEST_CASE("gpu: PEFT fine-tuning moved to the GPU (state offset, LoRA, prefix, t
           R"({"peft_type": "LORA", "r": 3, "init_lora_weights": "olora", "target_modules": ["x_proj", "dt_proj"]})",
           R"({"peft_type": "PREFIX", "num_virtual_tokens": 3})",
           R"({"peft_type": "TRAINABLE_TOKENS", "token_indices": [5, 1, 3], "init_weights": false})",
+          R"({"peft_type": "LORA", "r": 2, "target_modules": [], "target_parameters": ["A_log", "conv1d.weight"],
+              "init_lora_weights": false})",
           R"({"peft_type": "LORA", "r": 2, "target_modules": ["out_proj"], "trainable_token_indices": [2, 4]})",
           R"({"peft_type": "SDLORA", "r": 2, "lora_alpha": 4, "init": "random", "dimensions":
               {"0": {"channels": [1, 7, 12], "states": [[0, 3], [2], [1, 2, 3]]}, "1": {"channels": [4], "states": [[1]]}}})",
