@@ -29,6 +29,13 @@ using testing::tiny_lm_config;
 
 using testing::tiny_s4d_config;
 
+// Two LoRA configs for the tests of several adapters on one model (together, per sample, combined, the CLI): they
+// share in_proj and differ in r, lora_alpha, rsLoRA, a rank pattern and their other targets.
+inline const nlohmann::json kLoraA = {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 3},
+                                      {"target_modules", {"embeddings", "in_proj", "x_proj", "out_proj"}}};
+inline const nlohmann::json kLoraB = {{"peft_type", "LORA"}, {"r", 3}, {"lora_alpha", 5}, {"use_rslora", true},
+                                      {"rank_pattern", {{"dt_proj", 1}}}, {"target_modules", {"in_proj", "dt_proj"}}};
+
 // A tiny model in float64 and evaluation mode, with its batch.
 struct Subject {
     std::string kind;  // mamba | longhorn | s4d

@@ -115,7 +115,9 @@ TEST_CASE("peft LoRA on parameters: what HF refuses, and what cannot be one chan
         {R"({"peft_type": "LORA", "target_modules": ["x_proj"], "target_parameters": ["x_proj.weight"]})", "adapts already"},
         {R"({"peft_type": "LORA", "target_modules": [], "target_parameters": 5})", "target_parameters"},
     };
-    for (auto& [config, message] : refused) {
+    for (const auto& item : refused) {  // (no structured binding: clang 14 cannot capture one in CHECK_MESSAGE)
+        const char* config = item.first;
+        const char* message = item.second;
         const std::string error = apply_error(s.module(), config);
         CHECK_MESSAGE(error.find(message) != std::string::npos, config << " -> " << error);
     }

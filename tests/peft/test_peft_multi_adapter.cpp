@@ -20,9 +20,6 @@ models::Module* module_named(models::Module& root, const std::string& name) {
     return nullptr;
 }
 
-const json kLoraA = {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 3}, {"target_modules", {"embeddings", "in_proj", "x_proj", "out_proj"}}};
-const json kLoraB = {{"peft_type", "LORA"}, {"r", 3}, {"lora_alpha", 5}, {"use_rslora", true}, {"rank_pattern", {{"dt_proj", 1}}},
-                     {"target_modules", {"in_proj", "dt_proj"}}};
 
 // The outputs of the base with each adapter of `dirs` loaded and merged in turn (plain LoRA: W + Σ s B A).
 Tensor merged_outputs(const std::vector<std::string>& dirs) {

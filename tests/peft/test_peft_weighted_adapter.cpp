@@ -14,9 +14,6 @@ using nlohmann::json;
 
 namespace {
 
-const json kLoraA = {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 3}, {"target_modules", {"embeddings", "in_proj", "x_proj", "out_proj"}}};
-const json kLoraB = {{"peft_type", "LORA"}, {"r", 3}, {"lora_alpha", 5}, {"use_rslora", true}, {"rank_pattern", {{"dt_proj", 1}}},
-                     {"target_modules", {"in_proj", "dt_proj"}}};
 const json kLoraC = {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 4}, {"use_rslora", true}, {"target_modules", {"in_proj", "out_proj"}}};
 
 // s·B A [m, n] of `module` in adapter `a` (an embedding's lora_embedding_B lora_embedding_A [D, V]); empty when the

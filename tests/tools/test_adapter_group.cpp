@@ -15,9 +15,31 @@ using namespace ssmtune::testing;
 using nlohmann::json;
 
 namespace {
-const json kLoraA = {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 3}, {"target_modules", {"embeddings", "in_proj", "x_proj", "out_proj"}}};
-const json kLoraB = {{"peft_type", "LORA"}, {"r", 3}, {"lora_alpha", 5}, {"use_rslora", true}, {"rank_pattern", {{"dt_proj", 1}}},
-                     {"target_modules", {"in_proj", "dt_proj"}}};
+// A tiny Mamba saved as DIR/model, peft_test::kLoraA and kLoraB randomised from seed and seed + 1 as "a" and "b" in
+// `set` and saved as DIR/<a_dir> and DIR/b, and the input ids saved as DIR/batch.safetensors.
+struct SavedPair {
+    std::filesystem::path dir;
+    models::AnyModel model;
+    std::unique_ptr<peft::AdapterSet> set;
+    std::string model_dir, a, b, batch;
+};
+SavedPair save_pair(const std::string& name, uint64_t seed, const Tensor& ids, const std::string& a_dir = "a") {
+    SavedPair p;
+    p.dir = testing::scratch_dir(name);
+    p.model = models::AnyModel{"mamba", std::make_shared<models::LanguageModel>(testing::tiny_lm_config("mamba"), 4), nullptr};
+    p.model_dir = (p.dir / "model").string();
+    models::save_model(p.model_dir, p.model);
+    p.set = std::make_unique<peft::AdapterSet>(p.model.module());
+    peft_test::randomize(p.set->add("a", peft::Config::from_json(peft_test::kLoraA)), seed);
+    peft_test::randomize(p.set->add("b", peft::Config::from_json(peft_test::kLoraB)), seed + 1);
+    p.a = (p.dir / a_dir).string();
+    p.b = (p.dir / "b").string();
+    p.set->get("a").save(p.a);
+    p.set->get("b").save(p.b);
+    p.batch = (p.dir / "batch.safetensors").string();
+    save_safetensors(p.batch, {{"input_ids", ids}});
+    return p;
+}
 }  // namespace
 
 TEST_CASE("split_adapter_group: A+B is two directories, an existing directory with a plus sign one, an empty part an error") {
@@ -31,19 +53,13 @@ TEST_CASE("split_adapter_group: A+B is two directories, an existing directory wi
 }
 
 TEST_CASE("commands take --adapter A+B: grads names each adapter gradients, merge folds both, eval and generate run the pair") {
-    const auto dir = testing::scratch_dir("peft_multi_cli");
-    models::LMConfig c = testing::tiny_lm_config("mamba");
-    models::AnyModel model{"mamba", std::make_shared<models::LanguageModel>(c, 4), nullptr};
-    models::save_model((dir / "model").string(), model);
-    peft::AdapterSet set(model.module());
-    peft_test::randomize(set.add("a", peft::Config::from_json(kLoraA)), 1);
-    peft_test::randomize(set.add("b", peft::Config::from_json(kLoraB)), 2);
-    set.get("a").save((dir / "a").string());
-    set.get("b").save((dir / "b").string());
-    set.set_active(std::vector<std::string>{"a", "b"});
     const Tensor ids = Tensor::from_vector<int64_t>({1, 4, 2, 9, 0, 3, 7, 5}, {2, 4});
+    SavedPair p = save_pair("peft_multi_cli", 1, ids);
+    const auto& dir = p.dir;
+    models::AnyModel& model = p.model;
+    peft::AdapterSet& set = *p.set;
+    set.set_active(std::vector<std::string>{"a", "b"});
     const double loss = model.lm->loss(ids).item();
-    save_safetensors((dir / "batch.safetensors").string(), {{"input_ids", ids}});
     const std::string pair = (dir / "a").string() + "+" + (dir / "b").string();
     REQUIRE(cli({"grads", "--model", (dir / "model").string(), "--batch", (dir / "batch.safetensors").string(), "--out",
                  (dir / "g.safetensors").string(), "--adapter", pair}) == 0);
@@ -81,20 +97,12 @@ TEST_CASE("commands take --adapter A+B: grads names each adapter gradients, merg
 }
 
 TEST_CASE("grads --per-sample: one adapter directory per sample, a directory with a plus sign in its name too") {
-    const auto dir = testing::scratch_dir("peft_per_sample_cli");
-    models::LMConfig c = testing::tiny_lm_config("mamba");
-    models::AnyModel model{"mamba", std::make_shared<models::LanguageModel>(c, 4), nullptr};
-    models::save_model((dir / "model").string(), model);
-    peft::AdapterSet set(model.module());
-    peft_test::randomize(set.add("a", peft::Config::from_json(kLoraA)), 3);
-    peft_test::randomize(set.add("b", peft::Config::from_json(kLoraB)), 4);
-    const std::string a = (dir / "a+1").string(), b = (dir / "b").string();  // "a+1" is one directory
-    set.get("a").save(a);
-    set.get("b").save(b);
-    set.set_batch_adapters({"b", peft::AdapterSet::kBaseAdapter, "a"});
     const Tensor ids = Tensor::from_vector<int64_t>({1, 4, 2, 9, 0, 3, 7, 5, 6, 2, 8, 1}, {3, 4});
-    const double loss = model.lm->loss(ids).item();
-    save_safetensors((dir / "batch.safetensors").string(), {{"input_ids", ids}});
+    SavedPair p = save_pair("peft_per_sample_cli", 3, ids, "a+1");  // "a+1" is one directory
+    const auto& dir = p.dir;
+    const std::string &a = p.a, &b = p.b;
+    p.set->set_batch_adapters({"b", peft::AdapterSet::kBaseAdapter, "a"});
+    const double loss = p.model.lm->loss(ids).item();
     REQUIRE(cli({"grads", "--model", (dir / "model").string(), "--batch", (dir / "batch.safetensors").string(), "--out",
                  (dir / "g.safetensors").string(), "--per-sample", b + ",__base__," + a}) == 0);
     const TensorMap g = load_safetensors((dir / "g.safetensors").string());
@@ -106,19 +114,11 @@ TEST_CASE("grads --per-sample: one adapter directory per sample, a directory wit
 }
 
 TEST_CASE("combine writes the LoRA adapters' combination: cat of a pair computes as the pair active together") {
-    const auto dir = testing::scratch_dir("peft_combine_cli");
-    models::LMConfig c = testing::tiny_lm_config("mamba");
-    models::AnyModel model{"mamba", std::make_shared<models::LanguageModel>(c, 4), nullptr};
-    models::save_model((dir / "model").string(), model);
-    peft::AdapterSet set(model.module());
-    peft_test::randomize(set.add("a", peft::Config::from_json(kLoraA)), 5);
-    peft_test::randomize(set.add("b", peft::Config::from_json(kLoraB)), 6);
-    set.get("a").save((dir / "a").string());
-    set.get("b").save((dir / "b").string());
-    set.set_active(std::vector<std::string>{"a", "b"});
     const Tensor ids = Tensor::from_vector<int64_t>({1, 4, 2, 9, 0, 3, 7, 5}, {2, 4});
-    const double loss = model.lm->loss(ids).item();
-    save_safetensors((dir / "batch.safetensors").string(), {{"input_ids", ids}});
+    SavedPair p = save_pair("peft_combine_cli", 5, ids);
+    const auto& dir = p.dir;
+    p.set->set_active(std::vector<std::string>{"a", "b"});
+    const double loss = p.model.lm->loss(ids).item();
     const std::string pair = (dir / "a").string() + "," + (dir / "b").string();
     const auto r = cli_captured({"combine", "--model", (dir / "model").string(), "--adapter", pair, "--weights", "1,1",
                                  "--combination", "cat", "--out", (dir / "ab").string()}, 1);

@@ -34,17 +34,12 @@ import tempfile
 
 TOL = 1e-5
 
-try:
-    import numpy as np
-    import torch
-except ImportError:
-    print("skipped: PyTorch and numpy are not installed (apt-get install python3-torch)")
-    sys.exit(77)
-
-torch.set_default_dtype(torch.float64)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cases import lm_case, lora_adapter, lora_scale, s4d_case  # noqa: E402
+# torch_reference checks for PyTorch first (exit 77 without it) and sets float64 as the default dtype
 from torch_reference import load_safetensors, save_safetensors  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from cases import lm_case, lora_adapter, lora_scale, s4d_case  # noqa: E402
 
 LINEAR_FAMILY = ("linear", "ties", "dare_linear", "dare_ties", "magnitude_prune")
 
