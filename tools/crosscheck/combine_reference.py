@@ -36,7 +36,7 @@ TOL = 1e-5
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # torch_reference checks for PyTorch first (exit 77 without it) and sets float64 as the default dtype
-from torch_reference import load_safetensors, save_safetensors  # noqa: E402
+from torch_reference import load_safetensors, save_safetensors, write_adapter_dir  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from cases import lm_case, lora_adapter, lora_scale, s4d_case  # noqa: E402
@@ -227,12 +227,7 @@ def run_case(ssmtune, root, index, name, build, specs, weights, options):
     for k, spec in enumerate(specs):
         cfg_json, tensors = lora_adapter(g, w, cfg, **spec)
         dirs.append(os.path.join(d, "adapter%d" % (k + 1)))
-        os.makedirs(dirs[-1], exist_ok=True)
-        with open(os.path.join(dirs[-1], "adapter_config.json"), "w") as f:
-            json.dump(cfg_json, f)
-        save_safetensors(os.path.join(dirs[-1], "adapter_model.safetensors"),
-                         {"base_model.model." + n: v.astype(np.float32) for n, v in tensors.items()})
-        adapters.append((cfg_json, {n: v.astype(np.float32).astype(np.float64) for n, v in tensors.items()}))
+        adapters.append(write_adapter_dir(dirs[-1], cfg_json, tensors))
     out_dir = os.path.join(d, "combined")
     cmd = [ssmtune, "combine", "--model", os.path.join(d, "model"), "--adapter", ",".join(dirs), "--weights",
            ",".join(repr(x) for x in weights), "--combination", options["type"], "--out", out_dir]

@@ -95,6 +95,17 @@ def load_safetensors(path):
     return out
 
 
+def write_adapter_dir(path, cfg_json, tensors):
+    """Writes an HF adapter directory (adapter_config.json, adapter_model.safetensors in float32 under the
+    base_model.model. prefix) and returns (cfg_json, the tensors as the program reads them: float32 values as float64)."""
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "adapter_config.json"), "w") as f:
+        json.dump(cfg_json, f)
+    save_safetensors(os.path.join(path, "adapter_model.safetensors"),
+                     {"base_model.model." + n: v.astype(np.float32) for n, v in tensors.items()})
+    return cfg_json, {n: v.astype(np.float32).astype(np.float64) for n, v in tensors.items()}
+
+
 def reference(cfg, w, batch, adapter):
     """Loss, logits and gradients (of the base, or of the adapter's tensors) in float64 autograd. `adapter` is None,
     one (config, tensors) pair, or a list of LoRA pairs active together (HF's set_adapter([...]): each module adds
@@ -240,12 +251,7 @@ def main():
             group, dirs = [], []
             for k, (cfg_json, tensors) in enumerate(adapter if isinstance(adapter, list) else [adapter]):
                 dirs.append(os.path.join(d, "adapter" if not isinstance(adapter, list) else "adapter%d" % (k + 1)))
-                os.makedirs(dirs[-1], exist_ok=True)
-                with open(os.path.join(dirs[-1], "adapter_config.json"), "w") as f:
-                    json.dump(cfg_json, f)
-                save_safetensors(os.path.join(dirs[-1], "adapter_model.safetensors"),
-                                 {"base_model.model." + n: v.astype(np.float32) for n, v in tensors.items()})
-                group.append((cfg_json, {n: v.astype(np.float32).astype(np.float64) for n, v in tensors.items()}))
+                group.append(write_adapter_dir(dirs[-1], cfg_json, tensors))
             adapter = group if isinstance(adapter, list) else group[0]
             cmd_tail = ["--adapter", "+".join(dirs)]
         if per_sample is not None:
