@@ -113,7 +113,7 @@ TEST_CASE("peft random sizes: step mode = parallel forward, save/load round trip
     CHECK(trials >= 100);
 }
 
-TEST_CASE("peft random sizes, LoRA adapters active together: step mode = parallel forward, sum of plain ones = merged") {
+TEST_CASE("peft random sizes, LoRA adapters active together: step mode = parallel forward, sum of plain ones = merged = cat") {
     for (uint64_t seed = 100; seed < 112; ++seed) {
         std::mt19937_64 rng(seed);
         const models::LMConfig c = random_lm_config(rng, seed % 2 ? "longhorn" : "mamba");
@@ -137,9 +137,23 @@ TEST_CASE("peft random sizes, LoRA adapters active together: step mode = paralle
         for (size_t i = 0; i < adapters.size(); ++i) randomize(set.add(adapters[i].first, peft::Config::from_json(adapters[i].second)), seed * 10 + i);
         set.set_active({"pissa", "all", "rs", "dora"});
         check_lm_recurrent(s, 1e-10);
+        // LoRA on a state parameter beside trainable tokens (their own adapters): the step mode agrees too
+        randomize(set.add("params", peft::Config::from_json({{"peft_type", "LORA"}, {"r", 2}, {"target_modules", json::array()},
+                                                             {"target_parameters", {c.model_type == "mamba" ? "A_log" : "x_proj.weight"}},
+                                                             {"trainable_token_indices", {int64_t(seed) % c.vocab_size}}})), seed);
+        set.set_active("params");
+        check_lm_recurrent(s, 1e-10);
         set.set_active({"all", "rs"});
         check_lm_recurrent(s, 1e-10);
         const Tensor both = s.output().detach();
+        if (!adapters[2].second["lora_bias"].get<bool>()) {  // combined exactly by cat (lora_bias does not combine)
+            peft::WeightedAdapterOptions cat;
+            cat.combination_type = "cat";
+            set.add_weighted_adapter({"all", "rs"}, {1.0, 1.0}, "cat", cat);
+            set.set_active("cat");
+            testing::expect_close(s.output(), both, 0.0, 1e-10, "cat of the pair");
+            set.set_active({"all", "rs"});
+        }
         if (!adapters[2].second["lora_bias"].get<bool>() || c.use_bias) {  // lora_bias merges into a bias only
             set.get("all").merge();
             set.get("rs").merge();
