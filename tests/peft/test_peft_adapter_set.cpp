@@ -25,6 +25,8 @@ TEST_CASE("peft disable / enable: base outputs while disabled, the adapted ones 
         {"mamba", {{"peft_type", "ADDITIONAL_SCAN"}, {"d_state", 2}}},
         {"mamba", {{"peft_type", "TRAINABLE_TOKENS"}, {"token_indices", {3, 1}}}},
         {"longhorn", {{"peft_type", "LORA"}, {"r", 2}, {"target_modules", {"out_proj"}}, {"trainable_token_indices", {2, 8}}}},
+        {"mamba", {{"peft_type", "LORA"}, {"r", 2}, {"target_modules", json::array()}, {"target_parameters", {"A_log"}}}},
+        {"s4d", {{"peft_type", "LORA"}, {"r", 2}, {"target_modules", {"decoder"}}, {"target_parameters", {"kernel.C"}}}},
         {"mamba", {{"peft_type", "SDLORA"}, {"r", 2}, {"dimensions", {{"0", {{"channels", {1, 5}}, {"states", {{0}, {1, 2}}}}},
                                                                       {"1", {{"channels", {3}}, {"states", {{3}}}}}}}}},
         {"s4d", {{"peft_type", "LORA"}, {"r", 2}}},
