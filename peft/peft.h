@@ -165,7 +165,8 @@ public:
     // has the math of each combination type), added held disabled like add(). Its config is the first adapter's with
     // r = lora_alpha = the new rank (so s = 1), no rsLoRA, no rank / alpha patterns and the union of the
     // target_modules. Refused, before anything changes: other methods, DoRA, lora_bias, in-place parts (bias,
-    // modules_to_save), a base-rewriting init, a module of an adapter the new config would not reach (HF drops it).
+    // modules_to_save), a base-rewriting init, trainable tokens, target_parameters, a module of an adapter the new
+    // config would not reach (HF drops it).
     Adapter& add_weighted_adapter(const std::vector<std::string>& names, const std::vector<double>& weights,
                                   const std::string& new_name, const WeightedAdapterOptions& options = {});
 

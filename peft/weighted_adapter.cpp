@@ -13,6 +13,7 @@
 // Where we are stricter than HF (which writes a wrong adapter or drops a part silently) it is an Error that says so:
 // DoRA, lora_bias, in-place parts and base-rewriting inits (peft #3761), a source module the new config does not
 // reach, a module whose rank differs from the new rank (linear family), an SVD rank above a module's smaller side.
+// Trainable tokens and target_parameters are refused too (HF's combination has no rule for them / refuses them).
 // Singular vectors' signs are ours (each U column's largest entry positive): B and A may differ from torch's by a
 // sign per component, B A does not; with svd_clamp the quantile sees those signs, so clamped values can differ.
 // Not here: HF's svd_full_matrices / svd_driver (they change neither rank nor values here).
