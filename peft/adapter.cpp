@@ -81,18 +81,21 @@ int64_t layer_of(const std::string& name) {
     return std::regex_search(name, m, re) ? std::stoll(m[3]) : -1;
 }
 
-bool name_matches(const std::string& name, const std::string& target) {
-    return name == target || (name.size() > target.size() && name.compare(name.size() - target.size(),
-                                                                           target.size(), target) == 0 &&
-                              name[name.size() - target.size() - 1] == '.');
-}
-
 // The short forms users write ("in_proj", "output_linear.0"): the name with layer prefixes removed.
 std::string short_name(const std::string& name) {
     static const std::regex re(R"(^(backbone\.)?((layers|s4_layers)\.\d+\.)?(mixer\.)?)");
     return std::regex_replace(name, re, "");
 }
 }  // namespace
+
+bool ends_with(const std::string& s, const std::string& tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+bool name_matches(const std::string& name, const std::string& target) {
+    return name == target ||
+           (name.size() > target.size() && ends_with(name, target) && name[name.size() - target.size() - 1] == '.');
+}
 
 std::vector<std::pair<std::string, models::Module*>> match_targets(const ModelView& model, const json& config,
                                                                    const std::function<bool(models::Module*)>& accept,

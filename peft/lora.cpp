@@ -563,9 +563,7 @@ private:
             const std::string entry = e.get<std::string>();
             bool any = false;
             for (auto& [name, m] : modules) {
-                if (name.empty() || name.size() < entry.size() ||
-                    name.compare(name.size() - entry.size(), entry.size(), entry) != 0)
-                    continue;
+                if (name.empty() || !ends_with(name, entry)) continue;
                 any = true;
                 for (auto& [host_name, host] : att_.hosts)
                     SSMTUNE_CHECK(host_name != name && host_name.rfind(name + ".", 0) != 0, "modules_to_save entry \"",

@@ -40,13 +40,6 @@ private:
     Shape shape_;
 };
 
-// Whether "<module>.<param>" is named by `target`: equal, or ending in "." + target (HF's test).
-bool names(const std::string& key, const std::string& target) {
-    return key == target || (key.size() > target.size() + 1 &&
-                             key.compare(key.size() - target.size(), target.size(), target) == 0 &&
-                             key[key.size() - target.size() - 1] == '.');
-}
-
 }  // namespace
 
 std::vector<std::pair<std::string, Tensor>> ParamLora::tensors() const {
@@ -89,7 +82,7 @@ std::vector<ParamLora> attach_lora_parameters(ModelView& model, const json& conf
                 const std::string key = module_name.empty() ? pname : module_name + "." + pname;
                 bool hit = false;
                 for (size_t i = 0; i < targets.size(); ++i)
-                    if (names(key, targets[i].get<std::string>())) hit = used[i] = true;
+                    if (name_matches(key, targets[i].get<std::string>())) hit = used[i] = true;  // HF's test
                 if (!hit) continue;
                 SSMTUNE_CHECK(p.dim() == 2 || p.dim() == 3, "target_parameters: ", key, " has shape ", shape_str(p.shape()),
                               "; LoRA on a parameter needs a 2-D [out, in] or 3-D [experts, in, out] one (HF's rule); "

@@ -59,6 +59,11 @@ struct ModelView {
 // The layer indices a config selects ("layers_to_transform": int or list; all layers when absent/null).
 std::vector<int64_t> selected_layers(const nlohmann::json& config, const ModelView& model);
 
+// A plain suffix test (HF's `key.endswith(entry)`: modules_to_save, trainable_token_indices keys).
+bool ends_with(const std::string& s, const std::string& tail);
+// HF's list matching of names: equal to `target`, or ending in "." + target ("in_proj", "mixer.A_log").
+bool name_matches(const std::string& name, const std::string& target);
+
 // HF PEFT's target matching: a string is a full regex match on the module name; a list matches a name equal to
 // an entry or ending in "." + entry; "all-linear" matches every Linear except the output head. Only modules
 // whose type passes `accept` are returned; a target matching nothing, or matching a module of another type, is an

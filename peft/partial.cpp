@@ -47,12 +47,8 @@ std::unique_ptr<InPlaceMethod> make_named(ModelView& model, const nlohmann::json
     SSMTUNE_CHECK((optional && names.is_null()) || (names.is_array() && !names.empty()), type, " \"", field,
                   "\" must be a non-empty list of parameter names or suffixes", optional ? ", or null" : "",
                   ", got ", names.dump());
-    auto ends_with = [](const std::string& s, const std::string& suffix) {
-        return s == suffix || (s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0 &&
-                               s[s.size() - suffix.size() - 1] == '.');
-    };
     auto names_it = [&](const std::string& name, const std::string& entry) {
-        return ends_with(name, entry) || (components && ("." + name + ".").find("." + entry + ".") != std::string::npos);
+        return name_matches(name, entry) || (components && ("." + name + ".").find("." + entry + ".") != std::string::npos);
     };
     auto params = model.module->named_parameters();
     std::vector<int64_t> layers = selected_layers(config, model);
@@ -62,7 +58,7 @@ std::unique_ptr<InPlaceMethod> make_named(ModelView& model, const nlohmann::json
             if (name.find("layers." + std::to_string(l) + ".") != std::string::npos) return true;
         return false;
     };
-    auto of_kind = [&](const std::string& name) { return kind.empty() || ends_with(name, kind); };
+    auto of_kind = [&](const std::string& name) { return kind.empty() || name_matches(name, kind); };
     std::string available;
     for (auto& [name, t] : params)
         if (of_kind(name)) available += (available.empty() ? "" : ", ") + name;

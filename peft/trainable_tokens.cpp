@@ -27,20 +27,17 @@ Tensor& matrix_of(models::Module* m) {
     return static_cast<models::Linear*>(m)->weight();
 }
 
-// The rows' positions: pos[v] = j + 1 where indices[j] == v, 0 elsewhere.
+// The trainable rows [n, D] of one matrix and the token ids they replace.
 class RowsDelta : public models::OutputDelta {
 public:
     RowsDelta(Tensor rows, std::vector<int64_t> indices, models::Module* owner)
         : indices_(std::move(indices)), owner_(owner) {
         rows_ = register_parameter("trainable_tokens_delta", std::move(rows));
-        for (size_t j = 0; j < indices_.size(); ++j) position_[indices_[j]] = int64_t(j);
     }
-    const Tensor& rows() const { return rows_; }
     std::string type_name() const override { return "TrainableTokens"; }
 
 protected:
     std::vector<int64_t> indices_;
-    std::unordered_map<int64_t, int64_t> position_;
     models::Module* owner_;  // the module whose matrix the rows replace
     Tensor rows_;
 };
@@ -48,7 +45,10 @@ protected:
 // On an Embedding: x holds the ids; the outputs of the chosen ids become their rows.
 class LookupRows : public RowsDelta {
 public:
-    using RowsDelta::RowsDelta;
+    LookupRows(Tensor rows, std::vector<int64_t> indices, models::Module* owner)
+        : RowsDelta(std::move(rows), std::move(indices), owner) {
+        for (size_t j = 0; j < indices_.size(); ++j) position_[indices_[j]] = int64_t(j);
+    }
     Tensor forward(const Tensor& ids) override {
         const Tensor base = ops::embedding(matrix_of(owner_).detach(), ids);
         return ops::sub(apply(base, ids), base);
@@ -69,24 +69,30 @@ public:
         const Tensor mask = Tensor::from_vector<double>(hit, mask_shape).to(out.dtype()).to(out.device());
         return ops::where(mask, picked, out);
     }
+
+private:
+    std::unordered_map<int64_t, int64_t> position_;  // token id -> its row j
 };
 
 // On a head (the lm_head Linear, or the tied head): x is h [..., D]; the logits of the chosen tokens become h · rows.
 class HeadRows : public RowsDelta {
 public:
-    using RowsDelta::RowsDelta;
+    HeadRows(Tensor rows, std::vector<int64_t> indices, models::Module* owner)
+        : RowsDelta(std::move(rows), std::move(indices), owner) {
+        const int64_t V = matrix_of(owner_).size(0);
+        column_row_.assign(size_t(V), 0);
+        is_row_.assign(size_t(V), 0.0);
+        for (size_t j = 0; j < indices_.size(); ++j) {
+            column_row_[size_t(indices_[j])] = int64_t(j);
+            is_row_[size_t(indices_[j])] = 1.0;
+        }
+    }
     Tensor forward(const Tensor& h) override {
         const Tensor base = ops::linear(h, matrix_of(owner_).detach());
         return ops::sub(apply(base, h), base);
     }
     Tensor apply(const Tensor& out, const Tensor& h) override {
-        const int64_t V = out.size(out.dim() - 1);
-        std::vector<int64_t> at(size_t(V), 0);
-        std::vector<double> hit(size_t(V), 0.0);
-        for (size_t j = 0; j < indices_.size(); ++j) {
-            at[size_t(indices_[j])] = int64_t(j);
-            hit[size_t(indices_[j])] = 1.0;
-        }
+        const auto V = int64_t(column_row_.size());
         // h · (rows − W[indices]) added to those logits: exactly the base's while the rows are W's (h · rows with
         // the full GEMM's rounding otherwise, HF's up to the order of the sums)
         const Tensor& w = matrix_of(owner_);
@@ -94,10 +100,14 @@ public:
                                                                    indices_, {int64_t(indices_.size())}).to(w.device())));
         const Tensor small = ops::linear(h, moved);  // [..., n]
         const Tensor spread = ops::index_select(small, small.dim() - 1,
-                                                Tensor::from_vector<int64_t>(at, {V}).to(out.device()));  // [..., V]
-        const Tensor mask = Tensor::from_vector<double>(hit, {V}).to(out.dtype()).to(out.device());
+                                                Tensor::from_vector<int64_t>(column_row_, {V}).to(out.device()));  // [..., V]
+        const Tensor mask = Tensor::from_vector<double>(is_row_, {V}).to(out.dtype()).to(out.device());
         return ops::where(mask, ops::add(out, spread), out);
     }
+
+private:
+    std::vector<int64_t> column_row_;  // [V]: the row j of each chosen token's column, 0 elsewhere
+    std::vector<double> is_row_;       // [V]: 1 at the chosen tokens
 };
 
 }  // namespace
@@ -141,8 +151,7 @@ TrainableTokens attach_trainable_tokens(ModelView& model, const std::string& nam
     t.rows = trainable(rows);
     t.host = host;
     if (dynamic_cast<models::Embedding*>(m)) {
-        auto lookup = std::make_shared<LookupRows>(t.rows, t.indices, m);
-        t.delta = lookup;
+        t.delta = std::make_shared<LookupRows>(t.rows, t.indices, m);
         // a tied LM's head is the same matrix: HF ties a second layer on it to these rows
         if (model.lm && model.lm->config().tie_word_embeddings && !model.lm->reads_frames() &&
             m == &model.lm->embeddings()) {
@@ -192,7 +201,7 @@ std::vector<TrainableTokens> attach_lora_trainable_tokens(ModelView& model, cons
             const std::string& key = it.key();
             bool found = false;
             for (auto& [name, m] : model.module->named_modules()) {
-                if (name.size() < key.size() || name.compare(name.size() - key.size(), key.size(), key) != 0) continue;
+                if (!ends_with(name, key)) continue;  // HF's plain endswith
                 if (!trainable_tokens_can_target(model, m)) continue;
                 found = true;
                 out.push_back(attach_trainable_tokens(model, name, m, it.value(), true, gen));

@@ -120,10 +120,6 @@ double torch_quantile(std::vector<double> values, double q) {
 
 namespace {
 
-bool ends_with(const std::string& s, const std::string& tail) {
-    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
-
 // One module's LoRA pair of one adapter: A [r, n], B [m, r] flattened, the adapter's scale there.
 struct Factor {
     size_t adapter;
@@ -132,15 +128,27 @@ struct Factor {
     double scale;
 };
 
-// A LoRA tensor's module and side ('A' / 'B') from its file name; false for any other tensor.
-bool lora_side(const std::string& name, std::string& module, char& side) {
-    for (const char* tail : {".lora_A.weight", ".lora_embedding_A", ".lora_B.weight", ".lora_embedding_B"})
-        if (ends_with(name, tail)) {
-            module = name.substr(0, name.size() - std::string(tail).size());
-            side = std::string(tail).find("_A") != std::string::npos ? 'A' : 'B';
-            return true;
+// An adapter's LoRA factors by module (file names <module>.lora_A.weight / .lora_B.weight, or an embedding's
+// .lora_embedding_A / _B), modules in the tensors' order; any other tensor is an Error naming `what` holds it.
+struct LoraPairs {
+    std::vector<std::string> order;
+    std::map<std::string, std::pair<Tensor, Tensor>> at;  // module -> (A, B)
+};
+LoraPairs lora_pairs(const std::vector<std::pair<std::string, Tensor>>& named, const std::string& what) {
+    LoraPairs out;
+    for (auto& [name, t] : named) {
+        bool known = false;
+        for (const char* tail : {".lora_A.weight", ".lora_embedding_A", ".lora_B.weight", ".lora_embedding_B"}) {
+            if (!ends_with(name, tail)) continue;
+            const std::string module = name.substr(0, name.size() - std::string(tail).size());
+            if (!out.at.count(module)) out.order.push_back(module);
+            (std::string(tail).find("_A") != std::string::npos ? out.at[module].first : out.at[module].second) = t;
+            known = true;
+            break;
         }
-    return false;
+        SSMTUNE_CHECK(known, what, " holds ", name, ", not a LoRA factor");
+    }
+    return out;
 }
 
 std::string refusal(const json& c) {
@@ -247,7 +255,7 @@ Adapter& AdapterSet::add_weighted_adapter(const std::vector<std::string>& names,
     const std::string type = names.size() == 1 ? "linear" : options.combination_type;
     const bool svd = ends_with(type, "svd");
     std::vector<json> configs;
-    std::vector<std::vector<std::pair<std::string, Tensor>>> tensors;
+    std::vector<LoraPairs> sources;
     std::vector<std::vector<std::string>> modules;  // each adapter's modules, in its order
     std::vector<int64_t> ranks;
     for (size_t i = 0; i < names.size(); ++i) {
@@ -257,14 +265,8 @@ Adapter& AdapterSet::add_weighted_adapter(const std::vector<std::string>& names,
         configs.push_back(source.saved_config());
         const std::string why = refusal(configs.back());
         SSMTUNE_CHECK(why.empty(), where, "\"", names[i], "\" cannot be combined: it ", why);
-        tensors.push_back(source.named_parameters());
-        modules.emplace_back();
-        for (auto& [name, t] : tensors.back()) {
-            std::string module;
-            char side = 0;
-            SSMTUNE_CHECK(lora_side(name, module, side), where, "\"", names[i], "\" holds ", name, ", not a LoRA factor");
-            if (side == 'A') modules.back().push_back(module);
-        }
+        sources.push_back(lora_pairs(source.named_parameters(), where + "\"" + names[i] + "\""));
+        modules.push_back(sources.back().order);
         ranks.push_back(max_rank(configs.back()));
     }
     int64_t new_rank = ranks[0];
@@ -290,37 +292,25 @@ Adapter& AdapterSet::add_weighted_adapter(const std::vector<std::string>& names,
     Adapter& made = add(new_name, Config::from_json(config, "the combined adapter's config"));
     try {
         // module -> its new A and B (held tensors: what is written to them is what enable() attaches)
-        std::map<std::string, std::pair<Tensor, Tensor>> slots;
-        std::vector<std::string> order;
-        for (auto& [name, t] : made.named_parameters()) {
-            std::string module;
-            char side = 0;
-            SSMTUNE_CHECK(lora_side(name, module, side), where, "the combined adapter holds ", name, ", not a LoRA factor");
-            if (!slots.count(module)) order.push_back(module);
-            (side == 'A' ? slots[module].first : slots[module].second) = t;
-        }
+        LoraPairs slots = lora_pairs(made.named_parameters(), where + "the combined adapter");
         for (size_t i = 0; i < names.size(); ++i)
             for (const std::string& m : modules[i])
-                SSMTUNE_CHECK(slots.count(m), where, "\"", names[i], "\" has a LoRA on ", m, ", which the combined config "
+                SSMTUNE_CHECK(slots.at.count(m), where, "\"", names[i], "\" has a LoRA on ", m, ", which the combined config "
                               "(\"", names[0], "\"'s layers_to_transform / exclude_modules with the union of the "
                               "target_modules) does not reach; HF would drop it silently; fix: list first an adapter "
                               "whose config reaches every module");
         Generator gen(options.seed);
-        for (const std::string& m : order) {
-            Tensor& a_new = slots[m].first;
-            Tensor& b_new = slots[m].second;
+        for (const std::string& m : slots.order) {
+            Tensor& a_new = slots.at[m].first;
+            Tensor& b_new = slots.at[m].second;
             const int64_t n = a_new.numel() / new_rank, rows = b_new.numel() / new_rank;
             std::vector<Factor> present;
             for (size_t i = 0; i < names.size(); ++i) {
-                Factor f{i, {}, {}, 0, LoraSettings::from_config(configs[i], m).scale};
-                for (auto& [name, t] : tensors[i]) {
-                    if (name == m + ".lora_A.weight" || name == m + ".lora_embedding_A") {
-                        f.a = t.to_vector<double>();
-                        f.r = t.shape()[0];
-                    }
-                    if (name == m + ".lora_B.weight" || name == m + ".lora_embedding_B") f.b = t.to_vector<double>();
-                }
-                if (f.r > 0) present.push_back(std::move(f));
+                auto pair = sources[i].at.find(m);
+                if (pair == sources[i].at.end()) continue;
+                const Tensor& A = pair->second.first;
+                present.push_back({i, A.to_vector<double>(), pair->second.second.to_vector<double>(), A.shape()[0],
+                                   LoraSettings::from_config(configs[i], m).scale});
             }
             SSMTUNE_CHECK(!present.empty(), where, "the combined config reaches ", m, " but none of the adapters has a "
                           "LoRA there (HF fails there too, \"No matching LoRAs found\"); fix: list first an adapter whose "
