@@ -23,6 +23,9 @@ public:
     std::string str(const std::string& name) const;
     long long integer(const std::string& name) const;
     double number(const std::string& name) const;
+    // The value split at ',' ("a,b" -> {a, b}; as std::getline splits: "a,,b" keeps an empty entry, a trailing ','
+    // adds none).
+    std::vector<std::string> list(const std::string& name) const;
     bool is_set(const std::string& name) const;
     bool help() const { return help_; }
 

@@ -1,5 +1,6 @@
 // The flag parser shared by the commands (see commands.h). No dependency: `--name value` and `--switch`.
 #include <cstdlib>
+#include <sstream>
 
 #include "tools/commands.h"
 
@@ -52,6 +53,13 @@ double Flags::number(const std::string& name) const {
     const double x = std::strtod(v.c_str(), &end);
     if (v.empty() || *end != '\0') throw UsageError(command_ + ": --" + name + " expects a number, got '" + v + "'");
     return x;
+}
+
+std::vector<std::string> Flags::list(const std::string& name) const {
+    std::vector<std::string> out;
+    std::stringstream in(values_.at(name));
+    for (std::string part; std::getline(in, part, ',');) out.push_back(part);
+    return out;
 }
 
 }  // namespace ssmtune::tools

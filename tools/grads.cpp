@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <memory>
-#include <sstream>
 
 #include "autograd/node.h"
 #include "engine/safetensors.h"
@@ -84,8 +83,7 @@ int run_grads(int argc, char** argv) {
     if (flags.is_set("adapter")) adapter = std::make_unique<AdapterGroup>(module, flags.str("adapter"));
     if (flags.is_set("per-sample")) {  // the distinct directories, loaded together, then one per sample
         std::vector<std::string> per_sample, distinct;
-        std::stringstream list(flags.str("per-sample"));
-        for (std::string d; std::getline(list, d, ',');) {
+        for (const std::string& d : flags.list("per-sample")) {
             if (d.empty()) throw UsageError("grads: --per-sample has an empty entry");
             per_sample.push_back(d);
             if (d != peft::AdapterSet::kBaseAdapter && std::find(distinct.begin(), distinct.end(), d) == distinct.end())

@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
-#include <sstream>
 
 #include "models/checkpoint.h"
 #include "peft/peft.h"
@@ -98,9 +97,7 @@ int run_generate(int argc, char** argv) {
                       " tokens; fix: pass --ids");
         for (unsigned char c : flags.str("prompt")) prompt.push_back(c);
     } else {
-        std::stringstream ss(flags.str("ids"));
-        std::string item;
-        while (std::getline(ss, item, ',')) {
+        for (const std::string& item : flags.list("ids")) {
             try {
                 size_t used = 0;
                 const long long v = std::stoll(item, &used);

@@ -12,7 +12,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <sstream>
 
 #include "models/checkpoint.h"
 #include "peft/peft.h"
@@ -105,15 +104,9 @@ int run_combine(int argc, char** argv) {
     }
     for (const char* required : {"model", "adapter", "weights", "out"})
         if (!flags.is_set(required)) throw UsageError(std::string("combine: --") + required + " is required");
-    auto split = [](const std::string& list) {
-        std::vector<std::string> out;
-        std::stringstream in(list);
-        for (std::string part; std::getline(in, part, ',');) out.push_back(part);
-        return out;
-    };
-    const std::vector<std::string> dirs = split(flags.str("adapter"));
+    const std::vector<std::string> dirs = flags.list("adapter");
     std::vector<double> weights;
-    for (const std::string& w : split(flags.str("weights"))) {
+    for (const std::string& w : flags.list("weights")) {
         char* end = nullptr;
         weights.push_back(std::strtod(w.c_str(), &end));
         if (w.empty() || *end != '\0' || !std::isfinite(weights.back()))

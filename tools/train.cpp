@@ -12,7 +12,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "models/checkpoint.h"
 #include "peft/lora_init.h"
@@ -212,8 +211,7 @@ int run_eval(int argc, char** argv) {
     models::AnyModel model = models::load_model(flags.str("model"));
     std::vector<std::string> dirs;  // --adapter A,B,C
     if (flags.is_set("adapter")) {
-        std::stringstream list(flags.str("adapter"));
-        for (std::string d; std::getline(list, d, ',');)
+        for (const std::string& d : flags.list("adapter"))
             if (!d.empty()) dirs.push_back(d);
         if (dirs.empty()) throw UsageError("eval: --adapter needs a directory");
     }
