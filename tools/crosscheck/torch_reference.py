@@ -27,7 +27,7 @@ Errors are relative to the largest reference magnitude of each tensor. Float64 m
 below 1e-3 count as 1e-3 (absolute errors below 1e-12 pass), for gradients that are zero in exact arithmetic but carry
 rounding noise.
 
-With --random N the script draws N cases instead (cases.random_case: random sizes across the scan's checkpoint
+With --random N the script draws N cases instead (random_cases.random_case: random sizes across the scan's checkpoint
 and lane boundaries, random options, a random adapter of any kind the model takes), reproducible from --seed.
 
 usage: torch_reference.py --ssmtune build/tools/ssmtune [--keep DIR] [--only NAME] [--random N [--seed S] [--large]]
@@ -58,7 +58,8 @@ except ImportError:
 torch.set_default_dtype(torch.float64)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cases import cases, random_case, random_large_case  # noqa: E402  (after the PyTorch check, which decides exit 77)
+from cases import cases  # noqa: E402  (after the PyTorch check, which decides exit 77)
+from random_cases import random_case, random_large_case  # noqa: E402
 from reference_models import hf_param_lora, hf_trainable_tokens, hf_weight_init_residual, lm_forward, s4d_forward, sdlora_weights, split_adapter  # noqa: E402
 
 
@@ -208,7 +209,7 @@ def main():
     ap.add_argument("--keep", help="write the cases' files under this directory and keep them")
     ap.add_argument("--only", help="run the cases whose name contains this text")
     ap.add_argument("--random", type=int, default=0, metavar="N",
-                    help="run N cases of random sizes, options and adapters (cases.random_case) instead of the fixed "
+                    help="run N cases of random sizes, options and adapters (random_cases.random_case) instead of the fixed "
                          "list")
     ap.add_argument("--seed", type=int, default=0, help="the first random case's seed (case i uses seed + i)")
     ap.add_argument("--large", action="store_true", help="with --random: larger Mamba / Longhorn models (D 16-64, "
