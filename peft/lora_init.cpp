@@ -139,6 +139,12 @@ LowRankSvd svd_lowrank(const std::vector<double>& values, int64_t rows, int64_t 
     return {to_row_major(u), std::vector<double>(s.data(), s.data() + s.size()), to_row_major(v)};
 }
 
+LowRankSvd svd_thin(const std::vector<double>& values, int64_t rows, int64_t cols) {
+    Eigen::BDCSVD<Mat> svd(from_row_major(values, rows, cols), Eigen::ComputeThinU | Eigen::ComputeThinV);
+    const Eigen::VectorXd& s = svd.singularValues();
+    return {to_row_major(svd.matrixU()), std::vector<double>(s.data(), s.data() + s.size()), to_row_major(svd.matrixV())};
+}
+
 LoraStart lora_computed_start(const std::string& init, const std::string& module, const Tensor& weight, int64_t r,
                               double scale, Generator& gen, DType dtype) {
     const int64_t out = weight.size(0), in = weight.size(1);
@@ -173,17 +179,13 @@ LoraStart lora_computed_start(const std::string& init, const std::string& module
     Mat u, v;  // U_r [out, r], V_r [in, r]
     Eigen::VectorXd s;
     int64_t niter = 0;
-    if (is_pissa_niter(init, &niter)) {
-        const LowRankSvd low = svd_lowrank(weight.to_vector<double>(), out, in, r, niter, gen);
-        u = from_row_major(low.u, out, r);
-        v = from_row_major(low.v, in, r);
-        s = Eigen::Map<const Eigen::VectorXd>(low.s.data(), r);
-    } else {
-        Eigen::BDCSVD<Mat> svd(w, Eigen::ComputeThinU | Eigen::ComputeThinV);
-        u = svd.matrixU().leftCols(r);
-        v = svd.matrixV().leftCols(r);
-        s = svd.singularValues().head(r);
-    }
+    const bool sketched = is_pissa_niter(init, &niter);
+    const LowRankSvd svd = sketched ? svd_lowrank(weight.to_vector<double>(), out, in, r, niter, gen)
+                                    : svd_thin(weight.to_vector<double>(), out, in);
+    const int64_t k = sketched ? r : std::min(out, in);  // the columns svd holds, of which the first r are used
+    u = from_row_major(svd.u, out, k).leftCols(r);
+    v = from_row_major(svd.v, in, k).leftCols(r);
+    s = Eigen::Map<const Eigen::VectorXd>(svd.s.data(), r);
     const Eigen::VectorXd root = (s / scale).cwiseSqrt();
     const Mat a = root.asDiagonal() * v.transpose();  // [r, in]
     const Mat b = u * root.asDiagonal();              // [out, r]

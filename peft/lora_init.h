@@ -37,6 +37,10 @@ struct LowRankSvd {
 };
 LowRankSvd svd_lowrank(const std::vector<double>& m, int64_t rows, int64_t cols, int64_t q, int64_t niter, Generator& gen);
 
+// The exact thin SVD of M [m, n] (Eigen's BDCSVD, float64): U [m, k], S [k] descending, V [n, k], k = min(m, n),
+// row-major. The one place the PEFT code instantiates Eigen's SVD (PiSSA here, add_weighted_adapter's svd types).
+LowRankSvd svd_thin(const std::vector<double>& m, int64_t rows, int64_t cols);
+
 // The adapter_config.json of the plain LoRA equivalent to a PiSSA / OLoRA one (HF's conversion): r and the
 // rank_pattern values doubled, lora_alpha and the alpha_pattern values doubled (× √2 under rsLoRA, so every
 // module's scale stays), init_lora_weights true.

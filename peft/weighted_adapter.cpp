@@ -24,9 +24,6 @@
 #include <map>
 #include <numeric>
 
-#include <Eigen/Dense>
-#include <Eigen/SVD>
-
 #include "autograd/node.h"
 #include "engine/tensor_copy.h"
 #include "peft/lora.h"
@@ -208,24 +205,18 @@ json union_of_targets(const std::vector<json>& configs, const std::vector<std::v
 // positive; clamped to ± the `clamp` quantile of all their entries when clamp ≥ 0.
 void svd_factors(const std::vector<double>& d, int64_t m, int64_t n, int64_t k, double clamp, std::vector<double>& a,
                  std::vector<double>& b) {
-    using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    const Eigen::MatrixXd mat = Eigen::Map<const RowMajor>(d.data(), m, n);
-    Eigen::BDCSVD<Eigen::MatrixXd> svd(mat, Eigen::ComputeThinU | Eigen::ComputeThinV);
-    Eigen::MatrixXd u = svd.matrixU(), v = svd.matrixV();
-    for (int64_t j = 0; j < k; ++j) {
-        Eigen::Index at = 0;
-        u.col(j).cwiseAbs().maxCoeff(&at);
-        if (u(at, j) < 0) {
-            u.col(j) *= -1;
-            v.col(j) *= -1;
-        }
-    }
+    const LowRankSvd svd = svd_thin(d, m, n);  // U [m, p], V [n, p], p = min(m, n) >= k
+    const int64_t p = std::min(m, n);
     b.assign(size_t(m * k), 0.0);
     a.assign(size_t(k * n), 0.0);
-    for (int64_t i = 0; i < m; ++i)
-        for (int64_t j = 0; j < k; ++j) b[size_t(i * k + j)] = u(i, j) * svd.singularValues()(j);
-    for (int64_t j = 0; j < k; ++j)
-        for (int64_t c = 0; c < n; ++c) a[size_t(j * n + c)] = v(c, j);
+    for (int64_t j = 0; j < k; ++j) {
+        int64_t at = 0;  // the first entry of largest magnitude in U's column j
+        for (int64_t i = 1; i < m; ++i)
+            if (std::abs(svd.u[size_t(i * p + j)]) > std::abs(svd.u[size_t(at * p + j)])) at = i;
+        const double sign = svd.u[size_t(at * p + j)] < 0 ? -1.0 : 1.0;
+        for (int64_t i = 0; i < m; ++i) b[size_t(i * k + j)] = sign * svd.u[size_t(i * p + j)] * svd.s[size_t(j)];
+        for (int64_t c = 0; c < n; ++c) a[size_t(j * n + c)] = sign * svd.v[size_t(c * p + j)];
+    }
     if (clamp < 0) return;
     std::vector<double> all = b;
     all.insert(all.end(), a.begin(), a.end());
