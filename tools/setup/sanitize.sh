@@ -5,7 +5,7 @@
 # Compiled with clang when it is installed (`install-deps.sh --fuzz`, as CI does): with the sanitizers on, clang builds
 # this tree about 3x faster than g++ (a test file: 21 s against 70 s), which keeps CI well inside its time. Without
 # clang it falls back to the default C++ compiler. A cache made with the other compiler is started afresh.
-# With clang the same build also holds the libFuzzer targets (SSMTUNE_FUZZ: every object carries the fuzzer's
+# With clang the same build also holds the libFuzzer targets (SSMTUNE_FUZZ: the readers carry the fuzzer's
 # coverage instrumentation), so tools/setup/fuzz.sh and this script share one build of the library instead of two.
 # Usage: bash tools/setup/sanitize.sh [--configure-only] [extra CMake arguments]
 set -euo pipefail
