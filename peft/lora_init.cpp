@@ -167,7 +167,8 @@ LoraStart lora_computed_start(const std::string& init, const std::string& module
     SSMTUNE_CHECK(r <= std::min(out, in), "init_lora_weights \"", init, "\" takes the first r = ", r,
                   " components of ", module, "'s weight, which has only min(", out, ", ", in, ") = ", std::min(out, in),
                   "; fix: r <= ", std::min(out, in), " (rank_pattern can lower it for this module)");
-    const Mat w = from_row_major(weight.to_vector<double>(), out, in);
+    const std::vector<double> w_values = weight.to_vector<double>();  // row-major [out, in]
+    const Mat w = from_row_major(w_values, out, in);
     if (init == "olora") {
         Eigen::HouseholderQR<Mat> qr(w);
         const Mat q = qr.householderQ() * Mat::Identity(out, r);                                   // Q[:, :r]
@@ -176,16 +177,13 @@ LoraStart lora_computed_start(const std::string& init, const std::string& module
     }
     SSMTUNE_CHECK(scale > 0, "init_lora_weights \"", init, "\" splits the singular values as √(S / s), so it needs a "
                   "positive scale s = lora_alpha / r, but ", module, " has s = ", scale, "; fix: a positive lora_alpha");
-    Mat u, v;  // U_r [out, r], V_r [in, r]
-    Eigen::VectorXd s;
     int64_t niter = 0;
     const bool sketched = is_pissa_niter(init, &niter);
-    const LowRankSvd svd = sketched ? svd_lowrank(weight.to_vector<double>(), out, in, r, niter, gen)
-                                    : svd_thin(weight.to_vector<double>(), out, in);
+    const LowRankSvd svd = sketched ? svd_lowrank(w_values, out, in, r, niter, gen) : svd_thin(w_values, out, in);
     const int64_t k = sketched ? r : std::min(out, in);  // the columns svd holds, of which the first r are used
-    u = from_row_major(svd.u, out, k).leftCols(r);
-    v = from_row_major(svd.v, in, k).leftCols(r);
-    s = Eigen::Map<const Eigen::VectorXd>(svd.s.data(), r);
+    const Mat u = from_row_major(svd.u, out, k).leftCols(r);  // U_r [out, r]
+    const Mat v = from_row_major(svd.v, in, k).leftCols(r);   // V_r [in, r]
+    const Eigen::VectorXd s = Eigen::Map<const Eigen::VectorXd>(svd.s.data(), r);
     const Eigen::VectorXd root = (s / scale).cwiseSqrt();
     const Mat a = root.asDiagonal() * v.transpose();  // [r, in]
     const Mat b = u * root.asDiagonal();              // [out, r]
