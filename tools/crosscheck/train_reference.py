@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Cross-check of ssmtune's training loop (`ssmtune finetune`) against PyTorch's optimizer, clipping and HF's schedules.
+
+The model and adapter maths are checked by torch_reference.py (`ssmtune grads` against float64 PyTorch). This script
+checks what a training run adds on top of one gradient: the batches it draws, the loss it logs, gradient clipping,
+the learning-rate schedule, AdamW with decoupled weight decay, which tensors train, and the final evaluation. For each
+case it
+
+  1. draws a small Mamba or Longhorn language model with random weights (cases.lm_case) and a token file whose
+     training split is exactly one window of L + 1 tokens (val_fraction 0.5, the validation split another), so every
+     training batch is that window B times whatever the sampler draws;
+  2. runs `ssmtune finetune` for K steps (log_every 1, one evaluation at the end), and once more with --lr 0 and one
+     step, which writes the adapter as initialised (AdamW at lr 0 leaves every tensor as it is; FULL starts from the
+     model itself);
+  3. replays the run in PyTorch float32 from that start: at each step the gradient is `ssmtune grads` at PyTorch's
+     current tensors (and, to keep the replay honest, is checked against the float64 reference of torch_reference.py
+     at the same tensors, to its float32 tolerance), then torch.nn.utils.clip_grad_norm_ (when grad_clip > 0),
+     torch.optim.AdamW (betas 0.9 / 0.999, eps 1e-8, the run's weight decay on every trained tensor) at the rate of
+     torch.optim.lr_scheduler.LambdaLR over HF transformers' schedule lambdas (written out below; `cosine` with a
+     minimum ratio is get_cosine_with_min_lr_schedule_with_warmup, `linear` takes the same floor);
+  4. compares, per step, the logged loss, learning rate and gradient norm with the replay's, and at the end every
+     trained tensor of OUT/adapter and the logged validation loss and accuracy (the validation window through
+     `ssmtune grads`' logits).
+
+Both sides compute the same float32 gradients and the same update formula, so they agree to float32 rounding (a few
+1e-7 of each tensor's largest value; tolerance 1e-5). Not here: S4D and the frame models (their data are IDX images or
+seeded synthetic tasks, whose sampling this script would have to re-implement), SDLoRA (its warm-up selects dimensions
+by training), PiSSA / OLoRA (their start rewrites the base weights), dropout, and `--resume` (tests/tools check that
+a resumed run is bit-identical).
+
+usage: train_reference.py --ssmtune build/tools/ssmtune [--keep DIR] [--only NAME]
+Exit 0 when every case agrees, 1 when one does not, 77 when PyTorch (Debian's python3-torch) is absent.
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import numpy as np
+    import torch
+except ImportError:
+    print("skipped: PyTorch and numpy are not installed (apt-get install python3-torch)")
+    sys.exit(77)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cases import lm_case  # noqa: E402
+from torch_reference import F32_FLOOR, F32_TOL, compare, load_safetensors, reference, save_safetensors  # noqa: E402
+
+TOL = 1e-5  # float32 replay against the run: rounding only
+PREFIX = "base_model.model."
+
+
+# ------------------------------------------------------------------------------------- HF transformers' schedules
+def hf_lambda(schedule, warmup, total, min_ratio):
+    """The multiplier of the step-th optimizer step: get_constant_schedule_with_warmup ("warmup"),
+    get_linear_schedule_with_warmup, get_cosine_schedule_with_warmup (num_cycles 0.5) and, with a minimum ratio,
+    get_cosine_with_min_lr_schedule_with_warmup (min_lr_rate); "constant" is 1."""
+    def f(step):
+        if schedule == "constant":
+            return 1.0
+        if step < warmup:
+            return float(step) / float(max(1, warmup))
+        if schedule == "warmup":
+            return 1.0
+        span = float(max(1, total - warmup))
+        if schedule == "linear":
+            decay = max(0.0, float(total - step) / span)
+        else:
+            decay = max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * float(step - warmup) / span)))
+        return decay if min_ratio == 0 else decay * (1 - min_ratio) + min_ratio
+    return f
+
+
+# ------------------------------------------------------------------------------------------------------- cases
+def cases():
+    """(name, model type, lm_case keyword arguments, peft config, train settings)."""
+    lora = {"peft_type": "LORA", "r": 2, "lora_alpha": 5, "target_modules": ["in_proj", "x_proj", "dt_proj", "out_proj"]}
+    return [
+        ("mamba FULL, cosine + floor, clipped, decay", "mamba", {}, {"peft_type": "FULL"},
+         {"schedule": "cosine", "warmup_steps": 2, "min_lr_ratio": 0.1, "grad_clip": 0.5, "weight_decay": 0.1,
+          "lr": 0.01}),
+        ("mamba LoRA, linear to 0, no clipping", "mamba", {}, lora,
+         {"schedule": "linear", "warmup_steps": 1, "min_lr_ratio": 0.0, "grad_clip": 0.0, "weight_decay": 0.01,
+          "lr": 0.02}),
+        ("mamba LoRA untied + embedding, cosine to 0", "mamba", {"tied": False},
+         dict(lora, target_modules=["embeddings", "in_proj", "lm_head"]),
+         {"schedule": "cosine", "warmup_steps": 0, "min_lr_ratio": 0.0, "grad_clip": 1.0, "weight_decay": 0.0,
+          "lr": 0.02}),
+        ("mamba STATE_OFFSET h, constant", "mamba", {}, {"peft_type": "STATE_OFFSET", "variant": "h"},
+         {"schedule": "constant", "warmup_steps": 0, "min_lr_ratio": 0.1, "grad_clip": 0.05, "weight_decay": 0.0,
+          "lr": 0.05}),
+        ("mamba INITIAL_STATE + conv, warmup", "mamba", {}, {"peft_type": "INITIAL_STATE", "conv_init_state": True},
+         {"schedule": "warmup", "warmup_steps": 3, "min_lr_ratio": 0.1, "grad_clip": 1.0, "weight_decay": 0.05,
+          "lr": 0.05}),
+        ("mamba BITFIT with biases, defaults", "mamba", {"use_bias": True}, {"peft_type": "BITFIT"}, {}),
+        ("mamba PREFIX", "mamba", {}, {"peft_type": "PREFIX", "num_virtual_tokens": 3},
+         {"schedule": "cosine", "warmup_steps": 2, "min_lr_ratio": 0.1, "grad_clip": 1.0, "weight_decay": 0.0,
+          "lr": 0.02}),
+        ("longhorn FULL untied, clipped", "longhorn", {"tied": False}, {"peft_type": "FULL"},
+         {"schedule": "linear", "warmup_steps": 2, "min_lr_ratio": 0.1, "grad_clip": 0.3, "weight_decay": 0.1,
+          "lr": 0.01}),
+        ("longhorn PARALLEL_ADAPTER", "longhorn", {}, {"peft_type": "PARALLEL_ADAPTER", "r": 4, "scaling": 2.0},
+         {"schedule": "cosine", "warmup_steps": 1, "min_lr_ratio": 0.0, "grad_clip": 1.0, "weight_decay": 0.01,
+          "lr": 0.02}),
+        ("longhorn PROMPT", "longhorn", {}, {"peft_type": "PROMPT", "num_virtual_tokens": 2},
+         {"schedule": "constant", "warmup_steps": 0, "min_lr_ratio": 0.1, "grad_clip": 0.0, "weight_decay": 0.0,
+          "lr": 0.05}),
+    ]
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("%s failed: %s" % (" ".join(cmd[:2]), (r.stderr.strip() or r.stdout.strip())[:300]))
+
+
+def finetune(ssmtune, d, out, peft, steps, lr, batch, seq_len, seed, settings):
+    sets = ["data.val_fraction=0.5", "train.log_every=1", "train.eval_every=0"]
+    sets += ["train.%s=%s" % (k, v) for k, v in settings.items() if k != "lr"]
+    run([ssmtune, "finetune", "--model", os.path.join(d, "model"), "--peft", json.dumps(peft), "--data",
+         os.path.join(d, "tokens.safetensors"), "--out", out, "--steps", str(steps), "--lr", repr(lr),
+         "--batch-size", str(batch), "--seq-len", str(seq_len), "--seed", str(seed), "--quiet", "--set", ",".join(sets)])
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    return ([r for r in records if "split" not in r], [r for r in records if r.get("split") == "val"],
+            load_safetensors(os.path.join(out, "adapter", "adapter_model.safetensors")))
+
+
+def ssmtune_grads(ssmtune, d, cfg_json, params, full, batch_path, tag):
+    """Loss, logits and gradients of `ssmtune grads` (float32) at `params` (the model's weights under FULL, else the
+    adapter's tensors)."""
+    model = os.path.join(d, "model")
+    cmd = [ssmtune, "grads", "--batch", batch_path, "--out", os.path.join(d, tag + ".safetensors")]
+    if full:
+        model = os.path.join(d, "model_now")
+        os.makedirs(model, exist_ok=True)
+        with open(os.path.join(d, "model", "config.json")) as f, open(os.path.join(model, "config.json"), "w") as g:
+            g.write(f.read())
+        save_safetensors(os.path.join(model, "model.safetensors"), {n: t.numpy() for n, t in params.items()})
+    else:
+        adapter = os.path.join(d, "adapter_now")
+        os.makedirs(adapter, exist_ok=True)
+        with open(os.path.join(adapter, "adapter_config.json"), "w") as f:
+            json.dump(cfg_json, f)
+        save_safetensors(os.path.join(adapter, "adapter_model.safetensors"),
+                         {PREFIX + n: t.numpy() for n, t in params.items()})
+        cmd += ["--adapter", adapter]
+    run(cmd + ["--model", model])
+    return load_safetensors(os.path.join(d, tag + ".safetensors"))
+
+
+def relative(a, b):
+    return abs(float(a) - float(b)) / max(abs(float(b)), 1e-30)
+
+
+def check_case(ssmtune, d, seed, name, model_type, model_kw, peft, settings):
+    g = np.random.default_rng(seed)
+    B, L, K = 3, int(g.integers(6, 14)), 6
+    cfg, w, _ = lm_case(g, model_type, D=8, layers=2, N=4, V=11, **model_kw)
+    os.makedirs(os.path.join(d, "model"), exist_ok=True)
+    with open(os.path.join(d, "model", "config.json"), "w") as f:
+        json.dump(cfg, f)
+    save_safetensors(os.path.join(d, "model", "model.safetensors"), {n: v.astype(np.float32) for n, v in w.items()})
+    w = {n: v.astype(np.float32).astype(np.float64) for n, v in w.items()}
+    tokens = g.integers(0, cfg["vocab_size"], size=2 * (L + 1)).astype(np.int64)
+    save_safetensors(os.path.join(d, "tokens.safetensors"), {"input_ids": tokens})
+    train_batch = {"input_ids": np.tile(tokens[:L + 1], (B, 1))}
+    val_batch = {"input_ids": tokens[L + 1:][None, :]}
+    save_safetensors(os.path.join(d, "train_batch.safetensors"), train_batch)
+    save_safetensors(os.path.join(d, "val_batch.safetensors"), val_batch)
+
+    lr = settings.get("lr", 1e-3)
+    steps, val, trained = finetune(ssmtune, d, os.path.join(d, "run"), peft, K, lr, B, L, seed, settings)
+    with open(os.path.join(d, "run", "run_config.json")) as f:
+        t = json.load(f)["train"]  # the settings the run resolved (defaults included)
+    full = peft["peft_type"] == "FULL"
+    if full:
+        start = {n: v.astype(np.float32) for n, v in w.items()}
+        cfg_json = None
+    else:
+        init_settings = dict(settings, schedule="constant", warmup_steps=0)
+        _, _, start = finetune(ssmtune, d, os.path.join(d, "init"), peft, 1, 0.0, B, L, seed, init_settings)
+        start = {n[len(PREFIX):]: v for n, v in start.items()}
+        with open(os.path.join(d, "run", "adapter", "adapter_config.json")) as f:
+            cfg_json = json.load(f)
+
+    params = {n: torch.tensor(np.array(v, dtype=np.float32)) for n, v in start.items()}
+    opt = torch.optim.AdamW(list(params.values()), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8,
+                            weight_decay=t["weight_decay"])
+    warmup = min(t["warmup_steps"], K)  # as `finetune` and `train` do for a run shorter than its warm-up
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, hf_lambda(t["schedule"], warmup, K, t["min_lr_ratio"]))
+    worst = {"loss": 0.0, "lr": 0.0, "grad_norm": 0.0, "grad vs float64": 0.0, "tensors": 0.0}
+    train_path = os.path.join(d, "train_batch.safetensors")
+    for k in range(K):
+        got = ssmtune_grads(ssmtune, d, cfg_json, params, full, train_path, "grads")
+        here = {n: v.numpy().astype(np.float64) for n, v in params.items()}
+        want = reference(cfg, dict(w, **here) if full else w, train_batch,
+                         None if full else (cfg_json, here))
+        err, _, missing = compare({n: v for n, v in got.items() if n not in ("logits",)},
+                                  {n: v for n, v in want.items() if n not in ("logits",)}, F32_FLOOR)
+        if missing:
+            raise RuntimeError("gradient names differ: " + ", ".join(missing[:4]))
+        worst["grad vs float64"] = max(worst["grad vs float64"], err)
+        for n, p in params.items():
+            p.grad = torch.tensor(np.array(got[n if full else PREFIX + n], dtype=np.float32))
+        if t["grad_clip"] > 0:
+            norm = float(torch.nn.utils.clip_grad_norm_(list(params.values()), t["grad_clip"]))
+        else:
+            norm = float(torch.norm(torch.stack([torch.norm(p.grad, 2) for p in params.values()]), 2))
+        lr_now = opt.param_groups[0]["lr"]
+        opt.step()
+        sched.step()
+        worst["loss"] = max(worst["loss"], relative(steps[k]["loss"], got["loss"]))
+        worst["lr"] = max(worst["lr"], abs(steps[k]["lr"] - lr_now) / t["lr"])
+        worst["grad_norm"] = max(worst["grad_norm"], relative(steps[k]["grad_norm"], norm))
+
+    final = {n: trained[PREFIX + n] for n in params}
+    err, _, _ = compare(final, {n: p.numpy() for n, p in params.items()}, 1e-30)
+    worst["tensors"] = err
+    v = ssmtune_grads(ssmtune, d, cfg_json, params, full, os.path.join(d, "val_batch.safetensors"), "val")
+    targets = val_batch["input_ids"][0, 1:]
+    accuracy = float(np.mean(np.argmax(v["logits"][0, :-1], axis=-1) == targets))
+    worst["val loss"] = relative(val[-1]["loss"], v["loss"])
+    worst["val accuracy"] = abs(val[-1]["accuracy"] - accuracy)
+    ok = all(e <= TOL for k, e in worst.items() if k != "grad vs float64") and worst["grad vs float64"] <= F32_TOL
+    return ok, worst, len(params)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ssmtune", required=True)
+    ap.add_argument("--keep", help="write the cases' files under this directory and keep them")
+    ap.add_argument("--only", help="run the cases whose name contains this text")
+    a = ap.parse_args()
+    if not (os.path.isfile(a.ssmtune) and os.access(a.ssmtune, os.X_OK)):
+        print("error: --ssmtune %s is not an executable; fix: build first (bash tools/setup/build.sh) and pass "
+              "build/tools/ssmtune" % a.ssmtune)
+        return 1
+    torch.set_num_threads(1)
+    root = a.keep or tempfile.mkdtemp(prefix="ssmtune_train_crosscheck_")
+    failures = 0
+    print("%-46s %7s %9s %9s %9s %9s %9s %9s" % ("case", "tensors", "loss", "lr", "gnorm", "grad/f64", "final",
+                                                   "val"))
+    for index, (name, model_type, model_kw, peft, settings) in enumerate(cases()):
+        if a.only and a.only not in name:
+            continue
+        d = os.path.join(root, "case%02d" % index)
+        os.makedirs(d, exist_ok=True)
+        try:
+            ok, worst, n = check_case(a.ssmtune, d, 500 + index, name, model_type, model_kw, peft, settings)
+        except RuntimeError as e:
+            print("%-46s error: %s   FAIL" % (name, e))
+            failures += 1
+            continue
+        print("%-46s %7d %9.1e %9.1e %9.1e %9.1e %9.1e %9.1e%s" % (
+            name, n, worst["loss"], worst["lr"], worst["grad_norm"], worst["grad vs float64"], worst["tensors"],
+            max(worst["val loss"], worst["val accuracy"]), "" if ok else "   FAIL"))
+        failures += not ok
+    print("%d case(s) disagree" % failures if failures else "every case agrees")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
