@@ -78,7 +78,8 @@ def hf_lambda(schedule, warmup, total, min_ratio):
 # ------------------------------------------------------------------------------------------------------- cases
 def cases():
     """(name, model type, lm_case keyword arguments, peft config, train settings)."""
-    lora = {"peft_type": "LORA", "r": 2, "lora_alpha": 5, "target_modules": ["in_proj", "x_proj", "dt_proj", "out_proj"]}
+    lora = {"peft_type": "LORA", "r": 2, "lora_alpha": 5,
+            "target_modules": ["in_proj", "x_proj", "dt_proj", "out_proj"]}
     return [
         ("mamba FULL, cosine + floor, clipped, decay", "mamba", {}, {"peft_type": "FULL"},
          {"schedule": "cosine", "warmup_steps": 2, "min_lr_ratio": 0.1, "grad_clip": 0.5, "weight_decay": 0.1,
@@ -123,7 +124,8 @@ def finetune(ssmtune, d, out, peft, steps, lr, batch, seq_len, seed, settings):
     sets += ["train.%s=%s" % (k, v) for k, v in settings.items() if k != "lr"]
     run([ssmtune, "finetune", "--model", os.path.join(d, "model"), "--peft", json.dumps(peft), "--data",
          os.path.join(d, "tokens.safetensors"), "--out", out, "--steps", str(steps), "--lr", repr(lr),
-         "--batch-size", str(batch), "--seq-len", str(seq_len), "--seed", str(seed), "--quiet", "--set", ",".join(sets)])
+         "--batch-size", str(batch), "--seq-len", str(seq_len), "--seed", str(seed), "--quiet",
+         "--set", ",".join(sets)])
     with open(os.path.join(out, "metrics.jsonl")) as f:
         records = [json.loads(line) for line in f]
     return ([r for r in records if "split" not in r], [r for r in records if r.get("split") == "val"],
