@@ -93,6 +93,20 @@ TrainLoopOptions loop_options(const json& rc, bool resume, bool quiet) {
     o.warmup_steps = std::min<int64_t>(t["warmup_steps"].get<int64_t>(), o.steps);  // short runs: warm up the whole run
     o.min_lr_ratio = t["min_lr_ratio"];
     o.grad_clip = t["grad_clip"];
+    SSMTUNE_CHECK(t["no_decay"].is_array(), "train.no_decay must be a list of parameter names or name parts, got ",
+                  t["no_decay"].dump(), "; fix: [] to decay every tensor");
+    for (const json& entry : t["no_decay"]) {
+        SSMTUNE_CHECK(entry.is_string() && !entry.get<std::string>().empty(), "train.no_decay entries must be "
+                      "non-empty parameter names or name parts, got ", entry.dump(), "; fix: e.g. [\"mixer.A_log\", "
+                      "\"norm\"], or [] to decay every tensor");
+        o.no_decay.push_back(entry.get<std::string>());
+    }
+    if (!t["ssm_lr"].is_null()) {
+        SSMTUNE_CHECK(t["ssm_lr"].is_number() && t["ssm_lr"].get<double>() > 0 &&
+                      std::isfinite(t["ssm_lr"].get<double>()), "train.ssm_lr must be a positive number or null, got ",
+                      t["ssm_lr"].dump(), "; fix: e.g. 0.001 (example.py's S4D kernel lr), or null for the run's lr");
+        o.ssm_lr = t["ssm_lr"];
+    }
     o.log_every = std::max<int64_t>(1, t["log_every"].get<int64_t>());
     o.eval_every = t["eval_every"];
     o.save_every = t["save_every"];

@@ -12,6 +12,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -126,6 +127,43 @@ std::string first_non_finite_grad(const std::vector<std::pair<std::string, Tenso
     return "";
 }
 
+bool names_part(const std::string& name, const std::string& entry) {
+    return ("." + name + ".").find("." + entry + ".") != std::string::npos;
+}
+
+// AdamW's parameter groups (TrainLoopOptions::no_decay, ssm_lr): "group0" at the run's lr and weight decay (the name
+// a single-group run has always had, so its checkpoints still load), "no_decay" at weight decay 0, "ssm_kernel" at
+// ssm_lr and weight decay 0; empty groups are left out (at weight decay 0 the no-decay split changes nothing and is not
+// made; an ssm_lr with no kernel tensor among the trained ones changes nothing, so one run config serves FULL and
+// LoRA fine-tuning alike). Each keeps the order of `params`.
+std::vector<autograd::ParamGroup> param_groups(const TrainLoopOptions& o,
+                                               const std::vector<std::pair<std::string, Tensor>>& params) {
+    static const std::vector<std::string> kernel = {"kernel.log_dt", "kernel.log_A_real", "kernel.A_imag"};
+    autograd::ParamGroup decay{"group0", {}, o.lr, o.weight_decay}, no_decay{"no_decay", {}, o.lr, 0.0},
+        ssm{"ssm_kernel", {}, o.ssm_lr, 0.0};
+    for (auto& [param_name, t] : params) {
+        const std::string name = param_name;  // a plain copy: lambdas cannot capture bindings before C++20
+        auto any_of = [&](const std::vector<std::string>& entries) {
+            return std::any_of(entries.begin(), entries.end(), [&](const std::string& e) { return names_part(name, e); });
+        };
+        if (o.ssm_lr > 0 && any_of(kernel)) ssm.params.push_back(t);
+        else if (o.weight_decay != 0 && any_of(o.no_decay)) no_decay.params.push_back(t);
+        else decay.params.push_back(t);
+    }
+    std::vector<autograd::ParamGroup> groups;
+    for (autograd::ParamGroup* g : {&decay, &no_decay, &ssm})
+        if (!g->params.empty()) groups.push_back(std::move(*g));
+    if (groups.empty()) groups.push_back(decay);  // nothing to train: one empty group, as before
+    if (!o.quiet && groups.size() > 1) {
+        std::printf("optimizer groups:");
+        for (const autograd::ParamGroup& g : groups)
+            std::printf(" %s %zu tensor(s) lr %.3g weight decay %.3g;", g.name.c_str(), g.params.size(), g.lr,
+                        g.weight_decay);
+        std::printf("\n");
+    }
+    return groups;
+}
+
 }  // namespace
 
 std::string last_checkpoint_dir(const std::string& out_dir) { return (fs::path(out_dir) / "checkpoints" / "last").string(); }
@@ -140,7 +178,7 @@ TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
 
     std::vector<Tensor> tensors;
     for (auto& [n, t] : hooks.params) tensors.push_back(t);
-    autograd::AdamW opt(tensors, autograd::AdamW::Options().lr(o.lr).weight_decay(o.weight_decay));
+    autograd::AdamW opt(param_groups(o, hooks.params), autograd::AdamW::Options().lr(o.lr).weight_decay(o.weight_decay));
     const autograd::LRSchedule schedule = autograd::LRSchedule::parse(o.schedule, o.warmup_steps, o.steps, o.min_lr_ratio);
 
     TrainResult result;
@@ -228,7 +266,7 @@ TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
                          "; fix: lower --lr, then --resume");
         }
         opt.set_lr_factor(schedule.factor(opt.step_count()));
-        const double lr = opt.effective_lr(0);
+        const double lr = o.lr * opt.lr_factor();  // the run's lr (group 0 may be another one's)
         opt.step();
         opt.zero_grad();
         result.last_loss = loss_value;

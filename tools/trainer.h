@@ -1,4 +1,5 @@
-// The training loop every training command shares (train, finetune, the main job): AdamW with a schedule and
+// The training loop every training command shares (train, finetune, the main job): AdamW (parameter groups for
+// the tensors without weight decay and S4D's kernel lr, as the references build them) with a schedule and
 // gradient clipping, progress on a terminal (bar + ETA) or one plain line per logging step otherwise, a JSON-lines
 // metrics log, evaluation every N steps, best and last checkpoints written atomically (weights, optimizer state,
 // RNG states, step), bit-identical resume, a stop on the first non-finite loss or gradient naming the step and
@@ -27,6 +28,14 @@ struct TrainLoopOptions {
     int64_t warmup_steps = 0;
     double min_lr_ratio = 0.0;
     double grad_clip = 1.0;           // 0 = off
+    // Trained tensors whose name contains one of these as a run of whole dot-separated parts ("mixer.A_log" names
+    // backbone.layers.3.mixer.A_log, not ...mixer.A_log_delta) train at weight decay 0. The run config's default is
+    // kDefaultNoDecay; empty here = decay on every tensor (torch.optim.AdamW over all parameters).
+    std::vector<std::string> no_decay;
+    // > 0: S4D's kernel tensors (kernel.log_dt, kernel.log_A_real, kernel.A_imag) train at this lr and weight decay
+    // 0, as state-spaces/s4 example.py registers them (lr = min(1e-3, lr) there). The schedule scales it as every
+    // other group's lr. <= 0: the run's lr. Runs that train no kernel tensor (LoRA, ...) are unaffected.
+    double ssm_lr = 0;
     int64_t log_every = 10;
     int64_t eval_every = 0;           // 0 = only at the end
     int64_t save_every = 0;           // 0 = at evaluations and at the end
@@ -35,6 +44,11 @@ struct TrainLoopOptions {
     bool quiet = false;               // no progress output (tests)
     std::string best_metric = "loss"; // lower is better unless it is accuracy
 };
+
+// The references' no-decay sets: mamba_ssm's _no_weight_decay on the mixer's A_log and D (Longhorn's mixer D too),
+// and the S4D kernel tensors example.py registers with weight_decay 0. S4D's own D, norms and biases decay, as there.
+inline const std::vector<std::string> kDefaultNoDecay = {"mixer.A_log", "mixer.D", "kernel.log_dt", "kernel.log_A_real",
+                                                          "kernel.A_imag"};
 
 struct TrainHooks {
     std::vector<std::pair<std::string, Tensor>> params;  // trainable tensors, named

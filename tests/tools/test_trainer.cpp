@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <csignal>
 #include <fstream>
 
@@ -12,6 +13,8 @@
 
 #include "engine/safetensors.h"
 #include "ops/ops.h"
+#include "tools/run_config.h"
+#include "tools/train_common.h"
 #include "tools/trainer.h"
 
 using namespace ssmtune;
@@ -244,4 +247,125 @@ TEST_CASE("trainer: an output directory that becomes read-only keeps the previou
     fs::permissions(ckpts, fs::perms::owner_write, fs::perm_options::add);
     REQUIRE(saved_at_5.size() == 3);
     CHECK(files_in(ckpts / "last") == saved_at_5);
+}
+
+namespace {
+
+// Named tensors whose loss ignores them but one: with a zero gradient AdamW's update is 0 / (0 + eps) = 0, so a
+// tensor only moves by its weight decay, p ← p·(1 − lr·wd) — exactly what tells the groups apart.
+struct GroupProblem {
+    std::vector<std::pair<std::string, Tensor>> params = {
+        {"backbone.layers.0.mixer.in_proj.weight", Tensor::full({3}, 2.0, DType::F64).set_requires_grad(true)},
+        {"backbone.layers.0.mixer.A_log", Tensor::full({3}, 2.0, DType::F64).set_requires_grad(true)},
+        {"backbone.layers.0.mixer.A_log_delta", Tensor::full({3}, 2.0, DType::F64).set_requires_grad(true)},
+        {"s4_layers.0.kernel.log_dt", Tensor::full({3}, 2.0, DType::F64).set_requires_grad(true)},
+        {"s4_layers.0.D", Tensor::full({3}, 2.0, DType::F64).set_requires_grad(true)}};
+    tools::TrainHooks hooks() {
+        tools::TrainHooks h;
+        h.params = params;
+        h.loss = [this](int64_t, double& units) {
+            units = 1;
+            Tensor loss = ops::sum(ops::mul(params[0].second, Tensor::scalar(0.0, DType::F64)));
+            for (size_t i = 1; i < params.size(); ++i)  // log_dt alone gets a gradient (+1 per element)
+                loss = ops::add(loss, ops::sum(ops::mul(params[i].second,
+                                                        Tensor::scalar(i == 3 ? 1.0 : 0.0, DType::F64))));
+            return loss;
+        };
+        h.save_weights = [this](const std::string& dir) {
+            TensorMap m;
+            for (auto& [n, t] : params) m[n] = t.detach();
+            save_safetensors(dir + "/w.safetensors", m);
+        };
+        h.load_weights = [this](const std::string& dir) {
+            TensorMap m = load_safetensors(dir + "/w.safetensors");
+            for (auto& [n, t] : params) std::memcpy(t.data<double>(), m.at(n).data<double>(), 3 * sizeof(double));
+        };
+        return h;
+    }
+    double value(size_t i) const { return params[i].second.to_vector<double>()[0]; }
+};
+
+tools::TrainLoopOptions group_options(const fs::path& dir, int64_t steps) {
+    tools::TrainLoopOptions o = options(dir, steps);
+    o.eval_every = 0;
+    o.weight_decay = 0.5;
+    o.no_decay = tools::kDefaultNoDecay;
+    return o;
+}
+
+}  // namespace
+
+TEST_CASE("trainer: train.no_decay leaves the references' SSM tensors undecayed, by whole name parts") {
+    const auto root = scratch_dir("trainer_no_decay");
+    GroupProblem p;
+    auto h = p.hooks();
+    tools::run_training(group_options(root, 3), h);
+    const double decayed = 2.0 * std::pow(1 - 0.1 * 0.5, 3);
+    CHECK(p.value(0) == doctest::Approx(decayed).epsilon(1e-15));  // in_proj.weight: decayed
+    CHECK(p.value(1) == 2.0);                                       // mixer.A_log: mamba_ssm's _no_weight_decay
+    CHECK(p.value(2) == doctest::Approx(decayed).epsilon(1e-15));  // mixer.A_log_delta is not "mixer.A_log"
+    CHECK(p.value(4) == doctest::Approx(decayed).epsilon(1e-15));  // S4D's own D decays, as in example.py
+    // kernel.log_dt: no decay; its gradient +1 moves it by lr per step (Adam's first steps: m̂ / √v̂ = 1)
+    CHECK(p.value(3) == doctest::Approx(2.0 - 3 * 0.1).epsilon(1e-6));
+
+    GroupProblem all;  // an empty list decays everything
+    auto ha = all.hooks();
+    tools::TrainLoopOptions o = group_options(root / "all", 3);
+    o.no_decay.clear();
+    tools::run_training(o, ha);
+    CHECK(all.value(1) == doctest::Approx(decayed).epsilon(1e-15));
+}
+
+TEST_CASE("trainer: train.ssm_lr trains S4D's kernel tensors at their own lr, without decay, and resumes") {
+    const auto root = scratch_dir("trainer_ssm_lr");
+    GroupProblem p;
+    auto h = p.hooks();
+    tools::TrainLoopOptions o = group_options(root / "full", 4);
+    o.ssm_lr = 0.01;
+    tools::run_training(o, h);
+    CHECK(p.value(3) == doctest::Approx(2.0 - 4 * 0.01).epsilon(1e-6));  // 0.01 per step, not the run's 0.1
+    CHECK(p.value(1) == 2.0);
+
+    GroupProblem part, resumed;  // three groups in the optimizer state: a split run resumes bit for bit
+    auto hp = part.hooks();
+    tools::TrainLoopOptions o2 = group_options(root / "split", 2);
+    o2.ssm_lr = 0.01;
+    o2.save_every = 1;
+    tools::run_training(o2, hp);
+    auto hr = resumed.hooks();
+    o2.steps = 4;
+    o2.resume = true;
+    tools::run_training(o2, hr);
+    for (size_t i = 0; i < p.params.size(); ++i)
+        CHECK(resumed.params[i].second.to_vector<double>() == p.params[i].second.to_vector<double>());
+
+    GroupProblem none;  // without kernel tensors (a LoRA run from the same config) ssm_lr changes nothing
+    none.params.erase(none.params.begin() + 3);
+    auto hn = none.hooks();
+    o.out_dir = (root / "none").string();
+    o.steps = 3;
+    tools::run_training(o, hn);
+    CHECK(none.value(0) == doctest::Approx(2.0 * std::pow(1 - 0.1 * 0.5, 3)).epsilon(1e-15));
+    CHECK(none.value(1) == 2.0);
+}
+
+TEST_CASE("run config: train.no_decay and train.ssm_lr reach the loop, and bad values are one-line errors") {
+    nlohmann::json rc = tools::resolve_run_config(nlohmann::json::object(), "test");
+    tools::TrainLoopOptions o = tools::loop_options(rc, false, true);
+    CHECK(o.no_decay == tools::kDefaultNoDecay);
+    CHECK(o.ssm_lr == 0);
+    tools::apply_assignments(rc, "train.no_decay=[\"bias\",\"norm\"],train.ssm_lr=0.001");
+    o = tools::loop_options(rc, false, true);
+    CHECK(o.no_decay == std::vector<std::string>{"bias", "norm"});
+    CHECK(o.ssm_lr == 0.001);
+    for (const char* bad : {"train.ssm_lr=-1", "train.ssm_lr=\"fast\"", "train.no_decay=[1]", "train.no_decay=[\"\"]",
+                            "train.no_decay=null"}) {
+        CAPTURE(bad);
+        nlohmann::json r = tools::resolve_run_config(nlohmann::json::object(), "test");
+        tools::apply_assignments(r, bad);
+        CHECK_THROWS_AS(tools::loop_options(r, false, true), Error);
+    }
+    nlohmann::json r = tools::resolve_run_config(nlohmann::json::object(), "test");
+    CHECK_THROWS_WITH_AS(tools::apply_assignments(r, "train.no_decay=\"A_log\""), doctest::Contains("must be array"),
+                         Error);
 }

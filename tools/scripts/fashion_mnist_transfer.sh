@@ -22,5 +22,5 @@ for spec in 'FULL|{"peft_type":"FULL"}|1e-3' \
   mkdir -p "$dir"
   "$bin" finetune --config "$cfg" --model "$out/base/model" --peft "$peft" --steps "$ft_steps" --lr "$lr" \
       --set "$common,data.classes=[5,6,7,8,9]" --out "$dir" > "$dir.log"
-  echo "$name | $(grep -o 'trainable params: [0-9,]* || all params: [0-9,]* || trainable%: [0-9.]*' "$dir.log") | $(grep '^before' "$dir.log") | $(grep '^after' "$dir.log")"
+  echo "$name | $(grep -m1 -o 'trainable params: [0-9,]* || all params: [0-9,]* || trainable%: [0-9.]*' "$dir.log") | $(grep '^before' "$dir.log") | $(grep '^after' "$dir.log")"
 done
