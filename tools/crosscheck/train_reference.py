@@ -6,27 +6,31 @@ checks what a training run adds on top of one gradient: the batches it draws, th
 the learning-rate schedule, AdamW with decoupled weight decay, which tensors train, and the final evaluation. For each
 case it
 
-  1. draws a small Mamba or Longhorn language model with random weights (cases.lm_case) and a token file whose
-     training split is exactly one window of L + 1 tokens (val_fraction 0.5, the validation split another), so every
-     training batch is that window B times whatever the sampler draws;
+  1. draws a small model with random weights (cases.py) and data whose every training batch is known whatever the
+     sampler draws: for a Mamba or Longhorn language model a token file whose training split is exactly one window of
+     L + 1 tokens (val_fraction 0.5, the validation split another); for an S4D classifier or a Mamba / Longhorn frame
+     model Fashion-MNIST-format IDX files (row order) whose training set is one image, its test set four;
   2. runs `ssmtune finetune` for K steps (log_every 1, one evaluation at the end), and once more with --lr 0 and one
      step, which writes the adapter as initialised (AdamW at lr 0 leaves every tensor as it is; FULL starts from the
      model itself);
   3. replays the run in PyTorch float32 from that start: at each step the gradient is `ssmtune grads` at PyTorch's
      current tensors (and, to keep the replay honest, is checked against the float64 reference of torch_reference.py
      at the same tensors, to its float32 tolerance), then torch.nn.utils.clip_grad_norm_ (when grad_clip > 0),
-     torch.optim.AdamW (betas 0.9 / 0.999, eps 1e-8, the run's weight decay on every trained tensor) at the rate of
-     torch.optim.lr_scheduler.LambdaLR over HF transformers' schedule lambdas (written out below; `cosine` with a
-     minimum ratio is get_cosine_with_min_lr_schedule_with_warmup, `linear` takes the same floor);
+     torch.optim.AdamW (betas 0.9 / 0.999, eps 1e-8) with the run's parameter groups — weight decay 0 for the tensors
+     train.no_decay names (by default mamba_ssm's _no_weight_decay A_log and D, and the S4D kernel tensors
+     example.py registers), and with train.ssm_lr the S4D kernel tensors at that lr and weight decay 0, as example.py
+     registers them — at the rate of torch.optim.lr_scheduler.LambdaLR over HF transformers' schedule lambdas
+     (written out below; `cosine` with a minimum ratio is get_cosine_with_min_lr_schedule_with_warmup, `linear` takes
+     the same floor);
   4. compares, per step, the logged loss, learning rate and gradient norm with the replay's, and at the end every
-     trained tensor of OUT/adapter and the logged validation loss and accuracy (the validation window through
-     `ssmtune grads`' logits).
+     trained tensor of OUT/adapter and the logged validation loss and accuracy (the validation window or the test
+     images through `ssmtune grads`' logits).
 
 Both sides compute the same float32 gradients and the same update formula, so they agree to float32 rounding (a few
-1e-7 of each tensor's largest value; tolerance 1e-5). Not here: S4D and the frame models (their data are IDX images or
-seeded synthetic tasks, whose sampling this script would have to re-implement), SDLoRA (its warm-up selects dimensions
-by training), PiSSA / OLoRA (their start rewrites the base weights), dropout, and `--resume` (tests/tools check that
-a resumed run is bit-identical).
+1e-7 of each tensor's largest value; tolerance 1e-5). Not here: the synthetic tasks and pixel-token images (their
+batches are seeded draws this script would have to re-implement), SDLoRA (its warm-up selects dimensions by
+training), PiSSA / OLoRA (their start rewrites the base weights), dropout, and `--resume` (tests/tools check that a
+resumed run is bit-identical).
 
 usage: train_reference.py --ssmtune build/tools/ssmtune [--keep DIR] [--only NAME]
 Exit 0 when every case agrees, 1 when one does not, 77 when PyTorch (Debian's python3-torch) is absent.
@@ -35,6 +39,8 @@ import argparse
 import json
 import math
 import os
+import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -47,7 +53,7 @@ except ImportError:
     sys.exit(77)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cases import lm_case  # noqa: E402
+from cases import frame_case, lm_case, s4d_case  # noqa: E402
 from torch_reference import F32_FLOOR, F32_TOL, compare, load_safetensors, reference, save_safetensors  # noqa: E402
 
 TOL = 1e-5  # float32 replay against the run: rounding only
@@ -77,12 +83,18 @@ def hf_lambda(schedule, warmup, total, min_ratio):
 
 # ------------------------------------------------------------------------------------------------------- cases
 def cases():
-    """(name, model type, lm_case keyword arguments, peft config, train settings)."""
+    """(name, model type, builder keyword arguments, peft config, train settings); model types "mamba", "longhorn"
+    (language models on tokens), "s4d", "mamba frame", "longhorn frame" (classifiers on IDX images)."""
     lora = {"peft_type": "LORA", "r": 2, "lora_alpha": 5,
             "target_modules": ["in_proj", "x_proj", "dt_proj", "out_proj"]}
     return [
         ("mamba FULL, cosine + floor, clipped, decay", "mamba", {}, {"peft_type": "FULL"},
          {"schedule": "cosine", "warmup_steps": 2, "min_lr_ratio": 0.1, "grad_clip": 0.5, "weight_decay": 0.1,
+          "lr": 0.01}),
+        ("mamba FULL, decay on every tensor", "mamba", {"use_bias": True}, {"peft_type": "FULL"},
+         {"schedule": "constant", "warmup_steps": 0, "weight_decay": 0.2, "no_decay": [], "lr": 0.01}),
+        ("mamba FULL, no decay on biases and norms", "mamba", {"use_bias": True}, {"peft_type": "FULL"},
+         {"schedule": "warmup", "warmup_steps": 2, "weight_decay": 0.2, "no_decay": ["bias", "norm", "norm_f"],
           "lr": 0.01}),
         ("mamba LoRA, linear to 0, no clipping", "mamba", {}, lora,
          {"schedule": "linear", "warmup_steps": 1, "min_lr_ratio": 0.0, "grad_clip": 0.0, "weight_decay": 0.01,
@@ -98,6 +110,9 @@ def cases():
          {"schedule": "warmup", "warmup_steps": 3, "min_lr_ratio": 0.1, "grad_clip": 1.0, "weight_decay": 0.05,
           "lr": 0.05}),
         ("mamba BITFIT with biases, defaults", "mamba", {"use_bias": True}, {"peft_type": "BITFIT"}, {}),
+        ("mamba PARTIAL A_log + D + dt bias, decay", "mamba", {},
+         {"peft_type": "PARTIAL", "param_names": ["A_log", "D", "dt_proj.bias"]},
+         {"schedule": "cosine", "warmup_steps": 1, "weight_decay": 0.3, "lr": 0.02}),
         ("mamba PREFIX", "mamba", {}, {"peft_type": "PREFIX", "num_virtual_tokens": 3},
          {"schedule": "cosine", "warmup_steps": 2, "min_lr_ratio": 0.1, "grad_clip": 1.0, "weight_decay": 0.0,
           "lr": 0.02}),
@@ -110,6 +125,20 @@ def cases():
         ("longhorn PROMPT", "longhorn", {}, {"peft_type": "PROMPT", "num_virtual_tokens": 2},
          {"schedule": "constant", "warmup_steps": 0, "min_lr_ratio": 0.1, "grad_clip": 0.0, "weight_decay": 0.0,
           "lr": 0.05}),
+        ("s4d FULL, ssm_lr, decay (example.py's groups)", "s4d", {"prenorm": False, "disc": "zoh"},
+         {"peft_type": "FULL"},
+         {"schedule": "cosine", "warmup_steps": 1, "weight_decay": 0.05, "ssm_lr": 0.001, "lr": 0.01}),
+        ("s4d FULL prenorm bilinear, decay on kernel", "s4d", {"prenorm": True, "disc": "bilinear"},
+         {"peft_type": "FULL"},
+         {"schedule": "linear", "warmup_steps": 0, "weight_decay": 0.05, "no_decay": [], "lr": 0.01}),
+        ("s4d LoRA, finetune's defaults", "s4d", {"prenorm": False, "disc": "zoh"},
+         {"peft_type": "LORA", "r": 2, "lora_alpha": 4}, {"lr": 0.01}),
+        ("s4d STATE_OFFSET h", "s4d", {"prenorm": True, "disc": "zoh"},
+         {"peft_type": "STATE_OFFSET", "variant": "h"}, {"schedule": "constant", "warmup_steps": 0, "lr": 0.05}),
+        ("mamba frame FULL, decay", "mamba frame", {}, {"peft_type": "FULL"},
+         {"schedule": "cosine", "warmup_steps": 1, "weight_decay": 0.1, "lr": 0.01}),
+        ("longhorn frame LoRA + encoder", "longhorn frame", {},
+         dict(lora, target_modules=["encoder", "in_proj", "out_proj"]), {"lr": 0.02}),
     ]
 
 
@@ -119,11 +148,13 @@ def run(cmd):
         raise RuntimeError("%s failed: %s" % (" ".join(cmd[:2]), (r.stderr.strip() or r.stdout.strip())[:300]))
 
 
-def finetune(ssmtune, d, out, peft, steps, lr, batch, seq_len, seed, settings):
-    sets = ["data.val_fraction=0.5", "train.log_every=1", "train.eval_every=0"]
-    sets += ["train.%s=%s" % (k, v) for k, v in settings.items() if k != "lr"]
+def finetune(ssmtune, d, out, peft, steps, lr, batch, seq_len, seed, settings, data):
+    path, data_sets = data
+    shutil.rmtree(out, ignore_errors=True)  # a kept earlier run's metrics.jsonl would be appended to
+    sets = data_sets + ["train.log_every=1", "train.eval_every=0"]
+    sets += ["train.%s=%s" % (k, json.dumps(v)) for k, v in settings.items() if k != "lr"]
     run([ssmtune, "finetune", "--model", os.path.join(d, "model"), "--peft", json.dumps(peft), "--data",
-         os.path.join(d, "tokens.safetensors"), "--out", out, "--steps", str(steps), "--lr", repr(lr),
+         path, "--out", out, "--steps", str(steps), "--lr", repr(lr),
          "--batch-size", str(batch), "--seq-len", str(seq_len), "--seed", str(seed), "--quiet",
          "--set", ",".join(sets)])
     with open(os.path.join(out, "metrics.jsonl")) as f:
@@ -155,28 +186,88 @@ def ssmtune_grads(ssmtune, d, cfg_json, params, full, batch_path, tag):
     return load_safetensors(os.path.join(d, tag + ".safetensors"))
 
 
+def write_idx(path, array, magic):
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in array.shape) +
+                array.astype(np.uint8).tobytes())
+
+
+def make_data(d, g, model_type, B):
+    """Writes the model's data under d; returns (--seq-len, (--data, extra --set assignments), the training batch as
+    `ssmtune grads` reads it, the validation batch)."""
+    if model_type in ("mamba", "longhorn"):
+        with open(os.path.join(d, "model", "config.json")) as f:
+            V = json.load(f)["vocab_size"]
+        L = int(g.integers(6, 14))
+        tokens = g.integers(0, V, size=2 * (L + 1)).astype(np.int64)
+        save_safetensors(os.path.join(d, "tokens.safetensors"), {"input_ids": tokens})
+        return (L, (os.path.join(d, "tokens.safetensors"), ["data.val_fraction=0.5"]), {"input_ids": np.tile(tokens[:L + 1], (B, 1))},
+                {"input_ids": tokens[L + 1:][None, :]})
+    # Fashion-MNIST's file names and format, row order: an image of R rows and F columns is R frames of F features
+    os.makedirs(os.path.join(d, "data"), exist_ok=True)
+    R, F, classes = 7, 3, [2, 5, 7]
+    images = g.integers(0, 256, size=(5, R, F))
+    labels = np.array(classes)[g.integers(0, 3, size=5)]
+    for stem, sl in (("train", slice(0, 1)), ("t10k", slice(1, 5))):
+        write_idx(os.path.join(d, "data", stem + "-images-idx3-ubyte"), images[sl], 0x803)
+        write_idx(os.path.join(d, "data", stem + "-labels-idx1-ubyte"), labels[sl], 0x801)
+    x = images.astype(np.float32) / np.float32(255)
+    y = np.array([classes.index(c) for c in labels], dtype=np.int64)
+    sets = ["data.order=\"row\"", "data.classes=%s" % json.dumps(classes)]
+    return (R, (os.path.join(d, "data"), sets), {"inputs": np.repeat(x[:1], B, axis=0), "labels": np.repeat(y[:1], B)},
+            {"inputs": x[1:], "labels": y[1:]})
+
+
+def build_model(g, model_type, kw):
+    if model_type in ("mamba", "longhorn"):
+        return lm_case(g, model_type, D=8, layers=2, N=4, V=11, **kw)[:2]
+    if model_type == "s4d":
+        return s4d_case(g, kw["prenorm"], kw["disc"], H=6, N=8, layers=2, d_input=3, d_output=3)[:2]
+    return frame_case(g, model_type.split()[0], F_in=3, D=8, layers=2, N=4, V=3, **kw)[:2]
+
+
+def names_part(name, entry):
+    """train.no_decay's rule: `entry` is a run of whole dot-separated parts of `name`."""
+    return ("." + entry + ".") in ("." + name + ".")
+
+
+def optimizer_groups(params, t):
+    """torch param groups as the run config asks (train.no_decay, train.ssm_lr), as example.py's setup_optimizer
+    builds them: the kernel tensors at their own lr and weight decay 0."""
+    kernel = ["kernel.log_dt", "kernel.log_A_real", "kernel.A_imag"]
+    groups = {"decay": [], "no_decay": [], "ssm": []}
+    for n, p in params.items():
+        if t["ssm_lr"] is not None and any(names_part(n, e) for e in kernel):
+            groups["ssm"].append(p)
+        elif t["weight_decay"] != 0 and any(names_part(n, e) for e in t["no_decay"]):
+            groups["no_decay"].append(p)
+        else:
+            groups["decay"].append(p)
+    out = [{"params": groups["decay"], "lr": t["lr"], "weight_decay": t["weight_decay"]},
+           {"params": groups["no_decay"], "lr": t["lr"], "weight_decay": 0.0},
+           {"params": groups["ssm"], "lr": t["ssm_lr"] or t["lr"], "weight_decay": 0.0}]
+    return [grp for grp in out if grp["params"]], [len(groups[k]) for k in ("decay", "no_decay", "ssm")]
+
+
 def relative(a, b):
     return abs(float(a) - float(b)) / max(abs(float(b)), 1e-30)
 
 
 def check_case(ssmtune, d, seed, name, model_type, model_kw, peft, settings):
     g = np.random.default_rng(seed)
-    B, L, K = 3, int(g.integers(6, 14)), 6
-    cfg, w, _ = lm_case(g, model_type, D=8, layers=2, N=4, V=11, **model_kw)
+    B, K = 3, 6
+    cfg, w = build_model(g, model_type, model_kw)
     os.makedirs(os.path.join(d, "model"), exist_ok=True)
     with open(os.path.join(d, "model", "config.json"), "w") as f:
         json.dump(cfg, f)
     save_safetensors(os.path.join(d, "model", "model.safetensors"), {n: v.astype(np.float32) for n, v in w.items()})
     w = {n: v.astype(np.float32).astype(np.float64) for n, v in w.items()}
-    tokens = g.integers(0, cfg["vocab_size"], size=2 * (L + 1)).astype(np.int64)
-    save_safetensors(os.path.join(d, "tokens.safetensors"), {"input_ids": tokens})
-    train_batch = {"input_ids": np.tile(tokens[:L + 1], (B, 1))}
-    val_batch = {"input_ids": tokens[L + 1:][None, :]}
+    L, data, train_batch, val_batch = make_data(d, g, model_type, B)
     save_safetensors(os.path.join(d, "train_batch.safetensors"), train_batch)
     save_safetensors(os.path.join(d, "val_batch.safetensors"), val_batch)
 
     lr = settings.get("lr", 1e-3)
-    steps, val, trained = finetune(ssmtune, d, os.path.join(d, "run"), peft, K, lr, B, L, seed, settings)
+    steps, val, trained = finetune(ssmtune, d, os.path.join(d, "run"), peft, K, lr, B, L, seed, settings, data)
     with open(os.path.join(d, "run", "run_config.json")) as f:
         t = json.load(f)["train"]  # the settings the run resolved (defaults included)
     full = peft["peft_type"] == "FULL"
@@ -185,14 +276,14 @@ def check_case(ssmtune, d, seed, name, model_type, model_kw, peft, settings):
         cfg_json = None
     else:
         init_settings = dict(settings, schedule="constant", warmup_steps=0)
-        _, _, start = finetune(ssmtune, d, os.path.join(d, "init"), peft, 1, 0.0, B, L, seed, init_settings)
+        _, _, start = finetune(ssmtune, d, os.path.join(d, "init"), peft, 1, 0.0, B, L, seed, init_settings, data)
         start = {n[len(PREFIX):]: v for n, v in start.items()}
         with open(os.path.join(d, "run", "adapter", "adapter_config.json")) as f:
             cfg_json = json.load(f)
 
     params = {n: torch.tensor(np.array(v, dtype=np.float32)) for n, v in start.items()}
-    opt = torch.optim.AdamW(list(params.values()), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8,
-                            weight_decay=t["weight_decay"])
+    groups, sizes = optimizer_groups(params, t)
+    opt = torch.optim.AdamW(groups, lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
     warmup = min(t["warmup_steps"], K)  # as `finetune` and `train` do for a run shorter than its warm-up
     sched = torch.optim.lr_scheduler.LambdaLR(opt, hf_lambda(t["schedule"], warmup, K, t["min_lr_ratio"]))
     worst = {"loss": 0.0, "lr": 0.0, "grad_norm": 0.0, "grad vs float64": 0.0, "tensors": 0.0}
@@ -200,10 +291,9 @@ def check_case(ssmtune, d, seed, name, model_type, model_kw, peft, settings):
     for k in range(K):
         got = ssmtune_grads(ssmtune, d, cfg_json, params, full, train_path, "grads")
         here = {n: v.numpy().astype(np.float64) for n, v in params.items()}
-        want = reference(cfg, dict(w, **here) if full else w, train_batch,
-                         None if full else (cfg_json, here))
-        err, _, missing = compare({n: v for n, v in got.items() if n not in ("logits",)},
-                                  {n: v for n, v in want.items() if n not in ("logits",)}, F32_FLOOR)
+        want = reference(cfg, dict(w, **here) if full else w, train_batch, None if full else (cfg_json, here))
+        err, _, missing = compare({n: v for n, v in got.items() if n != "logits"},
+                                  {n: v for n, v in want.items() if n != "logits"}, F32_FLOOR)
         if missing:
             raise RuntimeError("gradient names differ: " + ", ".join(missing[:4]))
         worst["grad vs float64"] = max(worst["grad vs float64"], err)
@@ -213,7 +303,7 @@ def check_case(ssmtune, d, seed, name, model_type, model_kw, peft, settings):
             norm = float(torch.nn.utils.clip_grad_norm_(list(params.values()), t["grad_clip"]))
         else:
             norm = float(torch.norm(torch.stack([torch.norm(p.grad, 2) for p in params.values()]), 2))
-        lr_now = opt.param_groups[0]["lr"]
+        lr_now = t["lr"] * sched.get_last_lr()[0] / opt.param_groups[0]["initial_lr"]  # the run's lr this step
         opt.step()
         sched.step()
         worst["loss"] = max(worst["loss"], relative(steps[k]["loss"], got["loss"]))
@@ -224,12 +314,15 @@ def check_case(ssmtune, d, seed, name, model_type, model_kw, peft, settings):
     err, _, _ = compare(final, {n: p.numpy() for n, p in params.items()}, 1e-30)
     worst["tensors"] = err
     v = ssmtune_grads(ssmtune, d, cfg_json, params, full, os.path.join(d, "val_batch.safetensors"), "val")
-    targets = val_batch["input_ids"][0, 1:]
-    accuracy = float(np.mean(np.argmax(v["logits"][0, :-1], axis=-1) == targets))
+    if "labels" in val_batch:  # the classifiers: logits [n, C] (S4D) or [n, L, C] read at the last frame
+        logits = v["logits"] if v["logits"].ndim == 2 else v["logits"][:, -1]
+        accuracy = float(np.mean(np.argmax(logits, axis=-1) == val_batch["labels"]))
+    else:  # next-token prediction over the validation window
+        accuracy = float(np.mean(np.argmax(v["logits"][0, :-1], axis=-1) == val_batch["input_ids"][0, 1:]))
     worst["val loss"] = relative(val[-1]["loss"], v["loss"])
     worst["val accuracy"] = abs(val[-1]["accuracy"] - accuracy)
     ok = all(e <= TOL for k, e in worst.items() if k != "grad vs float64") and worst["grad vs float64"] <= F32_TOL
-    return ok, worst, len(params)
+    return ok, worst, "%d/%d/%d" % tuple(sizes)
 
 
 def main():
@@ -245,7 +338,7 @@ def main():
     torch.set_num_threads(1)
     root = a.keep or tempfile.mkdtemp(prefix="ssmtune_train_crosscheck_")
     failures = 0
-    print("%-46s %7s %9s %9s %9s %9s %9s %9s" % ("case", "tensors", "loss", "lr", "gnorm", "grad/f64", "final",
+    print("%-46s %9s %9s %9s %9s %9s %9s %9s" % ("case", "groups", "loss", "lr", "gnorm", "grad/f64", "final",
                                                    "val"))
     for index, (name, model_type, model_kw, peft, settings) in enumerate(cases()):
         if a.only and a.only not in name:
@@ -258,7 +351,7 @@ def main():
             print("%-46s error: %s   FAIL" % (name, e))
             failures += 1
             continue
-        print("%-46s %7d %9.1e %9.1e %9.1e %9.1e %9.1e %9.1e%s" % (
+        print("%-46s %9s %9.1e %9.1e %9.1e %9.1e %9.1e %9.1e%s" % (
             name, n, worst["loss"], worst["lr"], worst["grad_norm"], worst["grad vs float64"], worst["tensors"],
             max(worst["val loss"], worst["val accuracy"]), "" if ok else "   FAIL"))
         failures += not ok
