@@ -107,6 +107,21 @@ TrainLoopOptions loop_options(const json& rc, bool resume, bool quiet) {
                       t["ssm_lr"].dump(), "; fix: e.g. 0.001 (example.py's S4D kernel lr), or null for the run's lr");
         o.ssm_lr = t["ssm_lr"];
     }
+    for (const char* beta : {"adam_beta1", "adam_beta2"}) {
+        const double b = t[beta];
+        SSMTUNE_CHECK(b >= 0 && b < 1, "train.", beta, " must lie in [0, 1), got ", b, "; fix: e.g. 0.9 / 0.999 (PyTorch's "
+                      "defaults) or 0.9 / 0.95 (the Mamba paper's)");
+    }
+    o.adam_beta1 = t["adam_beta1"];
+    o.adam_beta2 = t["adam_beta2"];
+    o.adam_epsilon = t["adam_epsilon"];
+    SSMTUNE_CHECK(std::isfinite(o.adam_epsilon) && o.adam_epsilon >= 0, "train.adam_epsilon must be >= 0, got ",
+                  o.adam_epsilon, "; fix: e.g. 1e-8");
+    const json& accum = t["gradient_accumulation_steps"];
+    SSMTUNE_CHECK(accum.is_number_integer() && accum.get<int64_t>() >= 1, "train.gradient_accumulation_steps must be "
+                  "an integer >= 1, got ", accum.dump(), "; fix: 1 (no accumulation) or the number of micro-batches per "
+                  "optimizer step");
+    o.grad_accum_steps = accum;
     o.log_every = std::max<int64_t>(1, t["log_every"].get<int64_t>());
     o.eval_every = t["eval_every"];
     o.save_every = t["save_every"];

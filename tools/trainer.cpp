@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/checkpoint.h"
+#include "ops/ops.h"
 
 namespace ssmtune::tools {
 
@@ -178,7 +179,12 @@ TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
 
     std::vector<Tensor> tensors;
     for (auto& [n, t] : hooks.params) tensors.push_back(t);
-    autograd::AdamW opt(param_groups(o, hooks.params), autograd::AdamW::Options().lr(o.lr).weight_decay(o.weight_decay));
+    SSMTUNE_CHECK(o.grad_accum_steps >= 1, "train.gradient_accumulation_steps must be >= 1, got ", o.grad_accum_steps);
+    autograd::AdamW opt(param_groups(o, hooks.params), autograd::AdamW::Options()
+                                                           .lr(o.lr)
+                                                           .betas(o.adam_beta1, o.adam_beta2)
+                                                           .eps(o.adam_epsilon)
+                                                           .weight_decay(o.weight_decay));
     const autograd::LRSchedule schedule = autograd::LRSchedule::parse(o.schedule, o.warmup_steps, o.steps, o.min_lr_ratio);
 
     TrainResult result;
@@ -249,14 +255,23 @@ TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
                                       tty ? "\n" : "", (long long)step, result.last_checkpoint.c_str());
             break;
         }
-        double units = 0;
-        Tensor loss = hooks.loss(step, units);
-        const double loss_value = loss.item();
-        SSMTUNE_CHECK(std::isfinite(loss_value), "step ", step + 1, ": the loss is ", loss_value,
-                      "; stopped. The last good checkpoint is ",
-                      fs::exists(last_checkpoint_dir(o.out_dir)) ? last_checkpoint_dir(o.out_dir) : "(none yet)",
-                      "; fix: lower --lr or raise --grad-clip's strictness, then --resume");
-        loss.backward();
+        // One optimizer step over k = gradient_accumulation_steps micro-batches, each loss scaled by 1/k before its
+        // backward, so the gradient (and the logged loss) is their mean — HF Trainer's accumulation; with
+        // micro-batches of equal size, the step of a k times larger batch.
+        double units = 0, loss_value = 0;
+        for (int64_t micro = 0; micro < o.grad_accum_steps; ++micro) {
+            double micro_units = 0;
+            Tensor loss = hooks.loss(step, micro_units);
+            const double value = loss.item();
+            SSMTUNE_CHECK(std::isfinite(value), "step ", step + 1, ": the loss is ", value,
+                          "; stopped. The last good checkpoint is ",
+                          fs::exists(last_checkpoint_dir(o.out_dir)) ? last_checkpoint_dir(o.out_dir) : "(none yet)",
+                          "; fix: lower --lr or raise --grad-clip's strictness, then --resume");
+            if (o.grad_accum_steps > 1) loss = ops::mul_scalar(loss, 1.0 / double(o.grad_accum_steps));
+            loss.backward();
+            units += micro_units;
+            loss_value += value / double(o.grad_accum_steps);
+        }
         const double norm = o.grad_clip > 0 ? autograd::clip_grad_norm(tensors, o.grad_clip) : autograd::grad_norm(tensors);
         if (!std::isfinite(norm)) {
             const std::string bad = first_non_finite_grad(hooks.params);

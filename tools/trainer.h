@@ -28,6 +28,8 @@ struct TrainLoopOptions {
     int64_t warmup_steps = 0;
     double min_lr_ratio = 0.0;
     double grad_clip = 1.0;           // 0 = off
+    double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8;  // torch.optim.AdamW's defaults
+    int64_t grad_accum_steps = 1;     // micro-batches per optimizer step (their gradients averaged)
     // Trained tensors whose name contains one of these as a run of whole dot-separated parts ("mixer.A_log" names
     // backbone.layers.3.mixer.A_log, not ...mixer.A_log_delta) train at weight decay 0. The run config's default is
     // kDefaultNoDecay; empty here = decay on every tensor (torch.optim.AdamW over all parameters).

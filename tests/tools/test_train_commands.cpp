@@ -4,10 +4,12 @@
 #include "test_util.h"
 #include "tests/tools/cli_test_util.h"
 
+#include <cmath>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
 
+#include "engine/safetensors.h"
 #include "models/checkpoint.h"
 #include "tools/commands.h"
 
@@ -16,18 +18,15 @@ using namespace ssmtune::testing;
 namespace fs = std::filesystem;
 
 namespace {
-std::vector<double> train_losses(const fs::path& run) {
+std::vector<double> train_losses(const fs::path& run, const char* field = "loss") {
     std::vector<double> out;
     std::ifstream in(run / "metrics.jsonl");
     for (std::string line; std::getline(in, line);) {
         auto j = nlohmann::json::parse(line);
-        if (!j.contains("split")) out.push_back(j["loss"]);
+        if (!j.contains("split")) out.push_back(j[field]);
     }
     return out;
 }
-const char* kTiny = "model.hidden_size=16,model.intermediate_size=32,model.num_hidden_layers=1,model.state_size=4,"
-                    "data.task.span=8,data.task.num_memorize=2,data.task.num_tokens=4,train.batch_size=4,"
-                    "train.log_every=1,train.eval_batches=1";
 }  // namespace
 
 TEST_CASE("train, finetune and eval commands on a synthetic task") {
@@ -88,6 +87,42 @@ TEST_CASE("train, finetune and eval commands on a synthetic task") {
                  (dir / "other").string(), "--quiet"}) == 0);
     CHECK(cli({"eval", "--model", (dir / "other" / "model").string(), "--adapter", (dir / "ft" / "adapter").string(),
                "--set", set}) == 1);
+}
+
+TEST_CASE("train: batch 4 with two accumulated micro-batches takes the steps of batch 8") {
+    // Text windows are one Philox draw each, so two micro-batches of 4 read the windows one batch of 8 reads; the mean
+    // of their equal-size means is the mean over all 8, so losses and weights agree to rounding.
+    const auto dir = scratch_dir("train_accum_cmd");
+    nlohmann::json cfg = {{"model", {{"model_type", "mamba"}, {"vocab_size", 256}, {"hidden_size", 16},
+                                     {"num_hidden_layers", 1}, {"state_size", 4}, {"intermediate_size", 32},
+                                     {"time_step_rank", 1}}}};
+    std::ofstream(dir / "cfg.json") << cfg.dump();
+    std::string text;
+    for (int i = 0; i < 400; ++i) text += "the scan carries state " + std::to_string(i * 7 % 13) + "; ";
+    std::ofstream(dir / "text.txt") << text;
+    auto train = [&](const std::string& name, const std::string& batch) {
+        const std::string out = (dir / name).string();
+        REQUIRE(cli({"train", "--config", (dir / "cfg.json").string(), "--data", (dir / "text.txt").string(), "--set",
+                     batch + ",train.seq_len=16,train.log_every=1,train.eval_every=0,train.weight_decay=0.1",
+                     "--steps", "5", "--out", out, "--quiet"}) == 0);
+        return out;
+    };
+    const std::string one = train("one", "train.batch_size=8"),
+                      two = train("two", "train.batch_size=4,train.gradient_accumulation_steps=2");
+    const std::vector<double> l1 = train_losses(one), l2 = train_losses(two);
+    REQUIRE(l1.size() == 5);
+    REQUIRE(l2.size() == 5);
+    for (size_t i = 0; i < l1.size(); ++i) CHECK(l2[i] == doctest::Approx(l1[i]).epsilon(1e-5));
+    const std::vector<double> n1 = train_losses(one, "grad_norm"), n2 = train_losses(two, "grad_norm");
+    for (size_t i = 0; i < n1.size(); ++i) CHECK(n2[i] == doctest::Approx(n1[i]).epsilon(1e-4));  // a mean, not a sum
+    const TensorMap w1 = load_safetensors((fs::path(one) / "model" / "model.safetensors").string()),
+                    w2 = load_safetensors((fs::path(two) / "model" / "model.safetensors").string());
+    for (const auto& entry : w1) {
+        const std::string& name = entry.first;  // not a structured binding: CAPTURE's lambda cannot capture those
+        CAPTURE(name);
+        const std::vector<float> a = entry.second.to_vector<float>(), b = w2.at(name).to_vector<float>();
+        for (size_t i = 0; i < a.size(); ++i) CHECK(std::abs(a[i] - b[i]) < 1e-4f);
+    }
 }
 
 TEST_CASE("quickstart runs end to end on tiny settings") {

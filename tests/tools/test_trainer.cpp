@@ -349,7 +349,7 @@ TEST_CASE("trainer: train.ssm_lr trains S4D's kernel tensors at their own lr, wi
     CHECK(none.value(1) == 2.0);
 }
 
-TEST_CASE("run config: train.no_decay and train.ssm_lr reach the loop, and bad values are one-line errors") {
+TEST_CASE("run config: the optimizer and accumulation keys reach the loop, and bad values are one-line errors") {
     nlohmann::json rc = tools::resolve_run_config(nlohmann::json::object(), "test");
     tools::TrainLoopOptions o = tools::loop_options(rc, false, true);
     CHECK(o.no_decay == tools::kDefaultNoDecay);
@@ -358,8 +358,16 @@ TEST_CASE("run config: train.no_decay and train.ssm_lr reach the loop, and bad v
     o = tools::loop_options(rc, false, true);
     CHECK(o.no_decay == std::vector<std::string>{"bias", "norm"});
     CHECK(o.ssm_lr == 0.001);
+    tools::apply_assignments(rc, "train.adam_beta2=0.95,train.adam_epsilon=1e-6,train.gradient_accumulation_steps=4");
+    o = tools::loop_options(rc, false, true);
+    CHECK(o.adam_beta1 == 0.9);
+    CHECK(o.adam_beta2 == 0.95);
+    CHECK(o.adam_epsilon == 1e-6);
+    CHECK(o.grad_accum_steps == 4);
     for (const char* bad : {"train.ssm_lr=-1", "train.ssm_lr=\"fast\"", "train.no_decay=[1]", "train.no_decay=[\"\"]",
-                            "train.no_decay=null"}) {
+                            "train.no_decay=null", "train.adam_beta1=1", "train.adam_beta2=-0.1",
+                            "train.adam_epsilon=-1", "train.gradient_accumulation_steps=0",
+                            "train.gradient_accumulation_steps=1.5"}) {
         CAPTURE(bad);
         nlohmann::json r = tools::resolve_run_config(nlohmann::json::object(), "test");
         tools::apply_assignments(r, bad);
@@ -368,4 +376,59 @@ TEST_CASE("run config: train.no_decay and train.ssm_lr reach the loop, and bad v
     nlohmann::json r = tools::resolve_run_config(nlohmann::json::object(), "test");
     CHECK_THROWS_WITH_AS(tools::apply_assignments(r, "train.no_decay=\"A_log\""), doctest::Contains("must be array"),
                          Error);
+}
+
+TEST_CASE("trainer: gradient accumulation steps on the mean of its micro-batches, logs their mean loss, resumes") {
+    // Two fixed batches A and B: accumulating them over two micro-batches must give the step of (loss_A + loss_B) / 2.
+    const Tensor xa = Tensor::from_vector<double>({1, 2, 0, -1, 0.5, 1, 3, 0}, {2, 4});
+    const Tensor xb = Tensor::from_vector<double>({0, 1, -2, 1, 2, 0, 1, 1}, {2, 4});
+    const Tensor target = Tensor::from_vector<double>({1.0, -1.0}, {2, 1});
+    auto batch_loss = [&](const Tensor& w, const Tensor& x) {
+        Tensor err = ops::sub(ops::matmul(x, w), target);
+        return ops::mean(ops::mul(err, err));
+    };
+    auto run = [&](const fs::path& dir, int64_t accum, bool averaged_by_hand) {
+        Tensor w = Tensor::full({4, 1}, 0.25, DType::F64).set_requires_grad(true);
+        int64_t calls = 0;
+        tools::TrainHooks h;
+        h.params = {{"w", w}};
+        h.loss = [&](int64_t, double& units) {
+            units = 2;
+            if (averaged_by_hand) return ops::mul_scalar(ops::add(batch_loss(w, xa), batch_loss(w, xb)), 0.5);
+            return batch_loss(w, calls++ % 2 == 0 ? xa : xb);
+        };
+        h.save_weights = [](const std::string&) {};
+        h.load_weights = [](const std::string&) {};
+        tools::TrainLoopOptions o = options(dir, 5);
+        o.eval_every = 0;
+        o.save_every = 0;
+        o.grad_clip = 0.5;  // the clip sees the averaged gradient
+        o.grad_accum_steps = accum;
+        tools::run_training(o, h);
+        CHECK(calls == (averaged_by_hand ? 0 : 10));
+        return w.to_vector<double>();
+    };
+    const auto root = scratch_dir("trainer_accum");
+    const std::vector<double> accumulated = run(root / "accum", 2, false), by_hand = run(root / "hand", 1, true);
+    for (size_t i = 0; i < by_hand.size(); ++i) CHECK(accumulated[i] == doctest::Approx(by_hand[i]).epsilon(1e-14));
+    const std::vector<double> la = logged_losses(root / "accum"), lh = logged_losses(root / "hand");
+    REQUIRE(la.size() == lh.size());
+    for (size_t i = 0; i < la.size(); ++i) CHECK(la[i] == doctest::Approx(lh[i]).epsilon(1e-14));
+
+    // the data generator advances once per micro-batch; a resumed run continues with the same draws
+    Problem full, part, resumed;
+    auto hf = full.hooks();
+    tools::TrainLoopOptions o = options(root / "full", 20);
+    o.grad_accum_steps = 3;
+    tools::run_training(o, hf);
+    auto hp = part.hooks();
+    o.out_dir = (root / "split").string();
+    o.steps = 10;
+    tools::run_training(o, hp);
+    auto hr = resumed.hooks();
+    o.steps = 20;
+    o.resume = true;
+    tools::run_training(o, hr);
+    CHECK(logged_losses(root / "split") == logged_losses(root / "full"));
+    CHECK(resumed.w.to_vector<double>() == full.w.to_vector<double>());
 }

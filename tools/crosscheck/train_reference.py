@@ -16,12 +16,14 @@ case it
   3. replays the run in PyTorch float32 from that start: at each step the gradient is `ssmtune grads` at PyTorch's
      current tensors (and, to keep the replay honest, is checked against the float64 reference of torch_reference.py
      at the same tensors, to its float32 tolerance), then torch.nn.utils.clip_grad_norm_ (when grad_clip > 0),
-     torch.optim.AdamW (betas 0.9 / 0.999, eps 1e-8) with the run's parameter groups — weight decay 0 for the tensors
+     torch.optim.AdamW (the run's betas and eps) with the run's parameter groups — weight decay 0 for the tensors
      train.no_decay names (by default mamba_ssm's _no_weight_decay A_log and D, and the S4D kernel tensors
      example.py registers), and with train.ssm_lr the S4D kernel tensors at that lr and weight decay 0, as example.py
      registers them — at the rate of torch.optim.lr_scheduler.LambdaLR over HF transformers' schedule lambdas
      (written out below; `cosine` with a minimum ratio is get_cosine_with_min_lr_schedule_with_warmup, `linear` takes
      the same floor);
+     Gradient accumulation needs nothing more: every micro-batch is the same known batch, so the mean of their
+     gradients is that batch's gradient — and a sum instead of a mean shows in the logged loss and gradient norm;
   4. compares, per step, the logged loss, learning rate and gradient norm with the replay's, and at the end every
      trained tensor of OUT/adapter and the logged validation loss and accuracy (the validation window or the test
      images through `ssmtune grads`' logits).
@@ -137,6 +139,11 @@ def cases():
          {"peft_type": "STATE_OFFSET", "variant": "h"}, {"schedule": "constant", "warmup_steps": 0, "lr": 0.05}),
         ("mamba frame FULL, decay", "mamba frame", {}, {"peft_type": "FULL"},
          {"schedule": "cosine", "warmup_steps": 1, "weight_decay": 0.1, "lr": 0.01}),
+        ("mamba LoRA, 3 micro-batches, betas 0.9/0.95", "mamba", {}, lora,
+         {"schedule": "cosine", "warmup_steps": 1, "gradient_accumulation_steps": 3, "adam_beta2": 0.95,
+          "adam_epsilon": 1e-6, "grad_clip": 0.3, "lr": 0.02}),
+        ("s4d FULL, 2 micro-batches, beta1 0.8", "s4d", {"prenorm": True, "disc": "zoh"}, {"peft_type": "FULL"},
+         {"gradient_accumulation_steps": 2, "adam_beta1": 0.8, "weight_decay": 0.05, "ssm_lr": 0.002, "lr": 0.01}),
         ("longhorn frame LoRA + encoder", "longhorn frame", {},
          dict(lora, target_modules=["encoder", "in_proj", "out_proj"]), {"lr": 0.02}),
     ]
@@ -283,7 +290,7 @@ def check_case(ssmtune, d, seed, name, model_type, model_kw, peft, settings):
 
     params = {n: torch.tensor(np.array(v, dtype=np.float32)) for n, v in start.items()}
     groups, sizes = optimizer_groups(params, t)
-    opt = torch.optim.AdamW(groups, lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
+    opt = torch.optim.AdamW(groups, lr=t["lr"], betas=(t["adam_beta1"], t["adam_beta2"]), eps=t["adam_epsilon"])
     warmup = min(t["warmup_steps"], K)  # as `finetune` and `train` do for a run shorter than its warm-up
     sched = torch.optim.lr_scheduler.LambdaLR(opt, hf_lambda(t["schedule"], warmup, K, t["min_lr_ratio"]))
     worst = {"loss": 0.0, "lr": 0.0, "grad_norm": 0.0, "grad vs float64": 0.0, "tensors": 0.0}
