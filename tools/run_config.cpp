@@ -59,8 +59,10 @@ void merge_into(json& base, const json& user, const std::string& path, const std
             merge_into(slot, v, here, source);
         } else if (slot.is_object() && passthrough && v.is_object()) {
             slot.update(v);  // their own parsers check these keys
-        } else if (!slot.is_null() && !v.is_null() && !passthrough && slot.type() != v.type() &&
-                   !(slot.is_number() && v.is_number())) {
+        } else if (!slot.is_null() && v.is_null()) {  // found by reading: it used to fail later with json's message
+            SSMTUNE_FAIL(source, ": \"", here, "\" must be ", slot.type_name(), " (like ", slot.dump(),
+                         "), got null; fix: leave the key out for its default");
+        } else if (!slot.is_null() && !passthrough && slot.type() != v.type() && !(slot.is_number() && v.is_number())) {
             SSMTUNE_FAIL(source, ": \"", here, "\" must be ", slot.type_name(), " (like ", slot.dump(), "), got ", v.dump());
         } else {
             slot = v;

@@ -83,16 +83,42 @@ json resolve_from_flags(const Flags& flags, const std::string& command) {
     return resolve_run_config(rc, "run config with flags");  // re-checked after overrides
 }
 
+namespace {
+
+// An integer of the train section: a JSON integer, or a number with an integral value (1e3), at least `min` and
+// within ±2^53 (a float beyond int64 would be undefined to convert).
+int64_t train_integer(const json& t, const char* key, int64_t min) {
+    const json& v = t[key];
+    const double d = v.is_number() ? v.get<double>() : std::nan("");
+    const bool integral = (v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > (uint64_t(1) << 53))) ||
+                          (v.is_number_float() && std::isfinite(d) && std::floor(d) == d);
+    SSMTUNE_CHECK(integral && std::fabs(d) <= 9007199254740992.0 && d >= double(min), "train.", key,
+                  " must be an integer >= ", min, ", got ", v.dump());
+    return v.is_number_integer() ? v.get<int64_t>() : int64_t(d);
+}
+
+// A finite number of the train section within [lo, hi].
+double train_number(const json& t, const char* key, double lo, double hi = HUGE_VAL) {
+    const json& v = t[key];
+    const double d = v.is_number() ? v.get<double>() : std::nan("");
+    SSMTUNE_CHECK(std::isfinite(d) && d >= lo && d <= hi, "train.", key, " must be a finite number in [", lo, ", ",
+                  hi, "], got ", v.dump());
+    return d;
+}
+
+}  // namespace
+
 TrainLoopOptions loop_options(const json& rc, bool resume, bool quiet) {
     const json& t = rc["train"];
     TrainLoopOptions o;
-    o.steps = t["steps"];
-    o.lr = t["lr"];
-    o.weight_decay = t["weight_decay"];
+    o.steps = train_integer(t, "steps", 1);
+    o.lr = train_number(t, "lr", 0);
+    o.weight_decay = train_number(t, "weight_decay", 0);
+    SSMTUNE_CHECK(t["schedule"].is_string(), "train.schedule must be a string, got ", t["schedule"].dump());
     o.schedule = t["schedule"];
-    o.warmup_steps = std::min<int64_t>(t["warmup_steps"].get<int64_t>(), o.steps);  // short runs: warm up the whole run
-    o.min_lr_ratio = t["min_lr_ratio"];
-    o.grad_clip = t["grad_clip"];
+    o.warmup_steps = std::min(train_integer(t, "warmup_steps", 0), o.steps);  // short runs: warm up the whole run
+    o.min_lr_ratio = train_number(t, "min_lr_ratio", 0, 1);
+    o.grad_clip = train_number(t, "grad_clip", 0);
     SSMTUNE_CHECK(t["no_decay"].is_array(), "train.no_decay must be a list of parameter names or name parts, got ",
                   t["no_decay"].dump(), "; fix: [] to decay every tensor");
     for (const json& entry : t["no_decay"]) {
@@ -108,23 +134,17 @@ TrainLoopOptions loop_options(const json& rc, bool resume, bool quiet) {
         o.ssm_lr = t["ssm_lr"];
     }
     for (const char* beta : {"adam_beta1", "adam_beta2"}) {
-        const double b = t[beta];
-        SSMTUNE_CHECK(b >= 0 && b < 1, "train.", beta, " must lie in [0, 1), got ", b, "; fix: e.g. 0.9 / 0.999 (PyTorch's "
+        const double b = train_number(t, beta, 0, 1);
+        SSMTUNE_CHECK(b < 1, "train.", beta, " must lie in [0, 1), got ", b, "; fix: e.g. 0.9 / 0.999 (PyTorch's "
                       "defaults) or 0.9 / 0.95 (the Mamba paper's)");
     }
     o.adam_beta1 = t["adam_beta1"];
     o.adam_beta2 = t["adam_beta2"];
-    o.adam_epsilon = t["adam_epsilon"];
-    SSMTUNE_CHECK(std::isfinite(o.adam_epsilon) && o.adam_epsilon >= 0, "train.adam_epsilon must be >= 0, got ",
-                  o.adam_epsilon, "; fix: e.g. 1e-8");
-    const json& accum = t["gradient_accumulation_steps"];
-    SSMTUNE_CHECK(accum.is_number_integer() && accum.get<int64_t>() >= 1, "train.gradient_accumulation_steps must be "
-                  "an integer >= 1, got ", accum.dump(), "; fix: 1 (no accumulation) or the number of micro-batches per "
-                  "optimizer step");
-    o.grad_accum_steps = accum;
-    o.log_every = std::max<int64_t>(1, t["log_every"].get<int64_t>());
-    o.eval_every = t["eval_every"];
-    o.save_every = t["save_every"];
+    o.adam_epsilon = train_number(t, "adam_epsilon", 0);
+    o.grad_accum_steps = train_integer(t, "gradient_accumulation_steps", 1);
+    o.log_every = std::max<int64_t>(1, train_integer(t, "log_every", 0));
+    o.eval_every = train_integer(t, "eval_every", 0);
+    o.save_every = train_integer(t, "save_every", 0);
     o.out_dir = rc["out"];
     o.resume = resume;
     o.quiet = quiet;

@@ -207,6 +207,9 @@ TEST_CASE("bad inputs: run configs, IDX files, token files and damaged resume ch
                  "run config: unknown key");
     write(dir / "field.json", R"({"train": {"steps": "x"}})");
     expect_error({"train", "--config", (dir / "field.json").string(), out}, 1, "train.steps", "run config: wrong field type");
+    write(dir / "null.json", R"({"train": {"steps": null}})");  // once a raw json type_error from deeper down
+    expect_error({"train", "--config", (dir / "null.json").string(), out}, 1, "\"train.steps\" must be number",
+                 "run config: null field");
     write(dir / "nan.json", R"({"train": {"lr": NaN}})");
     expect_error({"train", "--config", (dir / "nan.json").string(), out}, 1, "not valid JSON", "run config: NaN");
 

@@ -364,10 +364,16 @@ TEST_CASE("run config: the optimizer and accumulation keys reach the loop, and b
     CHECK(o.adam_beta2 == 0.95);
     CHECK(o.adam_epsilon == 1e-6);
     CHECK(o.grad_accum_steps == 4);
+    tools::apply_assignments(rc, "train.steps=1e3,train.warmup_steps=2000");  // an integral number is an integer
+    o = tools::loop_options(rc, false, true);
+    CHECK(o.steps == 1000);
+    CHECK(o.warmup_steps == 1000);  // a warm-up longer than the run is the whole run
     for (const char* bad : {"train.ssm_lr=-1", "train.ssm_lr=\"fast\"", "train.no_decay=[1]", "train.no_decay=[\"\"]",
-                            "train.no_decay=null", "train.adam_beta1=1", "train.adam_beta2=-0.1",
+                            "train.adam_beta1=1", "train.adam_beta2=-0.1",
                             "train.adam_epsilon=-1", "train.gradient_accumulation_steps=0",
-                            "train.gradient_accumulation_steps=1.5"}) {
+                            "train.gradient_accumulation_steps=1.5", "train.steps=1e300", "train.steps=2.5",
+                            "train.steps=18446744073709551615", "train.eval_every=-1", "train.lr=-0.1",
+                            "train.min_lr_ratio=2", "train.grad_clip=-1"}) {
         CAPTURE(bad);
         nlohmann::json r = tools::resolve_run_config(nlohmann::json::object(), "test");
         tools::apply_assignments(r, bad);
@@ -376,6 +382,15 @@ TEST_CASE("run config: the optimizer and accumulation keys reach the loop, and b
     nlohmann::json r = tools::resolve_run_config(nlohmann::json::object(), "test");
     CHECK_THROWS_WITH_AS(tools::apply_assignments(r, "train.no_decay=\"A_log\""), doctest::Contains("must be array"),
                          Error);
+    // null where the default is not null: one line naming the key (it used to pass the merge and fail later with
+    // nlohmann's "type must be number, but is null")
+    for (const char* key : {"train.steps", "train.lr", "out", "data.task", "train.no_decay", "data.kind"}) {
+        CAPTURE(key);
+        CHECK_THROWS_WITH_AS(tools::apply_assignments(r, std::string(key) + "=null"), doctest::Contains("got null"), Error);
+    }
+    CHECK_THROWS_WITH_AS(tools::resolve_run_config(nlohmann::json::parse(R"({"train": {"steps": null}})"), "file.json"),
+                         doctest::Contains("\"train.steps\" must be number"), Error);
+    tools::apply_assignments(r, "train.ssm_lr=null,data.path=null");  // keys whose default is null take it
 }
 
 TEST_CASE("trainer: gradient accumulation steps on the mean of its micro-batches, logs their mean loss, resumes") {
