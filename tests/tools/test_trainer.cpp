@@ -89,28 +89,36 @@ tools::TrainLoopOptions options(const fs::path& dir, int64_t steps) {
     return o;
 }
 
-}  // namespace
-
-TEST_CASE("trainer resumes bit-identically and keeps best and last checkpoints") {
-    const auto root = scratch_dir("trainer_resume");
-    Problem full;
+// Trains `o` whole in root/full, then in root/split up to `split_at` and on with --resume; both must log the same
+// losses and end with the same weights, bit for bit. Returns the whole run's result.
+tools::TrainResult check_split_resume(tools::TrainLoopOptions o, const fs::path& root, int64_t split_at) {
+    const int64_t steps = o.steps;
+    Problem full, part, resumed;
     auto hf = full.hooks();
-    tools::TrainResult r = tools::run_training(options(root / "full", 30), hf);
-    CHECK(r.steps_done == 30);
-    CHECK(r.last_eval.at("loss") < 1.0);
-    CHECK(fs::exists(root / "full" / "checkpoints" / "last" / "optimizer.safetensors"));
-    CHECK(fs::exists(root / "full" / "checkpoints" / "best" / "trainer_state.json"));
-
-    Problem part;
+    o.out_dir = (root / "full").string();
+    const tools::TrainResult r = tools::run_training(o, hf);
     auto hp = part.hooks();
-    tools::run_training(options(root / "split", 13), hp);  // stops at 13 (checkpoint at 13)
-    Problem resumed;
+    o.out_dir = (root / "split").string();
+    o.steps = split_at;
+    tools::run_training(o, hp);  // stops at split_at (a checkpoint there)
     auto hr = resumed.hooks();
-    tools::TrainLoopOptions o = options(root / "split", 30);
+    o.steps = steps;
     o.resume = true;
     tools::run_training(o, hr);
     CHECK(logged_losses(root / "split") == logged_losses(root / "full"));
     CHECK(resumed.w.to_vector<double>() == full.w.to_vector<double>());
+    return r;
+}
+
+}  // namespace
+
+TEST_CASE("trainer resumes bit-identically and keeps best and last checkpoints") {
+    const auto root = scratch_dir("trainer_resume");
+    tools::TrainResult r = check_split_resume(options(root, 30), root, 13);
+    CHECK(r.steps_done == 30);
+    CHECK(r.last_eval.at("loss") < 1.0);
+    CHECK(fs::exists(root / "full" / "checkpoints" / "last" / "optimizer.safetensors"));
+    CHECK(fs::exists(root / "full" / "checkpoints" / "best" / "trainer_state.json"));
 }
 
 TEST_CASE("trainer: Ctrl-C saves a checkpoint and --resume continues identically") {
@@ -431,19 +439,7 @@ TEST_CASE("trainer: gradient accumulation steps on the mean of its micro-batches
     for (size_t i = 0; i < la.size(); ++i) CHECK(la[i] == doctest::Approx(lh[i]).epsilon(1e-14));
 
     // the data generator advances once per micro-batch; a resumed run continues with the same draws
-    Problem full, part, resumed;
-    auto hf = full.hooks();
-    tools::TrainLoopOptions o = options(root / "full", 20);
+    tools::TrainLoopOptions o = options(root, 20);
     o.grad_accum_steps = 3;
-    tools::run_training(o, hf);
-    auto hp = part.hooks();
-    o.out_dir = (root / "split").string();
-    o.steps = 10;
-    tools::run_training(o, hp);
-    auto hr = resumed.hooks();
-    o.steps = 20;
-    o.resume = true;
-    tools::run_training(o, hr);
-    CHECK(logged_losses(root / "split") == logged_losses(root / "full"));
-    CHECK(resumed.w.to_vector<double>() == full.w.to_vector<double>());
+    check_split_resume(o, root / "resume", 10);
 }
