@@ -29,10 +29,10 @@ json default_run_config() {
           {"permutation_seed", 0}}},
         {"train",
          {{"steps", 400}, {"batch_size", 16}, {"seq_len", 128}, {"lr", 2e-3}, {"weight_decay", 0.0},
-          {"schedule", "cosine"}, {"warmup_steps", 20}, {"min_lr_ratio", 0.1}, {"grad_clip", 1.0}, {"no_decay", kDefaultNoDecay},
-          {"ssm_lr", nullptr}, {"adam_beta1", 0.9}, {"adam_beta2", 0.999}, {"adam_epsilon", 1e-8},
-          {"gradient_accumulation_steps", 1}, {"log_every", 20},
-          {"eval_every", 100}, {"save_every", 0}, {"eval_batches", 4}, {"seed", 0}, {"device", "cpu"}}},
+          {"schedule", "cosine"}, {"warmup_steps", 20}, {"min_lr_ratio", 0.1}, {"grad_clip", 1.0},
+          {"no_decay", kDefaultNoDecay}, {"ssm_lr", nullptr}, {"adam_beta1", 0.9}, {"adam_beta2", 0.999},
+          {"adam_epsilon", 1e-8}, {"gradient_accumulation_steps", 1}, {"log_every", 20}, {"eval_every", 100},
+          {"save_every", 0}, {"eval_batches", 4}, {"seed", 0}, {"device", "cpu"}}},
         {"out", "runs/run"},
     };
 }

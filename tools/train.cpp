@@ -90,8 +90,7 @@ namespace {
 int64_t train_integer(const json& t, const char* key, int64_t min) {
     const json& v = t[key];
     const double d = v.is_number() ? v.get<double>() : std::nan("");
-    const bool integral = (v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > (uint64_t(1) << 53))) ||
-                          (v.is_number_float() && std::isfinite(d) && std::floor(d) == d);
+    const bool integral = v.is_number_integer() || (v.is_number_float() && std::isfinite(d) && std::floor(d) == d);
     SSMTUNE_CHECK(integral && std::fabs(d) <= 9007199254740992.0 && d >= double(min), "train.", key,
                   " must be an integer >= ", min, ", got ", v.dump());
     return v.is_number_integer() ? v.get<int64_t>() : int64_t(d);
@@ -128,18 +127,16 @@ TrainLoopOptions loop_options(const json& rc, bool resume, bool quiet) {
         o.no_decay.push_back(entry.get<std::string>());
     }
     if (!t["ssm_lr"].is_null()) {
-        SSMTUNE_CHECK(t["ssm_lr"].is_number() && t["ssm_lr"].get<double>() > 0 &&
-                      std::isfinite(t["ssm_lr"].get<double>()), "train.ssm_lr must be a positive number or null, got ",
-                      t["ssm_lr"].dump(), "; fix: e.g. 0.001 (example.py's S4D kernel lr), or null for the run's lr");
-        o.ssm_lr = t["ssm_lr"];
+        o.ssm_lr = train_number(t, "ssm_lr", 0);
+        SSMTUNE_CHECK(o.ssm_lr > 0, "train.ssm_lr must be positive or null, got 0; fix: e.g. 0.001 (example.py's S4D "
+                      "kernel lr), or null for the run's lr");
     }
-    for (const char* beta : {"adam_beta1", "adam_beta2"}) {
-        const double b = train_number(t, beta, 0, 1);
-        SSMTUNE_CHECK(b < 1, "train.", beta, " must lie in [0, 1), got ", b, "; fix: e.g. 0.9 / 0.999 (PyTorch's "
-                      "defaults) or 0.9 / 0.95 (the Mamba paper's)");
+    for (double* beta : {&o.adam_beta1, &o.adam_beta2}) {
+        const char* key = beta == &o.adam_beta1 ? "adam_beta1" : "adam_beta2";
+        *beta = train_number(t, key, 0, 1);
+        SSMTUNE_CHECK(*beta < 1, "train.", key, " must lie in [0, 1), got 1; fix: e.g. 0.9 / 0.999 (PyTorch's "
+                      "defaults)");
     }
-    o.adam_beta1 = t["adam_beta1"];
-    o.adam_beta2 = t["adam_beta2"];
     o.adam_epsilon = train_number(t, "adam_epsilon", 0);
     o.grad_accum_steps = train_integer(t, "gradient_accumulation_steps", 1);
     o.log_every = std::max<int64_t>(1, train_integer(t, "log_every", 0));

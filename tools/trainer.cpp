@@ -145,7 +145,8 @@ std::vector<autograd::ParamGroup> param_groups(const TrainLoopOptions& o,
     for (auto& [param_name, t] : params) {
         const std::string name = param_name;  // a plain copy: lambdas cannot capture bindings before C++20
         auto any_of = [&](const std::vector<std::string>& entries) {
-            return std::any_of(entries.begin(), entries.end(), [&](const std::string& e) { return names_part(name, e); });
+            return std::any_of(entries.begin(), entries.end(),
+                               [&](const std::string& e) { return names_part(name, e); });
         };
         if (o.ssm_lr > 0 && any_of(kernel)) ssm.params.push_back(t);
         else if (o.weight_decay != 0 && any_of(o.no_decay)) no_decay.params.push_back(t);

@@ -47,8 +47,9 @@ struct TrainLoopOptions {
     std::string best_metric = "loss"; // lower is better unless it is accuracy
 };
 
-// The references' no-decay sets: mamba_ssm's _no_weight_decay on the mixer's A_log and D (Longhorn's mixer D too),
-// and the S4D kernel tensors example.py registers with weight_decay 0. S4D's own D, norms and biases decay, as there.
+// The references' no-decay sets: mamba_ssm's _no_weight_decay on the mixer's A_log and D (Longhorn's mixer D too, by
+// analogy: its block builds on Mamba's), and the S4D kernel tensors example.py registers with weight_decay 0. S4D's
+// own D, norms and biases decay, as there.
 inline const std::vector<std::string> kDefaultNoDecay = {"mixer.A_log", "mixer.D", "kernel.log_dt", "kernel.log_A_real",
                                                           "kernel.A_imag"};
 

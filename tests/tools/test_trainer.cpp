@@ -394,7 +394,8 @@ TEST_CASE("run config: the optimizer and accumulation keys reach the loop, and b
     // nlohmann's "type must be number, but is null")
     for (const char* key : {"train.steps", "train.lr", "out", "data.task", "train.no_decay", "data.kind"}) {
         CAPTURE(key);
-        CHECK_THROWS_WITH_AS(tools::apply_assignments(r, std::string(key) + "=null"), doctest::Contains("got null"), Error);
+        CHECK_THROWS_WITH_AS(tools::apply_assignments(r, std::string(key) + "=null"), doctest::Contains("got null"),
+                             Error);
     }
     CHECK_THROWS_WITH_AS(tools::resolve_run_config(nlohmann::json::parse(R"({"train": {"steps": null}})"), "file.json"),
                          doctest::Contains("\"train.steps\" must be number"), Error);

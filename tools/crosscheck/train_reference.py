@@ -21,9 +21,9 @@ case it
      example.py registers), and with train.ssm_lr the S4D kernel tensors at that lr and weight decay 0, as example.py
      registers them — at the rate of torch.optim.lr_scheduler.LambdaLR over HF transformers' schedule lambdas
      (written out below; `cosine` with a minimum ratio is get_cosine_with_min_lr_schedule_with_warmup, `linear` takes
-     the same floor);
-     Gradient accumulation needs nothing more: every micro-batch is the same known batch, so the mean of their
-     gradients is that batch's gradient — and a sum instead of a mean shows in the logged loss and gradient norm;
+     the same floor). Gradient accumulation needs nothing more: every micro-batch is the same known batch, so the
+     mean of their gradients is that batch's gradient — and a sum instead of a mean shows in the logged loss and
+     gradient norm;
   4. compares, per step, the logged loss, learning rate and gradient norm with the replay's, and at the end every
      trained tensor of OUT/adapter and the logged validation loss and accuracy (the validation window or the test
      images through `ssmtune grads`' logits).
@@ -208,8 +208,8 @@ def make_data(d, g, model_type, B):
         L = int(g.integers(6, 14))
         tokens = g.integers(0, V, size=2 * (L + 1)).astype(np.int64)
         save_safetensors(os.path.join(d, "tokens.safetensors"), {"input_ids": tokens})
-        return (L, (os.path.join(d, "tokens.safetensors"), ["data.val_fraction=0.5"]), {"input_ids": np.tile(tokens[:L + 1], (B, 1))},
-                {"input_ids": tokens[L + 1:][None, :]})
+        return (L, (os.path.join(d, "tokens.safetensors"), ["data.val_fraction=0.5"]),
+                {"input_ids": np.tile(tokens[:L + 1], (B, 1))}, {"input_ids": tokens[L + 1:][None, :]})
     # Fashion-MNIST's file names and format, row order: an image of R rows and F columns is R frames of F features
     os.makedirs(os.path.join(d, "data"), exist_ok=True)
     R, F, classes = 7, 3, [2, 5, 7]
@@ -363,6 +363,8 @@ def main():
             max(worst["val loss"], worst["val accuracy"]), "" if ok else "   FAIL"))
         failures += not ok
     print("%d case(s) disagree" % failures if failures else "every case agrees")
+    if not a.keep:
+        shutil.rmtree(root, ignore_errors=True)
     return 1 if failures else 0
 
 
