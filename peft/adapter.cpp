@@ -97,6 +97,10 @@ bool name_matches(const std::string& name, const std::string& target) {
            (name.size() > target.size() && ends_with(name, target) && name[name.size() - target.size() - 1] == '.');
 }
 
+bool has_name_parts(const std::string& name, const std::string& parts) {
+    return ("." + name + ".").find("." + parts + ".") != std::string::npos;
+}
+
 std::vector<std::pair<std::string, models::Module*>> match_targets(const ModelView& model, const json& config,
                                                                    const std::function<bool(models::Module*)>& accept,
                                                                    const std::string& what_accepts) {

@@ -48,7 +48,7 @@ std::unique_ptr<InPlaceMethod> make_named(ModelView& model, const nlohmann::json
                   "\" must be a non-empty list of parameter names or suffixes", optional ? ", or null" : "",
                   ", got ", names.dump());
     auto names_it = [&](const std::string& name, const std::string& entry) {
-        return name_matches(name, entry) || (components && ("." + name + ".").find("." + entry + ".") != std::string::npos);
+        return name_matches(name, entry) || (components && has_name_parts(name, entry));
     };
     auto params = model.module->named_parameters();
     std::vector<int64_t> layers = selected_layers(config, model);

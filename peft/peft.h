@@ -186,4 +186,9 @@ Adapter apply(models::Module& model, const Config& config);
 // Reads DIR/adapter_config.json, applies it and loads DIR/adapter_model.safetensors.
 Adapter load(models::Module& model, const std::string& dir);
 
+// True when `parts` is a run of whole dot-separated parts of the parameter name `name`: "conv1d" in
+// "backbone.layers.0.mixer.conv1d.bias", "mixer.A_log" in "backbone.layers.3.mixer.A_log" but not in
+// "...mixer.A_log_delta". PARTIAL's `param_names` and the training loop's `train.no_decay` read entries this way.
+bool has_name_parts(const std::string& name, const std::string& parts);
+
 }  // namespace ssmtune::peft

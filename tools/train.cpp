@@ -131,12 +131,14 @@ TrainLoopOptions loop_options(const json& rc, bool resume, bool quiet) {
         SSMTUNE_CHECK(o.ssm_lr > 0, "train.ssm_lr must be positive or null, got 0; fix: e.g. 0.001 (example.py's S4D "
                       "kernel lr), or null for the run's lr");
     }
-    for (double* beta : {&o.adam_beta1, &o.adam_beta2}) {
-        const char* key = beta == &o.adam_beta1 ? "adam_beta1" : "adam_beta2";
-        *beta = train_number(t, key, 0, 1);
-        SSMTUNE_CHECK(*beta < 1, "train.", key, " must lie in [0, 1), got 1; fix: e.g. 0.9 / 0.999 (PyTorch's "
+    auto adam_beta = [&](const char* key) {
+        const double beta = train_number(t, key, 0, 1);
+        SSMTUNE_CHECK(beta < 1, "train.", key, " must lie in [0, 1), got 1; fix: e.g. 0.9 / 0.999 (PyTorch's "
                       "defaults)");
-    }
+        return beta;
+    };
+    o.adam_beta1 = adam_beta("adam_beta1");
+    o.adam_beta2 = adam_beta("adam_beta2");
     o.adam_epsilon = train_number(t, "adam_epsilon", 0);
     o.grad_accum_steps = train_integer(t, "gradient_accumulation_steps", 1);
     o.log_every = std::max<int64_t>(1, train_integer(t, "log_every", 0));

@@ -24,6 +24,7 @@
 
 #include "models/checkpoint.h"
 #include "ops/ops.h"
+#include "peft/peft.h"
 
 namespace ssmtune::tools {
 
@@ -128,10 +129,6 @@ std::string first_non_finite_grad(const std::vector<std::pair<std::string, Tenso
     return "";
 }
 
-bool names_part(const std::string& name, const std::string& entry) {
-    return ("." + name + ".").find("." + entry + ".") != std::string::npos;
-}
-
 // AdamW's parameter groups (TrainLoopOptions::no_decay, ssm_lr): "group0" at the run's lr and weight decay (the name
 // a single-group run has always had, so its checkpoints still load), "no_decay" at weight decay 0, "ssm_kernel" at
 // ssm_lr and weight decay 0; empty groups are left out (at weight decay 0 the no-decay split changes nothing and is not
@@ -146,7 +143,7 @@ std::vector<autograd::ParamGroup> param_groups(const TrainLoopOptions& o,
         const std::string name = param_name;  // a plain copy: lambdas cannot capture bindings before C++20
         auto any_of = [&](const std::vector<std::string>& entries) {
             return std::any_of(entries.begin(), entries.end(),
-                               [&](const std::string& e) { return names_part(name, e); });
+                               [&](const std::string& e) { return peft::has_name_parts(name, e); });
         };
         if (o.ssm_lr > 0 && any_of(kernel)) ssm.params.push_back(t);
         else if (o.weight_decay != 0 && any_of(o.no_decay)) no_decay.params.push_back(t);
