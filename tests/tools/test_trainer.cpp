@@ -1,5 +1,7 @@
 // The shared training loop: bit-identical resume (from a save point and from a Ctrl-C), the stop on a non-finite
-// loss or gradient naming the step and the tensor, best/last checkpoints, and the metrics log.
+// loss or gradient naming the step and the tensor, best/last checkpoints, the metrics log, faults during checkpoint
+// writes, the optimizer groups (train.no_decay, train.ssm_lr), gradient accumulation, and the train section's
+// run-config checks.
 #include "test_util.h"
 
 #include <sys/resource.h>
