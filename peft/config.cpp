@@ -55,7 +55,7 @@ const std::map<std::string, Json>& type_defaults() {
         t["LORA"]["lora_bias"] = false;
         t["SDLORA"] = lora_fields(nullptr);
         t["SDLORA"].update({{"sdlora_alpha", 1.0}, {"channel_ratio", 0.01}, {"state_ratio", 0.25},
-                            {"warmup_steps", 500}, {"dimensions", nullptr}, {"init", "zero"}, {"seq_len", 64},
+                            {"warmup_steps", 500}, {"warmup_lr", nullptr}, {"dimensions", nullptr}, {"init", "zero"}, {"seq_len", 64},
                             {"select_channel_ratio", 1.0}, {"select_state_ratio", 1.0}});
         t["STATE_OFFSET"] = {{"variant", "h"}, {"init", "zero"}, {"r", 0}};
         t["INITIAL_STATE"] = {{"init", "zero"}, {"conv_init_state", false}};
@@ -199,6 +199,7 @@ Config Config::from_json(const nlohmann::json& in, const std::string& source) {
     check_number(out, "channel_ratio", 0, 1, source, false);
     check_number(out, "state_ratio", 0, 1, source, false);
     check_number(out, "warmup_steps", 0, 1e9, source, true);
+    check_number(out, "warmup_lr", 0, 1e3, source, false);  // null: the run's lr
     check_number(out, "block_size", 0, 1 << 24, source, true);
     check_number(out, "ldr_rank", 1, 256, source, true);
     check_number(out, "init_seed", 0, 1.8e19, source, true);

@@ -13,9 +13,10 @@
 // parameter: A_log by (d, n); x_proj by (row r, then column d). The LoRA tensors keep HF's names.
 // "dimensions" in adapter_config.json: {"<layer>": {"channels": [d, ...], "states": [[n, ...] per channel]}}
 // (Longhorn: "channels" only), sorted on save. Merge adds α·scatter(δ) into A_log / x_proj.weight plus LoRA.
-// Warm-up (sdlora_select): dense zero-init deltas on all of A_log [E, N] (Longhorn: the k/q rows of x_proj)
-// plus the LoRA, α = 1; the caller trains them. "init": "random" draws the sparse deltas from N(0, 0.1²) and
-// LoRA B like A (a non-zero start, for tests). Pruning (A_log = 10, "num_zero") is not implemented: every
+// Warm-up (sdlora_select): dense zero-init deltas on all of A_log [E, N] (Longhorn: the k/q rows of x_proj), scaled
+// by α as in the run (sd_lora.py), plus the LoRA; the caller trains them (`finetune`: the run's first steps,
+// tools/train_common.cpp); the scores are the deltas' squares (those of α·δ would rank the same). "init": "random"
+// draws the sparse deltas from N(0, 0.1²) and LoRA B like A (a non-zero start, for tests). Pruning (A_log = 10, "num_zero") is not implemented: every
 // released ssm-peft config leaves it off. Not here: S4D (sdlora_s4d.cpp), the warm-up's training loop (caller).
 #include "peft/sdlora.h"
 
@@ -345,18 +346,20 @@ public:
                 return;
             }
             const bool mamba = model_.kind() == "mamba";
+            const double alpha = c["sdlora_alpha"].get<double>();  // A_log + α·δ in the warm-up too, as sd_lora.py
             for (int64_t layer : selected_layers(c, model_)) {
                 const LmShapes s = lm_shapes(model_, layer);
                 const std::string pre = mixer_prefix(layer);
                 if (mamba) {
                     std::vector<int64_t> all(size_t(s.E * s.N));
                     std::iota(all.begin(), all.end(), int64_t(0));
-                    set.add(pre + "A_log_delta", model_.lm->mixer(layer), "A_log", "A_log_delta", all, 1.0, false, gen);
+                    set.add(pre + "A_log_delta", model_.lm->mixer(layer), "A_log", "A_log_delta", all, alpha, false,
+                            gen);
                 } else {
                     std::vector<int64_t> cols(size_t(s.E));
                     std::iota(cols.begin(), cols.end(), int64_t(0));
                     set.add(pre + "x_proj.weight_delta", x_proj_of(model_, layer), "weight", "weight_delta",
-                            x_proj_indices(s, cols), 1.0, false, gen);
+                            x_proj_indices(s, cols), alpha, false, gen);
                 }
             }
             lora_ = attach_sdlora_lora(model_, c, json::array({"out_proj"}), gen, false);

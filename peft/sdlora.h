@@ -12,7 +12,7 @@
 //   auto adapter = peft::apply(model, cfg);
 //
 // Not here: the method bodies (sdlora.cpp: Mamba, Longhorn, selection; sdlora_s4d.cpp: S4D), the training
-// loop of the warm-up (the caller's: the CLI's finetune runs it with its own data and learning rate), CUDA
+// loop of the warm-up (the caller's: `ssmtune finetune` trains it as the run's first steps, tools/train_common.cpp), CUDA
 // models (the scatter uses index_select/concat, which are CPU-only in this build).
 #pragma once
 

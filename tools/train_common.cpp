@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "engine/safetensors.h"
 #include "models/checkpoint.h"
 #include "peft/peft.h"
 #include "peft/sdlora.h"
@@ -31,11 +32,66 @@ TrainHooks model_hooks(Workload& w, std::vector<std::pair<std::string, Tensor>> 
     };
     h.save_weights = std::move(save_weights);
     h.load_weights = std::move(load_weights);
-    h.rngs = {&w.data_gen};
-    if (w.model.s4d) h.rngs.push_back(&w.model.s4d->dropout_generator());
+    h.rngs = workload_generators(w);
     h.units_name = w.units_name;
     return h;
 }
+
+std::vector<Generator*> workload_generators(Workload& w) {
+    std::vector<Generator*> out = {&w.data_gen};
+    if (w.model.s4d) out.push_back(&w.model.s4d->dropout_generator());
+    return out;
+}
+
+namespace {
+
+// SDLoRA's first phase (notes §2.1, §2.2): trains the warm-up adapter `warm` for the config's warmup_steps on the
+// run's batches, at warmup_lr when set, else the run's lr. Language models (mamba-peft, whose warm-up is the first
+// num_warmup_it + 1 steps of the run itself, stopped and restarted): the run's optimizer — its AdamW settings and
+// parameter groups, its schedule over the run's steps, clipping and gradient accumulation. S4D (ssm-peft's S4
+// run_s4.py warm-up): torch.optim.AdamW with its defaults (weight decay 0.01) at a constant lr, unclipped. Either
+// way the data and dropout generators are put back afterwards, so the run proper draws the batches it would have
+// drawn without the warm-up (mamba-peft's second run starts again from the same seed).
+void sdlora_warmup(Workload& w, const json& rc, const peft::Config& config, peft::Adapter& warm) {
+    const int64_t steps = config.json["warmup_steps"];
+    TrainLoopOptions run = loop_options(rc, /*resume=*/false, /*quiet=*/true);
+    if (!config.json["warmup_lr"].is_null()) run.lr = config.json["warmup_lr"].get<double>();
+    std::vector<std::pair<uint64_t, uint64_t>> saved;
+    for (Generator* g : workload_generators(w)) saved.emplace_back(g->seed(), g->offset());
+    warm.to(w.device);  // the warm-up tensors where the model is
+    w.model.module().train();
+    auto loss = [&w](int64_t, double& units) { return w.train_loss(units); };
+    if (w.model.s4d) {
+        autograd::AdamW opt(warm.parameters(), autograd::AdamW::Options().lr(run.lr));
+        for (int64_t i = 0; i < steps; ++i) {
+            double units = 0;
+            Tensor l = loss(i, units);
+            l.backward();
+            opt.step();
+            opt.zero_grad();
+        }
+    } else {
+        OptimizerSteps stepper(run, warm.named_parameters());
+        auto stopped = [] {
+            return std::string("Nothing was saved (SDLoRA's warm-up); fix: lower --lr, or set the SDLORA config's "
+                               "\"warmup_lr\"");
+        };
+        for (int64_t i = 0; i < steps; ++i) stepper.step(loss, i, stopped);
+    }
+    std::vector<Generator*> gens = workload_generators(w);
+    for (size_t i = 0; i < gens.size(); ++i) gens[i]->set_state(saved[i].first, saved[i].second);
+    // what the scores are computed from, for whoever wants to see why these dimensions (and for the cross-check)
+    TensorMap moved;
+    for (auto& [name, t] : warm.named_parameters()) moved[name] = t.detach().to(Device::cpu());
+    const fs::path out_dir = rc["out"].get<std::string>();
+    fs::create_directories(out_dir);
+    char lr[32];
+    std::snprintf(lr, sizeof lr, "%.17g", run.lr);
+    save_safetensors((out_dir / "sdlora_warmup.safetensors").string(), moved,
+                     {{"warmup_steps", std::to_string(steps)}, {"lr", lr}});
+}
+
+}  // namespace
 
 FinetuneOutcome finetune_model(json rc, bool resume, bool quiet) {
     FinetuneOutcome out;
@@ -47,22 +103,10 @@ FinetuneOutcome finetune_model(json rc, bool resume, bool quiet) {
     out.before = w->evaluate();
     peft::Config config = peft::Config::from_json(rc["peft"], "peft");
     if (config.peft_type() == "SDLORA" && config.json["dimensions"].is_null()) {
-        // SDLoRA's first phase (notes §2.1): train a warm-up adapter for warmup_steps at the run's lr, score the
-        // SSM dimensions by how far they moved, keep the top ones; the base is left bit-identical.
-        const int64_t steps = config.json["warmup_steps"];
-        if (!quiet) std::printf("SDLoRA warm-up: %lld steps to select dimensions\n", (long long)steps);
-        config = peft::sdlora_select(model.module(), config, [&](peft::Adapter& warm) {
-            warm.to(w->device);  // the warm-up tensors where the model is
-            autograd::AdamW opt(warm.parameters(), autograd::AdamW::Options().lr(rc["train"]["lr"].get<double>()));
-            model.module().train();
-            for (int64_t i = 0; i < steps; ++i) {
-                double units = 0;
-                Tensor loss = w->train_loss(units);
-                loss.backward();
-                opt.step();
-                opt.zero_grad();
-            }
-        });
+        if (!quiet) std::printf("SDLoRA warm-up: %lld steps to select dimensions\n",
+                                (long long)config.json["warmup_steps"].get<int64_t>());
+        config = peft::sdlora_select(model.module(), config,
+                                     [&](peft::Adapter& warm) { sdlora_warmup(*w, rc, config, warm); });
     }
     peft::Adapter adapter = peft::apply(model.module(), config);
     adapter.to(w->device);  // the method's tensors are made on the host, from the same seed on every device

@@ -20,6 +20,9 @@ TrainHooks model_hooks(Workload& w, std::vector<std::pair<std::string, Tensor>> 
                        std::function<void(const std::string&)> save_weights,
                        std::function<void(const std::string&)> load_weights);
 
+// The generators a run's checkpoints save and restore: the workload's data sampling, S4D's dropout.
+std::vector<Generator*> workload_generators(Workload& w);
+
 struct FinetuneOutcome {
     std::map<std::string, double> before, after;
     std::string adapter_dir, report;

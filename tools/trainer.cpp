@@ -168,6 +168,45 @@ std::vector<autograd::ParamGroup> param_groups(const TrainLoopOptions& o,
 std::string last_checkpoint_dir(const std::string& out_dir) { return (fs::path(out_dir) / "checkpoints" / "last").string(); }
 std::string best_checkpoint_dir(const std::string& out_dir) { return (fs::path(out_dir) / "checkpoints" / "best").string(); }
 
+OptimizerSteps::OptimizerSteps(const TrainLoopOptions& o, const std::vector<std::pair<std::string, Tensor>>& params)
+    : o_(o),
+      params_(params),
+      opt_(param_groups(o, params), autograd::AdamW::Options()
+                                        .lr(o.lr)
+                                        .betas(o.adam_beta1, o.adam_beta2)
+                                        .eps(o.adam_epsilon)
+                                        .weight_decay(o.weight_decay)),
+      schedule_(autograd::LRSchedule::parse(o.schedule, o.warmup_steps, o.steps, o.min_lr_ratio)) {
+    SSMTUNE_CHECK(o.grad_accum_steps >= 1, "train.gradient_accumulation_steps must be >= 1, got ", o.grad_accum_steps);
+    for (auto& [n, t] : params_) tensors_.push_back(t);
+}
+
+OptimizerSteps::Result OptimizerSteps::step(const std::function<Tensor(int64_t, double&)>& loss, int64_t step,
+                                            const std::function<std::string()>& stopped) {
+    Result r;
+    for (int64_t micro = 0; micro < o_.grad_accum_steps; ++micro) {
+        double micro_units = 0;
+        Tensor l = loss(step, micro_units);
+        const double value = l.item();
+        SSMTUNE_CHECK(std::isfinite(value), "step ", step + 1, ": the loss is ", value, "; stopped. ", stopped());
+        if (o_.grad_accum_steps > 1) l = ops::mul_scalar(l, 1.0 / double(o_.grad_accum_steps));
+        l.backward();
+        r.units += micro_units;
+        r.loss += value / double(o_.grad_accum_steps);
+    }
+    r.grad_norm = o_.grad_clip > 0 ? autograd::clip_grad_norm(tensors_, o_.grad_clip) : autograd::grad_norm(tensors_);
+    if (!std::isfinite(r.grad_norm)) {
+        const std::string bad = first_non_finite_grad(params_);
+        SSMTUNE_FAIL("step ", step + 1, ": the gradient of ", bad.empty() ? "a parameter" : bad,
+                     " is not finite; stopped. ", stopped());
+    }
+    opt_.set_lr_factor(schedule_.factor(opt_.step_count()));
+    r.lr = o_.lr * opt_.lr_factor();
+    opt_.step();
+    opt_.zero_grad();
+    return r;
+}
+
 TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
     SSMTUNE_CHECK(o.steps > 0, "training needs --steps > 0");
     SSMTUNE_CHECK(!o.out_dir.empty(), "training needs an output directory");
@@ -175,15 +214,8 @@ TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
     fs::create_directories(o.out_dir, ec);
     SSMTUNE_CHECK(!ec && fs::is_directory(o.out_dir), "cannot create output directory ", o.out_dir, ": ", ec.message());
 
-    std::vector<Tensor> tensors;
-    for (auto& [n, t] : hooks.params) tensors.push_back(t);
-    SSMTUNE_CHECK(o.grad_accum_steps >= 1, "train.gradient_accumulation_steps must be >= 1, got ", o.grad_accum_steps);
-    autograd::AdamW opt(param_groups(o, hooks.params), autograd::AdamW::Options()
-                                                           .lr(o.lr)
-                                                           .betas(o.adam_beta1, o.adam_beta2)
-                                                           .eps(o.adam_epsilon)
-                                                           .weight_decay(o.weight_decay));
-    const autograd::LRSchedule schedule = autograd::LRSchedule::parse(o.schedule, o.warmup_steps, o.steps, o.min_lr_ratio);
+    OptimizerSteps stepper(o, hooks.params);
+    autograd::AdamW& opt = stepper.optimizer();
 
     TrainResult result;
     json best = json::object();
@@ -253,35 +285,15 @@ TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
                                       tty ? "\n" : "", (long long)step, result.last_checkpoint.c_str());
             break;
         }
-        // One optimizer step over k = gradient_accumulation_steps micro-batches, each loss scaled by 1/k before its
-        // backward, so the gradient (and the logged loss) is their mean — HF Trainer's accumulation; with
-        // micro-batches of equal size, the step of a k times larger batch.
-        double units = 0, loss_value = 0;
-        for (int64_t micro = 0; micro < o.grad_accum_steps; ++micro) {
-            double micro_units = 0;
-            Tensor loss = hooks.loss(step, micro_units);
-            const double value = loss.item();
-            SSMTUNE_CHECK(std::isfinite(value), "step ", step + 1, ": the loss is ", value,
-                          "; stopped. The last good checkpoint is ",
-                          fs::exists(last_checkpoint_dir(o.out_dir)) ? last_checkpoint_dir(o.out_dir) : "(none yet)",
-                          "; fix: lower --lr or raise --grad-clip's strictness, then --resume");
-            if (o.grad_accum_steps > 1) loss = ops::mul_scalar(loss, 1.0 / double(o.grad_accum_steps));
-            loss.backward();
-            units += micro_units;
-            loss_value += value / double(o.grad_accum_steps);
-        }
-        const double norm = o.grad_clip > 0 ? autograd::clip_grad_norm(tensors, o.grad_clip) : autograd::grad_norm(tensors);
-        if (!std::isfinite(norm)) {
-            const std::string bad = first_non_finite_grad(hooks.params);
-            SSMTUNE_FAIL("step ", step + 1, ": the gradient of ", bad.empty() ? "a parameter" : bad,
-                         " is not finite; stopped. The last good checkpoint is ",
-                         fs::exists(last_checkpoint_dir(o.out_dir)) ? last_checkpoint_dir(o.out_dir) : "(none yet)",
-                         "; fix: lower --lr, then --resume");
-        }
-        opt.set_lr_factor(schedule.factor(opt.step_count()));
-        const double lr = o.lr * opt.lr_factor();  // the run's lr (group 0 may be another one's)
-        opt.step();
-        opt.zero_grad();
+        auto stopped = [&] {
+            return "The last good checkpoint is " +
+                   (fs::exists(last_checkpoint_dir(o.out_dir)) ? last_checkpoint_dir(o.out_dir)
+                                                               : std::string("(none yet)")) +
+                   "; fix: lower --lr (or clip harder with --grad-clip), then --resume";
+        };
+        const OptimizerSteps::Result done_step = stepper.step(hooks.loss, step, stopped);
+        const double loss_value = done_step.loss, units = done_step.units, norm = done_step.grad_norm,
+                     lr = done_step.lr;
         result.last_loss = loss_value;
         window_units += units;
         const int64_t done = step + 1;

@@ -76,6 +76,32 @@ struct TrainResult {
     std::string last_checkpoint, best_checkpoint;
 };
 
+// One optimizer step of the loop, on its own for SDLoRA's warm-up (tools/train_common.cpp), which trains the first
+// steps of a run with the run's optimizer: AdamW over param_groups(o, params) with the run's betas and eps, the
+// schedule over o.steps, k = grad_accum_steps micro-batch losses each scaled by 1/k before its backward (their
+// mean: HF Trainer's accumulation), the gradient clipped to o.grad_clip, then step and zero_grad.
+class OptimizerSteps {
+public:
+    OptimizerSteps(const TrainLoopOptions& o, const std::vector<std::pair<std::string, Tensor>>& params);
+    struct Result {
+        double loss = 0;       // the mean of the micro-batch losses
+        double units = 0;      // tokens or samples, summed over the micro-batches
+        double grad_norm = 0;  // before clipping
+        double lr = 0;         // the run's lr at this step (o.lr × the schedule; a group may have its own)
+    };
+    // `stopped` ends the error on a non-finite loss or gradient: what was kept and the fix.
+    Result step(const std::function<Tensor(int64_t step, double& units)>& loss, int64_t step,
+                const std::function<std::string()>& stopped);
+    autograd::AdamW& optimizer() { return opt_; }
+
+private:
+    TrainLoopOptions o_;
+    std::vector<std::pair<std::string, Tensor>> params_;
+    std::vector<Tensor> tensors_;
+    autograd::AdamW opt_;
+    autograd::LRSchedule schedule_;
+};
+
 // Runs the loop. Throws ssmtune::Error on a non-finite loss/gradient (after keeping the last good checkpoint)
 // and on resume mismatches. On SIGINT it saves a checkpoint and returns with interrupted = true.
 TrainResult run_training(const TrainLoopOptions& options, TrainHooks& hooks);

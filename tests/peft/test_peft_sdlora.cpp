@@ -200,6 +200,37 @@ TEST_CASE("peft sdlora: selection after real AdamW warm-up steps (longhorn and m
     }
 }
 
+TEST_CASE("peft sdlora: the warm-up deltas act scaled by sdlora_alpha, as in the run (mamba and longhorn)") {
+    // sd_lora.py's warm-up forward is A_log + α·δ (α = sdlora_alpha), like the run's sparse deltas
+    for (const char* kind : {"mamba", "longhorn"}) {
+        INFO(kind);
+        const bool mamba = std::string(kind) == "mamba";
+        Subject s = make_subject(kind);
+        const std::string param = mamba ? "A_log" : "x_proj.weight";
+        Tensor* base = s.any.lm->mixer(1).find_parameter(param);
+        REQUIRE(base);
+        const std::vector<double> base_values = base->to_vector<double>();
+        const peft::Config cfg = peft::Config::from_json({{"peft_type", "SDLORA"}, {"sdlora_alpha", 2.5}});
+        peft::sdlora_select(s.module(), cfg, [&](peft::Adapter& warm) {
+            Tensor d = named(warm, "backbone.layers.1.mixer." + param + "_delta");
+            std::vector<double> v(size_t(d.numel()));
+            for (size_t k = 0; k < v.size(); ++k) v[k] = 0.01 * double(int64_t(k % 7) - 3);
+            copy_into(d, Tensor::from_vector<double>(v, d.shape()));
+            const Tensor with_delta = s.output().detach().clone();
+            // the same change written into the base by hand: A_log (all of it) or x_proj's k and q rows [R, R+2N)
+            std::vector<double> w = base_values;
+            const int64_t N = 4, E = 16, R = mamba ? 0 : base->size(0) - 2 * N;
+            for (size_t k = 0; k < v.size(); ++k)
+                w[mamba ? k : size_t(R * E) + k] += 2.5 * v[k];
+            CHECK(v.size() == (mamba ? size_t(E * N) : size_t(2 * N * E)));
+            copy_into(d, Tensor::zeros(d.shape(), d.dtype()));
+            copy_into(*base, Tensor::from_vector<double>(w, base->shape()));
+            testing::expect_close(s.output(), with_delta, 0, 1e-12, "output");
+            copy_into(*base, Tensor::from_vector<double>(base_values, base->shape()));
+        });
+    }
+}
+
 TEST_CASE("peft sdlora: s4d selection by |dA| and by the kernel contribution at lag L/2") {
     for (const char* disc : {"zoh", "bilinear"}) {
         INFO(disc);

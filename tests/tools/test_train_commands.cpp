@@ -134,3 +134,64 @@ TEST_CASE("quickstart runs end to end on tiny settings") {
     CHECK(fs::exists(dir / "state_offset" / "adapter" / "adapter_model.safetensors"));
     CHECK(fs::exists(dir / "lora" / "adapter" / "adapter_config.json"));
 }
+
+TEST_CASE("finetune SDLoRA: the warm-up does not move the run's batches, warmup_lr reaches it") {
+    // mamba-peft's warm-up is a separate run from the same seed: the run proper draws the batches it would have drawn
+    // without a warm-up. So a run that selects its dimensions by a warm-up and a run given those dimensions train
+    // alike, bit for bit (text windows are seeded draws, so a shifted data stream would change every loss).
+    const auto dir = scratch_dir("finetune_sdlora");
+    nlohmann::json cfg = {{"model", {{"model_type", "mamba"}, {"vocab_size", 256}, {"hidden_size", 16},
+                                     {"num_hidden_layers", 2}, {"state_size", 4}, {"intermediate_size", 32},
+                                     {"time_step_rank", 1}}}};
+    std::ofstream(dir / "cfg.json") << cfg.dump();
+    std::string text;
+    for (int i = 0; i < 300; ++i) text += "state " + std::to_string(i * 11 % 17) + " carries on; ";
+    std::ofstream(dir / "text.txt") << text;
+    const std::string data = (dir / "text.txt").string();
+    const std::string set = "train.seq_len=16,train.batch_size=4,train.log_every=1,train.eval_every=0,"
+                            "train.weight_decay=0.1,train.grad_clip=0.5,train.schedule=\"cosine\",train.warmup_steps=2";
+    REQUIRE(cli({"train", "--config", (dir / "cfg.json").string(), "--data", data, "--set", set, "--steps", "2", "--out",
+                 (dir / "base").string(), "--quiet"}) == 0);
+    const std::string model = (dir / "base" / "model").string();
+    auto finetune = [&](const std::string& name, const nlohmann::json& peft) {
+        const fs::path out = dir / name;
+        REQUIRE(cli({"finetune", "--model", model, "--data", data, "--peft", peft.dump(), "--set", set, "--steps", "4",
+                     "--lr", "0.01", "--out", out.string(), "--quiet"}) == 0);
+        return out;
+    };
+    const nlohmann::json peft = {{"peft_type", "SDLORA"}, {"r", 2}, {"channel_ratio", 0.25}, {"state_ratio", 0.5},
+                                 {"warmup_steps", 3}};
+    const fs::path warmed = finetune("warmed", peft);
+    const nlohmann::json dims = models::read_json_file((warmed / "run_config.json").string())["peft"]["dimensions"];
+    REQUIRE(dims.size() == 2);
+    nlohmann::json given = peft;
+    given["dimensions"] = dims;
+    const fs::path fixed = finetune("fixed", given);
+    REQUIRE(train_losses(warmed).size() == 4);
+    CHECK(train_losses(warmed) == train_losses(fixed));
+    // warmup_lr 0: the warm-up moves nothing, every score ties and the lowest indices win (8 of E = 32 channels,
+    // 2 of N = 4 states); the run's lr selects others
+    nlohmann::json still = peft;
+    still["warmup_lr"] = 0.0;
+    const nlohmann::json tied = models::read_json_file((finetune("still", still) / "run_config.json").string())["peft"]["dimensions"];
+    for (const char* layer : {"0", "1"}) {
+        CAPTURE(layer);
+        CHECK(tied[layer]["channels"] == nlohmann::json({0, 1, 2, 3, 4, 5, 6, 7}));
+        CHECK(tied[layer]["states"][0] == nlohmann::json({0, 1}));
+    }
+    CHECK(tied != dims);
+    // the warm-up's tensors are kept beside the run: its dense A_log deltas, zero at warmup_lr 0
+    const TensorMap still_moved = load_safetensors((dir / "still" / "sdlora_warmup.safetensors").string());
+    const TensorMap moved = load_safetensors((warmed / "sdlora_warmup.safetensors").string());
+    for (const char* name : {"backbone.layers.0.mixer.A_log_delta", "backbone.layers.1.mixer.A_log_delta"}) {
+        CAPTURE(name);
+        REQUIRE(moved.count(name));
+        REQUIRE(still_moved.count(name));
+        CHECK(moved.at(name).numel() == 32 * 4);
+        double largest = 0, still_largest = 0;
+        for (double v : moved.at(name).to_vector<double>()) largest = std::max(largest, std::abs(v));
+        for (double v : still_moved.at(name).to_vector<double>()) still_largest = std::max(still_largest, std::abs(v));
+        CHECK(largest > 0);
+        CHECK(still_largest == 0);
+    }
+}

@@ -28,11 +28,19 @@ case it
      trained tensor of OUT/adapter and the logged validation loss and accuracy (the validation window or the test
      images through `ssmtune grads`' logits).
 
+SDLoRA on Mamba and Longhorn adds its warm-up (mamba-peft: the run's first num_warmup_it + 1 steps, stopped, then the
+run again from the same seed): the replay trains the warm-up's tensors — the dense delta on all of A_log (Longhorn:
+x_proj's k and q rows) scaled by sdlora_alpha, and the out_proj LoRA from the run's start — for warmup_steps steps
+with the run's optimizer, clipping and schedule (gradients from `ssmtune grads` on an SDLORA adapter given every
+channel and state, the x_proj deltas held at zero), compares them with OUT/sdlora_warmup.safetensors, checks that the
+run's "dimensions" are the top channels and states of those deltas (sd_lora.py's rule: channel score Σ_n ΔA_log²,
+then per channel ΔA_log²; ties to the lower index), then replays the run from zero deltas and the same LoRA start.
+
 Both sides compute the same float32 gradients and the same update formula, so they agree to float32 rounding (a few
 1e-7 of each tensor's largest value; tolerance 1e-5). Not here: the synthetic tasks and pixel-token images (their
-batches are seeded draws this script would have to re-implement), SDLoRA (its warm-up selects dimensions by
-training), PiSSA / OLoRA (their start rewrites the base weights), dropout, and `--resume` (tests/tools check that a
-resumed run is bit-identical).
+batches are seeded draws this script would have to re-implement), SDLoRA's S4D warm-up (plain AdamW, run_s4.py's),
+PiSSA / OLoRA (their start rewrites the base weights), dropout, and `--resume` (tests/tools check that a resumed run
+is bit-identical).
 
 usage: train_reference.py --ssmtune build/tools/ssmtune [--keep DIR] [--only NAME]
 Exit 0 when every case agrees, 1 when one does not, 77 when PyTorch (Debian's python3-torch) is absent.
@@ -146,6 +154,20 @@ def cases():
          {"gradient_accumulation_steps": 2, "adam_beta1": 0.8, "weight_decay": 0.05, "ssm_lr": 0.002, "lr": 0.01}),
         ("longhorn frame LoRA + encoder", "longhorn frame", {},
          dict(lora, target_modules=["encoder", "in_proj", "out_proj"]), {"lr": 0.02}),
+        ("mamba SDLoRA: warm-up, alpha 1.5, decay", "mamba", {},
+         {"peft_type": "SDLORA", "r": 2, "lora_alpha": 4, "channel_ratio": 0.25, "state_ratio": 0.5,
+          "warmup_steps": 5, "sdlora_alpha": 1.5},
+         {"schedule": "cosine", "warmup_steps": 2, "min_lr_ratio": 0.1, "grad_clip": 0.05, "weight_decay": 0.1,
+          "lr": 0.02}),
+        ("mamba SDLoRA: warmup_lr, linear", "mamba", {},
+         {"peft_type": "SDLORA", "r": 2, "lora_alpha": 2, "channel_ratio": 0.2, "state_ratio": 0.75,
+          "warmup_steps": 4, "warmup_lr": 0.05},
+         {"schedule": "linear", "warmup_steps": 1, "grad_clip": 1.0, "lr": 0.01}),
+        ("longhorn SDLoRA: warm-up, 2 micro-batches", "longhorn", {},
+         {"peft_type": "SDLORA", "r": 2, "lora_alpha": 4, "channel_ratio": 0.3, "warmup_steps": 3,
+          "sdlora_alpha": 0.5},
+         {"schedule": "constant", "warmup_steps": 0, "grad_clip": 0.2, "weight_decay": 0.05,
+          "gradient_accumulation_steps": 2, "adam_beta2": 0.95, "lr": 0.02}),
     ]
 
 
@@ -256,6 +278,69 @@ def optimizer_groups(params, t):
     return [grp for grp in out if grp["params"]], [len(groups[k]) for k in ("decay", "no_decay", "ssm")]
 
 
+def top_k(score, k):
+    """Indices of the k largest scores, ties to the lower index, in ascending order (peft::top_k_indices)."""
+    return sorted(sorted(range(len(score)), key=lambda i: (-score[i], i))[:k])
+
+
+def ratio_count(ratio, n):
+    return min(n, max(1, int(math.floor(ratio * n + 0.5))))
+
+
+def sdlora_selection(moved, layers, model_type, E, N, peft):
+    """sd_lora.py's selection from the warm-up's deltas: channels by the summed squared change (Longhorn: over
+    x_proj's k and q rows), then per channel the states by the squared change of A_log."""
+    dims = {}
+    for layer in layers:
+        pre = "backbone.layers.%d.mixer." % layer
+        if model_type == "mamba":
+            v = np.asarray(moved[pre + "A_log_delta"], dtype=np.float64).reshape(E, N) ** 2
+            channels = top_k(v.sum(axis=1), ratio_count(peft["channel_ratio"], E))
+            states = [top_k(v[e], ratio_count(peft["state_ratio"], N)) for e in channels]
+            dims[str(layer)] = {"channels": channels, "states": states}
+        else:
+            v = np.asarray(moved[pre + "x_proj.weight_delta"], dtype=np.float64).reshape(2 * N, E) ** 2
+            dims[str(layer)] = {"channels": top_k(v.sum(axis=0), ratio_count(peft["channel_ratio"], E))}
+    return dims
+
+
+def replay_sdlora_warmup(ssmtune, d, cfg, w, model_type, run_adapter, start, t, K, train_batch, worst):
+    """The SDLoRA warm-up in PyTorch (module docstring); returns its tensors, keyed as OUT/sdlora_warmup.safetensors."""
+    E, N = cfg["intermediate_size"], cfg["state_size"]
+    mamba = model_type == "mamba"
+    layers = sorted(int(k) for k in run_adapter["dimensions"])
+    every = {str(layer): ({"channels": list(range(E)), "states": [list(range(N))] * E} if mamba
+                          else {"channels": list(range(E))}) for layer in layers}
+    cfg_warm = dict(run_adapter, dimensions=every)
+    tensors = {n: torch.tensor(np.array(v, dtype=np.float32)) for n, v in start.items() if ".lora_" in n}
+    for layer in layers:
+        pre = "backbone.layers.%d.mixer." % layer
+        tensors[pre + "x_proj.weight_delta"] = torch.zeros(2 * N * E, dtype=torch.float32)
+        if mamba:
+            tensors[pre + "A_log_delta"] = torch.zeros(E * N, dtype=torch.float32)
+    trained = {n: p for n, p in tensors.items()
+               if ".lora_" in n or n.endswith("A_log_delta" if mamba else "x_proj.weight_delta")}
+    lr = run_adapter["warmup_lr"] if run_adapter.get("warmup_lr") is not None else t["lr"]
+    groups, _ = optimizer_groups(trained, dict(t, lr=lr))
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(t["adam_beta1"], t["adam_beta2"]), eps=t["adam_epsilon"])
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, hf_lambda(t["schedule"], min(t["warmup_steps"], K), K, t["min_lr_ratio"]))
+    for _ in range(run_adapter["warmup_steps"]):
+        got = ssmtune_grads(ssmtune, d, cfg_warm, tensors, False, os.path.join(d, "train_batch.safetensors"), "warm")
+        here = {n: v.numpy().astype(np.float64) for n, v in tensors.items()}
+        want = reference(cfg, w, train_batch, (cfg_warm, here))
+        err, _, _ = compare({n: got[n] for n in want if n != "logits"},
+                            {n: v for n, v in want.items() if n != "logits"}, F32_FLOOR)
+        worst["grad vs float64"] = max(worst["grad vs float64"], err)
+        for n, p in trained.items():
+            p.grad = torch.tensor(np.array(got[PREFIX + n], dtype=np.float32))
+        if t["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(list(trained.values()), t["grad_clip"])
+        opt.step()
+        sched.step()
+    return {n: p.detach().numpy() for n, p in trained.items()}, layers
+
+
 def relative(a, b):
     return abs(float(a) - float(b)) / max(abs(float(b)), 1e-30)
 
@@ -287,13 +372,22 @@ def check_case(ssmtune, d, seed, name, model_type, model_kw, peft, settings):
         start = {n[len(PREFIX):]: v for n, v in start.items()}
         with open(os.path.join(d, "run", "adapter", "adapter_config.json")) as f:
             cfg_json = json.load(f)
+    worst = {"loss": 0.0, "lr": 0.0, "grad_norm": 0.0, "grad vs float64": 0.0, "tensors": 0.0}
+    if peft["peft_type"] == "SDLORA":
+        replayed, layers = replay_sdlora_warmup(ssmtune, d, cfg, w, model_type, dict(peft, **cfg_json), start, t, K,
+                                                train_batch, worst)
+        moved = load_safetensors(os.path.join(d, "run", "sdlora_warmup.safetensors"))
+        if sorted(moved) != sorted(replayed):
+            raise RuntimeError("warm-up tensors differ: %s vs %s" % (sorted(moved)[:3], sorted(replayed)[:3]))
+        worst["warm-up"], _, _ = compare(moved, replayed, 1e-30)
+        dims = sdlora_selection(moved, layers, model_type, cfg["intermediate_size"], cfg["state_size"], peft)
+        worst["dimensions"] = 0.0 if dims == cfg_json["dimensions"] else 1.0
 
     params = {n: torch.tensor(np.array(v, dtype=np.float32)) for n, v in start.items()}
     groups, sizes = optimizer_groups(params, t)
     opt = torch.optim.AdamW(groups, lr=t["lr"], betas=(t["adam_beta1"], t["adam_beta2"]), eps=t["adam_epsilon"])
     warmup = min(t["warmup_steps"], K)  # as `finetune` and `train` do for a run shorter than its warm-up
     sched = torch.optim.lr_scheduler.LambdaLR(opt, hf_lambda(t["schedule"], warmup, K, t["min_lr_ratio"]))
-    worst = {"loss": 0.0, "lr": 0.0, "grad_norm": 0.0, "grad vs float64": 0.0, "tensors": 0.0}
     train_path = os.path.join(d, "train_batch.safetensors")
     for k in range(K):
         got = ssmtune_grads(ssmtune, d, cfg_json, params, full, train_path, "grads")
@@ -345,8 +439,8 @@ def main():
     torch.set_num_threads(1)
     root = a.keep or tempfile.mkdtemp(prefix="ssmtune_train_crosscheck_")
     failures = 0
-    print("%-46s %9s %9s %9s %9s %9s %9s %9s" % ("case", "groups", "loss", "lr", "gnorm", "grad/f64", "final",
-                                                   "val"))
+    print("%-46s %9s %9s %9s %9s %9s %9s %9s %9s" % ("case", "groups", "loss", "lr", "gnorm", "grad/f64", "final",
+                                                       "val", "warm-up"))
     for index, (name, model_type, model_kw, peft, settings) in enumerate(cases()):
         if a.only and a.only not in name:
             continue
@@ -358,9 +452,11 @@ def main():
             print("%-46s error: %s   FAIL" % (name, e))
             failures += 1
             continue
-        print("%-46s %9s %9.1e %9.1e %9.1e %9.1e %9.1e %9.1e%s" % (
+        warm = "-" if "warm-up" not in worst else (
+            "%.1e" % worst["warm-up"] if worst["dimensions"] == 0 else "dims!")  # dims!: another selection
+        print("%-46s %9s %9.1e %9.1e %9.1e %9.1e %9.1e %9.1e %9s%s" % (
             name, n, worst["loss"], worst["lr"], worst["grad_norm"], worst["grad vs float64"], worst["tensors"],
-            max(worst["val loss"], worst["val accuracy"]), "" if ok else "   FAIL"))
+            max(worst["val loss"], worst["val accuracy"]), warm, "" if ok else "   FAIL"))
         failures += not ok
     print("%d case(s) disagree" % failures if failures else "every case agrees")
     if not a.keep:
