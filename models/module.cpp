@@ -97,6 +97,13 @@ std::vector<std::pair<std::string, Module*>> Module::named_modules(const std::st
     return out;
 }
 
+std::vector<Generator*> training_generators(Module& m) {
+    std::vector<Generator*> out;
+    for (auto& [name, module] : m.named_modules())
+        if (Generator* g = module->training_generator()) out.push_back(g);
+    return out;
+}
+
 Tensor* Module::find_parameter(const std::string& name) {
     for (auto& [n, t] : params_)
         if (n == name) return &t;

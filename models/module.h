@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/rng.h"
 #include "engine/safetensors.h"
 #include "engine/tensor.h"
 
@@ -62,6 +63,10 @@ public:
     void to(Device device);
 
     virtual std::string type_name() const { return "Module"; }
+    // The generator of this module's own random draws in training (a PEFT layer's dropout), or nullptr when it
+    // draws none. A training run checkpoints the state of every one below the model (training_generators), so a
+    // resumed run draws the masks the uninterrupted run would have drawn.
+    virtual Generator* training_generator() { return nullptr; }
 
     // PEFT: attach `delta` to the parameter `param` of this module (registered as child `child_name`, so its
     // tensors appear in named_parameters()); detach removes it. One delta per parameter.
@@ -89,6 +94,9 @@ protected:
     bool training_ = true;
     std::vector<std::pair<std::string, std::shared_ptr<ParameterDelta>>> param_deltas_;  // param name -> delta
 };
+
+// training_generator() of every module below (and including) `m` that has one, in named_modules() order.
+std::vector<Generator*> training_generators(Module& m);
 
 class ParameterDelta : public Module {
 public:

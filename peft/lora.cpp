@@ -145,6 +145,7 @@ public:
         return conv_ ? w.reshape({w.size(0), w.size(1), 1}) : w;
     }
     std::string type_name() const override { return "LoraLayer"; }
+    Generator* training_generator() override { return s_.dropout > 0 ? &gen_ : nullptr; }
 
 protected:
     Tensor dropped(const Tensor& x) { return is_training() && s_.dropout > 0 ? ops::dropout(x, s_.dropout, true, gen_) : x; }

@@ -77,6 +77,7 @@ public:
         return cf ? out.transpose(1, 2) : out;
     }
     std::string type_name() const override { return "ParallelAdapter"; }
+    Generator* training_generator() override { return s_.dropout > 0 ? &gen_ : nullptr; }
 
 private:
     AdapterSettings s_;

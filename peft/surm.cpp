@@ -144,6 +144,7 @@ public:
         return ops::mul_scalar(dense, s_.alpha);
     }
     std::string type_name() const override { return "SurmLayer"; }
+    Generator* training_generator() override { return s_.dropout > 0 ? &drop_gen_ : nullptr; }
 
 private:
     SurmSettings s_;

@@ -40,6 +40,7 @@ TrainHooks model_hooks(Workload& w, std::vector<std::pair<std::string, Tensor>> 
 std::vector<Generator*> workload_generators(Workload& w) {
     std::vector<Generator*> out = {&w.data_gen};
     if (w.model.s4d) out.push_back(&w.model.s4d->dropout_generator());
+    for (Generator* g : models::training_generators(w.model.module())) out.push_back(g);  // PEFT layers' dropout
     return out;
 }
 

@@ -15,12 +15,13 @@
 namespace ssmtune::tools {
 
 // Hooks that train `params` on the workload: training mode for the loss, evaluation mode for the metrics, the
-// data generator (and S4D's dropout generator) checkpointed for resume.
+// generators of workload_generators checkpointed for resume.
 TrainHooks model_hooks(Workload& w, std::vector<std::pair<std::string, Tensor>> params,
                        std::function<void(const std::string&)> save_weights,
                        std::function<void(const std::string&)> load_weights);
 
-// The generators a run's checkpoints save and restore: the workload's data sampling, S4D's dropout.
+// The generators a run's checkpoints save and restore: the workload's data sampling, S4D's dropout, the dropout of
+// the PEFT layers attached to the model (models::training_generators).
 std::vector<Generator*> workload_generators(Workload& w);
 
 struct FinetuneOutcome {

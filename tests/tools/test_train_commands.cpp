@@ -195,3 +195,42 @@ TEST_CASE("finetune SDLoRA: the warm-up does not move the run's batches, warmup_
         CHECK(still_largest == 0);
     }
 }
+
+TEST_CASE("finetune --resume with adapter dropout draws the uninterrupted run's masks") {
+    // LoRA, parallel-adapter and SURM dropout draw from the adapter layers' own generators; a checkpoint saves their
+    // states (models::training_generators), so 3 steps + --resume to 6 log the losses of 6 steps in one go.
+    const auto dir = scratch_dir("finetune_dropout_resume");
+    nlohmann::json cfg = {{"model", {{"model_type", "mamba"}, {"vocab_size", 256}, {"hidden_size", 16},
+                                     {"num_hidden_layers", 2}, {"state_size", 4}, {"intermediate_size", 32},
+                                     {"time_step_rank", 1}}}};
+    std::ofstream(dir / "cfg.json") << cfg.dump();
+    std::string text;
+    for (int i = 0; i < 300; ++i) text += "state " + std::to_string(i * 11 % 17) + " carries on; ";
+    std::ofstream(dir / "text.txt") << text;
+    const std::string data = (dir / "text.txt").string();
+    const std::string set = "train.seq_len=16,train.batch_size=4,train.log_every=1,train.eval_every=0,"
+                            "train.schedule=\"constant\",train.warmup_steps=0";
+    REQUIRE(cli({"train", "--config", (dir / "cfg.json").string(), "--data", data, "--set", set, "--steps", "2", "--out",
+                 (dir / "base").string(), "--quiet"}) == 0);
+    const std::string model = (dir / "base" / "model").string();
+    const std::vector<nlohmann::json> pefts = {
+        {{"peft_type", "LORA"}, {"r", 2}, {"lora_dropout", 0.3}, {"target_modules", {"in_proj", "out_proj"}}},
+        {{"peft_type", "PARALLEL_ADAPTER"}, {"r", 2}, {"adapter_dropout", 0.3}},
+        {{"peft_type", "SURM"}, {"surm_dropout", 0.3}}};
+    for (const nlohmann::json& peft : pefts) {
+        const std::string type = peft["peft_type"];
+        CAPTURE(type);
+        auto finetune = [&](const std::string& name, const char* steps, bool resume) {
+            std::vector<std::string> args = {"finetune", "--model", model, "--data", data, "--peft", peft.dump(), "--set",
+                                             set, "--steps", steps, "--out", (dir / (type + name)).string(), "--quiet"};
+            if (resume) args.push_back("--resume");
+            REQUIRE(cli(args) == 0);
+            return dir / (type + name);
+        };
+        const fs::path whole = finetune("_whole", "6", false);
+        finetune("_split", "3", false);
+        const fs::path split = finetune("_split", "6", true);
+        REQUIRE(train_losses(whole).size() == 6);
+        CHECK(train_losses(split) == train_losses(whole));
+    }
+}
