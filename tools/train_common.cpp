@@ -103,6 +103,23 @@ FinetuneOutcome finetune_model(json rc, bool resume, bool quiet) {
     model.module().eval();
     out.before = w->evaluate();
     peft::Config config = peft::Config::from_json(rc["peft"], "peft");
+    if (config.peft_type() == "SDLORA" && config.json["dimensions"].is_null() && resume) {
+        // a resumed run keeps the dimensions its first start selected (the warm-up is not run again) when its SDLORA
+        // config is otherwise the same
+        const fs::path saved = fs::path(rc["out"].get<std::string>()) / "run_config.json";
+        if (fs::exists(saved)) {
+            const json first = models::read_json_file(saved.string());
+            if (first.contains("peft") && first["peft"].is_object() && first["peft"].contains("dimensions") &&
+                !first["peft"]["dimensions"].is_null()) {
+                json same = first["peft"];
+                same["dimensions"] = nullptr;
+                if (same == config.json) {
+                    config = config.with({{"dimensions", first["peft"]["dimensions"]}});
+                    if (!quiet) std::printf("SDLoRA: the dimensions the first start selected (%s)\n", saved.c_str());
+                }
+            }
+        }
+    }
     if (config.peft_type() == "SDLORA" && config.json["dimensions"].is_null()) {
         if (!quiet) std::printf("SDLoRA warm-up: %lld steps to select dimensions\n",
                                 (long long)config.json["warmup_steps"].get<int64_t>());

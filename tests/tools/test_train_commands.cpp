@@ -135,7 +135,7 @@ TEST_CASE("quickstart runs end to end on tiny settings") {
     CHECK(fs::exists(dir / "lora" / "adapter" / "adapter_config.json"));
 }
 
-TEST_CASE("finetune SDLoRA: the warm-up does not move the run's batches, warmup_lr reaches it") {
+TEST_CASE("finetune SDLoRA: the warm-up does not move the run's batches, --resume keeps its dimensions, warmup_lr") {
     // mamba-peft's warm-up is a separate run from the same seed: the run proper draws the batches it would have drawn
     // without a warm-up. So a run that selects its dimensions by a warm-up and a run given those dimensions train
     // alike, bit for bit (text windows are seeded draws, so a shifted data stream would change every loss).
@@ -153,10 +153,13 @@ TEST_CASE("finetune SDLoRA: the warm-up does not move the run's batches, warmup_
     REQUIRE(cli({"train", "--config", (dir / "cfg.json").string(), "--data", data, "--set", set, "--steps", "2", "--out",
                  (dir / "base").string(), "--quiet"}) == 0);
     const std::string model = (dir / "base" / "model").string();
-    auto finetune = [&](const std::string& name, const nlohmann::json& peft) {
+    auto finetune = [&](const std::string& name, const nlohmann::json& peft, const char* steps = "4",
+                        bool resume = false) {
         const fs::path out = dir / name;
-        REQUIRE(cli({"finetune", "--model", model, "--data", data, "--peft", peft.dump(), "--set", set, "--steps", "4",
-                     "--lr", "0.01", "--out", out.string(), "--quiet"}) == 0);
+        std::vector<std::string> args = {"finetune", "--model", model, "--data", data, "--peft", peft.dump(), "--set",
+                                         set, "--steps", steps, "--lr", "0.01", "--out", out.string(), "--quiet"};
+        if (resume) args.push_back("--resume");
+        REQUIRE(cli(args) == 0);
         return out;
     };
     const nlohmann::json peft = {{"peft_type", "SDLORA"}, {"r", 2}, {"channel_ratio", 0.25}, {"state_ratio", 0.5},
@@ -169,6 +172,16 @@ TEST_CASE("finetune SDLoRA: the warm-up does not move the run's batches, warmup_
     const fs::path fixed = finetune("fixed", given);
     REQUIRE(train_losses(warmed).size() == 4);
     CHECK(train_losses(warmed) == train_losses(fixed));
+    // --resume keeps the first start's dimensions instead of warming up again (no new sdlora_warmup.safetensors):
+    // a second warm-up could select others (here --steps changes its schedule), and the checkpoint's deltas, which
+    // have the same sizes, would then load onto other dimensions
+    const fs::path split = finetune("split", peft, "2");
+    const nlohmann::json first = models::read_json_file((split / "run_config.json").string())["peft"]["dimensions"];
+    fs::remove(split / "sdlora_warmup.safetensors");
+    finetune("split", peft, "4", true);
+    CHECK_FALSE(fs::exists(split / "sdlora_warmup.safetensors"));
+    CHECK(train_losses(split).size() == 4);
+    CHECK(models::read_json_file((split / "run_config.json").string())["peft"]["dimensions"] == first);
     // warmup_lr 0: the warm-up moves nothing, every score ties and the lowest indices win (8 of E = 32 channels,
     // 2 of N = 4 states); the run's lr selects others
     nlohmann::json still = peft;
