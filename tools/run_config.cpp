@@ -32,7 +32,9 @@ json default_run_config() {
           {"schedule", "cosine"}, {"warmup_steps", 20}, {"min_lr_ratio", 0.1}, {"grad_clip", 1.0},
           {"no_decay", kDefaultNoDecay}, {"ssm_lr", nullptr}, {"adam_beta1", 0.9}, {"adam_beta2", 0.999},
           {"adam_epsilon", 1e-8}, {"gradient_accumulation_steps", 1}, {"log_every", 20}, {"eval_every", 100},
-          {"save_every", 0}, {"eval_batches", 4}, {"seed", 0}, {"device", "cpu"}}},
+          {"save_every", 0}, {"best_metric", "loss"}, {"early_stopping_patience", 0},
+          {"early_stopping_threshold", 0.0}, {"load_best_at_end", false}, {"eval_batches", 4}, {"seed", 0},
+          {"device", "cpu"}}},
         {"out", "runs/run"},
     };
 }

@@ -144,6 +144,18 @@ TrainLoopOptions loop_options(const json& rc, bool resume, bool quiet) {
     o.log_every = std::max<int64_t>(1, train_integer(t, "log_every", 0));
     o.eval_every = train_integer(t, "eval_every", 0);
     o.save_every = train_integer(t, "save_every", 0);
+    SSMTUNE_CHECK(t["best_metric"].is_string() && !t["best_metric"].get<std::string>().empty(),
+                  "train.best_metric must be the name of an evaluated metric, got ", t["best_metric"].dump(),
+                  "; fix: e.g. \"loss\" or \"accuracy\"");
+    o.best_metric = t["best_metric"];
+    o.early_stopping_patience = train_integer(t, "early_stopping_patience", 0);
+    o.early_stopping_threshold = train_number(t, "early_stopping_threshold", 0);
+    SSMTUNE_CHECK(o.early_stopping_patience == 0 || o.eval_every > 0, "train.early_stopping_patience ",
+                  o.early_stopping_patience, " needs evaluations during the run, but train.eval_every is 0; fix: e.g. "
+                  "--set train.eval_every=100");
+    SSMTUNE_CHECK(t["load_best_at_end"].is_boolean(), "train.load_best_at_end must be true or false, got ",
+                  t["load_best_at_end"].dump());
+    o.load_best_at_end = t["load_best_at_end"];
     o.out_dir = rc["out"];
     o.resume = resume;
     o.quiet = quiet;
@@ -202,7 +214,7 @@ int run_train(int argc, char** argv) {
     models::save_model(out_model, model);
     auto plots = plot_run(rc["out"]);
     if (!quiet) {
-        print_metrics("final", r.last_eval);
+        print_metrics(r.loaded_best ? "best (loaded at the end)" : "final", r.loaded_best ? r.best_eval : r.last_eval);
         std::printf("model: %s\nplot: %s\n", out_model.c_str(), plots.front().c_str());
     }
     return r.interrupted ? 130 : 0;

@@ -54,11 +54,14 @@ std::string format_duration(double s) {
     return buf;
 }
 
-bool lower_is_better(const std::string& metric) { return metric.find("acc") == std::string::npos; }
+// Accuracy, macro-F1 and MCC rise as a model improves; loss, perplexity and bits per byte fall.
+bool lower_is_better(const std::string& metric) {
+    return metric.find("acc") == std::string::npos && metric.find("f1") == std::string::npos && metric != "mcc";
+}
 
 // Writes a complete checkpoint to `dir` atomically (see the file comment).
 void write_checkpoint(const std::string& dir, int64_t step, const autograd::Optimizer& opt, TrainHooks& hooks,
-                      const json& best) {
+                      const json& best, int64_t evals_without_gain) {
     const fs::path target(dir), tmp = target.string() + ".tmp", old = target.string() + ".old";
     std::error_code ec;
     fs::remove_all(tmp, ec);
@@ -68,7 +71,8 @@ void write_checkpoint(const std::string& dir, int64_t step, const autograd::Opti
     try {
         hooks.save_weights(tmp.string());
         opt.save((tmp / "optimizer.safetensors").string());
-        json state = {{"step", step}, {"best", best}, {"rngs", json::array()}};
+        json state = {{"step", step}, {"best", best}, {"evals_without_gain", evals_without_gain},
+                      {"rngs", json::array()}};
         for (Generator* g : hooks.rngs) state["rngs"].push_back({g->seed(), g->offset()});
         models::write_json_file((tmp / "trainer_state.json").string(), state);
     } catch (...) {
@@ -220,6 +224,7 @@ TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
     TrainResult result;
     json best = json::object();
     int64_t start = 0;
+    int64_t evals_without_gain = 0;  // early stopping: evaluations in a row without a gain beyond the threshold
     if (o.resume) {
         const std::string dir = resumable_checkpoint(o.out_dir);
         hooks.load_weights(dir);
@@ -227,6 +232,7 @@ TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
         const json state = models::read_json_file((fs::path(dir) / "trainer_state.json").string());
         start = state.at("step").get<int64_t>();
         best = state.at("best");
+        if (state.contains("evals_without_gain")) evals_without_gain = state["evals_without_gain"].get<int64_t>();
         SSMTUNE_CHECK(state.at("rngs").size() == hooks.rngs.size(), dir, " was written by a run with ",
                       state.at("rngs").size(), " generators, this one has ", hooks.rngs.size(),
                       "; fix: resume with the same command and config");
@@ -245,6 +251,9 @@ TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
     auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
     double window_units = 0, window_start = 0;
 
+    auto checkpoint = [&](const std::string& dir, int64_t step) {
+        write_checkpoint(dir, step, opt, hooks, best, evals_without_gain);
+    };
     auto evaluate_and_save = [&](int64_t step, bool final_step) {
         if (hooks.evaluate) {
             result.last_eval = hooks.evaluate();
@@ -258,27 +267,50 @@ TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
                 std::fflush(stdout);
             }
             auto it = result.last_eval.find(o.best_metric);
+            if (it == result.last_eval.end() && !result.last_eval.empty()) {
+                std::string names;
+                for (auto& [k, v] : result.last_eval) names += (names.empty() ? "" : ", ") + k;
+                SSMTUNE_FAIL("train.best_metric \"", o.best_metric, "\" is not one of the evaluation's metrics (",
+                             names, "); fix: --set train.best_metric=\"loss\"");
+            }
             if (it != result.last_eval.end()) {
-                const bool better = !best.contains(o.best_metric) ||
-                                    (lower_is_better(o.best_metric) ? it->second < best[o.best_metric].get<double>()
-                                                                    : it->second > best[o.best_metric].get<double>());
+                const bool lower = lower_is_better(o.best_metric);
+                const double value = it->second;
+                const bool first = !best.contains(o.best_metric);
+                const double previous = first ? 0.0 : best[o.best_metric].get<double>();
+                const bool better = first || (lower ? value < previous : value > previous);
+                // HF's EarlyStoppingCallback: a gain counts when it beats the best so far by more than the threshold
+                if (first || (better && std::abs(value - previous) > o.early_stopping_threshold))
+                    evals_without_gain = 0;
+                else
+                    ++evals_without_gain;
                 if (better) {
                     for (auto& [k, v] : result.last_eval) best[k] = v;
                     result.best_eval = result.last_eval;
-                    write_checkpoint(best_checkpoint_dir(o.out_dir), step, opt, hooks, best);
+                    checkpoint(best_checkpoint_dir(o.out_dir), step);
                     result.best_checkpoint = best_checkpoint_dir(o.out_dir);
                 }
             }
         }
         (void)final_step;
-        write_checkpoint(last_checkpoint_dir(o.out_dir), step, opt, hooks, best);
+        checkpoint(last_checkpoint_dir(o.out_dir), step);
         result.last_checkpoint = last_checkpoint_dir(o.out_dir);
     };
 
+    // early stopping (HF's EarlyStoppingCallback): stop after `patience` evaluations in a row without a gain
+    auto stop_early = [&] {
+        if (o.early_stopping_patience <= 0 || evals_without_gain < o.early_stopping_patience) return false;
+        result.early_stopped = true;
+        if (!o.quiet)
+            std::printf("%searly stop: %s has not improved by more than %g for %lld evaluations\n", tty ? "\n" : "",
+                        o.best_metric.c_str(), o.early_stopping_threshold, (long long)evals_without_gain);
+        return true;
+    };
     int64_t step = start;
-    for (; step < o.steps; ++step) {
+    const bool stopped_before = stop_early();  // a resumed run that had stopped early: nothing more to train
+    for (; !stopped_before && step < o.steps; ++step) {
         if (g_interrupted) {
-            write_checkpoint(last_checkpoint_dir(o.out_dir), step, opt, hooks, best);
+            checkpoint(last_checkpoint_dir(o.out_dir), step);
             result.last_checkpoint = last_checkpoint_dir(o.out_dir);
             result.interrupted = true;
             if (!o.quiet) std::printf("%sinterrupted at step %lld; checkpoint saved to %s (continue with --resume)\n",
@@ -321,15 +353,30 @@ TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
         }
         const bool eval_now = o.eval_every > 0 && done % o.eval_every == 0 && done != o.steps;
         const bool save_now = o.save_every > 0 && done % o.save_every == 0 && done != o.steps;
-        if (eval_now) evaluate_and_save(done, false);
-        else if (save_now) {
-            write_checkpoint(last_checkpoint_dir(o.out_dir), done, opt, hooks, best);
+        if (eval_now) {
+            evaluate_and_save(done, false);
+            if (stop_early()) {
+                step = done;
+                break;
+            }
+        } else if (save_now) {
+            checkpoint(last_checkpoint_dir(o.out_dir), done);
             result.last_checkpoint = last_checkpoint_dir(o.out_dir);
         }
     }
-    if (!result.interrupted) {
+    if (!result.interrupted && !result.early_stopped) {
         if (tty) std::printf("\n");
         evaluate_and_save(step, true);
+    }
+    if (!result.interrupted && o.load_best_at_end && fs::exists(fs::path(best_checkpoint_dir(o.out_dir)) / "trainer_state.json")) {
+        // HF's load_best_model_at_end: the caller saves and evaluates the weights of the best evaluation
+        hooks.load_weights(best_checkpoint_dir(o.out_dir));
+        result.loaded_best = true;
+        if (!o.quiet) {
+            const json state = models::read_json_file((fs::path(best_checkpoint_dir(o.out_dir)) / "trainer_state.json").string());
+            std::printf("loaded the best checkpoint (step %lld, %s %.4f)\n", (long long)state.at("step").get<int64_t>(),
+                        o.best_metric.c_str(), best.value(o.best_metric, 0.0));
+        }
     }
     result.steps_done = step;
     result.seconds = elapsed();

@@ -44,7 +44,14 @@ struct TrainLoopOptions {
     std::string out_dir;              // checkpoints/, metrics.jsonl
     bool resume = false;
     bool quiet = false;               // no progress output (tests)
-    std::string best_metric = "loss"; // lower is better unless it is accuracy
+    std::string best_metric = "loss"; // an evaluated metric; higher is better for accuracy, *f1*, mcc, else lower
+    // Early stopping as HF's EarlyStoppingCallback: stop after this many evaluations in a row whose best_metric does
+    // not beat the best so far by more than early_stopping_threshold (0 = never stop early). Resume keeps the count.
+    int64_t early_stopping_patience = 0;
+    double early_stopping_threshold = 0.0;
+    // HF's load_best_model_at_end: after the last step, load the weights of the best evaluation (checkpoints/best),
+    // so what the caller saves and evaluates next is that model.
+    bool load_best_at_end = false;
 };
 
 // The references' no-decay sets: mamba_ssm's _no_weight_decay on the mixer's A_log and D (Longhorn's mixer D too, by
@@ -73,6 +80,8 @@ struct TrainResult {
     std::map<std::string, double> last_eval, best_eval;
     double seconds = 0;
     bool interrupted = false;
+    bool early_stopped = false;  // stopped by early_stopping_patience (steps_done < steps)
+    bool loaded_best = false;    // load_best_at_end loaded checkpoints/best
     std::string last_checkpoint, best_checkpoint;
 };
 

@@ -1,7 +1,7 @@
 // The shared training loop: bit-identical resume (from a save point and from a Ctrl-C), the stop on a non-finite
 // loss or gradient naming the step and the tensor, best/last checkpoints, the metrics log, faults during checkpoint
-// writes, the optimizer groups (train.no_decay, train.ssm_lr), gradient accumulation, and the train section's
-// run-config checks.
+// writes, the optimizer groups (train.no_decay, train.ssm_lr), gradient accumulation, early stopping and loading the
+// best checkpoint at the end, and the train section's run-config checks.
 #include "test_util.h"
 
 #include <sys/resource.h>
@@ -374,6 +374,16 @@ TEST_CASE("run config: the optimizer and accumulation keys reach the loop, and b
     CHECK(o.adam_beta2 == 0.95);
     CHECK(o.adam_epsilon == 1e-6);
     CHECK(o.grad_accum_steps == 4);
+    CHECK(o.best_metric == "loss");
+    CHECK(o.early_stopping_patience == 0);
+    CHECK_FALSE(o.load_best_at_end);
+    tools::apply_assignments(rc, "train.best_metric=\"accuracy\",train.early_stopping_patience=3,"
+                                 "train.early_stopping_threshold=0.01,train.load_best_at_end=true");
+    o = tools::loop_options(rc, false, true);
+    CHECK(o.best_metric == "accuracy");
+    CHECK(o.early_stopping_patience == 3);
+    CHECK(o.early_stopping_threshold == 0.01);
+    CHECK(o.load_best_at_end);
     tools::apply_assignments(rc, "train.steps=1e3,train.warmup_steps=2000");  // an integral number is an integer
     o = tools::loop_options(rc, false, true);
     CHECK(o.steps == 1000);
@@ -383,7 +393,9 @@ TEST_CASE("run config: the optimizer and accumulation keys reach the loop, and b
                             "train.adam_epsilon=-1", "train.gradient_accumulation_steps=0",
                             "train.gradient_accumulation_steps=1.5", "train.steps=1e300", "train.steps=2.5",
                             "train.steps=18446744073709551615", "train.eval_every=-1", "train.lr=-0.1",
-                            "train.min_lr_ratio=2", "train.grad_clip=-1"}) {
+                            "train.min_lr_ratio=2", "train.grad_clip=-1", "train.early_stopping_patience=-1",
+                            "train.early_stopping_threshold=-0.1", "train.best_metric=\"\"",
+                            "train.early_stopping_patience=2,train.eval_every=0"}) {
         CAPTURE(bad);
         nlohmann::json r = tools::resolve_run_config(nlohmann::json::object(), "test");
         tools::apply_assignments(r, bad);
@@ -392,6 +404,9 @@ TEST_CASE("run config: the optimizer and accumulation keys reach the loop, and b
     nlohmann::json r = tools::resolve_run_config(nlohmann::json::object(), "test");
     CHECK_THROWS_WITH_AS(tools::apply_assignments(r, "train.no_decay=\"A_log\""), doctest::Contains("must be array"),
                          Error);
+    CHECK_THROWS_WITH_AS(tools::apply_assignments(r, "train.load_best_at_end=1"), doctest::Contains("must be boolean"),
+                         Error);
+    CHECK_THROWS_WITH_AS(tools::apply_assignments(r, "train.best_metric=3"), doctest::Contains("must be string"), Error);
     // null where the default is not null: one line naming the key (it used to pass the merge and fail later with
     // nlohmann's "type must be number, but is null")
     for (const char* key : {"train.steps", "train.lr", "out", "data.task", "train.no_decay", "data.kind"}) {
@@ -445,4 +460,86 @@ TEST_CASE("trainer: gradient accumulation steps on the mean of its micro-batches
     tools::TrainLoopOptions o = options(root, 20);
     o.grad_accum_steps = 3;
     check_split_resume(o, root / "resume", 10);
+}
+
+TEST_CASE("trainer: early stopping counts evaluations without a gain beyond the threshold, resumes, loads the best") {
+    const auto dir = scratch_dir("trainer_early_stop");
+    // scripted evaluations, by the step they follow (eval_every 2): the loss, and an accuracy that mirrors it
+    const std::map<int64_t, double> script = {{2, 1.0},  {4, 0.8},  {6, 0.79}, {8, 0.85}, {10, 0.78},
+                                              {12, 0.9}, {14, 0.95}, {16, 0.7}, {18, 0.7}, {20, 0.7}};
+    auto scripted = [&](Problem& p, tools::TrainHooks& h) {
+        auto step = std::make_shared<int64_t>(0);
+        p.at_step = [step](int64_t s) { *step = s + 1; };
+        h.evaluate = [step, &script] {
+            const double v = script.count(*step) ? script.at(*step) : 0.5;
+            return std::map<std::string, double>{{"loss", v}, {"accuracy", 1.0 - v}};
+        };
+    };
+    auto run = [&](const std::string& name, double threshold, const std::string& metric, int64_t interrupt_at = -1,
+                   bool resume = false, bool load_best = false) {
+        Problem p;
+        p.interrupt_at = interrupt_at;
+        tools::TrainHooks h = p.hooks();
+        scripted(p, h);
+        tools::TrainLoopOptions o = options(dir / name, 30);
+        o.eval_every = 2;
+        o.save_every = 0;
+        o.early_stopping_patience = 2;
+        o.early_stopping_threshold = threshold;
+        o.best_metric = metric;
+        o.resume = resume;
+        o.load_best_at_end = load_best;
+        const tools::TrainResult r = tools::run_training(o, h);
+        return std::make_pair(r, p.w.to_vector<double>());
+    };
+    auto best_step = [&](const std::string& name) {
+        return models::read_json_file((dir / name / "checkpoints" / "best" / "trainer_state.json").string())["step"];
+    };
+    // threshold 0.05: 1.0 (first), 0.8 (a gain), 0.79 (better, but by 0.01: no gain, 1), 0.85 (2) -> stop at step 8,
+    // the best at step 6 all the same (it is the lowest loss)
+    const auto [r, w] = run("threshold", 0.05, "loss");
+    CHECK(r.early_stopped);
+    CHECK(r.steps_done == 8);
+    CHECK(logged_losses(dir / "threshold").size() == 8);
+    CHECK(r.best_eval.at("loss") == 0.79);
+    CHECK(best_step("threshold") == 6);
+    CHECK_FALSE(r.loaded_best);
+    // threshold 0: 0.79 is a gain, 0.85 (1), 0.78 (gain), 0.9 (1), 0.95 (2) -> stop at step 14
+    const auto [r0, w0] = run("no_threshold", 0.0, "loss");
+    CHECK(r0.steps_done == 14);
+    CHECK(best_step("no_threshold") == 10);
+    // higher is better for accuracy: the same sequence mirrored stops at the same step
+    const auto [ra, wa] = run("accuracy", 0.0, "accuracy");
+    CHECK(ra.steps_done == 14);
+    CHECK(best_step("accuracy") == 10);
+    CHECK(ra.best_eval.at("accuracy") == doctest::Approx(0.22));
+    // Ctrl-C at step 7 (after the third evaluation: one without a gain), then --resume: the count is kept, so the run
+    // stops at step 8 with the weights of the uninterrupted run
+    const auto [ri, wi] = run("split", 0.05, "loss", 6);  // SIGINT during step 7, honoured before step 8
+    CHECK(ri.interrupted);
+    CHECK(ri.steps_done == 7);
+    const auto [rr, wr] = run("split", 0.05, "loss", -1, true);
+    CHECK(rr.early_stopped);
+    CHECK(rr.steps_done == 8);
+    CHECK(logged_losses(dir / "split") == logged_losses(dir / "threshold"));
+    CHECK(wr == w);
+    // --resume after the stop trains nothing more
+    const auto [ra2, wa2] = run("split", 0.05, "loss", -1, true);
+    CHECK(ra2.early_stopped);
+    CHECK(ra2.steps_done == 8);
+    CHECK(logged_losses(dir / "split").size() == 8);
+    // load_best_at_end: the weights end as the best checkpoint (step 6) holds them, not as they were at step 8
+    const auto [rb, wb] = run("best", 0.05, "loss", -1, false, true);
+    CHECK(rb.loaded_best);
+    const std::vector<double> saved =
+        load_safetensors((dir / "best" / "checkpoints" / "best" / "w.safetensors").string()).at("w").to_vector<double>();
+    CHECK(wb == saved);
+    CHECK(wb != w);
+    // a metric the evaluation does not report is an error naming the ones it does
+    Problem p;
+    tools::TrainHooks h = p.hooks();
+    tools::TrainLoopOptions o = options(dir / "bad_metric", 4);
+    o.best_metric = "f1";
+    CHECK_THROWS_WITH_AS(tools::run_training(o, h), doctest::Contains("is not one of the evaluation's metrics (loss)"),
+                         Error);
 }
