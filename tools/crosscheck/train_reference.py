@@ -35,11 +35,13 @@ with the run's optimizer, clipping and schedule (gradients from `ssmtune grads` 
 channel and state, the x_proj deltas held at zero), compares them with OUT/sdlora_warmup.safetensors, checks that the
 run's "dimensions" are the top channels and states of those deltas (sd_lora.py's rule: channel score Σ_n ΔA_log²,
 then per channel ΔA_log²; ties to the lower index), then replays the run from zero deltas and the same LoRA start.
+SDLoRA on S4D replays run_s4.py's warm-up instead (dense deltas on C, log_A_real, A_imag, log_dt and D; plain
+torch.optim.AdamW with its defaults at warmup_lr or the run's lr, constant, unclipped) and sdlora_s4d.cpp's selection
+written out in numpy (the kernel contribution at lag ⌊seq_len/2⌋ under ZOH or bilinear, |ΔA|; pruning included).
 
 Both sides compute the same float32 gradients and the same update formula, so they agree to float32 rounding (a few
 1e-7 of each tensor's largest value; tolerance 1e-5). Not here: the synthetic tasks and pixel-token images (their
-batches are seeded draws this script would have to re-implement), SDLoRA's S4D warm-up (plain AdamW, run_s4.py's),
-PiSSA / OLoRA (their start rewrites the base weights), dropout, and `--resume` (tests/tools check that a resumed run
+batches are seeded draws this script would have to re-implement), PiSSA / OLoRA (their start rewrites the base weights), dropout, and `--resume` (tests/tools check that a resumed run
 is bit-identical).
 
 usage: train_reference.py --ssmtune build/tools/ssmtune [--keep DIR] [--only NAME]
@@ -163,6 +165,14 @@ def cases():
          {"peft_type": "SDLORA", "r": 2, "lora_alpha": 2, "channel_ratio": 0.2, "state_ratio": 0.75,
           "warmup_steps": 4, "warmup_lr": 0.05},
          {"schedule": "linear", "warmup_steps": 1, "grad_clip": 1.0, "lr": 0.01}),
+        ("s4d SDLoRA zoh: run_s4.py's warm-up, pruning", "s4d", {"prenorm": False, "disc": "zoh"},
+         {"peft_type": "SDLORA", "r": 2, "lora_alpha": 2, "channel_ratio": 0.34, "state_ratio": 0.5,
+          "select_channel_ratio": 0.67, "select_state_ratio": 0.75, "seq_len": 12, "warmup_steps": 4,
+          "warmup_lr": 0.02}, {"schedule": "cosine", "warmup_steps": 1, "weight_decay": 0.05, "lr": 0.01}),
+        ("s4d SDLoRA bilinear prenorm", "s4d", {"prenorm": True, "disc": "bilinear"},
+         {"peft_type": "SDLORA", "r": 2, "lora_alpha": 4, "channel_ratio": 0.5, "state_ratio": 0.5,
+          "select_state_ratio": 0.75, "seq_len": 9, "warmup_steps": 3, "sdlora_alpha": 2.0},
+         {"schedule": "linear", "warmup_steps": 0, "grad_clip": 0.5, "lr": 0.02}),
         ("longhorn SDLoRA: warm-up, 2 micro-batches", "longhorn", {},
          {"peft_type": "SDLORA", "r": 2, "lora_alpha": 4, "channel_ratio": 0.3, "warmup_steps": 3,
           "sdlora_alpha": 0.5},
@@ -304,27 +314,79 @@ def sdlora_selection(moved, layers, model_type, E, N, peft):
     return dims
 
 
-def replay_sdlora_warmup(ssmtune, d, cfg, w, model_type, run_adapter, start, t, K, train_batch, worst):
-    """The SDLoRA warm-up in PyTorch (module docstring); returns its tensors, keyed as OUT/sdlora_warmup.safetensors."""
-    E, N = cfg["intermediate_size"], cfg["state_size"]
-    mamba = model_type == "mamba"
-    layers = sorted(int(k) for k in run_adapter["dimensions"])
-    every = {str(layer): ({"channels": list(range(E)), "states": [list(range(N))] * E} if mamba
-                          else {"channels": list(range(E))}) for layer in layers}
-    cfg_warm = dict(run_adapter, dimensions=every)
-    tensors = {n: torch.tensor(np.array(v, dtype=np.float32)) for n, v in start.items() if ".lora_" in n}
+def sdlora_s4d_selection(moved, layers, cfg, w, peft):
+    """sdlora_s4d.cpp's rule (run_s4.py's select_dims_hard with the complex A both times) on the warmed parameters:
+    AC = W·exp(λ·⌊seq_len/2⌋) (ZOH: W = C(e^z − 1)/A, λ = z; bilinear: W = CΔ/(1 − z/2), λ = log((1 + z/2)/(1 − z/2)),
+    z = ΔA); usable channels by ‖AC[h,:]‖, update channels among them by ‖A_warm − A_frozen‖, per update channel usable
+    states by |AC| and update states among them by |ΔA|."""
+    H, M = cfg["d_model"], cfg["d_state"] // 2
+    half = peft["seq_len"] // 2
+    dims = {}
     for layer in layers:
-        pre = "backbone.layers.%d.mixer." % layer
-        tensors[pre + "x_proj.weight_delta"] = torch.zeros(2 * N * E, dtype=torch.float32)
-        if mamba:
-            tensors[pre + "A_log_delta"] = torch.zeros(E * N, dtype=torch.float32)
-    trained = {n: p for n, p in tensors.items()
-               if ".lora_" in n or n.endswith("A_log_delta" if mamba else "x_proj.weight_delta")}
+        k = "s4_layers.%d.kernel." % layer
+        now = {p: np.asarray(w[k + p], dtype=np.float64) +
+               np.asarray(moved[k + p + "_delta"], dtype=np.float64).reshape(np.shape(w[k + p]))
+               for p in ("log_dt", "C", "log_A_real", "A_imag")}
+        A_w = -np.exp(now["log_A_real"]) + 1j * now["A_imag"]
+        A_f = -np.exp(np.asarray(w[k + "log_A_real"], dtype=np.float64)) + 1j * np.asarray(w[k + "A_imag"])
+        C = now["C"][..., 0] + 1j * now["C"][..., 1]
+        dt = np.exp(now["log_dt"])[:, None]
+        z = dt * A_w
+        if cfg["discretization"] == "bilinear":
+            W, lam = C * dt / (1 - z / 2), np.log((1 + z / 2) / (1 - z / 2))
+        else:
+            W, lam = C * (np.exp(z) - 1) / A_w, z
+        ac, da = np.abs(W * np.exp(lam * half)), np.abs(A_w - A_f)
+        usable = top_k((ac ** 2).sum(axis=1), ratio_count(peft["select_channel_ratio"], H))
+        among = lambda score, allowed, k: sorted(sorted(allowed, key=lambda i: (-score[i], i))[:k])
+        channels = among((da ** 2).sum(axis=1), usable, ratio_count(peft["channel_ratio"], H))
+        usable_states = [top_k(ac[h], ratio_count(peft["select_state_ratio"], M)) for h in channels]
+        states = [among(da[h], u, ratio_count(peft["state_ratio"], M)) for h, u in zip(channels, usable_states)]
+        dims[str(layer)] = {"usable_channels": usable, "channels": channels, "usable_states": usable_states,
+                            "states": states}
+    return dims
+
+
+def replay_sdlora_warmup(ssmtune, d, cfg, w, model_type, run_adapter, start, t, K, train_batch, worst):
+    """The SDLoRA warm-up in PyTorch (module docstring); returns its tensors, keyed as OUT/sdlora_warmup.safetensors.
+    Mamba / Longhorn: mamba-peft's (the run's first steps); S4D: run_s4.py's (plain AdamW, its defaults)."""
+    layers = sorted(int(k) for k in run_adapter["dimensions"])
+    tensors = {n: torch.tensor(np.array(v, dtype=np.float32)) for n, v in start.items() if ".lora_" in n}
+    zeros = lambda n: torch.zeros(n, dtype=torch.float32)
+    if model_type == "s4d":
+        H, M = cfg["d_model"], cfg["d_state"] // 2
+        every = {str(layer): {"channels": list(range(H)), "states": [list(range(M))] * H} for layer in layers}
+        cfg_warm = dict(run_adapter, dimensions=every, sdlora_alpha=1.0)  # run_s4.py trains the parameters themselves
+        for layer in layers:
+            k = "s4_layers.%d." % layer
+            for name, size in (("kernel.C_delta", 2 * H * M), ("kernel.log_A_real_delta", H * M),
+                               ("kernel.A_imag_delta", H * M), ("kernel.log_dt_delta", H), ("D_delta", H)):
+                tensors[k + name] = zeros(size)
+            tensors[k + "output_linear.0.bias_delta"] = zeros(2 * H)  # in the adapter, not in the warm-up
+        trained = {n: p for n, p in tensors.items() if n.endswith("_delta") and "output_linear" not in n}
+    else:
+        E, N = cfg["intermediate_size"], cfg["state_size"]
+        mamba = model_type == "mamba"
+        every = {str(layer): ({"channels": list(range(E)), "states": [list(range(N))] * E} if mamba
+                              else {"channels": list(range(E))}) for layer in layers}
+        cfg_warm = dict(run_adapter, dimensions=every)
+        for layer in layers:
+            pre = "backbone.layers.%d.mixer." % layer
+            tensors[pre + "x_proj.weight_delta"] = zeros(2 * N * E)
+            if mamba:
+                tensors[pre + "A_log_delta"] = zeros(E * N)
+        trained = {n: p for n, p in tensors.items()
+                   if ".lora_" in n or n.endswith("A_log_delta" if mamba else "x_proj.weight_delta")}
     lr = run_adapter["warmup_lr"] if run_adapter.get("warmup_lr") is not None else t["lr"]
-    groups, _ = optimizer_groups(trained, dict(t, lr=lr))
-    opt = torch.optim.AdamW(groups, lr=lr, betas=(t["adam_beta1"], t["adam_beta2"]), eps=t["adam_epsilon"])
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, hf_lambda(t["schedule"], min(t["warmup_steps"], K), K, t["min_lr_ratio"]))
+    if model_type == "s4d":
+        opt = torch.optim.AdamW(list(trained.values()), lr=lr)
+        sched, clip = None, 0.0
+    else:
+        groups, _ = optimizer_groups(trained, dict(t, lr=lr))
+        opt = torch.optim.AdamW(groups, lr=lr, betas=(t["adam_beta1"], t["adam_beta2"]), eps=t["adam_epsilon"])
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, hf_lambda(t["schedule"], min(t["warmup_steps"], K), K, t["min_lr_ratio"]))
+        clip = t["grad_clip"]
     for _ in range(run_adapter["warmup_steps"]):
         got = ssmtune_grads(ssmtune, d, cfg_warm, tensors, False, os.path.join(d, "train_batch.safetensors"), "warm")
         here = {n: v.numpy().astype(np.float64) for n, v in tensors.items()}
@@ -334,10 +396,11 @@ def replay_sdlora_warmup(ssmtune, d, cfg, w, model_type, run_adapter, start, t, 
         worst["grad vs float64"] = max(worst["grad vs float64"], err)
         for n, p in trained.items():
             p.grad = torch.tensor(np.array(got[PREFIX + n], dtype=np.float32))
-        if t["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(list(trained.values()), t["grad_clip"])
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(list(trained.values()), clip)
         opt.step()
-        sched.step()
+        if sched:
+            sched.step()
     return {n: p.detach().numpy() for n, p in trained.items()}, layers
 
 
@@ -380,7 +443,10 @@ def check_case(ssmtune, d, seed, name, model_type, model_kw, peft, settings):
         if sorted(moved) != sorted(replayed):
             raise RuntimeError("warm-up tensors differ: %s vs %s" % (sorted(moved)[:3], sorted(replayed)[:3]))
         worst["warm-up"], _, _ = compare(moved, replayed, 1e-30)
-        dims = sdlora_selection(moved, layers, model_type, cfg["intermediate_size"], cfg["state_size"], peft)
+        if model_type == "s4d":
+            dims = sdlora_s4d_selection(moved, layers, cfg, w, dict(peft, **cfg_json))
+        else:
+            dims = sdlora_selection(moved, layers, model_type, cfg["intermediate_size"], cfg["state_size"], peft)
         worst["dimensions"] = 0.0 if dims == cfg_json["dimensions"] else 1.0
 
     params = {n: torch.tensor(np.array(v, dtype=np.float32)) for n, v in start.items()}
