@@ -27,6 +27,37 @@ std::vector<double> train_losses(const fs::path& run, const char* field = "loss"
     }
     return out;
 }
+// A tiny 2-layer Mamba (D 16, E 32, N 4, byte vocabulary) trained 2 steps on a small text with the run settings
+// `set`, in a fresh scratch directory: what the finetune tests below start from.
+struct TextBase {
+    fs::path dir;
+    std::string data, model, set;
+    // `ssmtune finetune` of the model on the text with `peft`, the same settings, into dir/name (extra: more flags)
+    fs::path finetune(const std::string& name, const nlohmann::json& peft, const char* steps, bool resume = false,
+                      const std::vector<std::string>& extra = {}) const {
+        std::vector<std::string> args = {"finetune", "--model", model, "--data", data, "--peft", peft.dump(), "--set",
+                                         set, "--steps", steps, "--out", (dir / name).string(), "--quiet"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        if (resume) args.push_back("--resume");
+        REQUIRE(cli(args) == 0);
+        return dir / name;
+    }
+};
+TextBase text_base(const std::string& name, const std::string& set) {
+    TextBase b{scratch_dir(name), "", "", set};
+    nlohmann::json cfg = {{"model", {{"model_type", "mamba"}, {"vocab_size", 256}, {"hidden_size", 16},
+                                     {"num_hidden_layers", 2}, {"state_size", 4}, {"intermediate_size", 32},
+                                     {"time_step_rank", 1}}}};
+    std::ofstream(b.dir / "cfg.json") << cfg.dump();
+    std::string text;
+    for (int i = 0; i < 300; ++i) text += "state " + std::to_string(i * 11 % 17) + " carries on; ";
+    std::ofstream(b.dir / "text.txt") << text;
+    b.data = (b.dir / "text.txt").string();
+    REQUIRE(cli({"train", "--config", (b.dir / "cfg.json").string(), "--data", b.data, "--set", set, "--steps", "2",
+                 "--out", (b.dir / "base").string(), "--quiet"}) == 0);
+    b.model = (b.dir / "base" / "model").string();
+    return b;
+}
 }  // namespace
 
 TEST_CASE("train, finetune and eval commands on a synthetic task") {
@@ -139,29 +170,12 @@ TEST_CASE("finetune SDLoRA: the warm-up does not move the run's batches, --resum
     // mamba-peft's warm-up is a separate run from the same seed: the run proper draws the batches it would have drawn
     // without a warm-up. So a run that selects its dimensions by a warm-up and a run given those dimensions train
     // alike, bit for bit (text windows are seeded draws, so a shifted data stream would change every loss).
-    const auto dir = scratch_dir("finetune_sdlora");
-    nlohmann::json cfg = {{"model", {{"model_type", "mamba"}, {"vocab_size", 256}, {"hidden_size", 16},
-                                     {"num_hidden_layers", 2}, {"state_size", 4}, {"intermediate_size", 32},
-                                     {"time_step_rank", 1}}}};
-    std::ofstream(dir / "cfg.json") << cfg.dump();
-    std::string text;
-    for (int i = 0; i < 300; ++i) text += "state " + std::to_string(i * 11 % 17) + " carries on; ";
-    std::ofstream(dir / "text.txt") << text;
-    const std::string data = (dir / "text.txt").string();
     const std::string set = "train.seq_len=16,train.batch_size=4,train.log_every=1,train.eval_every=0,"
                             "train.weight_decay=0.1,train.grad_clip=0.5,train.schedule=\"cosine\",train.warmup_steps=2";
-    REQUIRE(cli({"train", "--config", (dir / "cfg.json").string(), "--data", data, "--set", set, "--steps", "2", "--out",
-                 (dir / "base").string(), "--quiet"}) == 0);
-    const std::string model = (dir / "base" / "model").string();
+    const TextBase base = text_base("finetune_sdlora", set);
+    const fs::path& dir = base.dir;
     auto finetune = [&](const std::string& name, const nlohmann::json& peft, const char* steps = "4",
-                        bool resume = false) {
-        const fs::path out = dir / name;
-        std::vector<std::string> args = {"finetune", "--model", model, "--data", data, "--peft", peft.dump(), "--set",
-                                         set, "--steps", steps, "--lr", "0.01", "--out", out.string(), "--quiet"};
-        if (resume) args.push_back("--resume");
-        REQUIRE(cli(args) == 0);
-        return out;
-    };
+                        bool resume = false) { return base.finetune(name, peft, steps, resume, {"--lr", "0.01"}); };
     const nlohmann::json peft = {{"peft_type", "SDLORA"}, {"r", 2}, {"channel_ratio", 0.25}, {"state_ratio", 0.5},
                                  {"warmup_steps", 3}};
     const fs::path warmed = finetune("warmed", peft);
@@ -212,20 +226,9 @@ TEST_CASE("finetune SDLoRA: the warm-up does not move the run's batches, --resum
 TEST_CASE("finetune --resume with adapter dropout draws the uninterrupted run's masks") {
     // LoRA, parallel-adapter and SURM dropout draw from the adapter layers' own generators; a checkpoint saves their
     // states (models::training_generators), so 3 steps + --resume to 6 log the losses of 6 steps in one go.
-    const auto dir = scratch_dir("finetune_dropout_resume");
-    nlohmann::json cfg = {{"model", {{"model_type", "mamba"}, {"vocab_size", 256}, {"hidden_size", 16},
-                                     {"num_hidden_layers", 2}, {"state_size", 4}, {"intermediate_size", 32},
-                                     {"time_step_rank", 1}}}};
-    std::ofstream(dir / "cfg.json") << cfg.dump();
-    std::string text;
-    for (int i = 0; i < 300; ++i) text += "state " + std::to_string(i * 11 % 17) + " carries on; ";
-    std::ofstream(dir / "text.txt") << text;
-    const std::string data = (dir / "text.txt").string();
     const std::string set = "train.seq_len=16,train.batch_size=4,train.log_every=1,train.eval_every=0,"
                             "train.schedule=\"constant\",train.warmup_steps=0";
-    REQUIRE(cli({"train", "--config", (dir / "cfg.json").string(), "--data", data, "--set", set, "--steps", "2", "--out",
-                 (dir / "base").string(), "--quiet"}) == 0);
-    const std::string model = (dir / "base" / "model").string();
+    const TextBase base = text_base("finetune_dropout_resume", set);
     const std::vector<nlohmann::json> pefts = {
         {{"peft_type", "LORA"}, {"r", 2}, {"lora_dropout", 0.3}, {"target_modules", {"in_proj", "out_proj"}}},
         {{"peft_type", "PARALLEL_ADAPTER"}, {"r", 2}, {"adapter_dropout", 0.3}},
@@ -233,16 +236,9 @@ TEST_CASE("finetune --resume with adapter dropout draws the uninterrupted run's 
     for (const nlohmann::json& peft : pefts) {
         const std::string type = peft["peft_type"];
         CAPTURE(type);
-        auto finetune = [&](const std::string& name, const char* steps, bool resume) {
-            std::vector<std::string> args = {"finetune", "--model", model, "--data", data, "--peft", peft.dump(), "--set",
-                                             set, "--steps", steps, "--out", (dir / (type + name)).string(), "--quiet"};
-            if (resume) args.push_back("--resume");
-            REQUIRE(cli(args) == 0);
-            return dir / (type + name);
-        };
-        const fs::path whole = finetune("_whole", "6", false);
-        finetune("_split", "3", false);
-        const fs::path split = finetune("_split", "6", true);
+        const fs::path whole = base.finetune(type + "_whole", peft, "6");
+        base.finetune(type + "_split", peft, "3");
+        const fs::path split = base.finetune(type + "_split", peft, "6", true);
         REQUIRE(train_losses(whole).size() == 6);
         CHECK(train_losses(split) == train_losses(whole));
     }
