@@ -121,8 +121,14 @@ FinetuneOutcome finetune_model(json rc, bool resume, bool quiet) {
         }
     }
     if (config.peft_type() == "SDLORA" && config.json["dimensions"].is_null()) {
-        if (!quiet) std::printf("SDLoRA warm-up: %lld steps to select dimensions\n",
-                                (long long)config.json["warmup_steps"].get<int64_t>());
+        const int64_t warm_steps = config.json["warmup_steps"], run_steps = rc["train"]["steps"];
+        if (!quiet) {
+            std::printf("SDLoRA warm-up: %lld steps to select dimensions\n", (long long)warm_steps);
+            if (warm_steps > run_steps && !w->model.s4d)
+                std::printf("note: the warm-up is longer than the run (%lld steps); its last %lld steps keep the "
+                            "schedule's final lr (set the SDLORA config's \"warmup_steps\" to change it)\n",
+                            (long long)run_steps, (long long)(warm_steps - run_steps));
+        }
         config = peft::sdlora_select(model.module(), config,
                                      [&](peft::Adapter& warm) { sdlora_warmup(*w, rc, config, warm); });
     }
