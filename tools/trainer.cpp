@@ -368,12 +368,14 @@ TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
         if (tty) std::printf("\n");
         evaluate_and_save(step, true);
     }
-    if (!result.interrupted && o.load_best_at_end && fs::exists(fs::path(best_checkpoint_dir(o.out_dir)) / "trainer_state.json")) {
-        // HF's load_best_model_at_end: the caller saves and evaluates the weights of the best evaluation
-        hooks.load_weights(best_checkpoint_dir(o.out_dir));
+    // HF's load_best_model_at_end: the caller saves and evaluates the weights of the best evaluation (`best` is
+    // empty until this run, or the run it resumes, wrote checkpoints/best: an older run's directory is never read)
+    const fs::path best_dir = best_checkpoint_dir(o.out_dir);
+    if (!result.interrupted && o.load_best_at_end && !best.empty() && fs::exists(best_dir / "trainer_state.json")) {
+        hooks.load_weights(best_dir.string());
         result.loaded_best = true;
         if (!o.quiet) {
-            const json state = models::read_json_file((fs::path(best_checkpoint_dir(o.out_dir)) / "trainer_state.json").string());
+            const json state = models::read_json_file((best_dir / "trainer_state.json").string());
             std::printf("loaded the best checkpoint (step %lld, %s %.4f)\n", (long long)state.at("step").get<int64_t>(),
                         o.best_metric.c_str(), best.value(o.best_metric, 0.0));
         }

@@ -2,7 +2,8 @@
 // the tensors without weight decay and S4D's kernel lr, as the references build them) with a schedule and
 // gradient clipping, progress on a terminal (bar + ETA) or one plain line per logging step otherwise, a JSON-lines
 // metrics log, evaluation every N steps, best and last checkpoints written atomically (weights, optimizer state,
-// RNG states, step), bit-identical resume, a stop on the first non-finite loss or gradient naming the step and
+// RNG states, step), early stopping and loading the best checkpoint at the end (HF's callback and option),
+// bit-identical resume, a stop on the first non-finite loss or gradient naming the step and
 // tensor, and a clean checkpoint-and-exit on Ctrl-C (SIGINT).
 // What "weights" are is the caller's: a whole model, or an adapter directory.
 // Not here: data loading (tools/data/), what the loss is (the commands), multi-process training.

@@ -535,6 +535,15 @@ TEST_CASE("trainer: early stopping counts evaluations without a gain beyond the 
         load_safetensors((dir / "best" / "checkpoints" / "best" / "w.safetensors").string()).at("w").to_vector<double>();
     CHECK(wb == saved);
     CHECK(wb != w);
+    // a fresh run without evaluations never loads the checkpoints/best an earlier run left in its directory
+    {
+        Problem q;
+        tools::TrainHooks hq = q.hooks();
+        hq.evaluate = nullptr;
+        tools::TrainLoopOptions oq = options(dir / "best", 3);
+        oq.load_best_at_end = true;
+        CHECK_FALSE(tools::run_training(oq, hq).loaded_best);
+    }
     // a metric the evaluation does not report is an error naming the ones it does
     Problem p;
     tools::TrainHooks h = p.hooks();
