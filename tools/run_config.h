@@ -9,7 +9,8 @@
 //             "val_fraction": 0.1, "order": "row", "classes": [], "limit": 0, "permutation_seed": 0},
 //    "train": {"steps", "batch_size", "seq_len", "lr", "weight_decay", "schedule", "warmup_steps", "min_lr_ratio",
 //              "grad_clip", "no_decay", "ssm_lr", "adam_beta1", "adam_beta2", "adam_epsilon",
-//              "gradient_accumulation_steps", "log_every", "eval_every", "save_every", "eval_batches", "seed"},
+//              "gradient_accumulation_steps", "log_every", "eval_every", "save_every", "best_metric",
+//              "early_stopping_patience", "early_stopping_threshold", "load_best_at_end", "eval_batches", "seed"},
 //    "out": "runs/NAME"}
 // Not here: what the commands do with it (train.cpp).
 #pragma once

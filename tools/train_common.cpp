@@ -57,29 +57,28 @@ void sdlora_warmup(Workload& w, const json& rc, const peft::Config& config, peft
     const int64_t steps = config.json["warmup_steps"];
     TrainLoopOptions run = loop_options(rc, /*resume=*/false, /*quiet=*/true);
     if (!config.json["warmup_lr"].is_null()) run.lr = config.json["warmup_lr"].get<double>();
+    if (w.model.s4d) {  // torch.optim.AdamW(params, lr): one group, weight decay 0.01, constant, unclipped
+        TrainLoopOptions plain;
+        plain.steps = steps;
+        plain.lr = run.lr;
+        plain.weight_decay = 0.01;
+        plain.schedule = "constant";
+        plain.grad_clip = 0;
+        plain.quiet = true;
+        run = plain;
+    }
+    const std::vector<Generator*> gens = workload_generators(w);
     std::vector<std::pair<uint64_t, uint64_t>> saved;
-    for (Generator* g : workload_generators(w)) saved.emplace_back(g->seed(), g->offset());
+    for (Generator* g : gens) saved.emplace_back(g->seed(), g->offset());
     warm.to(w.device);  // the warm-up tensors where the model is
     w.model.module().train();
+    OptimizerSteps stepper(run, warm.named_parameters());
     auto loss = [&w](int64_t, double& units) { return w.train_loss(units); };
-    if (w.model.s4d) {
-        autograd::AdamW opt(warm.parameters(), autograd::AdamW::Options().lr(run.lr));
-        for (int64_t i = 0; i < steps; ++i) {
-            double units = 0;
-            Tensor l = loss(i, units);
-            l.backward();
-            opt.step();
-            opt.zero_grad();
-        }
-    } else {
-        OptimizerSteps stepper(run, warm.named_parameters());
-        auto stopped = [] {
-            return std::string("Nothing was saved (SDLoRA's warm-up); fix: lower --lr, or set the SDLORA config's "
-                               "\"warmup_lr\"");
-        };
-        for (int64_t i = 0; i < steps; ++i) stepper.step(loss, i, stopped);
-    }
-    std::vector<Generator*> gens = workload_generators(w);
+    auto stopped = [] {
+        return std::string("Nothing was saved (SDLoRA's warm-up); fix: lower --lr, or set the SDLORA config's "
+                           "\"warmup_lr\"");
+    };
+    for (int64_t i = 0; i < steps; ++i) stepper.step(loss, i, stopped);
     for (size_t i = 0; i < gens.size(); ++i) gens[i]->set_state(saved[i].first, saved[i].second);
     // what the scores are computed from, for whoever wants to see why these dimensions (and for the cross-check)
     TensorMap moved;
