@@ -2,8 +2,10 @@
 // reference/ssm-models.md §2).
 #include "models/s4d_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <complex>
+#include <iterator>
 
 #include "autograd/node.h"
 #include "ops/ops.h"
@@ -29,6 +31,20 @@ S4DConfig S4DConfig::from_json(const nlohmann::json& j, const std::string& sourc
     std::string type;
     read_field(j, "model_type", type, source);
     SSMTUNE_CHECK(type == "s4d", source, ": model_type \"", type, "\" is not \"s4d\"");
+    // Our own format (example.py has no config file), so every field is ours and an unknown one is refused: a typo
+    // ("n_layer") used to build the default model silently, and S4 options we do not build ("bidirectional") with it.
+    static const char* const known[] = {"model_type", "d_input", "d_output", "d_model", "d_state", "n_layers",
+                                        "prenorm", "dropout", "init", "discretization", "dt_min", "dt_max"};
+    for (auto& [key, value] : j.items()) {
+        if (std::find_if(std::begin(known), std::end(known), [&](const char* k) { return key == k; }) != std::end(known))
+            continue;
+        std::string valid;
+        for (const char* k : known) valid += (valid.empty() ? "" : ", ") + std::string(k);
+        SSMTUNE_FAIL(source, ": unknown S4D config field \"", key, "\"; valid: ", valid,
+                     key == "lr" ? "; fix: the SSM tensors' learning rate (example.py's S4D lr) is the run config's "
+                                   "train.ssm_lr"
+                                 : "; fix: remove it or correct its name (this S4D builds example.py's S4Model only)");
+    }
     S4DConfig c;
     read_field(j, "d_input", c.d_input, source);
     read_field(j, "d_output", c.d_output, source);

@@ -62,6 +62,8 @@ std::vector<int64_t> selected_layers(const json& config, const ModelView& model)
                       "are \"", ours, "\"); fix: \"layers_pattern\": \"", ours, "\" or null");
     }
     const json list = sel.is_array() ? sel : json::array({sel});
+    SSMTUNE_CHECK(!list.empty(), "layers_to_transform [] selects no layer; fix: list layer indices (0..",
+                  model.num_layers() - 1, ") or leave it null for every layer");
     for (const json& v : list) {
         SSMTUNE_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < model.num_layers(),
                       "layers_to_transform: ", v.dump(), " is not a layer index of this ", model.num_layers(),

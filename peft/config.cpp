@@ -149,6 +149,33 @@ void check_number(const Json& j, const char* key, double lo, double hi, const st
     SSMTUNE_CHECK(v >= lo && v <= hi, source, ": \"", key, "\" = ", v, " is out of range [", lo, ", ", hi, "]");
 }
 
+// layers_to_transform / layers_pattern (common to every type): refused where nothing would read them. Found by
+// fuzzing the CLI: PROMPT took even `"layers_to_transform": "abc"` silently. As HF's LoraConfig.__post_init__: a
+// layers_pattern needs a non-empty layers_to_transform, and neither goes with a string target_modules (a regex or
+// "all-linear"; HF's regex path never reads the layer indices, so such a file would not load there).
+void check_layer_selection(const Json& j, const std::string& type, const std::string& source) {
+    const Json& layers = j["layers_to_transform"];
+    const Json& pattern = j["layers_pattern"];
+    const bool layers_set = !layers.is_null(), pattern_set = !pattern.is_null();
+    if (type == "FULL" || type == "PROMPT" || type == "TRAINABLE_TOKENS") {
+        const char* why = type == "FULL"       ? "it trains every parameter of the model"
+                          : type == "PROMPT"   ? "its virtual tokens enter with the input, before every layer"
+                                               : "it trains rows of the embedding, which is in no layer";
+        SSMTUNE_CHECK(!layers_set && !pattern_set, source, ": ", type, " selects no layers (", why, "), but \"",
+                      layers_set ? "layers_to_transform" : "layers_pattern", "\" is ", (layers_set ? layers : pattern).dump(),
+                      "; fix: remove it");
+        return;
+    }
+    SSMTUNE_CHECK(!pattern_set || (layers_set && !(layers.is_array() && layers.empty())), source,
+                  ": \"layers_pattern\" ", pattern.dump(), " is set without \"layers_to_transform\" (it only names the "
+                  "layer list the indices count in; HF refuses this too); fix: add layers_to_transform or remove it");
+    if (type == "LORA" && j["target_modules"].is_string())
+        SSMTUNE_CHECK(!layers_set && !pattern_set, source, ": \"layers_to_transform\" / \"layers_pattern\" with a string "
+                      "target_modules (", j["target_modules"].dump(), "): HF refuses the pair (its regex matching never "
+                      "reads the layer indices); fix: name the layers in the regex (\".*layers\\.0\\.mixer\\..*_proj\") "
+                      "or list the modules");
+}
+
 }  // namespace
 
 const std::vector<std::string>& known_peft_types() {
@@ -209,6 +236,7 @@ Config Config::from_json(const nlohmann::json& in, const std::string& source) {
     SSMTUNE_CHECK(tm.is_null() || tm.is_string() || (tm.is_array() && (!tm.empty() || params_only) &&
                   std::all_of(tm.begin(), tm.end(), [](const Json& e) { return e.is_string(); })),
                   source, ": \"target_modules\" must be a list of module names, a regex string or null, got ", tm.dump());
+    check_layer_selection(out, type, source);
     if (type == "INITIAL_STATE")
         SSMTUNE_CHECK(out["conv_init_state"].is_boolean(), source, ": INITIAL_STATE \"conv_init_state\" must be true or "
                       "false, got ", out["conv_init_state"].dump());

@@ -1,6 +1,6 @@
 // S4D classifier: example.py names and the parameter-count formula (201,482 for example.py's model), whole-model
 // float64 gradient check, recurrent mode == convolution mode, save → load, dropout only in training, and a short
-// training run on a separable sequence task.
+// training run on a separable sequence task; an unknown config field is refused.
 #include "test_util.h"
 
 #include "autograd/optim.h"
@@ -86,6 +86,17 @@ TEST_CASE("s4d save then load gives identical logits") {
     Tensor x = Tensor::randn({2, 7, 2}, 6);
     CHECK(loaded.s4d->forward(x).to_vector<float>() == m.s4d->forward(x).to_vector<float>());
     CHECK(read_json_file((dir / "config.json").string())["model_type"] == "s4d");
+}
+
+TEST_CASE("s4d config: an unknown field is an error that names it and the valid ones") {
+    nlohmann::json j = tiny().to_json();
+    CHECK(S4DConfig::from_json(j, "cfg").to_json() == j);
+    j["n_layer"] = 6;  // a typo of n_layers used to build the default 4 layers silently
+    CHECK_THROWS_WITH_AS(S4DConfig::from_json(j, "cfg"),
+                         doctest::Contains("cfg: unknown S4D config field \"n_layer\"; valid: model_type, d_input"), Error);
+    j.erase("n_layer");
+    j["lr"] = 1e-3;  // example.py's S4D(lr=...) is an optimizer setting
+    CHECK_THROWS_WITH_AS(S4DConfig::from_json(j, "cfg"), doctest::Contains("train.ssm_lr"), Error);
 }
 
 TEST_CASE("s4d dropout acts only in training mode") {

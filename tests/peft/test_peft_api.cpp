@@ -62,6 +62,25 @@ TEST_CASE("peft targets: misses and wrong module types are errors that list what
                                            "are \"layers\")"), Error);
     peft::apply(s.module(), peft::Config::parse(R"({"peft_type": "LORA", "layers_to_transform": [1],
                                                     "layers_pattern": ["h", "layers"]})")).detach();
+    // refused when parsed, where nothing would read them (HF's LoraConfig.__post_init__ rules; methods without layers)
+    for (const char* bad : {R"({"peft_type": "LORA", "layers_pattern": "layers"})",
+                            R"({"peft_type": "STATE_OFFSET", "layers_pattern": "layers", "layers_to_transform": []})"})
+        CHECK_THROWS_WITH_AS(peft::Config::parse(bad), doctest::Contains("is set without \"layers_to_transform\""), Error);
+    for (const char* bad : {R"({"peft_type": "LORA", "target_modules": "all-linear", "layers_to_transform": [0]})",
+                            R"({"peft_type": "LORA", "target_modules": ".*in_proj", "layers_to_transform": 1,
+                                "layers_pattern": "layers"})"})
+        CHECK_THROWS_WITH_AS(peft::Config::parse(bad), doctest::Contains("with a string target_modules"), Error);
+    for (const char* bad : {R"({"peft_type": "PROMPT", "layers_to_transform": "abc"})",
+                            R"({"peft_type": "FULL", "layers_to_transform": [1]})",
+                            R"({"peft_type": "TRAINABLE_TOKENS", "token_indices": [1], "layers_pattern": "layers"})"})
+        CHECK_THROWS_WITH_AS(peft::Config::parse(bad), doctest::Contains("selects no layers"), Error);
+    // an empty list selects nothing: one error for every method (STATE_OFFSET used to reach the optimizer empty)
+    for (const char* type : {"LORA", "STATE_OFFSET", "PREFIX"})
+        CHECK_THROWS_WITH_AS(peft::apply(s.module(), peft::Config::parse(std::string(R"({"peft_type": ")") + type +
+                                                                         R"(", "layers_to_transform": []})")),
+                             doctest::Contains("layers_to_transform [] selects no layer"), Error);
+    // our own types keep filtering a regex's matches by layer
+    peft::Config::parse(R"({"peft_type": "SURM", "target_modules": ".*in_proj", "layers_to_transform": [1]})");
     // a failed apply leaves the model as it was (nothing frozen, nothing attached)
     CHECK(s.module().named_parameters().size() == before.size());
     for (auto& [n, t] : s.module().named_parameters()) CHECK(t.requires_grad());

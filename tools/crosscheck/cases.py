@@ -449,8 +449,9 @@ def cases():
                      tied=False)),
             (m + " LORA target regex on layer 1",
              lm_with(m, lambda g, w, c: lora_adapter(g, w, c, r".*layers\.1\.mixer\.(in_proj|x_proj)"))),
-            (m + " LORA all-linear, layers_to_transform [0]",
-             lm_with(m, lambda g, w, c: lora_adapter(g, w, c, "all-linear", layers=[0]), tied=False)),
+            (m + " LORA every projection, layers_to_transform [0]",  # HF refuses layers with "all-linear"
+             lm_with(m, lambda g, w, c: lora_adapter(g, w, c, ["in_proj", "x_proj", "dt_proj", "out_proj"],
+                                                     layers=[0]), tied=False)),
             (m + " LORA rank_pattern + alpha_pattern + exclude_modules list",
              lm_with(m, lambda g, w, c: lora_adapter(
                  g, w, c, ["in_proj", "x_proj", "dt_proj", "out_proj", "embeddings"], r=2, alpha=3.0,
