@@ -224,4 +224,18 @@ void save_model(const std::string& dir, const AnyModel& model) {
     write_json_file((fs::path(dir) / "config.json").string(), config);
 }
 
+int copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir) {
+    int copied = 0;
+    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}) {
+        const fs::path from = fs::path(from_dir) / name;
+        if (!fs::is_regular_file(from)) continue;
+        std::error_code ec;
+        fs::copy_file(from, fs::path(to_dir) / name, fs::copy_options::overwrite_existing, ec);
+        SSMTUNE_CHECK(!ec, "could not copy ", from.string(), " to ", to_dir, " (", ec.message(), "); fix: check that ",
+                      to_dir, " is writable and has space");
+        ++copied;
+    }
+    return copied;
+}
+
 }  // namespace ssmtune::models

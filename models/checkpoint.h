@@ -40,5 +40,10 @@ AnyModel load_model(const std::string& dir);
 // A fresh model from a config.json object (seeded init), e.g. to train from scratch.
 AnyModel create_model(const nlohmann::json& config, uint64_t seed, const std::string& source = "config");
 void save_model(const std::string& dir, const AnyModel& model);
+// The files HF keeps beside a model's weights for its tokenizer and generation settings (tokenizer.json,
+// tokenizer_config.json, special_tokens_map.json, generation_config.json), copied from `from_dir` to `to_dir` where
+// present, replacing older copies. The CLI reads text and prompts with the tokenizer.json next to a model, so a model
+// written from another (merge) carries them on. Returns how many were copied.
+int copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir);
 
 }  // namespace ssmtune::models

@@ -35,7 +35,8 @@ S4DConfig S4DConfig::from_json(const nlohmann::json& j, const std::string& sourc
     // ("n_layer") used to build the default model silently, and S4 options we do not build ("bidirectional") with it.
     static const char* const known[] = {"model_type", "d_input", "d_output", "d_model", "d_state", "n_layers",
                                         "prenorm", "dropout", "init", "discretization", "dt_min", "dt_max"};
-    for (auto& [key, value] : j.items()) {
+    for (const auto& item : j.items()) {
+        const std::string& key = item.key();
         if (std::find_if(std::begin(known), std::end(known), [&](const char* k) { return key == k; }) != std::end(known))
             continue;
         std::string valid;

@@ -197,10 +197,45 @@ Tensor LanguageModel::step(const Tensor& ids, std::vector<MixerState>& states) {
     return step_embedded(embeddings().forward(ids), states);
 }
 
+std::vector<std::pair<int64_t, double>> sampling_candidates(const std::vector<double>& l,
+                                                            const GenerationOptions& options) {
+    SSMTUNE_CHECK(options.temperature > 0 && !l.empty(), "sampling needs a temperature > 0 and logits");
+    const int64_t V = int64_t(l.size());
+    std::vector<int64_t> order(static_cast<size_t>(V));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return l[size_t(a)] > l[size_t(b)]; });
+    // top-k: HF keeps every logit >= the k-th largest, so ties with it stay
+    int64_t kept = V;
+    if (options.top_k > 0 && options.top_k < V) {
+        const double kth = l[size_t(order[size_t(options.top_k - 1)])];
+        kept = options.top_k;
+        while (kept < V && l[size_t(order[size_t(kept)])] >= kth) ++kept;
+    }
+    const double top = l[size_t(order[0])];
+    std::vector<std::pair<int64_t, double>> out;
+    double total = 0;
+    for (int64_t j = 0; j < kept; ++j) {
+        const int64_t id = order[size_t(j)];
+        out.emplace_back(id, std::exp((l[size_t(id)] - top) / options.temperature));
+        total += out.back().second;
+    }
+    // top-p: from the least likely up, drop tokens while their cumulative probability stays <= 1 − top_p
+    if (options.top_p < 1) {
+        double cumulative = 0;
+        while (out.size() > 1) {
+            cumulative += out.back().second / total;
+            if (cumulative > 1 - options.top_p) break;
+            out.pop_back();
+        }
+    }
+    return out;
+}
+
 std::vector<int64_t> LanguageModel::generate(const std::vector<int64_t>& prompt, const GenerationOptions& options) {
     SSMTUNE_CHECK(!prompt.empty(), "generate needs a prompt of at least one token");
     embeddings();  // frame models cannot generate tokens: Error here
     SSMTUNE_CHECK(options.temperature >= 0, "generate: temperature must be >= 0, got ", options.temperature);
+    SSMTUNE_CHECK(options.top_p >= 0 && options.top_p <= 1, "generate: top_p must be in [0, 1], got ", options.top_p);
     autograd::NoGradGuard no_grad;
     std::vector<MixerState> states = initial_states(1);  // (a PEFT prompt's virtual tokens already run through)
     Tensor logits;
@@ -209,30 +244,27 @@ std::vector<int64_t> LanguageModel::generate(const std::vector<int64_t>& prompt,
     for (int64_t tok : prompt) logits = step(token(tok), states);
     std::vector<int64_t> out = prompt;
     Generator gen(options.seed);
-    const int64_t V = config_.vocab_size;
     for (int64_t i = 0; i < options.max_new_tokens; ++i) {
-        std::vector<double> l = logits.to_vector<double>();
+        const std::vector<double> l = logits.to_vector<double>();
         int64_t next = 0;
         if (options.temperature == 0) {
             next = int64_t(std::max_element(l.begin(), l.end()) - l.begin());
         } else {
-            std::vector<int64_t> order(static_cast<size_t>(V));
-            std::iota(order.begin(), order.end(), 0);
-            const int64_t k = options.top_k > 0 ? std::min(options.top_k, V) : V;
-            std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                              [&](int64_t a, int64_t b) { return l[size_t(a)] > l[size_t(b)]; });
-            const double top = l[size_t(order[0])];
-            std::vector<double> p(static_cast<size_t>(k));
+            const std::vector<std::pair<int64_t, double>> candidates = sampling_candidates(l, options);
             double total = 0;
-            for (int64_t j = 0; j < k; ++j) total += p[size_t(j)] = std::exp((l[size_t(order[size_t(j)])] - top) / options.temperature);
+            for (const auto& c : candidates) total += c.second;
             double r = philox_uniform(gen.seed(), gen.advance(1)) * total;
-            next = order[size_t(k - 1)];
-            for (int64_t j = 0; j < k; ++j) {
-                r -= p[size_t(j)];
-                if (r < 0) { next = order[size_t(j)]; break; }
+            next = candidates.back().first;
+            for (const auto& c : candidates) {
+                r -= c.second;
+                if (r < 0) {
+                    next = c.first;
+                    break;
+                }
             }
         }
         out.push_back(next);
+        if (std::find(options.stop_ids.begin(), options.stop_ids.end(), next) != options.stop_ids.end()) break;
         if (i + 1 < options.max_new_tokens) logits = step(token(next), states);
     }
     return out;

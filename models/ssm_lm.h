@@ -67,13 +67,22 @@ protected:
     MixerState start_state(int64_t batch, DType dtype, int64_t E, int64_t N, int64_t K, Device device);
 };
 
-// Options for LanguageModel::generate.
+// Options for LanguageModel::generate. Sampling filters as HF's logits warpers, in their order: temperature, top-k,
+// top-p.
 struct GenerationOptions {
     int64_t max_new_tokens = 32;
     double temperature = 1.0;  // 0 = greedy
-    int64_t top_k = 0;         // 0 = no top-k filter
+    int64_t top_k = 0;         // 0 = no top-k filter; else the k largest logits and any tied with the k-th (HF's)
+    double top_p = 1.0;        // nucleus: drops the least likely tokens whose total probability is <= 1 − top_p
+    std::vector<int64_t> stop_ids;  // generation ends after emitting one of these (kept in the output, as HF's eos)
     uint64_t seed = 0;
 };
+
+// The tokens sampling draws the next one from, with their unnormalised weights exp((logit − max) / temperature), in
+// decreasing logit order (ties by id): top-k, then top-p as HF's TopPLogitsWarper (ascending cumulative
+// probabilities, the most likely token always kept). temperature > 0.
+std::vector<std::pair<int64_t, double>> sampling_candidates(const std::vector<double>& logits,
+                                                            const GenerationOptions& options);
 
 class LanguageModel : public Module {
 public:

@@ -1,14 +1,16 @@
 // `ssmtune inspect --model DIR [--peft CONFIG]`: a model summary — type, config, every parameter with its shape and
 // size, per-layer and total counts — and, with --peft (a JSON file or inline JSON), which tensors that PEFT config
 // would train, with HF's trainable-parameter line. Nothing is written.
-// `ssmtune generate --model DIR [--adapter DIR[+DIR]] --prompt TEXT|--ids 1,2,3 ...`: greedy / temperature / top-k
-// sampling with the recurrent step mode (O(1) work per token); byte-level models print text.
-// Not here: tokenizer-based prompts for HF checkpoints (pass --ids; the BPE tokenizer lives in tools/data).
+// `ssmtune generate --model DIR [--adapter DIR[+DIR]] --prompt TEXT|--ids 1,2,3 ...`: greedy / temperature / top-k /
+// top-p sampling with the recurrent step mode (O(1) work per token), stopping at --stop-ids. --prompt text is encoded
+// with the tokenizer.json next to the model (or --tokenizer) and the output decoded with it; without one, as bytes.
+// Not here: repetition penalties, beam search, HF's default stop at generation_config's eos (pass --stop-ids).
 #include <cstdio>
 #include <filesystem>
 #include <map>
 
 #include "models/checkpoint.h"
+#include "tools/data/bpe_tokenizer.h"
 #include "peft/peft.h"
 #include "tools/adapter_group.h"
 #include "tools/commands.h"
@@ -72,41 +74,62 @@ int run_inspect(int argc, char** argv) {
 
 int run_generate(int argc, char** argv) {
     Flags flags(argc, argv,
-                {{"model", ""}, {"adapter", ""}, {"prompt", ""}, {"ids", ""}, {"max-new-tokens", "64"},
-                 {"temperature", "0"}, {"top-k", "0"}, {"seed", "0"}},
+                {{"model", ""}, {"adapter", ""}, {"prompt", ""}, {"ids", ""}, {"tokenizer", ""}, {"max-new-tokens", "64"},
+                 {"temperature", "0"}, {"top-k", "0"}, {"top-p", "1"}, {"stop-ids", ""}, {"seed", "0"}},
                 "generate");
     if (flags.help()) {
         std::printf("usage: ssmtune generate --model DIR [--adapter DIR[+DIR...]] (--prompt TEXT | --ids 1,2,3)\n"
-                    "                        [--max-new-tokens 64] [--temperature 0] [--top-k 0] [--seed 0]\n"
-                    "Continues the prompt token by token with the recurrent step mode. --temperature 0 is greedy.\n"
-                    "--prompt encodes text as bytes (vocabulary 256 models); --ids gives token ids directly.\n");
+                    "                        [--tokenizer FILE] [--max-new-tokens 64] [--temperature 0] [--top-k 0]\n"
+                    "                        [--top-p 1] [--stop-ids 0,...] [--seed 0]\n"
+                    "Continues the prompt token by token with the recurrent step mode. --temperature 0 is greedy;\n"
+                    "sampling filters as HF's: temperature, then top-k, then top-p. Generation ends after a token of\n"
+                    "--stop-ids (e.g. the tokenizer's <|endoftext|>).\n"
+                    "--prompt is encoded with --tokenizer (default: the tokenizer.json next to --model, if any) and\n"
+                    "the output decoded with it; without a tokenizer, as bytes (vocabulary >= 256). --ids gives token\n"
+                    "ids and prints ids.\n");
         return 0;
     }
     if (!flags.is_set("model")) throw UsageError("generate: --model is required");
     if (flags.is_set("prompt") == flags.is_set("ids")) throw UsageError("generate: give exactly one of --prompt and --ids");
+    auto integers = [&](const char* flag) {
+        std::vector<int64_t> out;
+        for (const std::string& item : flags.list(flag)) {
+            try {
+                size_t used = 0;
+                const long long v = std::stoll(item, &used);
+                if (used != item.size()) throw std::invalid_argument(item);
+                out.push_back(v);
+            } catch (const std::exception&) {
+                throw UsageError(std::string("generate: --") + flag + " must be comma-separated integers, got '" + item + "'");
+            }
+        }
+        return out;
+    };
     models::AnyModel model = models::load_model(flags.str("model"));
     if (!model.lm) throw UsageError("generate: " + flags.str("model") + " is an S4D classifier; generation needs a language model");
     model.module().eval();
     std::unique_ptr<AdapterGroup> adapter;  // A+B: LoRA adapters active together
     if (flags.is_set("adapter")) adapter = std::make_unique<AdapterGroup>(model.module(), flags.str("adapter"));
     const int64_t V = model.lm->config().vocab_size;
+    std::string tokenizer_path = flags.str("tokenizer");
+    if (!flags.is_set("tokenizer")) {
+        const std::filesystem::path next_to_model = std::filesystem::path(flags.str("model")) / "tokenizer.json";
+        if (std::filesystem::exists(next_to_model)) tokenizer_path = next_to_model.string();
+    }
+    std::unique_ptr<data::BpeTokenizer> tokenizer;
     std::vector<int64_t> prompt;
-    const bool bytes = flags.is_set("prompt");
-    if (bytes) {
+    const bool text = flags.is_set("prompt");
+    if (text && !tokenizer_path.empty()) {
+        tokenizer = std::make_unique<data::BpeTokenizer>(data::BpeTokenizer::from_file(tokenizer_path));
+        SSMTUNE_CHECK(tokenizer->vocab_size() <= V, "the tokenizer ", tokenizer_path, " has ", tokenizer->vocab_size(),
+                      " tokens but the model's vocabulary only ", V, "; fix: the tokenizer the model was trained with");
+        prompt = tokenizer->encode(flags.str("prompt"));
+    } else if (text) {
         SSMTUNE_CHECK(V >= 256, "--prompt encodes bytes, but this model's vocabulary has only ", V,
                       " tokens; fix: pass --ids");
         for (unsigned char c : flags.str("prompt")) prompt.push_back(c);
     } else {
-        for (const std::string& item : flags.list("ids")) {
-            try {
-                size_t used = 0;
-                const long long v = std::stoll(item, &used);
-                if (used != item.size()) throw std::invalid_argument(item);
-                prompt.push_back(v);
-            } catch (const std::exception&) {
-                throw UsageError("generate: --ids must be comma-separated integers, got '" + item + "'");
-            }
-        }
+        prompt = integers("ids");
     }
     SSMTUNE_CHECK(!prompt.empty(), "generate: the prompt is empty");
     for (int64_t t : prompt) SSMTUNE_CHECK(t >= 0 && t < V, "generate: token id ", t, " is outside the vocabulary of ", V);
@@ -114,13 +137,28 @@ int run_generate(int argc, char** argv) {
     g.max_new_tokens = flags.integer("max-new-tokens");
     g.temperature = flags.number("temperature");
     g.top_k = flags.integer("top-k");
+    g.top_p = flags.number("top-p");
+    g.stop_ids = integers("stop-ids");
     g.seed = uint64_t(flags.integer("seed"));
     if (g.max_new_tokens < 0 || g.top_k < 0) throw UsageError("generate: --max-new-tokens and --top-k must be >= 0");
+    if (!(g.top_p >= 0 && g.top_p <= 1)) throw UsageError("generate: --top-p must be in [0, 1]");
+    for (int64_t t : g.stop_ids)
+        if (t < 0 || t >= V) throw UsageError("generate: --stop-ids " + std::to_string(t) + " is outside the vocabulary");
     const std::vector<int64_t> out = model.lm->generate(prompt, g);
-    if (bytes && V == 256) {
-        std::string text;
-        for (int64_t t : out) text.push_back(char(t));
-        std::printf("%s\n", text.c_str());
+    if (tokenizer) {
+        // ids past the tokenizer's (a vocabulary padded to a multiple, as mamba-130m's 50280 for 50277) decode to
+        // nothing, as HF's decode skips ids it does not know
+        std::vector<int64_t> known;
+        for (int64_t t : out)
+            if (t < tokenizer->vocab_size()) known.push_back(t);
+        if (known.size() < out.size())
+            std::fprintf(stderr, "note: %zu generated ids are outside the tokenizer's %lld tokens and print as nothing\n",
+                         out.size() - known.size(), (long long)tokenizer->vocab_size());
+        std::printf("%s\n", tokenizer->decode(known).c_str());
+    } else if (text && V == 256) {
+        std::string bytes;
+        for (int64_t t : out) bytes.push_back(char(t));
+        std::printf("%s\n", bytes.c_str());
     } else {
         for (size_t i = 0; i < out.size(); ++i) std::printf("%s%lld", i ? "," : "", (long long)out[i]);
         std::printf("\n");

@@ -1,6 +1,7 @@
 // `ssmtune merge --model DIR --adapter DIR --out DIR`: folds an adapter into the base weights and writes a plain
-// model directory (config.json + model.safetensors) whose outputs equal the adapted model's. Works for LORA,
-// SURM, BITFIT, SDLORA and FULL; the state, prompt, prefix and adapter methods say why they cannot merge.
+// model directory (config.json + model.safetensors, and the base's tokenizer files) whose outputs equal the adapted
+// model's. Works for LORA, SURM, BITFIT, SDLORA and FULL; the state, prompt, prefix and adapter methods say why they
+// cannot merge.
 // A LoRA on the embedding of a tied model unties the head (lm_head.weight is written, tie_word_embeddings false).
 // `ssmtune convert --model DIR --adapter DIR --out DIR`: writes a PiSSA / OLoRA adapter (a LoRA whose init rewrote the
 // base weights) as the equivalent plain LoRA of the original base, rank 2r (peft::Adapter::save_as_lora).
@@ -53,6 +54,7 @@ int run_merge(int argc, char** argv) {
             SSMTUNE_CHECK(std::isfinite(v), "merged tensor ", name, " holds a non-finite value; the adapter in ",
                           flags.str("adapter"), " is damaged; no output written");
     models::save_model(flags.str("out"), model);
+    models::copy_tokenizer_files(flags.str("model"), flags.str("out"));  // eval / generate read text with it
     std::printf("merged %s adapter %s into %s; wrote %s\n", type.c_str(), flags.str("adapter").c_str(),
                 flags.str("model").c_str(), flags.str("out").c_str());
     return 0;

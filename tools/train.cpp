@@ -1,6 +1,7 @@
 // `ssmtune train`, `ssmtune finetune`, `ssmtune eval`: the training commands around the shared loop.
 //   train     builds a model (from "model" in the config, or a small default sized to the data) and trains it;
-//             writes OUT/model (config.json + model.safetensors), checkpoints, metrics.jsonl, loss.svg.
+//             writes OUT/model (config.json + model.safetensors, and the tokenizer.json that encoded text data),
+//             checkpoints, metrics.jsonl, loss.svg.
 //   finetune  loads a trained model (--model DIR), applies a PEFT method (--peft JSON|FILE, default state-offset
 //             tuning) and trains only its tensors; writes OUT/adapter, checkpoints, metrics, plots, and prints the
 //             metrics before → after.
@@ -212,6 +213,11 @@ int run_train(int argc, char** argv) {
     TrainResult r = run_training(loop_options(rc, flags.is_set("resume"), quiet), hooks);
     const std::string out_model = (fs::path(rc["out"].get<std::string>()) / "model").string();
     models::save_model(out_model, model);
+    if (!w->tokenizer_path.empty()) {  // finetune, eval and generate read text with the tokenizer next to the model
+        std::error_code ec;
+        fs::copy_file(w->tokenizer_path, fs::path(out_model) / "tokenizer.json", fs::copy_options::overwrite_existing, ec);
+        SSMTUNE_CHECK(!ec, "could not copy the tokenizer ", w->tokenizer_path, " to ", out_model, " (", ec.message(), ")");
+    }
     auto plots = plot_run(rc["out"]);
     if (!quiet) {
         print_metrics(r.loaded_best ? "best (loaded at the end)" : "final", r.loaded_best ? r.best_eval : r.last_eval);

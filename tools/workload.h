@@ -35,6 +35,7 @@ struct Workload {
     data::ImageSequences train_images, test_images;  // fashion_mnist
     int64_t batch_size = 16, seq_len = 128;
     std::string data_kind;         // synthetic | text | tokens | fashion_mnist
+    std::string tokenizer_path;    // text: the tokenizer.json that encoded it ("" = read as bytes)
     int64_t data_vocab = 0;        // token data: the vocabulary the data needs
     int64_t num_classes = 0;       // image data
     int64_t input_features = 0;    // image data: d_input

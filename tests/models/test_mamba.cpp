@@ -260,4 +260,55 @@ TEST_CASE("mamba generate is deterministic and greedy matches argmax of the para
     sample.top_k = 4;
     sample.seed = 12;
     CHECK(model.generate({1}, sample) == model.generate({1}, sample));
+    // top_p 0 keeps only the most likely token: sampling is then greedy
+    GenerationOptions nucleus = sample;
+    nucleus.top_k = 0;
+    nucleus.top_p = 0;
+    greedy.max_new_tokens = nucleus.max_new_tokens = 6;
+    CHECK(model.generate({1, 2}, nucleus) == model.generate({1, 2}, greedy));
+    // a stop id ends generation right after it is emitted (kept, as HF keeps the eos)
+    const std::vector<int64_t> free_run = model.generate({1, 2}, greedy);
+    GenerationOptions stopping = greedy;
+    stopping.stop_ids = {free_run.back()};
+    const auto first = std::find(free_run.begin() + 2, free_run.end(), free_run.back());  // first generated there
+    CHECK(model.generate({1, 2}, stopping) == std::vector<int64_t>(free_run.begin(), first + 1));
+    nucleus.top_p = 1.5;
+    CHECK_THROWS_WITH_AS(model.generate({1}, nucleus), doctest::Contains("top_p must be in [0, 1]"), Error);
+}
+
+TEST_CASE("sampling candidates follow HF's top-k (ties kept) and top-p warpers") {
+    auto ids = [](const std::vector<std::pair<int64_t, double>>& c) {
+        std::vector<int64_t> out;
+        for (const auto& p : c) out.push_back(p.first);
+        return out;
+    };
+    // probabilities 0.05, 0.5, 0.15, 0.3 at temperature 1
+    const std::vector<double> logits = {std::log(0.05), std::log(0.5), std::log(0.15), std::log(0.3)};
+    GenerationOptions o;
+    o.temperature = 1;
+    CHECK(ids(sampling_candidates(logits, o)) == std::vector<int64_t>{1, 3, 2, 0});
+    const auto all = sampling_candidates(logits, o);
+    CHECK(all[1].second == doctest::Approx(0.6).epsilon(1e-12));  // exp(l − max): 0.3 / 0.5
+    // ascending cumulative probabilities 0.05, 0.2, 0.5, 1: HF drops those <= 1 − top_p
+    for (const auto& c : std::vector<std::pair<double, std::vector<int64_t>>>{
+             {0.97, {1, 3, 2, 0}}, {0.9, {1, 3, 2}}, {0.75, {1, 3}}, {0.4, {1}}, {0.0, {1}}}) {
+        o.top_p = c.first;
+        CAPTURE(c.first);
+        CHECK(ids(sampling_candidates(logits, o)) == c.second);
+    }
+    // top-k keeps ties with the k-th logit, and top-p then acts on what top-k kept
+    o.top_p = 1;
+    o.top_k = 2;
+    CHECK(ids(sampling_candidates({0.0, 2.0, 1.0, 1.0, -1.0}, o)) == std::vector<int64_t>{1, 2, 3});
+    o.top_k = 1;
+    CHECK(ids(sampling_candidates({0.0, 2.0, 1.0, 1.0, -1.0}, o)) == std::vector<int64_t>{1});
+    o.top_k = 2;
+    o.top_p = 0.5;  // within {0.5, 0.3}: 0.3 / 0.8 = 0.375 <= 0.5 is dropped
+    CHECK(ids(sampling_candidates(logits, o)) == std::vector<int64_t>{1});
+    o.top_p = 0.7;  // 0.375 > 0.3 stays
+    CHECK(ids(sampling_candidates(logits, o)) == std::vector<int64_t>{1, 3});
+    // temperature scales before the filters: at T = 0.5 the weights are squared
+    o = GenerationOptions{};
+    o.temperature = 0.5;
+    CHECK(sampling_candidates(logits, o)[1].second == doctest::Approx(0.36).epsilon(1e-12));
 }

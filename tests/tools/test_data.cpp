@@ -4,6 +4,7 @@
 // case is one clear error.
 #include "test_util.h"
 #include "tests/tools/cli_test_util.h"
+#include "tests/tools/tiny_tokenizer.h"
 
 #include <zlib.h>
 
@@ -187,47 +188,6 @@ TEST_CASE("data: synthetic tasks by name, from JSON, and target accuracy") {
 
 // ------------------------------------------------------------------------------------------------ BPE tokenizer
 
-namespace {
-// GPT-2's byte-to-unicode map, written independently of the tokenizer as a cross-check.
-std::string byte_symbol(int b) {
-    int cp = b;
-    if (!((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))) {
-        int n = 0;
-        for (int k = 0; k < b; ++k) n += !((k >= 33 && k <= 126) || (k >= 161 && k <= 172) || (k >= 174 && k <= 255));
-        cp = 256 + n;
-    }
-    return cp < 128 ? std::string(1, char(cp)) : std::string{char(0xC0 | (cp >> 6)), char(0x80 | (cp & 0x3F))};
-}
-
-// A tiny byte-level BPE tokenizer.json: byte b has id b, then 11 merges (ids 256..266), one special token (300).
-// Ġ is the symbol of the space byte, Ã© the two bytes of "é".
-const char* kTinyTokenizer = R"({
-  "version": "1.0",
-  "added_tokens": [{"id": 300, "content": "<|endoftext|>", "single_word": false, "lstrip": false, "rstrip": false,
-                    "normalized": false, "special": true}],
-  "normalizer": {"type": "NFC"},
-  "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
-  "post_processor": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
-  "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
-  "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-            "end_of_word_suffix": null, "fuse_unk": false,
-            "vocab": {"Ġt": 256, "he": 257, "Ġthe": 258, "ll": 259, "ell": 260, "Ġw": 261, "or": 262, "Ġwor": 263,
-                      "Ã©": 264, "ĠĠ": 265, "19": 266},
-            "merges": ["Ġ t", "h e", "Ġt he", ["l", "l"], "e ll", "Ġ w", "o r", ["Ġw", "or"], "Ã ©", "Ġ Ġ", "1 9"]}
-})";
-
-nlohmann::json tiny_tokenizer_json() {
-    nlohmann::json j = nlohmann::json::parse(kTinyTokenizer);
-    for (int b = 0; b < 256; ++b) j["model"]["vocab"][byte_symbol(b)] = b;
-    return j;
-}
-
-std::string write_tokenizer(const std::filesystem::path& dir, const nlohmann::json& j) {
-    const std::string path = (dir / "tokenizer.json").string();
-    std::ofstream(path) << j.dump();
-    return path;
-}
-}  // namespace
 
 TEST_CASE("data: GPT-2 pre-tokenization pieces") {
     using V = std::vector<std::string>;
@@ -519,25 +479,6 @@ TEST_CASE("data: damaged IDX files are one clear error each") {
     write_file(dir / "cut.gz", idx_bytes(0x801, {2000}, std::vector<uint8_t>(2000, 3)), true);
     std::filesystem::resize_file(dir / "cut.gz", std::filesystem::file_size(dir / "cut.gz") - 12);
     CHECK_THROWS_WITH_AS(read_idx_labels((dir / "cut.gz").string()), doctest::Contains("truncated gzip data"), Error);
-}
-
-TEST_CASE("data: finetune and eval encode text with the tokenizer.json next to an HF-style model") {
-    const auto dir = scratch_dir("data_bpe_cli");
-    models::save_model((dir / "model").string(),
-                       models::create_model({{"model_type", "mamba"}, {"vocab_size", 301}, {"hidden_size", 8},
-                                             {"num_hidden_layers", 1}, {"state_size", 4}, {"intermediate_size", 16},
-                                             {"time_step_rank", 1}}, 1));
-    write_tokenizer(dir / "model", tiny_tokenizer_json());
-    std::string text;
-    for (int i = 0; i < 200; ++i) text += "the world of hello 1999 é ";
-    std::ofstream(dir / "notes.txt") << text;
-    REQUIRE(cli({"finetune", "--model", (dir / "model").string(), "--data", (dir / "notes.txt").string(), "--steps", "2",
-                 "--seq-len", "16", "--set", "train.batch_size=2,train.eval_batches=1", "--out", (dir / "ft").string(),
-                 "--quiet"}) == 0);
-    CHECK(cli({"eval", "--model", (dir / "model").string(), "--data", (dir / "notes.txt").string(), "--seq-len", "16"}) == 0);
-    // the same text as bytes needs a 256-token model; this 301-token model also accepts it with --tokenizer
-    CHECK(cli({"eval", "--model", (dir / "model").string(), "--data", (dir / "notes.txt").string(), "--seq-len", "16",
-               "--tokenizer", (dir / "model" / "tokenizer.json").string()}) == 0);
 }
 
 TEST_CASE("data: accuracy, macro-F1 and MCC as scikit-learn computes them") {

@@ -168,7 +168,7 @@ def s4d_kernel(p, k, L, disc):
     C = torch.complex(p[k + ".C"][..., 0], p[k + ".C"][..., 1])
     A = torch.complex(-torch.exp(p[k + ".log_A_real"]), p[k + ".A_imag"])
     dtA = A * dt[:, None]
-    l = torch.arange(L, dtype=torch.float64)
+    l = torch.arange(L, dtype=torch.get_default_dtype())  # float64 unless a float32 run measures conditioning
     if disc == "zoh":
         Ct = C * (torch.exp(dtA) - 1.0) / A
         log_abar = dtA
@@ -200,7 +200,7 @@ def s4d_forward(p, cfg, inputs, labels, hooks, lora):
             y = y + 2 * (C * torch.complex(ho[..., 0], ho[..., 1])).sum(-1).real[:, None]
         if s + ".initial_state" in hooks:  # + 2 Re sum_n C_n abar_n^{t+1} h0_n
             h0 = hooks[s + ".initial_state"]
-            powers = torch.exp(torch.log(abar)[..., None] * torch.arange(1, L + 1, dtype=torch.float64))
+            powers = torch.exp(torch.log(abar)[..., None] * torch.arange(1, L + 1, dtype=torch.get_default_dtype()))
             y = y + 2 * torch.einsum("hn,hnl->hl", C * torch.complex(h0[..., 0], h0[..., 1]), powers).real
         if s + ".output_offset" in hooks:
             y = y + hooks[s + ".output_offset"][:, None]

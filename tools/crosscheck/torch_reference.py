@@ -25,7 +25,11 @@ Errors are relative to the largest reference magnitude of each tensor. Float64 m
 2e-3 of the float64 reference (mamba_ssm's fp32 test tolerance is rtol 6e-4, atol 2e-3), with magnitudes below
 1e-5 counted as 1e-5 (an absolute floor, for gradients that float32 itself rounds to zero); at float64 magnitudes
 below 1e-3 count as 1e-3 (absolute errors below 1e-12 pass), for gradients that are zero in exact arithmetic but carry
-rounding noise.
+rounding noise. A case whose float32 check fails is run once more with the reference itself in float32: when
+PyTorch's own float32 misses the tolerance as well, the case is ill-conditioned (a large-scale LoRA over a long
+sequence can amplify one rounding 10^4-fold) and passes if ours is within ILL_CONDITIONED_FACTOR of PyTorch's float32
+error; such cases are counted and named at the end. Mamba and Longhorn cases only: S4D's plain float32 Vandermonde
+reference overflows (errors up to 1e39 on the fixed cases), so it is no yardstick. The float64 check is never relaxed.
 
 With --random N the script draws N cases instead (random_cases.random_case: random sizes across the scan's checkpoint
 and lane boundaries, random options, a random adapter of any kind the model takes), reproducible from --seed.
@@ -47,6 +51,7 @@ F64_FLOOR = 1e-3  # an absolute floor (errors below 1e-12 pass): a gradient that
 #                   S4D LayerNorm over H = 1 feature passes none back) carries rounding noise, amplified by the
 #                   norm's 1/sqrt(eps), of up to ~1e-13 in either implementation
 F32_FLOOR = 1e-5  # an absolute floor: float32 rounds sigmoid(20) to 1, so beta(1 - beta) = 0 (as PyTorch's own f32)
+ILL_CONDITIONED_FACTOR = 10  # ours / PyTorch float32's error, where PyTorch's float32 misses F32_TOL too
 
 try:
     import numpy as np
@@ -107,18 +112,28 @@ def write_adapter_dir(path, cfg_json, tensors):
     return cfg_json, {n: v.astype(np.float32).astype(np.float64) for n, v in tensors.items()}
 
 
-def reference(cfg, w, batch, adapter):
-    """Loss, logits and gradients (of the base, or of the adapter's tensors) in float64 autograd. `adapter` is None,
-    one (config, tensors) pair, or a list of LoRA pairs active together (HF's set_adapter([...]): each module adds
-    their terms in the list's order; gradients named "1/...", "2/..." by position)."""
-    p = {n: torch.tensor(v, dtype=torch.float64) for n, v in w.items()}
+def reference(cfg, w, batch, adapter, dtype=torch.float64):
+    """Loss, logits and gradients (of the base, or of the adapter's tensors) in float64 autograd (or `dtype`: float32
+    measures how well-conditioned a case is). `adapter` is None, one (config, tensors) pair, or a list of LoRA pairs
+    active together (HF's set_adapter([...]): each module adds their terms in the list's order; gradients named
+    "1/...", "2/..." by position)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # what the reference models create (zeros, ranges) follows
+    try:
+        return _reference(cfg, w, batch, adapter, dtype)
+    finally:
+        torch.set_default_dtype(before)
+
+
+def _reference(cfg, w, batch, adapter, dtype):
+    p = {n: torch.tensor(v, dtype=dtype) for n, v in w.items()}
     trainables = [("", p)]
     hooks, lora, adapters = {}, {}, {}
     if adapter is not None:
         group = adapter if isinstance(adapter, list) else [adapter]
         trainables = []
         for k, (cfg_json, tensors) in enumerate(group):
-            t = {n: torch.tensor(v, dtype=torch.float64, requires_grad=True) for n, v in tensors.items()}
+            t = {n: torch.tensor(v, dtype=dtype, requires_grad=True) for n, v in tensors.items()}
             trainables.append(("%d/" % (k + 1) if isinstance(adapter, list) else "", t))
             if cfg_json["peft_type"] in ("BITFIT", "PARTIAL"):  # base tensors trained in place
                 p.update(t)
@@ -144,10 +159,10 @@ def reference(cfg, w, batch, adapter):
         for v in p.values():
             v.requires_grad_(True)
     if cfg["model_type"] == "s4d":
-        loss, logits = s4d_forward(p, cfg, torch.tensor(batch["inputs"], dtype=torch.float64),
+        loss, logits = s4d_forward(p, cfg, torch.tensor(batch["inputs"], dtype=dtype),
                                    torch.tensor(batch["labels"]), hooks, lora)
     elif "inputs" in batch:  # a frame model
-        loss, logits = lm_forward(p, cfg, None, hooks, lora, adapters, torch.tensor(batch["inputs"], dtype=torch.float64),
+        loss, logits = lm_forward(p, cfg, None, hooks, lora, adapters, torch.tensor(batch["inputs"], dtype=dtype),
                                   torch.tensor(batch["labels"]))
     else:
         loss, logits = lm_forward(p, cfg, torch.tensor(batch["input_ids"]), hooks, lora, adapters)
@@ -160,7 +175,7 @@ def reference(cfg, w, batch, adapter):
     return out
 
 
-def per_sample_reference(cfg, w, batch, case):
+def per_sample_reference(cfg, w, batch, case, dtype=torch.float64):
     """HF's mixed batch (adapter_names=[...]): case["per_sample"][i] is the index of sample i's adapter in
     case["adapters"], or None for the base model. Each sample runs alone with its adapter; the batch loss is the mean of
     the per-sample losses (equal lengths: HF's next-token mean and the classifiers' cross-entropy mean agree), so an
@@ -173,7 +188,7 @@ def per_sample_reference(cfg, w, batch, case):
     loss, logits, grads = 0.0, [], {}
     for i, k in enumerate(per_sample):
         one = {n: v[i:i + 1] for n, v in batch.items()}
-        r = reference(cfg, w, one, None if k is None else adapters[k])
+        r = reference(cfg, w, one, None if k is None else adapters[k], dtype)
         loss += r.pop("loss") / B
         logits.append(r.pop("logits"))
         if k is not None:
@@ -221,6 +236,7 @@ def main():
         return 1
     root = a.keep or tempfile.mkdtemp(prefix="ssmtune_crosscheck_")
     failures = 0
+    ill_conditioned = []
     print("%-52s %8s %22s %22s" % ("case", "tensors", "float64 worst", "float32 worst"))
     if a.random > 0:
         def drawn(seed):
@@ -257,11 +273,14 @@ def main():
             cmd_tail = ["--adapter", "+".join(dirs)]
         if per_sample is not None:
             cmd_tail = ["--per-sample", ",".join("__base__" if k is None else dirs[k] for k in per_sample)]
-            want = per_sample_reference(cfg, w, batch, {"per_sample": per_sample, "adapters": group})
+            run_reference = lambda dtype: per_sample_reference(cfg, w, batch, {"per_sample": per_sample,
+                                                                              "adapters": group}, dtype)
         else:
-            want = reference(cfg, w, batch, adapter)
+            run_reference = lambda dtype: reference(cfg, w, batch, adapter, dtype)
+        want = run_reference(torch.float64)
         row = []
         ok = True
+        note = ""
         for dtype, tol, floor in (("f64", F64_TOL, F64_FLOOR), ("f32", F32_TOL, F32_FLOOR)):
             out = os.path.join(d, "grads_%s.safetensors" % dtype)
             r = subprocess.run([a.ssmtune, "grads", "--model", os.path.join(d, "model"), "--batch",
@@ -277,13 +296,23 @@ def main():
                 ok = False
                 continue
             row.append("%.1e %s" % (worst, worst_name.split(".")[-1] if worst > 0 else ""))
+            if dtype == "f32" and worst > tol and cfg.get("model_type") != "s4d":  # is the case ill-conditioned?
+                torch_worst = compare(run_reference(torch.float32), want, floor)[0]
+                if tol < torch_worst < 1 and worst <= ILL_CONDITIONED_FACTOR * torch_worst:
+                    note = "   ill-conditioned: PyTorch float32 %.1e" % torch_worst
+                    ill_conditioned.append(name)
+                    continue
+                note = "   (PyTorch float32 %.1e)" % torch_worst
             ok = ok and worst <= tol
-        print("%-52s %8d %22s %22s%s" % (name, len(want), row[0][:60], row[-1][:60], "" if ok else "   FAIL"))
+        print("%-52s %8d %22s %22s%s%s" % (name, len(want), row[0][:60], row[-1][:60], "" if ok else "   FAIL", note))
         if not ok:
             failures += 1
             for item in row:
                 if item.startswith("error") or item.startswith("names"):
                     print("    " + item)
+    if ill_conditioned:
+        print("%d ill-conditioned case(s), where PyTorch's own float32 misses %.0e too; ours within %dx of it: %s"
+              % (len(ill_conditioned), F32_TOL, ILL_CONDITIONED_FACTOR, "; ".join(ill_conditioned)))
     print("%d case(s) disagree" % failures if failures else "every case agrees")
     return 1 if failures else 0
 
