@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <set>
 
 #include "models/checkpoint.h"
 #include "peft/lora_init.h"
@@ -86,11 +87,9 @@ void check_unsupported_lora_fields(const Json& j, const std::string& source) {
     auto must = [&](const char* key, bool ok, const char* fix) {
         SSMTUNE_CHECK(ok, source, ": LORA field \"", key, "\" = ", j[key].dump(), " is not supported; fix: ", fix);
     };
-    must("use_dora", j["use_dora"].is_boolean(), "true or false (DoRA on Linear modules)");
+    // (use_dora, fan_in_fan_out and lora_bias are booleans: from_json's type check)
     must("bias", j["bias"] == "none" || j["bias"] == "all" || j["bias"] == "lora_only",
          "\"none\", \"all\" (every bias trains too) or \"lora_only\" (the LoRA targets' biases)");
-    must("fan_in_fan_out", j["fan_in_fan_out"].is_boolean(), "true or false");
-    must("lora_bias", j["lora_bias"].is_boolean(), "true or false");
     // as HF's LoraConfig: lora_bias only with the plain inits, and not with DoRA
     must("lora_bias", j["lora_bias"] == false || j["init_lora_weights"].is_boolean(),
          "lora_bias needs init_lora_weights true or false");
@@ -203,9 +202,29 @@ Config Config::from_json(const nlohmann::json& in, const std::string& source) {
         if (k == "peft_type") continue;
         SSMTUNE_CHECK(out.contains(k), source, ": unknown key \"", k, "\" for peft_type ", type, "; valid keys: ",
                       join_keys(it->second), " (and ", join_keys(common_defaults()), ")");
+        // a field whose default is a number, a boolean or a string takes that type only: one clear error here rather
+        // than the JSON library's "type must be number" where a method reads it (found by fuzzing the CLI).
+        // init_lora_weights (true or a method's name) and PARALLEL_ADAPTER's scaling (its own message) are checked
+        // where they are read.
+        const Json& d = out[k];
+        const bool typed = (d.is_number() || d.is_boolean() || d.is_string()) && k != "init_lora_weights" && k != "scaling";
+        SSMTUNE_CHECK(!typed || (d.is_number() ? v.is_number() : d.is_boolean() ? v.is_boolean() : v.is_string()), source,
+                      ": \"", k, "\" must be ", d.is_number() ? "a number" : d.is_boolean() ? "true or false" : "a string",
+                      " (default ", d.dump(), "), got ", v.dump());
         out[k] = v;
     }
     out["peft_type"] = type;
+    // HF's bookkeeping fields: strings (task_type one of HF's TaskType, as PeftConfig.__post_init__ requires)
+    for (const char* key : {"task_type", "base_model_name_or_path", "revision", "peft_version"})
+        SSMTUNE_CHECK(out[key].is_null() || out[key].is_string(), source, ": \"", key, "\" must be a string or null, got ",
+                      out[key].dump());
+    static const std::set<std::string> task_types = {"SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM", "TOKEN_CLS",
+                                                     "QUESTION_ANS", "FEATURE_EXTRACTION"};
+    SSMTUNE_CHECK(out["task_type"].is_null() || task_types.count(out["task_type"].get<std::string>()), source,
+                  ": \"task_type\" ", out["task_type"].dump(), " is not one of HF's task types (CAUSAL_LM, SEQ_CLS, "
+                  "SEQ_2_SEQ_LM, TOKEN_CLS, QUESTION_ANS, FEATURE_EXTRACTION); fix: CAUSAL_LM, or leave it out");
+    SSMTUNE_CHECK(out["auto_mapping"].is_null() || out["auto_mapping"].is_object(), source,
+                  ": \"auto_mapping\" must be an object or null, got ", out["auto_mapping"].dump());
     if (type == "LORA" && out["fan_in_fan_out"] == true) {
         // HF sets it back to false, with a warning, for every nn.Linear target (the flag is for GPT-2's Conv1D,
         // which stores [in, out]); every module we can target stores [out, in]
@@ -229,6 +248,8 @@ Config Config::from_json(const nlohmann::json& in, const std::string& source) {
     check_number(out, "warmup_lr", 0, 1e3, source, false);  // null: the run's lr
     check_number(out, "block_size", 0, 1 << 24, source, true);
     check_number(out, "ldr_rank", 1, 256, source, true);
+    check_number(out, "kron_factor", 0, 1 << 24, source, true);  // 0: the largest common divisor up to 8
+    check_number(out, "surm_alpha", -1e9, 1e9, source, false);
     check_number(out, "init_seed", 0, 1.8e19, source, true);
     const Json& tm = out.contains("target_modules") ? out["target_modules"] : Json();
     const bool params_only = out.contains("target_parameters") && out["target_parameters"].is_array() &&

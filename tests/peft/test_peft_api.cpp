@@ -34,9 +34,9 @@ TEST_CASE("peft config: defaults, unknown types and keys, unsupported HF fields"
     // fan_in_fan_out: HF sets it back to false for [out, in] targets (with a warning); so do we
     CHECK(peft::Config::parse(R"({"peft_type": "LORA", "fan_in_fan_out": true})").json["fan_in_fan_out"] == false);
     CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "fan_in_fan_out": 1})"),
-                         doctest::Contains("\"fan_in_fan_out\" = 1 is not supported; fix: true or false"), Error);
+                         doctest::Contains("\"fan_in_fan_out\" must be true or false (default false), got 1"), Error);
     CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "use_dora": 1})"),
-                         doctest::Contains("\"use_dora\" = 1 is not supported; fix: true or false"), Error);
+                         doctest::Contains("\"use_dora\" must be true or false (default false), got 1"), Error);
     CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "STATE_OFFSET", "variant": "z"})"),
                          doctest::Contains("\"variant\" must be \"h\""), Error);
     CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "r": 0})"), doctest::Contains("\"r\" = 0"), Error);
@@ -79,6 +79,27 @@ TEST_CASE("peft targets: misses and wrong module types are errors that list what
         CHECK_THROWS_WITH_AS(peft::apply(s.module(), peft::Config::parse(std::string(R"({"peft_type": ")") + type +
                                                                          R"(", "layers_to_transform": []})")),
                              doctest::Contains("layers_to_transform [] selects no layer"), Error);
+    // a number or boolean field given another JSON type: one error naming it (it was the JSON library's bare
+    // "type must be number" when the method read it)
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "SURM", "surm_alpha": "x"})"),
+                         doctest::Contains("\"surm_alpha\" must be a number (default 1.0), got \"x\""), Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "TRAINABLE_TOKENS", "token_indices": [1], "init_weights": 1})"),
+                         doctest::Contains("\"init_weights\" must be true or false"), Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "r": null})"), doctest::Contains("\"r\" must be a number"),
+                         Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "SURM", "mode": 1})"),
+                         doctest::Contains("\"mode\" must be a string (default \"lora\"), got 1"), Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "SURM", "structure": "kronecker", "kron_factor": -3})"),
+                         doctest::Contains("\"kron_factor\" = -3 is out of range"), Error);
+    peft::Config::parse(R"({"peft_type": "LORA", "init_lora_weights": "gaussian", "lora_alpha": 16.5})");
+    // HF's bookkeeping fields: task_type one of HF's TaskType (PeftConfig refuses others), the rest strings
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "PROMPT", "task_type": "CAUSAL"})"),
+                         doctest::Contains("is not one of HF's task types"), Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "task_type": true})"),
+                         doctest::Contains("\"task_type\" must be a string or null, got true"), Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "auto_mapping": 1})"),
+                         doctest::Contains("\"auto_mapping\" must be an object or null"), Error);
+    peft::Config::parse(R"({"peft_type": "SURM", "task_type": "SEQ_CLS", "revision": "main"})");
     // our own types keep filtering a regex's matches by layer
     peft::Config::parse(R"({"peft_type": "SURM", "target_modules": ".*in_proj", "layers_to_transform": [1]})");
     // a failed apply leaves the model as it was (nothing frozen, nothing attached)
