@@ -2,20 +2,11 @@
 #include "models/lm_config.h"
 
 #include "engine/error.h"
+#include "engine/json_read.h"
 
 namespace ssmtune::models {
 
 namespace {
-
-template <class T>
-void read_field(const nlohmann::json& j, const char* key, T& out, const std::string& source) {
-    if (!j.contains(key) || j.at(key).is_null()) return;
-    try {
-        out = j.at(key).get<T>();
-    } catch (const nlohmann::json::exception&) {
-        SSMTUNE_FAIL(source, ": field \"", key, "\" has the wrong type (", j.at(key).type_name(), ")");
-    }
-}
 
 // Fields of mamba_ssm's MambaConfig and HF's MambaConfig that describe a block other than ours (RMSNorm -> mixer ->
 // residual, SiLU): refused, since reading past them would build a different network that loads the same tensors.
@@ -45,56 +36,56 @@ void check_block_layout(const nlohmann::json& j, const std::string& source) {
 LMConfig LMConfig::from_json(const nlohmann::json& j, const std::string& source) {
     SSMTUNE_CHECK(j.is_object(), source, ": expected a JSON object");
     LMConfig c;
-    read_field(j, "model_type", c.model_type, source);
+    read_json_field(j, "model_type", c.model_type, source);
     if (c.model_type == "mamba_ssm") c.model_type = "mamba";
     SSMTUNE_CHECK(c.model_type == "mamba" || c.model_type == "longhorn", source, ": model_type \"", c.model_type,
                   "\" is not a language model this loader knows (mamba, longhorn)");
     // Original state-spaces names first, HF names override.
-    read_field(j, "d_model", c.hidden_size, source);
-    read_field(j, "n_layer", c.num_hidden_layers, source);
+    read_json_field(j, "d_model", c.hidden_size, source);
+    read_json_field(j, "n_layer", c.num_hidden_layers, source);
     check_block_layout(j, source);
     if (j.contains("ssm_cfg") && j.at("ssm_cfg").is_object()) {  // mamba_ssm's Mamba(...) arguments
         const auto& s = j.at("ssm_cfg");
-        read_field(s, "d_state", c.state_size, source);
-        read_field(s, "d_conv", c.conv_kernel, source);
-        read_field(s, "expand", c.expand, source);
-        read_field(s, "bias", c.use_bias, source);
-        read_field(s, "conv_bias", c.use_conv_bias, source);
-        read_field(s, "dt_min", c.time_step_min, source);
-        read_field(s, "dt_max", c.time_step_max, source);
-        read_field(s, "dt_init_floor", c.time_step_floor, source);
-        read_field(s, "dt_scale", c.time_step_scale, source);
-        read_field(s, "dt_init", c.time_step_init_scheme, source);
+        read_json_field(s, "d_state", c.state_size, source);
+        read_json_field(s, "d_conv", c.conv_kernel, source);
+        read_json_field(s, "expand", c.expand, source);
+        read_json_field(s, "bias", c.use_bias, source);
+        read_json_field(s, "conv_bias", c.use_conv_bias, source);
+        read_json_field(s, "dt_min", c.time_step_min, source);
+        read_json_field(s, "dt_max", c.time_step_max, source);
+        read_json_field(s, "dt_init_floor", c.time_step_floor, source);
+        read_json_field(s, "dt_scale", c.time_step_scale, source);
+        read_json_field(s, "dt_init", c.time_step_init_scheme, source);
     }
-    read_field(j, "hidden_size", c.hidden_size, source);
-    read_field(j, "num_hidden_layers", c.num_hidden_layers, source);
-    read_field(j, "state_size", c.state_size, source);
-    read_field(j, "expand", c.expand, source);
-    read_field(j, "conv_kernel", c.conv_kernel, source);
-    read_field(j, "vocab_size", c.vocab_size, source);
-    read_field(j, "layer_norm_epsilon", c.layer_norm_epsilon, source);
-    read_field(j, "norm_epsilon", c.layer_norm_epsilon, source);
-    read_field(j, "use_bias", c.use_bias, source);
-    read_field(j, "use_conv_bias", c.use_conv_bias, source);
-    read_field(j, "input_size", c.input_size, source);
+    read_json_field(j, "hidden_size", c.hidden_size, source);
+    read_json_field(j, "num_hidden_layers", c.num_hidden_layers, source);
+    read_json_field(j, "state_size", c.state_size, source);
+    read_json_field(j, "expand", c.expand, source);
+    read_json_field(j, "conv_kernel", c.conv_kernel, source);
+    read_json_field(j, "vocab_size", c.vocab_size, source);
+    read_json_field(j, "layer_norm_epsilon", c.layer_norm_epsilon, source);
+    read_json_field(j, "norm_epsilon", c.layer_norm_epsilon, source);
+    read_json_field(j, "use_bias", c.use_bias, source);
+    read_json_field(j, "use_conv_bias", c.use_conv_bias, source);
+    read_json_field(j, "input_size", c.input_size, source);
     if (c.input_size > 0) c.tie_word_embeddings = false;  // a frame model has no embedding to tie to
-    read_field(j, "tie_word_embeddings", c.tie_word_embeddings, source);
-    read_field(j, "tie_embeddings", c.tie_word_embeddings, source);
-    read_field(j, "residual_in_fp32", c.residual_in_fp32, source);
-    read_field(j, "time_step_min", c.time_step_min, source);
-    read_field(j, "time_step_max", c.time_step_max, source);
-    read_field(j, "time_step_floor", c.time_step_floor, source);
-    read_field(j, "time_step_scale", c.time_step_scale, source);
-    read_field(j, "time_step_init_scheme", c.time_step_init_scheme, source);
-    read_field(j, "rescale_prenorm_residual", c.rescale_prenorm_residual, source);
+    read_json_field(j, "tie_word_embeddings", c.tie_word_embeddings, source);
+    read_json_field(j, "tie_embeddings", c.tie_word_embeddings, source);
+    read_json_field(j, "residual_in_fp32", c.residual_in_fp32, source);
+    read_json_field(j, "time_step_min", c.time_step_min, source);
+    read_json_field(j, "time_step_max", c.time_step_max, source);
+    read_json_field(j, "time_step_floor", c.time_step_floor, source);
+    read_json_field(j, "time_step_scale", c.time_step_scale, source);
+    read_json_field(j, "time_step_init_scheme", c.time_step_init_scheme, source);
+    read_json_field(j, "rescale_prenorm_residual", c.rescale_prenorm_residual, source);
     c.intermediate_size = c.expand * c.hidden_size;
     for (const char* key : {"d_inner", "intermediate_size"}) {
-        read_field(j, key, c.intermediate_size, source);
+        read_json_field(j, key, c.intermediate_size, source);
     }
     // Original configs give the unpadded vocabulary and a multiple to pad to.
     if (j.contains("pad_vocab_size_multiple") && !j.contains("hidden_size")) {
         int64_t multiple = 1;
-        read_field(j, "pad_vocab_size_multiple", multiple, source);
+        read_json_field(j, "pad_vocab_size_multiple", multiple, source);
         if (multiple > 1 && c.vocab_size % multiple) c.vocab_size += multiple - c.vocab_size % multiple;
     }
     c.time_step_rank = (c.hidden_size + 15) / 16;

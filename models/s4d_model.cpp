@@ -8,28 +8,17 @@
 #include <iterator>
 
 #include "autograd/node.h"
+#include "engine/json_read.h"
 #include "ops/ops.h"
 #include "ops/ssm.h"
 
 namespace ssmtune::models {
 
 // ---------------------------------------------------------------- config
-namespace {
-template <class T>
-void read_field(const nlohmann::json& j, const char* key, T& out, const std::string& source) {
-    if (!j.contains(key) || j.at(key).is_null()) return;
-    try {
-        out = j.at(key).get<T>();
-    } catch (const nlohmann::json::exception&) {
-        SSMTUNE_FAIL(source, ": field \"", key, "\" has the wrong type (", j.at(key).type_name(), ")");
-    }
-}
-}  // namespace
-
 S4DConfig S4DConfig::from_json(const nlohmann::json& j, const std::string& source) {
     SSMTUNE_CHECK(j.is_object(), source, ": expected a JSON object");
     std::string type;
-    read_field(j, "model_type", type, source);
+    read_json_field(j, "model_type", type, source);
     SSMTUNE_CHECK(type == "s4d", source, ": model_type \"", type, "\" is not \"s4d\"");
     // Our own format (example.py has no config file), so every field is ours and an unknown one is refused: a typo
     // ("n_layer") used to build the default model silently, and S4 options we do not build ("bidirectional") with it.
@@ -47,17 +36,17 @@ S4DConfig S4DConfig::from_json(const nlohmann::json& j, const std::string& sourc
                                  : "; fix: remove it or correct its name (this S4D builds example.py's S4Model only)");
     }
     S4DConfig c;
-    read_field(j, "d_input", c.d_input, source);
-    read_field(j, "d_output", c.d_output, source);
-    read_field(j, "d_model", c.d_model, source);
-    read_field(j, "d_state", c.d_state, source);
-    read_field(j, "n_layers", c.n_layers, source);
-    read_field(j, "prenorm", c.prenorm, source);
-    read_field(j, "dropout", c.dropout, source);
-    read_field(j, "init", c.init, source);
-    read_field(j, "discretization", c.discretization, source);
-    read_field(j, "dt_min", c.dt_min, source);
-    read_field(j, "dt_max", c.dt_max, source);
+    read_json_field(j, "d_input", c.d_input, source);
+    read_json_field(j, "d_output", c.d_output, source);
+    read_json_field(j, "d_model", c.d_model, source);
+    read_json_field(j, "d_state", c.d_state, source);
+    read_json_field(j, "n_layers", c.n_layers, source);
+    read_json_field(j, "prenorm", c.prenorm, source);
+    read_json_field(j, "dropout", c.dropout, source);
+    read_json_field(j, "init", c.init, source);
+    read_json_field(j, "discretization", c.discretization, source);
+    read_json_field(j, "dt_min", c.dt_min, source);
+    read_json_field(j, "dt_max", c.dt_max, source);
     c.validate(source);
     return c;
 }

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/json_read.h"
 #include "tools/trainer.h"
 
 namespace ssmtune::tools {
@@ -77,6 +78,19 @@ void merge_into(json& base, const json& user, const std::string& path, const std
 json resolve_run_config(const json& user, const std::string& source) {
     json out = default_run_config();
     if (!user.is_null()) merge_into(out, user, "", source);
+    // Integer fields hold integers from here on (a float with an integral value, 1e3 from --set, becomes one), so
+    // every reader's get<int64_t> is exact: a float beyond the range used to be converted with undefined behaviour
+    // (train.seed=1e30, train.batch_size=1e30) and 2.5 truncated. The fields' own ranges are checked where read.
+    for (const char* key : {"steps", "batch_size", "seq_len", "warmup_steps", "gradient_accumulation_steps", "log_every",
+                            "eval_every", "save_every", "early_stopping_patience", "eval_batches"})
+        out["train"][key] = json_integer(out["train"][key], source + ": train." + key);
+    if (!out["train"]["seed"].is_number_unsigned())  // seeds are uint64: a JSON integer up to 2^64 − 1 stays as it is
+        out["train"]["seed"] = json_integer(out["train"]["seed"], source + ": train.seed", 0);
+    out["data"]["limit"] = json_integer(out["data"]["limit"], source + ": data.limit", 0);
+    out["data"]["permutation_seed"] = json_integer(out["data"]["permutation_seed"], source + ": data.permutation_seed", 0);
+    SSMTUNE_CHECK(out["data"]["classes"].is_array(), source, ": data.classes must be a list of class indices, got ",
+                  out["data"]["classes"].dump());
+    for (json& c : out["data"]["classes"]) c = json_integer(c, source + ": data.classes entry", 0, 1 << 30);
     return out;
 }
 

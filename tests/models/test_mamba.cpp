@@ -239,6 +239,20 @@ TEST_CASE("mamba config: mamba_ssm's ssm_cfg arguments are read, configs for oth
     // the values that describe our blocks pass (mamba_ssm and HF write them)
     j.update({{"rms_norm", true}, {"hidden_act", "silu"}, {"d_intermediate", 0}, {"attn_layer_idx", nlohmann::json::array()}});
     CHECK_NOTHROW(LMConfig::from_json(j, "config.json"));
+    // a field of the wrong JSON type is refused by name: nlohmann's get<int64_t> took true as 1, truncated 8.5 and
+    // converted 1e30 with undefined behaviour; a float with an integral value (8.0) is the integer
+    for (const nlohmann::json& bad : {nlohmann::json(8.5), nlohmann::json(1e30), nlohmann::json(true), nlohmann::json("8")}) {
+        nlohmann::json k = j;
+        k["hidden_size"] = bad;
+        CHECK_THROWS_WITH_AS(LMConfig::from_json(k, "config.json"),
+                             doctest::Contains("config.json: field \"hidden_size\" must be an integer"), Error);
+    }
+    nlohmann::json k = j;
+    k["hidden_size"] = 8.0;
+    CHECK(LMConfig::from_json(k, "config.json").hidden_size == 8);
+    k["use_bias"] = 1;
+    CHECK_THROWS_WITH_AS(LMConfig::from_json(k, "config.json"), doctest::Contains("\"use_bias\" must be true or false"),
+                         Error);
 }
 
 TEST_CASE("mamba generate is deterministic and greedy matches argmax of the parallel logits") {

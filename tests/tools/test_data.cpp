@@ -177,7 +177,14 @@ TEST_CASE("data: synthetic tasks by name, from JSON, and target accuracy") {
                          doctest::Contains("unknown task \"copying\""), Error);
     CHECK_THROWS_WITH_AS(SyntheticTask::from_json({{"spam", 1}}),
                          doctest::Contains("unknown task field \"spam\""), Error);
-    CHECK_THROWS_WITH_AS(SyntheticTask::from_json({{"span", "x"}}), doctest::Contains("wrong type"), Error);
+    CHECK_THROWS_WITH_AS(SyntheticTask::from_json({{"span", "x"}}), doctest::Contains("\"span\" must be an integer"), Error);
+    // 2.5 was truncated and 1e30 converted with undefined behaviour (to a negative span); a float 24.0 is 24
+    for (double bad : {24.5, 1e30})
+        CHECK_THROWS_WITH_AS(SyntheticTask::from_json({{"span", bad}}), doctest::Contains("\"span\" must be an integer"),
+                             Error);
+    CHECK(SyntheticTask::from_json({{"span", 24.0}}).span == 24);
+    CHECK_THROWS_WITH_AS(SyntheticTask::from_json({{"reverse", 1}}), doctest::Contains("must be true or false"), Error);
+    CHECK_THROWS_WITH_AS(SyntheticTask::from_json({{"span", nullptr}}), doctest::Contains("is null"), Error);
     CHECK_THROWS_WITH_AS(SyntheticTask::from_json({{"name", "induction_heads"}, {"reverse", true}}),
                          doctest::Contains("selective_copying only"), Error);
     // accuracy counts argmax hits on target positions only

@@ -417,6 +417,23 @@ TEST_CASE("run config: the optimizer and accumulation keys reach the loop, and b
     CHECK_THROWS_WITH_AS(tools::resolve_run_config(nlohmann::json::parse(R"({"train": {"steps": null}})"), "file.json"),
                          doctest::Contains("\"train.steps\" must be number"), Error);
     tools::apply_assignments(r, "train.ssm_lr=null,data.path=null");  // keys whose default is null take it
+    // integer fields: a float with an integral value becomes an integer; 2.5, 1e30, a negative seed are refused by
+    // name (nlohmann's get<int64_t> truncated them or, beyond the range, converted them with undefined behaviour)
+    const nlohmann::json rs = tools::resolve_run_config(
+        nlohmann::json::parse(R"({"train": {"steps": 1e3, "seed": 7.0}, "data": {"classes": [2.0]}})"), "f");
+    CHECK(rs["train"]["steps"].is_number_integer());
+    CHECK(rs["train"]["steps"] == 1000);
+    CHECK(rs["train"]["seed"] == 7);
+    CHECK(rs["data"]["classes"][0].is_number_integer());
+    CHECK(tools::resolve_run_config(nlohmann::json::parse(R"({"train": {"seed": 18446744073709551615}})"), "f")
+              ["train"]["seed"].get<uint64_t>() == 18446744073709551615ull);
+    for (const char* bad : {R"({"train": {"seed": -1}})", R"({"train": {"seed": 1e30}})", R"({"train": {"batch_size": 2.5}})",
+                            R"({"train": {"eval_batches": 1e30}})", R"({"data": {"limit": -1}})",
+                            R"({"data": {"classes": [1e30]}})"}) {
+        CAPTURE(bad);
+        CHECK_THROWS_WITH_AS(tools::resolve_run_config(nlohmann::json::parse(bad), "f"),
+                             doctest::Contains("must be an integer in"), Error);
+    }
 }
 
 TEST_CASE("trainer: gradient accumulation steps on the mean of its micro-batches, logs their mean loss, resumes") {

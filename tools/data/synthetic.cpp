@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "engine/error.h"
+#include "engine/json_read.h"
 
 namespace ssmtune::data {
 
@@ -138,20 +139,20 @@ SyntheticTask SyntheticTask::from_json(const nlohmann::json& j, const std::strin
                   "got ", j.dump());
     SyntheticTask t;
     for (auto& [k, v] : j.items()) {
-        try {
-            if (k == "name") t.name = v.get<std::string>();
-            else if (k == "num_tokens") t.num_tokens = v.get<int64_t>();
-            else if (k == "num_memorize") t.num_memorize = v.get<int64_t>();
-            else if (k == "span") t.span = v.get<int64_t>();
-            else if (k == "reverse") t.reverse = v.get<bool>();
-            else if (k == "token_shift") t.token_shift = v.get<int64_t>();
-            else SSMTUNE_FAIL(source, ": unknown task field \"", k, "\"; valid: name, num_tokens, num_memorize, span, "
-                              "reverse, token_shift");
-        } catch (const nlohmann::json::exception&) {
-            SSMTUNE_FAIL(source, ": task field \"", k, "\" has the wrong type (", v.dump(), "); fix: ",
-                         k == "name" ? "a string" : k == "reverse" ? "true or false" : "an integer");
-        }
+        SSMTUNE_CHECK(k == "name" || k == "num_tokens" || k == "num_memorize" || k == "span" || k == "reverse" ||
+                          k == "token_shift",
+                      source, ": unknown task field \"", k, "\"; valid: name, num_tokens, num_memorize, span, reverse, "
+                      "token_shift");
+        SSMTUNE_CHECK(!v.is_null(), source, ": task field \"", k, "\" is null; fix: leave it out for its default");
     }
+    // (an integer field through json_integer: nlohmann's get<int64_t> truncated 2.5 and converted 1e30 with
+    // undefined behaviour)
+    read_json_field(j, "name", t.name, source);
+    read_json_field(j, "num_tokens", t.num_tokens, source);
+    read_json_field(j, "num_memorize", t.num_memorize, source);
+    read_json_field(j, "span", t.span, source);
+    read_json_field(j, "reverse", t.reverse, source);
+    read_json_field(j, "token_shift", t.token_shift, source);
     t.validate(source);
     return t;
 }
