@@ -73,14 +73,10 @@ void merge_into(json& base, const json& user, const std::string& path, const std
     }
 }
 
-}  // namespace
-
-json resolve_run_config(const json& user, const std::string& source) {
-    json out = default_run_config();
-    if (!user.is_null()) merge_into(out, user, "", source);
-    // Integer fields hold integers from here on (a float with an integral value, 1e3 from --set, becomes one), so
-    // every reader's get<int64_t> is exact: a float beyond the range used to be converted with undefined behaviour
-    // (train.seed=1e30, train.batch_size=1e30) and 2.5 truncated. The fields' own ranges are checked where read.
+// Integer fields hold integers from here on (a float with an integral value, 1e3 from --set, becomes one), so
+// every reader's get<int64_t> is exact: a float beyond the range used to be converted with undefined behaviour
+// (train.seed=1e30, train.batch_size=1e30) and 2.5 truncated. The fields' own ranges are checked where read.
+void normalise_integer_fields(json& out, const std::string& source) {
     for (const char* key : {"steps", "batch_size", "seq_len", "warmup_steps", "gradient_accumulation_steps", "log_every",
                             "eval_every", "save_every", "early_stopping_patience", "eval_batches"})
         out["train"][key] = json_integer(out["train"][key], source + ": train." + key);
@@ -91,6 +87,14 @@ json resolve_run_config(const json& user, const std::string& source) {
     SSMTUNE_CHECK(out["data"]["classes"].is_array(), source, ": data.classes must be a list of class indices, got ",
                   out["data"]["classes"].dump());
     for (json& c : out["data"]["classes"]) c = json_integer(c, source + ": data.classes entry", 0, 1 << 30);
+}
+
+}  // namespace
+
+json resolve_run_config(const json& user, const std::string& source) {
+    json out = default_run_config();
+    if (!user.is_null()) merge_into(out, user, "", source);
+    normalise_integer_fields(out, source);
     return out;
 }
 
@@ -130,6 +134,7 @@ void apply_assignments(json& config, const std::string& assignments) {
         for (auto it = parts.rbegin(); it != parts.rend(); ++it) user = json{{*it, user}};
         json merged = config;
         merge_into(merged, user, "", "--set " + item);
+        normalise_integer_fields(merged, "--set " + item);
         config = merged;
     }
 }

@@ -68,6 +68,22 @@ TEST_CASE("fuzz regressions: every input that once crashed a fuzz target is now 
     CHECK(rc["train"]["lr"] == 0.5);
     tools::apply_assignments(rc, "data.task.nm_utokens=3");  // task keys are checked by the task parser
     CHECK_THROWS_WITH_AS(data::SyntheticTask::from_json(rc["data"]["task"]), doctest::Contains("nm_utokens"), Error);
+    // run_config_float_beyond_integer (found by fuzzing the CLI, 2026-12-06): 1e30 in an integer field (train.seed,
+    // data.task.span, --set train.batch_size) was converted to int64 / uint64 with undefined behaviour; each is now an
+    // error naming the field, as the fuzz target meets them (the run config, the assignments, then the task)
+    const std::string floats =
+        file_bytes(fs::path(SSMTUNE_SOURCE_DIR) / "tests" / "fuzz" / "regressions" / "run_config_float_beyond_integer");
+    REQUIRE(floats.size() > 2);
+    const size_t m = std::min(floats.size() - 2, size_t(uint8_t(floats[0])) << 8 | uint8_t(floats[1]));
+    const nlohmann::json parsed = nlohmann::json::parse(floats.substr(2, m));
+    CHECK_THROWS_WITH_AS(tools::resolve_run_config(parsed, "fuzz"), doctest::Contains("train.seed must be an integer"), Error);
+    nlohmann::json no_seed = parsed;
+    no_seed["train"].erase("seed");
+    nlohmann::json resolved = tools::resolve_run_config(no_seed, "fuzz");
+    CHECK_THROWS_WITH_AS(tools::apply_assignments(resolved, floats.substr(2 + m)), doctest::Contains("must be an integer"),
+                         Error);
+    CHECK_THROWS_WITH_AS(data::SyntheticTask::from_json(resolved["data"]["task"]), doctest::Contains("\"span\" must be an integer"),
+                         Error);
 
     // adapter_loader_number_beyond_double (CI, stop 17): an adapter_config.json holding a 300-digit number; nlohmann
     // throws out_of_range for a number beyond double, and the JSON readers caught only parse_error. Replayed as the

@@ -398,8 +398,8 @@ TEST_CASE("run config: the optimizer and accumulation keys reach the loop, and b
                             "train.early_stopping_patience=2,train.eval_every=0"}) {
         CAPTURE(bad);
         nlohmann::json r = tools::resolve_run_config(nlohmann::json::object(), "test");
-        tools::apply_assignments(r, bad);
-        CHECK_THROWS_AS(tools::loop_options(r, false, true), Error);
+        // a non-integral value is refused by the assignment itself, a value out of range by the loop
+        CHECK_THROWS_AS((tools::apply_assignments(r, bad), tools::loop_options(r, false, true)), Error);
     }
     nlohmann::json r = tools::resolve_run_config(nlohmann::json::object(), "test");
     CHECK_THROWS_WITH_AS(tools::apply_assignments(r, "train.no_decay=\"A_log\""), doctest::Contains("must be array"),
