@@ -1,6 +1,7 @@
 // Commands of the `ssmtune` program and the small flag parser they share.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -22,6 +23,7 @@ public:
     Flags(int argc, char** argv, const std::map<std::string, std::string>& spec, const std::string& command);
     std::string str(const std::string& name) const;
     long long integer(const std::string& name) const;
+    uint64_t seed(const std::string& name = "seed") const;  // an integer >= 0 (a negative seed used to wrap around)
     double number(const std::string& name) const;
     // The value split at ',' ("a,b" -> {a, b}; as std::getline splits: "a,,b" keeps an empty entry, a trailing ','
     // adds none).

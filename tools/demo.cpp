@@ -36,7 +36,7 @@ int run_demo(int argc, char** argv) {
     const double lr = flags.number("lr");
     if (steps <= 0 || hidden <= 0 || batch <= 0 || !(lr > 0))
         throw UsageError("demo: --steps, --hidden, --batch and --lr must be positive");
-    const uint64_t seed = uint64_t(flags.integer("seed"));
+    const uint64_t seed = flags.seed();
 
     // Parameters, PyTorch's Linear init: U(±1/√fan_in).
     Generator init(seed);

@@ -118,7 +118,7 @@ std::string claim(const std::string& text, const std::vector<Row>& rows, const s
 // ---------------------------------------------------------------- s4d-synthetic
 int s4d_synthetic(const Flags& flags) {
     const int64_t iters = flags.integer("iters"), B = flags.integer("batch"), L = flags.integer("seq-len");
-    const uint64_t seed = uint64_t(flags.integer("seed"));
+    const uint64_t seed = flags.seed();
     const fs::path out = flags.is_set("out") ? fs::path(flags.str("out")) : fs::path("experiments/s4d-synthetic");
     models::S4DConfig frozen_cfg;
     frozen_cfg.d_input = 4;
@@ -209,7 +209,7 @@ int s4d_synthetic(const Flags& flags) {
 // ---------------------------------------------------------------- mamba-transfer
 int mamba_transfer(const Flags& flags) {
     const int64_t base_steps = flags.integer("base-steps"), iters = flags.integer("iters");
-    const uint64_t seed = uint64_t(flags.integer("seed"));
+    const uint64_t seed = flags.seed();
     const fs::path out = flags.is_set("out") ? fs::path(flags.str("out")) : fs::path("experiments/mamba-transfer");
     data::SyntheticTask task;
     task.num_tokens = 8;

@@ -1,4 +1,5 @@
 // The flag parser shared by the commands (see commands.h). No dependency: `--name value` and `--switch`.
+#include <cmath>
 #include <cstdlib>
 #include <sstream>
 
@@ -47,11 +48,19 @@ long long Flags::integer(const std::string& name) const {
     return x;
 }
 
+uint64_t Flags::seed(const std::string& name) const {
+    const long long v = integer(name);
+    if (v < 0) throw UsageError(command_ + ": --" + name + " must be an integer >= 0, got " + std::to_string(v));
+    return uint64_t(v);
+}
+
 double Flags::number(const std::string& name) const {
     const std::string& v = values_.at(name);
     char* end = nullptr;
     const double x = std::strtod(v.c_str(), &end);
     if (v.empty() || *end != '\0') throw UsageError(command_ + ": --" + name + " expects a number, got '" + v + "'");
+    // nan / inf parse, but no flag means them (--lr nan reached the run config as null and was reported as "got null")
+    if (!std::isfinite(x)) throw UsageError(command_ + ": --" + name + " expects a finite number, got '" + v + "'");
     return x;
 }
 

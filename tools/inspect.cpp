@@ -139,7 +139,7 @@ int run_generate(int argc, char** argv) {
     g.top_k = flags.integer("top-k");
     g.top_p = flags.number("top-p");
     g.stop_ids = integers("stop-ids");
-    g.seed = uint64_t(flags.integer("seed"));
+    g.seed = flags.seed();
     if (g.max_new_tokens < 0 || g.top_k < 0) throw UsageError("generate: --max-new-tokens and --top-k must be >= 0");
     if (!(g.top_p >= 0 && g.top_p <= 1)) throw UsageError("generate: --top-p must be in [0, 1]");
     for (int64_t t : g.stop_ids)

@@ -129,7 +129,7 @@ int run_combine(int argc, char** argv) {
     options.svd_clamp = flags.number("svd-clamp");
     options.density = flags.number("density");
     options.majority_sign_method = flags.str("majority-sign");
-    options.seed = static_cast<uint64_t>(flags.integer("seed"));
+    options.seed = flags.seed();
     models::AnyModel model = models::load_model(flags.str("model"));
     peft::AdapterSet set(model.module());
     std::vector<std::string> names;

@@ -54,7 +54,7 @@ int run_quickstart(int argc, char** argv) {
     json task = {{"name", "selective_copying"}, {"num_tokens", 8}, {"num_memorize", 4}, {"span", 24}};
     json rc = resolve_run_config({{"data", {{"kind", "synthetic"}, {"task", task}}},
                                   {"train", {{"steps", flags.integer("base-steps")}, {"batch_size", 32}, {"lr", 3e-3},
-                                             {"eval_every", 100}, {"log_every", 50}, {"seed", flags.integer("seed")},
+                                             {"eval_every", 100}, {"log_every", 50}, {"seed", flags.seed()},
                                              {"eval_batches", 8}}},
                                   {"out", (fs::path(out) / "base").string()}},
                                  "quickstart");

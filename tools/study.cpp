@@ -66,7 +66,7 @@ int run_study(int argc, char** argv) {
     models::LanguageModel& lm = *model.lm;
     lm.eval();
     lm.to(DType::F64);
-    Generator gen(uint64_t(flags.integer("seed")));
+    Generator gen(flags.seed());
     Tensor ids;
     if (flags.is_set("task")) {
         data::SyntheticTask t = data::SyntheticTask::from_json({{"name", flags.str("task")}}, "--task");

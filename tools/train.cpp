@@ -77,7 +77,7 @@ json resolve_from_flags(const Flags& flags, const std::string& command) {
     set_int("steps", "steps");
     set_int("batch-size", "batch_size");
     set_int("seq-len", "seq_len");
-    set_int("seed", "seed");
+    if (flags.is_set("seed")) rc["train"]["seed"] = flags.seed();
     set_int("eval-every", "eval_every");
     if (flags.is_set("lr")) rc["train"]["lr"] = flags.number("lr");
     if (flags.is_set("device")) rc["train"]["device"] = flags.str("device");

@@ -40,6 +40,11 @@ TEST_CASE("commands: inspect, generate and gradcheck") {
     CHECK(cli({"generate", "--model", model, "--ids", "1,x"}) == 2);
     CHECK(cli({"generate", "--model", model, "--ids", "999"}) == 1);
     CHECK(cli({"generate", "--model", model}) == 2);
+    // a negative seed used to wrap around to 2^64 − 5; nan / inf numbers reached configs as null
+    CHECK(cli({"generate", "--model", model, "--ids", "1", "--seed", "-5"}) == 2);
+    CHECK(cli({"generate", "--model", model, "--ids", "1", "--temperature", "nan"}) == 2);
+    CHECK(cli({"train", "--steps", "1", "--lr", "inf", "--quiet"}) == 2);
+    CHECK(cli({"train", "--steps", "1", "--seed", "-1", "--quiet"}) == 2);
     CHECK(cli({"gradcheck", "--op", "selective_scan"}) == 0);
     CHECK(cli({"gradcheck", "--model-type", "longhorn", "--max-per-tensor", "3"}) == 0);
     CHECK(cli({"gradcheck", "--model", model, "--max-per-tensor", "2"}) == 0);
