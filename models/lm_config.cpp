@@ -1,6 +1,9 @@
 // LMConfig <-> config.json (see lm_config.h).
 #include "models/lm_config.h"
 
+#include <algorithm>
+#include <iterator>
+
 #include "engine/error.h"
 #include "engine/json_read.h"
 
@@ -105,6 +108,26 @@ LMConfig LMConfig::from_json(const nlohmann::json& j, const std::string& source)
     }
     c.validate(source);
     return c;
+}
+
+std::vector<std::string> LMConfig::unknown_fields(const nlohmann::json& j) {
+    static const char* const known[] = {
+        // read here (HF and mamba_ssm names)
+        "model_type", "d_model", "n_layer", "ssm_cfg", "hidden_size", "num_hidden_layers", "state_size", "expand",
+        "conv_kernel", "vocab_size", "layer_norm_epsilon", "norm_epsilon", "use_bias", "use_conv_bias", "input_size",
+        "tie_word_embeddings", "tie_embeddings", "residual_in_fp32", "time_step_min", "time_step_max",
+        "time_step_floor", "time_step_scale", "time_step_init_scheme", "rescale_prenorm_residual", "d_inner",
+        "intermediate_size", "pad_vocab_size_multiple", "time_step_rank", "dt_rank",
+        // checked for another block (check_block_layout)
+        "rms_norm", "hidden_act", "d_intermediate", "attn_layer_idx", "attn_cfg", "fused_add_norm",
+        // HF MambaConfig / PretrainedConfig fields that do not change the network
+        "architectures", "torch_dtype", "transformers_version", "pad_token_id", "bos_token_id", "eos_token_id",
+        "initializer_range", "use_cache", "use_mambapy", "num_labels", "id2label", "label2id", "_name_or_path"};
+    std::vector<std::string> out;
+    for (auto it = j.begin(); it != j.end(); ++it)
+        if (std::none_of(std::begin(known), std::end(known), [&](const char* k) { return it.key() == k; }))
+            out.push_back(it.key());
+    return out;
 }
 
 nlohmann::json LMConfig::to_json() const {

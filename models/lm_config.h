@@ -15,6 +15,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -43,6 +44,9 @@ struct LMConfig {
 
     // Parses config.json content; `source` names the file in errors.
     static LMConfig from_json(const nlohmann::json& j, const std::string& source = "config.json");
+    // The top-level fields of `j` that neither this loader reads nor HF's / mamba_ssm's configs define: in a config
+    // written by hand (a run config's "model"), most likely typos ("num_hidden_layer"), which would leave a default.
+    static std::vector<std::string> unknown_fields(const nlohmann::json& j);
     nlohmann::json to_json() const;
     // Checks the sizes are positive and consistent; Error naming the field otherwise.
     void validate(const std::string& source = "config") const;

@@ -193,6 +193,16 @@ int run_train(int argc, char** argv) {
         }
     }
     rc["model"] = model_cfg;
+    if (model_cfg.is_object() && model_cfg.value("model_type", "") != "s4d") {  // (S4D's own format refuses them)
+        std::string unknown;
+        for (const std::string& k : models::LMConfig::unknown_fields(model_cfg))
+            unknown += (unknown.empty() ? "\"" : ", \"") + k + "\"";
+        if (!unknown.empty())
+            std::fprintf(stderr, "warning: model config field(s) %s are not read (typos leave the defaults); the "
+                         "fields read: hidden_size, num_hidden_layers, state_size, expand, intermediate_size, "
+                         "conv_kernel, time_step_rank, vocab_size, use_bias, use_conv_bias, tie_word_embeddings, "
+                         "input_size, layer_norm_epsilon, time_step_*\n", unknown.c_str());
+    }
     models::AnyModel model = models::create_model(model_cfg, rc["train"]["seed"].get<uint64_t>(), "model config");
     attach_model(*w, model, rc);
     model.module().to(w->device);  // the same initial weights on every device

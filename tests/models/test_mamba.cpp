@@ -250,6 +250,12 @@ TEST_CASE("mamba config: mamba_ssm's ssm_cfg arguments are read, configs for oth
     nlohmann::json k = j;
     k["hidden_size"] = 8.0;
     CHECK(LMConfig::from_json(k, "config.json").hidden_size == 8);
+    // fields no config defines are named (train warns: a typo leaves the default), the ones we write are not
+    CHECK(LMConfig::unknown_fields(LMConfig::from_json(j, "config.json").to_json()).empty());
+    CHECK(LMConfig::unknown_fields(j).empty());  // mamba_ssm's names
+    k["num_hidden_layer"] = 3;
+    CHECK(LMConfig::unknown_fields(k) == std::vector<std::string>{"num_hidden_layer"});
+    k.erase("num_hidden_layer");
     k["use_bias"] = 1;
     CHECK_THROWS_WITH_AS(LMConfig::from_json(k, "config.json"), doctest::Contains("\"use_bias\" must be true or false"),
                          Error);

@@ -45,6 +45,13 @@ TEST_CASE("commands: inspect, generate and gradcheck") {
     CHECK(cli({"generate", "--model", model, "--ids", "1", "--temperature", "nan"}) == 2);
     CHECK(cli({"train", "--steps", "1", "--lr", "inf", "--quiet"}) == 2);
     CHECK(cli({"train", "--steps", "1", "--seed", "-1", "--quiet"}) == 2);
+    // a model field no config defines (a typo) is named in a warning; the run goes on with the default
+    std::ofstream(dir / "typo.json") << R"({"model": {"model_type": "mamba", "vocab_size": 10, "hidden_size": 8,
+        "num_hidden_layer": 1, "state_size": 4}, "train": {"steps": 1, "batch_size": 2, "eval_batches": 1}})";
+    const auto typo = cli_captured({"train", "--config", (dir / "typo.json").string(), "--out", (dir / "typo").string(),
+                                    "--quiet"}, 2);
+    CHECK(typo.first == 0);
+    CHECK(typo.second.find("warning: model config field(s) \"num_hidden_layer\" are not read") != std::string::npos);
     CHECK(cli({"gradcheck", "--op", "selective_scan"}) == 0);
     CHECK(cli({"gradcheck", "--model-type", "longhorn", "--max-per-tensor", "3"}) == 0);
     CHECK(cli({"gradcheck", "--model", model, "--max-per-tensor", "2"}) == 0);
@@ -116,6 +123,7 @@ TEST_CASE("every example run config in tools/configs resolves, and its model and
         if (!rc["model"].is_null()) {
             const models::AnyModel m = models::create_model(rc["model"], 0, entry.path().string());
             CHECK(m.module().num_parameters() > 0);
+            if (m.lm) CHECK(models::LMConfig::unknown_fields(rc["model"]).empty());  // no field `train` warns about
         }
         if (!rc["peft"].is_null()) CHECK_NOTHROW(peft::Config::from_json(rc["peft"], entry.path().string()));
     }
