@@ -224,18 +224,34 @@ void save_model(const std::string& dir, const AnyModel& model) {
     write_json_file((fs::path(dir) / "config.json").string(), config);
 }
 
+namespace {
+// Copies `from` to `to`, replacing what is there; Error naming both when it cannot.
+void copy_replacing(const fs::path& from, const fs::path& to) {
+    std::error_code ec;
+    fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec);
+    SSMTUNE_CHECK(!ec, "could not copy ", from.string(), " to ", to.string(), " (", ec.message(), "); fix: check that ",
+                  to.parent_path().string(), " is writable and has space");
+}
+}  // namespace
+
 int copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir) {
     int copied = 0;
     for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}) {
         const fs::path from = fs::path(from_dir) / name;
         if (!fs::is_regular_file(from)) continue;
-        std::error_code ec;
-        fs::copy_file(from, fs::path(to_dir) / name, fs::copy_options::overwrite_existing, ec);
-        SSMTUNE_CHECK(!ec, "could not copy ", from.string(), " to ", to_dir, " (", ec.message(), "); fix: check that ",
-                      to_dir, " is writable and has space");
+        copy_replacing(from, fs::path(to_dir) / name);
         ++copied;
     }
     return copied;
+}
+
+void install_tokenizer(const std::string& tokenizer_file, const std::string& model_dir) {
+    copy_replacing(tokenizer_file, fs::path(model_dir) / "tokenizer.json");
+}
+
+std::string tokenizer_beside(const std::string& model_dir) {
+    const fs::path p = fs::path(model_dir) / "tokenizer.json";
+    return fs::exists(p) ? p.string() : std::string();
 }
 
 }  // namespace ssmtune::models

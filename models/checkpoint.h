@@ -45,5 +45,9 @@ void save_model(const std::string& dir, const AnyModel& model);
 // present, replacing older copies. The CLI reads text and prompts with the tokenizer.json next to a model, so a model
 // written from another (merge) carries them on. Returns how many were copied.
 int copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir);
+// Copies `tokenizer_file` (any name) to model_dir/tokenizer.json, where the commands look for it.
+void install_tokenizer(const std::string& tokenizer_file, const std::string& model_dir);
+// model_dir/tokenizer.json when it exists, else "".
+std::string tokenizer_beside(const std::string& model_dir);
 
 }  // namespace ssmtune::models

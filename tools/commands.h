@@ -23,7 +23,8 @@ public:
     Flags(int argc, char** argv, const std::map<std::string, std::string>& spec, const std::string& command);
     std::string str(const std::string& name) const;
     long long integer(const std::string& name) const;
-    uint64_t seed(const std::string& name = "seed") const;  // an integer >= 0 (a negative seed used to wrap around)
+    uint64_t seed(const std::string& name = "seed") const;
+    std::vector<int64_t> integers(const std::string& name) const;  // "1,2,3" (empty: none)  // an integer >= 0 (a negative seed used to wrap around)
     double number(const std::string& name) const;
     // The value split at ',' ("a,b" -> {a, b}; as std::getline splits: "a,,b" keeps an empty entry, a trailing ','
     // adds none).

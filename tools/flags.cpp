@@ -1,4 +1,5 @@
 // The flag parser shared by the commands (see commands.h). No dependency: `--name value` and `--switch`.
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <sstream>
@@ -52,6 +53,19 @@ uint64_t Flags::seed(const std::string& name) const {
     const long long v = integer(name);
     if (v < 0) throw UsageError(command_ + ": --" + name + " must be an integer >= 0, got " + std::to_string(v));
     return uint64_t(v);
+}
+
+std::vector<int64_t> Flags::integers(const std::string& name) const {
+    std::vector<int64_t> out;
+    for (const std::string& item : list(name)) {
+        char* end = nullptr;
+        errno = 0;
+        const long long v = std::strtoll(item.c_str(), &end, 10);
+        if (item.empty() || *end != '\0' || errno == ERANGE)
+            throw UsageError(command_ + ": --" + name + " must be comma-separated integers, got '" + item + "'");
+        out.push_back(v);
+    }
+    return out;
 }
 
 double Flags::number(const std::string& name) const {

@@ -10,10 +10,10 @@
 #include <map>
 
 #include "models/checkpoint.h"
-#include "tools/data/bpe_tokenizer.h"
 #include "peft/peft.h"
 #include "tools/adapter_group.h"
 #include "tools/commands.h"
+#include "tools/data/bpe_tokenizer.h"
 
 namespace ssmtune::tools {
 
@@ -91,31 +91,14 @@ int run_generate(int argc, char** argv) {
     }
     if (!flags.is_set("model")) throw UsageError("generate: --model is required");
     if (flags.is_set("prompt") == flags.is_set("ids")) throw UsageError("generate: give exactly one of --prompt and --ids");
-    auto integers = [&](const char* flag) {
-        std::vector<int64_t> out;
-        for (const std::string& item : flags.list(flag)) {
-            try {
-                size_t used = 0;
-                const long long v = std::stoll(item, &used);
-                if (used != item.size()) throw std::invalid_argument(item);
-                out.push_back(v);
-            } catch (const std::exception&) {
-                throw UsageError(std::string("generate: --") + flag + " must be comma-separated integers, got '" + item + "'");
-            }
-        }
-        return out;
-    };
     models::AnyModel model = models::load_model(flags.str("model"));
     if (!model.lm) throw UsageError("generate: " + flags.str("model") + " is an S4D classifier; generation needs a language model");
     model.module().eval();
     std::unique_ptr<AdapterGroup> adapter;  // A+B: LoRA adapters active together
     if (flags.is_set("adapter")) adapter = std::make_unique<AdapterGroup>(model.module(), flags.str("adapter"));
     const int64_t V = model.lm->config().vocab_size;
-    std::string tokenizer_path = flags.str("tokenizer");
-    if (!flags.is_set("tokenizer")) {
-        const std::filesystem::path next_to_model = std::filesystem::path(flags.str("model")) / "tokenizer.json";
-        if (std::filesystem::exists(next_to_model)) tokenizer_path = next_to_model.string();
-    }
+    const std::string tokenizer_path =
+        flags.is_set("tokenizer") ? flags.str("tokenizer") : models::tokenizer_beside(flags.str("model"));
     std::unique_ptr<data::BpeTokenizer> tokenizer;
     std::vector<int64_t> prompt;
     const bool text = flags.is_set("prompt");
@@ -129,7 +112,7 @@ int run_generate(int argc, char** argv) {
                       " tokens; fix: pass --ids");
         for (unsigned char c : flags.str("prompt")) prompt.push_back(c);
     } else {
-        prompt = integers("ids");
+        prompt = flags.integers("ids");
     }
     SSMTUNE_CHECK(!prompt.empty(), "generate: the prompt is empty");
     for (int64_t t : prompt) SSMTUNE_CHECK(t >= 0 && t < V, "generate: token id ", t, " is outside the vocabulary of ", V);
@@ -138,7 +121,7 @@ int run_generate(int argc, char** argv) {
     g.temperature = flags.number("temperature");
     g.top_k = flags.integer("top-k");
     g.top_p = flags.number("top-p");
-    g.stop_ids = integers("stop-ids");
+    g.stop_ids = flags.integers("stop-ids");
     g.seed = flags.seed();
     if (g.max_new_tokens < 0 || g.top_k < 0) throw UsageError("generate: --max-new-tokens and --top-k must be >= 0");
     if (!(g.top_p >= 0 && g.top_p <= 1)) throw UsageError("generate: --top-p must be in [0, 1]");

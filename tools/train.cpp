@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "engine/json_read.h"
 #include "models/checkpoint.h"
 #include "peft/lora_init.h"
 #include "peft/peft.h"
@@ -86,15 +87,9 @@ json resolve_from_flags(const Flags& flags, const std::string& command) {
 
 namespace {
 
-// An integer of the train section: a JSON integer, or a number with an integral value (1e3), at least `min` and
-// within ±2^53 (a float beyond int64 would be undefined to convert).
+// An integer of the train section, at least `min` (json_integer: a JSON integer or an integral float within ±2^53).
 int64_t train_integer(const json& t, const char* key, int64_t min) {
-    const json& v = t[key];
-    const double d = v.is_number() ? v.get<double>() : std::nan("");
-    const bool integral = v.is_number_integer() || (v.is_number_float() && std::isfinite(d) && std::floor(d) == d);
-    SSMTUNE_CHECK(integral && std::fabs(d) <= 9007199254740992.0 && d >= double(min), "train.", key,
-                  " must be an integer >= ", min, ", got ", v.dump());
-    return v.is_number_integer() ? v.get<int64_t>() : int64_t(d);
+    return json_integer(t[key], std::string("train.") + key, min);
 }
 
 // A finite number of the train section within [lo, hi].
@@ -223,11 +218,8 @@ int run_train(int argc, char** argv) {
     TrainResult r = run_training(loop_options(rc, flags.is_set("resume"), quiet), hooks);
     const std::string out_model = (fs::path(rc["out"].get<std::string>()) / "model").string();
     models::save_model(out_model, model);
-    if (!w->tokenizer_path.empty()) {  // finetune, eval and generate read text with the tokenizer next to the model
-        std::error_code ec;
-        fs::copy_file(w->tokenizer_path, fs::path(out_model) / "tokenizer.json", fs::copy_options::overwrite_existing, ec);
-        SSMTUNE_CHECK(!ec, "could not copy the tokenizer ", w->tokenizer_path, " to ", out_model, " (", ec.message(), ")");
-    }
+    // finetune, eval and generate read text with the tokenizer next to the model
+    if (!w->tokenizer_path.empty()) models::install_tokenizer(w->tokenizer_path, out_model);
     auto plots = plot_run(rc["out"]);
     if (!quiet) {
         print_metrics(r.loaded_best ? "best (loaded at the end)" : "final", r.loaded_best ? r.best_eval : r.last_eval);

@@ -150,10 +150,7 @@ std::shared_ptr<Workload> load_workload_data(const json& rc) {
         const std::string path = d["path"];
         // Text is read as bytes unless a tokenizer.json is given or sits next to the base model (HF checkpoints).
         std::string tokenizer = d["tokenizer"].is_string() ? d["tokenizer"].get<std::string>() : "";
-        if (tokenizer.empty() && rc["base_model"].is_string()) {
-            const std::string next_to_model = (std::filesystem::path(rc["base_model"].get<std::string>()) / "tokenizer.json").string();
-            if (std::filesystem::exists(next_to_model)) tokenizer = next_to_model;
-        }
+        if (tokenizer.empty() && rc["base_model"].is_string()) tokenizer = models::tokenizer_beside(rc["base_model"]);
         if (kind == "text") w->tokenizer_path = tokenizer;
         if (kind == "text" && !tokenizer.empty())
             w->text = data::TextData::from_bpe_file(path, data::BpeTokenizer::from_file(tokenizer), d["val_fraction"].get<double>());
