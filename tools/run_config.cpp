@@ -1,7 +1,10 @@
 // Run configurations (see run_config.h).
 #include "tools/run_config.h"
 
+#include <algorithm>
+#include <map>
 #include <sstream>
+#include <vector>
 
 #include "engine/error.h"
 #include "engine/json_read.h"
@@ -137,6 +140,43 @@ void apply_assignments(json& config, const std::string& assignments) {
         normalise_integer_fields(merged, "--set " + item);
         config = merged;
     }
+}
+
+std::vector<std::string> unused_data_settings(const json& rc) {
+    const json defaults = default_run_config();
+    const json& d = rc["data"];
+    const std::string kind = d["kind"].is_string() ? d["kind"].get<std::string>() : "";
+    // What each kind reads of the data section (and train.seq_len); the rest is set only by mistake: a config
+    // written for another kind, or --data together with --task (the task wins; the file was skipped silently).
+    const std::map<std::string, std::vector<std::string>> reads = {
+        {"synthetic", {"task"}},
+        {"text", {"path", "tokenizer", "val_fraction", "seq_len"}},
+        {"tokens", {"path", "val_fraction", "seq_len"}},
+        {"fashion_mnist", {"path", "order", "classes", "limit", "permutation_seed"}}};
+    const auto it = reads.find(kind);
+    if (it == reads.end()) return {};  // an unknown kind is load_workload_data's error
+    std::vector<std::string> read = it->second;
+    if (kind == "fashion_mnist" && d["order"] != "permuted")  // only a permuted order draws a permutation
+        read.erase(std::find(read.begin(), read.end(), "permutation_seed"));
+    const std::map<std::string, std::string> readers = {
+        {"task", "only synthetic reads it"}, {"path", "only text, tokens and fashion_mnist read it"},
+        {"tokenizer", "only text reads it: tokens are ids already"}, {"val_fraction", "only text and tokens read it"},
+        {"order", "only fashion_mnist reads it"}, {"classes", "only fashion_mnist reads it"},
+        {"limit", "only fashion_mnist reads it"},
+        {"permutation_seed", "only fashion_mnist with order \"permuted\" reads it"},
+        {"seq_len", "only text and tokens read it: a synthetic task and an image set fix their own lengths"}};
+    std::vector<std::string> unused;
+    for (const auto& entry : readers) {
+        const std::string& key = entry.first;
+        if (std::find(read.begin(), read.end(), key) != read.end()) continue;
+        const bool in_train = key == "seq_len";
+        const json& value = in_train ? rc["train"][key] : d[key];
+        const json& fallback = in_train ? defaults["train"][key] : defaults["data"][key];
+        if (value == fallback) continue;
+        unused.push_back(std::string(in_train ? "train." : "data.") + key + " = " + value.dump() +
+                         " has no effect with data.kind \"" + kind + "\" (" + entry.second + ")");
+    }
+    return unused;
 }
 
 }  // namespace ssmtune::tools

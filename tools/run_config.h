@@ -16,6 +16,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -30,5 +31,9 @@ nlohmann::json default_run_config();
 nlohmann::json resolve_run_config(const nlohmann::json& user, const std::string& source);
 // Applies "a.b.c=value" assignments (comma-separated; values parsed as JSON, else taken as strings).
 void apply_assignments(nlohmann::json& config, const std::string& assignments);
+// The data settings (and train.seq_len) a resolved config sets away from their defaults that its data.kind does not
+// read, one sentence each ("data.order = \"pixel\" has no effect with data.kind \"text\" (only fashion_mnist reads it)");
+// the commands print them as warnings.
+std::vector<std::string> unused_data_settings(const nlohmann::json& rc);
 
 }  // namespace ssmtune::tools

@@ -2,6 +2,7 @@
 #include "tools/workload.h"
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <utility>
@@ -11,6 +12,7 @@
 #include "ops/ops.h"
 #include "tools/data/bpe_tokenizer.h"
 #include "tools/data/class_metrics.h"
+#include "tools/run_config.h"
 
 namespace ssmtune::tools {
 
@@ -134,6 +136,8 @@ std::shared_ptr<Workload> load_workload_data(const json& rc) {
     const json& t = rc["train"];
     const std::string kind = d["kind"];
     w->data_kind = kind;
+    for (const std::string& unused : unused_data_settings(rc))
+        std::fprintf(stderr, "warning: %s; fix: remove it, or set the data.kind that reads it\n", unused.c_str());
     w->data_gen = Generator(t["seed"].get<uint64_t>() * 2654435761ull + 17);
     w->batch_size = t["batch_size"];
     w->seq_len = t["seq_len"];

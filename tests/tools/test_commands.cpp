@@ -126,8 +126,40 @@ TEST_CASE("every example run config in tools/configs resolves, and its model and
             if (m.lm) CHECK(models::LMConfig::unknown_fields(rc["model"]).empty());  // no field `train` warns about
         }
         if (!rc["peft"].is_null()) CHECK_NOTHROW(peft::Config::from_json(rc["peft"], entry.path().string()));
+        CHECK(tools::unused_data_settings(rc).empty());  // no data setting the run would warn about
     }
     CHECK(seen >= 6);
+}
+
+TEST_CASE("unused_data_settings: a data setting its data.kind does not read is named, the defaults and the read ones are not") {
+    auto unused = [](const nlohmann::json& user) { return tools::unused_data_settings(tools::resolve_run_config(user, "test")); };
+    CHECK(unused(nlohmann::json::object()).empty());  // the built-in default: synthetic, nothing else set
+    // text reads path, tokenizer, val_fraction and seq_len
+    CHECK(unused({{"data", {{"kind", "text"}, {"path", "a.txt"}, {"tokenizer", "t.json"}, {"val_fraction", 0.2}}},
+                  {"train", {{"seq_len", 64}}}}).empty());
+    // a config written for images, then pointed at text: order and classes would be skipped silently
+    const auto text = unused({{"data", {{"kind", "text"}, {"path", "a.txt"}, {"order", "pixel"}, {"classes", {1, 2}}}}});
+    REQUIRE(text.size() == 2);
+    CHECK(text[0] == "data.classes = [1,2] has no effect with data.kind \"text\" (only fashion_mnist reads it)");
+    CHECK(text[1] == "data.order = \"pixel\" has no effect with data.kind \"text\" (only fashion_mnist reads it)");
+    // tokens are ids already: a tokenizer is not read
+    const auto tokens = unused({{"data", {{"kind", "tokens"}, {"path", "a.safetensors"}, {"tokenizer", "t.json"}}}});
+    REQUIRE(tokens.size() == 1);
+    CHECK(tokens[0].find("data.tokenizer") == 0);
+    // --data FILE --task NAME: the task wins, the file and the sequence length are not read
+    const auto synthetic = unused({{"data", {{"path", "corpus.txt"}}}, {"train", {{"seq_len", 512}}}});
+    REQUIRE(synthetic.size() == 2);
+    CHECK(synthetic[0].find("data.path = \"corpus.txt\" has no effect with data.kind \"synthetic\"") == 0);
+    CHECK(synthetic[1].find("train.seq_len = 512 has no effect") == 0);
+    // images: a task, a val_fraction; a permutation seed only matters for the permuted order
+    const auto images = unused({{"data", {{"kind", "fashion_mnist"}, {"task", {{"span", 8}}}, {"val_fraction", 0.3},
+                                          {"permutation_seed", 5}}}});
+    REQUIRE(images.size() == 3);
+    CHECK(images[0].find("data.permutation_seed = 5") == 0);
+    CHECK(images[1].find("data.task = ") == 0);
+    CHECK(images[2].find("data.val_fraction = 0.3") == 0);
+    CHECK(unused({{"data", {{"kind", "fashion_mnist"}, {"order", "permuted"}, {"permutation_seed", 5}, {"limit", 10},
+                            {"classes", {0, 1}}}}}).empty());
 }
 
 TEST_CASE("bench: the scan benchmark on a tiny shape, and its usage errors") {
