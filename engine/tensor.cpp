@@ -2,6 +2,7 @@
 // The differentiable methods (views, contiguous, clone, to, operators) live in ops/.
 #include "engine/tensor.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <iomanip>
@@ -43,6 +44,17 @@ TensorImpl& Tensor::impl() const {
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
     for (int64_t d : shape) SSMTUNE_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
+    // Found by fuzzing `bench`: a shape whose size overflows int64 (2^31 − 1 in each of three dimensions) wrapped
+    // around and asked the allocator for a wrong, smaller size. 2^60 bytes is beyond any machine's memory.
+    if (std::find(shape.begin(), shape.end(), 0) == shape.end()) {
+        const int64_t max_elements = (int64_t(1) << 60) / int64_t(dtype_size(dtype));
+        int64_t n = 1;
+        for (int64_t d : shape) {
+            SSMTUNE_CHECK(n <= max_elements / d, "shape ", shape_str(shape), " holds more than 2^60 bytes of ",
+                          dtype_name(dtype), ", beyond any memory; fix: smaller sizes");
+            n *= d;
+        }
+    }
     auto impl = std::make_shared<TensorImpl>();
     impl->storage = Storage::allocate(size_t(shape_numel(shape)) * dtype_size(dtype), device);
     impl->shape = shape;

@@ -163,8 +163,16 @@ double count_model_elements(const std::string& dir) {
 
 AnyModel load_model(const std::string& dir) {
     const std::string config_path = (fs::path(dir) / "config.json").string();
-    SSMTUNE_CHECK(fs::exists(config_path), "no config.json in ", dir, "; fix: pass a model directory (config.json + "
-                  "model.safetensors)");
+    if (!fs::exists(config_path)) {  // the usual mix-ups: a run directory, an adapter, a file of the model
+        std::string hint = "pass a model directory (config.json + model.safetensors)";
+        if (fs::exists(fs::path(dir) / "model" / "config.json"))
+            hint = "this is a run directory; its model is " + (fs::path(dir) / "model").string();
+        else if (fs::exists(fs::path(dir) / "adapter_config.json"))
+            hint = "this is an adapter directory: pass it as --adapter, with its base model as --model";
+        else if (fs::is_regular_file(dir) && fs::exists(fs::path(dir).parent_path() / "config.json"))
+            hint = "pass the directory that holds it, " + fs::path(dir).parent_path().string();
+        SSMTUNE_FAIL("no config.json in ", dir, "; fix: ", hint);
+    }
     const nlohmann::json config = read_json_file(config_path);
     // Before allocating anything: a config that describes a far larger model than the weights hold (a damaged or
     // hostile config.json) is refused here instead of exhausting memory in the constructor.

@@ -258,34 +258,30 @@ int run_bench(int argc, char** argv) {
     const std::string what = flags.str("what");
     if (what != "all" && what != "scan" && what != "mamba" && what != "peft" && what != "kernels")
         throw UsageError("bench: --what must be all, scan, mamba, peft or kernels (cuda)");
-    std::vector<int64_t> lengths;
-    std::string list = flags.str("lengths");
-    for (size_t pos = 0; pos < list.size();) {
-        const size_t comma = list.find(',', pos);
-        const std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-        char* end = nullptr;
-        const long long v = std::strtoll(item.c_str(), &end, 10);
-        if (item.empty() || *end || v <= 0) throw UsageError("bench: --lengths must be positive integers separated by commas");
-        lengths.push_back(v);
-        if (comma == std::string::npos) break;
-        pos = comma + 1;
-    }
-    const int repeats = int(flags.integer("repeats"));
-    if (repeats <= 0) throw UsageError("bench: --repeats must be positive");
+    // sizes as the ops take them (int64); 2^31 − 1 each keeps every product of two within range, and a shape too
+    // large for memory is then the allocator's one-line error
+    const long long kMaxSize = (1LL << 31) - 1;
+    const std::vector<int64_t> lengths = flags.integers("lengths");
+    if (lengths.empty()) throw UsageError("bench: --lengths needs at least one length");
+    for (int64_t L : lengths)
+        if (L < 1 || L > kMaxSize) throw UsageError("bench: --lengths must be integers in [1, " + std::to_string(kMaxSize) + "]");
+    const int repeats = int(flags.integer("repeats", 1, 1000000));
+    const int steps = int(flags.integer("steps", 1, 1000000));
+    const int64_t batch = flags.integer("batch", 1, kMaxSize), inner = flags.integer("inner", 1, kMaxSize),
+                  state = flags.integer("state", 1, kMaxSize);
     std::printf("ssmtune %s bench (%s)\n", version(), build_info().c_str());
     if (device == "cuda") {
         SSMTUNE_CHECK(what != "peft", "bench --device cuda: --what peft has no CUDA version yet; fix: use --device cpu");
         if (what == "all" || what == "kernels") bench_cuda_kernels(repeats);
         if (what == "all" || what == "scan")
-            bench_cuda_scan(flags.integer("batch"), flags.integer("inner"), flags.integer("state"), lengths, repeats);
-        if (what == "all" || what == "mamba") bench_cuda_mamba(8, 1024, int(flags.integer("steps")));
+            bench_cuda_scan(batch, inner, state, lengths, repeats);
+        if (what == "all" || what == "mamba") bench_cuda_mamba(8, 1024, steps);
         return 0;
     }
     if (what == "all" || what == "scan")
-        bench_scan(flags.integer("batch"), flags.integer("inner"), flags.integer("state"), lengths, repeats,
-                   !flags.is_set("no-reference"));
-    if (what == "all" || what == "mamba") bench_mamba(256, 4, 8, 256, 256, int(flags.integer("steps")));
-    if (what == "all" || what == "peft") bench_peft(256, 4, 8, 256, 256, int(flags.integer("steps")));
+        bench_scan(batch, inner, state, lengths, repeats, !flags.is_set("no-reference"));
+    if (what == "all" || what == "mamba") bench_mamba(256, 4, 8, 256, 256, steps);
+    if (what == "all" || what == "peft") bench_peft(256, 4, 8, 256, 256, steps);
     return 0;
 }
 

@@ -1,7 +1,6 @@
-// The `ssmtune` program. Commands so far: `demo` (a tiny end-to-end training run), `grads`, `merge`, `bench`,
-// `--version`.
+// The `ssmtune` program: dispatches to the commands of tools/commands.h (the list is print_usage below).
 // Every error is printed as one `error: <message>` line with exit status 1 (2 for usage errors).
-// Later issues add train, finetune, eval, generate, grads, merge, inspect, gradcheck and bench here.
+// Not here: the commands themselves (train.cpp, merge.cpp, ...).
 #include <cstdio>
 #include <cstring>
 #include <exception>

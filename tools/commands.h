@@ -22,7 +22,10 @@ public:
     // spec: flag name -> default value ("" = takes a value, none by default), or kSwitch.
     Flags(int argc, char** argv, const std::map<std::string, std::string>& spec, const std::string& command);
     std::string str(const std::string& name) const;
+    // An integer value (beyond long long is an error; it used to clamp to LLONG_MAX); the second form also
+    // requires min <= value <= max, so callers that narrow it (int repeats, sizes) see only what they can hold.
     long long integer(const std::string& name) const;
+    long long integer(const std::string& name, long long min, long long max) const;
     uint64_t seed(const std::string& name = "seed") const;
     std::vector<int64_t> integers(const std::string& name) const;  // "1,2,3" (empty: none)  // an integer >= 0 (a negative seed used to wrap around)
     double number(const std::string& name) const;

@@ -44,8 +44,18 @@ bool Flags::is_set(const std::string& name) const { return set_.count(name) > 0;
 long long Flags::integer(const std::string& name) const {
     const std::string& v = values_.at(name);
     char* end = nullptr;
+    errno = 0;
     const long long x = std::strtoll(v.c_str(), &end, 10);
     if (v.empty() || *end != '\0') throw UsageError(command_ + ": --" + name + " expects an integer, got '" + v + "'");
+    if (errno == ERANGE) throw UsageError(command_ + ": --" + name + " " + v + " is beyond the 64-bit integer range");
+    return x;
+}
+
+long long Flags::integer(const std::string& name, long long min, long long max) const {
+    const long long x = integer(name);
+    if (x < min || x > max)
+        throw UsageError(command_ + ": --" + name + " must be an integer in [" + std::to_string(min) + ", " +
+                         std::to_string(max) + "], got " + std::to_string(x));
     return x;
 }
 

@@ -125,7 +125,7 @@ int run_combine(int argc, char** argv) {
     }
     peft::WeightedAdapterOptions options;
     options.combination_type = flags.str("combination");
-    options.svd_rank = flags.integer("svd-rank");
+    options.svd_rank = flags.integer("svd-rank", 0, (1LL << 31) - 1);  // 0: the largest of the adapters' ranks
     options.svd_clamp = flags.number("svd-clamp");
     options.density = flags.number("density");
     options.majority_sign_method = flags.str("majority-sign");

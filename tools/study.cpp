@@ -67,13 +67,14 @@ int run_study(int argc, char** argv) {
     lm.eval();
     lm.to(DType::F64);
     Generator gen(flags.seed());
+    const long long kMaxSize = (1LL << 31) - 1;
     Tensor ids;
     if (flags.is_set("task")) {
         data::SyntheticTask t = data::SyntheticTask::from_json({{"name", flags.str("task")}}, "--task");
-        ids = t.sample(gen, flags.integer("batch-size")).input_ids;
+        ids = t.sample(gen, flags.integer("batch-size", 1, kMaxSize)).input_ids;
     } else if (flags.is_set("data")) {
-        ids = data::TextData::from_bytes_file(flags.str("data"), 0.1).sample(gen, flags.integer("batch-size"),
-                                                                              flags.integer("seq-len")).input_ids;
+        ids = data::TextData::from_bytes_file(flags.str("data"), 0.1)
+                  .sample(gen, flags.integer("batch-size", 1, kMaxSize), flags.integer("seq-len", 2, kMaxSize)).input_ids;
     } else {
         ids = load_safetensors(flags.str("batch")).at("input_ids");
     }

@@ -389,6 +389,15 @@ TEST_CASE("cpu_bytes_in_use tracks live storage and the peak") {
 
 // ---- element access ----
 
+TEST_CASE("a shape beyond any memory is one error, not a wrapped-around size") {
+    const int64_t big = (int64_t(1) << 31) - 1;  // three of them overflow int64 (found by fuzzing `bench`)
+    CHECK_THROWS_WITH_AS(Tensor::empty({big, big, big}), doctest::Contains("holds more than 2^60 bytes"), Error);
+    CHECK_THROWS_WITH_AS(Tensor::zeros({int64_t(1) << 59}, DType::F64), doctest::Contains("fix: smaller sizes"), Error);
+    CHECK_THROWS_WITH_AS(Tensor::empty({-1, 2}), doctest::Contains("negative dimension"), Error);
+    CHECK(Tensor::empty({big, big, big, 0}).numel() == 0);  // no elements, no memory
+    CHECK(Tensor::empty({int64_t(1) << 40, 0, big}).numel() == 0);
+}
+
 TEST_CASE("element access supports negative indices and checks bounds") {
     Tensor t = Tensor::arange(0, 6, 1, DType::F64).reshape({2, 3});
     CHECK(t.at({-1, -1}) == 5.0);

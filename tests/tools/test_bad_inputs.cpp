@@ -128,6 +128,18 @@ TEST_CASE("bad inputs: adapters, data files, flags and resume checkpoints") {
     const std::string lora_cfg = file_bytes(dir / "lora" / "adapter_config.json");
     expect_error({"eval", "--model", model, "--adapter", (dir / "none").string(), task}, 1, "adapter_config.json",
                  "adapter: missing");
+    // the usual mix-ups name the directory to pass (found by fuzzing the flags, 2026-12-07)
+    fs::create_directories(dir / "ft_run");
+    fs::copy(dir / "lora", dir / "ft_run" / "adapter");
+    expect_error({"eval", "--model", model, "--adapter", (dir / "ft_run").string(), task}, 1,
+                 "its adapter is " + (dir / "ft_run" / "adapter").string(), "adapter: a fine-tuning run's directory");
+    expect_error({"eval", "--model", model, "--adapter", model, task}, 1, "this is a model directory", "adapter: a model");
+    expect_error({"eval", "--model", model, "--adapter", (dir / "lora" / "adapter_config.json").string(), task}, 1,
+                 "pass the directory that holds it", "adapter: a file of the adapter");
+    expect_error({"eval", "--model", dir.string(), task}, 1, "its model is " + model, "weights: a run directory");
+    expect_error({"eval", "--model", (dir / "lora").string(), task}, 1, "pass it as --adapter", "weights: an adapter");
+    expect_error({"eval", "--model", model + "/model.safetensors", task}, 1, "pass the directory that holds it",
+                 "weights: a file of the model");
     expect_error({"eval", "--model", model, "--adapter", adapter_variant("a_empty", "", good_adapter), task}, 1,
                  "not valid JSON", "adapter: empty config");
     expect_error({"eval", "--model", model, "--adapter",
@@ -175,6 +187,12 @@ TEST_CASE("bad inputs: adapters, data files, flags and resume checkpoints") {
     expect_error({"train", "--steps", "-5", task, "--out", (dir / "neg").string()}, 1, "steps", "flags: negative");
     expect_error({"train", "--set", "train.batch_size=100000000000", task, "--out", (dir / "hugeb").string()}, 1, "",
                  "flags: huge batch");
+    // found by fuzzing the flags of every command (2026-12-07): beyond int64 clamped to LLONG_MAX, `int(...)`
+    // wrapped --repeats 4294967297 to 1, and three sizes of 2^31 − 1 overflowed the tensor size
+    expect_error({"train", "--steps", "99999999999999999999"}, 2, "beyond the 64-bit integer range", "flags: beyond int64");
+    expect_error({"bench", "--repeats", "4294967297"}, 2, "must be an integer in [1, 1000000]", "flags: beyond int");
+    expect_error({"bench", "--what", "scan", "--batch", "2147483647", "--inner", "2147483647", "--lengths", "2147483647",
+                  "--no-reference", "--repeats", "1"}, 1, "beyond any memory", "flags: huge sizes");
     // resume checkpoints
     expect_error({"train", task, "--steps", "2", "--resume", "--out", (dir / "fresh").string()}, 1, "no checkpoint",
                  "resume: missing");
