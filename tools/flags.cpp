@@ -33,6 +33,10 @@ Flags::Flags(int argc, char** argv, const std::map<std::string, std::string>& sp
             if (i + 1 >= argc) throw UsageError(command + ": flag '--" + name + "' needs a value");
             value = argv[++i];
         }
+        // the last one used to win silently: `eval --adapter A --adapter B` evaluated B alone
+        if (set_.count(name))
+            throw UsageError(command + ": flag '--" + name + "' is given twice; fix: give it once (commands that take "
+                             "several adapters read them from one --adapter, as their --help shows)");
         values_[name] = value;
         set_[name] = true;
     }

@@ -150,6 +150,9 @@ int run_gradcheck(int argc, char** argv) {
     opt.eps = flags.number("eps");
     opt.atol = flags.number("atol");
     opt.rtol = flags.number("rtol");
+    // found by fuzzing the flags: --eps -1 ran a finite difference of step 1 and reported FAILs
+    if (!(opt.eps > 0)) throw UsageError("gradcheck: --eps must be a positive step (e.g. 1e-6)");
+    if (!(opt.atol >= 0 && opt.rtol >= 0)) throw UsageError("gradcheck: --atol and --rtol must be >= 0");
     Case c;
     std::string title;
     models::AnyModel model;
@@ -193,6 +196,13 @@ int run_gradcheck(int argc, char** argv) {
         std::printf("%-44s %8lld %14.3e %14.3e  %s\n", c.names.at(size_t(in.index)).c_str(), (long long)in.checked,
                     in.max_abs_error, in.max_rel_error, in.ok ? "ok" : "FAIL");
     std::printf("%s\n", rep.ok ? "all gradients match" : "some gradients do NOT match finite differences");
+    if (!rep.ok) {  // exit 1 like every failure, with its one error line for scripts that read stderr
+        int64_t failed = 0;
+        for (const auto& in : rep.inputs) failed += !in.ok;
+        std::fprintf(stderr, "error: gradcheck of %s: %lld of %zu tensors do not match finite differences (the table "
+                     "above); fix: check the backward, or a smaller --eps / looser --atol --rtol if the function is "
+                     "not smooth at this step\n", title.c_str(), (long long)failed, rep.inputs.size());
+    }
     return rep.ok ? 0 : 1;
 }
 

@@ -142,8 +142,11 @@ std::shared_ptr<Workload> load_workload_data(const json& rc) {
     w->batch_size = t["batch_size"];
     w->seq_len = t["seq_len"];
     const int64_t eval_batches = t["eval_batches"];
-    SSMTUNE_CHECK(w->batch_size >= 1 && w->seq_len >= 2 && eval_batches >= 1,
-                  "train.batch_size >= 1, train.seq_len >= 2 and train.eval_batches >= 1 are required");
+    SSMTUNE_CHECK(w->batch_size >= 1 && eval_batches >= 1, "train.batch_size and train.eval_batches must be >= 1, got ",
+                  w->batch_size, " and ", eval_batches);
+    // only text and tokens read the window length (unused_data_settings warns about it elsewhere)
+    SSMTUNE_CHECK(w->seq_len >= 2 || (kind != "text" && kind != "tokens"), "train.seq_len must be >= 2 (an input and "
+                  "its next token), got ", w->seq_len);
     if (kind == "synthetic") {
         w->task = data::SyntheticTask::from_json(d["task"], "data.task");
         w->data_vocab = w->task.vocab_size();

@@ -184,6 +184,8 @@ TEST_CASE("bad inputs: adapters, data files, flags and resume checkpoints") {
     expect_error({"train", "--stepz", "3"}, 2, "unknown flag", "flags: unknown");
     expect_error({"train", "--steps"}, 2, "needs a value", "flags: missing value");
     expect_error({"train", "--steps", "many"}, 2, "expects an integer", "flags: wrong type");
+    expect_error({"eval", "--model", model, "--adapter", "a", "--adapter=b"}, 2, "'--adapter' is given twice",
+                 "flags: given twice (the last used to win silently)");
     expect_error({"train", "--steps", "-5", task, "--out", (dir / "neg").string()}, 1, "steps", "flags: negative");
     expect_error({"train", "--set", "train.batch_size=100000000000", task, "--out", (dir / "hugeb").string()}, 1, "",
                  "flags: huge batch");

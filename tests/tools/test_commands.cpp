@@ -58,7 +58,12 @@ TEST_CASE("commands: inspect, generate and gradcheck") {
     CHECK(cli({"gradcheck", "--op", "nope"}) == 2);
     CHECK(cli({"gradcheck"}) == 2);
     // a deliberately loose finite difference fails and says so with exit 1
-    CHECK(cli({"gradcheck", "--op", "gelu", "--eps", "0.5", "--atol", "1e-12", "--rtol", "1e-12"}) == 1);
+    const auto loose = cli_captured({"gradcheck", "--op", "gelu", "--eps", "0.5", "--atol", "1e-12", "--rtol", "1e-12"}, 2);
+    CHECK(loose.first == 1);
+    CHECK(loose.second.rfind("error: gradcheck of op gelu: ", 0) == 0);
+    CHECK(std::count(loose.second.begin(), loose.second.end(), '\n') == 1);
+    CHECK(cli({"gradcheck", "--op", "gelu", "--eps", "-1"}) == 2);  // a step must be positive
+    CHECK(cli({"gradcheck", "--op", "gelu", "--rtol", "-1"}) == 2);
     CHECK(cli({"study", "--model", model, "--data", model + "/config.json", "--seq-len", "12", "--batch-size", "2", "--out",
                (dir / "study").string()}) == 0);
     for (const char* f : {"reach.csv", "reach.svg", "alog_grad.csv", "alog_grad.svg", "channel_grad.csv", "lora_grads.csv"})
