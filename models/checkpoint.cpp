@@ -254,12 +254,42 @@ int copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir)
 }
 
 void install_tokenizer(const std::string& tokenizer_file, const std::string& model_dir) {
-    copy_replacing(tokenizer_file, fs::path(model_dir) / "tokenizer.json");
+    const fs::path to = fs::path(model_dir) / "tokenizer.json";
+    std::error_code ec;
+    if (fs::exists(to) && fs::equivalent(tokenizer_file, to, ec)) return;  // already there
+    copy_replacing(tokenizer_file, to);
 }
 
 std::string tokenizer_beside(const std::string& model_dir) {
     const fs::path p = fs::path(model_dir) / "tokenizer.json";
     return fs::exists(p) ? p.string() : std::string();
+}
+
+namespace {
+std::string read_file_bytes(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    SSMTUNE_CHECK(in.good(), "cannot open ", path, ": unreadable");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+}  // namespace
+
+std::string tokenizer_for(const std::string& model_dir, const std::vector<std::string>& adapter_dirs) {
+    std::string chosen, chosen_bytes;
+    for (const std::string& dir : adapter_dirs) {
+        const std::string path = tokenizer_beside(dir);
+        if (path.empty()) continue;  // an adapter trained on token ids or a synthetic task, or before 2026-12-07
+        const std::string bytes = read_file_bytes(path);
+        if (chosen.empty()) {
+            chosen = path;
+            chosen_bytes = bytes;
+        }
+        SSMTUNE_CHECK(bytes == chosen_bytes, "the adapters ", fs::path(chosen).parent_path().string(), " and ", dir,
+                      " were fine-tuned on text encoded by different tokenizers (their tokenizer.json differ); fix: use "
+                      "them separately, or name one with --tokenizer");
+    }
+    return chosen.empty() && !model_dir.empty() ? tokenizer_beside(model_dir) : chosen;
 }
 
 }  // namespace ssmtune::models

@@ -49,5 +49,9 @@ int copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir)
 void install_tokenizer(const std::string& tokenizer_file, const std::string& model_dir);
 // model_dir/tokenizer.json when it exists, else "".
 std::string tokenizer_beside(const std::string& model_dir);
+// The tokenizer.json a base model with these adapters reads text with: the adapters' own (finetune writes the one
+// it encoded its data with into the adapter directory, as HF's Trainer saves the tokenizer with its output; several
+// that hold one must hold the same file, else an Error naming them), else the model's (none for model_dir ""), else "".
+std::string tokenizer_for(const std::string& model_dir, const std::vector<std::string>& adapter_dirs);
 
 }  // namespace ssmtune::models

@@ -98,7 +98,9 @@ int run_generate(int argc, char** argv) {
     if (flags.is_set("adapter")) adapter = std::make_unique<AdapterGroup>(model.module(), flags.str("adapter"));
     const int64_t V = model.lm->config().vocab_size;
     const std::string tokenizer_path =
-        flags.is_set("tokenizer") ? flags.str("tokenizer") : models::tokenizer_beside(flags.str("model"));
+        flags.is_set("tokenizer") ? flags.str("tokenizer")
+        : models::tokenizer_for(flags.str("model"), flags.is_set("adapter") ? split_adapter_group(flags.str("adapter"))
+                                                                           : std::vector<std::string>{});
     std::unique_ptr<data::BpeTokenizer> tokenizer;
     std::vector<int64_t> prompt;
     const bool text = flags.is_set("prompt");

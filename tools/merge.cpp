@@ -47,6 +47,8 @@ int run_merge(int argc, char** argv) {
     check_model_adapter_out(flags, "merge", "model", "base model's");
     models::AnyModel model = models::load_model(flags.str("model"));
     AdapterGroup adapter(model.module(), flags.str("adapter"));
+    // the adapters' own tokenizer.json (they must agree), replacing the base's copy below; "" when none has one
+    const std::string tokenizer = models::tokenizer_for("", split_adapter_group(flags.str("adapter")));
     const std::string type = adapter.peft_types();
     adapter.merge();  // refuses with the reason for methods that cannot merge
     for (auto& [name, t] : model.module().named_parameters())
@@ -55,6 +57,7 @@ int run_merge(int argc, char** argv) {
                           flags.str("adapter"), " is damaged; no output written");
     models::save_model(flags.str("out"), model);
     models::copy_tokenizer_files(flags.str("model"), flags.str("out"));  // eval / generate read text with it
+    if (!tokenizer.empty()) models::install_tokenizer(tokenizer, flags.str("out"));  // the adapters' own, if any
     std::printf("merged %s adapter %s into %s; wrote %s\n", type.c_str(), flags.str("adapter").c_str(),
                 flags.str("model").c_str(), flags.str("out").c_str());
     return 0;
@@ -76,6 +79,8 @@ int run_convert(int argc, char** argv) {
     models::AnyModel model = models::load_model(flags.str("model"));
     peft::Adapter adapter = peft::load(model.module(), flags.str("adapter"));
     adapter.save_as_lora(flags.str("out"));
+    const std::string tokenizer = models::tokenizer_for("", {flags.str("adapter")});  // carried on, if it has one
+    if (!tokenizer.empty()) models::install_tokenizer(tokenizer, flags.str("out"));
     std::printf("wrote %s: the %s adapter %s as a plain LoRA of rank %lld on %s\n", flags.str("out").c_str(),
                 adapter.config().json["init_lora_weights"].get<std::string>().c_str(), flags.str("adapter").c_str(),
                 static_cast<long long>(2 * adapter.config().json["r"].get<int64_t>()), flags.str("model").c_str());
@@ -123,6 +128,7 @@ int run_combine(int argc, char** argv) {
         if (std::filesystem::exists(flags.str("out")) && std::filesystem::equivalent(flags.str("out"), dir, ec))
             throw UsageError("combine: --out must not be one of the input adapter directories");
     }
+    const std::string tokenizer = models::tokenizer_for("", dirs);  // the inputs' (they must agree), if any
     peft::WeightedAdapterOptions options;
     options.combination_type = flags.str("combination");
     options.svd_rank = flags.integer("svd-rank", 0, (1LL << 31) - 1);  // 0: the largest of the adapters' ranks
@@ -139,6 +145,7 @@ int run_combine(int argc, char** argv) {
     }
     const peft::Adapter& combined = set.add_weighted_adapter(names, weights, "__combined__", options);
     combined.save(flags.str("out"));
+    if (!tokenizer.empty()) models::install_tokenizer(tokenizer, flags.str("out"));
     std::printf("combined %zu LoRA adapter(s) (%s) into %s: r %lld, %lld tensors\n", dirs.size(),
                 dirs.size() == 1 ? "linear" : options.combination_type.c_str(), flags.str("out").c_str(),
                 static_cast<long long>(combined.saved_config()["r"].get<int64_t>()),

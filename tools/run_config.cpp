@@ -142,6 +142,22 @@ void apply_assignments(json& config, const std::string& assignments) {
     }
 }
 
+std::vector<std::string> unread_sections(const json& rc, const std::string& command) {
+    std::vector<std::pair<std::string, std::string>> unread;  // section, who reads it
+    if (command == "train")
+        unread = {{"base_model", "finetune and eval read it; train builds a new model from \"model\""},
+                  {"adapter", "eval reads it"},
+                  {"peft", "finetune reads it; train trains every weight of a new model"}};
+    else if (command == "finetune")
+        unread = {{"model", "train reads it; finetune loads \"base_model\""},
+                  {"adapter", "eval reads it; finetune trains a new adapter from \"peft\" and writes it to OUT/adapter"}};
+    std::vector<std::string> out;
+    for (const auto& entry : unread)
+        if (!rc[entry.first].is_null())
+            out.push_back("the run config's \"" + entry.first + "\" is not read by " + command + " (" + entry.second + ")");
+    return out;
+}
+
 std::vector<std::string> unused_data_settings(const json& rc) {
     const json defaults = default_run_config();
     const json& d = rc["data"];

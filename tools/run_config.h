@@ -35,5 +35,10 @@ void apply_assignments(nlohmann::json& config, const std::string& assignments);
 // read, one sentence each ("data.order = \"pixel\" has no effect with data.kind \"text\" (only fashion_mnist reads it)");
 // the commands print them as warnings.
 std::vector<std::string> unused_data_settings(const nlohmann::json& rc);
+// The top-level sections a resolved config sets that `command` does not read, one sentence each: train builds from
+// "model" (base_model, adapter and peft are finetune's and eval's), finetune trains a new adapter on "base_model"
+// from "peft" (a "model" or "adapter" is not read). eval reads every section it can use and ignores the rest
+// quietly, so one config serves a finetune run and its evaluation.
+std::vector<std::string> unread_sections(const nlohmann::json& rc, const std::string& command);
 
 }  // namespace ssmtune::tools

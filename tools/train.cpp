@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "engine/json_read.h"
 #include "models/checkpoint.h"
@@ -158,6 +159,11 @@ TrainLoopOptions loop_options(const json& rc, bool resume, bool quiet) {
     return o;
 }
 
+void warn_unread_sections(const json& rc, const std::string& command) {
+    for (const std::string& s : unread_sections(rc, command))
+        std::fprintf(stderr, "warning: %s; fix: remove it\n", s.c_str());
+}
+
 void print_metrics(const char* label, const std::map<std::string, double>& m) {
     std::printf("%s:", label);
     for (auto& [k, v] : m) std::printf(" %s %.4f", k.c_str(), v);
@@ -175,6 +181,7 @@ int run_train(int argc, char** argv) {
         return 0;
     }
     json rc = resolve_from_flags(flags, "train");
+    warn_unread_sections(rc, "train");
     auto w = load_workload_data(rc);
     json model_cfg = rc["model"].is_null() ? default_model_config(*w) : rc["model"];
     if (flags.is_set("model-type")) {
@@ -245,6 +252,7 @@ int run_finetune(int argc, char** argv) {
         rc["peft"] = !p.empty() && p[0] == '{' ? peft::Config::parse(p, "--peft").json : peft::Config::from_file(p).json;
     }
     if (!rc["base_model"].is_string()) throw UsageError("finetune: --model DIR (the trained base model) is required");
+    warn_unread_sections(rc, "finetune");
     if (rc["peft"].is_null()) rc["peft"] = {{"peft_type", "STATE_OFFSET"}, {"variant", "h"}};
     const bool quiet = flags.is_set("quiet");
     FinetuneOutcome out = finetune_model(rc, flags.is_set("resume"), quiet);
@@ -265,6 +273,8 @@ int run_eval(int argc, char** argv) {
     Flags flags(argc, argv, common_flags({{"model", ""}, {"adapter", ""}}), "eval");
     if (flags.help()) {
         std::printf("usage: ssmtune eval --model DIR [--adapter DIR[,DIR...]] [--data PATH | --task NAME] [options]\n"
+                    "(--model and --adapter default to the --config's base_model and adapter; text is read with the\n"
+                    "adapters' tokenizer.json, else the model's, unless --tokenizer names one)\n"
                     "Prints loss, perplexity, accuracy (and bits per byte for text) on the validation/test data as one\n"
                     "JSON line. Several adapter directories (comma-separated) are loaded onto the one base model and\n"
                     "evaluated in turn (peft::AdapterSet): one line each, with its \"adapter\". An entry A+B evaluates\n"
@@ -272,17 +282,33 @@ int run_eval(int argc, char** argv) {
                     kCommonHelp);
         return 0;
     }
-    if (!flags.is_set("model")) throw UsageError("eval: --model DIR is required");
     json rc = resolve_from_flags(flags, "eval");
-    rc["base_model"] = flags.str("model");  // its tokenizer.json, if any, encodes text data
-    auto w = load_workload_data(rc);
-    models::AnyModel model = models::load_model(flags.str("model"));
+    // the flags, else the config's base_model and adapter (a finetune config names its base; until 2026-12-07 eval
+    // read neither from the config: "adapter" was accepted and ignored)
+    if (flags.is_set("model")) rc["base_model"] = flags.str("model");
+    if (flags.is_set("adapter")) rc["adapter"] = flags.str("adapter");
+    if (!rc["base_model"].is_string()) throw UsageError("eval: --model DIR (or base_model in --config) is required");
+    if (!rc["adapter"].is_null() && !rc["adapter"].is_string())
+        throw UsageError("eval: the run config's adapter must be a directory (A,B,C for several), got " + rc["adapter"].dump());
+    const std::string model_dir = rc["base_model"];
     std::vector<std::string> dirs;  // --adapter A,B,C
-    if (flags.is_set("adapter")) {
-        for (const std::string& d : flags.list("adapter"))
+    if (rc["adapter"].is_string()) {
+        std::stringstream list(rc["adapter"].get<std::string>());
+        for (std::string d; std::getline(list, d, ',');)
             if (!d.empty()) dirs.push_back(d);
         if (dirs.empty()) throw UsageError("eval: --adapter needs a directory");
     }
+    // text is read with the adapters' tokenizer (finetune writes the one it encoded with beside the adapter), else
+    // the base model's (load_workload_data looks there), unless --tokenizer names one
+    std::vector<std::string> adapter_parts;
+    for (const std::string& d : dirs)
+        for (const std::string& part : split_adapter_group(d)) adapter_parts.push_back(part);
+    if (rc["data"]["kind"] == "text" && rc["data"]["tokenizer"].is_null()) {
+        const std::string t = models::tokenizer_for(model_dir, adapter_parts);
+        if (!t.empty()) rc["data"]["tokenizer"] = t;
+    }
+    auto w = load_workload_data(rc);
+    models::AnyModel model = models::load_model(model_dir);
     auto print = [](const std::map<std::string, double>& m, const std::string& adapter) {
         json j = json::object();
         for (auto& [k, v] : m) j[k] = v;

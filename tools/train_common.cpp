@@ -148,6 +148,9 @@ FinetuneOutcome finetune_model(json rc, bool resume, bool quiet) {
     TrainResult r = run_training(loop_options(rc, resume, quiet), hooks);
     out.adapter_dir = (fs::path(out_dir) / "adapter").string();
     adapter.save(out.adapter_dir);
+    // eval, generate and merge read text with it (as HF's Trainer saves the tokenizer with its output), so an
+    // adapter trained with --tokenizer X is not evaluated with the base's tokenizer
+    if (!w->tokenizer_path.empty()) models::install_tokenizer(w->tokenizer_path, out.adapter_dir);
     model.module().eval();
     out.after = w->evaluate();
     out.seconds = r.seconds;

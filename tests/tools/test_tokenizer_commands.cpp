@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "models/checkpoint.h"
+#include "tools/run_config.h"
 
 using namespace ssmtune;
 using namespace ssmtune::testing;
@@ -76,4 +77,84 @@ TEST_CASE("tokenizer: train keeps its tokenizer next to the model, merge carries
     REQUIRE(cli({"merge", "--model", model, "--adapter", (dir / "ft" / "adapter").string(), "--out",
                  (dir / "merged").string()}) == 0);
     CHECK(std::filesystem::exists(dir / "merged" / "tokenizer.json"));
+}
+
+TEST_CASE("tokenizer: an adapter keeps the tokenizer it was fine-tuned with, and eval, generate, merge and combine read it") {
+    const auto dir = scratch_dir("adapter_tokenizer");
+    const std::string base = (dir / "base").string(), notes = (dir / "notes.txt").string();
+    models::save_model(base, models::create_model({{"model_type", "mamba"}, {"vocab_size", 301}, {"hidden_size", 8},
+                                                   {"num_hidden_layers", 1}, {"state_size", 4}, {"intermediate_size", 16},
+                                                   {"time_step_rank", 1}}, 1));
+    const std::string base_tokenizer = write_tokenizer(dir / "base", tiny_tokenizer_json());
+    nlohmann::json other = tiny_tokenizer_json();  // without the "1 9" merge: "1999" reads as four bytes
+    other["model"]["merges"].erase(other["model"]["merges"].size() - 1);
+    other["model"]["vocab"].erase("19");
+    std::filesystem::create_directories(dir / "other");
+    const std::string other_tokenizer = write_tokenizer(dir / "other", other);
+    write_notes(dir / "notes.txt");
+    auto finetune = [&](const std::string& out, std::vector<std::string> extra) {
+        std::vector<std::string> args = {"finetune", "--model", base, "--data", notes, "--steps", "1", "--seq-len", "16",
+                                         "--peft", R"({"peft_type": "LORA", "r": 1})", "--set",
+                                         "train.batch_size=2,train.eval_batches=1", "--out", (dir / out).string(), "--quiet"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        REQUIRE(cli(args) == 0);
+        return (dir / out / "adapter").string();
+    };
+    const std::string with_base = finetune("ft_base", {}), with_other = finetune("ft_other", {"--tokenizer", other_tokenizer});
+    CHECK(file_bytes(std::filesystem::path(with_base) / "tokenizer.json") == file_bytes(base_tokenizer));
+    CHECK(file_bytes(std::filesystem::path(with_other) / "tokenizer.json") == file_bytes(other_tokenizer));
+    // eval reads the adapter's (until 2026-12-07 it read the base's: the text the adapter never saw)
+    auto eval = [&](std::vector<std::string> extra) {
+        std::vector<std::string> args = {"eval", "--data", notes, "--seq-len", "16", "--set", "train.eval_batches=1"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        return cli_captured(args, 1);
+    };
+    const auto found = eval({"--model", base, "--adapter", with_other});
+    const auto named = eval({"--model", base, "--adapter", with_other, "--tokenizer", other_tokenizer});
+    const auto base_read = eval({"--model", base, "--adapter", with_other, "--tokenizer", base_tokenizer});
+    REQUIRE(found.first == 0);
+    CHECK(found.second == named.second);
+    CHECK(found.second != base_read.second);
+    // two adapters fine-tuned on differently encoded text are not evaluated on one encoding
+    const auto mixed = cli_captured({"eval", "--model", base, "--data", notes, "--seq-len", "16", "--adapter",
+                                     with_base + "," + with_other}, 2);
+    CHECK(mixed.first == 1);
+    CHECK(mixed.second.find("different tokenizers") != std::string::npos);
+    // eval takes --model and --adapter from the run config (it used to accept "adapter" there and ignore it)
+    const std::string cfg = (dir / "eval.json").string();
+    std::ofstream(cfg) << nlohmann::json{{"base_model", base}, {"adapter", with_other},
+                                         {"data", {{"kind", "text"}, {"path", notes}}},
+                                         {"train", {{"seq_len", 16}, {"eval_batches", 1}}}}.dump();
+    const auto from_config = cli_captured({"eval", "--config", cfg}, 1);
+    REQUIRE(from_config.first == 0);
+    CHECK(from_config.second == found.second);
+    // merge and combine carry the adapter's tokenizer on; generate encodes its prompt with it
+    REQUIRE(cli({"merge", "--model", base, "--adapter", with_other, "--out", (dir / "merged").string()}) == 0);
+    CHECK(file_bytes(dir / "merged" / "tokenizer.json") == file_bytes(other_tokenizer));
+    REQUIRE(cli({"combine", "--model", base, "--adapter", with_other, "--weights", "1", "--out", (dir / "combined").string()}) == 0);
+    CHECK(file_bytes(dir / "combined" / "tokenizer.json") == file_bytes(other_tokenizer));
+    CHECK(cli({"combine", "--model", base, "--adapter", with_base + "," + with_other, "--weights", "1,1", "--out",
+               (dir / "combined2").string()}) == 1);
+    CHECK(!std::filesystem::exists(dir / "combined2"));  // refused before writing anything
+    const auto ids = cli_captured({"generate", "--model", base, "--adapter", with_other, "--prompt", "1999",
+                                   "--max-new-tokens", "1"}, 1);
+    REQUIRE(ids.first == 0);
+    CHECK(ids.second.rfind("1999", 0) == 0);
+    CHECK(cli({"generate", "--model", base, "--adapter", with_base + "+" + with_other, "--prompt", "x"}) == 1);  // which?
+}
+
+TEST_CASE("run config sections a command does not read draw a warning: peft for train, adapter or model for finetune") {
+    const auto dir = scratch_dir("unread_sections");
+    const std::string cfg = (dir / "train.json").string();
+    std::ofstream(cfg) << R"({"peft": {"peft_type": "LORA"}, "train": {"steps": 1, "batch_size": 2, "eval_batches": 1}})";
+    const auto train = cli_captured({"train", "--config", cfg, "--out", (dir / "run").string(), "--quiet"}, 2);
+    REQUIRE(train.first == 0);
+    CHECK(train.second.find("warning: the run config's \"peft\" is not read by train") != std::string::npos);
+    const std::string ft_cfg = (dir / "ft.json").string();
+    std::ofstream(ft_cfg) << nlohmann::json{{"adapter", "somewhere"}, {"base_model", (dir / "run" / "model").string()},
+                                            {"train", {{"steps", 1}, {"batch_size", 2}, {"eval_batches", 1}}}}.dump();
+    const auto ft = cli_captured({"finetune", "--config", ft_cfg, "--out", (dir / "ft").string(), "--quiet"}, 2);
+    REQUIRE(ft.first == 0);
+    CHECK(ft.second.find("warning: the run config's \"adapter\" is not read by finetune") != std::string::npos);
+    CHECK(tools::unread_sections(tools::resolve_run_config(nlohmann::json::object(), "test"), "train").empty());
 }
