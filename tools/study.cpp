@@ -21,6 +21,7 @@
 #include "ops/ops.h"
 #include "peft/peft.h"
 #include "tools/commands.h"
+#include "tools/data/bpe_tokenizer.h"
 #include "tools/data/synthetic.h"
 #include "tools/data/text.h"
 #include "tools/svg_plot.h"
@@ -48,10 +49,11 @@ void write_text(const fs::path& p, const std::string& text) {
 
 int run_study(int argc, char** argv) {
     Flags flags(argc, argv, {{"model", ""}, {"task", ""}, {"data", ""}, {"batch", ""}, {"out", "runs/study"},
-                             {"batch-size", "4"}, {"seq-len", "64"}, {"seed", "0"}}, "study");
+                             {"batch-size", "4"}, {"seq-len", "64"}, {"seed", "0"}, {"tokenizer", ""}}, "study");
     if (flags.help()) {
         std::printf("usage: ssmtune study --model DIR (--task NAME | --data TEXT | --batch FILE) [--out DIR]\n"
-                    "                     [--batch-size 4] [--seq-len 64] [--seed 0]\n"
+                    "                     [--batch-size 4] [--seq-len 64] [--seed 0] [--tokenizer FILE]\n"
+                    "--data TEXT is read with --tokenizer, else the tokenizer.json next to the model, else as bytes.\n"
                     "Gradient studies of a Mamba/Longhorn model on one batch: how far back ∂L/∂h_t reaches per layer,\n"
                     "A_log / Δ gradients per channel and state, LoRA-on-SSM vs LoRA-on-projection gradient norms.\n"
                     "Writes CSV and SVG files to --out and prints the tables.\n");
@@ -73,8 +75,13 @@ int run_study(int argc, char** argv) {
         data::SyntheticTask t = data::SyntheticTask::from_json({{"name", flags.str("task")}}, "--task");
         ids = t.sample(gen, flags.integer("batch-size", 1, kMaxSize)).input_ids;
     } else if (flags.is_set("data")) {
-        ids = data::TextData::from_bytes_file(flags.str("data"), 0.1)
-                  .sample(gen, flags.integer("batch-size", 1, kMaxSize), flags.integer("seq-len", 2, kMaxSize)).input_ids;
+        // the text as the model reads it (until 2026-12-07 always bytes: a BPE model studied on the wrong ids)
+        const std::string tokenizer =
+            flags.is_set("tokenizer") ? flags.str("tokenizer") : models::tokenizer_beside(flags.str("model"));
+        const data::TextData text =
+            tokenizer.empty() ? data::TextData::from_bytes_file(flags.str("data"), 0.1)
+                              : data::TextData::from_bpe_file(flags.str("data"), data::BpeTokenizer::from_file(tokenizer), 0.1);
+        ids = text.sample(gen, flags.integer("batch-size", 1, kMaxSize), flags.integer("seq-len", 2, kMaxSize)).input_ids;
     } else {
         ids = load_safetensors(flags.str("batch")).at("input_ids");
     }

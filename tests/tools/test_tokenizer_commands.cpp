@@ -36,6 +36,13 @@ TEST_CASE("tokenizer: finetune and eval encode text with the tokenizer.json next
     // the same text as bytes needs a 256-token model; this 301-token model also accepts it with --tokenizer
     CHECK(cli({"eval", "--model", (dir / "model").string(), "--data", (dir / "notes.txt").string(), "--seq-len", "16",
                "--tokenizer", (dir / "model" / "tokenizer.json").string()}) == 0);
+    // study reads the text as the model does: the tokenizer next to it, or --tokenizer (it read bytes, whatever the
+    // model's tokenizer, until 2026-12-07: a damaged one shows it is read now)
+    CHECK(cli({"study", "--model", (dir / "model").string(), "--data", (dir / "notes.txt").string(), "--seq-len", "8",
+               "--batch-size", "1", "--out", (dir / "study").string()}) == 0);
+    std::ofstream(dir / "broken.json") << "{";
+    CHECK(cli({"study", "--model", (dir / "model").string(), "--data", (dir / "notes.txt").string(), "--seq-len", "8",
+               "--batch-size", "1", "--out", (dir / "study2").string(), "--tokenizer", (dir / "broken.json").string()}) == 1);
 }
 
 TEST_CASE("tokenizer: train keeps its tokenizer next to the model, merge carries it on, generate reads and writes text") {
