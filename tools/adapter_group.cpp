@@ -10,6 +10,7 @@ namespace ssmtune::tools {
 
 std::vector<std::string> split_adapter_group(const std::string& value) {
     std::error_code ec;
+    if (value.empty()) throw UsageError("--adapter needs a directory");  // (found by fuzzing: AdapterSet's message)
     if (value.find('+') == std::string::npos || std::filesystem::is_directory(value, ec)) return {value};
     std::vector<std::string> dirs;
     size_t start = 0;

@@ -14,7 +14,7 @@
 namespace ssmtune::tools {
 
 // The directories of one --adapter value: "A+B" -> {A, B}; an existing directory, or a value without '+', -> {value}.
-// An empty part ("A+", "+B") or a directory named twice is a UsageError.
+// An empty value or part ("", "A+", "+B") or a directory named twice is a UsageError.
 std::vector<std::string> split_adapter_group(const std::string& value);
 
 // The name an adapter directory gets in a peft::AdapterSet (which joins names with '+'): the directory, '+' as '_'.

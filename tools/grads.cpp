@@ -90,6 +90,12 @@ int run_grads(int argc, char** argv) {
                 distinct.push_back(d);
         }
         if (distinct.empty()) throw UsageError("grads: --per-sample names no adapter directory");
+        // one entry per sample, said in the flag's terms (found by fuzzing: set_batch_adapters' message named its API)
+        const std::string key = batch.count("input_ids") ? "input_ids" : "inputs";
+        if (batch.count(key) && batch.at(key).dim() >= 1 && batch.at(key).size(0) != int64_t(per_sample.size()))
+            throw UsageError("grads: --per-sample names " + std::to_string(per_sample.size()) + " entries but the "
+                             "batch holds " + std::to_string(batch.at(key).size(0)) + " samples; fix: one entry per "
+                             "sample, an adapter directory or " + peft::AdapterSet::kBaseAdapter);
         adapter = std::make_unique<AdapterGroup>(module, distinct);
         adapter->set_per_sample(per_sample);
     }

@@ -176,7 +176,7 @@ std::vector<std::string> unused_data_settings(const json& rc) {
         read.erase(std::find(read.begin(), read.end(), "permutation_seed"));
     const std::map<std::string, std::string> readers = {
         {"task", "only synthetic reads it"}, {"path", "only text, tokens and fashion_mnist read it"},
-        {"tokenizer", "only text reads it: tokens are ids already"}, {"val_fraction", "only text and tokens read it"},
+        {"tokenizer", "only text reads it"}, {"val_fraction", "only text and tokens read it"},
         {"order", "only fashion_mnist reads it"}, {"classes", "only fashion_mnist reads it"},
         {"limit", "only fashion_mnist reads it"},
         {"permutation_seed", "only fashion_mnist with order \"permuted\" reads it"},
@@ -189,8 +189,9 @@ std::vector<std::string> unused_data_settings(const json& rc) {
         const json& value = in_train ? rc["train"][key] : d[key];
         const json& fallback = in_train ? defaults["train"][key] : defaults["data"][key];
         if (value == fallback) continue;
+        const std::string why = key == "tokenizer" && kind == "tokens" ? ": token files hold ids already" : "";
         unused.push_back(std::string(in_train ? "train." : "data.") + key + " = " + value.dump() +
-                         " has no effect with data.kind \"" + kind + "\" (" + entry.second + ")");
+                         " has no effect with data.kind \"" + kind + "\" (" + entry.second + why + ")");
     }
     return unused;
 }

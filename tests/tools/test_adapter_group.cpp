@@ -111,6 +111,15 @@ TEST_CASE("grads --per-sample: one adapter directory per sample, a directory wit
     CHECK(g.count("2/base_model.model.backbone.layers.0.mixer.x_proj.lora_A.weight") == 1);
     CHECK(cli({"grads", "--model", (dir / "model").string(), "--batch", (dir / "batch.safetensors").string(), "--out",
                (dir / "g2.safetensors").string(), "--per-sample", b + ",," + a}) == 2);
+    // found by fuzzing the flags: a count that is not the batch's, and an empty --adapter, are usage errors in the
+    // flags' terms (they were set_batch_adapters' and AdapterSet's messages)
+    const auto short_list = cli_captured({"grads", "--model", (dir / "model").string(), "--batch",
+                                          (dir / "batch.safetensors").string(), "--out", (dir / "g3.safetensors").string(),
+                                          "--per-sample", b + "," + a}, 2);
+    CHECK(short_list.first == 2);
+    CHECK(short_list.second.find("--per-sample names 2 entries but the batch holds 3 samples") != std::string::npos);
+    CHECK(cli({"grads", "--model", (dir / "model").string(), "--batch", (dir / "batch.safetensors").string(), "--out",
+               (dir / "g4.safetensors").string(), "--adapter", ""}) == 2);
 }
 
 TEST_CASE("combine writes the LoRA adapters' combination: cat of a pair computes as the pair active together") {
