@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <string>
 
 #include "engine/error.h"
@@ -79,6 +80,10 @@ int run_cli(int argc, char** argv) {
     } catch (const UsageError& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return 2;
+    } catch (const std::filesystem::filesystem_error& e) {
+        // the standard library's own (an output directory that cannot be created, a path too long): with the fix
+        std::fprintf(stderr, "error: %s; fix: check that the path is right and its directory writable (--out)\n", e.what());
+        return 1;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return 1;

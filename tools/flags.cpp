@@ -35,8 +35,8 @@ Flags::Flags(int argc, char** argv, const std::map<std::string, std::string>& sp
         }
         // the last one used to win silently: `eval --adapter A --adapter B` evaluated B alone
         if (set_.count(name))
-            throw UsageError(command + ": flag '--" + name + "' is given twice; fix: give it once (commands that take "
-                             "several adapters read them from one --adapter, as their --help shows)");
+            throw UsageError(command + ": flag '--" + name + "' is given twice; fix: give it once" +
+                             (name == "adapter" ? " (several adapters go in one --adapter, as --help shows)" : ""));
         values_[name] = value;
         set_[name] = true;
     }

@@ -186,6 +186,9 @@ TEST_CASE("bad inputs: adapters, data files, flags and resume checkpoints") {
     expect_error({"train", "--steps", "many"}, 2, "expects an integer", "flags: wrong type");
     expect_error({"eval", "--model", model, "--adapter", "a", "--adapter=b"}, 2, "'--adapter' is given twice",
                  "flags: given twice (the last used to win silently)");
+    // an output directory that cannot be created (/proc refuses even root): the library's message, with the fix
+    expect_error({"train", task, "--steps", "1", "--out", "/proc/ssmtune_out", "--quiet"}, 1,
+                 "fix: check that the path is right", "flags: --out not creatable");
     expect_error({"train", "--steps", "-5", task, "--out", (dir / "neg").string()}, 1, "steps", "flags: negative");
     expect_error({"train", "--set", "train.batch_size=100000000000", task, "--out", (dir / "hugeb").string()}, 1, "",
                  "flags: huge batch");
