@@ -136,6 +136,23 @@ TEST_CASE("every example run config in tools/configs resolves, and its model and
     CHECK(seen >= 6);
 }
 
+TEST_CASE("the example configs run as the README's pipeline: train, finetune, then eval from the finetune config") {
+    const auto dir = scratch_dir("config_pipeline");
+    const std::filesystem::path configs = std::filesystem::path(SSMTUNE_SOURCE_DIR) / "tools" / "configs";
+    const std::string small = "train.batch_size=2,train.eval_batches=1", base = (dir / "base" / "model").string();
+    REQUIRE(cli({"train", "--config", (configs / "mamba_selective_copying.json").string(), "--steps", "1", "--set", small,
+                 "--out", (dir / "base").string(), "--quiet"}) == 0);
+    const std::string ft = (configs / "finetune_lora.json").string();  // its base_model is relative to the README's cwd
+    REQUIRE(cli({"finetune", "--config", ft, "--model", base, "--steps", "1", "--set", small + ",train.warmup_steps=0", "--out",
+                 (dir / "ft").string(), "--quiet"}) == 0);
+    const auto with = cli_captured({"eval", "--config", ft, "--model", base, "--adapter", (dir / "ft" / "adapter").string(),
+                                    "--set", small}, 1);
+    const auto without = cli_captured({"eval", "--config", ft, "--model", base, "--set", small}, 1);
+    REQUIRE(with.first == 0);
+    REQUIRE(without.first == 0);
+    CHECK(with.second != without.second);  // the adapter was applied (one LoRA step, no warm-up, moved the loss)
+}
+
 TEST_CASE("unused_data_settings: a data setting its data.kind does not read is named, the defaults and the read ones are not") {
     auto unused = [](const nlohmann::json& user) { return tools::unused_data_settings(tools::resolve_run_config(user, "test")); };
     CHECK(unused(nlohmann::json::object()).empty());  // the built-in default: synthetic, nothing else set
