@@ -44,6 +44,17 @@ const char* kCommonHelp =
     "  --resume           continue from OUT/checkpoints/last (bit-identical losses)\n"
     "  --quiet            no progress output\n";
 
+// eval's subset: it trains nothing and writes nothing, so --out, --steps, --lr, --eval-every, --resume and --quiet
+// are not its flags (until 2026-12-07 it took them and did nothing)
+const char* kEvalHelp =
+    "  --config FILE      run config (JSON; see tools/configs/); flags below override it\n"
+    "  --set K=V,...      override any config field, e.g. --set train.eval_batches=8\n"
+    "  --data PATH        text file (bytes), .safetensors with input_ids, or a Fashion-MNIST directory\n"
+    "  --task NAME        built-in synthetic task: selective_copying, induction_heads, associative_recall\n"
+    "  --tokenizer FILE   tokenizer.json (byte-level BPE) for text data\n"
+    "  --batch-size N --seq-len N --seed N   (train.eval_batches batches of N are evaluated)\n"
+    "  --device D         cpu (default), cuda or cuda:N\n";
+
 std::map<std::string, std::string> common_flags(std::map<std::string, std::string> extra) {
     std::map<std::string, std::string> f = {{"config", ""},     {"set", ""},        {"data", ""},  {"task", ""},
                                             {"out", ""},        {"steps", ""},      {"tokenizer", ""},      {"lr", ""},    {"batch-size", ""},
@@ -270,7 +281,9 @@ int run_finetune(int argc, char** argv) {
 }
 
 int run_eval(int argc, char** argv) {
-    Flags flags(argc, argv, common_flags({{"model", ""}, {"adapter", ""}}), "eval");
+    std::map<std::string, std::string> spec = common_flags({{"model", ""}, {"adapter", ""}});
+    for (const char* unused : {"out", "steps", "lr", "eval-every", "resume", "quiet"}) spec.erase(unused);
+    Flags flags(argc, argv, spec, "eval");
     if (flags.help()) {
         std::printf("usage: ssmtune eval --model DIR [--adapter DIR[,DIR...]] [--data PATH | --task NAME] [options]\n"
                     "(--model and --adapter default to the --config's base_model and adapter; text is read with the\n"
@@ -279,7 +292,7 @@ int run_eval(int argc, char** argv) {
                     "JSON line. Several adapter directories (comma-separated) are loaded onto the one base model and\n"
                     "evaluated in turn (peft::AdapterSet): one line each, with its \"adapter\". An entry A+B evaluates\n"
                     "LoRA adapters active together (each module adds their terms, as HF's set_adapter([A, B])).\n%s",
-                    kCommonHelp);
+                    kEvalHelp);
         return 0;
     }
     json rc = resolve_from_flags(flags, "eval");

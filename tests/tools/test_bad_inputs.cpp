@@ -182,6 +182,9 @@ TEST_CASE("bad inputs: adapters, data files, flags and resume checkpoints") {
     expect_error({"eval", "--model", model, "--data", dir.string()}, 1, "Fashion-MNIST", "IDX: missing files in a dir");
     // flags
     expect_error({"train", "--stepz", "3"}, 2, "unknown flag", "flags: unknown");
+    // eval trains and writes nothing: a training flag is not its (it took them and did nothing until 2026-12-07)
+    expect_error({"eval", "--model", model, "--steps", "3"}, 2, "unknown flag '--steps'", "flags: a training flag for eval");
+    expect_error({"eval", "--model", model, "--resume"}, 2, "unknown flag '--resume'", "flags: --resume for eval");
     expect_error({"train", "--steps"}, 2, "needs a value", "flags: missing value");
     expect_error({"train", "--steps", "many"}, 2, "expects an integer", "flags: wrong type");
     expect_error({"eval", "--model", model, "--adapter", "a", "--adapter=b"}, 2, "'--adapter' is given twice",
