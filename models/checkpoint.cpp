@@ -161,18 +161,24 @@ double count_model_elements(const std::string& dir) {
     return n;
 }
 
+std::string directory_mixup_fix(const std::string& dir, const std::string& wanted_file, const std::string& run_subdir,
+                                const std::string& run_is, const std::string& other_file, const std::string& other_is,
+                                const std::string& fallback) {
+    const fs::path d(dir);
+    if (fs::exists(d / run_subdir / wanted_file)) return "this is " + run_is + " " + (d / run_subdir).string();
+    if (fs::exists(d / other_file)) return "this is " + other_is;
+    if (fs::is_regular_file(d) && fs::exists(d.parent_path() / wanted_file))
+        return "pass the directory that holds it, " + d.parent_path().string();
+    return fallback;
+}
+
 AnyModel load_model(const std::string& dir) {
     const std::string config_path = (fs::path(dir) / "config.json").string();
-    if (!fs::exists(config_path)) {  // the usual mix-ups: a run directory, an adapter, a file of the model
-        std::string hint = "pass a model directory (config.json + model.safetensors)";
-        if (fs::exists(fs::path(dir) / "model" / "config.json"))
-            hint = "this is a run directory; its model is " + (fs::path(dir) / "model").string();
-        else if (fs::exists(fs::path(dir) / "adapter_config.json"))
-            hint = "this is an adapter directory: pass it as --adapter, with its base model as --model";
-        else if (fs::is_regular_file(dir) && fs::exists(fs::path(dir).parent_path() / "config.json"))
-            hint = "pass the directory that holds it, " + fs::path(dir).parent_path().string();
-        SSMTUNE_FAIL("no config.json in ", dir, "; fix: ", hint);
-    }
+    if (!fs::exists(config_path))  // found by fuzzing the flags: a run directory, an adapter, a file of the model
+        SSMTUNE_FAIL("no config.json in ", dir, "; fix: ",
+                     directory_mixup_fix(dir, "config.json", "model", "a run directory; its model is", "adapter_config.json",
+                                         "an adapter directory: pass it as --adapter, with its base model as --model",
+                                         "pass a model directory (config.json + model.safetensors)"));
     const nlohmann::json config = read_json_file(config_path);
     // Before allocating anything: a config that describes a far larger model than the weights hold (a damaged or
     // hostile config.json) is refused here instead of exhausting memory in the constructor.

@@ -36,6 +36,12 @@ TensorMap read_model_tensors(const std::string& dir);
 // Throws naming the first tensor that holds a NaN or Inf (weights read from `dir`).
 void check_finite_weights(const TensorMap& weights, const std::string& dir);
 
+// The fix for `dir` lacking its `wanted_file` (config.json, adapter_config.json), for the usual mix-ups: a run
+// directory whose `run_subdir` holds it ("this is <run_is> DIR/run_subdir"), a directory of the other kind holding
+// `other_file` ("this is <other_is>"), a file inside the wanted directory; else `fallback`.
+std::string directory_mixup_fix(const std::string& dir, const std::string& wanted_file, const std::string& run_subdir,
+                                const std::string& run_is, const std::string& other_file, const std::string& other_is,
+                                const std::string& fallback);
 AnyModel load_model(const std::string& dir);
 // A fresh model from a config.json object (seeded init), e.g. to train from scratch.
 AnyModel create_model(const nlohmann::json& config, uint64_t seed, const std::string& source = "config");

@@ -600,16 +600,13 @@ Adapter apply(models::Module& model, const Config& config) {
 
 Adapter load(models::Module& model, const std::string& dir) {
     const std::string cfg = (fs::path(dir) / "adapter_config.json").string();
-    if (!fs::exists(cfg)) {  // the usual mix-ups: a fine-tuning run's directory, a model, a file of the adapter
-        std::string hint = "pass the directory `finetune` wrote as OUT/adapter (adapter_config.json + weights)";
-        if (fs::exists(fs::path(dir) / "adapter" / "adapter_config.json"))
-            hint = "this is a fine-tuning run's directory; its adapter is " + (fs::path(dir) / "adapter").string();
-        else if (fs::exists(fs::path(dir) / "config.json"))
-            hint = "this is a model directory: pass it as --model, and the adapter as --adapter";
-        else if (fs::is_regular_file(dir) && fs::exists(fs::path(dir).parent_path() / "adapter_config.json"))
-            hint = "pass the directory that holds it, " + fs::path(dir).parent_path().string();
-        SSMTUNE_FAIL("adapter directory ", dir, " has no adapter_config.json; fix: ", hint);
-    }
+    if (!fs::exists(cfg))  // a fine-tuning run's directory, a model, a file of the adapter
+        SSMTUNE_FAIL("adapter directory ", dir, " has no adapter_config.json; fix: ",
+                     models::directory_mixup_fix(dir, "adapter_config.json", "adapter",
+                                                 "a fine-tuning run's directory; its adapter is", "config.json",
+                                                 "a model directory: pass it as --model, and the adapter as --adapter",
+                                                 "pass the directory `finetune` wrote as OUT/adapter "
+                                                 "(adapter_config.json + weights)"));
     Adapter a = apply(model, Config::from_file(cfg));
     try {
         a.load_weights(dir);
