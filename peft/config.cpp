@@ -201,7 +201,8 @@ Config Config::from_json(const nlohmann::json& in, const std::string& source) {
     for (auto& [k, v] : in.items()) {
         if (k == "peft_type") continue;
         SSMTUNE_CHECK(out.contains(k), source, ": unknown key \"", k, "\" for peft_type ", type, "; valid keys: ",
-                      join_keys(it->second), " (and ", join_keys(common_defaults()), ")");
+                      it->second.empty() ? std::string("none of its own") : join_keys(it->second), " (and ",
+                      join_keys(common_defaults()), ")");
         // a field whose default is a number, a boolean or a string takes that type only: one clear error here rather
         // than the JSON library's "type must be number" where a method reads it (found by fuzzing the CLI).
         // init_lora_weights (true or a method's name) and PARALLEL_ADAPTER's scaling (its own message) are checked

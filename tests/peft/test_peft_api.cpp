@@ -31,6 +31,8 @@ TEST_CASE("peft config: defaults, unknown types and keys, unsupported HF fields"
                          doctest::Contains("unknown peft_type \"ADALORA\"; known: ADDITIONAL_SCAN, BITFIT, FULL"), Error);
     CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "rank": 4})"),
                          doctest::Contains("unknown key \"rank\" for peft_type LORA; valid keys: alora_invocation_tokens"), Error);
+    CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "FULL", "r": 4})"),  // (it read "valid keys:  (and")
+                         doctest::Contains("valid keys: none of its own (and auto_mapping"), Error);
     // fan_in_fan_out: HF sets it back to false for [out, in] targets (with a warning); so do we
     CHECK(peft::Config::parse(R"({"peft_type": "LORA", "fan_in_fan_out": true})").json["fan_in_fan_out"] == false);
     CHECK_THROWS_WITH_AS(peft::Config::parse(R"({"peft_type": "LORA", "fan_in_fan_out": 1})"),

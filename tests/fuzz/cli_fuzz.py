@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""Black-box fuzzing of the `ssmtune` program: random flags for every command, random run configs for `train` and
+random adapter configs for `finetune` (+ `eval` / `merge`), each run as a process, judged by the CLI's contract:
+exit 0, or exit 1 / 2 with exactly one `error: ...` line on stderr (`warning:` and `note:` lines aside), never a
+signal, an uncaught exception ("terminate", "what()") or a hang.
+
+The libFuzzer targets (tests/fuzz/*.cpp) reach the readers in-process; this reaches what only the whole program
+does: flag parsing and narrowing, config sections and their defaults, the commands' own checks, the interplay of
+model, adapter, data and tokenizer paths. It found the findings listed in the README ("Sanitizers and fuzzing").
+
+    python3 tests/fuzz/cli_fuzz.py --ssmtune build/tools/ssmtune [--mode flags|configs|adapters|all] [--runs N]
+                                   [--seed S] [--timeout SECONDS]
+
+Fixtures (tiny Mamba and Longhorn models, LoRA / PiSSA / state-offset adapters, batch files) are built with the
+binary itself in a temporary directory. Exit status 1 when a run broke the contract; a timeout is reported apart
+(a config may ask for that much work: train.steps 1e9). Not here: coverage guidance (libFuzzer's job), GPUs.
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+NUMS = ["0", "-1", "1", "2", "3", "0.5", "1e9", "1e30", "nan", "inf", "-inf", "abc", "", "1,2", "2147483648",
+        "9223372036854775808", "0x10", " 1", "1 ", "-0", "1e-300", "5,", ",", "1,,2", "0.0001", "4294967297"]
+VALUES = [0, -1, 1, 2, 3, 7, 10**9, 1e30, -1e30, float("nan"), float("inf"), 0.5, -0.5, "", "abc", True, False, None,
+          [], {}, [1, 2], "auto", "mamba", "cuda", "cosine", 1e-12, 64, 2**40, -2**63]
+
+
+def write_safetensors(path, tensors):
+    """tensors: name -> (dtype name, shape, flat list); I64 and F32 only."""
+    header, blobs, offset = {}, [], 0
+    for name, (dtype, shape, values) in tensors.items():
+        blob = struct.pack("<%d%s" % (len(values), "q" if dtype == "I64" else "f"), *values)
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    text = json.dumps(header).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+class Runner:
+    def __init__(self, binary, timeout):
+        self.binary, self.timeout, self.cwd = binary, timeout, None  # cwd: where default outputs (runs/...) land
+        self.runs = self.broken = self.slow = 0
+        self.verbose = False
+
+    def __call__(self, args, show):
+        """Runs `ssmtune args`; returns its exit status (None on a timeout). Prints the runs that break the contract."""
+        self.runs += 1
+        try:
+            r = subprocess.run([self.binary] + args, capture_output=True, text=True, errors="replace",
+                               timeout=self.timeout, cwd=self.cwd, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        except subprocess.TimeoutExpired:
+            self.slow += 1
+            print("slow (over %ds): %s" % (self.timeout, show), flush=True)
+            return None
+        errors = [l for l in r.stderr.splitlines()
+                  if l.strip() and not l.startswith("warning:") and not l.startswith("note:")]
+        broken = (r.returncode not in (0, 1, 2) or (r.returncode in (1, 2) and len(errors) != 1)
+                  or (r.returncode in (1, 2) and not errors[0].startswith("error: "))
+                  or "terminate" in r.stderr or "what()" in r.stderr)
+        if broken:
+            self.broken += 1
+            print("BROKEN (exit %d): %s\n    %s" % (r.returncode, show, r.stderr[-800:].replace("\n", "\n    ")),
+                  flush=True)
+        elif self.verbose:
+            print("exit %d: %s%s" % (r.returncode, show[:300], (" => " + errors[0][:200]) if errors else ""), flush=True)
+        return r.returncode
+
+
+def make_fixtures(run, d):
+    text = os.path.join(d, "text.txt")
+    with open(text, "w") as f:
+        f.write("the state space model reads its input one token at a time. " * 200)
+    open(os.path.join(d, "empty.txt"), "w").close()
+    small = "train.batch_size=2,train.eval_batches=1"
+    base = {"mamba": os.path.join(d, "base_mamba"), "longhorn": os.path.join(d, "base_longhorn")}
+    model = {"hidden_size": 16, "num_hidden_layers": 2, "state_size": 4, "expand": 2, "time_step_rank": "auto"}
+    for kind, out in base.items():
+        cfg = os.path.join(d, kind + ".json")
+        data = ({"kind": "synthetic", "task": {"name": "selective_copying", "span": 12}} if kind == "mamba"
+                else {"kind": "text", "path": text})
+        train = {"steps": 2, "seq_len": 16} if kind == "longhorn" else {"steps": 2}
+        with open(cfg, "w") as f:
+            json.dump({"model": dict(model, model_type=kind, vocab_size=10 if kind == "mamba" else 256),
+                       "data": data, "train": train}, f)
+        if run(["train", "--config", cfg, "--set", small, "--out", out, "--quiet"], "fixture " + kind) != 0:
+            sys.exit("cli_fuzz: could not build the %s fixture" % kind)
+    adapters = {}
+    for name, peft in [("lora", {"peft_type": "LORA", "r": 2, "target_modules": ["in_proj", "out_proj"]}),
+                       ("lora2", {"peft_type": "LORA", "r": 3, "target_modules": ["in_proj", "x_proj"]}),
+                       ("pissa", {"peft_type": "LORA", "r": 2, "target_modules": ["in_proj"], "init_lora_weights": "pissa"}),
+                       ("offset", {"peft_type": "STATE_OFFSET"})]:
+        out = os.path.join(d, "ft_" + name)
+        if run(["finetune", "--model", base["mamba"] + "/model", "--config", os.path.join(d, "mamba.json"), "--peft",
+                json.dumps(peft), "--set", small, "--steps", "1", "--out", out, "--quiet"], "fixture " + name) != 0:
+            sys.exit("cli_fuzz: could not build the %s adapter fixture" % name)
+        adapters[name] = out + "/adapter"
+    batches = {}
+    for name, tensors in [("ids", {"input_ids": ("I64", [2, 6], [1, 2, 3, 4, 5, 6, 6, 5, 4, 3, 2, 1])}),
+                          ("big_ids", {"input_ids": ("I64", [1, 4], [1, 2, 300, 4])}),
+                          ("neg_ids", {"input_ids": ("I64", [1, 4], [1, -2, 3, 4])}),
+                          ("float_ids", {"input_ids": ("F32", [1, 4], [1.0, 2.0, 3.0, 4.0])}),
+                          ("one_step", {"input_ids": ("I64", [1, 1], [1])}),
+                          ("no_batch", {"input_ids": ("I64", [0, 4], [])}),
+                          ("frames", {"inputs": ("F32", [2, 5, 3], [0.5] * 30), "labels": ("I64", [2], [0, 1])})]:
+        batches[name] = os.path.join(d, name + ".safetensors")
+        write_safetensors(batches[name], tensors)
+    return text, base, adapters, batches
+
+
+def fuzz_flags(run, rng, d, n, fixtures):
+    text, base, adapters, batches = fixtures
+    models = [base["mamba"] + "/model", base["longhorn"] + "/model"]
+    a = list(adapters.values())
+    paths = models + a + ["", "/nonexistent", d, text, os.path.join(d, "empty.txt"), base["mamba"],
+                          a[0] + "+" + a[1], a[0] + "," + a[3], models[0] + "/model.safetensors"]
+    kinds = {
+        "path": lambda: rng.choice(paths), "num": lambda: rng.choice(NUMS),
+        "ids": lambda: rng.choice(["1,2,3", "0", "", "-1", "1,,2", "99999", "a,b", "1.5", ",1", "3,4,5,6,7,8,9,1,2"]),
+        "str": lambda: rng.choice(["hello", "", "\u00e9\u00e9", "\x01", "true", "frequency", "total", "a" * 3000]),
+        "task": lambda: rng.choice(["selective_copying", "induction_heads", "associative_recall", "copying", ""]),
+        "comb": lambda: rng.choice(["cat", "svd", "ties", "dare_linear", "magnitude_prune", "linear", "x", ""]),
+        "type": lambda: rng.choice(["mamba", "longhorn", "s4d", "x", ""]),
+        "op": lambda: rng.choice(["selective_scan", "matmul", "softmax", "gelu", "x", ""]),
+        "what": lambda: rng.choice(["scan", "mamba", "peft", "kernels", "x", ""]),
+        "dev": lambda: rng.choice(["cpu", "cuda", "cuda:0", "x"]),
+        "out": lambda: rng.choice([os.path.join(d, "o1"), os.path.join(d, "o2"), "/proc/ssmtune_x", text]),
+        "set": lambda: rng.choice(["train.eval_batches=1", "data.task.span=3", "train.batch_size=0", "x=1",
+                                   "train.seq_len=1e9", "adapter=" + a[0], "data.order=pixel"]),
+        "peft": lambda: rng.choice(['{"peft_type": "LORA", "r": 1}', '{"peft_type": "STATE_OFFSET"}', "{", text]),
+        "batch": lambda: rng.choice(list(batches.values()) + [text, "/nonexistent"]),
+        "per": lambda: rng.choice([a[0] + ",__base__", a[0] + "," + a[1], "__base__,__base__", a[3] + ",__base__", ","]),
+        "switch": None,
+    }
+    common = {"config": "path", "set": "set", "data": "path", "task": "task", "tokenizer": "path", "steps": "num",
+              "lr": "num", "batch-size": "num", "seq-len": "num", "seed": "num", "eval-every": "num", "out": "out",
+              "resume": "switch", "quiet": "switch"}
+    commands = {
+        "train": dict(common, **{"model-type": "type", "device": "dev"}),
+        "finetune": dict(common, model="path", peft="peft"),
+        "eval": {"model": "path", "adapter": "path", "task": "task", "data": "path", "batch-size": "num",
+                 "seq-len": "num", "seed": "num", "set": "set", "tokenizer": "path", "config": "path"},
+        "generate": {"model": "path", "adapter": "path", "ids": "ids", "prompt": "str", "max-new-tokens": "num",
+                     "seed": "num", "stop-ids": "ids", "temperature": "num", "tokenizer": "path", "top-k": "num",
+                     "top-p": "num"},
+        "inspect": {"model": "path", "adapter": "path", "peft": "peft"},
+        "study": {"model": "path", "task": "task", "data": "path", "batch": "batch", "batch-size": "num",
+                  "seq-len": "num", "seed": "num", "out": "out", "tokenizer": "path"},
+        "merge": {"model": "path", "adapter": "path", "out": "out"},
+        "convert": {"model": "path", "adapter": "path", "out": "out"},
+        "combine": {"model": "path", "adapter": "path", "combination": "comb", "density": "num", "majority-sign": "str",
+                    "out": "out", "seed": "num", "svd-clamp": "num", "svd-rank": "num", "weights": "ids"},
+        "grads": {"model": "path", "batch": "batch", "out": "out", "dtype": "str", "adapter": "path", "per-sample": "per"},
+        "gradcheck": {"atol": "num", "eps": "num", "max-per-tensor": "num", "model": "path", "model-type": "type",
+                      "op": "op", "rtol": "num"},
+        "bench": {"batch": "num", "inner": "num", "lengths": "ids", "repeats": "num", "state": "num", "steps": "num",
+                  "what": "what", "no-reference": "switch", "device": "dev"},
+        "plot": {},
+    }
+    # small defaults where a command would otherwise do a benchmark's or a training run's worth of work
+    defaults = {"bench": [("what", "scan"), ("lengths", "8"), ("repeats", "1"), ("batch", "1"), ("inner", "8"),
+                          ("state", "4"), ("steps", "1")],
+                "train": [("config", os.path.join(d, "mamba.json")), ("steps", "1"), ("out", os.path.join(d, "o_train"))],
+                "finetune": [("config", os.path.join(d, "mamba.json")), ("steps", "1"),
+                             ("out", os.path.join(d, "o_finetune"))],
+                "generate": [("max-new-tokens", "4")]}
+    for _ in range(n):
+        command = rng.choice(sorted(commands))
+        spec, args = commands[command], [command]
+        if command == "plot":
+            args.append(rng.choice(paths + [base["mamba"]]))
+        for flag, kind in spec.items():
+            if (flag == "model" and rng.random() < 0.9) or rng.random() < 0.3:
+                args += ["--" + flag] if kind == "switch" else ["--" + flag, kinds[kind]()]
+        if spec and rng.random() < 0.1:
+            args.append("--" + rng.choice(list(spec) + ["bogus"]))  # a value missing, or given twice
+        for flag, value in defaults.get(command, []):
+            if "--" + flag not in args:
+                args += ["--" + flag, value]
+        if command in ("train", "finetune"):
+            args += ["--quiet"] if "--quiet" not in args else []
+            args += ["--set", "train.batch_size=2,train.eval_batches=1"] if "--set" not in args else []
+        run(args, " ".join(repr(x) if (" " in x or not x) else x for x in args)[:600])
+
+
+def fuzz_configs(run, rng, d, n, fixtures):
+    text = fixtures[0]
+    bases = [{"model": {"model_type": "mamba", "vocab_size": 10, "hidden_size": 16, "num_hidden_layers": 2,
+                        "state_size": 4, "time_step_rank": "auto"},
+              "data": {"kind": "synthetic", "task": {"name": "selective_copying", "span": 12}},
+              "train": {"steps": 3, "batch_size": 4, "eval_every": 2, "log_every": 1, "eval_batches": 1}},
+             {"model": {"model_type": "longhorn", "vocab_size": 256, "hidden_size": 16, "num_hidden_layers": 2,
+                        "state_size": 4, "time_step_rank": "auto"},
+              "data": {"kind": "text", "path": text},
+              "train": {"steps": 3, "batch_size": 2, "seq_len": 16, "eval_every": 2, "eval_batches": 1}}]
+    keys = {"model": ["use_bias", "tie_word_embeddings", "rms_norm", "layer_norm_epsilon", "time_step_min",
+                      "time_step_scale", "d_state", "input_size", "conv_kernel", "expand", "intermediate_size"],
+            "train": ["schedule", "warmup_steps", "min_lr_ratio", "grad_clip", "ssm_lr", "adam_beta1", "adam_beta2",
+                      "adam_epsilon", "gradient_accumulation_steps", "save_every", "best_metric",
+                      "early_stopping_patience", "load_best_at_end", "seed", "weight_decay", "no_decay", "lr",
+                      "batch_size", "seq_len", "steps"],
+            "data": ["val_fraction", "order", "classes", "limit", "permutation_seed", "tokenizer", "path", "kind"]}
+    for i in range(n):
+        cfg = json.loads(json.dumps(rng.choice(bases)))
+        for _ in range(rng.randint(1, 3)):
+            section = rng.choice(["model", "train", "data", "task"])
+            if section == "task":
+                cfg["data"].setdefault("task", {})[rng.choice(["span", "num_tokens", "num_memorize", "reverse",
+                                                               "token_shift", "name"])] = rng.choice(VALUES)
+            else:
+                cfg[section][rng.choice(keys[section])] = rng.choice(VALUES)
+        cfg["out"] = os.path.join(d, "o_config")
+        path = os.path.join(d, "config.json")
+        with open(path, "w") as f:
+            f.write(json.dumps(cfg))  # NaN / Infinity as Python writes them: not JSON, the parser's case too
+        run(["train", "--config", path, "--quiet"], "train --config " + json.dumps(cfg))
+
+
+def fuzz_adapters(run, rng, d, n, fixtures):
+    base = fixtures[1]["mamba"]
+    types = ["LORA", "SURM", "PARALLEL_ADAPTER", "SDLORA", "STATE_OFFSET", "INITIAL_STATE", "PROMPT", "PREFIX",
+             "ADDITIONAL_SCAN", "BITFIT", "PARTIAL", "FULL", "TRAINABLE_TOKENS"]
+    keys = ["r", "lora_alpha", "target_modules", "layers_to_transform", "init_lora_weights", "use_dora", "use_rslora",
+            "bias", "modules_to_save", "num_virtual_tokens", "variant", "init", "structure", "mode", "d_state",
+            "dimensions", "channel_ratio", "state_ratio", "kron_factor", "surm_alpha", "activation", "token_indices",
+            "param_names", "lora_dropout", "rank_pattern", "alpha_pattern", "exclude_modules", "task_type"]
+    modules = ["in_proj", "x_proj", "dt_proj", "out_proj", "embeddings", "lm_head", "conv1d", "A_log", "D", ".*"]
+    own = {}  # each type's own keys, as its error for an unknown key lists them
+    for t in types:
+        r = subprocess.run([run.binary, "inspect", "--model", base + "/model", "--peft",
+                            json.dumps({"peft_type": t, "zz_unknown": 1})], capture_output=True, text=True)
+        listed = r.stderr.split("valid keys: ", 1)[-1].split(" (and", 1)[0] if "valid keys: " in r.stderr else ""
+        own[t] = [k.strip() for k in listed.split(",") if k.strip() and not k.startswith("none")] or keys
+    for _ in range(n):
+        peft = {"peft_type": rng.choice(types)}
+        for _ in range(rng.randint(1, 4)):
+            key = rng.choice(own[peft["peft_type"]] if rng.random() < 0.8 else keys)
+            peft[key] = (rng.sample(modules, rng.randint(0, 3)) if key.endswith("modules") and rng.random() < 0.7
+                         else rng.choice([1, 2, 4, 8] if rng.random() < 0.3 else VALUES))
+        out = os.path.join(d, "o_adapter")
+        shutil.rmtree(out, ignore_errors=True)
+        show = "finetune --peft " + json.dumps(peft)
+        status = run(["finetune", "--model", base + "/model", "--config", os.path.join(d, "mamba.json"), "--peft",
+                      json.dumps(peft), "--steps", "2", "--set", "train.batch_size=2,train.eval_batches=1", "--out",
+                      out, "--quiet"], show)
+        if status == 0 and rng.random() < 0.5:  # what it wrote must load again
+            run(["eval", "--model", base + "/model", "--adapter", out + "/adapter", "--task", "selective_copying",
+                 "--set", "data.task.span=12,train.batch_size=2,train.eval_batches=1"], "eval after " + show)
+            run(["merge", "--model", base + "/model", "--adapter", out + "/adapter", "--out", out + "/merged"],
+                "merge after " + show)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--ssmtune", required=True, help="the ssmtune binary")
+    p.add_argument("--mode", default="all", choices=["flags", "configs", "adapters", "all"])
+    p.add_argument("--runs", type=int, default=300, help="runs per mode")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=int, default=60, help="seconds before a run counts as slow")
+    p.add_argument("--verbose", action="store_true", help="print every run, with its error line")
+    args = p.parse_args()
+    run = Runner(os.path.abspath(args.ssmtune), args.timeout)
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory(prefix="ssmtune_cli_fuzz_") as d:
+        run.cwd = d
+        run.verbose = args.verbose
+        fixtures = make_fixtures(run, d)
+        run.runs = 0
+        for mode, fuzz in [("flags", fuzz_flags), ("configs", fuzz_configs), ("adapters", fuzz_adapters)]:
+            if args.mode in (mode, "all"):
+                fuzz(run, rng, d, args.runs, fixtures)
+    print("cli_fuzz: %d runs (seed %d), %d broke the contract, %d slow" % (run.runs, args.seed, run.broken, run.slow))
+    return 1 if run.broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
