@@ -22,6 +22,9 @@ std::string shape_str(const Shape& s) {
 }
 
 int64_t shape_numel(const Shape& s) {
+    // a zero anywhere first: [2^31, 2^31, 2^31, 0] holds nothing, and multiplying up to the zero would overflow
+    // (UBSan's report in CI, 2026-12-07)
+    if (std::find(s.begin(), s.end(), int64_t(0)) != s.end()) return 0;
     int64_t n = 1;
     for (int64_t d : s) n *= d;
     return n;
@@ -32,7 +35,7 @@ Shape contiguous_strides(const Shape& s) {
     int64_t acc = 1;
     for (int64_t d = int64_t(s.size()) - 1; d >= 0; --d) {
         st[size_t(d)] = acc;
-        acc *= std::max<int64_t>(s[size_t(d)], 1);
+        if (d > 0) acc *= std::max<int64_t>(s[size_t(d)], 1);  // (not past the first: it could overflow, unused)
     }
     return st;
 }
