@@ -49,17 +49,18 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
     for (int64_t d : shape) SSMTUNE_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
     // Found by fuzzing `bench`: a shape whose size overflows int64 (2^31 − 1 in each of three dimensions) wrapped
     // around and asked the allocator for a wrong, smaller size. 2^60 bytes is beyond any machine's memory.
+    int64_t numel = 0;  // (a shape with a zero holds nothing, however large the other dimensions)
     if (std::find(shape.begin(), shape.end(), 0) == shape.end()) {
         const int64_t max_elements = (int64_t(1) << 60) / int64_t(dtype_size(dtype));
-        int64_t n = 1;
+        numel = 1;
         for (int64_t d : shape) {
-            SSMTUNE_CHECK(n <= max_elements / d, "shape ", shape_str(shape), " holds more than 2^60 bytes of ",
+            SSMTUNE_CHECK(numel <= max_elements / d, "shape ", shape_str(shape), " holds more than 2^60 bytes of ",
                           dtype_name(dtype), ", beyond any memory; fix: smaller sizes");
-            n *= d;
+            numel *= d;
         }
     }
     auto impl = std::make_shared<TensorImpl>();
-    impl->storage = Storage::allocate(size_t(shape_numel(shape)) * dtype_size(dtype), device);
+    impl->storage = Storage::allocate(size_t(numel) * dtype_size(dtype), device);
     impl->shape = shape;
     impl->strides = contiguous_strides(shape);
     impl->dtype = dtype;

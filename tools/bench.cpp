@@ -258,17 +258,15 @@ int run_bench(int argc, char** argv) {
     const std::string what = flags.str("what");
     if (what != "all" && what != "scan" && what != "mamba" && what != "peft" && what != "kernels")
         throw UsageError("bench: --what must be all, scan, mamba, peft or kernels (cuda)");
-    // sizes as the ops take them (int64); 2^31 − 1 each keeps every product of two within range, and a shape too
-    // large for memory is then the allocator's one-line error
-    const long long kMaxSize = (1LL << 31) - 1;
     const std::vector<int64_t> lengths = flags.integers("lengths");
     if (lengths.empty()) throw UsageError("bench: --lengths needs at least one length");
     for (int64_t L : lengths)
-        if (L < 1 || L > kMaxSize) throw UsageError("bench: --lengths must be integers in [1, " + std::to_string(kMaxSize) + "]");
+        if (L < 1 || L > Flags::kMaxSize)
+            throw UsageError("bench: --lengths must be integers in [1, " + std::to_string(Flags::kMaxSize) + "]");
     const int repeats = int(flags.integer("repeats", 1, 1000000));
     const int steps = int(flags.integer("steps", 1, 1000000));
-    const int64_t batch = flags.integer("batch", 1, kMaxSize), inner = flags.integer("inner", 1, kMaxSize),
-                  state = flags.integer("state", 1, kMaxSize);
+    const int64_t batch = flags.integer("batch", 1, Flags::kMaxSize), inner = flags.integer("inner", 1, Flags::kMaxSize),
+                  state = flags.integer("state", 1, Flags::kMaxSize);
     std::printf("ssmtune %s bench (%s)\n", version(), build_info().c_str());
     if (device == "cuda") {
         SSMTUNE_CHECK(what != "peft", "bench --device cuda: --what peft has no CUDA version yet; fix: use --device cpu");

@@ -19,6 +19,9 @@ class Flags {
 public:
     // Spec value marking a boolean switch (a flag that takes no value).
     static constexpr const char* kSwitch = "\x01switch";
+    // The largest size (batch, length, width, count) a flag takes: 2^31 − 1, so a product of two stays in int64 and
+    // a shape beyond memory is Tensor::empty's one-line error.
+    static constexpr long long kMaxSize = (1LL << 31) - 1;
     // spec: flag name -> default value ("" = takes a value, none by default), or kSwitch.
     Flags(int argc, char** argv, const std::map<std::string, std::string>& spec, const std::string& command);
     std::string str(const std::string& name) const;

@@ -32,9 +32,8 @@ int run_demo(int argc, char** argv) {
                     "Fits y = sin(3 x0) + x1 x2 with a 2-layer MLP and AdamW; prints the loss every 50 steps.\n");
         return 0;
     }
-    const int64_t kMax = (1LL << 31) - 1;
-    const int64_t steps = flags.integer("steps", 1, kMax), hidden = flags.integer("hidden", 1, kMax),
-                  batch = flags.integer("batch", 1, kMax);
+    const int64_t steps = flags.integer("steps", 1, Flags::kMaxSize), hidden = flags.integer("hidden", 1, Flags::kMaxSize),
+                  batch = flags.integer("batch", 1, Flags::kMaxSize);
     const double lr = flags.number("lr");
     if (!(lr > 0)) throw UsageError("demo: --lr must be positive");
     const uint64_t seed = flags.seed();

@@ -165,7 +165,7 @@ int run_gradcheck(int argc, char** argv) {
         model = model_for(flags);
         model.module().to(DType::F64);
         model.module().eval();
-        opt.max_checked_per_input = flags.integer("max-per-tensor", 0, (1LL << 31) - 1);  // 0: every element
+        opt.max_checked_per_input = flags.integer("max-per-tensor", 0, Flags::kMaxSize);  // 0: every element
         for (auto& [name, t] : model.module().named_parameters()) {
             c.names.push_back(name);
             c.inputs.push_back(t);

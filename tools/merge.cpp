@@ -131,7 +131,7 @@ int run_combine(int argc, char** argv) {
     const std::string tokenizer = models::tokenizer_for("", dirs);  // the inputs' (they must agree), if any
     peft::WeightedAdapterOptions options;
     options.combination_type = flags.str("combination");
-    options.svd_rank = flags.integer("svd-rank", 0, (1LL << 31) - 1);  // 0: the largest of the adapters' ranks
+    options.svd_rank = flags.integer("svd-rank", 0, Flags::kMaxSize);  // 0: the largest of the adapters' ranks
     options.svd_clamp = flags.number("svd-clamp");
     options.density = flags.number("density");
     options.majority_sign_method = flags.str("majority-sign");

@@ -69,11 +69,10 @@ int run_study(int argc, char** argv) {
     lm.eval();
     lm.to(DType::F64);
     Generator gen(flags.seed());
-    const long long kMaxSize = (1LL << 31) - 1;
     Tensor ids;
     if (flags.is_set("task")) {
         data::SyntheticTask t = data::SyntheticTask::from_json({{"name", flags.str("task")}}, "--task");
-        ids = t.sample(gen, flags.integer("batch-size", 1, kMaxSize)).input_ids;
+        ids = t.sample(gen, flags.integer("batch-size", 1, Flags::kMaxSize)).input_ids;
     } else if (flags.is_set("data")) {
         // the text as the model reads it (until 2026-12-07 always bytes: a BPE model studied on the wrong ids)
         const std::string tokenizer =
@@ -81,7 +80,8 @@ int run_study(int argc, char** argv) {
         const data::TextData text =
             tokenizer.empty() ? data::TextData::from_bytes_file(flags.str("data"), 0.1)
                               : data::TextData::from_bpe_file(flags.str("data"), data::BpeTokenizer::from_file(tokenizer), 0.1);
-        ids = text.sample(gen, flags.integer("batch-size", 1, kMaxSize), flags.integer("seq-len", 2, kMaxSize)).input_ids;
+        ids = text.sample(gen, flags.integer("batch-size", 1, Flags::kMaxSize), flags.integer("seq-len", 2, Flags::kMaxSize))
+                  .input_ids;
     } else {
         ids = load_safetensors(flags.str("batch")).at("input_ids");
     }
