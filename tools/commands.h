@@ -29,8 +29,8 @@ public:
     // requires min <= value <= max, so callers that narrow it (int repeats, sizes) see only what they can hold.
     long long integer(const std::string& name) const;
     long long integer(const std::string& name, long long min, long long max) const;
-    uint64_t seed(const std::string& name = "seed") const;
-    std::vector<int64_t> integers(const std::string& name) const;  // "1,2,3" (empty: none)  // an integer >= 0 (a negative seed used to wrap around)
+    uint64_t seed(const std::string& name = "seed") const;  // an integer >= 0 (a negative seed used to wrap around)
+    std::vector<int64_t> integers(const std::string& name) const;  // "1,2,3" (empty: none)
     double number(const std::string& name) const;
     // The value split at ',' ("a,b" -> {a, b}; as std::getline splits: "a,,b" keeps an empty entry, a trailing ','
     // adds none).

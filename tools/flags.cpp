@@ -45,13 +45,25 @@ Flags::Flags(int argc, char** argv, const std::map<std::string, std::string>& sp
 std::string Flags::str(const std::string& name) const { return values_.at(name); }
 bool Flags::is_set(const std::string& name) const { return set_.count(name) > 0; }
 
-long long Flags::integer(const std::string& name) const {
-    const std::string& v = values_.at(name);
+namespace {
+// Base-10 text to a long long: false when it is not all digits (an optional sign first); `out_of_range` when it is
+// but does not fit 64 bits (strtoll then clamps).
+bool parse_integer(const std::string& text, long long& value, bool& out_of_range) {
     char* end = nullptr;
     errno = 0;
-    const long long x = std::strtoll(v.c_str(), &end, 10);
-    if (v.empty() || *end != '\0') throw UsageError(command_ + ": --" + name + " expects an integer, got '" + v + "'");
-    if (errno == ERANGE) throw UsageError(command_ + ": --" + name + " " + v + " is beyond the 64-bit integer range");
+    value = std::strtoll(text.c_str(), &end, 10);
+    out_of_range = errno == ERANGE;
+    return !text.empty() && *end == '\0';
+}
+}  // namespace
+
+long long Flags::integer(const std::string& name) const {
+    const std::string& v = values_.at(name);
+    long long x = 0;
+    bool out_of_range = false;
+    if (!parse_integer(v, x, out_of_range))
+        throw UsageError(command_ + ": --" + name + " expects an integer, got '" + v + "'");
+    if (out_of_range) throw UsageError(command_ + ": --" + name + " " + v + " is beyond the 64-bit integer range");
     return x;
 }
 
@@ -72,10 +84,9 @@ uint64_t Flags::seed(const std::string& name) const {
 std::vector<int64_t> Flags::integers(const std::string& name) const {
     std::vector<int64_t> out;
     for (const std::string& item : list(name)) {
-        char* end = nullptr;
-        errno = 0;
-        const long long v = std::strtoll(item.c_str(), &end, 10);
-        if (item.empty() || *end != '\0' || errno == ERANGE)
+        long long v = 0;
+        bool out_of_range = false;
+        if (!parse_integer(item, v, out_of_range) || out_of_range)
             throw UsageError(command_ + ": --" + name + " must be comma-separated integers, got '" + item + "'");
         out.push_back(v);
     }
