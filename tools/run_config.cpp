@@ -149,8 +149,7 @@ std::vector<std::string> unread_sections(const json& rc, const std::string& comm
                   {"adapter", "eval reads it"},
                   {"peft", "finetune reads it; train trains every weight of a new model"}};
     else if (command == "finetune")
-        unread = {{"model", "train reads it; finetune loads \"base_model\""},
-                  {"adapter", "eval reads it; finetune trains a new adapter from \"peft\" and writes it to OUT/adapter"}};
+        unread = {{"model", "train reads it; finetune loads \"base_model\""}};
     std::vector<std::string> out;
     for (const auto& entry : unread)
         if (!rc[entry.first].is_null())

@@ -247,31 +247,46 @@ int run_train(int argc, char** argv) {
 }
 
 int run_finetune(int argc, char** argv) {
-    Flags flags(argc, argv, common_flags({{"model", ""}, {"peft", ""}}), "finetune");
+    Flags flags(argc, argv, common_flags({{"model", ""}, {"peft", ""}, {"adapter", ""}}), "finetune");
     if (flags.help()) {
-        std::printf("usage: ssmtune finetune --model DIR [--peft JSON|FILE] [options]\n"
+        std::printf("usage: ssmtune finetune --model DIR [--peft JSON|FILE | --adapter DIR] [options]\n"
                     "Applies a PEFT method to a trained model and trains only its tensors; writes OUT/adapter.\n"
                     "  --model DIR        the trained model (config.json + model.safetensors)\n"
-                    "  --peft CONFIG      adapter config, inline JSON or a file (default STATE_OFFSET h)\n%s",
+                    "  --peft CONFIG      adapter config, inline JSON or a file (default STATE_OFFSET h)\n"
+                    "  --adapter DIR      instead of a new adapter, train on a saved one (its config and tensors\n"
+                    "                     are the start; a new optimizer and schedule; before = its metrics)\n%s",
                     kCommonHelp);
         return 0;
     }
     json rc = resolve_from_flags(flags, "finetune");
     if (flags.is_set("model")) rc["base_model"] = flags.str("model");
+    if (flags.is_set("peft") && flags.is_set("adapter"))
+        throw UsageError("finetune: --peft (a new adapter) and --adapter (train on a saved one) exclude each other");
     if (flags.is_set("peft")) {
         const std::string p = flags.str("peft");
         rc["peft"] = !p.empty() && p[0] == '{' ? peft::Config::parse(p, "--peft").json : peft::Config::from_file(p).json;
+        rc["adapter"] = nullptr;  // the flag wins over the config's adapter, as flags do
+    }
+    if (flags.is_set("adapter")) {
+        if (flags.str("adapter").empty()) throw UsageError("finetune: --adapter needs a directory");
+        rc["adapter"] = flags.str("adapter");
+        rc["peft"] = nullptr;  // its config is the adapter's own
     }
     if (!rc["base_model"].is_string()) throw UsageError("finetune: --model DIR (the trained base model) is required");
+    if (!rc["adapter"].is_null() && !rc["adapter"].is_string())
+        throw UsageError("finetune: the run config's adapter must be one adapter directory, got " + rc["adapter"].dump());
+    if (rc["adapter"].is_string() && !rc["peft"].is_null())
+        throw UsageError("finetune: the run config sets both \"peft\" (a new adapter) and \"adapter\" (train on a "
+                         "saved one); drop one, or give --peft or --adapter");
     warn_unread_sections(rc, "finetune");
-    if (rc["peft"].is_null()) rc["peft"] = {{"peft_type", "STATE_OFFSET"}, {"variant", "h"}};
+    if (rc["peft"].is_null() && rc["adapter"].is_null()) rc["peft"] = {{"peft_type", "STATE_OFFSET"}, {"variant", "h"}};
     const bool quiet = flags.is_set("quiet");
     FinetuneOutcome out = finetune_model(rc, flags.is_set("resume"), quiet);
     if (!quiet) {
         print_metrics("before", out.before);
         print_metrics("after ", out.after);
         std::printf("%s\nadapter: %s\n", out.report.c_str(), out.adapter_dir.c_str());
-        const json& init = rc["peft"].value("init_lora_weights", json(true));
+        const json& init = out.config.value("init_lora_weights", json(true));
         if (init.is_string() && peft::lora_init_changes_base(init.get<std::string>()))
             std::printf("(its init rewrote the base weights, which loading it on the original base does again; "
                         "`ssmtune convert --model %s --adapter %s --out DIR` writes it as a plain LoRA)\n",

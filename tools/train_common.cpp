@@ -2,6 +2,7 @@
 #include "tools/train_common.h"
 
 #include <filesystem>
+#include <memory>
 
 #include "engine/safetensors.h"
 #include "models/checkpoint.h"
@@ -95,13 +96,27 @@ void sdlora_warmup(Workload& w, const json& rc, const peft::Config& config, peft
 
 FinetuneOutcome finetune_model(json rc, bool resume, bool quiet) {
     FinetuneOutcome out;
+    const std::string base_dir = rc["base_model"];
+    // "adapter": go on training a saved adapter (HF's PeftModel.from_pretrained(..., is_trainable=True)): its config
+    // and tensors are the start, its tokenizer reads the text (as eval reads it)
+    const bool from_adapter = rc["adapter"].is_string();
+    if (from_adapter && rc["data"]["kind"] == "text" && rc["data"]["tokenizer"].is_null()) {
+        const std::string t = models::tokenizer_for(base_dir, {rc["adapter"].get<std::string>()});
+        if (!t.empty()) rc["data"]["tokenizer"] = t;
+    }
     auto w = load_workload_data(rc);
-    models::AnyModel model = models::load_model(rc["base_model"].get<std::string>());
+    models::AnyModel model = models::load_model(base_dir);
     attach_model(*w, model, rc);
-    model.module().to(w->device);
+    std::unique_ptr<peft::Adapter> start;
+    if (from_adapter) {
+        start = std::make_unique<peft::Adapter>(peft::load(model.module(), rc["adapter"].get<std::string>()));
+        start->to(w->device);  // the model and the adapter's tensors
+    } else {
+        model.module().to(w->device);
+    }
     model.module().eval();
-    out.before = w->evaluate();
-    peft::Config config = peft::Config::from_json(rc["peft"], "peft");
+    out.before = w->evaluate();  // the base model's metrics, or the saved adapter's
+    peft::Config config = start ? start->config() : peft::Config::from_json(rc["peft"], "peft");
     if (config.peft_type() == "SDLORA" && config.json["dimensions"].is_null() && resume) {
         // a resumed run keeps the dimensions its first start selected (the warm-up is not run again) when its SDLORA
         // config is otherwise the same
@@ -131,9 +146,12 @@ FinetuneOutcome finetune_model(json rc, bool resume, bool quiet) {
         config = peft::sdlora_select(model.module(), config,
                                      [&](peft::Adapter& warm) { sdlora_warmup(*w, rc, config, warm); });
     }
-    peft::Adapter adapter = peft::apply(model.module(), config);
+    peft::Adapter adapter = start ? std::move(*start) : peft::apply(model.module(), config);
     adapter.to(w->device);  // the method's tensors are made on the host, from the same seed on every device
-    rc["peft"] = config.json;
+    // (from a saved adapter the run config names it and leaves "peft" null, so that it can be given again as --config;
+    // its config is in OUT/adapter)
+    rc["peft"] = from_adapter ? json(nullptr) : config.json;
+    out.config = config.json;
     const std::string out_dir = rc["out"];
     fs::create_directories(out_dir);
     models::write_json_file((fs::path(out_dir) / "run_config.json").string(), rc);

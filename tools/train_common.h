@@ -1,5 +1,5 @@
 // Pieces the training commands and the main job share: the loop hooks for a workload, and a whole fine-tuning
-// run (load base → metrics before → apply PEFT → train → save adapter → metrics after).
+// run (load base [+ a saved adapter] → metrics before → apply PEFT → train → save adapter → metrics after).
 // Not here: flag parsing (train.cpp), the loop (trainer.h).
 #pragma once
 
@@ -27,12 +27,14 @@ std::vector<Generator*> workload_generators(Workload& w);
 struct FinetuneOutcome {
     std::map<std::string, double> before, after;
     std::string adapter_dir, report;
+    nlohmann::json config;  // the adapter's config (peft::Config's json), the saved adapter's when training one on
     int64_t trainable = 0, total = 0;
     double seconds = 0;
     bool interrupted = false;
 };
 
-// rc: a resolved run config with "base_model" and "peft" set. Writes OUT/run_config.json, OUT/adapter,
+// rc: a resolved run config with "base_model" and either "peft" (a new adapter) or "adapter" (a saved adapter's
+// directory, trained on from its tensors; "before" is then its metrics). Writes OUT/run_config.json, OUT/adapter,
 // checkpoints, metrics.jsonl and loss.svg.
 FinetuneOutcome finetune_model(nlohmann::json rc, bool resume, bool quiet);
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Black-box fuzzing of the `ssmtune` program: random flags for every command, random run configs for `train` and
-random adapter configs for `finetune` (+ `eval` / `merge`), each run as a process, judged by the CLI's contract:
+random adapter configs for `finetune` (+ `eval` / `merge` / `finetune --adapter`), each run as a process, judged by the CLI's contract:
 exit 0, or exit 1 / 2 with exactly one `error: ...` line on stderr (`warning:` and `note:` lines aside), never a
 signal, an uncaught exception ("terminate", "what()") or a hang.
 
@@ -145,7 +145,7 @@ def fuzz_flags(run, rng, d, n, fixtures):
               "resume": "switch", "quiet": "switch"}
     commands = {
         "train": dict(common, **{"model-type": "type", "device": "dev"}),
-        "finetune": dict(common, model="path", peft="peft"),
+        "finetune": dict(common, model="path", peft="peft", adapter="path"),
         "eval": {"model": "path", "adapter": "path", "task": "task", "data": "path", "batch-size": "num",
                  "seq-len": "num", "seed": "num", "set": "set", "tokenizer": "path", "config": "path"},
         "generate": {"model": "path", "adapter": "path", "ids": "ids", "prompt": "str", "max-new-tokens": "num",
@@ -256,6 +256,9 @@ def fuzz_adapters(run, rng, d, n, fixtures):
                  "--set", "data.task.span=12,train.batch_size=2,train.eval_batches=1"], "eval after " + show)
             run(["merge", "--model", base + "/model", "--adapter", out + "/adapter", "--out", out + "/merged"],
                 "merge after " + show)
+            run(["finetune", "--model", base + "/model", "--config", os.path.join(d, "mamba.json"), "--adapter",
+                 out + "/adapter", "--steps", "1", "--set", "train.batch_size=2,train.eval_batches=1", "--out",
+                 out + "/on", "--quiet"], "finetune --adapter after " + show)
 
 
 def main():

@@ -135,6 +135,13 @@ TEST_CASE("tokenizer: an adapter keeps the tokenizer it was fine-tuned with, and
     const auto from_config = cli_captured({"eval", "--config", cfg}, 1);
     REQUIRE(from_config.first == 0);
     CHECK(from_config.second == found.second);
+    // finetune --adapter trains on with the adapter's tokenizer and writes it on (the base's would re-encode the text)
+    const std::string on = (dir / "ft_on").string();
+    REQUIRE(cli({"finetune", "--model", base, "--data", notes, "--steps", "1", "--seq-len", "16", "--adapter",
+                 with_other, "--set", "train.batch_size=2,train.eval_batches=1", "--out", on, "--quiet"}) == 0);
+    CHECK(file_bytes(std::filesystem::path(on) / "adapter" / "tokenizer.json") == file_bytes(other_tokenizer));
+    CHECK(models::read_json_file((std::filesystem::path(on) / "run_config.json").string())["data"]["tokenizer"] ==
+          (std::filesystem::path(with_other) / "tokenizer.json").string());
     // merge and combine carry the adapter's tokenizer on; generate encodes its prompt with it
     REQUIRE(cli({"merge", "--model", base, "--adapter", with_other, "--out", (dir / "merged").string()}) == 0);
     CHECK(file_bytes(dir / "merged" / "tokenizer.json") == file_bytes(other_tokenizer));
@@ -150,7 +157,7 @@ TEST_CASE("tokenizer: an adapter keeps the tokenizer it was fine-tuned with, and
     CHECK(cli({"generate", "--model", base, "--adapter", with_base + "+" + with_other, "--prompt", "x"}) == 1);  // which?
 }
 
-TEST_CASE("run config sections a command does not read draw a warning: peft for train, adapter or model for finetune") {
+TEST_CASE("run config sections a command does not read draw a warning: peft for train, model for finetune") {
     const auto dir = scratch_dir("unread_sections");
     const std::string cfg = (dir / "train.json").string();
     std::ofstream(cfg) << R"({"peft": {"peft_type": "LORA"}, "train": {"steps": 1, "batch_size": 2, "eval_batches": 1}})";
@@ -158,10 +165,10 @@ TEST_CASE("run config sections a command does not read draw a warning: peft for 
     REQUIRE(train.first == 0);
     CHECK(train.second.find("warning: the run config's \"peft\" is not read by train") != std::string::npos);
     const std::string ft_cfg = (dir / "ft.json").string();
-    std::ofstream(ft_cfg) << nlohmann::json{{"adapter", "somewhere"}, {"base_model", (dir / "run" / "model").string()},
+    std::ofstream(ft_cfg) << nlohmann::json{{"model", {{"model_type", "mamba"}}}, {"base_model", (dir / "run" / "model").string()},
                                             {"train", {{"steps", 1}, {"batch_size", 2}, {"eval_batches", 1}}}}.dump();
     const auto ft = cli_captured({"finetune", "--config", ft_cfg, "--out", (dir / "ft").string(), "--quiet"}, 2);
     REQUIRE(ft.first == 0);
-    CHECK(ft.second.find("warning: the run config's \"adapter\" is not read by finetune") != std::string::npos);
+    CHECK(ft.second.find("warning: the run config's \"model\" is not read by finetune") != std::string::npos);
     CHECK(tools::unread_sections(tools::resolve_run_config(nlohmann::json::object(), "test"), "train").empty());
 }

@@ -243,3 +243,77 @@ TEST_CASE("finetune --resume with adapter dropout draws the uninterrupted run's 
         CHECK(train_losses(split) == train_losses(whole));
     }
 }
+
+TEST_CASE("finetune --adapter trains on from a saved adapter: its tensors are the start, --resume, refusals") {
+    // HF's PeftModel.from_pretrained(..., is_trainable=True): the saved adapter's config and tensors, a new optimizer
+    const std::string set = "train.seq_len=16,train.batch_size=4,train.log_every=1,train.eval_every=0,"
+                            "train.schedule=\"constant\",train.warmup_steps=0";
+    const TextBase base = text_base("finetune_from_adapter", set);
+    const fs::path& dir = base.dir;
+    auto tensors = [](const fs::path& adapter) {
+        std::map<std::string, std::vector<float>> out;
+        for (const auto& [name, t] : load_safetensors((adapter / "adapter_model.safetensors").string()))
+            out[name] = t.to_vector<float>();
+        return out;
+    };
+    const std::vector<nlohmann::json> pefts = {
+        {{"peft_type", "LORA"}, {"r", 2}, {"target_modules", {"in_proj", "out_proj"}}},
+        {{"peft_type", "LORA"}, {"r", 2}, {"target_modules", {"in_proj", "x_proj"}}, {"init_lora_weights", "pissa"}},
+        {{"peft_type", "STATE_OFFSET"}, {"variant", "h"}},
+        {{"peft_type", "SDLORA"}, {"r", 2}, {"channel_ratio", 0.25}, {"state_ratio", 0.5}, {"warmup_steps", 2}}};
+    for (size_t i = 0; i < pefts.size(); ++i) {
+        const std::string tag = std::to_string(i) + "_" + pefts[i]["peft_type"].get<std::string>();
+        CAPTURE(tag);
+        const fs::path first = base.finetune(tag + "_first", pefts[i], "3", false, {"--lr", "0.01"});
+        const std::string saved = (first / "adapter").string();
+        auto go_on = [&](const std::string& name, const char* steps, const char* lr, bool resume = false) {
+            std::vector<std::string> args = {"finetune", "--model", base.model, "--data", base.data, "--adapter", saved,
+                                             "--set", set, "--steps", steps, "--lr", lr, "--out",
+                                             (dir / (tag + name)).string(), "--quiet"};
+            if (resume) args.push_back("--resume");
+            REQUIRE(cli(args) == 0);
+            return dir / (tag + name);
+        };
+        // at lr 0 the saved tensors come out as they went in, under the saved config
+        const fs::path still = go_on("_still", "2", "0");
+        CHECK(tensors(still / "adapter") == tensors(saved));
+        CHECK(models::read_json_file((still / "adapter" / "adapter_config.json").string()) ==
+              models::read_json_file((fs::path(saved) / "adapter_config.json").string()));
+        const nlohmann::json rc = models::read_json_file((still / "run_config.json").string());
+        CHECK(rc["adapter"] == saved);
+        CHECK(rc["peft"].is_null());  // so that it can be given again as --config
+        // the first step's loss is the saved adapter's (the same at any lr), not a fresh adapter's on the same batch
+        const fs::path on = go_on("_on", "4", "0.01");
+        const fs::path fresh = base.finetune(tag + "_fresh", pefts[i], "1", false, {"--lr", "0.01"});
+        REQUIRE(train_losses(on).size() == 4);
+        CHECK(train_losses(on)[0] == train_losses(still)[0]);
+        CHECK(train_losses(on)[0] != train_losses(fresh)[0]);
+        CHECK(tensors(on / "adapter") != tensors(saved));
+        // --resume: 2 steps, then on to 4, logs the losses of 4 in one go
+        go_on("_split", "2", "0.01");
+        const fs::path split = go_on("_split", "4", "0.01", true);
+        CHECK(train_losses(split) == train_losses(on));
+        // the run's own config, given again, trains from the same adapter
+        const std::string again = (dir / (tag + "_again")).string();
+        REQUIRE(cli({"finetune", "--config", (on / "run_config.json").string(), "--out", again, "--quiet"}) == 0);
+        CHECK(train_losses(again) == train_losses(on));
+    }
+    // refusals: both a new adapter and a saved one, a missing directory, another base's adapter
+    const std::string saved = (dir / "0_LORA_first" / "adapter").string();
+    const std::string out = (dir / "refused").string();
+    CHECK(cli({"finetune", "--model", base.model, "--data", base.data, "--adapter", saved, "--peft",
+               R"({"peft_type": "LORA"})", "--out", out}) == 2);
+    std::ofstream(dir / "both.json") << nlohmann::json{{"base_model", base.model}, {"adapter", saved},
+                                                       {"peft", {{"peft_type", "LORA"}}}}.dump();
+    CHECK(cli({"finetune", "--config", (dir / "both.json").string(), "--data", base.data, "--out", out}) == 2);
+    // a flag wins over the config's other choice, as flags do
+    CHECK(cli({"finetune", "--config", (dir / "both.json").string(), "--data", base.data, "--adapter", saved,
+               "--set", set, "--steps", "1", "--out", out, "--quiet"}) == 0);
+    CHECK(cli({"finetune", "--model", base.model, "--data", base.data, "--adapter", "", "--out", out}) == 2);
+    CHECK(cli({"finetune", "--model", base.model, "--data", base.data, "--adapter", (dir / "nowhere").string(),
+               "--out", out}) == 1);
+    const auto mixup = cli_captured({"finetune", "--model", base.model, "--data", base.data, "--adapter",
+                                     (dir / "0_LORA_first").string(), "--out", out}, 2);
+    CHECK(mixup.first == 1);
+    CHECK(mixup.second.find("its adapter is") != std::string::npos);  // the run directory instead of its adapter
+}

@@ -12,7 +12,8 @@ case it
      model Fashion-MNIST-format IDX files (row order) whose training set is one image, its test set four;
   2. runs `ssmtune finetune` for K steps (log_every 1, one evaluation at the end), and once more with --lr 0 and one
      step, which writes the adapter as initialised (AdamW at lr 0 leaves every tensor as it is; FULL starts from the
-     model itself);
+     model itself). Two cases train on from a saved adapter (`finetune --adapter`, after a first 3-step run): their
+     start must be the saved tensors exactly, and differ from a fresh adapter's;
   3. replays the run in PyTorch float32 from that start: at each step the gradient is `ssmtune grads` at PyTorch's
      current tensors (and, to keep the replay honest, is checked against the float64 reference of torch_reference.py
      at the same tensors, to its float32 tolerance), then torch.nn.utils.clip_grad_norm_ (when grad_clip > 0),
@@ -178,6 +179,13 @@ def cases():
           "sdlora_alpha": 0.5},
          {"schedule": "constant", "warmup_steps": 0, "grad_clip": 0.2, "weight_decay": 0.05,
           "gradient_accumulation_steps": 2, "adam_beta2": 0.95, "lr": 0.02}),
+        # the run trains on from an adapter an earlier run saved (finetune --adapter): a new optimizer and schedule
+        ("mamba LoRA on from a saved adapter, cosine", "mamba", {}, dict(lora, from_saved=True),
+         {"schedule": "cosine", "warmup_steps": 2, "min_lr_ratio": 0.1, "grad_clip": 0.5, "weight_decay": 0.1,
+          "lr": 0.02}),
+        ("s4d STATE_OFFSET on from a saved adapter", "s4d", {"prenorm": True, "disc": "zoh"},
+         {"peft_type": "STATE_OFFSET", "variant": "h", "from_saved": True},
+         {"schedule": "linear", "warmup_steps": 1, "weight_decay": 0.05, "lr": 0.02}),
     ]
 
 
@@ -187,12 +195,14 @@ def run(cmd):
         raise RuntimeError("%s failed: %s" % (" ".join(cmd[:2]), (r.stderr.strip() or r.stdout.strip())[:300]))
 
 
-def finetune(ssmtune, d, out, peft, steps, lr, batch, seq_len, seed, settings, data):
+def finetune(ssmtune, d, out, peft, steps, lr, batch, seq_len, seed, settings, data, saved=None):
+    """`ssmtune finetune` of a new adapter of config `peft`, or (saved: its directory) on from a saved adapter."""
     path, data_sets = data
     shutil.rmtree(out, ignore_errors=True)  # a kept earlier run's metrics.jsonl would be appended to
     sets = data_sets + ["train.log_every=1", "train.eval_every=0"]
     sets += ["train.%s=%s" % (k, json.dumps(v)) for k, v in settings.items() if k != "lr"]
-    run([ssmtune, "finetune", "--model", os.path.join(d, "model"), "--peft", json.dumps(peft), "--data",
+    run([ssmtune, "finetune", "--model", os.path.join(d, "model")] +
+        (["--adapter", saved] if saved else ["--peft", json.dumps(peft)]) + ["--data",
          path, "--out", out, "--steps", str(steps), "--lr", repr(lr),
          "--batch-size", str(batch), "--seq-len", str(seq_len), "--seed", str(seed), "--quiet",
          "--set", ",".join(sets)])
@@ -422,7 +432,13 @@ def check_case(ssmtune, d, seed, name, model_type, model_kw, peft, settings):
     save_safetensors(os.path.join(d, "val_batch.safetensors"), val_batch)
 
     lr = settings.get("lr", 1e-3)
-    steps, val, trained = finetune(ssmtune, d, os.path.join(d, "run"), peft, K, lr, B, L, seed, settings, data)
+    saved = None
+    if peft.get("from_saved"):  # the run trains on from an adapter an earlier run saved (finetune --adapter)
+        peft = {k: v for k, v in peft.items() if k != "from_saved"}
+        finetune(ssmtune, d, os.path.join(d, "first"), peft, 3, 0.03, B, L, seed,
+                 {"schedule": "constant", "warmup_steps": 0}, data)
+        saved = os.path.join(d, "first", "adapter")
+    steps, val, trained = finetune(ssmtune, d, os.path.join(d, "run"), peft, K, lr, B, L, seed, settings, data, saved)
     with open(os.path.join(d, "run", "run_config.json")) as f:
         t = json.load(f)["train"]  # the settings the run resolved (defaults included)
     full = peft["peft_type"] == "FULL"
@@ -431,7 +447,15 @@ def check_case(ssmtune, d, seed, name, model_type, model_kw, peft, settings):
         cfg_json = None
     else:
         init_settings = dict(settings, schedule="constant", warmup_steps=0)
-        _, _, start = finetune(ssmtune, d, os.path.join(d, "init"), peft, 1, 0.0, B, L, seed, init_settings, data)
+        _, _, start = finetune(ssmtune, d, os.path.join(d, "init"), peft, 1, 0.0, B, L, seed, init_settings, data,
+                               saved)
+        if saved:  # the start is the saved adapter's tensors, not a fresh adapter's
+            first = load_safetensors(os.path.join(saved, "adapter_model.safetensors"))
+            if sorted(first) != sorted(start) or any(not np.array_equal(first[n], start[n]) for n in first):
+                raise RuntimeError("the run at lr 0 from the saved adapter did not write its tensors unchanged")
+            fresh = finetune(ssmtune, d, os.path.join(d, "fresh"), peft, 1, 0.0, B, L, seed, init_settings, data)[2]
+            if all(np.array_equal(first[n], fresh[n]) for n in first):
+                raise RuntimeError("the saved adapter is still its init: the case checks nothing")
         start = {n[len(PREFIX):]: v for n, v in start.items()}
         with open(os.path.join(d, "run", "adapter", "adapter_config.json")) as f:
             cfg_json = json.load(f)
