@@ -1,7 +1,7 @@
 // The training commands with --device cuda against the same runs on the CPU: `train` (the default Mamba LM on a
 // synthetic task), `finetune` of that model (state offset, SDLoRA with its warm-up selection, prompt tuning copying
-// token embeddings on the device), and `eval` with the adapter. Same seeds, so the logged losses agree to float
-// rounding. Built when the tools are.
+// token embeddings on the device), `eval` with the adapter and `finetune --adapter` on from it. Same seeds, so the
+// logged losses agree to float rounding. Built when the tools are.
 #include <filesystem>
 #include <fstream>
 
@@ -60,5 +60,11 @@ TEST_CASE("gpu: train, finetune and eval with --device cuda log the CPU run's lo
         check_same_losses(out(name, "cpu"), out(name, "cuda"));
         CHECK(cli({"eval", "--model", base, "--adapter", out(name, "cuda") + "/adapter", "--task", "selective_copying",
                    "--batch-size", "4", "--device", "cuda"}) == 0);
+        // on from the saved adapter (finetune --adapter): loaded on the host, moved with the model
+        for (const std::string device : {"cpu", "cuda"})
+            REQUIRE(cli({"finetune", "--model", base, "--adapter", out(name, "cpu") + "/adapter", "--task",
+                         "selective_copying", "--steps", "3", "--batch-size", "4", "--device", device, "--set",
+                         "train.log_every=1,train.eval_every=0", "--out", out(name + "_on", device), "--quiet"}) == 0);
+        check_same_losses(out(name + "_on", "cpu"), out(name + "_on", "cuda"));
     }
 }
