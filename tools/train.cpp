@@ -219,6 +219,10 @@ int run_train(int argc, char** argv) {
     models::AnyModel model = models::create_model(model_cfg, rc["train"]["seed"].get<uint64_t>(), "model config");
     attach_model(*w, model, rc);
     model.module().to(w->device);  // the same initial weights on every device
+    if (!flags.is_set("resume")) {
+        const std::string note = set_aside_earlier_run(rc["out"]);
+        if (!note.empty()) std::fprintf(stderr, "%s\n", note.c_str());
+    }
     fs::create_directories(rc["out"].get<std::string>());
     models::write_json_file((fs::path(rc["out"].get<std::string>()) / "run_config.json").string(), rc);
     const bool quiet = flags.is_set("quiet");

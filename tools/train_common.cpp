@@ -108,6 +108,10 @@ FinetuneOutcome finetune_model(json rc, bool resume, bool quiet) {
     models::AnyModel model = models::load_model(base_dir);
     attach_model(*w, model, rc);
     std::unique_ptr<peft::Adapter> start;
+    if (!resume) {  // (before SDLoRA's warm-up writes into OUT; after reading the inputs, which may lie in it)
+        const std::string note = set_aside_earlier_run(rc["out"]);
+        if (!note.empty()) std::fprintf(stderr, "%s\n", note.c_str());
+    }
     if (from_adapter) {
         start = std::make_unique<peft::Adapter>(peft::load(model.module(), rc["adapter"].get<std::string>()));
         start->to(w->device);  // the model and the adapter's tensors

@@ -169,6 +169,30 @@ std::vector<autograd::ParamGroup> param_groups(const TrainLoopOptions& o,
 
 }  // namespace
 
+std::string set_aside_earlier_run(const std::string& out_dir) {
+    const fs::path out(out_dir);
+    std::error_code ec;
+    if (!fs::is_directory(out, ec)) return "";  // a new directory (or not a directory: the run's own error says so)
+    if (!fs::exists(out / "metrics.jsonl", ec) && !fs::exists(out / "checkpoints", ec)) return "";
+    const fs::path previous = out / "previous";
+    fs::remove_all(previous, ec);
+    SSMTUNE_CHECK(!ec, "cannot remove ", previous.string(), " to keep the earlier run of ", out_dir, " there: ",
+                  ec.message(), "; fix: remove it, or pass another --out (--resume continues the earlier run)");
+    fs::create_directories(previous, ec);
+    SSMTUNE_CHECK(!ec, "cannot create ", previous.string(), ": ", ec.message(),
+                  "; fix: pass another --out (--resume continues the earlier run)");
+    std::string moved;
+    for (const char* name : {"metrics.jsonl", "checkpoints", "loss.svg", "accuracy.svg", "sdlora_warmup.safetensors"}) {
+        if (!fs::exists(out / name, ec)) continue;
+        fs::rename(out / name, previous / name, ec);
+        SSMTUNE_CHECK(!ec, "cannot move ", (out / name).string(), " into ", previous.string(), ": ", ec.message(),
+                      "; fix: pass another --out (--resume continues the earlier run)");
+        moved += std::string(moved.empty() ? "" : ", ") + name;
+    }
+    return "warning: " + out_dir + " held an earlier run; its " + moved + " moved to " + previous.string() +
+           " (this run starts its own log and checkpoints; --resume continues a run instead)";
+}
+
 std::string last_checkpoint_dir(const std::string& out_dir) { return (fs::path(out_dir) / "checkpoints" / "last").string(); }
 std::string best_checkpoint_dir(const std::string& out_dir) { return (fs::path(out_dir) / "checkpoints" / "best").string(); }
 

@@ -116,6 +116,14 @@ private:
 // and on resume mismatches. On SIGINT it saves a checkpoint and returns with interrupted = true.
 TrainResult run_training(const TrainLoopOptions& options, TrainHooks& hooks);
 
+// A run started without --resume in a directory that already holds a run's log or checkpoints: moves that run's
+// metrics.jsonl, checkpoints/, plots and sdlora_warmup.safetensors into OUT/previous/ (replacing an older one), so
+// that the new run's log and plots are its own (they used to be appended to the earlier run's) and a later --resume
+// can find only its checkpoints (it used to find the earlier run's when the new one was killed before its first).
+// Its model, adapter and run_config.json stay, to be overwritten as before. Returns a warning line for the caller
+// to print, empty when there was nothing to move. Call it before the run writes anything into OUT.
+std::string set_aside_earlier_run(const std::string& out_dir);
+
 // The checkpoint directory the loop writes under out_dir ("checkpoints/last", "checkpoints/best").
 std::string last_checkpoint_dir(const std::string& out_dir);
 std::string best_checkpoint_dir(const std::string& out_dir);

@@ -317,3 +317,75 @@ TEST_CASE("finetune --adapter trains on from a saved adapter: its tensors are th
     CHECK(mixup.first == 1);
     CHECK(mixup.second.find("its adapter is") != std::string::npos);  // the run directory instead of its adapter
 }
+
+TEST_CASE("a run started again in the same --out keeps its own log: the earlier run's goes to OUT/previous") {
+    // It used to append to the earlier run's metrics.jsonl (two runs in one log and one loss plot), and a --resume
+    // after the new run was killed before its first checkpoint found the earlier run's.
+    const auto dir = scratch_dir("same_out");
+    const std::string out = (dir / "run").string();
+    auto train = [&](const char* steps, bool resume = false) {
+        std::vector<std::string> args = {"train", "--task", "selective_copying", "--steps", steps, "--batch-size", "4",
+                                         "--set", "train.log_every=1,train.eval_every=2,train.eval_batches=1", "--out",
+                                         out, "--quiet"};
+        if (resume) args.push_back("--resume");
+        return cli_captured(args, 2);
+    };
+    auto last_step = [](const fs::path& run) {
+        return models::read_json_file((run / "checkpoints" / "last" / "trainer_state.json").string())["step"].get<int64_t>();
+    };
+    const auto first = train("6");
+    REQUIRE(first.first == 0);
+    CHECK(first.second.find("earlier run") == std::string::npos);
+    CHECK(train_losses(out).size() == 6);
+    const auto second = train("4");
+    REQUIRE(second.first == 0);
+    CHECK(second.second.find("warning: " + out + " held an earlier run; its metrics.jsonl, checkpoints, loss.svg, "
+                             "accuracy.svg moved to " + out + "/previous") != std::string::npos);
+    CHECK(train_losses(out).size() == 4);  // its own records only
+    CHECK(train_losses(fs::path(out) / "previous").size() == 6);
+    CHECK(last_step(out) == 4);
+    CHECK(last_step(fs::path(out) / "previous") == 6);
+    CHECK(fs::exists(fs::path(out) / "previous" / "loss.svg"));
+    CHECK(fs::exists(fs::path(out) / "loss.svg"));
+    // --resume continues this run (its log is cut back and extended, nothing moved); a third fresh start replaces
+    // OUT/previous with the second run's
+    const auto resumed = train("5", true);
+    REQUIRE(resumed.first == 0);
+    CHECK(resumed.second.find("earlier run") == std::string::npos);
+    CHECK(train_losses(out).size() == 5);
+    REQUIRE(train("2").first == 0);
+    CHECK(train_losses(fs::path(out) / "previous").size() == 5);
+    CHECK(train_losses(out).size() == 2);
+    // finetune likewise, SDLoRA's warm-up tensors included; an adapter read from OUT itself is read before the move
+    const std::string model = out + "/model", ft = (dir / "ft").string();
+    auto finetune = [&](const std::vector<std::string>& how) {
+        std::vector<std::string> args = {"finetune", "--model", model, "--task", "selective_copying", "--steps", "3",
+                                         "--batch-size", "4", "--set", "train.log_every=1,train.eval_every=0,"
+                                         "train.eval_batches=1", "--out", ft, "--quiet"};
+        args.insert(args.end(), how.begin(), how.end());
+        return cli_captured(args, 2);
+    };
+    REQUIRE(finetune({"--peft", R"({"peft_type": "SDLORA", "r": 2, "warmup_steps": 2})"}).first == 0);
+    const auto again = finetune({"--adapter", ft + "/adapter"});
+    REQUIRE(again.first == 0);
+    CHECK(again.second.find("sdlora_warmup.safetensors moved to " + ft + "/previous") != std::string::npos);
+    CHECK(fs::exists(fs::path(ft) / "previous" / "sdlora_warmup.safetensors"));
+    CHECK_FALSE(fs::exists(fs::path(ft) / "sdlora_warmup.safetensors"));
+    CHECK(train_losses(ft).size() == 3);
+    // the main job run twice into one --out: each of its runs' logs holds one run
+    const std::string qs = (dir / "quickstart").string();
+    const std::vector<std::string> parts = {"base", "state_offset", "lora"};
+    std::vector<size_t> once;
+    for (int i = 0; i < 2; ++i) {
+        cli({"quickstart", "--out", qs, "--base-steps", "3", "--finetune-steps", "2", "--quiet"});  // (0 or 1: tiny)
+        for (size_t k = 0; k < parts.size(); ++k) {
+            const std::string& part = parts[k];
+            CAPTURE(part);
+            const size_t n = train_losses(fs::path(qs) / part).size();
+            REQUIRE(n > 0);
+            if (i == 0) once.push_back(n);
+            else CHECK(n == once[k]);
+            if (i == 1) CHECK(train_losses(fs::path(qs) / part / "previous").size() == once[k]);
+        }
+    }
+}

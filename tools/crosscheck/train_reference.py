@@ -198,7 +198,7 @@ def run(cmd):
 def finetune(ssmtune, d, out, peft, steps, lr, batch, seq_len, seed, settings, data, saved=None):
     """`ssmtune finetune` of a new adapter of config `peft`, or (saved: its directory) on from a saved adapter."""
     path, data_sets = data
-    shutil.rmtree(out, ignore_errors=True)  # a kept earlier run's metrics.jsonl would be appended to
+    shutil.rmtree(out, ignore_errors=True)  # start clean (with --keep, an earlier run would go to OUT/previous)
     sets = data_sets + ["train.log_every=1", "train.eval_every=0"]
     sets += ["train.%s=%s" % (k, json.dumps(v)) for k, v in settings.items() if k != "lr"]
     run([ssmtune, "finetune", "--model", os.path.join(d, "model")] +
