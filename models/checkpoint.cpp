@@ -248,18 +248,40 @@ void copy_replacing(const fs::path& from, const fs::path& to) {
 }
 }  // namespace
 
+namespace {
+constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                           "generation_config.json"};
+
+// Removes dir/name if it is there; Error naming it when it cannot.
+void remove_stale(const fs::path& path) {
+    std::error_code ec;
+    fs::remove(path, ec);
+    SSMTUNE_CHECK(!ec, "could not remove the stale ", path.string(), " (", ec.message(), "); fix: check that ",
+                  path.parent_path().string(), " is writable");
+}
+}  // namespace
+
 int copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir) {
+    std::error_code ec;
+    if (fs::equivalent(from_dir, to_dir, ec)) return 0;  // (nothing to copy, and nothing to remove)
     int copied = 0;
-    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}) {
+    for (const char* name : kTokenizerFiles) {
         const fs::path from = fs::path(from_dir) / name;
-        if (!fs::is_regular_file(from)) continue;
-        copy_replacing(from, fs::path(to_dir) / name);
-        ++copied;
+        if (fs::is_regular_file(from)) {
+            copy_replacing(from, fs::path(to_dir) / name);
+            ++copied;
+        } else {
+            remove_stale(fs::path(to_dir) / name);  // an earlier write's, which would describe another model
+        }
     }
     return copied;
 }
 
 void install_tokenizer(const std::string& tokenizer_file, const std::string& model_dir) {
+    if (tokenizer_file.empty()) {  // none: what an earlier write into model_dir left must not be read as this one's
+        for (const char* name : kTokenizerFiles) remove_stale(fs::path(model_dir) / name);
+        return;
+    }
     const fs::path to = fs::path(model_dir) / "tokenizer.json";
     std::error_code ec;
     if (fs::exists(to) && fs::equivalent(tokenizer_file, to, ec)) return;  // already there

@@ -48,10 +48,14 @@ AnyModel create_model(const nlohmann::json& config, uint64_t seed, const std::st
 void save_model(const std::string& dir, const AnyModel& model);
 // The files HF keeps beside a model's weights for its tokenizer and generation settings (tokenizer.json,
 // tokenizer_config.json, special_tokens_map.json, generation_config.json), copied from `from_dir` to `to_dir` where
-// present, replacing older copies. The CLI reads text and prompts with the tokenizer.json next to a model, so a model
-// written from another (merge) carries them on. Returns how many were copied.
+// present, replacing older copies; those `from_dir` lacks are removed from `to_dir` (an earlier write's would describe
+// another model). The CLI reads text and prompts with the tokenizer.json next to a model, so a model written from
+// another (merge) carries them on. Returns how many were copied.
 int copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir);
-// Copies `tokenizer_file` (any name) to model_dir/tokenizer.json, where the commands look for it.
+// Copies `tokenizer_file` (any name) to model_dir/tokenizer.json, where the commands look for it. "": the directory's
+// model or adapter reads no tokenizer, so any tokenizer files an earlier write left in model_dir are removed (a run
+// on bytes into a directory that held a BPE run's output used to keep its tokenizer.json, and eval then read the text
+// with it).
 void install_tokenizer(const std::string& tokenizer_file, const std::string& model_dir);
 // model_dir/tokenizer.json when it exists, else "".
 std::string tokenizer_beside(const std::string& model_dir);

@@ -80,7 +80,7 @@ int run_convert(int argc, char** argv) {
     peft::Adapter adapter = peft::load(model.module(), flags.str("adapter"));
     adapter.save_as_lora(flags.str("out"));
     const std::string tokenizer = models::tokenizer_for("", {flags.str("adapter")});  // carried on, if it has one
-    if (!tokenizer.empty()) models::install_tokenizer(tokenizer, flags.str("out"));
+    models::install_tokenizer(tokenizer, flags.str("out"));  // ("": none, and no earlier write's either)
     std::printf("wrote %s: the %s adapter %s as a plain LoRA of rank %lld on %s\n", flags.str("out").c_str(),
                 adapter.config().json["init_lora_weights"].get<std::string>().c_str(), flags.str("adapter").c_str(),
                 static_cast<long long>(2 * adapter.config().json["r"].get<int64_t>()), flags.str("model").c_str());
@@ -145,7 +145,7 @@ int run_combine(int argc, char** argv) {
     }
     const peft::Adapter& combined = set.add_weighted_adapter(names, weights, "__combined__", options);
     combined.save(flags.str("out"));
-    if (!tokenizer.empty()) models::install_tokenizer(tokenizer, flags.str("out"));
+    models::install_tokenizer(tokenizer, flags.str("out"));  // ("": none, and no earlier write's either)
     std::printf("combined %zu LoRA adapter(s) (%s) into %s: r %lld, %lld tensors\n", dirs.size(),
                 dirs.size() == 1 ? "linear" : options.combination_type.c_str(), flags.str("out").c_str(),
                 static_cast<long long>(combined.saved_config()["r"].get<int64_t>()),

@@ -241,7 +241,7 @@ int run_train(int argc, char** argv) {
     const std::string out_model = (fs::path(rc["out"].get<std::string>()) / "model").string();
     models::save_model(out_model, model);
     // finetune, eval and generate read text with the tokenizer next to the model
-    if (!w->tokenizer_path.empty()) models::install_tokenizer(w->tokenizer_path, out_model);
+    models::install_tokenizer(w->tokenizer_path, out_model);  // ("": none, and no earlier run's either)
     auto plots = plot_run(rc["out"]);
     if (!quiet) {
         print_metrics(r.loaded_best ? "best (loaded at the end)" : "final", r.loaded_best ? r.best_eval : r.last_eval);

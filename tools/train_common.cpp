@@ -172,7 +172,7 @@ FinetuneOutcome finetune_model(json rc, bool resume, bool quiet) {
     adapter.save(out.adapter_dir);
     // eval, generate and merge read text with it (as HF's Trainer saves the tokenizer with its output), so an
     // adapter trained with --tokenizer X is not evaluated with the base's tokenizer
-    if (!w->tokenizer_path.empty()) models::install_tokenizer(w->tokenizer_path, out.adapter_dir);
+    models::install_tokenizer(w->tokenizer_path, out.adapter_dir);  // ("": none, and no earlier run's either)
     model.module().eval();
     out.after = w->evaluate();
     out.seconds = r.seconds;

@@ -172,3 +172,61 @@ TEST_CASE("run config sections a command does not read draw a warning: peft for 
     CHECK(ft.second.find("warning: the run config's \"model\" is not read by finetune") != std::string::npos);
     CHECK(tools::unread_sections(tools::resolve_run_config(nlohmann::json::object(), "test"), "train").empty());
 }
+
+TEST_CASE("tokenizer: a model or adapter written where an earlier one was does not keep the earlier one's tokenizer") {
+    // train, finetune, merge and combine wrote the tokenizer files they had and left the others: a run on bytes into a
+    // directory that held a BPE run's output kept its tokenizer.json, and eval then read the text with it
+    namespace fs = std::filesystem;
+    const auto dir = scratch_dir("stale_tokenizer");
+    const nlohmann::json arch = {{"model_type", "mamba"}, {"vocab_size", 301}, {"hidden_size", 8},
+                                 {"num_hidden_layers", 1}, {"state_size", 4}, {"intermediate_size", 16},
+                                 {"time_step_rank", 1}};
+    const std::string with_tok = (dir / "with_tok").string(), plain = (dir / "plain").string();
+    models::save_model(with_tok, models::create_model(arch, 1));
+    models::save_model(plain, models::create_model(arch, 1));
+    const std::string tokenizer = write_tokenizer(dir / "with_tok", tiny_tokenizer_json());
+    std::ofstream(dir / "with_tok" / "tokenizer_config.json") << R"({"model_max_length": 64})";
+    write_notes(dir / "notes.txt");
+    const std::string notes = (dir / "notes.txt").string();
+    const std::vector<std::string> small = {"--data", notes, "--steps", "1", "--seq-len", "16", "--set",
+                                            "train.batch_size=2,train.eval_batches=1", "--quiet"};
+    auto run = [&](std::vector<std::string> args, const std::vector<std::string>& extra) {
+        args.insert(args.end(), extra.begin(), extra.end());
+        return cli(args);
+    };
+    // train: BPE, then bytes, into one --out
+    std::ofstream(dir / "train.json") << nlohmann::json{{"model", arch}}.dump();
+    const std::string run_dir = (dir / "run").string();
+    const std::vector<std::string> train = {"train", "--config", (dir / "train.json").string(), "--out", run_dir};
+    REQUIRE(run(train, {"--data", notes, "--tokenizer", tokenizer, "--steps", "1", "--seq-len", "16", "--set",
+                        "train.batch_size=2,train.eval_batches=1", "--quiet"}) == 0);
+    CHECK(fs::exists(fs::path(run_dir) / "model" / "tokenizer.json"));
+    REQUIRE(run(train, small) == 0);
+    CHECK_FALSE(fs::exists(fs::path(run_dir) / "model" / "tokenizer.json"));
+    // finetune: the same for OUT/adapter
+    const std::string ft = (dir / "ft").string();
+    const std::vector<std::string> finetune = {"finetune", "--model", plain, "--peft", R"({"peft_type": "LORA", "r": 1})",
+                                               "--out", ft};
+    REQUIRE(run(finetune, {"--tokenizer", tokenizer, "--data", notes, "--steps", "1", "--seq-len", "16", "--set",
+                           "train.batch_size=2,train.eval_batches=1", "--quiet"}) == 0);
+    const std::string bpe_adapter = (dir / "bpe_adapter").string();
+    fs::copy(fs::path(ft) / "adapter", bpe_adapter);
+    CHECK(fs::exists(fs::path(ft) / "adapter" / "tokenizer.json"));
+    REQUIRE(run(finetune, small) == 0);
+    CHECK_FALSE(fs::exists(fs::path(ft) / "adapter" / "tokenizer.json"));
+    const std::string byte_adapter = (fs::path(ft) / "adapter").string();
+    // merge: the base's tokenizer files, then a base without any, into one --out
+    const std::string merged = (dir / "merged").string();
+    REQUIRE(cli({"merge", "--model", with_tok, "--adapter", byte_adapter, "--out", merged}) == 0);
+    CHECK(fs::exists(fs::path(merged) / "tokenizer.json"));
+    CHECK(fs::exists(fs::path(merged) / "tokenizer_config.json"));
+    REQUIRE(cli({"merge", "--model", plain, "--adapter", byte_adapter, "--out", merged}) == 0);
+    CHECK_FALSE(fs::exists(fs::path(merged) / "tokenizer.json"));
+    CHECK_FALSE(fs::exists(fs::path(merged) / "tokenizer_config.json"));
+    // combine: an adapter with a tokenizer, then one without, into one --out
+    const std::string combined = (dir / "combined").string();
+    REQUIRE(cli({"combine", "--model", plain, "--adapter", bpe_adapter, "--weights", "1", "--out", combined}) == 0);
+    CHECK(fs::exists(fs::path(combined) / "tokenizer.json"));
+    REQUIRE(cli({"combine", "--model", plain, "--adapter", byte_adapter, "--weights", "1", "--out", combined}) == 0);
+    CHECK_FALSE(fs::exists(fs::path(combined) / "tokenizer.json"));
+}
