@@ -121,6 +121,14 @@ std::string config_model_type(const nlohmann::json& config) {
 
 }  // namespace
 
+double described_parameters(const nlohmann::json& config, const std::string& source) {
+    const std::string model_type = config_model_type(config);
+    if (model_type == "s4d") return S4DConfig::from_json(config, source).num_parameters();
+    if (model_type == "mamba" || model_type == "mamba_ssm" || model_type == "longhorn")
+        return LMConfig::from_json(config, source).num_parameters();
+    return 0;
+}
+
 AnyModel create_model(const nlohmann::json& config, uint64_t seed, const std::string& source) {
     AnyModel m;
     m.model_type = config_model_type(config);
@@ -183,12 +191,7 @@ AnyModel load_model(const std::string& dir) {
     // Before allocating anything: a config that describes a far larger model than the weights hold (a damaged or
     // hostile config.json) is refused here instead of exhausting memory in the constructor.
     const double file_elements = count_model_elements(dir);
-    double described = 0;
-    const std::string model_type = config_model_type(config);
-    if (model_type == "s4d")
-        described = S4DConfig::from_json(config, config_path).num_parameters();
-    else if (model_type == "mamba" || model_type == "mamba_ssm" || model_type == "longhorn")
-        described = LMConfig::from_json(config, config_path).num_parameters();
+    const double described = described_parameters(config, config_path);
     SSMTUNE_CHECK(described <= 2 * file_elements + 1e6, config_path, ": describes a model of ", described,
                   " parameters but the weights in ", dir, " hold only ", file_elements,
                   " values; fix: use the config.json that came with these weights");
@@ -198,7 +201,7 @@ AnyModel load_model(const std::string& dir) {
     bool has_dt_head = false;
     for (auto& [name, t] : w) has_dt_head = has_dt_head || name.find(".mixer.dt_head.") != std::string::npos;
     nlohmann::json typed = config;
-    if (has_dt_head && config.is_object() && !config.contains("model_type") && model_type == "mamba")
+    if (has_dt_head && config.is_object() && !config.contains("model_type") && config_model_type(config) == "mamba")
         typed["model_type"] = "longhorn";
     AnyModel m = create_model(typed, 0, config_path);
     if (m.lm) {

@@ -45,6 +45,9 @@ std::string directory_mixup_fix(const std::string& dir, const std::string& wante
 AnyModel load_model(const std::string& dir);
 // A fresh model from a config.json object (seeded init), e.g. to train from scratch.
 AnyModel create_model(const nlohmann::json& config, uint64_t seed, const std::string& source = "config");
+// The parameter count a model config describes, from the config alone (nothing allocated); 0 for an unknown
+// model_type (create_model's error names it). Errors as create_model's for a malformed config.
+double described_parameters(const nlohmann::json& config, const std::string& source = "config");
 void save_model(const std::string& dir, const AnyModel& model);
 // The files HF keeps beside a model's weights for its tokenizer and generation settings (tokenizer.json,
 // tokenizer_config.json, special_tokens_map.json, generation_config.json), copied from `from_dir` to `to_dir` where

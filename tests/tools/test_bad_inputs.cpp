@@ -238,6 +238,15 @@ TEST_CASE("bad inputs: run configs, IDX files, token files and damaged resume ch
                  "run config: null field");
     write(dir / "nan.json", R"({"train": {"lr": NaN}})");
     expect_error({"train", "--config", (dir / "nan.json").string(), out}, 1, "not valid JSON", "run config: NaN");
+    // a model section describing more than this machine can train (found by the CLI fuzzer: it initialised for
+    // minutes until killed), refused before anything is allocated
+    write(dir / "huge_model.json", R"({"model": {"model_type": "mamba", "vocab_size": 10, "hidden_size": 16,
+                                       "num_hidden_layers": 2, "intermediate_size": 1000000000000}})");
+    expect_error({"train", "--config", (dir / "huge_model.json").string(), out}, 1,
+                 "parameters: training it needs at least", "run config: huge model");
+    write(dir / "huge_s4d.json", R"({"model": {"model_type": "s4d", "d_model": 100000000, "n_layers": 1}})");
+    expect_error({"train", "--config", (dir / "huge_s4d.json").string(), out}, 1,
+                 "parameters: training it needs at least", "run config: huge S4D model");
 
     // IDX (Fashion-MNIST) directories
     auto be32 = [](uint32_t v) {
