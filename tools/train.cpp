@@ -8,8 +8,6 @@
 //   eval      loss / perplexity / accuracy / bits per byte of a model (+ --adapter) on the data.
 // Every run writes its resolved config to OUT/run_config.json. Flags override the config file.
 // Not here: the loop itself (trainer.cpp), data (tools/data/), the main job (quickstart.cpp).
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -183,23 +181,6 @@ void print_metrics(const char* label, const std::map<std::string, double>& m) {
     std::printf("\n");
 }
 
-namespace {
-// A model config whose training state alone — float32 weights, gradients and AdamW's two moments, 16 bytes per
-// parameter, activations not counted — exceeds this machine's memory is refused before anything is allocated:
-// `"intermediate_size": 1e9` used to initialise for minutes until the kernel killed the process.
-void check_fits_memory(double parameters) {
-    const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGE_SIZE);
-    if (pages <= 0 || page_size <= 0) return;  // unknown: let the allocator say
-    const double memory = double(pages) * double(page_size), needed = 16.0 * parameters;
-    if (needed <= memory) return;
-    char text[256];
-    std::snprintf(text, sizeof text, "%.4g parameters: training it needs at least %.1f GiB (float32 weights, gradients "
-                  "and AdamW's two moments) and this machine has %.1f GiB", parameters, needed / 1073741824.0,
-                  memory / 1073741824.0);
-    SSMTUNE_FAIL("the model config describes a model of ", text, "; fix: smaller hidden_size, intermediate_size, "
-                 "num_hidden_layers or vocab_size (S4D: d_model, n_layers)");
-}
-}  // namespace
 
 int run_train(int argc, char** argv) {
     Flags flags(argc, argv, common_flags({{"model-type", ""}}), "train");
@@ -236,9 +217,12 @@ int run_train(int argc, char** argv) {
                          "conv_kernel, time_step_rank, vocab_size, use_bias, use_conv_bias, tie_word_embeddings, "
                          "input_size, layer_norm_epsilon, time_step_*\n", unknown.c_str());
     }
-    check_fits_memory(models::described_parameters(model_cfg, "model config"));
+    // before allocating: weights (+ gradients and AdamW's moments where they stay on the host)
+    check_model_fits_memory(models::described_parameters(model_cfg, "model config"),
+                            rc["train"]["device"] == "cpu", "the model config");
     models::AnyModel model = models::create_model(model_cfg, rc["train"]["seed"].get<uint64_t>(), "model config");
     attach_model(*w, model, rc);
+    check_batch_fits_memory(*w, /*training=*/true);
     model.module().to(w->device);  // the same initial weights on every device
     if (!flags.is_set("resume")) {
         const std::string note = set_aside_earlier_run(rc["out"]);

@@ -107,6 +107,7 @@ FinetuneOutcome finetune_model(json rc, bool resume, bool quiet) {
     auto w = load_workload_data(rc);
     models::AnyModel model = models::load_model(base_dir);
     attach_model(*w, model, rc);
+    check_batch_fits_memory(*w, /*training=*/true);
     std::unique_ptr<peft::Adapter> start;
     if (!resume) {  // (before SDLoRA's warm-up writes into OUT; after reading the inputs, which may lie in it)
         const std::string note = set_aside_earlier_run(rc["out"]);

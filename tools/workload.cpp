@@ -1,6 +1,8 @@
 // Workloads: data + model → loss and metrics (see workload.h).
 #include "tools/workload.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -150,8 +152,8 @@ std::shared_ptr<Workload> load_workload_data(const json& rc) {
     if (kind == "synthetic") {
         w->task = data::SyntheticTask::from_json(d["task"], "data.task");
         w->data_vocab = w->task.vocab_size();
-        Generator eval_gen(t["seed"].get<uint64_t>() + 1000003);  // a fixed held-out set
-        for (int64_t i = 0; i < eval_batches; ++i) w->eval_tokens.push_back(w->task.sample(eval_gen, w->batch_size));
+        // a fixed held-out set, drawn by attach_model once the batch is known to fit in memory
+        w->synthetic_eval = {eval_batches, t["seed"].get<uint64_t>() + 1000003};
     } else if (kind == "text" || kind == "tokens") {
         SSMTUNE_CHECK(d["path"].is_string(), "data.path is required for data kind \"", kind, "\"; fix: --data FILE");
         const std::string path = d["path"];
@@ -223,7 +225,80 @@ Device resolve_device(const std::string& name, const std::string& where) {
     return Device::cuda(index);
 }
 
+double physical_memory_bytes() {
+    const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page_size > 0 ? double(pages) * double(page_size) : 0.0;
+}
+
+namespace {
+std::string gib(double bytes) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f GiB", bytes / 1073741824.0);
+    return text;
+}
+}  // namespace
+
+void check_model_fits_memory(double parameters, bool training, const std::string& source) {
+    const double memory = physical_memory_bytes(), needed = (training ? 16.0 : 4.0) * parameters;
+    if (memory <= 0 || needed <= memory) return;  // (unknown: the allocator says)
+    char count[32];
+    std::snprintf(count, sizeof count, "%.4g", parameters);
+    SSMTUNE_FAIL(source, " describes a model of ", count, " parameters: ", training ? "training it" : "its weights",
+                 " need", training ? "s" : "", " at least ", gib(needed),
+                 training ? " (float32 weights, gradients and AdamW's two moments)" : " in float32",
+                 " and this machine has ", gib(memory), "; fix: smaller hidden_size, intermediate_size, "
+                 "num_hidden_layers or vocab_size (S4D: d_model, n_layers)");
+}
+
+void check_batch_fits_memory(const Workload& w, bool training) {
+    if (!w.device.is_cpu() || (!w.model.lm && !w.model.s4d)) return;  // (a GPU's memory is its allocator's to report)
+    // the batch a step really runs: training draws batch_size windows or samples (images: at most the training set);
+    // evaluation runs the fixed held-out batches (text: at most the validation windows; images: the test set)
+    int64_t steps = w.seq_len, batch = w.batch_size;  // text, tokens
+    const auto images_in = [](const data::ImageSequences& s) { return s.inputs.defined() ? s.inputs.size(0) : 0; };
+    if (w.data_kind == "synthetic") steps = w.task.seq_len();
+    if (w.data_kind == "fashion_mnist") {
+        const Tensor& x = w.train_images.inputs;
+        steps = x.defined() && x.dim() == 3 ? x.size(1) : 0;
+        batch = std::min(batch, images_in(training ? w.train_images : w.test_images));
+    }
+    if (!training && (w.data_kind == "text" || w.data_kind == "tokens")) {
+        batch = 0;
+        for (const data::TokenBatch& b : w.eval_tokens) batch = std::max(batch, b.input_ids.size(0));
+    }
+    double per_step = 0;  // float32 values kept per step of one sample, a lower bound
+    if (w.model.lm) {
+        const models::LMConfig& c = w.model.lm->config();
+        const double logits = w.model.lm->reads_frames() ? 0.0 : double(c.vocab_size);  // frames: the last step only
+        per_step = (training ? 4.0 * double(c.num_hidden_layers) : 2.0) * double(c.intermediate_size) + logits;
+    } else {
+        const models::S4DConfig& c = w.model.s4d->config();
+        per_step = (training ? 2.0 * double(c.n_layers) : 1.0) * double(c.d_model);
+    }
+    const double memory = physical_memory_bytes(), needed = 4.0 * double(batch) * double(steps) * per_step;
+    if (memory <= 0 || needed <= memory) return;
+    SSMTUNE_FAIL(training ? "one training step" : "one evaluation batch", " of ", batch, " × ", steps,
+                 " steps needs at least ", gib(needed), " of activations and this machine has ", gib(memory),
+                 "; fix: a smaller train.batch_size (--batch-size", training ? "; train.gradient_accumulation_steps "
+                 "keeps the batch an optimizer step sees" : "", ")", w.data_kind == "text" || w.data_kind == "tokens"
+                 ? " or train.seq_len (--seq-len)" : "");
+}
+
+namespace {
+void attach_model_unchecked(Workload& w, models::AnyModel model, const json& run_config);
+}  // namespace
+
 void attach_model(Workload& w, models::AnyModel model, const json& run_config) {
+    attach_model_unchecked(w, std::move(model), run_config);
+    check_batch_fits_memory(w, /*training=*/false);
+    if (w.data_kind == "synthetic" && w.eval_tokens.empty()) {  // (drawn here: a huge batch is refused before)
+        Generator eval_gen(w.synthetic_eval.second);
+        for (int64_t i = 0; i < w.synthetic_eval.first; ++i) w.eval_tokens.push_back(w.task.sample(eval_gen, w.batch_size));
+    }
+}
+
+namespace {
+void attach_model_unchecked(Workload& w, models::AnyModel model, const json& run_config) {
     w.model = model;
     const json* train = run_config.is_object() && run_config.contains("train") ? &run_config["train"] : nullptr;
     const json device = train && train->contains("device") ? (*train)["device"] : json("cpu");
@@ -273,5 +348,7 @@ void attach_model(Workload& w, models::AnyModel model, const json& run_config) {
         return m;
     };
 }
+
+}  // namespace
 
 }  // namespace ssmtune::tools

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -32,6 +33,7 @@ struct Workload {
     data::SyntheticTask task;               // synthetic
     data::TextData text;                    // text, tokens
     std::vector<data::TokenBatch> eval_tokens;  // fixed evaluation batches of token data
+    std::pair<int64_t, uint64_t> synthetic_eval{0, 0};  // synthetic: how many eval batches attach_model draws, its seed
     data::ImageSequences train_images, test_images;  // fashion_mnist
     int64_t batch_size = 16, seq_len = 128;
     std::string data_kind;         // synthetic | text | tokens | fashion_mnist
@@ -58,6 +60,19 @@ std::shared_ptr<Workload> load_workload_data(const nlohmann::json& run_config);
 // Builds the loss and metrics for `model` on the workload's data; errors when they do not fit together. Sets
 // w.device from train.device; moving the model (and an adapter) there is the caller's.
 void attach_model(Workload& w, models::AnyModel model, const nlohmann::json& run_config);
+// This machine's physical memory in bytes (0 when unknown).
+double physical_memory_bytes();
+// Refuses, before anything is allocated, a model whose float32 weights — with `training`, also their gradients and
+// AdamW's two moments (16 bytes a parameter) — exceed the host's memory.
+void check_model_fits_memory(double parameters, bool training, const std::string& source);
+// Refuses a batch whose activations cannot fit in the host's memory (CPU runs only): a lower bound of what one
+// evaluation batch's forward pass keeps (the current layer's in_proj output and the logits) or, with `training`, what
+// a training step's backward needs of every layer (at least 4·E values a step per Mamba / Longhorn layer, 2·H per S4D
+// layer, and the logits), times the batch that step really runs × steps per sample, in float32. A lower bound — the
+// real peak is about three times it — so a run refused here could not have run; `train --batch-size 4096 --seq-len
+// 4096` used to be killed by the kernel after a minute. attach_model checks evaluation; train and finetune training.
+void check_batch_fits_memory(const Workload& w, bool training);
+
 // The default model for `train` when the config gives none: a small Mamba LM sized to the data's vocabulary,
 // or an S4D classifier sized to the image data; with model_type mamba or longhorn on image data, a small LM that
 // reads the images as pixel tokens (one value per step) or a small frame model (rows: several values per step).

@@ -247,6 +247,28 @@ TEST_CASE("bad inputs: run configs, IDX files, token files and damaged resume ch
     write(dir / "huge_s4d.json", R"({"model": {"model_type": "s4d", "d_model": 100000000, "n_layers": 1}})");
     expect_error({"train", "--config", (dir / "huge_s4d.json").string(), out}, 1,
                  "parameters: training it needs at least", "run config: huge S4D model");
+    // a batch whose activations cannot fit (terabytes at these sizes), refused before a batch is drawn: `train
+    // --batch-size 4096 --seq-len 4096` used to be killed by the kernel after a minute, and a synthetic task's
+    // evaluation set of a huge batch was drawn (14 GB for 5M samples) before any check
+    expect_error({"train", "--task", "selective_copying", "--batch-size", "59000000", "--steps", "1", out}, 1,
+                 "of activations and this machine has", "flags: a batch beyond memory (synthetic)");
+    std::string text;
+    for (int i = 0; i < 200; ++i) text += "a window of text " + std::to_string(i) + ". ";
+    write(dir / "text.txt", text);
+    models::save_model((dir / "bytes_lm").string(),
+                       models::create_model({{"model_type", "mamba"}, {"vocab_size", 256}, {"hidden_size", 8},
+                                             {"num_hidden_layers", 1}, {"state_size", 4}, {"intermediate_size", 16},
+                                             {"time_step_rank", 1}}, 1));
+    const std::vector<std::string> huge = {"--model", (dir / "bytes_lm").string(), "--data", (dir / "text.txt").string(),
+                                           "--batch-size", "2147483647", "--seq-len", "16"};
+    std::vector<std::string> finetune = {"finetune", out};
+    finetune.insert(finetune.end(), huge.begin(), huge.end());
+    expect_error(finetune, 1, "one training step of 2147483647 × 16 steps needs at least",
+                 "flags: a batch beyond memory (finetune)");
+    // eval runs the validation windows there are, however large the batch: no refusal
+    std::vector<std::string> eval = {"eval"};
+    eval.insert(eval.end(), huge.begin(), huge.end());
+    CHECK(run(eval).status == 0);
 
     // IDX (Fashion-MNIST) directories
     auto be32 = [](uint32_t v) {
