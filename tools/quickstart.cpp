@@ -65,8 +65,7 @@ int run_quickstart(int argc, char** argv) {
     rc["model"] = model_cfg;
     models::AnyModel model = models::create_model(model_cfg, rc["train"]["seed"].get<uint64_t>(), "quickstart");
     attach_model(*w, model, rc);
-    const std::string note = set_aside_earlier_run(rc["out"]);  // a second quickstart into the same --out
-    if (!note.empty()) std::fprintf(stderr, "%s\n", note.c_str());
+    set_aside_earlier_run(rc["out"]);  // a second quickstart into the same --out
     fs::create_directories(rc["out"].get<std::string>());
     models::write_json_file((fs::path(rc["out"].get<std::string>()) / "run_config.json").string(), rc);
     if (!quiet) std::printf("== 1/3 training the base Mamba (%lld parameters) on selective copying\n",

@@ -181,7 +181,6 @@ void print_metrics(const char* label, const std::map<std::string, double>& m) {
     std::printf("\n");
 }
 
-
 int run_train(int argc, char** argv) {
     Flags flags(argc, argv, common_flags({{"model-type", ""}}), "train");
     if (flags.help()) {
@@ -224,10 +223,7 @@ int run_train(int argc, char** argv) {
     attach_model(*w, model, rc);
     check_batch_fits_memory(*w, /*training=*/true);
     model.module().to(w->device);  // the same initial weights on every device
-    if (!flags.is_set("resume")) {
-        const std::string note = set_aside_earlier_run(rc["out"]);
-        if (!note.empty()) std::fprintf(stderr, "%s\n", note.c_str());
-    }
+    if (!flags.is_set("resume")) set_aside_earlier_run(rc["out"]);
     fs::create_directories(rc["out"].get<std::string>());
     models::write_json_file((fs::path(rc["out"].get<std::string>()) / "run_config.json").string(), rc);
     const bool quiet = flags.is_set("quiet");
@@ -340,10 +336,7 @@ int run_eval(int argc, char** argv) {
     std::vector<std::string> adapter_parts;
     for (const std::string& d : dirs)
         for (const std::string& part : split_adapter_group(d)) adapter_parts.push_back(part);
-    if (rc["data"]["kind"] == "text" && rc["data"]["tokenizer"].is_null()) {
-        const std::string t = models::tokenizer_for(model_dir, adapter_parts);
-        if (!t.empty()) rc["data"]["tokenizer"] = t;
-    }
+    read_text_with_adapter_tokenizer(rc, model_dir, adapter_parts);
     auto w = load_workload_data(rc);
     models::AnyModel model = models::load_model(model_dir);
     auto print = [](const std::map<std::string, double>& m, const std::string& adapter) {

@@ -94,25 +94,26 @@ void sdlora_warmup(Workload& w, const json& rc, const peft::Config& config, peft
 
 }  // namespace
 
+void read_text_with_adapter_tokenizer(json& rc, const std::string& model_dir,
+                                      const std::vector<std::string>& adapter_dirs) {
+    if (rc["data"]["kind"] != "text" || !rc["data"]["tokenizer"].is_null()) return;
+    const std::string t = models::tokenizer_for(model_dir, adapter_dirs);
+    if (!t.empty()) rc["data"]["tokenizer"] = t;
+}
+
 FinetuneOutcome finetune_model(json rc, bool resume, bool quiet) {
     FinetuneOutcome out;
     const std::string base_dir = rc["base_model"];
     // "adapter": go on training a saved adapter (HF's PeftModel.from_pretrained(..., is_trainable=True)): its config
     // and tensors are the start, its tokenizer reads the text (as eval reads it)
     const bool from_adapter = rc["adapter"].is_string();
-    if (from_adapter && rc["data"]["kind"] == "text" && rc["data"]["tokenizer"].is_null()) {
-        const std::string t = models::tokenizer_for(base_dir, {rc["adapter"].get<std::string>()});
-        if (!t.empty()) rc["data"]["tokenizer"] = t;
-    }
+    if (from_adapter) read_text_with_adapter_tokenizer(rc, base_dir, {rc["adapter"].get<std::string>()});
     auto w = load_workload_data(rc);
     models::AnyModel model = models::load_model(base_dir);
     attach_model(*w, model, rc);
     check_batch_fits_memory(*w, /*training=*/true);
     std::unique_ptr<peft::Adapter> start;
-    if (!resume) {  // (before SDLoRA's warm-up writes into OUT; after reading the inputs, which may lie in it)
-        const std::string note = set_aside_earlier_run(rc["out"]);
-        if (!note.empty()) std::fprintf(stderr, "%s\n", note.c_str());
-    }
+    if (!resume) set_aside_earlier_run(rc["out"]);  // (before SDLoRA's warm-up writes into OUT; after the inputs)
     if (from_adapter) {
         start = std::make_unique<peft::Adapter>(peft::load(model.module(), rc["adapter"].get<std::string>()));
         start->to(w->device);  // the model and the adapter's tensors

@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -39,6 +40,10 @@ struct FinetuneOutcome {
 FinetuneOutcome finetune_model(nlohmann::json rc, bool resume, bool quiet);
 
 nlohmann::json resolve_from_flags(const class Flags& flags, const std::string& command);
+// Text data without a named tokenizer is read with the adapters' tokenizer.json, else the base model's
+// (models::tokenizer_for): sets rc's data.tokenizer to it. What eval and `finetune --adapter` share.
+void read_text_with_adapter_tokenizer(nlohmann::json& rc, const std::string& model_dir,
+                                      const std::vector<std::string>& adapter_dirs);
 TrainLoopOptions loop_options(const nlohmann::json& rc, bool resume, bool quiet);
 
 }  // namespace ssmtune::tools

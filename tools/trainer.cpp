@@ -169,11 +169,11 @@ std::vector<autograd::ParamGroup> param_groups(const TrainLoopOptions& o,
 
 }  // namespace
 
-std::string set_aside_earlier_run(const std::string& out_dir) {
+void set_aside_earlier_run(const std::string& out_dir) {
     const fs::path out(out_dir);
     std::error_code ec;
-    if (!fs::is_directory(out, ec)) return "";  // a new directory (or not a directory: the run's own error says so)
-    if (!fs::exists(out / "metrics.jsonl", ec) && !fs::exists(out / "checkpoints", ec)) return "";
+    if (!fs::is_directory(out, ec)) return;  // a new directory (or not a directory: the run's own error says so)
+    if (!fs::exists(out / "metrics.jsonl", ec) && !fs::exists(out / "checkpoints", ec)) return;
     const fs::path previous = out / "previous";
     fs::remove_all(previous, ec);
     SSMTUNE_CHECK(!ec, "cannot remove ", previous.string(), " to keep the earlier run of ", out_dir, " there: ",
@@ -189,8 +189,9 @@ std::string set_aside_earlier_run(const std::string& out_dir) {
                       "; fix: pass another --out (--resume continues the earlier run)");
         moved += std::string(moved.empty() ? "" : ", ") + name;
     }
-    return "warning: " + out_dir + " held an earlier run; its " + moved + " moved to " + previous.string() +
-           " (this run starts its own log and checkpoints; --resume continues a run instead)";
+    std::fprintf(stderr, "warning: %s held an earlier run; its %s moved to %s (this run starts its own log and "
+                 "checkpoints; --resume continues a run instead)\n", out_dir.c_str(), moved.c_str(),
+                 previous.string().c_str());
 }
 
 std::string last_checkpoint_dir(const std::string& out_dir) { return (fs::path(out_dir) / "checkpoints" / "last").string(); }

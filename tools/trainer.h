@@ -120,9 +120,9 @@ TrainResult run_training(const TrainLoopOptions& options, TrainHooks& hooks);
 // metrics.jsonl, checkpoints/, plots and sdlora_warmup.safetensors into OUT/previous/ (replacing an older one), so
 // that the new run's log and plots are its own (they used to be appended to the earlier run's) and a later --resume
 // can find only its checkpoints (it used to find the earlier run's when the new one was killed before its first).
-// Its model, adapter and run_config.json stay, to be overwritten as before. Returns a warning line for the caller
-// to print, empty when there was nothing to move. Call it before the run writes anything into OUT.
-std::string set_aside_earlier_run(const std::string& out_dir);
+// Its model, adapter and run_config.json stay, to be overwritten as before. Prints a warning naming what it moved
+// (stderr). Call it before the run writes anything into OUT.
+void set_aside_earlier_run(const std::string& out_dir);
 
 // The checkpoint directory the loop writes under out_dir ("checkpoints/last", "checkpoints/best").
 std::string last_checkpoint_dir(const std::string& out_dir);

@@ -152,8 +152,7 @@ std::shared_ptr<Workload> load_workload_data(const json& rc) {
     if (kind == "synthetic") {
         w->task = data::SyntheticTask::from_json(d["task"], "data.task");
         w->data_vocab = w->task.vocab_size();
-        // a fixed held-out set, drawn by attach_model once the batch is known to fit in memory
-        w->synthetic_eval = {eval_batches, t["seed"].get<uint64_t>() + 1000003};
+        // (its fixed held-out set is drawn by attach_model, once the batch is known to fit in memory)
     } else if (kind == "text" || kind == "tokens") {
         SSMTUNE_CHECK(d["path"].is_string(), "data.path is required for data kind \"", kind, "\"; fix: --data FILE");
         const std::string path = d["path"];
@@ -291,9 +290,11 @@ void attach_model_unchecked(Workload& w, models::AnyModel model, const json& run
 void attach_model(Workload& w, models::AnyModel model, const json& run_config) {
     attach_model_unchecked(w, std::move(model), run_config);
     check_batch_fits_memory(w, /*training=*/false);
-    if (w.data_kind == "synthetic" && w.eval_tokens.empty()) {  // (drawn here: a huge batch is refused before)
-        Generator eval_gen(w.synthetic_eval.second);
-        for (int64_t i = 0; i < w.synthetic_eval.first; ++i) w.eval_tokens.push_back(w.task.sample(eval_gen, w.batch_size));
+    if (w.data_kind == "synthetic" && w.eval_tokens.empty()) {  // a fixed held-out set (a huge batch is refused above)
+        const json& t = run_config["train"];
+        Generator eval_gen(t["seed"].get<uint64_t>() + 1000003);
+        for (int64_t i = 0; i < t["eval_batches"].get<int64_t>(); ++i)
+            w.eval_tokens.push_back(w.task.sample(eval_gen, w.batch_size));
     }
 }
 

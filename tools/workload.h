@@ -15,7 +15,6 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -33,7 +32,6 @@ struct Workload {
     data::SyntheticTask task;               // synthetic
     data::TextData text;                    // text, tokens
     std::vector<data::TokenBatch> eval_tokens;  // fixed evaluation batches of token data
-    std::pair<int64_t, uint64_t> synthetic_eval{0, 0};  // synthetic: how many eval batches attach_model draws, its seed
     data::ImageSequences train_images, test_images;  // fashion_mnist
     int64_t batch_size = 16, seq_len = 128;
     std::string data_kind;         // synthetic | text | tokens | fashion_mnist

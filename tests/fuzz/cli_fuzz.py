@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Black-box fuzzing of the `ssmtune` program: random flags for every command, random run configs for `train` and
-random adapter configs for `finetune` (+ `eval` / `merge` / `finetune --adapter`), each run as a process, judged by the CLI's contract:
-exit 0, or exit 1 / 2 with exactly one `error: ...` line on stderr (`warning:` and `note:` lines aside), never a
-signal, an uncaught exception ("terminate", "what()") or a hang.
+random adapter configs for `finetune` (+ `eval` / `merge` / `finetune --adapter`), each run as a process, judged by
+the CLI's contract: exit 0, or exit 1 / 2 with exactly one `error: ...` line on stderr (`warning:` and `note:` lines
+aside), never a signal, an uncaught exception ("terminate", "what()") or a hang.
 
 The libFuzzer targets (tests/fuzz/*.cpp) reach the readers in-process; this reaches what only the whole program
 does: flag parsing and narrowing, config sections and their defaults, the commands' own checks, the interplay of
