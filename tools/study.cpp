@@ -179,7 +179,10 @@ int run_study(int argc, char** argv) {
     }
     write_text(out / "alog_grad.csv", acsv);
     write_text(out / "channel_grad.csv", dcsv);
-    if (!per_state.empty())
+    // Longhorn has no A_log: no plot, and none left over from an earlier Mamba study in the same --out
+    if (per_state.empty())
+        fs::remove(out / "alog_grad.svg");
+    else
         write_svg_plot((out / "alog_grad.svg").string(), per_state,
                        {"A_log gradient by state: sum over channels of |dL/dA_log|", "state n", "sum |grad|", true});
 
@@ -204,7 +207,8 @@ int run_study(int argc, char** argv) {
     }
     write_text(out / "lora_grads.csv", lcsv);
     lora.detach();
-    std::printf("\nwrote %s/{reach,alog_grad,channel_grad,lora_grads}.csv and reach.svg, alog_grad.svg\n", out.string().c_str());
+    std::printf("\nwrote %s/{reach,alog_grad,channel_grad,lora_grads}.csv and reach.svg%s\n", out.string().c_str(),
+                per_state.empty() ? "" : ", alog_grad.svg");
     return 0;
 }
 

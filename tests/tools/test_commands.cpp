@@ -69,6 +69,14 @@ TEST_CASE("commands: inspect, generate and gradcheck") {
     for (const char* f : {"reach.csv", "reach.svg", "alog_grad.csv", "alog_grad.svg", "channel_grad.csv", "lora_grads.csv"})
         CHECK(std::filesystem::exists(dir / "study" / f));
     CHECK(cli({"study", "--model", model}) == 2);
+    // a Longhorn study (no A_log, so no A_log plot) into the Mamba study's --out leaves no stale alog_grad.svg
+    nlohmann::json longhorn = {{"model_type", "longhorn"}, {"vocab_size", 256}, {"hidden_size", 8},
+                               {"num_hidden_layers", 1}, {"state_size", 4}, {"intermediate_size", 16}};
+    models::save_model((dir / "longhorn").string(), models::create_model(longhorn, 1));
+    CHECK(cli({"study", "--model", (dir / "longhorn").string(), "--data", model + "/config.json", "--seq-len", "12",
+               "--batch-size", "2", "--out", (dir / "study").string()}) == 0);
+    CHECK(std::filesystem::exists(dir / "study" / "reach.svg"));
+    CHECK_FALSE(std::filesystem::exists(dir / "study" / "alog_grad.svg"));
     for (const char* c : {"inspect", "generate", "gradcheck", "merge", "plot", "grads", "study"}) CHECK(cli({c, "--help"}) == 0);
 }
 
