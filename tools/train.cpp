@@ -181,6 +181,38 @@ void print_metrics(const char* label, const std::map<std::string, double>& m) {
     std::printf("\n");
 }
 
+// The model to train: the run config's `model` as written when it names its model_type and --model-type agrees (or
+// is not given); otherwise the default model for the data and type, with the fields the section does give on top —
+// `--set model.hidden_size=32` or `--model-type longhorn` over a Mamba section changes that, not the whole model
+// (until 2026-12-07 the first was an error, "missing model_type", and the second dropped the section's fields
+// without a word). A section of the other family (S4D's fields for a language model, or the reverse) cannot carry
+// over: a warning names its fields.
+json resolve_model_config(const Workload& w, const json& section, const std::string& flag_type) {
+    const std::string written = section.is_object() ? section.value("model_type", "") : "";
+    if (!written.empty() && (flag_type.empty() || flag_type == written)) return section;
+    json base = default_model_config(w, flag_type);
+    if (!flag_type.empty()) {
+        if ((flag_type == "s4d") != (base["model_type"] == "s4d"))
+            throw UsageError("train: --model-type " + flag_type + " does not fit data kind " + w.data_kind);
+        base["model_type"] = flag_type;
+    }
+    if (!section.is_object()) return base;
+    const bool same_family = written.empty() || (written == "s4d") == (base["model_type"] == "s4d");
+    std::string dropped;
+    for (auto& [k, v] : section.items()) {
+        if (k == "model_type") continue;
+        if (same_family)
+            base[k] = v;
+        else
+            dropped += (dropped.empty() ? "\"" : ", \"") + k + "\"";
+    }
+    if (!dropped.empty())
+        std::fprintf(stderr, "warning: --model-type %s leaves out the %s model section's field(s) %s (the default %s "
+                     "model for the data is used)\n", flag_type.c_str(), written.c_str(), dropped.c_str(),
+                     flag_type.c_str());
+    return base;
+}
+
 int run_train(int argc, char** argv) {
     Flags flags(argc, argv, common_flags({{"model-type", ""}}), "train");
     if (flags.help()) {
@@ -194,18 +226,8 @@ int run_train(int argc, char** argv) {
     json rc = resolve_from_flags(flags, "train");
     warn_unread_sections(rc, "train");
     auto w = load_workload_data(rc);
-    json model_cfg = rc["model"].is_null() ? default_model_config(*w) : rc["model"];
-    if (flags.is_set("model-type")) {
-        const std::string t = flags.str("model-type");
-        if (t != model_cfg.value("model_type", "")) {
-            json base = default_model_config(*w, t);
-            if ((t == "s4d") != (base["model_type"] == "s4d"))
-                throw UsageError("train: --model-type " + t + " does not fit data kind " + w->data_kind);
-            model_cfg = base;
-            model_cfg["model_type"] = t;
-        }
-    }
-    rc["model"] = model_cfg;
+    rc["model"] = resolve_model_config(*w, rc["model"], flags.is_set("model-type") ? flags.str("model-type") : "");
+    const json& model_cfg = rc["model"];
     if (model_cfg.is_object() && model_cfg.value("model_type", "") != "s4d") {  // (S4D's own format refuses them)
         std::string unknown;
         for (const std::string& k : models::LMConfig::unknown_fields(model_cfg))

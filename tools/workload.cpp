@@ -195,9 +195,10 @@ json default_model_config(const Workload& w, const std::string& model_type) {
     if (w.data_kind == "fashion_mnist" && !lm_wanted)
         return {{"model_type", "s4d"}, {"d_input", w.input_features}, {"d_output", w.num_classes}, {"d_model", 64},
                 {"d_state", 64}, {"n_layers", 4}, {"dropout", 0.1}, {"prenorm", false}};
+    // intermediate_size (expand · hidden_size = 128) and time_step_rank (⌈hidden_size / 16⌉ = 4) are left to the
+    // loader to derive, so `--set model.hidden_size=32` scales them as HF's MambaConfig does
     json c = {{"model_type", lm_wanted ? model_type : "mamba"}, {"vocab_size", w.data_vocab}, {"hidden_size", 64},
-              {"num_hidden_layers", 2}, {"state_size", 16}, {"expand", 2}, {"intermediate_size", 128},
-              {"conv_kernel", 4}, {"time_step_rank", 4}};
+              {"num_hidden_layers", 2}, {"state_size", 16}, {"expand", 2}, {"conv_kernel", 4}};
     if (w.data_kind == "fashion_mnist" && w.input_features > 1) {  // rows: a frame model with a class head
         c["input_size"] = w.input_features;
         c["vocab_size"] = w.num_classes;

@@ -50,6 +50,7 @@ class Runner:
         self.binary, self.timeout, self.cwd = binary, timeout, None  # cwd: where default outputs (runs/...) land
         self.runs = self.broken = self.slow = 0
         self.verbose = False
+        self.stdout = ""  # the last run's
 
     def __call__(self, args, show):
         """Runs `ssmtune args`; returns its exit status (None on a timeout). Prints the runs that break the contract."""
@@ -61,6 +62,7 @@ class Runner:
             self.slow += 1
             print("slow (over %ds): %s" % (self.timeout, show), flush=True)
             return None
+        self.stdout = r.stdout
         errors = [l for l in r.stderr.splitlines()
                   if l.strip() and not l.startswith("warning:") and not l.startswith("note:")]
         broken = (r.returncode not in (0, 1, 2) or (r.returncode in (1, 2) and len(errors) != 1)
@@ -224,6 +226,15 @@ def fuzz_configs(run, rng, d, n, fixtures):
         run(["train", "--config", path, "--quiet"], "train --config " + json.dumps(cfg))
 
 
+def eval_loss(stdout):
+    """The loss from `eval`'s JSON line, or None."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            loss = json.loads(line).get("loss")
+            return float(loss) if loss is not None else None
+    return None
+
+
 def fuzz_adapters(run, rng, d, n, fixtures):
     base = fixtures[1]["mamba"]
     types = ["LORA", "SURM", "PARALLEL_ADAPTER", "SDLORA", "STATE_OFFSET", "INITIAL_STATE", "PROMPT", "PREFIX",
@@ -249,13 +260,21 @@ def fuzz_adapters(run, rng, d, n, fixtures):
         shutil.rmtree(out, ignore_errors=True)
         show = "finetune --peft " + json.dumps(peft)
         status = run(["finetune", "--model", base + "/model", "--config", os.path.join(d, "mamba.json"), "--peft",
-                      json.dumps(peft), "--steps", "2", "--set", "train.batch_size=2,train.eval_batches=1", "--out",
-                      out, "--quiet"], show)
+                      json.dumps(peft), "--steps", "2", "--lr", "0.01", "--set",
+                      "train.batch_size=2,train.eval_batches=1", "--out", out, "--quiet"], show)
         if status == 0 and rng.random() < 0.5:  # what it wrote must load again
-            run(["eval", "--model", base + "/model", "--adapter", out + "/adapter", "--task", "selective_copying",
-                 "--set", "data.task.span=12,train.batch_size=2,train.eval_batches=1"], "eval after " + show)
-            run(["merge", "--model", base + "/model", "--adapter", out + "/adapter", "--out", out + "/merged"],
-                "merge after " + show)
+            data = ["--task", "selective_copying", "--set", "data.task.span=12,train.batch_size=2,train.eval_batches=1"]
+            status = run(["eval", "--model", base + "/model", "--adapter", out + "/adapter"] + data,
+                         "eval after " + show)
+            unmerged = eval_loss(run.stdout) if status == 0 else None
+            if run(["merge", "--model", base + "/model", "--adapter", out + "/adapter", "--out", out + "/merged"],
+                   "merge after " + show) == 0 and unmerged is not None:
+                # a merge the program accepts must give the model the adapter made: the same loss on the same batches
+                status = run(["eval", "--model", out + "/merged"] + data, "eval merged after " + show)
+                merged = eval_loss(run.stdout) if status == 0 else None
+                if merged is None or not abs(merged - unmerged) <= 1e-4 * max(1.0, abs(unmerged)):
+                    run.broken += 1
+                    print("BROKEN (merged loss %s, with the adapter %s): %s" % (merged, unmerged, show), flush=True)
             run(["finetune", "--model", base + "/model", "--config", os.path.join(d, "mamba.json"), "--adapter",
                  out + "/adapter", "--steps", "1", "--set", "train.batch_size=2,train.eval_batches=1", "--out",
                  out + "/on", "--quiet"], "finetune --adapter after " + show)

@@ -591,3 +591,20 @@ TEST_CASE("data: Mamba and Longhorn frame models read Fashion-MNIST rows, fine-t
         CHECK(cli({"generate", "--model", model, "--prompt", "ab"}) == 1);
     }
 }
+
+TEST_CASE("data: --model-type over a model section of the other family keeps the default model and names the fields") {
+    const auto dir = scratch_dir("data_idx_model_type");
+    write_dark_bright_images(dir);
+    std::ofstream(dir / "s4d.json") << R"({"model": {"model_type": "s4d", "d_model": 8, "n_layers": 1},
+        "data": {"kind": "fashion_mnist", "order": "row"}, "train": {"steps": 1, "batch_size": 2, "eval_batches": 1}})";
+    const auto out = dir / "mamba";
+    const auto run = cli_captured({"train", "--config", (dir / "s4d.json").string(), "--data", dir.string(),
+                                   "--model-type", "mamba", "--out", out.string(), "--quiet"}, 2);
+    REQUIRE(run.first == 0);
+    CHECK(run.second.find("warning: --model-type mamba leaves out the s4d model section's field(s) \"d_model\", "
+                          "\"n_layers\"") != std::string::npos);
+    const auto rc = nlohmann::json::parse(std::ifstream(out / "run_config.json"));
+    CHECK(rc["model"]["model_type"] == "mamba");
+    CHECK(rc["model"]["input_size"] == 3);  // the default frame model for row-order images
+    CHECK_FALSE(rc["model"].contains("d_model"));
+}

@@ -156,6 +156,42 @@ TEST_CASE("train: batch 4 with two accumulated micro-batches takes the steps of 
     }
 }
 
+TEST_CASE("train: a model section without model_type, or --model-type over one, changes the default model") {
+    const auto dir = scratch_dir("train_model_section");
+    const auto config = [&](const fs::path& out) {
+        return nlohmann::json::parse(std::ifstream(out / "model" / "config.json"));
+    };
+    const std::string small = "train.batch_size=2,train.eval_batches=1";
+    // `--set model.hidden_size=16` was an error (missing model_type): it is the default Mamba at D 16, with E and
+    // the Δ rank derived from it (expand · D, ⌈D / 16⌉) as HF's MambaConfig derives them
+    REQUIRE(cli({"train", "--steps", "1", "--set", "model.hidden_size=16,model.num_hidden_layers=1," + small, "--out",
+                 (dir / "d16").string(), "--quiet"}) == 0);
+    auto c = config(dir / "d16");
+    CHECK(c["model_type"] == "mamba");
+    CHECK(c["hidden_size"] == 16);
+    CHECK(c["num_hidden_layers"] == 1);
+    CHECK(c["intermediate_size"] == 32);
+    CHECK(c["time_step_rank"] == 1);
+    CHECK(c["state_size"] == 16);  // the default's
+    // --model-type longhorn kept none of the section's fields; now it keeps them all
+    REQUIRE(cli({"train", "--steps", "1", "--model-type", "longhorn", "--set",
+                 "model.model_type=mamba,model.hidden_size=16,model.num_hidden_layers=1,model.state_size=4," + small,
+                 "--out", (dir / "longhorn").string(), "--quiet"}) == 0);
+    c = config(dir / "longhorn");
+    CHECK(c["model_type"] == "longhorn");
+    CHECK(c["hidden_size"] == 16);
+    CHECK(c["state_size"] == 4);
+    CHECK(c["intermediate_size"] == 32);
+    // without a flag a whole section is the model, as before; the default model (no section) is unchanged
+    REQUIRE(cli({"train", "--steps", "1", "--set", small, "--out", (dir / "default").string(), "--quiet"}) == 0);
+    c = config(dir / "default");
+    CHECK(c["hidden_size"] == 64);
+    CHECK(c["intermediate_size"] == 128);
+    CHECK(c["time_step_rank"] == 4);
+    CHECK(cli({"train", "--steps", "1", "--set", "model.model_type=nope," + small, "--out", (dir / "nope").string(),
+               "--quiet"}) == 1);
+}
+
 TEST_CASE("quickstart runs end to end on tiny settings") {
     const auto dir = scratch_dir("quickstart");
     // few steps: the table and files must be there; the accuracy check may fail at this size, so accept 0 or 1
