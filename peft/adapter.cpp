@@ -409,6 +409,9 @@ Adapter& AdapterSet::insert(const std::string& name, const std::function<Adapter
     std::unique_ptr<Adapter> made;
     try {
         made = std::make_unique<Adapter>(make());
+        SSMTUNE_CHECK(made->config().peft_type() != "FULL", "AdapterSet: \"", name, "\" is a FULL adapter, which trains "
+                      "every base weight in place, so no set can switch it off for another adapter; fix: use it alone "
+                      "(peft::load; on the command line, one --adapter directory)");
         made->disable();
     } catch (...) {  // a config or directory that fails leaves the set as it was, the active adapters attached
         if (made) made->detach();

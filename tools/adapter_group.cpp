@@ -35,9 +35,17 @@ std::string adapter_set_name(const std::string& dir) {
 }
 
 AdapterGroup::AdapterGroup(models::Module& model, const std::string& value)
-    : AdapterGroup(model, split_adapter_group(value)) {}
+    : AdapterGroup(model, split_adapter_group(value), /*in_set=*/false) {}
 
-AdapterGroup::AdapterGroup(models::Module& model, std::vector<std::string> dirs) : set_(model), dirs_(std::move(dirs)) {
+AdapterGroup::AdapterGroup(models::Module& model, std::vector<std::string> dirs)
+    : AdapterGroup(model, std::move(dirs), /*in_set=*/true) {}
+
+AdapterGroup::AdapterGroup(models::Module& model, std::vector<std::string> dirs, bool in_set)
+    : set_(model), dirs_(std::move(dirs)) {
+    if (!in_set && dirs_.size() == 1) {
+        single_ = std::make_unique<peft::Adapter>(peft::load(model, dirs_[0]));
+        return;
+    }
     std::vector<std::string> names;
     for (const std::string& dir : dirs_) {
         names.push_back(adapter_set_name(dir));
@@ -46,24 +54,34 @@ AdapterGroup::AdapterGroup(models::Module& model, std::vector<std::string> dirs)
     set_.set_active(names);
 }
 
+peft::Adapter& AdapterGroup::adapter(size_t i) {
+    return const_cast<peft::Adapter&>(static_cast<const AdapterGroup*>(this)->adapter(i));
+}
+
+const peft::Adapter& AdapterGroup::adapter(size_t i) const {
+    return single_ ? *single_ : set_.get(adapter_set_name(dirs_[i]));
+}
+
 std::vector<std::pair<std::string, Tensor>> AdapterGroup::named_tensors() const {
     std::vector<std::pair<std::string, Tensor>> out;
     for (size_t i = 0; i < dirs_.size(); ++i) {
         const std::string prefix = (dirs_.size() > 1 ? std::to_string(i + 1) + "/" : "") + peft::kAdapterTensorPrefix;
-        for (auto& [name, t] : set_.get(adapter_set_name(dirs_[i])).named_parameters()) out.emplace_back(prefix + name, t);
+        for (auto& [name, t] : adapter(i).named_parameters()) out.emplace_back(prefix + name, t);
     }
     return out;
 }
 
 void AdapterGroup::merge() {
-    for (const std::string& dir : dirs_) {
-        const std::string why = set_.get(adapter_set_name(dir)).merge_refusal();
-        SSMTUNE_CHECK(why.empty(), "the adapter in ", dir, " cannot be merged into the base weights: ", why);
+    for (size_t i = 0; i < dirs_.size(); ++i) {
+        const std::string why = adapter(i).merge_refusal();
+        SSMTUNE_CHECK(why.empty(), "the adapter in ", dirs_[i], " cannot be merged into the base weights: ", why);
     }
-    for (size_t i = dirs_.size(); i-- > 0;) set_.get(adapter_set_name(dirs_[i])).merge();
+    for (size_t i = dirs_.size(); i-- > 0;) adapter(i).merge();
 }
 
 void AdapterGroup::set_per_sample(const std::vector<std::string>& per_sample) {
+    SSMTUNE_CHECK(!single_, "set_per_sample: this group holds its one adapter outside a set; fix: make it from the "
+                  "list of directories");
     std::vector<std::string> names;
     for (const std::string& entry : per_sample) {
         const bool known = entry == peft::AdapterSet::kBaseAdapter || std::find(dirs_.begin(), dirs_.end(), entry) != dirs_.end();
@@ -76,12 +94,12 @@ void AdapterGroup::set_per_sample(const std::vector<std::string>& per_sample) {
 
 std::string AdapterGroup::peft_types() const {
     std::string out;
-    for (const std::string& dir : dirs_) out += (out.empty() ? "" : "+") + set_.get(adapter_set_name(dir)).config().peft_type();
+    for (size_t i = 0; i < dirs_.size(); ++i) out += (out.empty() ? "" : "+") + adapter(i).config().peft_type();
     return out;
 }
 
 void AdapterGroup::to(Device device) {
-    for (const std::string& dir : dirs_) set_.get(adapter_set_name(dir)).to(device);
+    for (size_t i = 0; i < dirs_.size(); ++i) adapter(i).to(device);
 }
 
 }  // namespace ssmtune::tools

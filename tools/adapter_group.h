@@ -5,6 +5,7 @@
 // Not here: loading a single adapter (peft::load), switching between groups (the eval command does it on its set).
 #pragma once
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,11 +22,14 @@ std::vector<std::string> split_adapter_group(const std::string& value);
 std::string adapter_set_name(const std::string& dir);
 
 // The adapters of one --adapter value loaded onto `model` (each directory once, in the order given) and active
-// together. With one directory this is peft::load's adapter, held in a set.
+// together. With one directory this is peft::load's adapter itself, not held in a set: a set switches its adapters
+// off and on, which a FULL adapter (every base weight trained in place) cannot do, so `generate`, `grads` and `merge`
+// refused one that `eval` read (until 2026-12-07).
 class AdapterGroup {
 public:
     AdapterGroup(models::Module& model, const std::string& value);
-    // The directories themselves (each once), e.g. the distinct entries of --per-sample: no '+' splitting.
+    // The directories themselves (each once), held in a set however many (set_per_sample needs one), e.g. the
+    // distinct entries of --per-sample: no '+' splitting.
     AdapterGroup(models::Module& model, std::vector<std::string> dirs);
     // The trainable tensors under their adapter-file names (prefixed base_model.model.); with several adapters each
     // name is preceded by the adapter's position in the value and '/': "1/base_model.model....", "2/...".
@@ -42,7 +46,12 @@ public:
     size_t size() const { return dirs_.size(); }
 
 private:
-    peft::AdapterSet set_;
+    AdapterGroup(models::Module& model, std::vector<std::string> dirs, bool in_set);
+    peft::Adapter& adapter(size_t i);  // the i-th directory's
+    const peft::Adapter& adapter(size_t i) const;
+
+    peft::AdapterSet set_;                  // several directories (or per sample)
+    std::unique_ptr<peft::Adapter> single_;  // one directory from a --adapter value
     std::vector<std::string> dirs_;
 };
 

@@ -280,10 +280,88 @@ def fuzz_adapters(run, rng, d, n, fixtures):
                  out + "/on", "--quiet"], "finetune --adapter after " + show)
 
 
+def valid_peft(rng):
+    """A random adapter config built from valid values (most of them train), for the merge oracle."""
+    t = rng.choice(["LORA"] * 6 + ["SURM"] * 2 + ["BITFIT", "PARTIAL", "FULL", "TRAINABLE_TOKENS", "SDLORA",
+                                                  "STATE_OFFSET", "PARALLEL_ADAPTER"])
+    some = lambda xs, k=3: rng.sample(xs, rng.randint(1, k))
+    maybe = lambda p: rng.random() < p
+    projections = ["in_proj", "x_proj", "dt_proj", "out_proj"]
+    peft = {"peft_type": t}
+    if t == "LORA":
+        peft.update(r=rng.choice([1, 2, 3]), lora_alpha=rng.choice([1, 2, 5, 16]),
+                    target_modules=some(projections + ["embeddings", "lm_head"]))
+        for key, p, values in [("use_dora", 0.3, [True]), ("use_rslora", 0.3, [True]),
+                               ("bias", 0.25, ["all", "lora_only"]), ("layers_to_transform", 0.2, [[0], [1]]),
+                               ("init_lora_weights", 0.4, [False, "gaussian", "pissa", "pissa_niter_2", "olora",
+                                                           "orthogonal"]),
+                               ("rank_pattern", 0.2, [{"out_proj": 4}, {"layers.1.mixer.in_proj": 1}]),
+                               ("alpha_pattern", 0.2, [{"in_proj": 3}, {"x_proj": 0.5}]),
+                               ("modules_to_save", 0.2, [["conv1d"], ["norm_f"], ["dt_proj"]]),
+                               ("lora_bias", 0.15, [True]), ("trainable_token_indices", 0.15, [[1, 3]]),
+                               ("target_parameters", 0.15, [["A_log"], ["D"], ["mixer.D", "A_log"]]),
+                               ("exclude_modules", 0.1, [["layers.0.mixer.in_proj"]])]:
+            if maybe(p):
+                peft[key] = rng.choice(values)
+    elif t == "SURM":
+        peft.update(structure=rng.choice(["circulant", "toeplitz", "kronecker", "ldr"]),
+                    mode=rng.choice(["lora", "lora", "adapter"]), surm_alpha=rng.choice([0.5, 1, 2]),
+                    target_modules=some(projections, 2))
+    elif t == "BITFIT" and maybe(0.5):
+        peft["bias_names"] = some(["conv1d.bias", "dt_proj.bias"], 2)
+    elif t == "PARTIAL":
+        peft["param_names"] = some(["A_log", "D", "conv1d", "dt_proj", "norm", "x_proj"])
+        if maybe(0.3):
+            peft["layers_to_transform"] = [rng.choice([0, 1])]
+    elif t == "TRAINABLE_TOKENS":
+        peft["token_indices"] = some([1, 2, 5, 7], 2)
+        if maybe(0.3):
+            peft["init_weights"] = False
+    elif t == "SDLORA":
+        peft.update(channel_ratio=rng.choice([0.1, 0.5]), state_ratio=rng.choice([0.25, 0.5]), warmup_steps=1)
+        if maybe(0.5):
+            peft["target_modules"] = some(projections, 2)
+    elif t == "STATE_OFFSET":
+        peft["variant"] = rng.choice(["h", "y"])
+    return peft
+
+
+def fuzz_merges(run, rng, d, n, fixtures):
+    """Valid adapters on the Mamba and Longhorn bases, trained 2 steps at lr 0.01: a merge the program accepts must
+    evaluate to the adapter's loss (with a second LoRA adapter too, `A+B`); one it refuses must say why."""
+    bases, adapters = fixtures[1], fixtures[2]
+    small = "train.batch_size=2,train.eval_batches=1"
+    for _ in range(n):
+        kind = rng.choice(["mamba", "longhorn"])
+        cfg, base = os.path.join(d, kind + ".json"), bases[kind] + "/model"
+        peft = valid_peft(rng)
+        out = os.path.join(d, "o_merge")
+        shutil.rmtree(out, ignore_errors=True)
+        show = "%s finetune --peft %s" % (kind, json.dumps(peft))
+        if run(["finetune", "--model", base, "--config", cfg, "--peft", json.dumps(peft), "--steps", "2", "--lr", "0.01",
+                "--set", small, "--out", out, "--quiet"], show) != 0:
+            continue
+        adapter = out + "/adapter"
+        if kind == "mamba" and peft["peft_type"] == "LORA" and rng.random() < 0.3:
+            adapter += "+" + adapters["lora2"]
+        if run(["eval", "--model", base, "--adapter", adapter, "--config", cfg, "--set", small], "eval " + show) != 0:
+            continue
+        unmerged = eval_loss(run.stdout)
+        if run(["merge", "--model", base, "--adapter", adapter, "--out", out + "/merged"], "merge " + show) != 0:
+            continue
+        merged = None
+        if run(["eval", "--model", out + "/merged", "--config", cfg, "--set", small], "eval merged " + show) == 0:
+            merged = eval_loss(run.stdout)
+        if merged is None or unmerged is None or not abs(merged - unmerged) <= 1e-4 * max(1.0, abs(unmerged)):
+            run.broken += 1
+            print("BROKEN (merged loss %s, with the adapter %s): %s (adapter %s)" % (merged, unmerged, show, adapter),
+                  flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ssmtune", required=True, help="the ssmtune binary")
-    p.add_argument("--mode", default="all", choices=["flags", "configs", "adapters", "all"])
+    p.add_argument("--mode", default="all", choices=["flags", "configs", "adapters", "merges", "all"])
     p.add_argument("--runs", type=int, default=300, help="runs per mode")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=int, default=60, help="seconds before a run counts as slow")
@@ -296,7 +374,8 @@ def main():
         run.verbose = args.verbose
         fixtures = make_fixtures(run, d)
         run.runs = 0
-        for mode, fuzz in [("flags", fuzz_flags), ("configs", fuzz_configs), ("adapters", fuzz_adapters)]:
+        for mode, fuzz in [("flags", fuzz_flags), ("configs", fuzz_configs), ("adapters", fuzz_adapters),
+                           ("merges", fuzz_merges)]:
             if args.mode in (mode, "all"):
                 fuzz(run, rng, d, args.runs, fixtures)
     print("cli_fuzz: %d runs (seed %d), %d broke the contract, %d slow" % (run.runs, args.seed, run.broken, run.slow))

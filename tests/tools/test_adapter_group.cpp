@@ -96,6 +96,35 @@ TEST_CASE("commands take --adapter A+B: grads names each adapter gradients, merg
     CHECK(bad.second.find((dir / "offset").string() + "\" cannot be active together") != std::string::npos);
 }
 
+TEST_CASE("a FULL adapter in generate, grads and merge as in eval; a set of adapters refuses one, saying why") {
+    // until 2026-12-07 every --adapter went through an AdapterSet, which switches adapters off and on: generate,
+    // grads and merge refused a FULL adapter ("no base model to switch back to") that eval and inspect read
+    const Tensor ids = Tensor::from_vector<int64_t>({1, 4, 2, 9, 0, 3, 7, 5}, {2, 4});
+    SavedPair p = save_pair("peft_full_cli", 5, ids);
+    const auto& dir = p.dir;
+    const std::string model = (dir / "model").string(), full = (dir / "full").string();
+    {
+        models::AnyModel trained = models::load_model(model);
+        peft::Adapter f = peft::apply(trained.module(), peft::Config::parse(R"({"peft_type": "FULL"})"));
+        peft_test::randomize(f, 9);
+        f.save(full);
+    }
+    models::AnyModel with = models::load_model(model);
+    peft::Adapter loaded = peft::load(with.module(), full);
+    const double loss = with.lm->loss(ids).item();
+    REQUIRE(cli({"grads", "--model", model, "--batch", p.batch, "--out", (dir / "g.safetensors").string(), "--adapter",
+                 full}) == 0);
+    CHECK(load_safetensors((dir / "g.safetensors").string()).at("loss").item() == doctest::Approx(loss).epsilon(1e-6));
+    CHECK(cli({"generate", "--model", model, "--adapter", full, "--ids", "1,2", "--max-new-tokens", "2"}) == 0);
+    REQUIRE(cli({"merge", "--model", model, "--adapter", full, "--out", (dir / "merged").string()}) == 0);
+    CHECK(models::load_model((dir / "merged").string()).lm->loss(ids).item() == doctest::Approx(loss).epsilon(1e-6));
+    const auto refused = cli_captured({"merge", "--model", model, "--adapter", full + "+" + p.a, "--out",
+                                       (dir / "m2").string()}, 2);
+    CHECK(refused.first == 1);
+    CHECK(refused.second.find("is a FULL adapter, which trains every base weight in place") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(dir / "m2"));
+}
+
 TEST_CASE("grads --per-sample: one adapter directory per sample, a directory with a plus sign in its name too") {
     const Tensor ids = Tensor::from_vector<int64_t>({1, 4, 2, 9, 0, 3, 7, 5, 6, 2, 8, 1}, {3, 4});
     SavedPair p = save_pair("peft_per_sample_cli", 3, ids, "a+1");  // "a+1" is one directory
