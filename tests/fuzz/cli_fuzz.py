@@ -2,13 +2,15 @@
 """Black-box fuzzing of the `ssmtune` program: random flags for every command, random run configs for `train` and
 random adapter configs for `finetune` (+ `eval` / `merge` / `finetune --adapter`), each run as a process, judged by
 the CLI's contract: exit 0, or exit 1 / 2 with exactly one `error: ...` line on stderr (`warning:` and `note:` lines
-aside), never a signal, an uncaught exception ("terminate", "what()") or a hang.
+aside), never a signal, an uncaught exception ("terminate", "what()") or a hang. The merges mode adds an oracle:
+random valid adapters on a Mamba and a Longhorn model, and a merge the program accepts must evaluate to the loss the
+adapter gives unmerged.
 
 The libFuzzer targets (tests/fuzz/*.cpp) reach the readers in-process; this reaches what only the whole program
 does: flag parsing and narrowing, config sections and their defaults, the commands' own checks, the interplay of
 model, adapter, data and tokenizer paths. It found the findings listed in the README ("Sanitizers and fuzzing").
 
-    python3 tests/fuzz/cli_fuzz.py --ssmtune build/tools/ssmtune [--mode flags|configs|adapters|all] [--runs N]
+    python3 tests/fuzz/cli_fuzz.py --ssmtune build/tools/ssmtune [--mode flags|configs|adapters|merges|all] [--runs N]
                                    [--seed S] [--timeout SECONDS]
 
 Fixtures (tiny Mamba and Longhorn models, LoRA / PiSSA / state-offset adapters, batch files) are built with the
@@ -328,7 +330,8 @@ def valid_peft(rng):
 
 def fuzz_merges(run, rng, d, n, fixtures):
     """Valid adapters on the Mamba and Longhorn bases, trained 2 steps at lr 0.01: a merge the program accepts must
-    evaluate to the adapter's loss (with a second LoRA adapter too, `A+B`); one it refuses must say why."""
+    evaluate to the adapter's loss (with a second LoRA adapter too, `A+B`), and so must a LoRA adapter's convert and
+    its combine with itself alone; what they refuse must say why."""
     bases, adapters = fixtures[1], fixtures[2]
     small = "train.batch_size=2,train.eval_batches=1"
     for _ in range(n):
@@ -347,22 +350,36 @@ def fuzz_merges(run, rng, d, n, fixtures):
         if run(["eval", "--model", base, "--adapter", adapter, "--config", cfg, "--set", small], "eval " + show) != 0:
             continue
         unmerged = eval_loss(run.stdout)
-        if run(["merge", "--model", base, "--adapter", adapter, "--out", out + "/merged"], "merge " + show) != 0:
-            continue
-        merged = None
-        if run(["eval", "--model", out + "/merged", "--config", cfg, "--set", small], "eval merged " + show) == 0:
-            merged = eval_loss(run.stdout)
-        if merged is None or unmerged is None or not abs(merged - unmerged) <= 1e-4 * max(1.0, abs(unmerged)):
-            run.broken += 1
-            print("BROKEN (merged loss %s, with the adapter %s): %s (adapter %s)" % (merged, unmerged, show, adapter),
-                  flush=True)
+
+        def same_model(what, command, model, with_adapter):
+            """`command` accepted must give a model (base + adapter) that evaluates to the unmerged loss."""
+            if run(command, what + " " + show) != 0:
+                return
+            loss = None
+            if run(["eval", "--model", model] + (["--adapter", with_adapter] if with_adapter else []) +
+                   ["--config", cfg, "--set", small], "eval " + what + " " + show) == 0:
+                loss = eval_loss(run.stdout)
+            if loss is None or unmerged is None or not abs(loss - unmerged) <= 1e-4 * max(1.0, abs(unmerged)):
+                run.broken += 1
+                print("BROKEN (%s loss %s, with the adapter %s): %s (adapter %s)" % (what, loss, unmerged, show,
+                                                                                     adapter), flush=True)
+
+        same_model("merge", ["merge", "--model", base, "--adapter", adapter, "--out", out + "/merged"],
+                   out + "/merged", None)
+        if "+" not in adapter and peft["peft_type"] == "LORA":
+            # convert (PiSSA / OLoRA as plain LoRA on the original base) and combine of the one adapter at weight 1
+            # ("cat" is exact) are the same model too, where they accept the adapter
+            same_model("convert", ["convert", "--model", base, "--adapter", adapter, "--out", out + "/converted"],
+                       base, out + "/converted")
+            same_model("combine", ["combine", "--model", base, "--adapter", adapter, "--weights", "1",
+                                   "--combination", "cat", "--out", out + "/combined"], base, out + "/combined")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ssmtune", required=True, help="the ssmtune binary")
     p.add_argument("--mode", default="all", choices=["flags", "configs", "adapters", "merges", "all"])
-    p.add_argument("--runs", type=int, default=300, help="runs per mode")
+    p.add_argument("--runs", type=int, default=300, help="runs per mode (merge cases: a tenth of it in --mode all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=int, default=60, help="seconds before a run counts as slow")
     p.add_argument("--verbose", action="store_true", help="print every run, with its error line")
@@ -376,8 +393,8 @@ def main():
         run.runs = 0
         for mode, fuzz in [("flags", fuzz_flags), ("configs", fuzz_configs), ("adapters", fuzz_adapters),
                            ("merges", fuzz_merges)]:
-            if args.mode in (mode, "all"):
-                fuzz(run, rng, d, args.runs, fixtures)
+            if args.mode in (mode, "all"):  # (a merge case is four runs, each training: a tenth as many in "all")
+                fuzz(run, rng, d, args.runs // 10 if mode == "merges" and args.mode == "all" else args.runs, fixtures)
     print("cli_fuzz: %d runs (seed %d), %d broke the contract, %d slow" % (run.runs, args.seed, run.broken, run.slow))
     return 1 if run.broken else 0
 
