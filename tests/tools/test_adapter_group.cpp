@@ -96,7 +96,7 @@ TEST_CASE("commands take --adapter A+B: grads names each adapter gradients, merg
     CHECK(bad.second.find((dir / "offset").string() + "\" cannot be active together") != std::string::npos);
 }
 
-TEST_CASE("a FULL adapter in generate, grads and merge as in eval; a set of adapters refuses one, saying why") {
+TEST_CASE("a FULL adapter runs in generate, grads and merge as in eval, and a set of adapters refuses one saying why") {
     // until 2026-12-07 every --adapter went through an AdapterSet, which switches adapters off and on: generate,
     // grads and merge refused a FULL adapter ("no base model to switch back to") that eval and inspect read
     const Tensor ids = Tensor::from_vector<int64_t>({1, 4, 2, 9, 0, 3, 7, 5}, {2, 4});
