@@ -188,6 +188,8 @@ void print_metrics(const char* label, const std::map<std::string, double>& m) {
 // without a word). A section of the other family (S4D's fields for a language model, or the reverse) cannot carry
 // over: a warning names its fields.
 json resolve_model_config(const Workload& w, const json& section, const std::string& flag_type) {
+    SSMTUNE_CHECK(section.is_null() || section.is_object(), "run config: \"model\" must be an object of model "
+                  "config fields (or null: the default model), got ", section.dump().substr(0, 80));
     const std::string written = section.is_object() ? section.value("model_type", "") : "";
     if (!written.empty() && (flag_type.empty() || flag_type == written)) return section;
     json base = default_model_config(w, flag_type);

@@ -282,27 +282,35 @@ def fuzz_adapters(run, rng, d, n, fixtures):
                  out + "/on", "--quiet"], "finetune --adapter after " + show)
 
 
-def valid_peft(rng):
-    """A random adapter config built from valid values (most of them train), for the merge oracle."""
-    t = rng.choice(["LORA"] * 6 + ["SURM"] * 2 + ["BITFIT", "PARTIAL", "FULL", "TRAINABLE_TOKENS", "SDLORA",
-                                                  "STATE_OFFSET", "PARALLEL_ADAPTER"])
-    some = lambda xs, k=3: rng.sample(xs, rng.randint(1, k))
+def valid_peft(rng, kind):
+    """A random adapter config built from valid values (most of them train) for a `kind` model (mamba, longhorn,
+    s4d), for the merge oracle."""
+    s4d = kind == "s4d"
+    t = rng.choice(["LORA"] * 6 + ["SURM"] * 2 + ["BITFIT", "PARTIAL", "FULL", "SDLORA", "STATE_OFFSET",
+                                                  "PARALLEL_ADAPTER"] + ([] if s4d else ["TRAINABLE_TOKENS"]))
+    some = lambda xs, k=3: rng.sample(xs, rng.randint(1, min(k, len(xs))))
     maybe = lambda p: rng.random() < p
-    projections = ["in_proj", "x_proj", "dt_proj", "out_proj"]
+    projections = ["encoder", "output_linear.0", "decoder"] if s4d else ["in_proj", "x_proj", "dt_proj", "out_proj"]
     peft = {"peft_type": t}
     if t == "LORA":
         peft.update(r=rng.choice([1, 2, 3]), lora_alpha=rng.choice([1, 2, 5, 16]),
-                    target_modules=some(projections + ["embeddings", "lm_head"]))
+                    target_modules=some(projections + ([] if s4d else ["embeddings", "lm_head"])))
         for key, p, values in [("use_dora", 0.3, [True]), ("use_rslora", 0.3, [True]),
                                ("bias", 0.25, ["all", "lora_only"]), ("layers_to_transform", 0.2, [[0], [1]]),
                                ("init_lora_weights", 0.4, [False, "gaussian", "pissa", "pissa_niter_2", "olora",
                                                            "orthogonal"]),
-                               ("rank_pattern", 0.2, [{"out_proj": 4}, {"layers.1.mixer.in_proj": 1}]),
-                               ("alpha_pattern", 0.2, [{"in_proj": 3}, {"x_proj": 0.5}]),
-                               ("modules_to_save", 0.2, [["conv1d"], ["norm_f"], ["dt_proj"]]),
-                               ("lora_bias", 0.15, [True]), ("trainable_token_indices", 0.15, [[1, 3]]),
-                               ("target_parameters", 0.15, [["A_log"], ["D"], ["mixer.D", "A_log"]]),
-                               ("exclude_modules", 0.1, [["layers.0.mixer.in_proj"]])]:
+                               ("rank_pattern", 0.2, [{"decoder": 4}, {"s4_layers.1.output_linear.0": 1}] if s4d
+                                else [{"out_proj": 4}, {"layers.1.mixer.in_proj": 1}]),
+                               ("alpha_pattern", 0.2, [{"encoder": 3}, {"output_linear.0": 0.5}] if s4d
+                                else [{"in_proj": 3}, {"x_proj": 0.5}]),
+                               ("modules_to_save", 0.2, [["norms.0"], ["decoder"]] if s4d
+                                else [["conv1d"], ["norm_f"], ["dt_proj"]]),
+                               ("lora_bias", 0.15, [True]),
+                               ("trainable_token_indices", 0 if s4d else 0.15, [[1, 3]]),
+                               ("target_parameters", 0.15, [["log_A_real"], ["kernel.C"], ["D", "A_imag"]] if s4d
+                                else [["A_log"], ["D"], ["mixer.D", "A_log"]]),
+                               ("exclude_modules", 0.1, [["s4_layers.0.output_linear.0"]] if s4d
+                                else [["layers.0.mixer.in_proj"]])]:
             if maybe(p):
                 peft[key] = rng.choice(values)
     elif t == "SURM":
@@ -310,9 +318,11 @@ def valid_peft(rng):
                     mode=rng.choice(["lora", "lora", "adapter"]), surm_alpha=rng.choice([0.5, 1, 2]),
                     target_modules=some(projections, 2))
     elif t == "BITFIT" and maybe(0.5):
-        peft["bias_names"] = some(["conv1d.bias", "dt_proj.bias"], 2)
+        peft["bias_names"] = some(["encoder.bias", "output_linear.0.bias", "decoder.bias"] if s4d
+                                  else ["conv1d.bias", "dt_proj.bias"], 2)
     elif t == "PARTIAL":
-        peft["param_names"] = some(["A_log", "D", "conv1d", "dt_proj", "norm", "x_proj"])
+        peft["param_names"] = some(["kernel", "log_dt", "D", "C", "norms", "decoder"] if s4d
+                                   else ["A_log", "D", "conv1d", "dt_proj", "norm", "x_proj"])
         if maybe(0.3):
             peft["layers_to_transform"] = [rng.choice([0, 1])]
     elif t == "TRAINABLE_TOKENS":
@@ -332,12 +342,29 @@ def fuzz_merges(run, rng, d, n, fixtures):
     """Valid adapters on the Mamba and Longhorn bases, trained 2 steps at lr 0.01: a merge the program accepts must
     evaluate to the adapter's loss (with a second LoRA adapter too, `A+B`), and so must a LoRA adapter's convert and
     its combine with itself alone; what they refuse must say why."""
-    bases, adapters = fixtures[1], fixtures[2]
+    bases, adapters = dict(fixtures[1]), fixtures[2]
     small = "train.batch_size=2,train.eval_batches=1"
+    # an S4D classifier on 24 tiny IDX images (4 rows of 3 pixels, 3 classes)
+    images, r = os.path.join(d, "idx"), random.Random(0)
+    os.makedirs(images, exist_ok=True)
+    labels = [k % 3 for k in range(24)]
+    pixels = bytes(min(255, 60 * labels[k] + r.randint(0, 80)) for k in range(24) for _ in range(12))
+    for split in ("train", "t10k"):
+        with open(os.path.join(images, split + "-images-idx3-ubyte"), "wb") as f:
+            f.write(struct.pack(">iiii", 0x803, 24, 4, 3) + pixels)
+        with open(os.path.join(images, split + "-labels-idx1-ubyte"), "wb") as f:
+            f.write(struct.pack(">ii", 0x801, 24) + bytes(labels))
+    with open(os.path.join(d, "s4d.json"), "w") as f:
+        json.dump({"data": {"kind": "fashion_mnist", "path": images, "order": "row"}, "train": {"steps": 2}}, f)
+    bases["s4d"] = os.path.join(d, "base_s4d")
+    if run(["train", "--config", os.path.join(d, "s4d.json"), "--set",
+            "model.d_model=8,model.n_layers=2,model.d_state=8," + small, "--out", bases["s4d"], "--quiet"],
+           "fixture s4d") != 0:
+        sys.exit("cli_fuzz: could not build the s4d fixture")
     for _ in range(n):
-        kind = rng.choice(["mamba", "longhorn"])
+        kind = rng.choice(["mamba", "longhorn", "s4d"])
         cfg, base = os.path.join(d, kind + ".json"), bases[kind] + "/model"
-        peft = valid_peft(rng)
+        peft = valid_peft(rng, kind)
         out = os.path.join(d, "o_merge")
         shutil.rmtree(out, ignore_errors=True)
         show = "%s finetune --peft %s" % (kind, json.dumps(peft))

@@ -190,6 +190,9 @@ TEST_CASE("train: a model section without model_type, or --model-type over one, 
     CHECK(c["time_step_rank"] == 4);
     CHECK(cli({"train", "--steps", "1", "--set", "model.model_type=nope," + small, "--out", (dir / "nope").string(),
                "--quiet"}) == 1);
+    for (const char* not_an_object : {"model=5", "model=[]", "model=\"mamba\""})
+        CHECK(cli({"train", "--steps", "1", "--set", std::string(not_an_object) + "," + small, "--out",
+                   (dir / "nope").string(), "--quiet"}) == 1);
 }
 
 TEST_CASE("quickstart runs end to end on tiny settings") {
