@@ -337,6 +337,7 @@ void attach_model_unchecked(Workload& w, models::AnyModel model, const json& run
     w.evaluate = [wp]() {
         autograd::NoGradGuard no_grad;
         double loss = 0, acc = 0, n = 0;
+        int64_t bytes = 0;  // (text) what the evaluated targets decode to
         for (const auto& b : wp->eval_tokens) {
             Tensor logits;
             int64_t count = 0;
@@ -344,9 +345,10 @@ void attach_model_unchecked(Workload& w, models::AnyModel model, const json& run
             loss += lm_token_loss(*wp->model.lm, b, wp->device, &logits).item() * double(count);
             acc += data::target_accuracy(logits, b.targets) * double(count);
             n += double(count);
+            if (wp->data_kind == "text") bytes += wp->text.target_bytes(b);
         }
         std::map<std::string, double> m{{"loss", loss / n}, {"perplexity", std::exp(loss / n)}, {"accuracy", acc / n}};
-        if (wp->data_kind == "text") m["bits_per_byte"] = data::bits_per_byte(loss / n, wp->text.bytes_per_token);
+        if (wp->data_kind == "text") m["bits_per_byte"] = data::bits_per_byte(loss / n, int64_t(n), bytes);
         return m;
     };
 }

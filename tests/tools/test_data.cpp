@@ -330,8 +330,9 @@ TEST_CASE("data: byte text split, random training windows and sequential evaluat
                          doctest::Contains("(0, 1)"), Error);
     CHECK_THROWS_WITH_AS(TokenDataset::from_ids({1, 2, 3}, 0.5, 4, "tiny"),
                          doctest::Contains("at least one window"), Error);
-    CHECK(bits_per_byte(std::log(2.0), 1.0) == doctest::Approx(1.0));
+    CHECK(bits_per_byte(std::log(2.0), 7, 7) == doctest::Approx(1.0));
     CHECK(bits_per_byte(2.0, 10, 40) == doctest::Approx(2.0 * 10 / (std::log(2.0) * 40)));
+    CHECK(d.token_bytes == std::vector<int64_t>(256, 1));  // a byte is a byte
 }
 
 TEST_CASE("data: token ids from safetensors and BPE-encoded text") {
@@ -367,8 +368,15 @@ TEST_CASE("data: token ids from safetensors and BPE-encoded text") {
     all.insert(all.end(), b.val.begin(), b.val.end());
     CHECK(all == tok.encode(text));
     CHECK(tok.decode(b.train) + tok.decode(b.val) == text);
-    CHECK(b.bytes_per_token == doctest::Approx(double(tok.decode(b.val).size()) / double(b.val.size())));
-    CHECK(b.bytes_per_token > 1.3);
+    // bits per byte count the bytes of the targets evaluated (until 2026-12-07: the whole validation split's mean
+    // bytes per token, whichever windows were evaluated): the targets of window w are val[w·L + 1 .. w·L + L]
+    const std::vector<Batch> windows = b.eval_batches(2, 5, 1);
+    REQUIRE(windows.size() == 1);
+    const std::vector<int64_t> targets(b.val.begin() + 1, b.val.begin() + 11);
+    CHECK(b.target_bytes(windows[0]) == int64_t(tok.decode(targets).size()));
+    CHECK(b.target_bytes(windows[0]) > 13);  // BPE: more bytes than tokens
+    TokenDataset ids = TokenDataset::from_ids(targets, 0.5, 301, "ids");
+    CHECK_THROWS_WITH_AS(ids.target_bytes(windows[0]), doctest::Contains("bytes of its tokens are unknown"), Error);
     Generator g(4);
     CHECK(b.sample(g, 2, 16).input_ids.shape() == Shape{2, 16});
 }

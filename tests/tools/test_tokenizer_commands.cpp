@@ -5,9 +5,11 @@
 #include "tests/tools/cli_test_util.h"
 #include "tests/tools/tiny_tokenizer.h"
 
+#include <cmath>
 #include <fstream>
 
 #include "models/checkpoint.h"
+#include "tools/data/text.h"
 #include "tools/run_config.h"
 
 using namespace ssmtune;
@@ -36,6 +38,21 @@ TEST_CASE("tokenizer: finetune and eval encode text with the tokenizer.json next
     // the same text as bytes needs a 256-token model; this 301-token model also accepts it with --tokenizer
     CHECK(cli({"eval", "--model", (dir / "model").string(), "--data", (dir / "notes.txt").string(), "--seq-len", "16",
                "--tokenizer", (dir / "model" / "tokenizer.json").string()}) == 0);
+    // bits per byte: the loss of the targets evaluated over the bytes they decode to (until 2026-12-07 the whole
+    // validation split's mean bytes per token stood in for the latter); here the first two windows' 32 targets
+    const auto one = cli_captured({"eval", "--model", (dir / "model").string(), "--data", (dir / "notes.txt").string(),
+                                   "--seq-len", "16", "--set", "train.batch_size=2,train.eval_batches=1,"
+                                   "data.val_fraction=0.1"}, 1);
+    REQUIRE(one.first == 0);
+    const auto metrics = nlohmann::json::parse(one.second);
+    const data::BpeTokenizer tok = data::BpeTokenizer::from_file((dir / "model" / "tokenizer.json").string());
+    const data::TokenDataset notes = data::TokenDataset::from_bpe_file((dir / "notes.txt").string(), tok, 0.1);
+    REQUIRE(notes.val.size() > 33);
+    const std::string target_text = tok.decode(std::vector<int64_t>(notes.val.begin() + 1, notes.val.begin() + 33));
+    CHECK(metrics["bits_per_byte"].get<double>() == doctest::Approx(metrics["loss"].get<double>() * 32 /
+                                                                    (std::log(2.0) * double(target_text.size()))));
+    const double split_mean = double(tok.decode(notes.val).size()) / double(notes.val.size());
+    CHECK(std::fabs(split_mean - double(target_text.size()) / 32) > 1e-3);  // where the earlier figure was off
     // study reads the text as the model does: the tokenizer next to it, or --tokenizer (it read bytes, whatever the
     // model's tokenizer, until 2026-12-07: a damaged one shows it is read now)
     CHECK(cli({"study", "--model", (dir / "model").string(), "--data", (dir / "notes.txt").string(), "--seq-len", "8",

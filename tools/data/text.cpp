@@ -60,7 +60,9 @@ TokenDataset TokenDataset::from_bytes_file(const std::string& path, double val_f
     const std::string bytes = read_file(path, "text file");
     std::vector<int64_t> ids(bytes.size());
     for (size_t i = 0; i < bytes.size(); ++i) ids[i] = static_cast<unsigned char>(bytes[i]);
-    return from_ids(std::move(ids), val_fraction, 256, path);
+    TokenDataset d = from_ids(std::move(ids), val_fraction, 256, path);
+    d.token_bytes.assign(256, 1);
+    return d;
 }
 
 TokenDataset TokenDataset::from_safetensors(const std::string& path, double val_fraction, int64_t vocab_size) {
@@ -85,15 +87,15 @@ TokenDataset TokenDataset::from_safetensors(const std::string& path, double val_
         SSMTUNE_CHECK(hi < vocab_size, path, ": token id ", hi, " is outside the model's vocabulary of ", vocab_size,
                       "; fix: tokenise with the model's tokenizer");
     TokenDataset d = from_ids(std::move(ids), val_fraction, vocab_size > 0 ? vocab_size : hi + 1, path);
-    d.bytes_per_token = 0;  // not recorded in a token file
+    d.token_bytes.clear();  // not recorded in a token file
     return d;
 }
 
 TokenDataset TokenDataset::from_bpe_file(const std::string& path, const BpeTokenizer& tokenizer, double val_fraction) {
     TokenDataset d = from_ids(tokenizer.encode(read_file(path, "text file")), val_fraction, tokenizer.vocab_size(), path);
-    int64_t bytes = 0;
-    for (int64_t id : d.val) bytes += tokenizer.token_bytes(id);
-    d.bytes_per_token = double(bytes) / double(d.val.size());
+    d.token_bytes.assign(size_t(d.vocab_size), 0);  // (ids the vocabulary skips never occur)
+    for (const std::vector<int64_t>* split : {&d.train, &d.val})
+        for (int64_t id : *split) d.token_bytes[size_t(id)] = tokenizer.token_bytes(id);
     return d;
 }
 
@@ -135,10 +137,13 @@ double bits_per_byte(double mean_loss_nats, int64_t tokens, int64_t bytes) {
     return mean_loss_nats * double(tokens) / (std::log(2.0) * double(bytes));
 }
 
-double bits_per_byte(double mean_loss_nats, double bytes_per_token) {
-    SSMTUNE_CHECK(bytes_per_token > 0, "bits_per_byte needs the bytes per token (", bytes_per_token,
-                  "); fix: use text data (a token file does not record its bytes)");
-    return mean_loss_nats / (std::log(2.0) * bytes_per_token);
+int64_t TokenDataset::target_bytes(const Batch& b) const {
+    SSMTUNE_CHECK(!token_bytes.empty(), source, ": the bytes of its tokens are unknown (a token file does not record "
+                  "them); fix: use text data for bits per byte");
+    int64_t bytes = 0;
+    for (int64_t t : b.targets.to_vector<int64_t>())
+        if (t != -100) bytes += token_bytes.at(size_t(t));
+    return bytes;
 }
 
 }  // namespace ssmtune::data

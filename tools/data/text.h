@@ -8,7 +8,7 @@
 // tokens[1..L] (next-token prediction; the same Batch layout as the synthetic tasks, so one loss serves both).
 // Training batches are B windows at uniformly random starts (one Philox draw each, seeded); evaluation walks the
 // validation split in consecutive non-overlapping windows (window w starts at token w·L; the last partial one is
-// dropped). Bits per byte = mean loss in nats per token · tokens / (ln 2 · bytes).
+// dropped). Bits per byte = the evaluated targets' loss in nats / (ln 2 · the bytes those targets decode to).
 // Not here: document boundaries, packing, shuffling without replacement, streaming files larger than memory.
 #pragma once
 
@@ -25,7 +25,9 @@ struct TokenDataset {
     std::string source;               // the file it came from
     std::vector<int64_t> train, val;  // token ids
     int64_t vocab_size = 256;
-    double bytes_per_token = 1.0;     // mean bytes per validation token: 1 for bytes, measured for BPE, 0 unknown
+    // The bytes each id decodes to (index: id): 1 for bytes, the tokenizer's for BPE; empty where unknown (a token
+    // file does not record them).
+    std::vector<int64_t> token_bytes;
 
     // (a) bytes; an empty file is an error.
     static TokenDataset from_bytes_file(const std::string& path, double val_fraction);
@@ -44,12 +46,12 @@ struct TokenDataset {
     // Consecutive windows over the validation split in batches of up to `batch` windows (the last batch may be
     // smaller); at most `max_batches` batches (≤ 0: all).
     std::vector<Batch> eval_batches(int64_t batch, int64_t L, int64_t max_batches = 0) const;
+    // The bytes the targets of a batch decode to (targets −100 skipped); an error where token_bytes is unknown.
+    int64_t target_bytes(const Batch& b) const;
 };
 using TextData = TokenDataset;
 
 // Bits per byte of a mean loss (nats per token) over `tokens` tokens that decode to `bytes` bytes.
 double bits_per_byte(double mean_loss_nats, int64_t tokens, int64_t bytes);
-// The same with an average bytes-per-token ratio (TokenDataset::bytes_per_token).
-double bits_per_byte(double mean_loss_nats, double bytes_per_token);
 
 }  // namespace ssmtune::data
