@@ -339,9 +339,10 @@ def valid_peft(rng, kind):
 
 
 def fuzz_merges(run, rng, d, n, fixtures):
-    """Valid adapters on the Mamba and Longhorn bases, trained 2 steps at lr 0.01: a merge the program accepts must
-    evaluate to the adapter's loss (with a second LoRA adapter too, `A+B`), and so must a LoRA adapter's convert and
-    its combine with itself alone; what they refuse must say why."""
+    """Valid adapters on the Mamba, Longhorn and S4D bases, trained 2 steps at lr 0.01: the saved adapter must evaluate
+    (with the run's own run_config.json) to the run's last evaluation; a merge the program accepts must evaluate to
+    the adapter's loss (with a second LoRA adapter too, `A+B`), and so must a LoRA adapter's convert and its combine
+    with itself alone; what they refuse must say why."""
     bases, adapters = dict(fixtures[1]), fixtures[2]
     small = "train.batch_size=2,train.eval_batches=1"
     # an S4D classifier on 24 tiny IDX images (4 rows of 3 pixels, 3 classes)
@@ -368,9 +369,22 @@ def fuzz_merges(run, rng, d, n, fixtures):
         out = os.path.join(d, "o_merge")
         shutil.rmtree(out, ignore_errors=True)
         show = "%s finetune --peft %s" % (kind, json.dumps(peft))
-        if run(["finetune", "--model", base, "--config", cfg, "--peft", json.dumps(peft), "--steps", "2", "--lr", "0.01",
-                "--set", small, "--out", out, "--quiet"], show) != 0:
+        if run(["finetune", "--model", base, "--config", cfg, "--peft", json.dumps(peft), "--steps", "2", "--lr",
+                "0.01", "--set", small, "--out", out, "--quiet"], show) != 0:
             continue
+        # the run's own config evaluates the saved adapter to the run's last evaluation (save → load, same batches)
+        logged = None
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            for line in f:
+                entry = json.loads(line)
+                logged = entry["loss"] if entry.get("split") == "val" else logged
+        if run(["eval", "--config", out + "/run_config.json", "--adapter", out + "/adapter"],
+               "eval again " + show) == 0:
+            again = eval_loss(run.stdout)
+            if logged is None or again is None or not abs(again - logged) <= 1e-6 * max(1.0, abs(logged)):
+                run.broken += 1
+                print("BROKEN (eval of the saved adapter %s, the run's last evaluation %s): %s" % (again, logged, show),
+                      flush=True)
         adapter = out + "/adapter"
         if kind == "mamba" and peft["peft_type"] == "LORA" and rng.random() < 0.3:
             adapter += "+" + adapters["lora2"]
