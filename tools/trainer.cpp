@@ -391,7 +391,16 @@ TrainResult run_training(const TrainLoopOptions& o, TrainHooks& hooks) {
     }
     if (!result.interrupted && !result.early_stopped) {
         if (tty) std::printf("\n");
-        evaluate_and_save(step, true);
+        if (o.resume && start == o.steps) {
+            // Resumed from the final checkpoint (the only one at step == steps: written after the final evaluation,
+            // whose record the log keeps; a kill fell after it): the metrics again for the caller, nothing logged or
+            // counted twice. Until 2026-12-07 the evaluation ran again, a second record in metrics.jsonl and one more
+            // evaluation without a gain for early stopping.
+            if (hooks.evaluate) result.last_eval = hooks.evaluate();
+            result.last_checkpoint = last_checkpoint_dir(o.out_dir);
+        } else {
+            evaluate_and_save(step, true);
+        }
     }
     // HF's load_best_model_at_end: the caller saves and evaluates the weights of the best evaluation (`best` is
     // empty until this run, or the run it resumes, wrote checkpoints/best: an older run's directory is never read)

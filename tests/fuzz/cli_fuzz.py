@@ -22,10 +22,12 @@ import json
 import os
 import random
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 NUMS = ["0", "-1", "1", "2", "3", "0.5", "1e9", "1e30", "nan", "inf", "-inf", "abc", "", "1,2", "2147483648",
         "9223372036854775808", "0x10", " 1", "1 ", "-0", "1e-300", "5,", ",", "1,,2", "0.0001", "4294967297"]
@@ -338,14 +340,12 @@ def valid_peft(rng, kind):
     return peft
 
 
-def fuzz_merges(run, rng, d, n, fixtures):
-    """Valid adapters on the Mamba, Longhorn and S4D bases, trained 2 steps at lr 0.01: the saved adapter must evaluate
-    (with the run's own run_config.json) to the run's last evaluation; a merge the program accepts must evaluate to
-    the adapter's loss (with a second LoRA adapter too, `A+B`), and so must a LoRA adapter's convert and its combine
-    with itself alone; what they refuse must say why."""
-    bases, adapters = dict(fixtures[1]), fixtures[2]
-    small = "train.batch_size=2,train.eval_batches=1"
-    # an S4D classifier on 24 tiny IDX images (4 rows of 3 pixels, 3 classes)
+def s4d_fixture(run, d):
+    """An S4D classifier (D 8, 2 layers, dropout 0.1) trained 2 steps on 24 tiny IDX images (4 rows of 3 pixels, 3
+    classes) it writes, with d/s4d.json, the images' run config; built once, returns its run directory."""
+    out = os.path.join(d, "base_s4d")
+    if os.path.exists(out):
+        return out
     images, r = os.path.join(d, "idx"), random.Random(0)
     os.makedirs(images, exist_ok=True)
     labels = [k % 3 for k in range(24)]
@@ -357,11 +357,19 @@ def fuzz_merges(run, rng, d, n, fixtures):
             f.write(struct.pack(">ii", 0x801, 24) + bytes(labels))
     with open(os.path.join(d, "s4d.json"), "w") as f:
         json.dump({"data": {"kind": "fashion_mnist", "path": images, "order": "row"}, "train": {"steps": 2}}, f)
-    bases["s4d"] = os.path.join(d, "base_s4d")
-    if run(["train", "--config", os.path.join(d, "s4d.json"), "--set",
-            "model.d_model=8,model.n_layers=2,model.d_state=8," + small, "--out", bases["s4d"], "--quiet"],
-           "fixture s4d") != 0:
+    if run(["train", "--config", os.path.join(d, "s4d.json"), "--set", "model.d_model=8,model.n_layers=2,"
+            "model.d_state=8,train.batch_size=2,train.eval_batches=1", "--out", out, "--quiet"], "fixture s4d") != 0:
         sys.exit("cli_fuzz: could not build the s4d fixture")
+    return out
+
+
+def fuzz_merges(run, rng, d, n, fixtures):
+    """Valid adapters on the Mamba, Longhorn and S4D bases, trained 2 steps at lr 0.01: the saved adapter must evaluate
+    (with the run's own run_config.json) to the run's last evaluation; a merge the program accepts must evaluate to
+    the adapter's loss (with a second LoRA adapter too, `A+B`), and so must a LoRA adapter's convert and its combine
+    with itself alone; what they refuse must say why."""
+    bases, adapters = dict(fixtures[1], s4d=s4d_fixture(run, d)), fixtures[2]
+    small = "train.batch_size=2,train.eval_batches=1"
     for _ in range(n):
         kind = rng.choice(["mamba", "longhorn", "s4d"])
         cfg, base = os.path.join(d, kind + ".json"), bases[kind] + "/model"
@@ -416,10 +424,111 @@ def fuzz_merges(run, rng, d, n, fixtures):
                                    "--combination", "cat", "--out", out + "/combined"], base, out + "/combined")
 
 
+def run_records(out):
+    """metrics.jsonl without its timings (elapsed, throughput): what a resumed run must reproduce; a torn last line
+    (a kill mid-write) is left out."""
+    records = []
+    try:
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                records.append({k: v for k, v in entry.items() if k not in ("elapsed", "tokens_per_s", "samples_per_s")})
+    except FileNotFoundError:
+        pass
+    return records
+
+
+def fuzz_resumes(run, rng, d, n, fixtures):
+    """Random valid runs (train from scratch, or finetune with a random valid adapter) with random schedules,
+    accumulation, clipping, weight decay, evaluation, early stopping and best-checkpoint settings, killed with
+    SIGKILL at random moments and continued with --resume: the log (timings aside) and the final weights or adapter
+    must be those of the same run never killed (the README's bit-identical resume)."""
+    bases = dict(fixtures[1], s4d=s4d_fixture(run, d))
+    for _ in range(n):
+        kind = rng.choice(["mamba", "longhorn", "s4d"])
+        cfg = os.path.join(d, kind + ".json")
+        save_every = rng.choice([3, 5, 7])
+        steps = rng.randint(4, 10) * save_every
+        train = {"steps": steps, "save_every": save_every, "log_every": 1, "batch_size": 2, "eval_batches": 1,
+                 "lr": rng.choice([0.003, 0.01]), "schedule": rng.choice(["constant", "warmup", "linear", "cosine"]),
+                 "warmup_steps": rng.choice([0, 3, 10]), "eval_every": rng.choice([0, 4, 9]),
+                 "gradient_accumulation_steps": rng.choice([1, 1, 2]), "grad_clip": rng.choice([0, 1.0]),
+                 "weight_decay": rng.choice([0, 0.1]), "seed": rng.randint(0, 99)}
+        if train["schedule"] == "constant":
+            train["warmup_steps"] = 0
+        if train["eval_every"] and rng.random() < 0.4:
+            train.update(early_stopping_patience=rng.choice([1, 2]), early_stopping_threshold=rng.choice([0, 0.01]))
+        if train["eval_every"] and rng.random() < 0.3:
+            train.update(load_best_at_end=True, best_metric=rng.choice(["loss", "accuracy"]))
+        sets = ",".join("train.%s=%s" % (k, json.dumps(v)) for k, v in train.items())
+        if rng.random() < 0.3:  # (the S4D config names no model: the fixture's size)
+            command, output = ["train", "--config", cfg], "model/model.safetensors"
+            if kind == "s4d":
+                sets += ",model.d_model=8,model.n_layers=2,model.d_state=8"
+        else:
+            peft = valid_peft(rng, kind)
+            if peft["peft_type"] == "LORA" and rng.random() < 0.3:
+                peft["lora_dropout"] = 0.1  # its masks are part of what a resume must draw again
+            command = ["finetune", "--model", bases[kind] + "/model", "--config", cfg, "--peft", json.dumps(peft)]
+            output = "adapter/adapter_model.safetensors"
+        show = " ".join(command[:1] + command[4:] if command[0] == "finetune" else command) + " --set " + sets
+        ref, killed = os.path.join(d, "resume_ref"), os.path.join(d, "resume_killed")
+        for out in (ref, killed):
+            shutil.rmtree(out, ignore_errors=True)
+        if run(command + ["--set", sets, "--out", ref, "--quiet"], show) != 0:
+            continue
+        expected = run_records(ref)
+        with open(os.path.join(ref, output), "rb") as f:
+            expected_bytes = f.read()
+        kills, finished = 0, False
+        for attempt in range(4):
+            args = [run.binary] + command + ["--set", sets, "--out", killed, "--quiet"]
+            args += ["--resume"] if attempt else []
+            before = len(run_records(killed))
+            proc = subprocess.Popen(args, cwd=run.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                    env=dict(os.environ, OMP_NUM_THREADS="1"))
+            if attempt < 3:
+                target = max(save_every + 2, before + 1 + rng.randint(0, 2 * save_every))
+                deadline = time.time() + 60
+                while len(run_records(killed)) < target and proc.poll() is None and time.time() < deadline:
+                    time.sleep(0.0005)
+                if proc.poll() is None:
+                    time.sleep(rng.random() * 0.003)
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    kills += 1
+                    continue
+            _, err = proc.communicate(timeout=run.timeout)
+            run.runs += 1
+            if proc.returncode != 0:
+                run.broken += 1
+                print("BROKEN (resume after %d kill(s) exits %d: %s): %s" % (kills, proc.returncode, err.strip()[-300:],
+                                                                            show), flush=True)
+            finished = proc.returncode == 0
+            break
+        if not finished:
+            continue
+        with open(os.path.join(killed, output), "rb") as f:
+            same_bytes = f.read() == expected_bytes
+        got = run_records(killed)
+        if got != expected or not same_bytes:
+            run.broken += 1
+            first = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+            print("BROKEN (after %d kill(s) the resumed run differs: %s; first record apart %d: %s vs %s): %s" %
+                  (kills, "same weights" if same_bytes else "other weights", first,
+                   got[first] if first < len(got) else None, expected[first] if first < len(expected) else None, show),
+                  flush=True)
+        elif run.verbose:
+            print("resumed after %d kill(s), identical: %s" % (kills, show[:300]), flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ssmtune", required=True, help="the ssmtune binary")
-    p.add_argument("--mode", default="all", choices=["flags", "configs", "adapters", "merges", "all"])
+    p.add_argument("--mode", default="all", choices=["flags", "configs", "adapters", "merges", "resumes", "all"])
     p.add_argument("--runs", type=int, default=300, help="runs per mode (merge cases: a tenth of it in --mode all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=int, default=60, help="seconds before a run counts as slow")
@@ -433,8 +542,10 @@ def main():
         fixtures = make_fixtures(run, d)
         run.runs = 0
         for mode, fuzz in [("flags", fuzz_flags), ("configs", fuzz_configs), ("adapters", fuzz_adapters),
-                           ("merges", fuzz_merges)]:
-            if args.mode in (mode, "all"):  # (a merge case is four runs, each training: a tenth as many in "all")
+                           ("merges", fuzz_merges), ("resumes", fuzz_resumes)]:
+            # "all" leaves out resumes (their kill points depend on timing) and runs a tenth as many merge cases (four
+            # runs each, training)
+            if args.mode == mode or (args.mode == "all" and mode != "resumes"):
                 fuzz(run, rng, d, args.runs // 10 if mode == "merges" and args.mode == "all" else args.runs, fixtures)
     print("cli_fuzz: %d runs (seed %d), %d broke the contract, %d slow" % (run.runs, args.seed, run.broken, run.slow))
     return 1 if run.broken else 0

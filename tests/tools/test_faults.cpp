@@ -184,3 +184,29 @@ TEST_CASE("faults: SIGKILL at random points, then --resume, loses only the steps
     CHECK(train_records(run) == reference);  // the resumed log reads as one run, with the same losses
     CHECK(file_bytes(run / "model" / "model.safetensors") == file_bytes(dir / "ref" / "model" / "model.safetensors"));
 }
+
+TEST_CASE("faults: a kill after the final checkpoint, then --resume, evaluates nothing twice") {
+    // The final evaluation logs its record and then writes the final checkpoint (step == steps); a kill after that
+    // (while the model is written) leaves a run whose --resume has no step left. Until 2026-12-07 that resume ran the
+    // final evaluation again: a second record in metrics.jsonl, one more evaluation without a gain counted for early
+    // stopping. Found by the CLI fuzzer's resumes mode.
+    const auto dir = scratch_dir("faults_resume_final");
+    json cfg = small_run_config();
+    cfg["train"]["steps"] = 12;
+    cfg["train"]["eval_every"] = 4;
+    cfg["train"]["early_stopping_patience"] = 5;
+    std::ofstream(dir / "run.json") << cfg.dump(2);
+    const std::vector<std::string> args = {"train", "--config", (dir / "run.json").string(), "--out",
+                                           (dir / "run").string(), "--quiet"};
+    REQUIRE(wait_exit(start_cli(args, dir / "log.txt")) == 0);
+    const std::string log = file_bytes(dir / "run" / "metrics.jsonl"),
+                      state = file_bytes(dir / "run" / "checkpoints" / "last" / "trainer_state.json"),
+                      weights = file_bytes(dir / "run" / "model" / "model.safetensors");
+    CHECK(std::count(log.begin(), log.end(), '\n') == 12 + 3);  // 12 steps, evaluations at 4, 8 and 12
+    std::vector<std::string> resume = args;
+    resume.push_back("--resume");
+    CHECK(wait_exit(start_cli(resume, dir / "log.txt")) == 0);
+    CHECK(file_bytes(dir / "run" / "metrics.jsonl") == log);
+    CHECK(file_bytes(dir / "run" / "checkpoints" / "last" / "trainer_state.json") == state);
+    CHECK(file_bytes(dir / "run" / "model" / "model.safetensors") == weights);
+}
