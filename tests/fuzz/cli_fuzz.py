@@ -468,6 +468,10 @@ def fuzz_resumes(run, rng, d, n, fixtures):
             command, output = ["train", "--config", cfg], "model/model.safetensors"
             if kind == "s4d":
                 sets += ",model.d_model=8,model.n_layers=2,model.d_state=8"
+        elif kind == "mamba" and rng.random() < 0.2:  # on from a saved adapter
+            command = ["finetune", "--model", bases[kind] + "/model", "--config", cfg, "--adapter",
+                       fixtures[2][rng.choice(["lora", "pissa", "offset"])]]
+            output = "adapter/adapter_model.safetensors"
         else:
             peft = valid_peft(rng, kind)
             if peft["peft_type"] == "LORA" and rng.random() < 0.3:
@@ -483,6 +487,17 @@ def fuzz_resumes(run, rng, d, n, fixtures):
         expected = run_records(ref)
         with open(os.path.join(ref, output), "rb") as f:
             expected_bytes = f.read()
+        # what the run wrote, evaluated with its own run_config.json, gives its last evaluation (load_best_at_end
+        # aside: its output is the best evaluation's)
+        last_val = [r["loss"] for r in expected if r.get("split") == "val"]
+        if last_val and not train.get("load_best_at_end"):
+            target = ["--model", ref + "/model"] if command[0] == "train" else ["--adapter", ref + "/adapter"]
+            if run(["eval", "--config", ref + "/run_config.json"] + target, "eval again " + show) == 0:
+                again = eval_loss(run.stdout)
+                if again is None or not abs(again - last_val[-1]) <= 1e-6 * max(1.0, abs(last_val[-1])):
+                    run.broken += 1
+                    print("BROKEN (eval of what the run wrote %s, its last evaluation %s): %s" % (again, last_val[-1],
+                                                                                               show), flush=True)
         kills, finished = 0, False
         for attempt in range(4):
             args = [run.binary] + command + ["--set", sets, "--out", killed, "--quiet"]
