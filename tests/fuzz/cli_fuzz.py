@@ -413,6 +413,26 @@ def fuzz_merges(run, rng, d, n, fixtures):
                 print("BROKEN (%s loss %s, with the adapter %s): %s (adapter %s)" % (what, loss, unmerged, show,
                                                                                      adapter), flush=True)
 
+        if kind == "mamba" and rng.random() < 0.5:
+            # eval of a list switches the adapters of one set in turn: each must give what it gives alone (nothing
+            # left behind by the one before: a rewritten base, saved modules, DoRA norms, trainable tokens)
+            names = rng.sample(["lora", "lora2", "pissa", "offset"], rng.randint(1, 3))
+            order = [adapters[k] for k in names] + [adapter]
+            rng.shuffle(order)
+            if run(["eval", "--model", base, "--adapter", ",".join(order), "--config", cfg, "--set", small],
+                   "eval in turn " + show) == 0:
+                for line in run.stdout.splitlines():
+                    entry = json.loads(line) if line.startswith("{") else {}
+                    if "adapter" not in entry:
+                        continue
+                    alone = unmerged if entry["adapter"] == adapter else None
+                    if alone is None and run(["eval", "--model", base, "--adapter", entry["adapter"], "--config", cfg,
+                                              "--set", small], "eval alone " + entry["adapter"]) == 0:
+                        alone = eval_loss(run.stdout)
+                    if alone is None or not abs(entry["loss"] - alone) <= 1e-6 * max(1.0, abs(alone)):
+                        run.broken += 1
+                        print("BROKEN (eval in turn %s gives %s for %s, alone %s): %s" % (
+                            ",".join(order), entry["loss"], entry["adapter"], alone, show), flush=True)
         same_model("merge", ["merge", "--model", base, "--adapter", adapter, "--out", out + "/merged"],
                    out + "/merged", None)
         if "+" not in adapter and peft["peft_type"] == "LORA":
