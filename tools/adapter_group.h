@@ -1,8 +1,8 @@
 // `--adapter` values that name several adapter directories active together, "A+B" (peft::AdapterSet::set_active
 // with a list: LORA adapters, each module adding their terms in that order), for the commands that run a model with
 // an adapter (eval, grads, generate, merge). A value that names an existing directory is that one directory, '+' or
-// not.
-// Not here: loading a single adapter (peft::load), switching between groups (the eval command does it on its set).
+// not. One directory is peft::load's adapter by itself (a FULL one included, which no set holds).
+// Not here: switching between groups (the eval command does it on its set).
 #pragma once
 
 #include <memory>

@@ -86,9 +86,7 @@ TokenDataset TokenDataset::from_safetensors(const std::string& path, double val_
     if (vocab_size > 0)
         SSMTUNE_CHECK(hi < vocab_size, path, ": token id ", hi, " is outside the model's vocabulary of ", vocab_size,
                       "; fix: tokenise with the model's tokenizer");
-    TokenDataset d = from_ids(std::move(ids), val_fraction, vocab_size > 0 ? vocab_size : hi + 1, path);
-    d.token_bytes.clear();  // not recorded in a token file
-    return d;
+    return from_ids(std::move(ids), val_fraction, vocab_size > 0 ? vocab_size : hi + 1, path);  // (bytes unknown)
 }
 
 TokenDataset TokenDataset::from_bpe_file(const std::string& path, const BpeTokenizer& tokenizer, double val_fraction) {
