@@ -289,7 +289,9 @@ def valid_peft(rng, kind):
     s4d), for the merge oracle."""
     s4d = kind == "s4d"
     t = rng.choice(["LORA"] * 6 + ["SURM"] * 2 + ["BITFIT", "PARTIAL", "FULL", "SDLORA", "STATE_OFFSET",
-                                                  "PARALLEL_ADAPTER"] + ([] if s4d else ["TRAINABLE_TOKENS"]))
+                                                  "PARALLEL_ADAPTER", "INITIAL_STATE"] +
+                   ([] if s4d else ["TRAINABLE_TOKENS", "PROMPT", "PREFIX"]) +
+                   (["ADDITIONAL_SCAN"] if kind == "mamba" else []))
     some = lambda xs, k=3: rng.sample(xs, rng.randint(1, min(k, len(xs))))
     maybe = lambda p: rng.random() < p
     projections = ["encoder", "output_linear.0", "decoder"] if s4d else ["in_proj", "x_proj", "dt_proj", "out_proj"]
@@ -337,6 +339,14 @@ def valid_peft(rng, kind):
             peft["target_modules"] = some(projections, 2)
     elif t == "STATE_OFFSET":
         peft["variant"] = rng.choice(["h", "y"])
+    elif t == "INITIAL_STATE" and not s4d and maybe(0.5):
+        peft["conv_init_state"] = True
+    elif t in ("PROMPT", "PREFIX"):
+        peft["num_virtual_tokens"] = rng.choice([1, 2, 4])
+        if t == "PROMPT" and maybe(0.5):
+            peft["prompt_tuning_init"] = "RANDOM"
+    elif t == "ADDITIONAL_SCAN":
+        peft["d_state"] = rng.choice([1, 2, 4])
     return peft
 
 
