@@ -230,6 +230,18 @@ def fuzz_configs(run, rng, d, n, fixtures):
         run(["train", "--config", path, "--quiet"], "train --config " + json.dumps(cfg))
 
 
+def read_safetensors_f32(path, name):
+    """(shape, flat values) of one F32 tensor of a safetensors file."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        begin, end = header[name]["data_offsets"]
+        f.seek(8 + n + begin)
+        data = f.read(end - begin)
+    assert header[name]["dtype"] == "F32"
+    return header[name]["shape"], struct.unpack("<%df" % (len(data) // 4), data)
+
+
 def eval_loss(stdout):
     """The loss from `eval`'s JSON line, or None."""
     for line in reversed(stdout.splitlines()):
@@ -377,7 +389,8 @@ def fuzz_merges(run, rng, d, n, fixtures):
     """Valid adapters on the Mamba, Longhorn and S4D bases, trained 2 steps at lr 0.01: the saved adapter must evaluate
     (with the run's own run_config.json) to the run's last evaluation; a merge the program accepts must evaluate to
     the adapter's loss (with a second LoRA adapter too, `A+B`), and so must a LoRA adapter's convert and its combine
-    with itself alone; what they refuse must say why."""
+    with itself alone; an adapter list evaluated in turn must give each one's loss alone; greedy `generate` (the
+    recurrent step mode) must pick the tokens the parallel logits of `grads` prefer; what they refuse must say why."""
     bases, adapters = dict(fixtures[1], s4d=s4d_fixture(run, d)), fixtures[2]
     small = "train.batch_size=2,train.eval_batches=1"
     for _ in range(n):
@@ -443,6 +456,27 @@ def fuzz_merges(run, rng, d, n, fixtures):
                         run.broken += 1
                         print("BROKEN (eval in turn %s gives %s for %s, alone %s): %s" % (
                             ",".join(order), entry["loss"], entry["adapter"], alone, show), flush=True)
+        if kind != "s4d" and rng.random() < 0.5:
+            # generate runs the recurrent step mode, grads the parallel scan: the parallel logits of the generated
+            # sequence (teacher-forced) must pick each greedy token (its logit the largest, to 1e-4)
+            prompt = [rng.randrange(1, 10) for _ in range(rng.randint(1, 4))]
+            if run(["generate", "--model", base, "--adapter", adapter, "--ids", ",".join(map(str, prompt)),
+                    "--max-new-tokens", "5"], "generate " + show) == 0:
+                seq = [int(t) for t in run.stdout.strip().splitlines()[-1].split(",")]
+                batch, grads = os.path.join(d, "gen_batch.safetensors"), os.path.join(d, "gen_grads.safetensors")
+                write_safetensors(batch, {"input_ids": ("I64", [1, len(seq) - 1], seq[:-1])})
+                if run(["grads", "--model", base, "--adapter", adapter, "--batch", batch, "--out", grads],
+                       "grads " + show) == 0:
+                    shape, logits = read_safetensors_f32(grads, "logits")
+                    V = shape[-1]
+                    for i in range(len(prompt) - 1, len(seq) - 1):
+                        row = logits[i * V:(i + 1) * V]
+                        if row[seq[i + 1]] < max(row) - 1e-4:
+                            run.broken += 1
+                            print("BROKEN (generate gave %s; at position %d the parallel logits prefer %d, %g over "
+                                  "%g): %s" % (seq, i + 1, row.index(max(row)), max(row), row[seq[i + 1]], show),
+                                  flush=True)
+                            break
         same_model("merge", ["merge", "--model", base, "--adapter", adapter, "--out", out + "/merged"],
                    out + "/merged", None)
         if "+" not in adapter and peft["peft_type"] == "LORA":
