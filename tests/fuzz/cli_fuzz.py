@@ -2,16 +2,18 @@
 """Black-box fuzzing of the `ssmtune` program: random flags for every command, random run configs for `train` and
 random adapter configs for `finetune` (+ `eval` / `merge` / `finetune --adapter`), each run as a process, judged by
 the CLI's contract: exit 0, or exit 1 / 2 with exactly one `error: ...` line on stderr (`warning:` and `note:` lines
-aside), never a signal, an uncaught exception ("terminate", "what()") or a hang. The merges mode adds an oracle:
-random valid adapters on a Mamba and a Longhorn model, and a merge the program accepts must evaluate to the loss the
-adapter gives unmerged.
+aside), never a signal, an uncaught exception ("terminate", "what()") or a hang. Two modes judge results too, on
+random *valid* adapters and runs: merges (a merge, convert or combine the program accepts gives the adapter's loss;
+the saved adapter evaluates to the run's last evaluation; an adapter list evaluated in turn gives each one's loss;
+greedy generation agrees with the parallel logits) and resumes (a run killed with SIGKILL and resumed ends as the
+run never killed).
 
 The libFuzzer targets (tests/fuzz/*.cpp) reach the readers in-process; this reaches what only the whole program
 does: flag parsing and narrowing, config sections and their defaults, the commands' own checks, the interplay of
 model, adapter, data and tokenizer paths. It found the findings listed in the README ("Sanitizers and fuzzing").
 
-    python3 tests/fuzz/cli_fuzz.py --ssmtune build/tools/ssmtune [--mode flags|configs|adapters|merges|all] [--runs N]
-                                   [--seed S] [--timeout SECONDS]
+    python3 tests/fuzz/cli_fuzz.py --ssmtune build/tools/ssmtune [--mode flags|configs|adapters|merges|resumes|all]
+                                   [--runs N] [--seed S] [--timeout SECONDS]
 
 Fixtures (tiny Mamba and Longhorn models, LoRA / PiSSA / state-offset adapters, batch files) are built with the
 binary itself in a temporary directory. Exit status 1 when a run broke the contract; a timeout is reported apart
@@ -242,6 +244,11 @@ def read_safetensors_f32(path, name):
     return header[name]["shape"], struct.unpack("<%df" % (len(data) // 4), data)
 
 
+def agrees(value, reference, rtol):
+    """Both known and |value − reference| ≤ rtol · max(1, |reference|)."""
+    return value is not None and reference is not None and abs(value - reference) <= rtol * max(1.0, abs(reference))
+
+
 def eval_loss(stdout):
     """The loss from `eval`'s JSON line, or None."""
     for line in reversed(stdout.splitlines()):
@@ -276,21 +283,13 @@ def fuzz_adapters(run, rng, d, n, fixtures):
         shutil.rmtree(out, ignore_errors=True)
         show = "finetune --peft " + json.dumps(peft)
         status = run(["finetune", "--model", base + "/model", "--config", os.path.join(d, "mamba.json"), "--peft",
-                      json.dumps(peft), "--steps", "2", "--lr", "0.01", "--set",
-                      "train.batch_size=2,train.eval_batches=1", "--out", out, "--quiet"], show)
-        if status == 0 and rng.random() < 0.5:  # what it wrote must load again
-            data = ["--task", "selective_copying", "--set", "data.task.span=12,train.batch_size=2,train.eval_batches=1"]
-            status = run(["eval", "--model", base + "/model", "--adapter", out + "/adapter"] + data,
-                         "eval after " + show)
-            unmerged = eval_loss(run.stdout) if status == 0 else None
-            if run(["merge", "--model", base + "/model", "--adapter", out + "/adapter", "--out", out + "/merged"],
-                   "merge after " + show) == 0 and unmerged is not None:
-                # a merge the program accepts must give the model the adapter made: the same loss on the same batches
-                status = run(["eval", "--model", out + "/merged"] + data, "eval merged after " + show)
-                merged = eval_loss(run.stdout) if status == 0 else None
-                if merged is None or not abs(merged - unmerged) <= 1e-4 * max(1.0, abs(unmerged)):
-                    run.broken += 1
-                    print("BROKEN (merged loss %s, with the adapter %s): %s" % (merged, unmerged, show), flush=True)
+                      json.dumps(peft), "--steps", "2", "--set", "train.batch_size=2,train.eval_batches=1", "--out",
+                      out, "--quiet"], show)
+        if status == 0 and rng.random() < 0.5:  # what it wrote must load again (its results: the merges mode)
+            run(["eval", "--model", base + "/model", "--adapter", out + "/adapter", "--task", "selective_copying",
+                 "--set", "data.task.span=12,train.batch_size=2,train.eval_batches=1"], "eval after " + show)
+            run(["merge", "--model", base + "/model", "--adapter", out + "/adapter", "--out", out + "/merged"],
+                "merge after " + show)
             run(["finetune", "--model", base + "/model", "--config", os.path.join(d, "mamba.json"), "--adapter",
                  out + "/adapter", "--steps", "1", "--set", "train.batch_size=2,train.eval_batches=1", "--out",
                  out + "/on", "--quiet"], "finetune --adapter after " + show)
@@ -298,7 +297,7 @@ def fuzz_adapters(run, rng, d, n, fixtures):
 
 def valid_peft(rng, kind):
     """A random adapter config built from valid values (most of them train) for a `kind` model (mamba, longhorn,
-    s4d), for the merge oracle."""
+    s4d), for the merges and resumes modes."""
     s4d = kind == "s4d"
     t = rng.choice(["LORA"] * 6 + ["SURM"] * 2 + ["BITFIT", "PARTIAL", "FULL", "SDLORA", "STATE_OFFSET",
                                                   "PARALLEL_ADAPTER", "INITIAL_STATE"] +
@@ -412,7 +411,7 @@ def fuzz_merges(run, rng, d, n, fixtures):
         if run(["eval", "--config", out + "/run_config.json", "--adapter", out + "/adapter"],
                "eval again " + show) == 0:
             again = eval_loss(run.stdout)
-            if logged is None or again is None or not abs(again - logged) <= 1e-6 * max(1.0, abs(logged)):
+            if not agrees(again, logged, 1e-6):
                 run.broken += 1
                 print("BROKEN (eval of the saved adapter %s, the run's last evaluation %s): %s" % (again, logged, show),
                       flush=True)
@@ -431,7 +430,7 @@ def fuzz_merges(run, rng, d, n, fixtures):
             if run(["eval", "--model", model] + (["--adapter", with_adapter] if with_adapter else []) +
                    ["--config", cfg, "--set", small], "eval " + what + " " + show) == 0:
                 loss = eval_loss(run.stdout)
-            if loss is None or unmerged is None or not abs(loss - unmerged) <= 1e-4 * max(1.0, abs(unmerged)):
+            if not agrees(loss, unmerged, 1e-4):
                 run.broken += 1
                 print("BROKEN (%s loss %s, with the adapter %s): %s (adapter %s)" % (what, loss, unmerged, show,
                                                                                      adapter), flush=True)
@@ -452,7 +451,7 @@ def fuzz_merges(run, rng, d, n, fixtures):
                     if alone is None and run(["eval", "--model", base, "--adapter", entry["adapter"], "--config", cfg,
                                               "--set", small], "eval alone " + entry["adapter"]) == 0:
                         alone = eval_loss(run.stdout)
-                    if alone is None or not abs(entry["loss"] - alone) <= 1e-6 * max(1.0, abs(alone)):
+                    if not agrees(entry["loss"], alone, 1e-6):
                         run.broken += 1
                         print("BROKEN (eval in turn %s gives %s for %s, alone %s): %s" % (
                             ",".join(order), entry["loss"], entry["adapter"], alone, show), flush=True)
@@ -499,7 +498,8 @@ def run_records(out):
                     entry = json.loads(line)
                 except ValueError:
                     continue
-                records.append({k: v for k, v in entry.items() if k not in ("elapsed", "tokens_per_s", "samples_per_s")})
+                timings = ("elapsed", "tokens_per_s", "samples_per_s")
+                records.append({k: v for k, v in entry.items() if k not in timings})
     except FileNotFoundError:
         pass
     return records
@@ -558,7 +558,7 @@ def fuzz_resumes(run, rng, d, n, fixtures):
             target = ["--model", ref + "/model"] if command[0] == "train" else ["--adapter", ref + "/adapter"]
             if run(["eval", "--config", ref + "/run_config.json"] + target, "eval again " + show) == 0:
                 again = eval_loss(run.stdout)
-                if again is None or not abs(again - last_val[-1]) <= 1e-6 * max(1.0, abs(last_val[-1])):
+                if not agrees(again, last_val[-1], 1e-6):
                     run.broken += 1
                     print("BROKEN (eval of what the run wrote %s, its last evaluation %s): %s" % (again, last_val[-1],
                                                                                                show), flush=True)
