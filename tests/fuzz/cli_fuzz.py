@@ -5,7 +5,8 @@ the CLI's contract: exit 0, or exit 1 / 2 with exactly one `error: ...` line on 
 aside), never a signal, an uncaught exception ("terminate", "what()") or a hang. Two modes judge results too, on
 random *valid* adapters and runs: merges (a merge, convert or combine the program accepts gives the adapter's loss;
 the saved adapter evaluates to the run's last evaluation; an adapter list evaluated in turn gives each one's loss;
-greedy generation agrees with the parallel logits) and resumes (a run killed with SIGKILL and resumed ends as the
+greedy generation agrees with the parallel logits; eval on a token file gives grads' loss on its validation
+windows) and resumes (a run killed with SIGKILL and resumed ends as the
 run never killed).
 
 The libFuzzer targets (tests/fuzz/*.cpp) reach the readers in-process; this reaches what only the whole program
@@ -21,6 +22,7 @@ binary itself in a temporary directory. Exit status 1 when a run broke the contr
 """
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -384,12 +386,66 @@ def s4d_fixture(run, d):
     return out
 
 
+def check_eval_windows(run, rng, d, kind, base, adapter, show):
+    """`eval` on a token file (for the byte-level Longhorn also a byte file) must give what `grads` gives on the
+    validation windows tools/data/text.h defines: the last llround(n·f) tokens, windows of L + 1 tokens starting
+    every L, batches of B, at most K batches (the last one may be partial). Loss to 1e-5; accuracy = the share of
+    targets the logits' argmax picks (where no two logits tie within 1e-4); perplexity = exp(loss); bits per byte =
+    loss / ln 2 for bytes."""
+    V = 10 if kind == "mamba" else 256
+    n, f = rng.randint(12, 120), rng.choice([0.3, 0.5, 0.7])
+    n_val = int(math.floor(n * f + 0.5))
+    L, B, K = rng.randint(1, min(9, n_val - 1, n - n_val - 1)), rng.randint(1, 4), rng.randint(1, 4)
+    ids = [rng.randrange(V) for _ in range(n)]
+    as_bytes = kind == "longhorn" and rng.random() < 0.5
+    data = os.path.join(d, "windows.txt" if as_bytes else "windows.safetensors")
+    if as_bytes:
+        with open(data, "wb") as out:
+            out.write(bytes(ids))
+    else:
+        write_safetensors(data, {"input_ids": ("I64", [n], ids)})
+    what = "eval --data (%d tokens, val_fraction %g, L %d, B %d, %d batches) %s" % (n, f, L, B, K, show)
+    if run(["eval", "--model", base, "--adapter", adapter, "--data", data, "--batch-size", str(B), "--seq-len", str(L),
+            "--set", "train.eval_batches=%d,data.val_fraction=%g" % (K, f)], what) != 0:
+        return
+    got = next((json.loads(line) for line in reversed(run.stdout.splitlines()) if line.startswith("{")), {})
+    val = ids[n - n_val:]
+    rows = [val[w * L:w * L + L + 1] for w in range(n_val) if w * L + L + 1 <= n_val][:B * K]
+    batch, grads = os.path.join(d, "windows_batch.safetensors"), os.path.join(d, "windows_grads.safetensors")
+    write_safetensors(batch, {"input_ids": ("I64", [len(rows), L + 1], sum(rows, []))})
+    if run(["grads", "--model", base, "--adapter", adapter, "--batch", batch, "--out", grads], "grads " + what) != 0:
+        return
+    loss = read_safetensors_f32(grads, "loss")[1][0]
+    problems = []
+    if not agrees(got.get("loss"), loss, 1e-5):
+        problems.append("loss %s, grads on its windows %s" % (got.get("loss"), loss))
+    if not agrees(got.get("perplexity"), math.exp(got.get("loss", 0)), 1e-9):
+        problems.append("perplexity %s for loss %s" % (got.get("perplexity"), got.get("loss")))
+    if as_bytes != ("bits_per_byte" in got) or (as_bytes and not agrees(got["bits_per_byte"], got["loss"] / math.log(2), 1e-9)):
+        problems.append("bits per byte %s for loss %s (bytes: %s)" % (got.get("bits_per_byte"), got.get("loss"), as_bytes))
+    shape, logits = read_safetensors_f32(grads, "logits")
+    if shape[1] == L + 1:
+        hits, tie = 0, False
+        for r, row in enumerate(rows):
+            for t in range(L):
+                z = logits[(r * (L + 1) + t) * V:(r * (L + 1) + t + 1) * V]
+                top = sorted(z)
+                tie = tie or top[-1] - top[-2] < 1e-4
+                hits += z[row[t + 1]] == top[-1]
+        if not tie and not agrees(got.get("accuracy"), hits / (len(rows) * L), 1e-9):
+            problems.append("accuracy %s, the argmax of grads' logits %s" % (got.get("accuracy"), hits / (len(rows) * L)))
+    for problem in problems:
+        run.broken += 1
+        print("BROKEN (%s): %s" % (problem, what), flush=True)
+
+
 def fuzz_merges(run, rng, d, n, fixtures):
     """Valid adapters on the Mamba, Longhorn and S4D bases, trained 2 steps at lr 0.01: the saved adapter must evaluate
     (with the run's own run_config.json) to the run's last evaluation; a merge the program accepts must evaluate to
     the adapter's loss (with a second LoRA adapter too, `A+B`), and so must a LoRA adapter's convert and its combine
     with itself alone; an adapter list evaluated in turn must give each one's loss alone; greedy `generate` (the
-    recurrent step mode) must pick the tokens the parallel logits of `grads` prefer; what they refuse must say why."""
+    recurrent step mode) must pick the tokens the parallel logits of `grads` prefer; eval on a token file must give
+    what grads gives on its validation windows (check_eval_windows); what they refuse must say why."""
     bases, adapters = dict(fixtures[1], s4d=s4d_fixture(run, d)), fixtures[2]
     small = "train.batch_size=2,train.eval_batches=1"
     for _ in range(n):
@@ -476,6 +532,8 @@ def fuzz_merges(run, rng, d, n, fixtures):
                                   "%g): %s" % (seq, i + 1, row.index(max(row)), max(row), row[seq[i + 1]], show),
                                   flush=True)
                             break
+        if kind != "s4d" and rng.random() < 0.4:
+            check_eval_windows(run, rng, d, kind, base, adapter, show)
         same_model("merge", ["merge", "--model", base, "--adapter", adapter, "--out", out + "/merged"],
                    out + "/merged", None)
         if "+" not in adapter and peft["peft_type"] == "LORA":
