@@ -5,8 +5,8 @@ the CLI's contract: exit 0, or exit 1 / 2 with exactly one `error: ...` line on 
 aside), never a signal, an uncaught exception ("terminate", "what()") or a hang. Two modes judge results too, on
 random *valid* adapters and runs: merges (a merge, convert or combine the program accepts gives the adapter's loss;
 the saved adapter evaluates to the run's last evaluation; an adapter list evaluated in turn gives each one's loss;
-greedy generation agrees with the parallel logits; eval on a token file gives grads' loss on its validation
-windows) and resumes (a run killed with SIGKILL and resumed ends as the
+greedy generation agrees with the parallel logits; eval on a token file or IDX images gives grads' loss on what
+the data readers define, and the metrics of its logits) and resumes (a run killed with SIGKILL and resumed ends as the
 run never killed).
 
 The libFuzzer targets (tests/fuzz/*.cpp) reach the readers in-process; this reaches what only the whole program
@@ -439,13 +439,79 @@ def check_eval_windows(run, rng, d, kind, base, adapter, show):
         print("BROKEN (%s): %s" % (problem, what), flush=True)
 
 
+def sklearn_metrics(predicted, truth):
+    """accuracy, macro-F1 and MCC as scikit-learn's accuracy_score, f1_score(average="macro") and matthews_corrcoef."""
+    labels = sorted(set(predicted) | set(truth))
+    n = len(truth)
+    f1 = []
+    for k in labels:
+        tp = sum(p == k and t == k for p, t in zip(predicted, truth))
+        fp, fn = sum(p == k for p in predicted) - tp, sum(t == k for t in truth) - tp
+        f1.append(2 * tp / (2 * tp + fp + fn))
+    c = sum(p == t for p, t in zip(predicted, truth))
+    pk, tk = [sum(p == k for p in predicted) for k in labels], [sum(t == k for t in truth) for k in labels]
+    den = math.sqrt((n * n - sum(x * x for x in pk)) * (n * n - sum(x * x for x in tk)))
+    mcc = (c * n - sum(a * b for a, b in zip(pk, tk))) / den if den else 0.0
+    return {"accuracy": c / n, "macro_f1": sum(f1) / len(f1), "mcc": mcc}
+
+
+def check_eval_images(run, rng, d, base, adapter, show):
+    """`eval` of the S4D classifier on random IDX images (random count, class filter and limit) must give what `grads`
+    gives on those images as tools/data/idx.h defines them (row order, pixels / 255; the filter keeps the classes named
+    and renumbers them in its order; the test split keeps max(1, limit / 6) images): the loss over all test images
+    to 1e-5, and accuracy, macro-F1 and MCC of its logits' argmax as scikit-learn computes them."""
+    images = os.path.join(d, "idx_eval")
+    os.makedirs(images, exist_ok=True)
+    n = rng.randint(1, 30)
+    labels = [rng.randrange(3) for _ in range(n)]
+    pixels = [rng.randrange(256) for _ in range(12 * n)]
+    for split in ("train", "t10k"):
+        with open(os.path.join(images, split + "-images-idx3-ubyte"), "wb") as f:
+            f.write(struct.pack(">iiii", 0x803, n, 4, 3) + bytes(pixels))
+        with open(os.path.join(images, split + "-labels-idx1-ubyte"), "wb") as f:
+            f.write(struct.pack(">ii", 0x801, n) + bytes(labels))
+    classes = rng.sample(range(3), rng.randint(1, 3)) if rng.random() < 0.5 else []
+    limit = rng.choice([0, 0, rng.randint(1, 40)])
+    B = rng.randint(1, 8)
+    cfg = os.path.join(d, "s4d_eval.json")
+    with open(cfg, "w") as f:
+        json.dump({"data": {"kind": "fashion_mnist", "path": images, "order": "row", "classes": classes,
+                            "limit": limit}, "train": {"batch_size": B}}, f)
+    what = "eval (%d images, classes %s, limit %d, B %d) %s" % (n, classes, limit, B, show)
+    if run(["eval", "--model", base, "--adapter", adapter, "--config", cfg], what) != 0:
+        return
+    got = next((json.loads(line) for line in reversed(run.stdout.splitlines()) if line.startswith("{")), {})
+    kept = [k for k in range(n) if not classes or labels[k] in classes]
+    kept = kept[:max(1, limit // 6)] if limit else kept
+    truth = [classes.index(labels[k]) if classes else labels[k] for k in kept]
+    frames = [pixels[12 * k + i] / 255.0 for k in kept for i in range(12)]
+    batch, grads = os.path.join(d, "images_batch.safetensors"), os.path.join(d, "images_grads.safetensors")
+    write_safetensors(batch, {"inputs": ("F32", [len(kept), 4, 3], frames), "labels": ("I64", [len(kept)], truth)})
+    if run(["grads", "--model", base, "--adapter", adapter, "--batch", batch, "--out", grads], "grads " + what) != 0:
+        return
+    expected = {"loss": read_safetensors_f32(grads, "loss")[1][0]}
+    shape, logits = read_safetensors_f32(grads, "logits")
+    C, predicted, tie = shape[-1], [], False
+    for r in range(len(kept)):
+        z = logits[r * C:(r + 1) * C]
+        top = sorted(z)
+        tie = tie or top[-1] - top[-2] < 1e-4
+        predicted.append(z.index(top[-1]))
+    if not tie:
+        expected.update(sklearn_metrics(predicted, truth))
+    for name, value in expected.items():
+        if not agrees(got.get(name), value, 1e-5 if name == "loss" else 1e-9):
+            run.broken += 1
+            print("BROKEN (%s %s, from grads' logits %s): %s" % (name, got.get(name), value, what), flush=True)
+
+
 def fuzz_merges(run, rng, d, n, fixtures):
     """Valid adapters on the Mamba, Longhorn and S4D bases, trained 2 steps at lr 0.01: the saved adapter must evaluate
     (with the run's own run_config.json) to the run's last evaluation; a merge the program accepts must evaluate to
     the adapter's loss (with a second LoRA adapter too, `A+B`), and so must a LoRA adapter's convert and its combine
     with itself alone; an adapter list evaluated in turn must give each one's loss alone; greedy `generate` (the
     recurrent step mode) must pick the tokens the parallel logits of `grads` prefer; eval on a token file must give
-    what grads gives on its validation windows (check_eval_windows); what they refuse must say why."""
+    what grads gives on its validation windows (check_eval_windows), and on IDX images (check_eval_images); what they refuse must say why."""
     bases, adapters = dict(fixtures[1], s4d=s4d_fixture(run, d)), fixtures[2]
     small = "train.batch_size=2,train.eval_batches=1"
     for _ in range(n):
@@ -534,6 +600,8 @@ def fuzz_merges(run, rng, d, n, fixtures):
                             break
         if kind != "s4d" and rng.random() < 0.4:
             check_eval_windows(run, rng, d, kind, base, adapter, show)
+        if kind == "s4d" and rng.random() < 0.4:
+            check_eval_images(run, rng, d, base, adapter, show)
         same_model("merge", ["merge", "--model", base, "--adapter", adapter, "--out", out + "/merged"],
                    out + "/merged", None)
         if "+" not in adapter and peft["peft_type"] == "LORA":
