@@ -455,11 +455,29 @@ def sklearn_metrics(predicted, truth):
     return {"accuracy": c / n, "macro_f1": sum(f1) / len(f1), "mcc": mcc}
 
 
-def check_eval_images(run, rng, d, base, adapter, show):
-    """`eval` of the S4D classifier on random IDX images (random count, class filter and limit) must give what `grads`
-    gives on those images as tools/data/idx.h defines them (row order, pixels / 255; the filter keeps the classes named
-    and renumbers them in its order; the test split keeps max(1, limit / 6) images): the loss over all test images
-    to 1e-5, and accuracy, macro-F1 and MCC of its logits' argmax as scikit-learn computes them."""
+def image_models(run, d):
+    """A Longhorn frame classifier (row order: 4 frames of 3 pixels, a class head) and a Mamba reading pixel tokens
+    (pixel order: 12 tokens, the class token 256 + c answered at the last), both trained 2 steps on the S4D fixture's
+    images; built once, returns {"frames": model dir, "pixels": model dir}."""
+    models = {"frames": os.path.join(d, "base_frames"), "pixels": os.path.join(d, "base_pixels")}
+    if not os.path.exists(models["pixels"]):
+        s4d_fixture(run, d)
+        for view, model_type, order in (("frames", "longhorn", "row"), ("pixels", "mamba", "pixel")):
+            if run(["train", "--config", os.path.join(d, "s4d.json"), "--model-type", model_type, "--set",
+                    "model.hidden_size=8,model.num_hidden_layers=1,model.state_size=4,train.batch_size=2,"
+                    "train.eval_batches=1,data.order=" + order, "--out", models[view], "--quiet"], "fixture " + view) != 0:
+                sys.exit("cli_fuzz: could not build the %s fixture" % view)
+    return {view: out + "/model" for view, out in models.items()}
+
+
+def check_eval_images(run, rng, d, view, base, adapter, show):
+    """`eval` of an image classifier on random IDX images (random count, class filter, limit and batch size) must give
+    what `grads` gives on those images as tools/data/idx.h and tools/workload.cpp define them (pixels / 255; the filter
+    keeps the classes named, renumbered in its order; the test split keeps max(1, limit / 6) images): the loss over all
+    test images to 1e-5, and the accuracy, macro-F1 and MCC of the logits' argmax as scikit-learn computes them.
+    view: "s4d" (the S4D classifier, row order), "frames" (a frame model: its class logits at the last frame) or
+    "pixels" (an LM on pixel tokens: cross-entropy of the class token 256 + c at the last pixel, over the whole
+    vocabulary, and its argmax − 256 the answer, a pixel token a label of its own)."""
     images = os.path.join(d, "idx_eval")
     os.makedirs(images, exist_ok=True)
     n = rng.randint(1, 30)
@@ -473,30 +491,39 @@ def check_eval_images(run, rng, d, base, adapter, show):
     classes = rng.sample(range(3), rng.randint(1, 3)) if rng.random() < 0.5 else []
     limit = rng.choice([0, 0, rng.randint(1, 40)])
     B = rng.randint(1, 8)
-    cfg = os.path.join(d, "s4d_eval.json")
+    cfg = os.path.join(d, "images_eval.json")
     with open(cfg, "w") as f:
-        json.dump({"data": {"kind": "fashion_mnist", "path": images, "order": "row", "classes": classes,
-                            "limit": limit}, "train": {"batch_size": B}}, f)
-    what = "eval (%d images, classes %s, limit %d, B %d) %s" % (n, classes, limit, B, show)
-    if run(["eval", "--model", base, "--adapter", adapter, "--config", cfg], what) != 0:
+        json.dump({"data": {"kind": "fashion_mnist", "path": images, "order": "pixel" if view == "pixels" else "row",
+                            "classes": classes, "limit": limit}, "train": {"batch_size": B}}, f)
+    what = "eval %s (%d images, classes %s, limit %d, B %d) %s" % (view, n, classes, limit, B, show)
+    with_adapter = ["--adapter", adapter] if adapter else []
+    if run(["eval", "--model", base] + with_adapter + ["--config", cfg], what) != 0:
         return
     got = next((json.loads(line) for line in reversed(run.stdout.splitlines()) if line.startswith("{")), {})
     kept = [k for k in range(n) if not classes or labels[k] in classes]
     kept = kept[:max(1, limit // 6)] if limit else kept
     truth = [classes.index(labels[k]) if classes else labels[k] for k in kept]
-    frames = [pixels[12 * k + i] / 255.0 for k in kept for i in range(12)]
+    m = len(kept)
     batch, grads = os.path.join(d, "images_batch.safetensors"), os.path.join(d, "images_grads.safetensors")
-    write_safetensors(batch, {"inputs": ("F32", [len(kept), 4, 3], frames), "labels": ("I64", [len(kept)], truth)})
-    if run(["grads", "--model", base, "--adapter", adapter, "--batch", batch, "--out", grads], "grads " + what) != 0:
+    if view == "pixels":
+        write_safetensors(batch, {"input_ids": ("I64", [m, 12], [pixels[12 * k + i] for k in kept for i in range(12)])})
+    else:
+        write_safetensors(batch, {"inputs": ("F32", [m, 4, 3], [pixels[12 * k + i] / 255.0 for k in kept
+                                                                  for i in range(12)]),
+                                  "labels": ("I64", [m], truth)})
+    if run(["grads", "--model", base] + with_adapter + ["--batch", batch, "--out", grads], "grads " + what) != 0:
         return
-    expected = {"loss": read_safetensors_f32(grads, "loss")[1][0]}
     shape, logits = read_safetensors_f32(grads, "logits")
-    C, predicted, tie = shape[-1], [], False
-    for r in range(len(kept)):
-        z = logits[r * C:(r + 1) * C]
+    C, predicted, tie, loss = shape[-1], [], False, 0.0
+    step = C * (shape[1] if len(shape) == 3 else 1)
+    for r in range(m):
+        z = logits[r * step + step - C:(r + 1) * step]  # the last frame's / pixel's
         top = sorted(z)
         tie = tie or top[-1] - top[-2] < 1e-4
-        predicted.append(z.index(top[-1]))
+        predicted.append(z.index(top[-1]) - (256 if view == "pixels" else 0))
+        if view == "pixels":
+            loss += (top[-1] + math.log(sum(math.exp(v - top[-1]) for v in z)) - z[256 + truth[r]]) / m
+    expected = {"loss": loss if view == "pixels" else read_safetensors_f32(grads, "loss")[1][0]}
     if not tie:
         expected.update(sklearn_metrics(predicted, truth))
     for name, value in expected.items():
@@ -601,7 +628,20 @@ def fuzz_merges(run, rng, d, n, fixtures):
         if kind != "s4d" and rng.random() < 0.4:
             check_eval_windows(run, rng, d, kind, base, adapter, show)
         if kind == "s4d" and rng.random() < 0.4:
-            check_eval_images(run, rng, d, base, adapter, show)
+            check_eval_images(run, rng, d, "s4d", base, adapter, show)
+        if rng.random() < 0.1:  # the frame and pixel-token classifiers, alone or with a random adapter
+            view = rng.choice(["frames", "pixels"])
+            model, on_top, what = image_models(run, d)[view], None, "(the base alone)"
+            if rng.random() < 0.6:
+                peft = valid_peft(rng, "longhorn" if view == "frames" else "mamba")
+                what = "finetune --peft " + json.dumps(peft)
+                shutil.rmtree(os.path.join(d, "o_images"), ignore_errors=True)
+                if run(["finetune", "--model", model, "--config", os.path.join(d, "s4d.json"), "--peft", json.dumps(peft),
+                        "--steps", "2", "--lr", "0.01", "--set", small + ",data.order=" + ("row" if view == "frames"
+                        else "pixel"), "--out", os.path.join(d, "o_images"), "--quiet"], view + " " + what) != 0:
+                    continue
+                on_top = os.path.join(d, "o_images", "adapter")
+            check_eval_images(run, rng, d, view, model, on_top, what)
         same_model("merge", ["merge", "--model", base, "--adapter", adapter, "--out", out + "/merged"],
                    out + "/merged", None)
         if "+" not in adapter and peft["peft_type"] == "LORA":
