@@ -155,3 +155,64 @@ def check_eval_images(run, rng, d, view, base, adapter, show):
         if not agrees(got.get(name), value, 1e-5 if name == "loss" else 1e-9):
             run.broken += 1
             print("BROKEN (%s %s, from grads' logits %s): %s" % (name, got.get(name), value, what), flush=True)
+
+
+def sampling_allows(row, token, temperature, top_k, top_p, tol=1e-4):
+    """Whether HF's sampling filters (logits / temperature, then top-k, then top-p over the softmax of what top-k kept;
+    the most likely token always kept) can keep `token` of the logits `row`; `tol` is slack for the difference
+    between the recurrent and the parallel logits (a near-tie counts either way)."""
+    z = [v / temperature for v in row]
+    if z[token] >= max(z) - tol:
+        return True
+    kth = sorted(z, reverse=True)[min(top_k, len(z)) - 1] if top_k else min(z)
+    if z[token] < kth - tol:
+        return False
+    kept = [v for v in z if v >= kth - tol]
+    m = max(kept)
+    total = sum(math.exp(v - m) for v in kept)
+    above = sum(math.exp(v - m) for v in kept if v > z[token] + tol) / total
+    return top_p >= 1 or above < top_p + tol
+
+
+def check_generate(run, rng, d, base, adapter, show):
+    """`generate` runs the recurrent step mode, `grads` the parallel scan: on the generated sequence (teacher-forced)
+    the parallel logits must allow every generated token — greedy: its logit the largest (to 1e-4); sampling: one the
+    temperature / top-k / top-p filters keep (sampling_allows). Generation stops right after the first --stop-ids
+    token, and only there; the prompt comes back first."""
+    prompt = [rng.randrange(1, 10) for _ in range(rng.randint(1, 4))]
+    new = rng.randint(1, 8)
+    args = ["generate", "--model", base, "--adapter", adapter, "--ids", ",".join(map(str, prompt)),
+            "--max-new-tokens", str(new), "--seed", str(rng.randint(0, 99))]
+    temperature, top_k, top_p, stop = 0, 0, 1.0, []
+    if rng.random() < 0.6:
+        temperature, top_k, top_p = rng.choice([0.5, 1, 2]), rng.choice([0, 1, 2, 5]), rng.choice([1.0, 0.9, 0.5, 0.0])
+        args += ["--temperature", str(temperature), "--top-k", str(top_k), "--top-p", str(top_p)]
+    if rng.random() < 0.3:
+        stop = rng.sample(range(10), rng.randint(1, 3))
+        args += ["--stop-ids", ",".join(map(str, stop))]
+    what = " ".join(args[5:]) + " " + show
+    if run(args, "generate " + what) != 0:
+        return
+    seq = [int(t) for t in run.stdout.strip().splitlines()[-1].split(",")]
+    generated = seq[len(prompt):]
+    problems = []
+    if seq[:len(prompt)] != prompt or not 1 <= len(generated) <= new:
+        problems.append("%d new tokens after the prompt %s" % (len(generated), prompt))
+    elif any(t in stop for t in generated[:-1]) or (len(generated) < new and generated[-1] not in stop):
+        problems.append("it did not stop right after the first of the stop ids %s" % stop)
+    else:
+        batch, grads = os.path.join(d, "gen_batch.safetensors"), os.path.join(d, "gen_grads.safetensors")
+        write_safetensors(batch, {"input_ids": ("I64", [1, len(seq) - 1], seq[:-1])})
+        if run(["grads", "--model", base, "--adapter", adapter, "--batch", batch, "--out", grads], "grads " + what) != 0:
+            return
+        shape, logits = read_safetensors_f32(grads, "logits")
+        V = shape[-1]
+        for i in range(len(prompt) - 1, len(seq) - 1):
+            row = list(logits[i * V:(i + 1) * V])
+            if not sampling_allows(row, seq[i + 1], temperature or 1, top_k if temperature else 1, top_p):
+                problems.append("at position %d the parallel logits do not allow %d (largest: %d, %g over %g)" %
+                                (i + 1, seq[i + 1], row.index(max(row)), max(row), row[seq[i + 1]]))
+                break
+    for problem in problems:
+        run.broken += 1
+        print("BROKEN (generate gave %s: %s): %s" % (seq, problem, what), flush=True)

@@ -9,8 +9,8 @@ import signal
 import subprocess
 import time
 
-from cli_fuzz_common import agrees, eval_loss, read_safetensors_f32, s4d_fixture, write_safetensors
-from cli_fuzz_evals import check_eval_images, check_eval_windows, image_models
+from cli_fuzz_common import agrees, eval_loss, s4d_fixture
+from cli_fuzz_evals import check_eval_images, check_eval_windows, check_generate, image_models
 
 
 def valid_peft(rng, kind):
@@ -152,26 +152,7 @@ def fuzz_merges(run, rng, d, n, fixtures):
                         print("BROKEN (eval in turn %s gives %s for %s, alone %s): %s" % (
                             ",".join(order), entry["loss"], entry["adapter"], alone, show), flush=True)
         if kind != "s4d" and rng.random() < 0.5:
-            # generate runs the recurrent step mode, grads the parallel scan: the parallel logits of the generated
-            # sequence (teacher-forced) must pick each greedy token (its logit the largest, to 1e-4)
-            prompt = [rng.randrange(1, 10) for _ in range(rng.randint(1, 4))]
-            if run(["generate", "--model", base, "--adapter", adapter, "--ids", ",".join(map(str, prompt)),
-                    "--max-new-tokens", "5"], "generate " + show) == 0:
-                seq = [int(t) for t in run.stdout.strip().splitlines()[-1].split(",")]
-                batch, grads = os.path.join(d, "gen_batch.safetensors"), os.path.join(d, "gen_grads.safetensors")
-                write_safetensors(batch, {"input_ids": ("I64", [1, len(seq) - 1], seq[:-1])})
-                if run(["grads", "--model", base, "--adapter", adapter, "--batch", batch, "--out", grads],
-                       "grads " + show) == 0:
-                    shape, logits = read_safetensors_f32(grads, "logits")
-                    V = shape[-1]
-                    for i in range(len(prompt) - 1, len(seq) - 1):
-                        row = logits[i * V:(i + 1) * V]
-                        if row[seq[i + 1]] < max(row) - 1e-4:
-                            run.broken += 1
-                            print("BROKEN (generate gave %s; at position %d the parallel logits prefer %d, %g over "
-                                  "%g): %s" % (seq, i + 1, row.index(max(row)), max(row), row[seq[i + 1]], show),
-                                  flush=True)
-                            break
+            check_generate(run, rng, d, base, adapter, show)
         if kind != "s4d" and rng.random() < 0.4:
             check_eval_windows(run, rng, d, kind, base, adapter, show)
         if kind == "s4d" and rng.random() < 0.4:
