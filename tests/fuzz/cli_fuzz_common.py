@@ -119,11 +119,23 @@ def s4d_fixture(run, d):
     return out
 
 
+def read_safetensors_header(f):
+    """The JSON header of an open safetensors file (left at the end of the header) and its size."""
+    n = struct.unpack("<Q", f.read(8))[0]
+    return json.loads(f.read(n)), n
+
+
+def safetensors_shapes(path):
+    """{name: shape} of a safetensors file's tensors."""
+    with open(path, "rb") as f:
+        header, _ = read_safetensors_header(f)
+    return {name: entry["shape"] for name, entry in header.items() if name != "__metadata__"}
+
+
 def read_safetensors_f32(path, name):
     """(shape, flat values) of one F32 tensor of a safetensors file."""
     with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
+        header, n = read_safetensors_header(f)
         begin, end = header[name]["data_offsets"]
         f.seek(8 + n + begin)
         data = f.read(end - begin)

@@ -3,13 +3,15 @@
 agree with the unmerged adapter and with `grads`; and random valid runs killed with SIGKILL and resumed, which must
 end as the run never killed."""
 import json
+import math
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
 
-from cli_fuzz_common import agrees, eval_loss, s4d_fixture
+from cli_fuzz_common import agrees, eval_loss, s4d_fixture, safetensors_shapes
 from cli_fuzz_evals import check_eval_images, check_eval_windows, check_generate, image_models
 
 
@@ -112,6 +114,16 @@ def fuzz_merges(run, rng, d, n, fixtures):
                 print("BROKEN (eval of the saved adapter %s, the run's last evaluation %s): %s" % (again, logged, show),
                       flush=True)
         adapter = out + "/adapter"
+        # `inspect`'s trainable-parameter line counts what the adapter file stores (HF: get_peft_model_state_dict
+        # holds exactly the trainable tensors)
+        if run(["inspect", "--model", base, "--adapter", adapter], "inspect " + show) == 0:
+            counted = re.search(r"trainable params: ([0-9,]+)", run.stdout)
+            counted = int(counted.group(1).replace(",", "")) if counted else None
+            stored = sum(math.prod(shape) for shape in safetensors_shapes(adapter + "/adapter_model.safetensors").values())
+            if counted != stored:
+                run.broken += 1
+                print("BROKEN (inspect counts %s trainable parameters, the adapter file stores %d): %s" % (
+                    counted, stored, show), flush=True)
         if kind == "mamba" and peft["peft_type"] == "LORA" and rng.random() < 0.3:
             adapter += "+" + adapters["lora2"]
         if run(["eval", "--model", base, "--adapter", adapter, "--config", cfg, "--set", small], "eval " + show) != 0:
