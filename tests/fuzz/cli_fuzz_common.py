@@ -80,7 +80,8 @@ def make_fixtures(run, d):
                        ("offset", {"peft_type": "STATE_OFFSET"})]:
         out = os.path.join(d, "ft_" + name)
         if run(["finetune", "--model", base["mamba"] + "/model", "--config", os.path.join(d, "mamba.json"), "--peft",
-                json.dumps(peft), "--set", small, "--steps", "1", "--out", out, "--quiet"], "fixture " + name) != 0:
+                json.dumps(peft), "--set", small + ",train.schedule=constant,train.warmup_steps=0", "--steps", "2",
+                "--lr", "0.02", "--out", out, "--quiet"], "fixture " + name) != 0:
             sys.exit("cli_fuzz: could not build the %s adapter fixture" % name)
         adapters[name] = out + "/adapter"
     batches = {}
@@ -132,15 +133,15 @@ def safetensors_shapes(path):
     return {name: entry["shape"] for name, entry in header.items() if name != "__metadata__"}
 
 
-def read_safetensors_f32(path, name):
-    """(shape, flat values) of one F32 tensor of a safetensors file."""
+def read_safetensors_floats(path, name):
+    """(shape, flat values) of one F32 or F64 tensor of a safetensors file."""
     with open(path, "rb") as f:
         header, n = read_safetensors_header(f)
         begin, end = header[name]["data_offsets"]
         f.seek(8 + n + begin)
         data = f.read(end - begin)
-    assert header[name]["dtype"] == "F32"
-    return header[name]["shape"], struct.unpack("<%df" % (len(data) // 4), data)
+    code = {"F32": "f", "F64": "d"}[header[name]["dtype"]]
+    return header[name]["shape"], struct.unpack("<%d%s" % (len(data) // struct.calcsize(code), code), data)
 
 
 def agrees(value, reference, rtol):

@@ -8,7 +8,7 @@ import os
 import struct
 import sys
 
-from cli_fuzz_common import agrees, read_safetensors_f32, s4d_fixture, write_safetensors
+from cli_fuzz_common import agrees, read_safetensors_floats, s4d_fixture, write_safetensors
 
 
 def sklearn_metrics(predicted, truth):
@@ -56,7 +56,7 @@ def check_eval_windows(run, rng, d, kind, base, adapter, show):
     write_safetensors(batch, {"input_ids": ("I64", [len(rows), L + 1], sum(rows, []))})
     if run(["grads", "--model", base, "--adapter", adapter, "--batch", batch, "--out", grads], "grads " + what) != 0:
         return
-    loss = read_safetensors_f32(grads, "loss")[1][0]
+    loss = read_safetensors_floats(grads, "loss")[1][0]
     problems = []
     if not agrees(got.get("loss"), loss, 1e-5):
         problems.append("loss %s, grads on its windows %s" % (got.get("loss"), loss))
@@ -64,7 +64,7 @@ def check_eval_windows(run, rng, d, kind, base, adapter, show):
         problems.append("perplexity %s for loss %s" % (got.get("perplexity"), got.get("loss")))
     if as_bytes != ("bits_per_byte" in got) or (as_bytes and not agrees(got["bits_per_byte"], got["loss"] / math.log(2), 1e-9)):
         problems.append("bits per byte %s for loss %s (bytes: %s)" % (got.get("bits_per_byte"), got.get("loss"), as_bytes))
-    shape, logits = read_safetensors_f32(grads, "logits")
+    shape, logits = read_safetensors_floats(grads, "logits")
     if shape[1] == L + 1:
         hits, tie = 0, False
         for r, row in enumerate(rows):
@@ -138,7 +138,7 @@ def check_eval_images(run, rng, d, view, base, adapter, show):
                                   "labels": ("I64", [m], truth)})
     if run(["grads", "--model", base] + with_adapter + ["--batch", batch, "--out", grads], "grads " + what) != 0:
         return
-    shape, logits = read_safetensors_f32(grads, "logits")
+    shape, logits = read_safetensors_floats(grads, "logits")
     C, predicted, tie, loss = shape[-1], [], False, 0.0
     step = C * (shape[1] if len(shape) == 3 else 1)
     for r in range(m):
@@ -148,7 +148,7 @@ def check_eval_images(run, rng, d, view, base, adapter, show):
         predicted.append(z.index(top[-1]) - (256 if view == "pixels" else 0))
         if view == "pixels":
             loss += (top[-1] + math.log(sum(math.exp(v - top[-1]) for v in z)) - z[256 + truth[r]]) / m
-    expected = {"loss": loss if view == "pixels" else read_safetensors_f32(grads, "loss")[1][0]}
+    expected = {"loss": loss if view == "pixels" else read_safetensors_floats(grads, "loss")[1][0]}
     if not tie:
         expected.update(sklearn_metrics(predicted, truth))
     for name, value in expected.items():
@@ -205,7 +205,7 @@ def check_generate(run, rng, d, base, adapter, show):
         write_safetensors(batch, {"input_ids": ("I64", [1, len(seq) - 1], seq[:-1])})
         if run(["grads", "--model", base, "--adapter", adapter, "--batch", batch, "--out", grads], "grads " + what) != 0:
             return
-        shape, logits = read_safetensors_f32(grads, "logits")
+        shape, logits = read_safetensors_floats(grads, "logits")
         V = shape[-1]
         for i in range(len(prompt) - 1, len(seq) - 1):
             row = list(logits[i * V:(i + 1) * V])
