@@ -39,6 +39,14 @@ double norm_of(const Tensor& g) {
     return std::sqrt(s);
 }
 
+// A CSV value as the double it is (17 significant digits: it reads back to the same bits). std::to_string's six
+// decimals wrote every gradient below 5e-7 as 0.000000 — most of a small model's A_log gradients.
+std::string csv_number(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    return buf;
+}
+
 void write_text(const fs::path& p, const std::string& text) {
     std::ofstream out(p);
     out << text;
@@ -124,7 +132,7 @@ int run_study(int argc, char** argv) {
         if (show) std::printf("%6lld", (long long)t);
         for (int64_t i = 0; i < layers; ++i) {
             const double n = norm_of(probes[size_t(i)][size_t(t)].grad());
-            csv += "," + std::to_string(n);
+            csv += "," + csv_number(n);
             reach[size_t(i)].points.emplace_back(double(t), n);
             if (show) std::printf(" %12.4e", n);
         }
@@ -158,7 +166,7 @@ int run_study(int argc, char** argv) {
         for (int64_t n = 0; n < N; ++n) {
             double sum = 0;
             for (int64_t e = 0; e < E; ++e) sum += std::fabs(g[size_t(e * N + n)]);
-            acsv += std::to_string(i) + "," + std::to_string(n) + "," + std::to_string(sum) + "\n";
+            acsv += std::to_string(i) + "," + std::to_string(n) + "," + csv_number(sum) + "\n";
             s.points.emplace_back(double(n), sum);
             std::printf(" %.2e", sum);
         }
@@ -169,8 +177,8 @@ int run_study(int argc, char** argv) {
             double r = 0;
             for (int64_t n = 0; n < N; ++n) r += std::fabs(g[size_t(e * N + n)]);
             rows.emplace_back(r, e);
-            dcsv += std::to_string(i) + "," + std::to_string(e) + "," + std::to_string(r) + "," +
-                    std::to_string(dt_g.empty() ? 0.0 : std::fabs(dt_g[size_t(e)])) + "\n";
+            dcsv += std::to_string(i) + "," + std::to_string(e) + "," + csv_number(r) + "," +
+                    csv_number(dt_g.empty() ? 0.0 : std::fabs(dt_g[size_t(e)])) + "\n";
         }
         std::sort(rows.begin(), rows.end(), [](auto& a, auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
         std::printf("    top channels:");
@@ -203,7 +211,7 @@ int run_study(int argc, char** argv) {
     for (const char* m : {"in_proj", "out_proj", "x_proj", "dt_proj"}) {
         const bool ssm = std::string(m) == "x_proj" || std::string(m) == "dt_proj";
         std::printf("  %-9s %-12s %.4e\n", m, ssm ? "SSM-side" : "projection", std::sqrt(sq[m]));
-        lcsv += std::string(m) + "," + (ssm ? "ssm" : "projection") + "," + std::to_string(std::sqrt(sq[m])) + "\n";
+        lcsv += std::string(m) + "," + (ssm ? "ssm" : "projection") + "," + csv_number(std::sqrt(sq[m])) + "\n";
     }
     write_text(out / "lora_grads.csv", lcsv);
     lora.detach();

@@ -4,6 +4,8 @@
 #include "tests/tools/cli_test_util.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <fstream>
 
 #include "cuda/runtime.h"
@@ -78,6 +80,44 @@ TEST_CASE("commands: inspect, generate and gradcheck") {
     CHECK(std::filesystem::exists(dir / "study" / "reach.svg"));
     CHECK_FALSE(std::filesystem::exists(dir / "study" / "alog_grad.svg"));
     for (const char* c : {"inspect", "generate", "gradcheck", "merge", "plot", "grads", "study"}) CHECK(cli({c, "--help"}) == 0);
+}
+
+TEST_CASE("study: channel_grad.csv holds the A_log and Δ-bias gradients grads gives on the same batch, to the last digit") {
+    // the CSVs used std::to_string (six decimals): every gradient below 5e-7 came out as 0.000000
+    const auto dir = scratch_dir("study_csv");
+    const std::string model = byte_lm(dir / "lm");
+    std::vector<int64_t> ids(2 * 10);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = int64_t((i * 37 + 11) % 256);
+    save_safetensors((dir / "batch.safetensors").string(), {{"input_ids", Tensor::from_vector<int64_t>(ids, {2, 10})}});
+    REQUIRE(cli({"study", "--model", model, "--batch", (dir / "batch.safetensors").string(), "--out",
+                 (dir / "study").string()}) == 0);
+    REQUIRE(cli({"grads", "--model", model, "--batch", (dir / "batch.safetensors").string(), "--dtype", "f64", "--out",
+                 (dir / "grads.safetensors").string()}) == 0);
+    const TensorMap grads = load_safetensors((dir / "grads.safetensors").string());
+    const std::vector<double> alog = grads.at("backbone.layers.0.mixer.A_log").to_vector<double>();
+    const std::vector<double> dt_bias = grads.at("backbone.layers.0.mixer.dt_proj.bias").to_vector<double>();
+    const int64_t E = 16, N = 4;
+    std::ifstream csv(dir / "study" / "channel_grad.csv");
+    std::string line;
+    std::getline(csv, line);
+    CHECK(line == "layer,channel,abs_grad_A_log_row,abs_grad_dt_bias");
+    int64_t rows = 0, tiny = 0;
+    while (std::getline(csv, line)) {
+        int layer = -1;
+        long long e = -1;
+        double row = -1, bias = -1;
+        REQUIRE(std::sscanf(line.c_str(), "%d,%lld,%lf,%lf", &layer, &e, &row, &bias) == 4);
+        REQUIRE((layer == 0 && e == rows && e < E));
+        double expected = 0;
+        for (int64_t n = 0; n < N; ++n) expected += std::fabs(alog[size_t(e * N + n)]);
+        CHECK(row == doctest::Approx(expected).epsilon(1e-12));
+        CHECK(bias == doctest::Approx(std::fabs(dt_bias[size_t(e)])).epsilon(1e-12));
+        CHECK(row > 0);
+        tiny += row < 5e-7;
+        ++rows;
+    }
+    CHECK(rows == E);
+    CHECK(tiny > 0);  // (13 of the 16 rows here: what the six decimals lost)
 }
 
 TEST_CASE("fuzz regressions: every input that once crashed a fuzz target is now an ssmtune::Error or accepted") {
