@@ -23,8 +23,14 @@ bool needs_recording(const std::vector<Tensor>& inputs) {
     return false;
 }
 
+uint64_t next_sequence() { return g_sequence.load(); }
+
 void record(const char* name, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn) {
-    if (!needs_recording(inputs)) return;
+    if (needs_recording(inputs)) record_always(name, inputs, outputs, std::move(fn));
+}
+
+void record_always(const char* name, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                   BackwardFn fn) {
     auto node = std::make_shared<Node>();
     node->name = name;
     node->backward = std::move(fn);

@@ -64,6 +64,12 @@ bool needs_recording(const std::vector<Tensor>& inputs);
 // requires_grad and a grad_fn. The closure must not capture the outputs themselves (that would make a
 // reference cycle): capture `out.detach()` when backward needs an output's values.
 void record(const char* name, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn);
+// As record(), but also when no input requires grad: for a node whose backward reaches leaves by other means
+// (activation checkpointing recomputes its block and sweeps that graph itself).
+void record_always(const char* name, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                   BackwardFn fn);
+// The sequence number the next recorded node gets: every node recorded from now on has one at least this large.
+uint64_t next_sequence();
 
 // Reverse sweep from `root` (see Tensor::backward). Leaf gradients accumulate with +=.
 void run_backward(const Tensor& root, const Tensor& gradient);

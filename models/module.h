@@ -49,6 +49,12 @@ public:
     void train(bool on = true);
     void eval() { train(false); }
     bool is_training() const { return training_; }
+    // Activation checkpointing per layer in training (HF's gradient_checkpointing_enable), in the models that have
+    // layers (the Mamba/Longhorn wrapper and the S4D classifier): each layer keeps only its input and runs again in
+    // the backward pass (autograd/checkpoint.h) — less memory, one more forward per layer, the same gradients to the
+    // bit. Off by default; evaluation and generation never checkpoint.
+    void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
+    bool gradient_checkpointing() const { return gradient_checkpointing_; }
 
     // name -> tensor of every parameter.
     TensorMap state_dict() const;
@@ -92,6 +98,7 @@ protected:
     std::vector<std::pair<std::string, Tensor>> params_;
     std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
     bool training_ = true;
+    bool gradient_checkpointing_ = false;
     std::vector<std::pair<std::string, std::shared_ptr<ParameterDelta>>> param_deltas_;  // param name -> delta
 };
 

@@ -7,6 +7,7 @@
 #include <complex>
 #include <iterator>
 
+#include "autograd/checkpoint.h"
 #include "autograd/node.h"
 #include "engine/json_read.h"
 #include "ops/ops.h"
@@ -241,12 +242,21 @@ Tensor S4DClassifier::features(const Tensor& x) {
     SSMTUNE_CHECK(x.dim() == 3 && x.size(2) == config_.d_input, "S4D classifier input must be [B, L, d_input=",
                   config_.d_input, "], got ", x.describe());
     Tensor h = encoder_->forward(x).transpose(1, 2);  // [B, H, L]
+    const bool checkpointing = gradient_checkpointing() && is_training() && autograd::grad_enabled();
+    std::vector<Generator*> generators;
+    if (checkpointing) {
+        generators = training_generators(*this);
+        generators.push_back(&dropout_gen_);
+    }
     for (size_t i = 0; i < layers_.size(); ++i) {
-        Tensor z = config_.prenorm ? norm_channels(*norms_[i], h) : h;
-        Tensor o = layers_[i]->add_delta(layers_[i]->forward(z, dropout_gen_), z);  // + Δ(z) with an adapter
-        z = channel_dropout(o, config_.dropout, is_training(), dropout_gen_);
-        h = ops::add(z, h);
-        if (!config_.prenorm) h = norm_channels(*norms_[i], h);
+        const auto layer = [this, i](const Tensor& in) {
+            Tensor z = config_.prenorm ? norm_channels(*norms_[i], in) : in;
+            Tensor o = layers_[i]->add_delta(layers_[i]->forward(z, dropout_gen_), z);  // + Δ(z) with an adapter
+            z = channel_dropout(o, config_.dropout, is_training(), dropout_gen_);
+            Tensor out = ops::add(z, in);
+            return config_.prenorm ? out : norm_channels(*norms_[i], out);
+        };
+        h = checkpointing ? autograd::checkpoint(layer, h, generators) : layer(h);
     }
     return h;
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "autograd/checkpoint.h"
 #include "autograd/node.h"
 #include "models/longhorn_mixer.h"
 #include "models/mamba_mixer.h"
@@ -136,9 +137,14 @@ Tensor LanguageModel::backbone(Tensor h) {
         Tensor prompt = prompt_embeddings.unsqueeze(0).expand({B, P, config_.hidden_size});
         h = ops::concat({prompt, h}, 1);  // [B, P + L, D]
     }
+    const bool checkpointing = gradient_checkpointing() && is_training() && autograd::grad_enabled();
+    const std::vector<Generator*> generators = checkpointing ? training_generators(*this) : std::vector<Generator*>();
     for (size_t i = 0; i < mixers_.size(); ++i) {
-        Tensor u = norms_[i]->forward(h);
-        h = ops::add(h, mixers_[i]->add_delta(mixers_[i]->forward(u), u));  // + Δ(u) when an adapter is attached
+        const auto layer = [this, i](const Tensor& x) {
+            Tensor u = norms_[i]->forward(x);
+            return ops::add(x, mixers_[i]->add_delta(mixers_[i]->forward(u), u));  // + Δ(u) when an adapter is attached
+        };
+        h = checkpointing ? autograd::checkpoint(layer, h, generators) : layer(h);
     }
     h = norm_f_->forward(h);
     return P > 0 ? h.narrow(1, P, L) : h;

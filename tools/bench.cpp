@@ -4,7 +4,7 @@
 //           the bandwidth bound (those bytes at the machine's measured triad bandwidth) and how far forward +
 //           backward are from it, and the speed-up over the plain sequential reference (double precision).
 //   mamba — one training step of a Mamba LM (default D=256, 4 layers, B=8, L=256, vocab 256, AdamW):
-//           tokens/s and peak CPU memory.
+//           tokens/s and peak CPU memory, without and with gradient checkpointing.
 //   --device cuda — the general CUDA kernels against the CPU path (tools/bench_cuda.cpp).
 #include <chrono>
 #include <cstdio>
@@ -188,6 +188,16 @@ void bench_mamba(int64_t D, int64_t layers, int64_t B, int64_t L, int64_t V, int
                 double(B * L) / seconds, double(cpu_peak_bytes()) / 1048576.0, double(base) / 1048576.0);
     std::printf("  peak RSS %.1f MiB, %.1f MiB over the RSS before the model was built\n", peak_rss_bytes() / 1048576.0,
                 (peak_rss_bytes() - rss_start) / 1048576.0);
+    // the same step with activation checkpointing per layer (train.gradient_checkpointing): the same gradients, less
+    // tensor memory at the peak, one more forward pass per layer
+    model.set_gradient_checkpointing(true);
+    step();
+    cpu_empty_cache();
+    reset_cpu_peak_bytes();
+    const double seconds_ckpt = best_seconds(steps, step);
+    std::printf("  with gradient checkpointing: %.1f ms/step (%.2fx), %.0f tokens/s, peak tensor memory %.1f MiB\n",
+                seconds_ckpt * 1e3, seconds_ckpt / seconds, double(B * L) / seconds_ckpt,
+                double(cpu_peak_bytes()) / 1048576.0);
 }
 
 // Step time and peak tensor memory of each PEFT method against full fine-tuning, same model and batch.

@@ -38,7 +38,7 @@ json default_run_config() {
           {"adam_epsilon", 1e-8}, {"gradient_accumulation_steps", 1}, {"log_every", 20}, {"eval_every", 100},
           {"save_every", 0}, {"best_metric", "loss"}, {"early_stopping_patience", 0},
           {"early_stopping_threshold", 0.0}, {"load_best_at_end", false}, {"eval_batches", 4}, {"seed", 0},
-          {"device", "cpu"}}},
+          {"device", "cpu"}, {"gradient_checkpointing", false}}},
         {"out", "runs/run"},
     };
 }

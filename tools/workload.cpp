@@ -306,6 +306,11 @@ void attach_model_unchecked(Workload& w, models::AnyModel model, const json& run
     const json device = train && train->contains("device") ? (*train)["device"] : json("cpu");
     SSMTUNE_CHECK(device.is_string(), "train.device must be a string (cpu, cuda or cuda:N), got ", device.dump());
     w.device = resolve_device(device.get<std::string>(), "train.device (--device)");
+    if (train && train->contains("gradient_checkpointing")) {  // (only training forwards checkpoint)
+        const json& on = (*train)["gradient_checkpointing"];
+        SSMTUNE_CHECK(on.is_boolean(), "train.gradient_checkpointing must be true or false, got ", on.dump());
+        model.module().set_gradient_checkpointing(on.get<bool>());
+    }
     Workload* wp = &w;
     if (w.data_kind == "fashion_mnist" && model.lm && !model.lm->reads_frames()) {
         attach_pixel_token_lm(w);

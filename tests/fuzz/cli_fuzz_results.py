@@ -247,7 +247,8 @@ def fuzz_resumes(run, rng, d, n, fixtures):
     """Random valid runs (train from scratch, or finetune with a random valid adapter) with random schedules,
     accumulation, clipping, weight decay, evaluation, early stopping and best-checkpoint settings, killed with
     SIGKILL at random moments and continued with --resume: the log (timings aside) and the final weights or adapter
-    must be those of the same run never killed (the README's bit-identical resume)."""
+    must be those of the same run never killed (the README's bit-identical resume), also when the killed run
+    checkpoints activations (train.gradient_checkpointing) and the reference does not."""
     bases = dict(fixtures[1], s4d=s4d_fixture(run, d))
     for _ in range(n):
         kind = rng.choice(["mamba", "longhorn", "s4d"])
@@ -300,9 +301,11 @@ def fuzz_resumes(run, rng, d, n, fixtures):
                     run.broken += 1
                     print("BROKEN (eval of what the run wrote %s, its last evaluation %s): %s" % (again, last_val[-1],
                                                                                                show), flush=True)
+        # the killed run may also checkpoint activations: a run with train.gradient_checkpointing is bit-identical
+        checkpointing = ",train.gradient_checkpointing=true" if rng.random() < 0.4 else ""
         kills, finished = 0, False
         for attempt in range(4):
-            args = [run.binary] + command + ["--set", sets, "--out", killed, "--quiet"]
+            args = [run.binary] + command + ["--set", sets + checkpointing, "--out", killed, "--quiet"]
             args += ["--resume"] if attempt else []
             before = len(run_records(killed))
             proc = subprocess.Popen(args, cwd=run.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -334,9 +337,9 @@ def fuzz_resumes(run, rng, d, n, fixtures):
         if got != expected or not same_bytes:
             run.broken += 1
             first = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
-            print("BROKEN (after %d kill(s) the resumed run differs: %s; first record apart %d: %s vs %s): %s" %
+            print("BROKEN (after %d kill(s) the resumed run differs: %s; first record apart %d: %s vs %s): %s%s" %
                   (kills, "same weights" if same_bytes else "other weights", first,
-                   got[first] if first < len(got) else None, expected[first] if first < len(expected) else None, show),
-                  flush=True)
+                   got[first] if first < len(got) else None, expected[first] if first < len(expected) else None, show,
+                   checkpointing), flush=True)
         elif run.verbose:
             print("resumed after %d kill(s), identical: %s" % (kills, show[:300]), flush=True)

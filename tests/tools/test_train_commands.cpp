@@ -283,6 +283,35 @@ TEST_CASE("finetune --resume with adapter dropout draws the uninterrupted run's 
     }
 }
 
+TEST_CASE("train.gradient_checkpointing: train and finetune (with dropout) run bit-identically with it, bad values refused") {
+    const std::string set = "train.seq_len=16,train.batch_size=4,train.log_every=1,train.eval_every=3";
+    const TextBase base = text_base("gradient_checkpointing", set);
+    const nlohmann::json lora = {{"peft_type", "LORA"}, {"r", 2}, {"lora_dropout", 0.3},
+                                 {"target_modules", {"in_proj", "x_proj", "out_proj"}}};
+    const fs::path plain = base.finetune("plain", lora, "4");
+    TextBase with = base;
+    with.set += ",train.gradient_checkpointing=true";
+    const fs::path ckpt = with.finetune("ckpt", lora, "4");
+    REQUIRE(train_losses(plain).size() == 4);
+    CHECK(train_losses(ckpt) == train_losses(plain));
+    CHECK(train_losses(ckpt, "grad_norm") == train_losses(plain, "grad_norm"));
+    CHECK(file_bytes(ckpt / "adapter" / "adapter_model.safetensors") ==
+          file_bytes(plain / "adapter" / "adapter_model.safetensors"));
+    for (const char* on : {"false", "true"}) {
+        REQUIRE(cli({"train", "--config", (base.dir / "cfg.json").string(), "--data", base.data, "--set",
+                     set + ",train.gradient_checkpointing=" + on, "--steps", "3", "--out",
+                     (base.dir / (std::string("train_") + on)).string(), "--quiet"}) == 0);
+    }
+    CHECK(train_losses(base.dir / "train_true") == train_losses(base.dir / "train_false"));
+    CHECK(file_bytes(base.dir / "train_true" / "model" / "model.safetensors") ==
+          file_bytes(base.dir / "train_false" / "model" / "model.safetensors"));
+    const auto bad = cli_captured({"train", "--config", (base.dir / "cfg.json").string(), "--data", base.data, "--set",
+                                   set + ",train.gradient_checkpointing=1", "--steps", "1", "--out",
+                                   (base.dir / "bad").string(), "--quiet"}, 2);
+    CHECK(bad.first == 1);
+    CHECK(bad.second.find("\"train.gradient_checkpointing\" must be boolean (like false), got 1") != std::string::npos);
+}
+
 TEST_CASE("finetune --adapter trains on from a saved adapter: its tensors are the start, --resume, refusals") {
     // HF's PeftModel.from_pretrained(..., is_trainable=True): the saved adapter's config and tensors, a new optimizer
     const std::string set = "train.seq_len=16,train.batch_size=4,train.log_every=1,train.eval_every=0,"
