@@ -267,21 +267,29 @@ void check_batch_fits_memory(const Workload& w, bool training) {
         for (const data::TokenBatch& b : w.eval_tokens) batch = std::max(batch, b.input_ids.size(0));
     }
     double per_step = 0;  // float32 values kept per step of one sample, a lower bound
+    // with gradient checkpointing a training step keeps each layer's input and one layer's activations at a time
+    const bool checkpointing = training && w.model.module().gradient_checkpointing();
     if (w.model.lm) {
         const models::LMConfig& c = w.model.lm->config();
         const double logits = w.model.lm->reads_frames() ? 0.0 : double(c.vocab_size);  // frames: the last step only
-        per_step = (training ? 4.0 * double(c.num_hidden_layers) : 2.0) * double(c.intermediate_size) + logits;
+        const double layers = double(c.num_hidden_layers), E = double(c.intermediate_size);
+        per_step = (checkpointing ? layers * double(c.hidden_size) + 4.0 * E : training ? 4.0 * layers * E : 2.0 * E) +
+                   logits;
     } else {
         const models::S4DConfig& c = w.model.s4d->config();
-        per_step = (training ? 2.0 * double(c.n_layers) : 1.0) * double(c.d_model);
+        const double layers = double(c.n_layers), H = double(c.d_model);
+        per_step = checkpointing ? (layers + 2.0) * H : training ? 2.0 * layers * H : H;
     }
     const double memory = physical_memory_bytes(), needed = 4.0 * double(batch) * double(steps) * per_step;
     if (memory <= 0 || needed <= memory) return;
+    std::string fix = "a smaller train.batch_size (--batch-size";
+    if (training) fix += "; train.gradient_accumulation_steps keeps the batch an optimizer step sees";
+    fix += ")";
+    if (training && !checkpointing) fix += ", train.gradient_checkpointing (one layer's activations at a time)";
+    if (w.data_kind == "text" || w.data_kind == "tokens") fix += " or train.seq_len (--seq-len)";
     SSMTUNE_FAIL(training ? "one training step" : "one evaluation batch", " of ", batch, " × ", steps,
                  " steps needs at least ", gib(needed), " of activations and this machine has ", gib(memory),
-                 "; fix: a smaller train.batch_size (--batch-size", training ? "; train.gradient_accumulation_steps "
-                 "keeps the batch an optimizer step sees" : "", ")", w.data_kind == "text" || w.data_kind == "tokens"
-                 ? " or train.seq_len (--seq-len)" : "");
+                 "; fix: ", fix);
 }
 
 namespace {
