@@ -66,7 +66,7 @@ def fuzz_flags(run, rng, d, n, fixtures):
     }
     common = {"config": "path", "set": "set", "data": "path", "task": "task", "tokenizer": "path", "steps": "num",
               "lr": "num", "batch-size": "num", "seq-len": "num", "seed": "num", "eval-every": "num", "out": "out",
-              "resume": "switch", "quiet": "switch"}
+              "resume": "switch", "quiet": "switch", "gradient-checkpointing": "switch"}
     commands = {
         "train": dict(common, **{"model-type": "type", "device": "dev"}),
         "finetune": dict(common, model="path", peft="peft", adapter="path"),

@@ -297,11 +297,15 @@ TEST_CASE("train.gradient_checkpointing: train and finetune (with dropout) run b
     CHECK(train_losses(ckpt, "grad_norm") == train_losses(plain, "grad_norm"));
     CHECK(file_bytes(ckpt / "adapter" / "adapter_model.safetensors") ==
           file_bytes(plain / "adapter" / "adapter_model.safetensors"));
-    for (const char* on : {"false", "true"}) {
-        REQUIRE(cli({"train", "--config", (base.dir / "cfg.json").string(), "--data", base.data, "--set",
-                     set + ",train.gradient_checkpointing=" + on, "--steps", "3", "--out",
-                     (base.dir / (std::string("train_") + on)).string(), "--quiet"}) == 0);
+    for (const char* on : {"false", "true"}) {  // (the flag --gradient-checkpointing sets it)
+        std::vector<std::string> args = {"train", "--config", (base.dir / "cfg.json").string(), "--data", base.data,
+                                         "--set", set, "--steps", "3", "--out",
+                                         (base.dir / (std::string("train_") + on)).string(), "--quiet"};
+        if (std::string(on) == "true") args.push_back("--gradient-checkpointing");
+        REQUIRE(cli(args) == 0);
     }
+    CHECK(nlohmann::json::parse(file_bytes(base.dir / "train_true" / "run_config.json"))["train"]
+              ["gradient_checkpointing"] == true);
     CHECK(train_losses(base.dir / "train_true") == train_losses(base.dir / "train_false"));
     CHECK(file_bytes(base.dir / "train_true" / "model" / "model.safetensors") ==
           file_bytes(base.dir / "train_false" / "model" / "model.safetensors"));
