@@ -9,18 +9,6 @@ namespace ssmtune::autograd {
 
 namespace {
 
-// Turns recording on for its lifetime (the recomputation runs inside the backward sweep, where it is off).
-class EnableGradGuard {
-public:
-    EnableGradGuard() : previous_(grad_enabled()) { set_grad_enabled(true); }
-    ~EnableGradGuard() { set_grad_enabled(previous_); }
-    EnableGradGuard(const EnableGradGuard&) = delete;
-    EnableGradGuard& operator=(const EnableGradGuard&) = delete;
-
-private:
-    bool previous_;
-};
-
 // Does the graph below `root` (nodes recorded since `first`) reach a node recorded before `first` — a tensor from
 // outside the block that needs a gradient through recorded ops?
 bool reaches_outside(const Node* root, uint64_t first) {
@@ -79,7 +67,7 @@ Tensor checkpoint(const std::function<Tensor(const Tensor&)>& block, const Tenso
                       if (needs[0]) leaf.set_requires_grad(true);
                       Tensor again;
                       {
-                          EnableGradGuard recording;
+                          GradModeGuard recording(true);  // (the sweep that calls this runs with recording off)
                           again = block(leaf);
                       }
                       SSMTUNE_CHECK(offsets_of(generators) == after, "checkpoint: the recomputed block drew a different "

@@ -45,16 +45,22 @@ struct Node {
 bool grad_enabled();
 void set_grad_enabled(bool on);
 
-// Turns recording off for its lifetime (inference, optimizer updates, backward itself).
-class NoGradGuard {
+// Sets recording on or off for its lifetime, then puts back what was there.
+class GradModeGuard {
 public:
-    NoGradGuard() : previous_(grad_enabled()) { set_grad_enabled(false); }
-    ~NoGradGuard() { set_grad_enabled(previous_); }
-    NoGradGuard(const NoGradGuard&) = delete;
-    NoGradGuard& operator=(const NoGradGuard&) = delete;
+    explicit GradModeGuard(bool on) : previous_(grad_enabled()) { set_grad_enabled(on); }
+    ~GradModeGuard() { set_grad_enabled(previous_); }
+    GradModeGuard(const GradModeGuard&) = delete;
+    GradModeGuard& operator=(const GradModeGuard&) = delete;
 
 private:
     bool previous_;
+};
+
+// Turns recording off for its lifetime (inference, optimizer updates, backward itself).
+class NoGradGuard : public GradModeGuard {
+public:
+    NoGradGuard() : GradModeGuard(false) {}
 };
 
 // True when an op on these inputs should record a node.
