@@ -149,10 +149,12 @@ def agrees(value, reference, rtol):
     return value is not None and reference is not None and abs(value - reference) <= rtol * max(1.0, abs(reference))
 
 
+def eval_json(stdout):
+    """`eval`'s (last) JSON line as a dict, {} without one."""
+    return next((json.loads(line) for line in reversed(stdout.splitlines()) if line.startswith("{")), {})
+
+
 def eval_loss(stdout):
     """The loss from `eval`'s JSON line, or None."""
-    for line in reversed(stdout.splitlines()):
-        if line.startswith("{"):
-            loss = json.loads(line).get("loss")
-            return float(loss) if loss is not None else None
-    return None
+    loss = eval_json(stdout).get("loss")
+    return float(loss) if loss is not None else None

@@ -140,7 +140,7 @@ int64_t TokenDataset::target_bytes(const Batch& b) const {
                   "them); fix: use text data for bits per byte");
     int64_t bytes = 0;
     for (int64_t t : b.targets.to_vector<int64_t>())
-        if (t != -100) bytes += token_bytes.at(size_t(t));
+        if (t != kIgnoreIndex) bytes += token_bytes.at(size_t(t));
     return bytes;
 }
 
