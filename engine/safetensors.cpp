@@ -25,6 +25,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/file_io.h"
 #include "engine/tensor_copy.h"
 
 namespace ssmtune {
@@ -206,70 +207,6 @@ Header decode_header(const char* text, uint64_t n, uint64_t data_size, const std
                   " bytes, the header describes ", expected, ")");
     return h;
 }
-
-// An open file descriptor, closed on scope exit.
-struct Fd {
-    int fd = -1;
-    explicit Fd(int f) : fd(f) {}
-    ~Fd() { if (fd >= 0) ::close(fd); }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-};
-
-// Opens `path` for reading and returns its size; rejects directories.
-uint64_t open_for_read(const std::string& path, Fd& fd) {
-    fd.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    SSMTUNE_CHECK(fd.fd >= 0, "cannot open ", path, ": ", std::strerror(errno));
-    struct stat st {};
-    SSMTUNE_CHECK(::fstat(fd.fd, &st) == 0, "cannot stat ", path, ": ", std::strerror(errno));
-    SSMTUNE_CHECK(!S_ISDIR(st.st_mode), "cannot read ", path, ": it is a directory, not a safetensors file");
-    return uint64_t(st.st_size);
-}
-
-// Reads exactly n bytes at `offset` (pread loops over short reads and EINTR).
-void read_exact(int fd, void* dst, uint64_t n, uint64_t offset, const std::string& path) {
-    auto* p = static_cast<uint8_t*>(dst);
-    while (n > 0) {
-        const ssize_t got = ::pread(fd, p, size_t(std::min<uint64_t>(n, uint64_t(1) << 30)), off_t(offset));
-        if (got < 0 && errno == EINTR) continue;
-        SSMTUNE_CHECK(got >= 0, "reading ", path, " failed: ", std::strerror(errno));
-        SSMTUNE_CHECK(got > 0, "reading ", path, " failed: the file ended early (changed while being read?)");
-        p += got;
-        offset += uint64_t(got);
-        n -= uint64_t(got);
-    }
-}
-
-// The whole file's bytes: a read-only mapping, or one read into a heap buffer where mapping is refused.
-class FileBytes {
-public:
-    explicit FileBytes(const std::string& path) {
-        Fd fd(-1);
-        size_ = open_for_read(path, fd);
-        if (size_ == 0) return;
-        void* m = ::mmap(nullptr, size_t(size_), PROT_READ, MAP_PRIVATE, fd.fd, 0);
-        if (m != MAP_FAILED) {
-            map_ = m;
-            ::madvise(m, size_t(size_), MADV_SEQUENTIAL);
-            data_ = static_cast<const uint8_t*>(m);
-            return;
-        }
-        buffer_.reset(new uint8_t[size_t(size_)]);
-        read_exact(fd.fd, buffer_.get(), size_, 0, path);
-        data_ = buffer_.get();
-    }
-    ~FileBytes() { if (map_) ::munmap(map_, size_t(size_)); }
-    FileBytes(const FileBytes&) = delete;
-    FileBytes& operator=(const FileBytes&) = delete;
-    const uint8_t* data() const { return data_; }
-    uint64_t size() const { return size_; }
-
-private:
-    void* map_ = nullptr;
-    std::unique_ptr<uint8_t[]> buffer_;
-    const uint8_t* data_ = nullptr;
-    uint64_t size_ = 0;
-};
 
 // ---- writing ----
 

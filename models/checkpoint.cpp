@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "engine/safetensors.h"
+#include "engine/torch_checkpoint.h"
 
 namespace fs = std::filesystem;
 
@@ -40,30 +41,63 @@ void write_json_file(const std::string& path, const nlohmann::json& j) {
     });
 }
 
+namespace {
+
+// A model directory's weight files, in HF's order of preference: model.safetensors, the shards its
+// model.safetensors.index.json lists, pytorch_model.bin, the shards of pytorch_model.bin.index.json.
+struct WeightFiles {
+    std::vector<std::string> files;
+    std::string index;             // the index.json when sharded
+    nlohmann::json weight_map;     // its weight_map
+    bool torch = false;            // PyTorch checkpoints (engine/torch_checkpoint.h) rather than safetensors
+};
+
+WeightFiles find_weight_files(const std::string& dir) {
+    WeightFiles w;
+    for (const bool torch : {false, true}) {
+        const std::string stem = torch ? "pytorch_model.bin" : "model.safetensors";
+        const fs::path single = fs::path(dir) / stem, index = fs::path(dir) / (stem + ".index.json");
+        w.torch = torch;
+        if (fs::exists(single)) {
+            w.files.push_back(single.string());
+            return w;
+        }
+        if (!fs::exists(index)) continue;
+        w.index = index.string();
+        const nlohmann::json j = read_json_file(w.index);
+        SSMTUNE_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), w.index,
+                      ": missing \"weight_map\"");
+        w.weight_map = j["weight_map"];
+        std::set<std::string> shards;
+        for (auto& [name, file] : w.weight_map.items()) {
+            SSMTUNE_CHECK(file.is_string(), w.index, ": weight_map entry ", name, " is not a file name");
+            const std::string shard = file.get<std::string>();
+            SSMTUNE_CHECK(shard.find('/') == std::string::npos && shard.find("..") == std::string::npos, w.index,
+                          ": shard name ", shard, " must be a plain file name");
+            shards.insert(shard);
+        }
+        for (const std::string& shard : shards) w.files.push_back((fs::path(dir) / shard).string());
+        return w;
+    }
+    SSMTUNE_FAIL("no model.safetensors, pytorch_model.bin or their sharded index.json in ", dir,
+                 "; fix: pass a model directory (config.json + weights)");
+}
+
+}  // namespace
+
 TensorMap read_model_tensors(const std::string& dir) {
     SSMTUNE_CHECK(fs::is_directory(dir), "model directory ", dir, " does not exist; fix: pass a folder holding "
                   "config.json and model.safetensors");
-    const fs::path single = fs::path(dir) / "model.safetensors", index = fs::path(dir) / "model.safetensors.index.json";
-    if (fs::exists(single)) return load_safetensors(single.string());
-    SSMTUNE_CHECK(fs::exists(index), "no model.safetensors or model.safetensors.index.json in ", dir);
-    const nlohmann::json j = read_json_file(index.string());
-    SSMTUNE_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), index.string(), ": missing \"weight_map\"");
-    std::set<std::string> shards;
-    for (auto& [name, file] : j["weight_map"].items()) {
-        SSMTUNE_CHECK(file.is_string(), index.string(), ": weight_map entry ", name, " is not a file name");
-        shards.insert(file.get<std::string>());
-    }
+    const WeightFiles w = find_weight_files(dir);
     TensorMap all;
-    for (const std::string& shard : shards) {
-        SSMTUNE_CHECK(shard.find('/') == std::string::npos && shard.find("..") == std::string::npos, index.string(),
-                      ": shard name ", shard, " must be a plain file name");
-        for (auto& [name, t] : load_safetensors((fs::path(dir) / shard).string())) {
+    for (const std::string& file : w.files) {
+        for (auto& [name, t] : w.torch ? load_torch_checkpoint(file) : load_safetensors(file)) {
             SSMTUNE_CHECK(!all.count(name), "tensor ", name, " appears in two shards of ", dir);
             all[name] = t;
         }
     }
-    for (auto& [name, file] : j["weight_map"].items())
-        SSMTUNE_CHECK(all.count(name), index.string(), ": ", name, " is listed in weight_map but missing from ", file);
+    for (auto& [name, file] : w.weight_map.items())
+        SSMTUNE_CHECK(all.count(name), w.index, ": ", name, " is listed in weight_map but missing from ", file);
     return all;
 }
 
@@ -144,25 +178,20 @@ AnyModel create_model(const nlohmann::json& config, uint64_t seed, const std::st
     return m;
 }
 
-// Number of tensor elements in a model directory's weight files, from their headers only.
+// Number of tensor elements in a model directory's weight files, from their headers (safetensors) or pickles
+// (PyTorch checkpoints) only.
 double count_model_elements(const std::string& dir) {
-    std::vector<std::string> files;
-    const fs::path single = fs::path(dir) / "model.safetensors", index = fs::path(dir) / "model.safetensors.index.json";
-    if (fs::exists(single)) files.push_back(single.string());
-    else if (fs::exists(index)) {
-        const nlohmann::json j = read_json_file(index.string());
-        std::set<std::string> shards;
-        if (j.contains("weight_map") && j["weight_map"].is_object())
-            for (auto& [name, file] : j["weight_map"].items())
-                if (file.is_string() && file.get<std::string>().find('/') == std::string::npos) shards.insert(file.get<std::string>());
-        for (auto& s : shards) files.push_back((fs::path(dir) / s).string());
-    }
     double n = 0;
-    for (const auto& f : files) {
+    const WeightFiles w = find_weight_files(dir);
+    for (const auto& f : w.files) {
         if (!fs::exists(f)) continue;  // read_model_tensors reports it
-        for (auto& [name, info] : read_safetensors_header(f)) {
+        std::map<std::string, Shape> shapes;
+        if (w.torch) shapes = read_torch_checkpoint_shapes(f);
+        else
+            for (auto& [name, info] : read_safetensors_header(f)) shapes[name] = info.shape;
+        for (auto& [name, shape] : shapes) {
             double e = 1;
-            for (int64_t d : info.shape) e *= double(d);
+            for (int64_t d : shape) e *= double(d);
             n += e;
         }
     }

@@ -1,12 +1,12 @@
-// Model directories: config.json + model.safetensors (or a sharded model.safetensors.index.json), read and
-// written for every model type. The type comes from config.json's "model_type": "mamba" and "longhorn"
+// Model directories: config.json + model.safetensors (or a sharded model.safetensors.index.json; PyTorch's
+// pytorch_model.bin and its sharded index are read too, without Python: engine/torch_checkpoint.h), read and
+// written (always as safetensors) for every model type. The type comes from config.json's "model_type": "mamba" and "longhorn"
 // (HF MambaForCausalLM layout; original state-spaces names such as backbone.embedding.weight are accepted, and
 // mamba_ssm's own config.json, which has no model_type but d_model / n_layer / ssm_cfg, reads as "mamba", or
 // as "longhorn" when the weights use Longhorn's own name for the β projection, mixer.dt_head)
 // and "s4d" (our config around example.py's S4Model names).
 // Loading is strict: missing, unexpected or wrongly shaped tensors give one Error listing all of them, and a
 // config that disagrees with the weights names the config field. Writes are atomic (temp file + rename).
-// Not here: pytorch_model.bin (pickle) files — convert them to safetensors first.
 #pragma once
 
 #include <memory>

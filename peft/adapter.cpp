@@ -14,6 +14,7 @@
 
 #include "autograd/node.h"
 #include "engine/safetensors.h"
+#include "engine/torch_checkpoint.h"
 #include "engine/tensor_copy.h"
 #include "models/checkpoint.h"
 #include "peft/lora.h"
@@ -276,10 +277,13 @@ void Adapter::save_as_lora(const std::string& dir) const {
 }
 
 void Adapter::load_weights(const std::string& dir) {
-    const std::string path = (fs::path(dir) / "adapter_model.safetensors").string();
+    // HF PEFT's order: adapter_model.safetensors, else the legacy adapter_model.bin (torch.save's format)
+    std::string path = (fs::path(dir) / "adapter_model.safetensors").string();
+    const std::string legacy = (fs::path(dir) / "adapter_model.bin").string();
+    if (!fs::exists(path) && fs::exists(legacy)) path = legacy;
     SSMTUNE_CHECK(fs::exists(path), "adapter weights ", path, " not found; fix: pass a directory written by "
-                  "Adapter::save / ssmtune finetune, or by HF PEFT's save_pretrained (safetensors)");
-    TensorMap file = load_safetensors(path);
+                  "Adapter::save / ssmtune finetune, or by HF PEFT's save_pretrained");
+    TensorMap file = path == legacy ? load_torch_checkpoint(path) : load_safetensors(path);
     std::vector<std::string> problems;
     std::set<std::string> used;
     auto mine = named_parameters();

@@ -87,7 +87,8 @@ public:
     // path_initial_model_for_weight_conversion): loads with init_lora_weights true on the unmodified base, gives the
     // same outputs, merges the same way. Any other adapter is an Error (save() is already plain).
     void save_as_lora(const std::string& dir) const;
-    // Copies the tensors of DIR/adapter_model.safetensors into this adapter (strict: missing, unexpected and
+    // Copies the tensors of DIR/adapter_model.safetensors (or, as HF PEFT falls back, of the legacy
+    // DIR/adapter_model.bin that torch.save wrote) into this adapter (strict: missing, unexpected and
     // wrongly shaped names are one Error that lists them).
     void load_weights(const std::string& dir);
 

@@ -4,7 +4,9 @@
 // cannot merge.
 // A LoRA on the embedding of a tied model unties the head (lm_head.weight is written, tie_word_embeddings false).
 // `ssmtune convert --model DIR --adapter DIR --out DIR`: writes a PiSSA / OLoRA adapter (a LoRA whose init rewrote the
-// base weights) as the equivalent plain LoRA of the original base, rank 2r (peft::Adapter::save_as_lora).
+// base weights) as the equivalent plain LoRA of the original base, rank 2r (peft::Adapter::save_as_lora). Without
+// --adapter it writes the model itself as config.json + model.safetensors from any form load_model reads
+// (pytorch_model.bin, mamba_ssm's config and names).
 // `--adapter A+B` merges LoRA adapters active together (HF's merge_and_unload with several active adapters).
 // `ssmtune combine --model DIR --adapter A,B --weights 1,0.5 --out DIR`: a new LoRA adapter combining several
 // (peft::AdapterSet::add_weighted_adapter, HF's add_weighted_adapter).
@@ -67,12 +69,31 @@ int run_convert(int argc, char** argv) {
     Flags flags(argc, argv, {{"model", ""}, {"adapter", ""}, {"out", ""}}, "convert");
     if (flags.help()) {
         std::printf("usage: ssmtune convert --model DIR --adapter DIR --out DIR\n"
-                    "Writes a LoRA adapter whose init rewrote the base weights (init_lora_weights \"pissa\",\n"
-                    "\"pissa_niter_K\", \"olora\") as the equivalent plain LoRA of the original base: rank 2r,\n"
-                    "init_lora_weights true, the same outputs (HF's path_initial_model_for_weight_conversion).\n"
-                    "  --model DIR    the base model the adapter was trained on (unmodified)\n"
+                    "       ssmtune convert --model DIR --out DIR\n"
+                    "With --adapter: writes a LoRA adapter whose init rewrote the base weights (init_lora_weights\n"
+                    "\"pissa\", \"pissa_niter_K\", \"olora\") as the equivalent plain LoRA of the original base: rank\n"
+                    "2r, init_lora_weights true, the same outputs (HF's path_initial_model_for_weight_conversion).\n"
+                    "Without: writes the model in the form ssmtune writes (config.json with HF's field names +\n"
+                    "model.safetensors, and its tokenizer files) from any form it reads: pytorch_model.bin or its\n"
+                    "shards, mamba_ssm's config.json and original tensor names (state-spaces/mamba-*).\n"
+                    "  --model DIR    the model (with --adapter: the base it was trained on, unmodified)\n"
                     "  --adapter DIR  the PiSSA / OLoRA adapter\n"
-                    "  --out DIR      where the plain LoRA adapter is written (must differ from --adapter)\n");
+                    "  --out DIR      where the adapter or model is written (must differ from the input)\n");
+        return 0;
+    }
+    if (!flags.is_set("adapter")) {  // a model, rewritten as config.json + model.safetensors
+        for (const char* required : {"model", "out"})
+            if (!flags.is_set(required)) throw UsageError(std::string("convert: --") + required + " is required");
+        std::error_code ec;
+        if (std::filesystem::exists(flags.str("out")) &&
+            std::filesystem::equivalent(flags.str("out"), flags.str("model"), ec))
+            throw UsageError("convert: --out must not be the model directory");
+        const models::AnyModel model = models::load_model(flags.str("model"));
+        models::save_model(flags.str("out"), model);
+        models::copy_tokenizer_files(flags.str("model"), flags.str("out"));
+        std::printf("wrote %s: the %s model of %s as config.json + model.safetensors (%zu tensors)\n",
+                    flags.str("out").c_str(), model.model_type.c_str(), flags.str("model").c_str(),
+                    model.module().state_dict().size());
         return 0;
     }
     check_model_adapter_out(flags, "convert", "adapter", "adapter's");

@@ -116,3 +116,18 @@ put("idx", "gzip", split2(gzip.compress(img), gzip.compress(lab)))
 put("run_config", "train", split2(json.dumps({"train": {"steps": 5, "lr": 0.01}, "data": {"kind": "synthetic",
     "task": {"name": "induction_heads", "span": 16}}}).encode(), b"train.batch_size=2,data.task.num_tokens=6"))
 put("run_config", "lora", split2(json.dumps({"peft_type": "LORA", "r": 4, "target_modules": "all-linear"}).encode(), b""))
+# PyTorch checkpoints: copies of the files torch.save wrote for the reader's tests (tests/engine/torch_checkpoints/,
+# made there by make_fixtures.py, which needs torch; this script copies them and needs nothing)
+fixtures = os.path.join(here, "..", "engine", "torch_checkpoints")
+for name in ("views.bin", "views_deflated.bin", "views_zip64.bin", "parameters_protocol4.bin", "training_checkpoint.bin"):
+    with open(os.path.join(fixtures, name), "rb") as f:
+        put("torch_checkpoint", name[:-4], f.read())
+# ... and the same checkpoints as the target's "PKL" inputs: data.pkl and the storages, which it wraps in an archive
+import zipfile  # noqa: E402
+for name in ("views.bin", "parameters_protocol4.bin"):
+    with zipfile.ZipFile(os.path.join(fixtures, name)) as z:
+        folder = [n for n in z.namelist() if n.endswith("/data.pkl")][0][:-len("data.pkl")]
+        keys = sorted((n[len(folder) + 5:] for n in z.namelist() if n.startswith(folder + "data/")), key=int)
+        storages = b"".join(struct.pack(">H", len(z.read(folder + "data/" + k))) + z.read(folder + "data/" + k)
+                            for k in keys)
+        put("torch_checkpoint", "pkl_" + name[:-4], b"PKL" + split2(z.read(folder + "data.pkl"), storages))

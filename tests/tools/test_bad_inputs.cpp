@@ -109,6 +109,49 @@ TEST_CASE("bad inputs: model weights and configs") {
     (void)set;
 }
 
+TEST_CASE("bad inputs: PyTorch checkpoints (pytorch_model.bin, adapter_model.bin)") {
+    const auto dir = scratch_dir("bad_torch");
+    const fs::path fixtures = fs::path(SSMTUNE_SOURCE_DIR) / "tests/engine/torch_checkpoints";
+    const std::string good_cfg = file_bytes(fixtures / "tiny_mamba_bin" / "config.json");
+    const std::string good = file_bytes(fixtures / "tiny_mamba_bin" / "pytorch_model.bin");
+    const std::string task = "--task=selective_copying";
+    auto variant = [&](const std::string& name, const std::string& cfg, const std::string& weights) {
+        fs::create_directories(dir / name);
+        write(dir / name / "config.json", cfg);
+        write(dir / name / "pytorch_model.bin", weights);
+        return (dir / name).string();
+    };
+    CHECK(run({"eval", "--model", variant("good", good_cfg, good), task}).status == 0);
+    expect_error({"eval", "--model", variant("empty", good_cfg, ""), task}, 1, "the file is empty", "bin: empty");
+    expect_error({"eval", "--model", variant("trunc", good_cfg, good.substr(0, good.size() / 2)), task}, 1, "truncated",
+                 "bin: truncated");
+    expect_error({"eval", "--model", variant("text", good_cfg, std::string(200, 'x')), task}, 1,
+                 "not a PyTorch checkpoint", "bin: wrong type (not a checkpoint)");
+    expect_error({"eval", "--model", variant("legacy", good_cfg, file_bytes(fixtures / "legacy.bin")), task}, 1,
+                 "legacy format", "bin: wrong type (the pre-1.6 format)");
+    expect_error({"eval", "--model", variant("nested", good_cfg, file_bytes(fixtures / "training_checkpoint.bin")), task},
+                 1, "not tensors", "bin: wrong type (a training checkpoint)");
+    nlohmann::json wide = nlohmann::json::parse(good_cfg);
+    wide["d_model"] = 12;
+    expect_error({"eval", "--model", variant("shape", wide.dump(), good), task}, 1, "config field", "bin: wrong shape");
+    expect_error({"eval", "--model", variant("nan", good_cfg, file_bytes(fixtures / "tiny_mamba_nan.bin")), task}, 1,
+                 "non-finite", "bin: NaN value");
+    nlohmann::json huge = nlohmann::json::parse(good_cfg);
+    huge["d_model"] = 4000000;
+    expect_error({"eval", "--model", variant("huge", huge.dump(), good), task}, 1, "describes a model of",
+                 "bin: huge sizes");
+    expect_error({"eval", "--model", variant("other", good_cfg, file_bytes(fixtures / "views.bin")), task}, 1, "backbone",
+                 "bin: another model's file");
+    // adapter_model.bin, cut short
+    fs::create_directories(dir / "lora");
+    write(dir / "lora" / "adapter_config.json", file_bytes(fixtures / "lora_bin" / "adapter_config.json"));
+    const std::string adapter = file_bytes(fixtures / "lora_bin" / "adapter_model.bin");
+    write(dir / "lora" / "adapter_model.bin", adapter.substr(0, adapter.size() - 10));
+    expect_error({"eval", "--model", (dir / "good").string(), "--adapter", (dir / "lora").string(), task}, 1,
+                 "adapter_model.bin", "adapter .bin: truncated");
+    CHECK(file_bytes(dir / "good" / "pytorch_model.bin") == good);  // never touched
+}
+
 TEST_CASE("bad inputs: adapters, data files, flags and resume checkpoints") {
     const auto dir = scratch_dir("bad_misc");
     models::AnyModel m = tiny_lm();

@@ -4,7 +4,8 @@
 For each case of cases.py this script draws a small model with random weights (not at their init values: D != 1,
 dt biases spread, A_log perturbed, LoRA B non-zero, offsets non-zero), writes it as a model directory (config.json +
 model.safetensors), a batch file and, for PEFT cases, an adapter directory (adapter_config.json +
-adapter_model.safetensors), runs `ssmtune grads` on them at float64 and float32, and compares the loss, the logits
+adapter_model.safetensors) — every other case writes pytorch_model.bin and adapter_model.bin with torch.save instead,
+so the PyTorch checkpoint reader is checked on the same cases —, runs `ssmtune grads` on them at float64 and float32, and compares the loss, the logits
 and every gradient with the same computation written in plain PyTorch (reference_models.py):
 
   - Mamba-1 as mamba_ssm's Mamba module with selective_scan_ref (softplus(dt + bias), A = -exp(A_log),
@@ -38,6 +39,7 @@ usage: torch_reference.py --ssmtune build/tools/ssmtune [--keep DIR] [--only NAM
 Exit 0 when every case agrees, 1 when one does not, 77 when PyTorch (Debian's python3-torch) is absent.
 """
 import argparse
+import collections
 import json
 import os
 import struct
@@ -101,14 +103,29 @@ def load_safetensors(path):
     return out
 
 
-def write_adapter_dir(path, cfg_json, tensors):
-    """Writes an HF adapter directory (adapter_config.json, adapter_model.safetensors in float32 under the
-    base_model.model. prefix) and returns (cfg_json, the tensors as the program reads them: float32 values as float64)."""
+def save_torch(path, tensors):
+    """torch.save of float32 tensors (a state_dict, as pytorch_model.bin / adapter_model.bin hold one). Matrices are
+    saved as the transpose of a contiguous copy, a view whose strides the reader has to follow, as a model holding
+    transposed weights would save them."""
+    sd = collections.OrderedDict()
+    for n, v in tensors.items():
+        t = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+        sd[n] = t.t().contiguous().t() if t.dim() == 2 else t
+    torch.save(sd, path)
+
+
+def write_adapter_dir(path, cfg_json, tensors, torch_save=False):
+    """Writes an HF adapter directory (adapter_config.json, adapter_model.safetensors — or, torch_save, the legacy
+    adapter_model.bin — in float32 under the base_model.model. prefix) and returns (cfg_json, the tensors as the
+    program reads them: float32 values as float64)."""
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, "adapter_config.json"), "w") as f:
         json.dump(cfg_json, f)
-    save_safetensors(os.path.join(path, "adapter_model.safetensors"),
-                     {"base_model.model." + n: v.astype(np.float32) for n, v in tensors.items()})
+    file_tensors = {"base_model.model." + n: v.astype(np.float32) for n, v in tensors.items()}
+    if torch_save:
+        save_torch(os.path.join(path, "adapter_model.bin"), file_tensors)
+    else:
+        save_safetensors(os.path.join(path, "adapter_model.safetensors"), file_tensors)
     return cfg_json, {n: v.astype(np.float32).astype(np.float64) for n, v in tensors.items()}
 
 
@@ -229,6 +246,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="the first random case's seed (case i uses seed + i)")
     ap.add_argument("--large", action="store_true", help="with --random: larger Mamba / Longhorn models (D 16-64, "
                     "E 60-199, N 8-32, L 100-599)")
+    ap.add_argument("--torch-save", choices=["never", "odd", "always"], default="odd",
+                    help="which cases write their model and adapters with torch.save (pytorch_model.bin, "
+                    "adapter_model.bin) instead of safetensors: odd-numbered ones by default")
     a = ap.parse_args()
     if not (os.path.isfile(a.ssmtune) and os.access(a.ssmtune, os.X_OK)):
         print("error: --ssmtune %s is not an executable; fix: build first (bash tools/setup/build.sh) and pass "
@@ -255,8 +275,11 @@ def main():
         with open(os.path.join(d, "model", "config.json"), "w") as f:
             json.dump(cfg.pop("file_config", cfg), f)
         file_weights = cfg.pop("file_weights", w)  # the layout on disk, when it differs from HF's
-        save_safetensors(os.path.join(d, "model", "model.safetensors"),
-                         {n: v.astype(np.float32) for n, v in file_weights.items()})
+        # every other case writes the model and adapters with torch.save (pytorch_model.bin, adapter_model.bin)
+        torch_save = a.torch_save == "always" or (a.torch_save == "odd" and index % 2 == 1)
+        (save_torch if torch_save else save_safetensors)(
+            os.path.join(d, "model", "pytorch_model.bin" if torch_save else "model.safetensors"),
+            {n: v.astype(np.float32) for n, v in file_weights.items()})
         # the reference reads the float32 values the program reads
         w = {n: v.astype(np.float32).astype(np.float64) for n, v in w.items()}
         save_safetensors(os.path.join(d, "batch.safetensors"), batch)
@@ -268,7 +291,7 @@ def main():
             group, dirs = [], []
             for k, (cfg_json, tensors) in enumerate(adapter if isinstance(adapter, list) else [adapter]):
                 dirs.append(os.path.join(d, "adapter" if not isinstance(adapter, list) else "adapter%d" % (k + 1)))
-                group.append(write_adapter_dir(dirs[-1], cfg_json, tensors))
+                group.append(write_adapter_dir(dirs[-1], cfg_json, tensors, torch_save))
             adapter = group if isinstance(adapter, list) else group[0]
             cmd_tail = ["--adapter", "+".join(dirs)]
         if per_sample is not None:

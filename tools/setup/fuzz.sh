@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds="${1:-60}"; shift || true
-targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(safetensors model_loader adapter_loader idx run_config)
+targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(safetensors torch_checkpoint model_loader adapter_loader idx run_config)
 if ! command -v clang++ >/dev/null 2>&1; then
   echo "fuzz.sh: libFuzzer needs clang, not found; install it with: bash tools/setup/install-deps.sh --fuzz" >&2
   exit 1
