@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -88,6 +89,31 @@ inline Tensor rand_input(const Shape& shape, uint64_t seed, bool requires_grad =
     Tensor t = Tensor::randn(shape, seed, dtype);
     if (requires_grad) t.set_requires_grad(true);
     return t;
+}
+
+// A tensor's bytes in row-major order (a contiguous copy's storage).
+inline std::vector<uint8_t> raw_bytes(const Tensor& t) {
+    const Tensor c = t.contiguous();
+    const auto* p = static_cast<const uint8_t*>(c.raw_data());
+    return std::vector<uint8_t>(p, p + size_t(c.numel()) * dtype_size(c.dtype()));
+}
+
+// `got` holds the same names as `want`, each contiguous with the same dtype, shape and bytes (a file read back, two
+// loads of one model, a converted model and its source).
+inline void expect_same_tensors(const std::map<std::string, Tensor>& got, const std::map<std::string, Tensor>& want) {
+    REQUIRE(got.size() == want.size());
+    for (const auto& entry : want) {
+        // Not a structured binding: INFO captures `name` in a lambda, which clang before 16 rejects for bindings.
+        const std::string& name = entry.first;
+        const Tensor& t = entry.second;
+        INFO("tensor " << name);
+        REQUIRE(got.count(name) == 1);
+        const Tensor& g = got.at(name);
+        CHECK(g.dtype() == t.dtype());
+        CHECK(g.shape() == t.shape());
+        CHECK(g.is_contiguous());
+        CHECK(raw_bytes(g) == raw_bytes(t));
+    }
 }
 
 // The whole content of a file as bytes ("" when it cannot be opened).

@@ -59,12 +59,6 @@ std::string entry(const std::string& name, const std::string& dtype, const std::
            std::to_string(b) + "," + std::to_string(e) + "]}";
 }
 
-std::vector<uint8_t> raw_bytes(const Tensor& t) {
-    const Tensor c = t.contiguous();
-    const auto* p = static_cast<const uint8_t*>(c.raw_data());
-    return std::vector<uint8_t>(p, p + size_t(c.numel()) * dtype_size(c.dtype()));
-}
-
 std::vector<uint8_t> read_file(const std::filesystem::path& p) {
     std::ifstream in(p, std::ios::binary);
     return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
@@ -108,22 +102,6 @@ TensorMap every_dtype() {
     m["empty"] = Tensor::zeros({3, 0, 2}, DType::F32);       // zero-size: 0 bytes
     m["empty_i8"] = Tensor::zeros({0}, DType::I8);
     return m;
-}
-
-void expect_same_tensors(const TensorMap& got, const TensorMap& want) {
-    REQUIRE(got.size() == want.size());
-    for (const auto& entry : want) {
-        // Not a structured binding: INFO captures `name` in a lambda, which clang before 16 rejects for bindings.
-        const std::string& name = entry.first;
-        const Tensor& t = entry.second;
-        INFO("tensor " << name);
-        REQUIRE(got.count(name) == 1);
-        const Tensor& g = got.at(name);
-        CHECK(g.dtype() == t.dtype());
-        CHECK(g.shape() == t.shape());
-        CHECK(g.is_contiguous());
-        CHECK(raw_bytes(g) == raw_bytes(t));
-    }
 }
 
 }  // namespace

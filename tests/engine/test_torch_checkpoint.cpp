@@ -132,13 +132,7 @@ TEST_CASE("torch checkpoint: a model directory in .bin form loads as its safeten
     for (const char* dir : {"tiny_mamba_bin", "tiny_mamba_sharded"}) {
         CAPTURE(dir);
         const models::AnyModel m = models::load_model(fixture(dir));
-        const TensorMap a = m.module().state_dict(), b = reference.module().state_dict();
-        REQUIRE(a.size() == b.size());
-        for (const auto& entry : b) {  // (not a structured binding: clang 14 cannot capture one in CAPTURE)
-            const std::string& name = entry.first;
-            CAPTURE(name);
-            CHECK(a.at(name).to_vector<double>() == entry.second.to_vector<double>());
-        }
+        expect_same_tensors(m.module().state_dict(), reference.module().state_dict());
         CHECK(m.lm->forward(ids).to_vector<double>() == expected.to_vector<double>());
     }
     // the .bin holds lm_head.weight tied to the embedding (one storage), as state-spaces/mamba-* files do

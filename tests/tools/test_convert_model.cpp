@@ -30,13 +30,7 @@ TEST_CASE("convert: pytorch_model.bin with mamba_ssm's config becomes config.jso
         CHECK(config.at("model_type") == "mamba");
         CHECK(config.at("hidden_size") == 8);
         const models::AnyModel converted = models::load_model(out.string());
-        const TensorMap a = converted.module().state_dict(), b = reference.module().state_dict();
-        REQUIRE(a.size() == b.size());
-        for (const auto& entry : b) {  // (not a structured binding: clang 14 cannot capture one in CAPTURE)
-            const std::string& name = entry.first;
-            CAPTURE(name);
-            CHECK(a.at(name).to_vector<double>() == entry.second.to_vector<double>());
-        }
+        expect_same_tensors(converted.module().state_dict(), reference.module().state_dict());
     }
     // the commands read the .bin directory as it is
     CHECK(cli({"inspect", "--model", (fixtures / "tiny_mamba_bin").string()}) == 0);
