@@ -2,6 +2,7 @@
 // one GPU run as kernels (cuda/elementwise.cu), copies between the host and a GPU move contiguous bytes.
 #include "engine/tensor_copy.h"
 
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 
@@ -113,6 +114,43 @@ void move_in_place(const std::vector<Tensor>& tensors, Device device) {
         impl.strides = moved[i].strides();
         impl.offset = 0;
         impl.grad = nullptr;
+    }
+}
+
+namespace {
+template <class T>
+int64_t first_non_finite_typed(const T* p, int64_t n, double* value) {
+    for (int64_t i = 0; i < n; ++i) {
+        const double v = double(float(p[i]));
+        if (!std::isfinite(v)) {
+            if (value) *value = v;
+            return i;
+        }
+    }
+    return -1;
+}
+template <>
+int64_t first_non_finite_typed<double>(const double* p, int64_t n, double* value) {
+    for (int64_t i = 0; i < n; ++i) {
+        if (!std::isfinite(p[i])) {
+            if (value) *value = p[i];
+            return i;
+        }
+    }
+    return -1;
+}
+}  // namespace
+
+int64_t first_non_finite(const Tensor& t, double* value) {
+    if (!is_floating(t.dtype()) || t.numel() == 0) return -1;
+    const Tensor c = t.device().is_cpu() && t.is_contiguous() ? t : copy_to(t, t.dtype(), Device::cpu());
+    const int64_t n = c.numel();
+    switch (c.dtype()) {
+        case DType::F32: return first_non_finite_typed(c.data<float>(), n, value);
+        case DType::F64: return first_non_finite_typed(c.data<double>(), n, value);
+        case DType::F16: return first_non_finite_typed(c.data<half_t>(), n, value);
+        case DType::BF16: return first_non_finite_typed(c.data<bf16_t>(), n, value);
+        default: return -1;
     }
 }
 

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "engine/safetensors.h"
+#include "engine/tensor_copy.h"
 #include "engine/torch_checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -255,10 +256,9 @@ AnyModel load_model(const std::string& dir) {
 
 void check_finite_weights(const TensorMap& weights, const std::string& dir) {
     for (auto& [name, t] : weights) {  // a NaN/Inf weight would only surface later as a NaN loss
-        if (!is_floating(t.dtype())) continue;
-        for (double v : t.to_vector<double>())
-            SSMTUNE_CHECK(std::isfinite(v), dir, ": tensor ", name, " holds a non-finite value (", v,
-                          "); the weights are damaged; fix: use an intact copy of the model");
+        double v = 0;
+        SSMTUNE_CHECK(first_non_finite(t, &v) < 0, dir, ": tensor ", name, " holds a non-finite value (", v,
+                      "); the weights are damaged; fix: use an intact copy of the model");
     }
 }
 

@@ -292,10 +292,7 @@ void Adapter::load_weights(const std::string& dir) {
         if (it == file.end()) it = file.find(name);  // files written without the prefix
         if (it == file.end()) { problems.push_back("missing " + kFilePrefix + name + " " + shape_str(t.shape())); continue; }
         used.insert(it->first);
-        bool finite = true;
-        if (is_floating(it->second.dtype()))
-            for (double v : it->second.to_vector<double>()) finite = finite && std::isfinite(v);
-        if (!finite) { problems.push_back(it->first + " holds a non-finite value"); continue; }
+        if (first_non_finite(it->second) >= 0) { problems.push_back(it->first + " holds a non-finite value"); continue; }
         if (it->second.shape() != t.shape()) {
             problems.push_back(it->first + " has shape " + shape_str(it->second.shape()) + " but this model needs " +
                                shape_str(t.shape()));

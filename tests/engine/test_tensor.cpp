@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "cuda/runtime.h"
+#include "engine/tensor_copy.h"
 
 using namespace ssmtune;
 using namespace ssmtune::testing;
@@ -486,4 +487,26 @@ TEST_CASE("cuda tensors need a backend and say how to get one") {
         CHECK(move.find("no usable CUDA GPU") != std::string::npos);
     }
     CHECK(alloc.find("Device::cpu()") != std::string::npos);
+}
+
+TEST_CASE("first_non_finite finds the first NaN or Inf in every floating dtype, in place and through views") {
+    const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+    for (DType dtype : {DType::F32, DType::F64, DType::F16, DType::BF16}) {
+        CAPTURE(dtype_name(dtype));
+        const Tensor finite = Tensor::from_vector<double>({1, -2, 3e4, 0}, {2, 2}).to(dtype);
+        CHECK(first_non_finite(finite) == -1);
+        double value = 0;
+        CHECK(first_non_finite(Tensor::from_vector<double>({1, 2, -inf, nan}, {4}).to(dtype), &value) == 2);
+        CHECK(value == -inf);
+        CHECK(first_non_finite(Tensor::from_vector<double>({1, nan, 2, 3}, {4}).to(dtype), &value) == 1);
+        CHECK(std::isnan(value));
+        // a transposed view: row-major order of the view, not of its storage
+        const Tensor t = Tensor::from_vector<double>({1, inf, nan, 4}, {2, 2}).to(dtype).transpose(0, 1);
+        CHECK(first_non_finite(t, &value) == 1);
+        CHECK(std::isnan(value));
+    }
+    CHECK(first_non_finite(Tensor::from_vector<int64_t>({1, 2}, {2})) == -1);
+    CHECK(first_non_finite(Tensor::zeros({0, 3})) == -1);
+    // float32 overflow from a finite float64 is caught in the tensor's own type: 1e300 is Inf as float32
+    CHECK(first_non_finite(Tensor::from_vector<double>({1e300}, {1}).to(DType::F32)) == 0);
 }
