@@ -121,19 +121,11 @@ namespace {
 template <class T>
 int64_t first_non_finite_typed(const T* p, int64_t n, double* value) {
     for (int64_t i = 0; i < n; ++i) {
-        const double v = double(float(p[i]));
+        double v;
+        if constexpr (std::is_same<T, double>::value) v = p[i];
+        else v = double(float(p[i]));
         if (!std::isfinite(v)) {
             if (value) *value = v;
-            return i;
-        }
-    }
-    return -1;
-}
-template <>
-int64_t first_non_finite_typed<double>(const double* p, int64_t n, double* value) {
-    for (int64_t i = 0; i < n; ++i) {
-        if (!std::isfinite(p[i])) {
-            if (value) *value = p[i];
             return i;
         }
     }

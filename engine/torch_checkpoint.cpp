@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/file_io.h"
+#include "engine/strided.h"
 #include "engine/zip_reader.h"
 
 namespace ssmtune {
@@ -424,31 +425,16 @@ std::vector<std::pair<std::string, const Obj*>> state_dict_entries(const Obj* ro
 // The tensor `t` copied out of its storage's bytes into a contiguous tensor.
 Tensor materialise(const Obj& t, const uint8_t* storage_bytes) {
     Tensor out = Tensor::empty(t.shape, t.storage->dtype);
+    if (out.numel() == 0) return out;
     const size_t esz = dtype_size(t.storage->dtype);
-    const int64_t n = out.numel();
-    if (n == 0) return out;
     auto* dst = static_cast<uint8_t*>(out.raw_data());
-    const int rank = int(t.shape.size());
-    bool contiguous = true;
-    int64_t expect = 1;
-    for (int d = rank - 1; d >= 0; --d) {
-        contiguous = contiguous && (t.shape[size_t(d)] == 1 || t.stride[size_t(d)] == expect);
-        expect *= t.shape[size_t(d)];
-    }
-    if (contiguous) {
-        std::memcpy(dst, storage_bytes + uint64_t(t.offset) * esz, size_t(n) * esz);
+    if (t.stride == contiguous_strides(t.shape)) {
+        std::memcpy(dst, storage_bytes + uint64_t(t.offset) * esz, size_t(out.numel()) * esz);
         return out;
     }
-    std::vector<int64_t> index(size_t(rank), 0);
-    int64_t from = t.offset;
-    for (int64_t k = 0; k < n; ++k) {
-        std::memcpy(dst + size_t(k) * esz, storage_bytes + uint64_t(from) * esz, esz);
-        for (int d = rank - 1; d >= 0; --d) {  // odometer over the view's indices
-            if (++index[size_t(d)] < t.shape[size_t(d)]) { from += t.stride[size_t(d)]; break; }
-            from -= (t.shape[size_t(d)] - 1) * t.stride[size_t(d)];
-            index[size_t(d)] = 0;
-        }
-    }
+    for_each_offset(t.shape, t.stride, t.offset, [&](int64_t i, int64_t from) {
+        std::memcpy(dst + size_t(i) * esz, storage_bytes + uint64_t(from) * esz, esz);
+    });
     return out;
 }
 

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <initializer_list>
 
 #include "models/checkpoint.h"
 #include "peft/peft.h"
@@ -24,11 +25,12 @@
 namespace ssmtune::tools {
 
 namespace {
-// The checks merge and convert share: --model, --adapter and --out are all given, and --out is not the input
-// directory named by `kept` ("model" or "adapter"), which writing there would overwrite.
-void check_model_adapter_out(const Flags& flags, const std::string& command, const char* kept, const char* kept_what) {
-    for (const char* required : {"model", "adapter", "out"})
-        if (!flags.is_set(required)) throw UsageError(command + ": --" + required + " is required");
+// The checks merge and convert share: every `required` flag is given, and --out is not the input directory named
+// by `kept` ("model" or "adapter"), which writing there would overwrite.
+void check_inputs_out(const Flags& flags, const std::string& command, std::initializer_list<const char*> required,
+                      const char* kept, const char* kept_what) {
+    for (const char* name : required)
+        if (!flags.is_set(name)) throw UsageError(command + ": --" + name + " is required");
     std::error_code ec;
     if (std::filesystem::exists(flags.str("out")) && std::filesystem::equivalent(flags.str("out"), flags.str(kept), ec))
         throw UsageError(command + ": --out must not be the " + kept_what + " directory");
@@ -46,7 +48,7 @@ int run_merge(int argc, char** argv) {
                     "  --out DIR      where the merged model is written (must differ from --model)\n");
         return 0;
     }
-    check_model_adapter_out(flags, "merge", "model", "base model's");
+    check_inputs_out(flags, "merge", {"model", "adapter", "out"}, "model", "base model's");
     models::AnyModel model = models::load_model(flags.str("model"));
     AdapterGroup adapter(model.module(), flags.str("adapter"));
     // the adapters' own tokenizer.json (they must agree), replacing the base's copy below; "" when none has one
@@ -82,12 +84,7 @@ int run_convert(int argc, char** argv) {
         return 0;
     }
     if (!flags.is_set("adapter")) {  // a model, rewritten as config.json + model.safetensors
-        for (const char* required : {"model", "out"})
-            if (!flags.is_set(required)) throw UsageError(std::string("convert: --") + required + " is required");
-        std::error_code ec;
-        if (std::filesystem::exists(flags.str("out")) &&
-            std::filesystem::equivalent(flags.str("out"), flags.str("model"), ec))
-            throw UsageError("convert: --out must not be the model directory");
+        check_inputs_out(flags, "convert", {"model", "out"}, "model", "model");
         const models::AnyModel model = models::load_model(flags.str("model"));
         models::save_model(flags.str("out"), model);
         models::copy_tokenizer_files(flags.str("model"), flags.str("out"));
@@ -96,7 +93,7 @@ int run_convert(int argc, char** argv) {
                     model.module().state_dict().size());
         return 0;
     }
-    check_model_adapter_out(flags, "convert", "adapter", "adapter's");
+    check_inputs_out(flags, "convert", {"model", "adapter", "out"}, "adapter", "adapter's");
     models::AnyModel model = models::load_model(flags.str("model"));
     peft::Adapter adapter = peft::load(model.module(), flags.str("adapter"));
     adapter.save_as_lora(flags.str("out"));

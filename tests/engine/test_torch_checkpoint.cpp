@@ -24,8 +24,6 @@ const std::filesystem::path kFixtures = std::filesystem::path(SSMTUNE_SOURCE_DIR
 
 std::string fixture(const std::string& name) { return (kFixtures / name).string(); }
 
-std::string zip_of(const std::vector<std::pair<std::string, std::string>>& entries) { return stored_zip(entries); }
-
 // Pickle pieces (protocol 2, as torch.save writes them).
 std::string str(const std::string& s) {
     std::string o = "X";
@@ -52,7 +50,7 @@ std::string parse_error(const std::string& bytes) { return error_of([&] { parse(
 
 // A well-formed 2x2 checkpoint, "w" = [[1, 2], [3, 4]], with its pickle replaceable.
 std::string archive(const std::string& pickle, const std::string& storage = floats({1, 2, 3, 4})) {
-    return zip_of({{"archive/data.pkl", pickle}, {"archive/byteorder", "little"}, {"archive/data/0", storage}});
+    return stored_zip({{"archive/data.pkl", pickle}, {"archive/byteorder", "little"}, {"archive/data/0", storage}});
 }
 const std::string kGoodPickle = state_dict(str("w") + tensor("0", 4, 0, tuple2(2, 2), tuple2(2, 1)));
 
@@ -169,9 +167,9 @@ TEST_CASE("torch checkpoint: a hand-built archive reads, and each damage is one 
     flipped[whole.find(floats({1, 2, 3, 4}))] ^= 1;  // a storage byte
     has(parse_error(flipped), "CRC-32");
     has(parse_error(archive(kGoodPickle, floats({1, 2, 3}))), "holds 12 bytes but the pickle describes 4 elements");
-    has(parse_error(zip_of({{"archive/data.pkl", kGoodPickle}})), "storage 0 is missing");
-    has(parse_error(zip_of({{"a/data.pkl", kGoodPickle}, {"b/data.pkl", kGoodPickle}})), "2 checkpoint folders");
-    has(parse_error(zip_of({{"archive/data.pkl", kGoodPickle}, {"archive/byteorder", "big"}})), "big-endian");
+    has(parse_error(stored_zip({{"archive/data.pkl", kGoodPickle}})), "storage 0 is missing");
+    has(parse_error(stored_zip({{"a/data.pkl", kGoodPickle}, {"b/data.pkl", kGoodPickle}})), "2 checkpoint folders");
+    has(parse_error(stored_zip({{"archive/data.pkl", kGoodPickle}, {"archive/byteorder", "big"}})), "big-endian");
     // views outside their storage
     has(parse_error(archive(state_dict(str("w") + tensor("0", 4, 1, tuple2(2, 2), tuple2(2, 1))))), "reaches past");
     has(parse_error(archive(state_dict(str("w") + tensor("0", 4, 0, tuple2(2, 3), tuple2(3, 1))))), "reaches past");
