@@ -56,6 +56,14 @@ FileBytes::FileBytes(const std::string& path) {
     data_ = buffer_.get();
 }
 
+void FileBytes::release(uint64_t offset, uint64_t n) const {
+    if (!map_ || offset >= size_) return;
+    const uint64_t page = uint64_t(::sysconf(_SC_PAGESIZE));
+    const uint64_t first = (offset + page - 1) / page * page, end = std::min(size_, offset + std::min(n, size_ - offset));
+    const uint64_t last = end / page * page;
+    if (last > first) ::madvise(static_cast<uint8_t*>(map_) + first, size_t(last - first), MADV_DONTNEED);
+}
+
 FileBytes::~FileBytes() {
     if (map_) ::munmap(map_, size_t(size_));
 }

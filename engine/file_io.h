@@ -34,6 +34,9 @@ public:
     FileBytes& operator=(const FileBytes&) = delete;
     const uint8_t* data() const { return data_; }
     uint64_t size() const { return size_; }
+    // Lets the pages of bytes [offset, offset + n) go from this process's memory once read (the whole pages inside
+    // the range; they are read from the file again if touched). Nothing for a heap buffer.
+    void release(uint64_t offset, uint64_t n) const;
 
 private:
     void* map_ = nullptr;

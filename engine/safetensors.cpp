@@ -6,7 +6,8 @@
 // Writing: tensors sorted as the reference writer sorts them, header space-padded to a multiple of 8, bytes
 // streamed from each tensor's storage into a temporary file that is fsynced and renamed over the target.
 // The format stores little-endian data and this file copies bytes as they are, so the host must be
-// little-endian (checked at compile time). Not here: lazy loading, big-endian hosts, dtypes ssmtune lacks.
+// little-endian (checked at compile time). open_safetensors reads the header the same way and then one tensor at a
+// time, by pread (engine/tensor_file.h). Not here: big-endian hosts, dtypes ssmtune lacks.
 #include "engine/safetensors.h"
 
 #include <algorithm>
@@ -275,17 +276,52 @@ struct FileCloser {
 
 }  // namespace
 
+namespace {
+
+// The header of the open file `fd` of `size` bytes, validated in full, and where its data buffer starts.
+Header read_header(int fd, uint64_t size, const std::string& path, uint64_t* data_start) {
+    uint8_t first8[8] = {};
+    if (size >= 8) read_exact(fd, first8, 8, 0, path);
+    const uint64_t n = header_length(first8, size, path);
+    std::string text(size_t(n), '\0');
+    read_exact(fd, text.data(), n, 8, path);
+    *data_start = 8 + n;
+    return decode_header(text.data(), n, size - 8 - n, path);
+}
+
+// One tensor per read: a pread of its bytes, into the destination itself where dtype and layout allow.
+class SafetensorsFile : public TensorFile {
+public:
+    SafetensorsFile(const std::string& path, Metadata* metadata) : TensorFile(path), fd_(-1) {
+        Header h = read_header(fd_.fd, open_for_read(path, fd_), path, &data_start_);
+        for (const auto& [name, info] : h.table) entries_[name] = Entry{info.dtype, info.shape};
+        table_ = std::move(h.table);
+        if (metadata) *metadata = std::move(h.metadata);
+    }
+
+private:
+    void read_to(const std::string& name, void* memory) const override {
+        const TensorInfo& info = table_.at(name);
+        if (info.end > info.begin) read_exact(fd_.fd, memory, info.end - info.begin, data_start_ + info.begin, path_);
+    }
+    Fd fd_;
+    uint64_t data_start_ = 0;
+    std::map<std::string, TensorInfo> table_;
+};
+
+}  // namespace
+
 std::map<std::string, TensorInfo> read_safetensors_header(const std::string& path, Metadata* metadata) {
     Fd fd(-1);
     const uint64_t size = open_for_read(path, fd);
-    uint8_t first8[8] = {};
-    if (size >= 8) read_exact(fd.fd, first8, 8, 0, path);
-    const uint64_t n = header_length(first8, size, path);
-    std::string text(size_t(n), '\0');
-    read_exact(fd.fd, text.data(), n, 8, path);
-    Header h = decode_header(text.data(), n, size - 8 - n, path);
+    uint64_t data_start = 0;
+    Header h = read_header(fd.fd, size, path, &data_start);
     if (metadata) *metadata = std::move(h.metadata);
     return std::move(h.table);
+}
+
+std::unique_ptr<TensorFile> open_safetensors(const std::string& path, Metadata* metadata) {
+    return std::make_unique<SafetensorsFile>(path, metadata);
 }
 
 TensorMap parse_safetensors(const uint8_t* data, size_t size, const std::string& source, Metadata* metadata) {

@@ -7,16 +7,19 @@
 // disagree with shape × dtype size, and trailing bytes. The writer follows the reference writer (tensors
 // sorted by alignment then name, header padded to a multiple of 8, `__metadata__` {"format": "pt"}) and
 // writes atomically: a temporary file in the same folder, flushed, then renamed over the target.
-// Not here: lazy/memory-mapped tensors (each tensor is copied once from a single read of the file).
+// Not here: memory-mapped tensors (load_safetensors copies each tensor once out of the mapped file; open_safetensors
+// reads each tensor when asked).
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "engine/tensor.h"
+#include "engine/tensor_file.h"
 
 namespace ssmtune {
 
@@ -31,6 +34,11 @@ struct TensorInfo {
 
 // Parses and validates the header only (cheap; for inspection and sharded loading).
 std::map<std::string, TensorInfo> read_safetensors_header(const std::string& path, Metadata* metadata = nullptr);
+
+// The file opened for reading one tensor at a time (engine/tensor_file.h): the header is read and validated in full
+// here, as load_safetensors does; each read is one pread of that tensor's bytes — straight into the destination when
+// read_into's target is a contiguous CPU tensor of the file's dtype — so the file's bytes are never all in memory.
+std::unique_ptr<TensorFile> open_safetensors(const std::string& path, Metadata* metadata = nullptr);
 
 // Loads every tensor (CPU, the file's dtype). `metadata`, when given, receives `__metadata__`.
 TensorMap load_safetensors(const std::string& path, Metadata* metadata = nullptr);

@@ -8,6 +8,7 @@
 #include <iomanip>
 #include <ostream>
 #include <sstream>
+#include <type_traits>
 
 #include "cuda/kernels.h"
 #include "engine/strided.h"
@@ -99,22 +100,38 @@ Tensor Tensor::arange(double start, double end, double step, DType dtype) {
     return dtype == DType::F64 ? t : t.to(dtype);
 }
 
-Tensor Tensor::randn(const Shape& shape, Generator& gen, DType dtype, double mean, double std) {
-    Tensor t = empty(shape, DType::F64);
+namespace {
+
+// Element i of a draw is value(i); written straight into F32 / F64 storage (other dtypes through an F64 tensor,
+// converted as Tensor::to converts), several threads for large tensors.
+template <class Value>
+Tensor fill_draw(const Shape& shape, Generator& gen, DType dtype, const Value& value) {
+    const DType fill_dtype = dtype == DType::F32 ? DType::F32 : DType::F64;
+    Tensor t = SkipRandomInit::active() ? Tensor::zeros(shape, fill_dtype) : Tensor::empty(shape, fill_dtype);
     const int64_t n = t.numel();
     const uint64_t first = gen.advance(uint64_t(n));
-    double* p = t.data<double>();
-    for (int64_t i = 0; i < n; ++i) p[i] = mean + std * philox_normal(gen.seed(), first + uint64_t(i));
-    return dtype == DType::F64 ? t : t.to(dtype);
+    if (!SkipRandomInit::active()) {
+        const auto fill = [&](auto* p) {
+            using T = std::remove_pointer_t<decltype(p)>;
+#pragma omp parallel for schedule(static) if (n > 32768)
+            for (int64_t i = 0; i < n; ++i) p[i] = T(value(first + uint64_t(i)));
+        };
+        if (fill_dtype == DType::F32) fill(t.data<float>());
+        else fill(t.data<double>());
+    }
+    return dtype == fill_dtype ? t : t.to(dtype);
+}
+
+}  // namespace
+
+Tensor Tensor::randn(const Shape& shape, Generator& gen, DType dtype, double mean, double std) {
+    const uint64_t seed = gen.seed();
+    return fill_draw(shape, gen, dtype, [&](uint64_t k) { return mean + std * philox_normal(seed, k); });
 }
 
 Tensor Tensor::uniform(const Shape& shape, Generator& gen, double low, double high, DType dtype) {
-    Tensor t = empty(shape, DType::F64);
-    const int64_t n = t.numel();
-    const uint64_t first = gen.advance(uint64_t(n));
-    double* p = t.data<double>();
-    for (int64_t i = 0; i < n; ++i) p[i] = low + (high - low) * philox_uniform(gen.seed(), first + uint64_t(i));
-    return dtype == DType::F64 ? t : t.to(dtype);
+    const uint64_t seed = gen.seed();
+    return fill_draw(shape, gen, dtype, [&](uint64_t k) { return low + (high - low) * philox_uniform(seed, k); });
 }
 
 Tensor Tensor::randn(const Shape& shape, uint64_t seed, DType dtype) {

@@ -41,6 +41,25 @@ struct TensorImpl {
     int output_nr = 0;                          // which output of grad_fn
 };
 
+// While one lives, Tensor::randn / uniform on this thread return zeros of the asked shape and dtype, yet advance
+// their Generator by the draws they would have made. For building a model whose every parameter a checkpoint is
+// about to overwrite (HF's no_init_weights, PyTorch's skip_init): the draws are not paid for, and every generator
+// (a dropout's, the next module's) is left exactly where the full initialisation leaves it. Nests.
+class SkipRandomInit {
+public:
+    SkipRandomInit() { ++depth(); }
+    ~SkipRandomInit() { --depth(); }
+    SkipRandomInit(const SkipRandomInit&) = delete;
+    SkipRandomInit& operator=(const SkipRandomInit&) = delete;
+    static bool active() { return depth() > 0; }
+
+private:
+    static int& depth() {
+        thread_local int d = 0;
+        return d;
+    }
+};
+
 class Tensor {
 public:
     Tensor() = default;
@@ -56,7 +75,9 @@ public:
     static Tensor arange(double start, double end, double step, DType dtype = DType::F32);
     template <class T>
     static Tensor from_vector(const std::vector<T>& values, const Shape& shape);
-    // Seeded draws: element i uses Philox draw gen.advance(numel) + i.
+    // Seeded draws: element i uses Philox draw gen.advance(numel) + i (filled by several threads for large tensors:
+    // each element is a function of its index alone, so the bits do not depend on the thread count).
+    // While a SkipRandomInit lives on this thread they return zeros instead, having advanced `gen` all the same.
     static Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::F32, double mean = 0, double std = 1);
     static Tensor uniform(const Shape& shape, Generator& gen, double low, double high, DType dtype = DType::F32);
     static Tensor randn(const Shape& shape, uint64_t seed, DType dtype = DType::F32);

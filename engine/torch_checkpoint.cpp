@@ -13,6 +13,7 @@
 
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <unordered_map>
 #include <vector>
 
@@ -422,20 +423,20 @@ std::vector<std::pair<std::string, const Obj*>> state_dict_entries(const Obj* ro
     return out;
 }
 
-// The tensor `t` copied out of its storage's bytes into a contiguous tensor.
-Tensor materialise(const Obj& t, const uint8_t* storage_bytes) {
-    Tensor out = Tensor::empty(t.shape, t.storage->dtype);
-    if (out.numel() == 0) return out;
+// The tensor `t` copied out of its storage's bytes into `dst`, contiguous memory for all its elements.
+void materialise_into(const Obj& t, const uint8_t* storage_bytes, void* dst_memory) {
+    int64_t numel = 1;
+    for (int64_t d : t.shape) numel *= d;
+    if (numel == 0) return;
     const size_t esz = dtype_size(t.storage->dtype);
-    auto* dst = static_cast<uint8_t*>(out.raw_data());
+    auto* dst = static_cast<uint8_t*>(dst_memory);
     if (t.stride == contiguous_strides(t.shape)) {
-        std::memcpy(dst, storage_bytes + uint64_t(t.offset) * esz, size_t(out.numel()) * esz);
-        return out;
+        std::memcpy(dst, storage_bytes + uint64_t(t.offset) * esz, size_t(numel) * esz);
+        return;
     }
     for_each_offset(t.shape, t.stride, t.offset, [&](int64_t i, int64_t from) {
         std::memcpy(dst + size_t(i) * esz, storage_bytes + uint64_t(from) * esz, esz);
     });
-    return out;
 }
 
 // Refuses the pre-1.6 format (a bare pickle: protocol opcode, then the magic number) with its fix.
@@ -467,38 +468,101 @@ Parsed parse(const uint8_t* data, uint64_t size, const std::string& source) {
     return p;
 }
 
+// The checkpoint opened: data.pkl run, every storage it names found in the archive with the size the pickle gives,
+// expanded views capped. Each storage's bytes are read and CRC-checked when the first tensor on it is read and kept
+// only until the last tensor on it has been (tied weights share one storage; so may a hostile file's thousand views,
+// which must not cost a thousand inflations).
+class Contents {
+public:
+    Contents(const uint8_t* data, uint64_t size, const std::string& source) : p_(parse(data, size, source)) {
+        for (const Obj* s : p_.machine->storages()) {
+            const ZipEntry* e = p_.zip->find(p_.prefix + "data/" + s->s);
+            SSMTUNE_CHECK(e, source, ": storage ", s->s, " is missing (no entry ", p_.prefix, "data/", s->s, ")", kFix);
+            SSMTUNE_CHECK(e->size == uint64_t(s->numel) * dtype_size(s->dtype), source, ": storage ", s->s, " holds ",
+                          e->size, " bytes but the pickle describes ", s->numel, " elements of ", dtype_name(s->dtype),
+                          kFix);
+            storage_entry_[s->s] = e;
+        }
+        // A view holds at most its storage's elements unless strides of 0 repeat them (an expanded tensor); copied
+        // out, those could ask for far more memory than the file holds, so they are capped in all (2^26 elements).
+        constexpr uint64_t kMaxExpanded = uint64_t(1) << 26;
+        uint64_t expanded = 0;
+        for (const auto& [name, t] : p_.entries) {
+            uint64_t numel = 1;
+            for (int64_t d : t->shape) numel *= uint64_t(d);  // (≤ 2^62: checked when the pickle built it)
+            if (numel > uint64_t(t->storage->numel)) expanded += numel;
+            SSMTUNE_CHECK(expanded <= kMaxExpanded, source, ": tensor ", name, " (", shape_str(t->shape), ") repeats "
+                          "its storage's ", t->storage->numel, " elements through zero strides, and such expanded "
+                          "tensors exceed 2^26 elements in all; fix: save them as tensor.clone() or leave them out");
+            ++pending_[t->storage->s];
+        }
+    }
+    const std::vector<std::pair<std::string, const Obj*>>& entries() const { return p_.entries; }
+    // The tensor `t` (one of entries()) copied out into `dst` (contiguous memory for all its elements); then
+    // `after(entry)` with its storage's archive entry.
+    void read_into(const Obj& t, void* dst, const std::function<void(const ZipEntry&)>& after = {}) {
+        const std::string& key = t.storage->s;
+        auto it = bytes_.find(key);
+        if (it == bytes_.end()) it = bytes_.emplace(key, p_.zip->read(*storage_entry_.at(key))).first;
+        materialise_into(t, it->second.data, dst);
+        if (--pending_[key] <= 0) {  // (a tensor read again after that reads its storage again)
+            bytes_.erase(it);
+            pending_[key] = 0;
+        }
+        if (after) after(*storage_entry_.at(key));
+    }
+    Tensor read(const Obj& t, const std::function<void(const ZipEntry&)>& after = {}) {
+        Tensor out = Tensor::empty(t.shape, t.storage->dtype);
+        read_into(t, out.raw_data(), after);
+        return out;
+    }
+
+private:
+    Parsed p_;
+    std::map<std::string, const ZipEntry*> storage_entry_;
+    std::map<std::string, ZipBytes> bytes_;
+    std::map<std::string, int64_t> pending_;
+};
+
+// A checkpoint file read one tensor at a time; the mapped pages of a stored storage are let go after each tensor is
+// copied out of it (read again from the page cache when another tensor on it is read).
+class TorchCheckpointFile : public TensorFile {
+public:
+    explicit TorchCheckpointFile(const std::string& path)
+        : TensorFile(path), file_(path), contents_(file_.data(), file_.size(), path) {
+        for (const auto& [name, t] : contents_.entries()) {
+            entries_[name] = Entry{t->storage->dtype, t->shape};
+            tensors_[name] = t;
+        }
+    }
+
+private:
+    void read_to(const std::string& name, void* memory) const override {
+        contents_.read_into(*tensors_.at(name), memory, [&](const ZipEntry& e) {
+            if (e.method == 0) file_.release(e.data_offset, e.compressed_size);
+        });
+    }
+    FileBytes file_;
+    mutable Contents contents_;
+    std::map<std::string, const Obj*> tensors_;
+};
+
 }  // namespace
 
 TensorMap parse_torch_checkpoint(const uint8_t* data, uint64_t size, const std::string& source) {
-    const Parsed p = parse(data, size, source);
-    std::map<std::string, ZipBytes> bytes;  // by storage key; read and CRC-checked once (tied weights share one)
-    for (const Obj* s : p.machine->storages()) {
-        const ZipEntry* e = p.zip->find(p.prefix + "data/" + s->s);
-        SSMTUNE_CHECK(e, source, ": storage ", s->s, " is missing (no entry ", p.prefix, "data/", s->s, ")", kFix);
-        SSMTUNE_CHECK(e->size == uint64_t(s->numel) * dtype_size(s->dtype), source, ": storage ", s->s, " holds ",
-                      e->size, " bytes but the pickle describes ", s->numel, " elements of ", dtype_name(s->dtype), kFix);
-        bytes[s->s] = p.zip->read(*e);
-    }
-    // A view holds at most its storage's elements unless strides of 0 repeat them (an expanded tensor); copied out,
-    // those could ask for far more memory than the file holds, so they are capped in all (2^26 elements).
-    constexpr uint64_t kMaxExpanded = uint64_t(1) << 26;
-    uint64_t expanded = 0;
-    for (const auto& [name, t] : p.entries) {
-        uint64_t numel = 1;
-        for (int64_t d : t->shape) numel *= uint64_t(d);  // (≤ 2^62: checked when the pickle built it)
-        if (numel > uint64_t(t->storage->numel)) expanded += numel;
-        SSMTUNE_CHECK(expanded <= kMaxExpanded, source, ": tensor ", name, " (", shape_str(t->shape), ") repeats its "
-                      "storage's ", t->storage->numel, " elements through zero strides, and such expanded tensors "
-                      "exceed 2^26 elements in all; fix: save them as tensor.clone() or leave them out");
-    }
+    Contents contents(data, size, source);
     TensorMap out;
-    for (const auto& [name, t] : p.entries) out[name] = materialise(*t, bytes.at(t->storage->s).data);
+    for (const auto& [name, t] : contents.entries()) out[name] = contents.read(*t);
     return out;
 }
 
 TensorMap load_torch_checkpoint(const std::string& path) {
     const FileBytes file(path);
     return parse_torch_checkpoint(file.data(), file.size(), path);
+}
+
+std::unique_ptr<TensorFile> open_torch_checkpoint(const std::string& path) {
+    return std::make_unique<TorchCheckpointFile>(path);
 }
 
 std::map<std::string, Shape> read_torch_checkpoint_shapes(const std::string& path) {

@@ -13,9 +13,11 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "engine/safetensors.h"
+#include "engine/tensor_file.h"
 
 namespace ssmtune {
 
@@ -23,6 +25,10 @@ namespace ssmtune {
 TensorMap load_torch_checkpoint(const std::string& path);
 // The same from memory; `source` names the bytes in errors.
 TensorMap parse_torch_checkpoint(const uint8_t* data, uint64_t size, const std::string& source);
+// The checkpoint opened for reading one tensor at a time (engine/tensor_file.h): data.pkl is run and every storage
+// it names checked against the archive here; a storage's bytes are read (and CRC-checked) when the first tensor on
+// it is read, and the file's pages that held them let go once the last one has been.
+std::unique_ptr<TensorFile> open_torch_checkpoint(const std::string& path);
 // Names and shapes only: data.pkl is read, the storages are not (to count a model's values before loading it).
 std::map<std::string, Shape> read_torch_checkpoint_shapes(const std::string& path);
 

@@ -9,6 +9,7 @@
 
 #include "engine/safetensors.h"
 #include "engine/tensor_copy.h"
+#include "engine/tensor_file.h"
 #include "engine/torch_checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -86,29 +87,102 @@ WeightFiles find_weight_files(const std::string& dir) {
 
 }  // namespace
 
-TensorMap read_model_tensors(const std::string& dir) {
+struct ModelWeights::Source {
+    const TensorFile* file;
+    std::string name;  // in the file
+    TensorFile::Entry entry;
+};
+
+ModelWeights::ModelWeights(const std::string& dir) : dir_(dir) {
     SSMTUNE_CHECK(fs::is_directory(dir), "model directory ", dir, " does not exist; fix: pass a folder holding "
                   "config.json and model.safetensors");
     const WeightFiles w = find_weight_files(dir);
-    TensorMap all;
     for (const std::string& file : w.files) {
-        for (auto& [name, t] : w.torch ? load_torch_checkpoint(file) : load_safetensors(file)) {
-            SSMTUNE_CHECK(!all.count(name), "tensor ", name, " appears in two shards of ", dir);
-            all[name] = t;
+        files_.push_back(w.torch ? open_torch_checkpoint(file) : open_safetensors(file));
+        for (const auto& [name, entry] : files_.back()->entries()) {
+            SSMTUNE_CHECK(!tensors_.count(name), "tensor ", name, " appears in two shards of ", dir);
+            tensors_[name] = Source{files_.back().get(), name, entry};
         }
     }
     for (auto& [name, file] : w.weight_map.items())
-        SSMTUNE_CHECK(all.count(name), w.index, ": ", name, " is listed in weight_map but missing from ", file);
+        SSMTUNE_CHECK(tensors_.count(name), w.index, ": ", name, " is listed in weight_map but missing from ", file);
+}
+
+ModelWeights::~ModelWeights() = default;
+
+std::map<std::string, Shape> ModelWeights::shapes() const {
+    std::map<std::string, Shape> out;
+    for (const auto& [name, s] : tensors_) out[name] = s.entry.shape;
+    return out;
+}
+
+double ModelWeights::element_count() const {
+    double n = 0;
+    for (const auto& [name, s] : tensors_) {
+        double e = 1;
+        for (int64_t d : s.entry.shape) e *= double(d);
+        n += e;
+    }
+    return n;
+}
+
+void ModelWeights::rename(const std::string& from, const std::string& to) {
+    auto it = tensors_.find(from);
+    SSMTUNE_CHECK(it != tensors_.end(), dir_, " holds no tensor named ", from);
+    SSMTUNE_CHECK(!tensors_.count(to), dir_, ": both ", from, " and ", to, " are there, and they name one tensor; fix: "
+                  "keep one of them");
+    Source s = it->second;
+    tensors_.erase(it);
+    tensors_.emplace(to, std::move(s));
+}
+
+void ModelWeights::drop(const std::string& name) { tensors_.erase(name); }
+
+namespace {
+// Throws naming the tensor when it holds a NaN or Inf; `as` says which form of it was checked.
+void check_finite(const Tensor& t, const std::string& name, const std::string& dir, const std::string& as = "") {
+    double v = 0;
+    SSMTUNE_CHECK(first_non_finite(t, &v) < 0, dir, ": tensor ", name, as, " holds a non-finite value (", v,
+                  "); the weights are damaged; fix: use an intact copy of the model");
+}
+}  // namespace
+
+Tensor ModelWeights::read(const std::string& name) const {
+    auto it = tensors_.find(name);
+    SSMTUNE_CHECK(it != tensors_.end(), dir_, " holds no tensor named ", name);
+    Tensor t = it->second.file->read(it->second.name);
+    check_finite(t, name, dir_);
+    return t;
+}
+
+void ModelWeights::load_into(Module& module) const {
+    module.load_state_dict(shapes(), [&](const std::string& name, Tensor& dst) {
+        const Source& s = tensors_.at(name);
+        if (dst.device().is_cpu() && dst.dtype() == s.entry.dtype) {
+            s.file->read_into(s.name, dst);
+            check_finite(dst, name, dir_);
+            return;
+        }
+        copy_into(dst, read(name));
+        if (dst.device().is_cpu())  // a float64 value beyond float32's range, say
+            check_finite(dst, name, dir_, std::string(" converted to ") + dtype_name(dst.dtype()));
+    }, true, dir_);
+}
+
+TensorMap read_model_tensors(const std::string& dir) {
+    const ModelWeights weights(dir);
+    TensorMap all;
+    for (const auto& [name, shape] : weights.shapes()) all[name] = weights.read(name);
     return all;
 }
 
 namespace {
 
 // Names the config field behind the first shape disagreement between config and weights, if any.
-void check_lm_config_against_weights(const LMConfig& c, const TensorMap& w, const std::string& dir) {
+void check_lm_config_against_weights(const LMConfig& c, const std::map<std::string, Shape>& w, const std::string& dir) {
     const auto shape_of = [&](const std::string& name) -> const Shape* {
         auto it = w.find(name);
-        return it == w.end() ? nullptr : &it->second.shape();
+        return it == w.end() ? nullptr : &it->second;
     };
     if (const Shape* s = shape_of("backbone.embeddings.weight")) {
         SSMTUNE_CHECK(s->size() == 2 && (*s)[0] == c.vocab_size, dir, ": config field \"vocab_size\" is ",
@@ -179,26 +253,6 @@ AnyModel create_model(const nlohmann::json& config, uint64_t seed, const std::st
     return m;
 }
 
-// Number of tensor elements in a model directory's weight files, from their headers (safetensors) or pickles
-// (PyTorch checkpoints) only.
-double count_model_elements(const std::string& dir) {
-    double n = 0;
-    const WeightFiles w = find_weight_files(dir);
-    for (const auto& f : w.files) {
-        if (!fs::exists(f)) continue;  // read_model_tensors reports it
-        std::map<std::string, Shape> shapes;
-        if (w.torch) shapes = read_torch_checkpoint_shapes(f);
-        else
-            for (auto& [name, info] : read_safetensors_header(f)) shapes[name] = info.shape;
-        for (auto& [name, shape] : shapes) {
-            double e = 1;
-            for (int64_t d : shape) e *= double(d);
-            n += e;
-        }
-    }
-    return n;
-}
-
 std::string directory_mixup_fix(const std::string& dir, const std::string& wanted_file, const std::string& run_subdir,
                                 const std::string& run_is, const std::string& other_file, const std::string& other_is,
                                 const std::string& fallback) {
@@ -218,48 +272,43 @@ AnyModel load_model(const std::string& dir) {
                                          "an adapter directory: pass it as --adapter, with its base model as --model",
                                          "pass a model directory (config.json + model.safetensors)"));
     const nlohmann::json config = read_json_file(config_path);
+    ModelWeights weights(dir);
     // Before allocating anything: a config that describes a far larger model than the weights hold (a damaged or
     // hostile config.json) is refused here instead of exhausting memory in the constructor.
-    const double file_elements = count_model_elements(dir);
+    const double file_elements = weights.element_count();
     const double described = described_parameters(config, config_path);
     SSMTUNE_CHECK(described <= 2 * file_elements + 1e6, config_path, ": describes a model of ", described,
                   " parameters but the weights in ", dir, " hold only ", file_elements,
                   " values; fix: use the config.json that came with these weights");
-    TensorMap w = read_model_tensors(dir);
     // Longhorn's own code names the β projection dt_head; a mamba_ssm-style config without model_type whose
     // weights have one is a Longhorn (a Mamba always has A_log, a Longhorn never).
     bool has_dt_head = false;
-    for (auto& [name, t] : w) has_dt_head = has_dt_head || name.find(".mixer.dt_head.") != std::string::npos;
+    for (auto& [name, shape] : weights.shapes())
+        has_dt_head = has_dt_head || name.find(".mixer.dt_head.") != std::string::npos;
     nlohmann::json typed = config;
     if (has_dt_head && config.is_object() && !config.contains("model_type") && config_model_type(config) == "mamba")
         typed["model_type"] = "longhorn";
-    AnyModel m = create_model(typed, 0, config_path);
+    AnyModel m;
+    {
+        const SkipRandomInit skip;  // every parameter is read from the weights below
+        m = create_model(typed, 0, config_path);
+    }
     if (m.lm) {
-        TensorMap renamed;  // original state-spaces checkpoints say backbone.embedding., Longhorn's dt_head.
-        for (auto& [name, t] : w) {
+        // Original state-spaces checkpoints say backbone.embedding., Longhorn's own dt_head.
+        for (auto& [name, shape] : weights.shapes()) {
             std::string n = name;
             const std::string old_prefix = "backbone.embedding.";
             if (n.rfind(old_prefix, 0) == 0) n = "backbone.embeddings." + n.substr(old_prefix.size());
             const size_t head = n.find(".mixer.dt_head.");
             if (head != std::string::npos && m.model_type == "longhorn")
                 n.replace(head, std::string(".mixer.dt_head.").size(), ".mixer.dt_proj.");
-            renamed[n] = t;
+            if (n != name) weights.rename(name, n);
         }
-        w = renamed;
-        if (m.lm->config().tie_word_embeddings) w.erase("lm_head.weight");  // tied: the embedding is the head
-        check_lm_config_against_weights(m.lm->config(), w, dir);
+        if (m.lm->config().tie_word_embeddings) weights.drop("lm_head.weight");  // tied: the embedding is the head
+        check_lm_config_against_weights(m.lm->config(), weights.shapes(), dir);
     }
-    check_finite_weights(w, dir);
-    m.module().load_state_dict(w, true, dir);
+    weights.load_into(m.module());
     return m;
-}
-
-void check_finite_weights(const TensorMap& weights, const std::string& dir) {
-    for (auto& [name, t] : weights) {  // a NaN/Inf weight would only surface later as a NaN loss
-        double v = 0;
-        SSMTUNE_CHECK(first_non_finite(t, &v) < 0, dir, ": tensor ", name, " holds a non-finite value (", v,
-                      "); the weights are damaged; fix: use an intact copy of the model");
-    }
 }
 
 void save_model(const std::string& dir, const AnyModel& model) {

@@ -9,11 +9,14 @@
 // config that disagrees with the weights names the config field. Writes are atomic (temp file + rename).
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "engine/tensor_file.h"
 #include "models/s4d_model.h"
 #include "models/ssm_lm.h"
 
@@ -31,10 +34,40 @@ struct AnyModel {
 nlohmann::json read_json_file(const std::string& path);
 void write_json_file(const std::string& path, const nlohmann::json& j);
 
-// Every tensor of a model directory (single file or shards), names as in the files.
+// A model directory's weight files opened (HF's order of preference: model.safetensors, the shards of its index.json,
+// pytorch_model.bin, the shards of its index), read one tensor at a time (engine/tensor_file.h): loading a model keeps
+// its own parameters and one tensor of the file in memory, not the file's tensors beside the model. Checked when it
+// opens: every file's header or pickle, no tensor in two shards, every weight_map entry present.
+class ModelWeights {
+public:
+    explicit ModelWeights(const std::string& dir);
+    ~ModelWeights();
+    const std::string& dir() const { return dir_; }
+    // Every tensor's name and shape (names as in the files, or as renamed).
+    std::map<std::string, Shape> shapes() const;
+    // The number of values the files hold.
+    double element_count() const;
+    // Calls the tensor `from` `to` from now on (the model's name for a tensor the files name otherwise).
+    void rename(const std::string& from, const std::string& to);
+    // Leaves the tensor out (one that is not a parameter, e.g. a tied lm_head.weight).
+    void drop(const std::string& name);
+    // One tensor, in the file's dtype (CPU), checked finite.
+    Tensor read(const std::string& name) const;
+    // Reads every tensor into `module`'s parameters: strict (Module::load_state_dict: one Error listing every missing,
+    // unexpected or wrongly shaped name before anything is read), each checked finite (a NaN/Inf weight would only
+    // surface later as a NaN loss). Straight into a parameter of the file's dtype; through one tensor otherwise.
+    // A tensor found damaged stops the load with the parameters before it already read.
+    void load_into(Module& module) const;
+
+private:
+    struct Source;
+    std::string dir_;
+    std::vector<std::unique_ptr<TensorFile>> files_;
+    std::map<std::string, Source> tensors_;
+};
+
+// Every tensor of a model directory (single file or shards), names as in the files, each checked finite.
 TensorMap read_model_tensors(const std::string& dir);
-// Throws naming the first tensor that holds a NaN or Inf (weights read from `dir`).
-void check_finite_weights(const TensorMap& weights, const std::string& dir);
 
 // The fix for `dir` lacking its `wanted_file` (config.json, adapter_config.json), for the usual mix-ups: a run
 // directory whose `run_subdir` holds it ("this is <run_is> DIR/run_subdir"), a directory of the other kind holding

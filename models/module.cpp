@@ -1,6 +1,7 @@
 // Module tree walking, counting and strict loading (see module.h).
 #include "models/module.h"
 
+#include <set>
 #include <unordered_set>
 
 #include "engine/tensor_copy.h"
@@ -148,19 +149,27 @@ TensorMap Module::state_dict() const {
 }
 
 void Module::load_state_dict(const TensorMap& tensors, bool strict, const std::string& source) {
+    std::map<std::string, Shape> shapes;
+    for (const auto& [name, t] : tensors) shapes[name] = t.shape();
+    load_state_dict(shapes, [&](const std::string& name, Tensor& dst) { copy_into(dst, tensors.at(name)); }, strict,
+                    source);
+}
+
+void Module::load_state_dict(const std::map<std::string, Shape>& shapes,
+                             const std::function<void(const std::string& name, Tensor& dst)>& read, bool strict,
+                             const std::string& source) {
     std::vector<std::string> missing, mismatched, unexpected;
     const auto params = named_parameters();
+    std::set<std::string> known;
     for (const auto& [name, t] : params) {
-        auto it = tensors.find(name);
-        if (it == tensors.end()) { missing.push_back(name); continue; }
-        if (it->second.shape() != t.shape())
-            mismatched.push_back(name + " (file " + shape_str(it->second.shape()) + ", model " + shape_str(t.shape()) + ")");
+        known.insert(name);
+        auto it = shapes.find(name);
+        if (it == shapes.end()) { missing.push_back(name); continue; }
+        if (it->second != t.shape())
+            mismatched.push_back(name + " (file " + shape_str(it->second) + ", model " + shape_str(t.shape()) + ")");
     }
-    for (const auto& [name, t] : tensors) {
-        bool known = false;
-        for (const auto& [pn, pt] : params) known = known || pn == name;
-        if (!known) unexpected.push_back(name);
-    }
+    for (const auto& [name, shape] : shapes)
+        if (!known.count(name)) unexpected.push_back(name);
     std::string problems;
     const auto list = [&](const char* what, const std::vector<std::string>& names) {
         if (names.empty()) return;
@@ -173,10 +182,9 @@ void Module::load_state_dict(const TensorMap& tensors, bool strict, const std::s
     SSMTUNE_CHECK(problems.empty() || (!strict && mismatched.empty()), "cannot load ", source, " into ", type_name(),
                   ": ", problems);
     for (auto& [name, t] : params) {
-        auto it = tensors.find(name);
-        if (it == tensors.end()) continue;
+        if (!shapes.count(name)) continue;
         Tensor dst = t.detach();
-        copy_into(dst, it->second);
+        read(name, dst);
     }
 }
 

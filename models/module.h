@@ -10,6 +10,8 @@
 // Not here: devices, forward/backward hooks of the PyTorch kind (PEFT uses the explicit hook points).
 #pragma once
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -61,6 +63,12 @@ public:
     // Copies `tensors` into the parameters (dtype converted). With strict, any missing or unexpected name or
     // any shape mismatch is an Error listing all of them; `source` names the file in the message.
     void load_state_dict(const TensorMap& tensors, bool strict = true, const std::string& source = "state dict");
+    // The same from a source that reads each tensor when asked (a weights file, engine/tensor_file.h): `shapes` names
+    // every tensor it holds and is checked as above before anything is read; then read(name, dst) fills each
+    // parameter `dst` (detached) in turn. An Error from read stops there, with the parameters before it loaded.
+    void load_state_dict(const std::map<std::string, Shape>& shapes,
+                         const std::function<void(const std::string& name, Tensor& dst)>& read, bool strict = true,
+                         const std::string& source = "state dict");
     // Converts every parameter to `dtype` in place of the old tensors (F32 <-> F64 for gradient checks).
     void to(DType dtype);
     // Moves every parameter to `device` in place (every handle to a parameter follows; requires_grad kept,

@@ -73,7 +73,7 @@ int run_quickstart(int argc, char** argv) {
     TrainHooks hooks = model_hooks(*w, model.module().named_parameters(),
                                    [model](const std::string& dir) { models::save_model(dir, model); },
                                    [model](const std::string& dir) {
-                                       model.module().load_state_dict(models::read_model_tensors(dir), true, dir);
+                                       models::ModelWeights(dir).load_into(model.module());
                                    });
     TrainResult base = run_training(loop_options(rc, false, quiet), hooks);
     const std::string base_dir = (fs::path(out) / "base" / "model").string();

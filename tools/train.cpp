@@ -262,9 +262,7 @@ int run_train(int argc, char** argv) {
     TrainHooks hooks = model_hooks(*w, model.module().named_parameters(),
                                    [model](const std::string& dir) { models::save_model(dir, model); },
                                    [model](const std::string& dir) {
-                                       const TensorMap w = models::read_model_tensors(dir);
-                                       models::check_finite_weights(w, dir);
-                                       model.module().load_state_dict(w, true, dir);
+                                       models::ModelWeights(dir).load_into(model.module());
                                    });
     TrainResult r = run_training(loop_options(rc, flags.is_set("resume"), quiet), hooks);
     const std::string out_model = (fs::path(rc["out"].get<std::string>()) / "model").string();

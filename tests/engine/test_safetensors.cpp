@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "engine/safetensors.h"
+#include "engine/tensor_file.h"
 
 using namespace ssmtune;
 using namespace ssmtune::testing;
@@ -498,4 +499,47 @@ TEST_CASE("safetensors save surfaces a full disk as an Error and keeps the old f
     CHECK(msg.find("too large") != std::string::npos);  // strerror(EFBIG): "File too large"
     CHECK(read_file(path) == before);
     CHECK(other_files(dir, "big.safetensors").empty());
+}
+
+TEST_CASE("safetensors opened for reading one tensor at a time gives what load_safetensors gives") {
+    const TensorMap m = every_dtype();
+    const auto dir = scratch_dir("st_open");
+    const std::string path = (dir / "all.safetensors").string();
+    save_safetensors(path, m, {{"note", "x"}});
+    Metadata meta;
+    const std::unique_ptr<TensorFile> file = open_safetensors(path, &meta);
+    CHECK(meta.at("note") == "x");
+    CHECK(file->path() == path);
+    REQUIRE(file->entries().size() == m.size());
+    TensorMap got;
+    for (const auto& entry : file->entries()) {
+        const std::string& name = entry.first;
+        CAPTURE(name);
+        CHECK(entry.second.dtype == m.at(name).dtype());
+        CHECK(entry.second.shape == m.at(name).shape());
+        got[name] = file->read(name);
+    }
+    expect_same_tensors(got, m);
+    // read_into: the bytes straight into a tensor of the file's dtype, converted into another dtype or a view
+    Tensor same = Tensor::full({2, 3}, 7.0);
+    file->read_into("f32", same);
+    CHECK(raw_bytes(same) == raw_bytes(m.at("f32")));
+    Tensor wider = Tensor::zeros({4}, DType::F32);
+    file->read_into("f64", wider);
+    CHECK(wider.to_vector<float>() == m.at("f64").to(DType::F32).to_vector<float>());
+    Tensor wide = Tensor::zeros({3, 2});
+    Tensor view = wide.transpose(0, 1);  // [2, 3], not contiguous
+    Tensor as_f64 = Tensor::zeros({2, 2}, DType::F64);
+    file->read_into("i64", as_f64);
+    CHECK(as_f64.to_vector<double>() == m.at("i64").to(DType::F64).to_vector<double>());
+    file->read_into("f32", view);
+    CHECK(raw_bytes(view) == raw_bytes(m.at("f32")));
+    Tensor wrong = Tensor::zeros({3, 2});
+    CHECK_THROWS_WITH_AS(file->read_into("f32", wrong), doctest::Contains("not the [3, 2] it is read into"), Error);
+    CHECK(error_of([&] { file->read("nope"); }).find(path + " holds no tensor named nope") != std::string::npos);
+    // the header was read when it opened; a file cut short since then is an Error naming it, not a crash
+    std::filesystem::resize_file(path, 8 + 16);
+    const std::string cut = error_of([&] { file->read("i64"); });
+    CHECK(cut.find(path) != std::string::npos);
+    CHECK(cut.find("ended early") != std::string::npos);
 }

@@ -5,6 +5,9 @@
 
 #include <cstring>
 #include <limits>
+#include <thread>
+
+#include <omp.h>
 
 #include "cuda/runtime.h"
 #include "engine/tensor_copy.h"
@@ -140,6 +143,51 @@ TEST_CASE("seeded draws are reproducible and advance the generator") {
     const auto shifted = Tensor::randn({6}, m1, DType::F64, 3.0, 0.5).to_vector<double>();
     const auto plain = Tensor::randn({6}, m2, DType::F64).to_vector<double>();
     for (size_t i = 0; i < plain.size(); ++i) CHECK(shifted[i] == doctest::Approx(3.0 + 0.5 * plain[i]).epsilon(1e-14));
+}
+
+TEST_CASE("seeded draws of large tensors are filled by several threads with the bits of one") {
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const Tensor n1 = Tensor::randn({300001}, 7), u1 = Tensor::uniform({300001}, 7, -2, 3, DType::F64);
+    omp_set_num_threads(2);
+    const Tensor n2 = Tensor::randn({300001}, 7), u2 = Tensor::uniform({300001}, 7, -2, 3, DType::F64);
+    omp_set_num_threads(threads);
+    CHECK(raw_bytes(n1) == raw_bytes(n2));
+    CHECK(raw_bytes(u1) == raw_bytes(u2));
+    for (int64_t k : {int64_t(0), int64_t(123457), int64_t(300000)}) {  // element k is draw k, whoever fills it
+        CHECK(n2.data<float>()[k] == float(philox_normal(7, uint64_t(k))));
+        CHECK(u2.data<double>()[k] == -2 + 5 * philox_uniform(7, uint64_t(k)));
+    }
+}
+
+TEST_CASE("SkipRandomInit: draws come out zero and the generator advances as the draws would have") {
+    Generator skipped(5), drawn(5);
+    CHECK(!SkipRandomInit::active());
+    {
+        const SkipRandomInit skip;
+        const Tensor n = Tensor::randn({3, 4}, skipped);
+        const Tensor u = Tensor::uniform({40000}, skipped, 1, 2, DType::F64);
+        {
+            const SkipRandomInit nested;
+            CHECK(Tensor::randn({2}, skipped, DType::BF16).dtype() == DType::BF16);
+        }
+        CHECK(SkipRandomInit::active());
+        CHECK(n.shape() == Shape{3, 4});
+        CHECK(n.dtype() == DType::F32);
+        CHECK(n.to_vector<double>() == std::vector<double>(12, 0.0));
+        CHECK(u.dtype() == DType::F64);
+        CHECK(u.to_vector<double>() == std::vector<double>(40000, 0.0));
+        bool other_thread_draws = false;  // it is this thread's alone
+        std::thread([&] { other_thread_draws = Tensor::randn({4}, 1).to_vector<double>() != std::vector<double>(4, 0.0); })
+            .join();
+        CHECK(other_thread_draws);
+    }
+    CHECK(!SkipRandomInit::active());
+    Tensor::randn({3, 4}, drawn);
+    Tensor::uniform({40000}, drawn, 1, 2, DType::F64);
+    Tensor::randn({2}, drawn, DType::BF16);
+    CHECK(skipped.offset() == drawn.offset());
+    CHECK(Tensor::randn({6}, skipped).to_vector<float>() == Tensor::randn({6}, drawn).to_vector<float>());
 }
 
 TEST_CASE("100k normals and uniforms have the right moments") {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "engine/tensor_file.h"
 #include "engine/torch_checkpoint.h"
 #include "engine/zip_reader.h"
 #include "models/checkpoint.h"
@@ -104,6 +105,32 @@ TEST_CASE("torch checkpoint: every dtype and kind of view torch.save wrote reads
         CHECK(shapes.size() == 16);
         CHECK(shapes.at("f32_t") == Shape{4, 3});
     }
+}
+
+TEST_CASE("torch checkpoint: opened for reading one tensor at a time it gives what load_torch_checkpoint gives") {
+    for (const char* file : {"views.bin", "views_deflated.bin", "views_zip64.bin", "parameters_protocol4.bin"}) {
+        CAPTURE(file);
+        const TensorMap all = load_torch_checkpoint(fixture(file));
+        const std::unique_ptr<TensorFile> opened = open_torch_checkpoint(fixture(file));
+        REQUIRE(opened->entries().size() == all.size());
+        TensorMap got, again;
+        for (const auto& entry : opened->entries()) {
+            CHECK(entry.second.shape == all.at(entry.first).shape());
+            CHECK(entry.second.dtype == all.at(entry.first).dtype());
+            got[entry.first] = opened->read(entry.first);
+        }
+        expect_same_tensors(got, all);
+        // each storage's bytes are let go after its last tensor; reading again reads them again
+        for (const auto& entry : opened->entries()) again[entry.first] = opened->read(entry.first);
+        expect_same_tensors(again, all);
+    }
+    const std::unique_ptr<TensorFile> views = open_torch_checkpoint(fixture("views.bin"));
+    Tensor transposed = Tensor::zeros({4, 3}), as_f64 = Tensor::zeros({4, 3}, DType::F64);
+    views->read_into("f32_t", transposed);  // a transposed view, copied out straight into the destination
+    views->read_into("f32_t", as_f64);
+    CHECK(transposed.to_vector<double>() == load_torch_checkpoint(fixture("views.bin")).at("f32_t").to_vector<double>());
+    CHECK(as_f64.to_vector<double>() == transposed.to_vector<double>());
+    CHECK_THROWS_WITH_AS(views->read("nope"), doctest::Contains("holds no tensor named nope"), Error);
 }
 
 TEST_CASE("torch checkpoint: parameters pickled with protocol 4 (frames, memoize, stack globals)") {

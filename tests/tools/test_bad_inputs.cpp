@@ -84,6 +84,10 @@ TEST_CASE("bad inputs: model weights and configs") {
         save_safetensors((dir / "nan.safetensors").string(), w);
         expect_error({"eval", "--model", variant("nan", good_cfg, file_bytes(dir / "nan.safetensors")), task}, 1,
                      "non-finite", "weights: NaN value");
+        w["backbone.norm_f.weight"] = Tensor::from_vector<double>({1, 1, 1e300, 1, 1, 1, 1, 1}, {8});  // inf as float32
+        save_safetensors((dir / "beyond_f32.safetensors").string(), w);
+        expect_error({"eval", "--model", variant("beyond_f32", good_cfg, file_bytes(dir / "beyond_f32.safetensors")),
+                      task}, 1, "converted to F32 holds a non-finite value", "weights: F64 value beyond F32's range");
     }
     {
         nlohmann::json huge = nlohmann::json::parse(good_cfg);
