@@ -42,9 +42,16 @@ void read_exact(int fd, void* dst, uint64_t n, uint64_t offset, const std::strin
 
 FileBytes::FileBytes(const std::string& path) {
     Fd fd(-1);
-    size_ = open_for_read(path, fd);
+    const uint64_t size = open_for_read(path, fd);
+    map(fd.fd, size, path);
+}
+
+FileBytes::FileBytes(int fd, uint64_t size, const std::string& path) { map(fd, size, path); }
+
+void FileBytes::map(int fd, uint64_t size, const std::string& path) {
+    size_ = size;
     if (size_ == 0) return;
-    void* m = ::mmap(nullptr, size_t(size_), PROT_READ, MAP_PRIVATE, fd.fd, 0);
+    void* m = ::mmap(nullptr, size_t(size_), PROT_READ, MAP_PRIVATE, fd, 0);
     if (m != MAP_FAILED) {
         map_ = m;
         ::madvise(m, size_t(size_), MADV_SEQUENTIAL);
@@ -52,16 +59,8 @@ FileBytes::FileBytes(const std::string& path) {
         return;
     }
     buffer_.reset(new uint8_t[size_t(size_)]);
-    read_exact(fd.fd, buffer_.get(), size_, 0, path);
+    read_exact(fd, buffer_.get(), size_, 0, path);
     data_ = buffer_.get();
-}
-
-void FileBytes::release(uint64_t offset, uint64_t n) const {
-    if (!map_ || offset >= size_) return;
-    const uint64_t page = uint64_t(::sysconf(_SC_PAGESIZE));
-    const uint64_t first = (offset + page - 1) / page * page, end = std::min(size_, offset + std::min(n, size_ - offset));
-    const uint64_t last = end / page * page;
-    if (last > first) ::madvise(static_cast<uint8_t*>(map_) + first, size_t(last - first), MADV_DONTNEED);
 }
 
 FileBytes::~FileBytes() {

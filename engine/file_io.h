@@ -29,16 +29,16 @@ void read_exact(int fd, void* dst, uint64_t n, uint64_t offset, const std::strin
 class FileBytes {
 public:
     explicit FileBytes(const std::string& path);
+    // The `size` bytes of the open file `fd` (which may be closed afterwards); `path` names it in errors.
+    FileBytes(int fd, uint64_t size, const std::string& path);
     ~FileBytes();
     FileBytes(const FileBytes&) = delete;
     FileBytes& operator=(const FileBytes&) = delete;
     const uint8_t* data() const { return data_; }
     uint64_t size() const { return size_; }
-    // Lets the pages of bytes [offset, offset + n) go from this process's memory once read (the whole pages inside
-    // the range; they are read from the file again if touched). Nothing for a heap buffer.
-    void release(uint64_t offset, uint64_t n) const;
 
 private:
+    void map(int fd, uint64_t size, const std::string& path);
     void* map_ = nullptr;
     std::unique_ptr<uint8_t[]> buffer_;
     const uint8_t* data_ = nullptr;

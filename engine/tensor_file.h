@@ -2,11 +2,9 @@
 // safetensors file) or its pickle (a PyTorch checkpoint) when it opens, every tensor's bytes only when that tensor is
 // read. Loading a model through it keeps one copy of the weights in memory — the model's own — instead of the file's
 // tensors and the model side by side (open_safetensors in safetensors.h, open_torch_checkpoint in torch_checkpoint.h).
-// Not here: writing; files changed while open. (A safetensors file is read by pread, so one cut short under it is an
-// Error naming it. A PyTorch checkpoint is read through a mapping, as it always was here and as mapped readers such
-// as the safetensors library are: one cut short while a tensor is being read ends the process with SIGBUS. A file
-// rewritten in place reads as whatever bytes are there; ssmtune's own writers replace files by rename, which leaves
-// an open file as it was.)
+// Not here: writing; files changed while open. (Both readers read tensors by pread, so a file cut short under them
+// is an Error naming it; one rewritten in place reads as whatever bytes are there. ssmtune's own writers replace
+// files by rename, which leaves an open file as it was.)
 #pragma once
 
 #include <map>

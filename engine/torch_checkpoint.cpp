@@ -468,13 +468,19 @@ Parsed parse(const uint8_t* data, uint64_t size, const std::string& source) {
     return p;
 }
 
+// Reads a storage's archive entry: its uncompressed bytes, CRC-checked.
+using StorageLoader = std::function<ZipBytes(const ZipEntry&, const ZipArchive&)>;
+
 // The checkpoint opened: data.pkl run, every storage it names found in the archive with the size the pickle gives,
-// expanded views capped. Each storage's bytes are read and CRC-checked when the first tensor on it is read and kept
-// only until the last tensor on it has been (tied weights share one storage; so may a hostile file's thousand views,
-// which must not cost a thousand inflations).
+// expanded views capped. The archive's bytes are read here and, without a `load`, again when storages are read; with
+// one, storages come from it and the bytes given here are not touched after construction. A storage's bytes are read
+// when the first tensor on it is and kept only until the last tensor on it has been (tied weights share one storage;
+// so may a hostile file's thousand views, which must not cost a thousand inflations).
 class Contents {
 public:
-    Contents(const uint8_t* data, uint64_t size, const std::string& source) : p_(parse(data, size, source)) {
+    Contents(const uint8_t* data, uint64_t size, const std::string& source, StorageLoader load = {})
+        : p_(parse(data, size, source)), load_(std::move(load)) {
+        if (!load_) load_ = [](const ZipEntry& e, const ZipArchive& zip) { return zip.read(e); };
         for (const Obj* s : p_.machine->storages()) {
             const ZipEntry* e = p_.zip->find(p_.prefix + "data/" + s->s);
             SSMTUNE_CHECK(e, source, ": storage ", s->s, " is missing (no entry ", p_.prefix, "data/", s->s, ")", kFix);
@@ -498,38 +504,46 @@ public:
         }
     }
     const std::vector<std::pair<std::string, const Obj*>>& entries() const { return p_.entries; }
-    // The tensor `t` (one of entries()) copied out into `dst` (contiguous memory for all its elements); then
-    // `after(entry)` with its storage's archive entry.
-    void read_into(const Obj& t, void* dst, const std::function<void(const ZipEntry&)>& after = {}) {
+    const ZipArchive& zip() const { return *p_.zip; }
+    const ZipEntry& storage_entry(const Obj& t) const { return *storage_entry_.at(t.storage->s); }
+    // The tensor `t` (one of entries()) copied out into `dst` (contiguous memory for all its elements).
+    void read_into(const Obj& t, void* dst) {
         const std::string& key = t.storage->s;
         auto it = bytes_.find(key);
-        if (it == bytes_.end()) it = bytes_.emplace(key, p_.zip->read(*storage_entry_.at(key))).first;
+        if (it == bytes_.end()) it = bytes_.emplace(key, load_(*storage_entry_.at(key), *p_.zip)).first;
         materialise_into(t, it->second.data, dst);
-        if (--pending_[key] <= 0) {  // (a tensor read again after that reads its storage again)
-            bytes_.erase(it);
-            pending_[key] = 0;
-        }
-        if (after) after(*storage_entry_.at(key));
+        done_with(t);
     }
-    Tensor read(const Obj& t, const std::function<void(const ZipEntry&)>& after = {}) {
+    // Counts `t` read: its storage's bytes are let go once every tensor on it has been (one read again after that
+    // reads them again).
+    void done_with(const Obj& t) {
+        const std::string& key = t.storage->s;
+        if (--pending_[key] > 0) return;
+        pending_[key] = 0;
+        bytes_.erase(key);
+    }
+    Tensor read(const Obj& t) {
         Tensor out = Tensor::empty(t.shape, t.storage->dtype);
-        read_into(t, out.raw_data(), after);
+        read_into(t, out.raw_data());
         return out;
     }
 
 private:
     Parsed p_;
+    StorageLoader load_;
     std::map<std::string, const ZipEntry*> storage_entry_;
     std::map<std::string, ZipBytes> bytes_;
     std::map<std::string, int64_t> pending_;
 };
 
-// A checkpoint file read one tensor at a time; the mapped pages of a stored storage are let go after each tensor is
-// copied out of it (read again from the page cache when another tensor on it is read).
+// A checkpoint file read one tensor at a time. The file is mapped only while its directory and data.pkl are read;
+// storages are read by pread (so a file cut short later is an Error, not SIGBUS, and no page of it stays in this
+// process's memory): a tensor that is its whole stored storage, as a saved parameter is, straight into the
+// destination; views and deflated storages through Contents' buffer.
 class TorchCheckpointFile : public TensorFile {
 public:
     explicit TorchCheckpointFile(const std::string& path)
-        : TensorFile(path), file_(path), contents_(file_.data(), file_.size(), path) {
+        : TensorFile(path), fd_(-1), size_(open_for_read(path, fd_)), contents_(open_contents()) {
         for (const auto& [name, t] : contents_.entries()) {
             entries_[name] = Entry{t->storage->dtype, t->shape};
             tensors_[name] = t;
@@ -537,12 +551,34 @@ public:
     }
 
 private:
-    void read_to(const std::string& name, void* memory) const override {
-        contents_.read_into(*tensors_.at(name), memory, [&](const ZipEntry& e) {
-            if (e.method == 0) file_.release(e.data_offset, e.compressed_size);
+    Contents open_contents() const {
+        const FileBytes mapped(fd_.fd, size_, path_);
+        return Contents(mapped.data(), mapped.size(), path_, [this](const ZipEntry& e, const ZipArchive& zip) {
+            ZipBytes stored;
+            stored.owned.resize(size_t(e.compressed_size));
+            read_exact(fd_.fd, stored.owned.data(), e.compressed_size, e.data_offset, path_);
+            if (e.method != 0) return zip.decode(e, stored.owned.data());
+            zip.check_crc(e, stored.owned.data());
+            stored.data = stored.owned.data();
+            stored.size = e.size;
+            return stored;
         });
     }
-    FileBytes file_;
+    void read_to(const std::string& name, void* memory) const override {
+        const Obj& t = *tensors_.at(name);
+        const ZipEntry& e = contents_.storage_entry(t);
+        int64_t numel = 1;
+        for (int64_t d : t.shape) numel *= d;
+        if (e.method != 0 || t.offset != 0 || numel != t.storage->numel || t.stride != contiguous_strides(t.shape)) {
+            contents_.read_into(t, memory);
+            return;
+        }
+        if (e.size > 0) read_exact(fd_.fd, memory, e.size, e.data_offset, path_);
+        contents_.zip().check_crc(e, static_cast<const uint8_t*>(memory));
+        contents_.done_with(t);
+    }
+    Fd fd_;
+    uint64_t size_;
     mutable Contents contents_;
     std::map<std::string, const Obj*> tensors_;
 };

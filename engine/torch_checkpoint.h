@@ -26,8 +26,9 @@ TensorMap load_torch_checkpoint(const std::string& path);
 // The same from memory; `source` names the bytes in errors.
 TensorMap parse_torch_checkpoint(const uint8_t* data, uint64_t size, const std::string& source);
 // The checkpoint opened for reading one tensor at a time (engine/tensor_file.h): data.pkl is run and every storage
-// it names checked against the archive here; a storage's bytes are read (and CRC-checked) when the first tensor on
-// it is read, and the file's pages that held them let go once the last one has been.
+// it names checked against the archive here (the file is mapped only for that); storages are read by pread and
+// CRC-checked when read — a tensor that is its whole storage, as a saved parameter is, straight into the destination;
+// a view's storage kept only until the last tensor on it has been read.
 std::unique_ptr<TensorFile> open_torch_checkpoint(const std::string& path);
 // Names and shapes only: data.pkl is read, the storages are not (to count a model's values before loading it).
 std::map<std::string, Shape> read_torch_checkpoint_shapes(const std::string& path);

@@ -142,10 +142,20 @@ const ZipEntry* ZipArchive::find(const std::string& name) const {
 }
 
 ZipBytes ZipArchive::read(const ZipEntry& entry) const {
-    ZipBytes out;
     SSMTUNE_CHECK(within(entry.data_offset, entry.compressed_size, size_), source_, ": entry ", entry.name,
                   " does not lie within this archive; fix: read it through the archive that listed it");
-    const uint8_t* stored = data_ + entry.data_offset;
+    return decode(entry, data_ + entry.data_offset);
+}
+
+void ZipArchive::check_crc(const ZipEntry& entry, const uint8_t* bytes) const {
+    uLong crc = crc32_z(0L, Z_NULL, 0);
+    crc = crc32_z(crc, bytes, z_size_t(entry.size));
+    SSMTUNE_CHECK(uint32_t(crc) == entry.crc32, source_, ": entry ", entry.name, " fails its CRC-32 check (damaged "
+                  "file); fix: use an intact copy of the file");
+}
+
+ZipBytes ZipArchive::decode(const ZipEntry& entry, const uint8_t* stored) const {
+    ZipBytes out;
     if (entry.method == 0) {
         out.data = stored;
         out.size = entry.size;
@@ -179,10 +189,7 @@ ZipBytes ZipArchive::read(const ZipEntry& entry) const {
         out.data = out.owned.data();
         out.size = entry.size;
     }
-    uLong crc = crc32_z(0L, Z_NULL, 0);
-    crc = crc32_z(crc, out.data, z_size_t(out.size));
-    SSMTUNE_CHECK(uint32_t(crc) == entry.crc32, source_, ": entry ", entry.name, " fails its CRC-32 check (damaged "
-                  "file); fix: use an intact copy of the file");
+    check_crc(entry, out.data);
     return out;
 }
 

@@ -38,6 +38,11 @@ public:
     const ZipEntry* find(const std::string& name) const;
     // The entry's uncompressed bytes, CRC-checked.
     ZipBytes read(const ZipEntry& entry) const;
+    // The same from the entry's compressed_size bytes as stored, read from the file by the caller (`stored` must
+    // outlive the result for a stored entry, which points into it).
+    ZipBytes decode(const ZipEntry& entry, const uint8_t* stored) const;
+    // Throws naming the entry when its `size` uncompressed bytes at `bytes` fail the CRC-32 the directory gives.
+    void check_crc(const ZipEntry& entry, const uint8_t* bytes) const;
     const std::string& source() const { return source_; }
 
 private:

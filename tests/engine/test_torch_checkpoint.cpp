@@ -131,6 +131,21 @@ TEST_CASE("torch checkpoint: opened for reading one tensor at a time it gives wh
     CHECK(transposed.to_vector<double>() == load_torch_checkpoint(fixture("views.bin")).at("f32_t").to_vector<double>());
     CHECK(as_f64.to_vector<double>() == transposed.to_vector<double>());
     CHECK_THROWS_WITH_AS(views->read("nope"), doctest::Contains("holds no tensor named nope"), Error);
+    // storages are read by pread, not through a mapping: a file cut short after it was opened is an Error naming it
+    const auto dir = scratch_dir("torch_cut_after_open");
+    const std::string copy = (dir / "pytorch_model.bin").string();
+    std::filesystem::copy_file(fixture("tiny_mamba_bin/pytorch_model.bin"), copy);
+    const std::unique_ptr<TensorFile> opened = open_torch_checkpoint(copy);
+    std::filesystem::resize_file(copy, std::filesystem::file_size(copy) / 2);
+    int errors = 0;
+    for (const auto& entry : opened->entries()) {
+        const std::string error = error_of([&] { opened->read(entry.first); });
+        if (error.empty()) continue;
+        ++errors;
+        CHECK(error.find(copy) != std::string::npos);
+        CHECK(error.find("ended early") != std::string::npos);
+    }
+    CHECK(errors > 0);
 }
 
 TEST_CASE("torch checkpoint: parameters pickled with protocol 4 (frames, memoize, stack globals)") {
