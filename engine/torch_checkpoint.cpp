@@ -601,12 +601,4 @@ std::unique_ptr<TensorFile> open_torch_checkpoint(const std::string& path) {
     return std::make_unique<TorchCheckpointFile>(path);
 }
 
-std::map<std::string, Shape> read_torch_checkpoint_shapes(const std::string& path) {
-    const FileBytes file(path);
-    const Parsed p = parse(file.data(), file.size(), path);
-    std::map<std::string, Shape> out;
-    for (const auto& [name, t] : p.entries) out[name] = t->shape;
-    return out;
-}
-
 }  // namespace ssmtune

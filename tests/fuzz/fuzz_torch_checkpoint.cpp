@@ -3,7 +3,9 @@
 // Two kinds of input. An input that starts with "PKL" is split2(data.pkl, storages), the storages a run of
 // [u16 big-endian length][bytes] named 0, 1, 2, ...: the target wraps them in a well-formed archive with the right
 // CRC-32s, so mutations reach the pickle machine and the views instead of failing the checksums. Any other input is
-// the file itself (the archive reader).
+// the file itself (the archive reader). Either way the file reader (open_torch_checkpoint) must give the same tensors
+// to the byte, or an Error exactly where parse_torch_checkpoint gives one.
+#include <cstdlib>
 #include <cstring>
 
 #include "engine/torch_checkpoint.h"
@@ -26,10 +28,33 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         data = reinterpret_cast<const uint8_t*>(wrapped.data());
         size = wrapped.size();
     }
+    bool parsed = false;
+    ssmtune::TensorMap t;
     try {
-        ssmtune::TensorMap t = ssmtune::parse_torch_checkpoint(data, size, "fuzz input");
-        for (auto& [name, tensor] : t) (void)tensor.numel();
+        t = ssmtune::parse_torch_checkpoint(data, size, "fuzz input");
+        parsed = true;
     } catch (const ssmtune::Error&) {
     }
+    // The file reader (open_torch_checkpoint: pread, a whole stored storage straight into the tensor) must agree with
+    // the whole-archive reader: the same tensors to the byte, or an Error where it gave one.
+    const auto path = ssmtune::fuzz::scratch() / "pytorch_model.bin";
+    ssmtune::fuzz::write_bytes(path, data, size);
+    bool read_all = false;
+    try {
+        const std::unique_ptr<ssmtune::TensorFile> file = ssmtune::open_torch_checkpoint(path.string());
+        if (file->entries().size() != t.size() && parsed) std::abort();
+        for (const auto& [name, entry] : file->entries()) {
+            const ssmtune::Tensor got = file->read(name);
+            if (!parsed) continue;
+            const ssmtune::Tensor& want = t.at(name);
+            const size_t bytes = size_t(want.numel()) * ssmtune::dtype_size(want.dtype());
+            if (got.dtype() != want.dtype() || got.shape() != want.shape() ||
+                (bytes && std::memcmp(got.raw_data(), want.raw_data(), bytes) != 0))
+                std::abort();
+        }
+        read_all = true;
+    } catch (const ssmtune::Error&) {
+    }
+    if (read_all != parsed) std::abort();
     return 0;
 }
