@@ -14,7 +14,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 
 #include "autograd/node.h"
@@ -205,6 +207,17 @@ TensorMap Optimizer::state_dict(Metadata& meta) const {
 }
 
 void Optimizer::load_state_dict(const TensorMap& tensors, const Metadata& meta) {
+    std::map<std::string, TensorFile::Entry> entries;
+    for (const auto& [key, t] : tensors) entries[key] = TensorFile::Entry{t.dtype(), t.shape()};
+    load_state_dict(entries, [&](const std::string& key, Device device) {
+        const Tensor& t = tensors.at(key);
+        return copy_to(t, t.dtype(), device);
+    }, meta);
+}
+
+void Optimizer::load_state_dict(const std::map<std::string, TensorFile::Entry>& entries,
+                                const std::function<Tensor(const std::string& key, Device device)>& read,
+                                const Metadata& meta) {
     const std::string& kind = meta_get(meta, "optimizer");
     SSMTUNE_CHECK(kind == name(), "optimizer state is for ", kind, " but this optimizer is ", name(),
                   "; fix: build the same optimizer type that wrote the state");
@@ -230,7 +243,9 @@ void Optimizer::load_state_dict(const TensorMap& tensors, const Metadata& meta) 
     LoadedOptions loaded = parse_options(meta);
     sync_state();
 
+    // Every tensor checked against its parameter before any is read; then read into fresh state.
     std::vector<std::vector<ParamState>> fresh(groups_.size());
+    std::vector<std::tuple<ParamState*, std::string, std::string, Device>> reads;  // state, buffer, key, device
     std::set<std::string> used;
     for (size_t g = 0; g < groups_.size(); ++g) {
         const ParamGroup& group = groups_[g];
@@ -243,21 +258,24 @@ void Optimizer::load_state_dict(const TensorMap& tensors, const Metadata& meta) 
             const Tensor& p = group.params[i];
             for (const std::string& buf_name : loaded.buffers) {
                 const std::string key = prefix + buf_name;
-                auto it = tensors.find(key);
-                SSMTUNE_CHECK(it != tensors.end(), "optimizer state: tensor '", key, "' for ", where(group, i),
+                auto it = entries.find(key);
+                SSMTUNE_CHECK(it != entries.end(), "optimizer state: tensor '", key, "' for ", where(group, i),
                               " is missing");
-                const Tensor& t = it->second;
-                SSMTUNE_CHECK(t.shape() == p.shape() && t.dtype() == p.dtype(), "optimizer state: tensor '", key,
-                              "' is ", t.describe(), " but ", where(group, i), " is ", p.describe(),
-                              "; fix: load the state into an optimizer over the same parameters, in the same order");
-                st.buffers[buf_name] = copy_to(t, t.dtype(), p.device());
+                const TensorFile::Entry& t = it->second;
+                SSMTUNE_CHECK(t.shape == p.shape() && t.dtype == p.dtype(), "optimizer state: tensor '", key,
+                              "' is ", dtype_name(t.dtype), shape_str(t.shape), " but ", where(group, i), " is ",
+                              p.describe(), "; fix: load the state into an optimizer over the same parameters, in the "
+                              "same order");
+                reads.emplace_back(&st, buf_name, key, p.device());
                 used.insert(key);
             }
         }
     }
-    for (const auto& kv : tensors)
+    for (const auto& kv : entries)
         SSMTUNE_CHECK(used.count(kv.first), "optimizer state: unexpected tensor '", kv.first, "' (",
-                      kv.second.describe(), "); it belongs to no parameter with state under this optimizer's groups");
+                      dtype_name(kv.second.dtype), shape_str(kv.second.shape),
+                      "); it belongs to no parameter with state under this optimizer's groups");
+    for (const auto& [st, buf_name, key, device] : reads) st->buffers[buf_name] = read(key, device);
 
     // Every check passed: commit.
     state_ = std::move(fresh);
@@ -278,9 +296,12 @@ void Optimizer::save(const std::string& path) const {
 
 void Optimizer::load(const std::string& path) {
     Metadata meta;
-    const TensorMap tensors = load_safetensors(path, &meta);
+    const std::unique_ptr<TensorFile> file = open_safetensors(path, &meta);
     try {
-        load_state_dict(tensors, meta);
+        load_state_dict(file->entries(), [&](const std::string& key, Device device) {
+            const Tensor t = file->read(key);  // a fresh tensor: kept as the state itself on the CPU
+            return device.is_cpu() ? t : copy_to(t, t.dtype(), device);
+        }, meta);
     } catch (const Error& e) {
         SSMTUNE_FAIL("loading optimizer state from '", path, "': ", e.what());
     }

@@ -80,7 +80,13 @@ public:
     // checking the optimizer name, the number of groups, their names and sizes, and every state tensor's
     // shape and dtype against its parameter. On an Error (which says exactly what mismatches) nothing changes.
     void load_state_dict(const TensorMap& tensors, const Metadata& meta);
-    // state_dict → save_safetensors (atomic write) / load_safetensors → load_state_dict.
+    // The same from a source that reads each tensor when asked: `entries` names every tensor it holds and is checked
+    // in full first; read(key, device) returns that tensor on the parameter's device, kept as the state itself.
+    void load_state_dict(const std::map<std::string, TensorFile::Entry>& entries,
+                         const std::function<Tensor(const std::string& key, Device device)>& read,
+                         const Metadata& meta);
+    // state_dict → save_safetensors (atomic write) / open_safetensors → load_state_dict, one tensor at a time (a
+    // resumed AdamW holds its two moments once, not the file's copies beside them).
     void save(const std::string& path) const;
     void load(const std::string& path);
 

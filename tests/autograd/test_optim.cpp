@@ -4,6 +4,7 @@
 #include "test_util.h"
 
 #include "autograd/optim.h"
+#include "engine/storage.h"
 
 using namespace ssmtune;
 using namespace ssmtune::testing;
@@ -123,6 +124,39 @@ TEST_CASE("optimizer state saved and loaded continues bit-identically") {
     std::vector<Tensor> other = {Tensor::randn({2, 2}, 3).set_requires_grad(true)};
     AdamW d(other);
     CHECK_THROWS_AS(d.load((dir / "opt.safetensors").string()), Error);
+}
+
+TEST_CASE("optimizer state loads from its file one tensor at a time: the moments held once, nothing read before the checks") {
+    std::vector<Tensor> ps = {Tensor::randn({300, 200}, 1).set_requires_grad(true),
+                              Tensor::randn({200}, 2).set_requires_grad(true)};
+    AdamW a(ps, AdamW::Options().lr(0.01));
+    ops::sum(ops::mul(ps[0], ps[0])).backward();
+    ops::sum(ops::mul(ps[1], ps[1])).backward();
+    a.step();
+    const auto dir = scratch_dir("optim_state_stream");
+    const std::string path = (dir / "opt.safetensors").string();
+    a.save(path);
+    Metadata meta;
+    const TensorMap saved = a.state_dict(meta);
+    size_t state_bytes = 0;
+    for (const auto& entry : saved) state_bytes += size_t(entry.second.numel()) * dtype_size(entry.second.dtype());
+    // the state read from the file is kept as it is read: the peak is the state itself, not the file's tensors too
+    AdamW b(ps, AdamW::Options().lr(0.01));
+    const size_t before = cpu_bytes_in_use();
+    reset_cpu_peak_bytes();
+    b.load(path);
+    CHECK(cpu_peak_bytes() - before <= state_bytes + state_bytes / 10);
+    Metadata loaded_meta;
+    expect_same_tensors(b.state_dict(loaded_meta), saved);
+    CHECK(loaded_meta == meta);
+    // a state tensor of the wrong shape is named before anything is read, and nothing changes
+    TensorMap bad = saved;
+    bad.begin()->second = Tensor::zeros({3});
+    save_safetensors(path, bad, meta);
+    AdamW c(ps, AdamW::Options().lr(0.01));
+    const std::string error = error_of([&] { c.load(path); });
+    CHECK(error.find("is F32[3] but") != std::string::npos);
+    CHECK(c.step_count() == 0);
 }
 
 TEST_CASE("a 2-layer MLP fits a synthetic regression with AdamW") {
