@@ -293,7 +293,8 @@ Header read_header(int fd, uint64_t size, const std::string& path, uint64_t* dat
 class SafetensorsFile : public TensorFile {
 public:
     SafetensorsFile(const std::string& path, Metadata* metadata) : TensorFile(path), fd_(-1) {
-        Header h = read_header(fd_.fd, open_for_read(path, fd_), path, &data_start_);
+        const uint64_t size = open_for_read(path, fd_);  // (before fd_.fd is read: argument order is unspecified)
+        Header h = read_header(fd_.fd, size, path, &data_start_);
         for (const auto& [name, info] : h.table) entries_[name] = Entry{info.dtype, info.shape};
         table_ = std::move(h.table);
         if (metadata) *metadata = std::move(h.metadata);
