@@ -425,8 +425,7 @@ std::vector<std::pair<std::string, const Obj*>> state_dict_entries(const Obj* ro
 
 // The tensor `t` copied out of its storage's bytes into `dst`, contiguous memory for all its elements.
 void materialise_into(const Obj& t, const uint8_t* storage_bytes, void* dst_memory) {
-    int64_t numel = 1;
-    for (int64_t d : t.shape) numel *= d;
+    const int64_t numel = shape_numel(t.shape);
     if (numel == 0) return;
     const size_t esz = dtype_size(t.storage->dtype);
     auto* dst = static_cast<uint8_t*>(dst_memory);
@@ -554,22 +553,18 @@ private:
     Contents open_contents() const {
         const FileBytes mapped(fd_.fd, size_, path_);
         return Contents(mapped.data(), mapped.size(), path_, [this](const ZipEntry& e, const ZipArchive& zip) {
-            ZipBytes stored;
-            stored.owned.resize(size_t(e.compressed_size));
-            read_exact(fd_.fd, stored.owned.data(), e.compressed_size, e.data_offset, path_);
-            if (e.method != 0) return zip.decode(e, stored.owned.data());
-            zip.check_crc(e, stored.owned.data());
-            stored.data = stored.owned.data();
-            stored.size = e.size;
-            return stored;
+            std::vector<uint8_t> stored(size_t(e.compressed_size));
+            read_exact(fd_.fd, stored.data(), e.compressed_size, e.data_offset, path_);
+            ZipBytes bytes = zip.decode(e, stored.data());
+            if (bytes.owned.empty()) bytes.owned = std::move(stored);  // a stored entry points into it (moving keeps
+            return bytes;                                               // the buffer where it is)
         });
     }
     void read_to(const std::string& name, void* memory) const override {
         const Obj& t = *tensors_.at(name);
         const ZipEntry& e = contents_.storage_entry(t);
-        int64_t numel = 1;
-        for (int64_t d : t.shape) numel *= d;
-        if (e.method != 0 || t.offset != 0 || numel != t.storage->numel || t.stride != contiguous_strides(t.shape)) {
+        if (e.method != 0 || t.offset != 0 || shape_numel(t.shape) != t.storage->numel ||
+            t.stride != contiguous_strides(t.shape)) {
             contents_.read_into(t, memory);
             return;
         }
