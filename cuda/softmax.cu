@@ -56,9 +56,8 @@ __global__ void cross_entropy_backward_kernel(const T* logp, const int64_t* targ
         if (target[r] == ignore_index) {
             d[i] = T(0);
         } else {
-            T v = T(exp(double(logp[i])) * scale);
-            if (j == target[r]) v -= T(scale);
-            d[i] = v;
+            // the target's p − 1 as expm1(logp), as on the CPU (accurate when p is close to 1)
+            d[i] = j == target[r] ? T(expm1(double(logp[i])) * scale) : T(exp(double(logp[i])) * scale);
         }
     }
 }

@@ -64,3 +64,25 @@ TEST_CASE("cross_entropy rejects out-of-range targets and mismatched counts") {
     CHECK_THROWS_AS(ops::cross_entropy(logits, Tensor::from_vector<int64_t>({0}, {1})), Error);
     CHECK_THROWS_AS(ops::cross_entropy(logits, Tensor::zeros({2})), Error);
 }
+
+TEST_CASE("cross_entropy float32 gradient keeps its digits when the target's probability is close to 1") {
+    // Row 0 predicts its target with p = 1 − 2e−9·(…): the target's gradient p − 1 ≈ −4e−9 / 2 is below float32's
+    // resolution of 1, so computing it as exp(logp) − 1 in float32 gives 0; row 1's loss is 1e−6-sized.
+    const std::vector<double> values = {20, 0, 0, -1, 14, 0.5, 1, -2};
+    const std::vector<int64_t> targets = {0, 1};
+    Tensor t = Tensor::from_vector<int64_t>(targets, {2});
+    Tensor x64 = Tensor::from_vector<double>(values, {2, 4}).set_requires_grad(true);
+    Tensor x32 = x64.detach().to(DType::F32).set_requires_grad(true);
+    const Tensor l64 = ops::cross_entropy(x64, t), l32 = ops::cross_entropy(x32, t);
+    CHECK(std::abs(l32.item() - l64.item()) <= 1e-5 * l64.item());
+    l64.backward();
+    l32.backward();
+    for (int64_t r = 0; r < 2; ++r)
+        for (int64_t j = 0; j < 4; ++j) {
+            const double want = x64.grad().at({r, j}), got = x32.grad().at({r, j});
+            CAPTURE(r);
+            CAPTURE(j);
+            CHECK(want != 0.0);
+            CHECK(std::abs(got - want) <= 1e-5 * std::abs(want));  // relative: these gradients are 1e-9 to 0.5
+        }
+}
