@@ -22,6 +22,18 @@
 
 namespace ssmtune::testing {
 
+// False in a build whose tests run under an emulator that cannot run a second thread (a cross build under qemu-user
+// defines SSMTUNE_TEST_NO_THREADS; see tests/CMakeLists.txt). The tests that compare 1 and 2 threads, or start a
+// thread, say so and skip that part there.
+inline bool threads_can_run() {
+#ifdef SSMTUNE_TEST_NO_THREADS
+    MESSAGE("skipped in this build: its tests run under an emulator that cannot start threads");
+    return false;
+#else
+    return true;
+#endif
+}
+
 // Result of comparing two tensors elementwise with |a − e| ≤ atol + rtol·|e|.
 struct CloseReport {
     bool ok = true;
