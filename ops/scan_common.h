@@ -45,10 +45,13 @@ inline float scan_exp(float x) {
     x = x > 88.0f ? 88.0f : x;
     const float shifter = 12582912.0f;  // 1.5·2^23: adding it rounds to an integer k, held in the low mantissa bits
     const float shifted = x * 1.44269504088896341f + shifter;
-    const float kf = shifted - shifter;
     uint32_t k_bits, shifter_bits;  // k from the bits, not a float→int cast (undefined for NaN); unsigned wraps
     std::memcpy(&k_bits, &shifted, sizeof k_bits);
     std::memcpy(&shifter_bits, &shifter, sizeof shifter_bits);
+    // k as a float from the same bits (= shifted − shifter under IEEE float arithmetic). Not shifted − shifter itself:
+    // with x87 maths (i686's default) `shifted` may stay in an 80-bit register unrounded, so that difference would be
+    // x·log2(e) rather than the k of the bits, and the result 2^k instead of e^x.
+    const float kf = float(int32_t(k_bits - shifter_bits));
     const float r = (x - kf * 0.693359375f) + kf * 2.12194440e-4f;  // ln2 split into a short head and a tail
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;

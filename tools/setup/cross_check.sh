@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds ssmtune for another CPU with Debian's cross compiler and runs its test suite there under qemu-user: the
-# check for people who port it. TARGET is aarch64 (64-bit ARM: unsigned char, weak memory order, FMA contraction
-# by default) or i686 (32-bit x86: 32-bit size_t and pointers, x87-free SSE2 maths). The build is CPU-only and
-# Release, in ./build-cross-TARGET, with tools/setup/cross/TARGET-linux-gnu.cmake; the tests run on one OpenMP
-# thread (qemu 7.2's user mode hangs in threaded programs here; see tests/CMakeLists.txt), and the consumer-project
-# tests are left out (they would build for this machine). The Python checks run the program through the emulator.
+# check for people who port it. TARGET is aarch64 (64-bit ARM: unsigned char, weak memory order, FMA contraction by
+# default) or i686 (32-bit x86: 32-bit size_t and pointers, and Debian's i686 default of x87 floating point with its
+# 80-bit intermediates). The build is CPU-only and Release, in ./build-cross-TARGET, with
+# tools/setup/cross/TARGET-linux-gnu.cmake; the tests run on one OpenMP thread (qemu 7.2's user mode hangs in threaded
+# programs here; see tests/CMakeLists.txt), and the consumer-project tests are left out (they would build for this
+# machine). The Python checks run the program through the emulator.
 # --install first adds the target's Debian architecture and installs the cross compiler, qemu-user and the target's
 # zlib (apt; needs root or sudo).
 # Usage: bash tools/setup/cross_check.sh aarch64|i686 [--install] [--build-only] [extra ctest arguments]
