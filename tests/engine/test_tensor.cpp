@@ -253,6 +253,13 @@ TEST_CASE("float16 rounds ties to nearest even") {
 }
 
 TEST_CASE("float16 and bfloat16 round trip every bit pattern exactly") {
+#if defined(__i386__) && !defined(__SSE2_MATH__)
+    // x87 maths (i686's default) passes floats through its registers, and loading one quiets a signalling NaN: there
+    // a signalling bfloat16 NaN comes back as the same NaN with the quiet bit set.
+    constexpr uint32_t quieted = 0x00400000u;
+#else
+    constexpr uint32_t quieted = 0;
+#endif
     int half_exact = 0, half_nan = 0, bf16_bad = 0;
     for (uint32_t bits = 0; bits < 65536; ++bits) {
         half_t h;
@@ -263,7 +270,8 @@ TEST_CASE("float16 and bfloat16 round trip every bit pattern exactly") {
         bf16_t b;
         b.bits = uint16_t(bits);
         const float g = float(b);
-        const bool ok = float_bits(g) == bits << 16 && (std::isnan(g) ? std::isnan(via_bf16(g)) : bf16_t(g).bits == b.bits);
+        const bool same_bits = float_bits(g) == bits << 16 || (std::isnan(g) && float_bits(g) == ((bits << 16) | quieted));
+        const bool ok = same_bits && (std::isnan(g) ? std::isnan(via_bf16(g)) : bf16_t(g).bits == b.bits);
         bf16_bad += ok ? 0 : 1;
     }
     CHECK(half_exact == 65536 - 2046);  // every non-NaN half comes back with the same bits
