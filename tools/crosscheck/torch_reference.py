@@ -27,9 +27,9 @@ Errors are relative to the largest reference magnitude of each tensor. Float64 m
 1e-5 counted as 1e-5 (an absolute floor, for gradients that float32 itself rounds to zero); at float64 magnitudes
 below 1e-3 count as 1e-3 (absolute errors below 1e-12 pass), for gradients that are zero in exact arithmetic but carry
 rounding noise. A case whose float32 check fails is run once more with the reference itself in float32: when
-PyTorch's own float32 is off by more than a quarter of the tolerance as well, the case is ill-conditioned (a large-scale LoRA over a long
-sequence can amplify one rounding 10^4-fold) and passes if ours is within ILL_CONDITIONED_FACTOR of PyTorch's float32
-error; such cases are counted and named at the end. Mamba and Longhorn cases only: S4D's plain float32 Vandermonde
+PyTorch's own float32 is off by more than a quarter of the tolerance as well, the case is ill-conditioned (a
+large-scale LoRA over a long sequence can amplify one rounding 10^4-fold) and passes if ours is within
+ILL_CONDITIONED_FACTOR of PyTorch's float32 error; such cases are counted and named at the end. Mamba and Longhorn cases only: S4D's plain float32 Vandermonde
 reference overflows (errors up to 1e39 on the fixed cases), so it is no yardstick. The float64 check is never relaxed.
 
 With --random N the script draws N cases instead (random_cases.random_case: random sizes across the scan's checkpoint

@@ -3,4 +3,5 @@
 set(SSMTUNE_CROSS_TRIPLE aarch64-linux-gnu)
 set(CMAKE_SYSTEM_PROCESSOR aarch64)
 set(SSMTUNE_CROSS_QEMU qemu-aarch64)
+set(SSMTUNE_CROSS_MULTIARCH /usr/lib/aarch64-linux-gnu)  # Debian's multiarch library folder
 include(${CMAKE_CURRENT_LIST_DIR}/common.cmake)

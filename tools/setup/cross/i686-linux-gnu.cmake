@@ -4,4 +4,5 @@
 set(SSMTUNE_CROSS_TRIPLE i686-linux-gnu)
 set(CMAKE_SYSTEM_PROCESSOR i686)
 set(SSMTUNE_CROSS_QEMU qemu-i386)
+set(SSMTUNE_CROSS_MULTIARCH /usr/lib/i386-linux-gnu)  # Debian's multiarch library folder
 include(${CMAKE_CURRENT_LIST_DIR}/common.cmake)
