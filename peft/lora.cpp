@@ -177,15 +177,18 @@ public:
         Tensor wx = conv_ ? ops::matmul(base_weight(), in) : ops::linear(in, base_weight());  // W x′
         return ops::add(ops::mul(wx, ops::add_scalar(scale, -1.0)), ops::mul(product(in), scale));
     }
-    // Without dropout x′ = x, so W x′ = out − b: like HF (which passes the host's result as base_result) we reuse the
-    // host's output instead of a second product with W: out + (m/n − 1)(out − b) + (m/n) s·B A x = (m/n)(out − b +
-    // s·B A x) + b.
+    // Without dropout x′ = x, so W x′ = out − b: like HF (which passes the host's result as base_result) we reuse
+    // the host's output instead of a second product with W, and sum in HF's order, out + ((m/n − 1)(out − b) +
+    // (m/n) s·B A x) (forward()'s sum, added to out), so that at init (m/n exactly 1, B A = 0) the output is the
+    // host's to the bit. The shorter (m/n)(out − b + s·B A x) + b is equal in exact arithmetic but rounds
+    // (out − b) + b: an ulp off on x87.
     Tensor apply(const Tensor& out, const Tensor& x) override {
         if (is_training() && s_.dropout > 0) return ops::add(out, forward(x));
         const Tensor* bias = host_->find_parameter("bias");
         const Tensor b = bias ? (conv_ ? bias->unsqueeze(1) : *bias) : Tensor();  // [out] (conv: [out, 1])
-        Tensor y = ops::mul(ops::add(b.defined() ? ops::sub(out, b) : out, product(x)), magnitude_scale());
-        return b.defined() ? ops::add(y, b) : y;
+        const Tensor scale = magnitude_scale();
+        const Tensor wx = b.defined() ? ops::sub(out, b) : out;  // W x
+        return ops::add(out, ops::add(ops::mul(wx, ops::add_scalar(scale, -1.0)), ops::mul(product(x), scale)));
     }
     Tensor merged_weight() {  // (m / n) ⊙ (W + s·B A), row by row, in the host's shape
         autograd::NoGradGuard no_grad;
