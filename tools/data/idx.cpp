@@ -32,7 +32,8 @@ std::vector<uint8_t> read_maybe_gzipped(const std::string& path) {
                       "); fix: fetch the file again");
         if (n == 0) break;
         out.insert(out.end(), buf.begin(), buf.begin() + n);
-        SSMTUNE_CHECK(out.size() <= (size_t(1) << 32), path, ": larger than 4 GiB decompressed; not an IDX file");
+        SSMTUNE_CHECK(uint64_t(out.size()) <= (uint64_t(1) << 32), path, ": larger than 4 GiB decompressed; not an IDX "
+                      "file");
     }
     return out;
 }
