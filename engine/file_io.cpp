@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -28,6 +29,11 @@ uint64_t open_for_read(const std::string& path, Fd& fd) {
 }
 
 void read_exact(int fd, void* dst, uint64_t n, uint64_t offset, const std::string& path) {
+    // A 32-bit build without large-file support has a 32-bit off_t: an offset past it would wrap, not fail.
+    const uint64_t max_offset = uint64_t(std::numeric_limits<off_t>::max());
+    SSMTUNE_CHECK(offset <= max_offset && n <= max_offset - offset, "reading ", path, " at byte ", offset,
+                  ": past the ", sizeof(off_t) * 8, "-bit file offsets of this build; fix: build with "
+                  "-D_FILE_OFFSET_BITS=64 (CMake does)");
     auto* p = static_cast<uint8_t*>(dst);
     while (n > 0) {
         const ssize_t got = ::pread(fd, p, size_t(std::min<uint64_t>(n, uint64_t(1) << 30)), off_t(offset));
@@ -51,6 +57,8 @@ FileBytes::FileBytes(int fd, uint64_t size, const std::string& path) { map(fd, s
 void FileBytes::map(int fd, uint64_t size, const std::string& path) {
     size_ = size;
     if (size_ == 0) return;
+    SSMTUNE_CHECK(size_ <= uint64_t(std::numeric_limits<size_t>::max()), path, " is ", size_, " bytes, more than a ",
+                  sizeof(size_t) * 8, "-bit build can hold in memory; fix: use a 64-bit build");
     void* m = ::mmap(nullptr, size_t(size_), PROT_READ, MAP_PRIVATE, fd, 0);
     if (m != MAP_FAILED) {
         map_ = m;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <iomanip>
+#include <limits>
 #include <ostream>
 #include <sstream>
 #include <type_traits>
@@ -49,14 +50,18 @@ TensorImpl& Tensor::impl() const {
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
     for (int64_t d : shape) SSMTUNE_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
     // Found by fuzzing `bench`: a shape whose size overflows int64 (2^31 − 1 in each of three dimensions) wrapped
-    // around and asked the allocator for a wrong, smaller size. 2^60 bytes is beyond any machine's memory.
+    // around and asked the allocator for a wrong, smaller size. 2^60 bytes is beyond any machine's memory; a 32-bit
+    // build's limit is its size_t (4 GiB), past which size_t(numel) * size would wrap in the same way.
     int64_t numel = 0;  // (a shape with a zero holds nothing, however large the other dimensions)
     if (std::find(shape.begin(), shape.end(), 0) == shape.end()) {
-        const int64_t max_elements = (int64_t(1) << 60) / int64_t(dtype_size(dtype));
+        const bool wide = sizeof(size_t) >= 8;
+        const uint64_t max_bytes = wide ? uint64_t(1) << 60 : uint64_t(std::numeric_limits<size_t>::max());
+        const int64_t max_elements = int64_t(max_bytes / dtype_size(dtype));
         numel = 1;
         for (int64_t d : shape) {
-            SSMTUNE_CHECK(numel <= max_elements / d, "shape ", shape_str(shape), " holds more than 2^60 bytes of ",
-                          dtype_name(dtype), ", beyond any memory; fix: smaller sizes");
+            SSMTUNE_CHECK(numel <= max_elements / d, "shape ", shape_str(shape), " holds more than ",
+                          wide ? "2^60" : "2^32", " bytes of ", dtype_name(dtype), ", beyond any memory",
+                          wide ? "" : " a 32-bit build can address", "; fix: smaller sizes");
             numel *= d;
         }
     }

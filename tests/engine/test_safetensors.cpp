@@ -8,9 +8,11 @@
 #include <fstream>
 #include <stdexcept>
 
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "engine/file_io.h"
 #include "engine/safetensors.h"
 #include "engine/tensor_file.h"
 
@@ -499,6 +501,38 @@ TEST_CASE("safetensors save surfaces a full disk as an Error and keeps the old f
     CHECK(msg.find("too large") != std::string::npos);  // strerror(EFBIG): "File too large"
     CHECK(read_file(path) == before);
     CHECK(other_files(dir, "big.safetensors").empty());
+}
+
+// A file past 4 GiB (sparse: a few bytes on disk) whose last tensor starts at byte 5 GiB: its header and that tensor
+// read through 64-bit offsets. On a 32-bit build (i686 in tools/setup/cross_check.sh) this needs large-file support
+// (CMake's _FILE_OFFSET_BITS=64: without it the file does not even open), and what cannot fit in its address space
+// (the 5 GiB tensor, the whole file) is one Error each, not a size that wrapped around.
+TEST_CASE("safetensors past 4 GiB: the last tensor reads through 64-bit offsets, and a 32-bit build refuses the rest") {
+    const auto dir = scratch_dir("st_large");
+    const std::string path = (dir / "large.safetensors").string();
+    const uint64_t big = uint64_t(5) << 30;
+    const std::string header = R"({"big":{"dtype":"U8","shape":[5368709120],"data_offsets":[0,5368709120]},)"
+                               R"("z":{"dtype":"F32","shape":[2],"data_offsets":[5368709120,5368709128]}})";
+    const std::vector<uint8_t> head = make_file(header);
+    const float z[2] = {1.5f, -2.25f};
+    {
+        Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+        REQUIRE(fd.fd >= 0);
+        REQUIRE(::pwrite(fd.fd, head.data(), head.size(), 0) == ssize_t(head.size()));
+        REQUIRE(::pwrite(fd.fd, z, sizeof z, off_t(head.size() + big)) == ssize_t(sizeof z));
+    }
+    CHECK(std::filesystem::file_size(path) == head.size() + big + sizeof z);
+    const auto table = read_safetensors_header(path);
+    REQUIRE(table.size() == 2);
+    CHECK(table.at("z").begin == big);
+    const std::unique_ptr<TensorFile> file = open_safetensors(path);
+    CHECK(file->entries().at("big").shape == Shape{int64_t(big)});
+    CHECK(file->read("z").to_vector<float>() == std::vector<float>{1.5f, -2.25f});
+    if (sizeof(size_t) < 8) {
+        CHECK(error_of([&] { file->read("big"); }).find("a 32-bit build can address") != std::string::npos);
+        CHECK(error_of([&] { load_safetensors(path); }).find("more than a 32-bit build can hold") != std::string::npos);
+    }
+    std::filesystem::remove(path);
 }
 
 TEST_CASE("safetensors opened for reading one tensor at a time gives what load_safetensors gives") {
