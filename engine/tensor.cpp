@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "cuda/kernels.h"
+#include "engine/round_to_double.h"
 #include "engine/strided.h"
 #include "engine/tensor_copy.h"
 
@@ -98,7 +99,7 @@ Tensor Tensor::arange(int64_t n, DType dtype) { return arange(0.0, double(n), 1.
 
 Tensor Tensor::arange(double start, double end, double step, DType dtype) {
     SSMTUNE_CHECK(step != 0.0, "arange: step must not be 0");
-    const int64_t n = std::max<int64_t>(0, int64_t(std::ceil((end - start) / step)));
+    const int64_t n = std::max<int64_t>(0, int64_t(std::ceil(round_to_double((end - start) / step))));
     Tensor t = empty({n}, DType::F64);
     double* p = t.data<double>();
     for (int64_t i = 0; i < n; ++i) p[i] = start + double(i) * step;

@@ -25,6 +25,7 @@
 #include <numeric>
 
 #include "autograd/node.h"
+#include "engine/round_to_double.h"
 #include "models/longhorn_mixer.h"
 #include "models/mamba_mixer.h"
 #include "ops/ops.h"
@@ -134,7 +135,7 @@ std::vector<int64_t> top_k_indices(const std::vector<double>& scores, int64_t k)
 }
 
 int64_t ratio_count(double ratio, int64_t n) {
-    return std::min<int64_t>(n, std::max<int64_t>(1, int64_t(std::llround(ratio * double(n)))));
+    return std::min<int64_t>(n, std::max<int64_t>(1, int64_t(std::llround(round_to_double(ratio * double(n))))));
 }
 
 std::vector<int64_t> read_index_list(const json& j, int64_t n, const std::string& what) {

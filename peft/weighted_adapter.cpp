@@ -25,6 +25,7 @@
 #include <numeric>
 
 #include "autograd/node.h"
+#include "engine/round_to_double.h"
 #include "engine/tensor_copy.h"
 #include "peft/lora.h"
 #include "peft/lora_init.h"
@@ -42,7 +43,7 @@ const std::vector<std::string>& combination_types() {
 }
 
 std::vector<double> prune_by_magnitude(const std::vector<double>& t, double density) {
-    const auto k = static_cast<size_t>(density * double(t.size()));  // Python's int(): towards zero
+    const auto k = static_cast<size_t>(round_to_double(density * double(t.size())));  // Python's int(): towards 0
     std::vector<size_t> order(t.size());
     std::iota(order.begin(), order.end(), size_t(0));
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return std::abs(t[a]) > std::abs(t[b]); });
@@ -110,7 +111,7 @@ double torch_quantile(std::vector<double> values, double q) {
     SSMTUNE_CHECK(!values.empty() && q >= 0 && q <= 1, "quantile: q = ", q, " must be in [0, 1] (of ", values.size(),
                   " values)");
     std::sort(values.begin(), values.end());
-    const double pos = q * double(values.size() - 1);
+    const double pos = round_to_double(q * double(values.size() - 1));
     const auto lo = static_cast<size_t>(std::floor(pos)), hi = static_cast<size_t>(std::ceil(pos));
     return values[lo] + (values[hi] - values[lo]) * (pos - double(lo));
 }

@@ -247,6 +247,11 @@ TEST_CASE("peft merge_task_tensors: magnitude pruning, TIES and DARE as HF's mer
     CHECK(merge("ties", 1.0, "total") == std::vector<double>{1, -2, 3.5, 8});
     CHECK(peft::prune_by_magnitude({1, -1, 1, 0.5}, 0.5) == std::vector<double>{1, -1, 0, 0});  // lower index first
     CHECK(peft::prune_by_magnitude({1, -1, 1, 0.5}, 0.0) == std::vector<double>{0, 0, 0, 0});
+    // the count is Python's int(density * n) of the product rounded to a double: int(0.7 * 10) = 7 and int(0.3 * 10)
+    // = 3, also on x87 (i686), whose unrounded 80-bit products gave 6 and 2
+    const std::vector<double> ten = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    CHECK(peft::prune_by_magnitude(ten, 0.7) == std::vector<double>{0, 0, 0, 4, 5, 6, 7, 8, 9, 10});
+    CHECK(peft::prune_by_magnitude(ten, 0.3) == std::vector<double>{0, 0, 0, 0, 0, 0, 0, 8, 9, 10});
     // DARE: each entry kept with probability density and divided by it; the draws follow the seed
     std::vector<double> big(4000);
     for (size_t i = 0; i < big.size(); ++i) big[i] = 1.0 + double(i % 7);

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/round_to_double.h"
 #include "engine/safetensors.h"
 
 namespace ssmtune::data {
@@ -44,7 +45,7 @@ TokenDataset TokenDataset::from_ids(std::vector<int64_t> ids, double val_fractio
     SSMTUNE_CHECK(val_fraction > 0 && val_fraction < 1, source, ": the validation fraction must be in (0, 1), got ",
                   val_fraction, "; fix: e.g. 0.1 (the last 10 % of the data)");
     SSMTUNE_CHECK(vocab_size >= 1, source, ": vocabulary size ", vocab_size, " must be positive");
-    const size_t n = ids.size(), n_val = size_t(std::llround(double(n) * val_fraction));
+    const size_t n = ids.size(), n_val = size_t(std::llround(round_to_double(double(n) * val_fraction)));
     SSMTUNE_CHECK(n_val >= 2 && n - n_val >= 2, source, ": ", n, " tokens split at val_fraction ", val_fraction, " into ",
                   n - n_val, " training and ", n_val, " validation tokens; each part needs at least one window (2 "
                   "tokens or more); fix: more data or a val_fraction nearer 0.5");
