@@ -173,9 +173,8 @@ public:
     }
     Tensor forward(const Tensor& x) override {
         Tensor in = dropped(x);
-        const Tensor scale = magnitude_scale();
         Tensor wx = conv_ ? ops::matmul(base_weight(), in) : ops::linear(in, base_weight());  // W x′
-        return ops::add(ops::mul(wx, ops::add_scalar(scale, -1.0)), ops::mul(product(in), scale));
+        return dora_terms(wx, product(in));
     }
     // Without dropout x′ = x, so W x′ = out − b: like HF (which passes the host's result as base_result) we reuse
     // the host's output instead of a second product with W, and sum in HF's order, out + ((m/n − 1)(out − b) +
@@ -186,9 +185,8 @@ public:
         if (is_training() && s_.dropout > 0) return ops::add(out, forward(x));
         const Tensor* bias = host_->find_parameter("bias");
         const Tensor b = bias ? (conv_ ? bias->unsqueeze(1) : *bias) : Tensor();  // [out] (conv: [out, 1])
-        const Tensor scale = magnitude_scale();
         const Tensor wx = b.defined() ? ops::sub(out, b) : out;  // W x
-        return ops::add(out, ops::add(ops::mul(wx, ops::add_scalar(scale, -1.0)), ops::mul(product(x), scale)));
+        return ops::add(out, dora_terms(wx, product(x)));
     }
     Tensor merged_weight() {  // (m / n) ⊙ (W + s·B A), row by row, in the host's shape
         autograd::NoGradGuard no_grad;
@@ -199,6 +197,11 @@ public:
     std::string type_name() const override { return "DoraLayer"; }
 
 private:
+    // What DoRA adds to the host's output: (m/n − 1) ⊙ W x′ + (m/n) ⊙ s·B A x′, in HF's order.
+    Tensor dora_terms(const Tensor& wx, const Tensor& scaled_bax) {
+        const Tensor scale = magnitude_scale();
+        return ops::add(ops::mul(wx, ops::add_scalar(scale, -1.0)), ops::mul(scaled_bax, scale));
+    }
     Tensor magnitude_scale() {  // m / n: [out], or [out, 1] over a conv's positions
         Tensor scale = ops::div(params_[0].second.reshape({out_}), weight_norm());
         return conv_ ? scale.unsqueeze(1) : scale;
